@@ -1,0 +1,64 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz` and a small status page.
+//! The `/admin/v1/*` API arrives with the Raft control plane; it needs the admin token.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::gateway::Gateway;
+use crate::proxy::ResponseBody;
+
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "application/json", r#"{"error":"method not allowed"}"#.into());
+    }
+    match path {
+        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", gateway.metrics.render()),
+        "/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
+        "/readyz" => {
+            if gateway.is_shutting_down() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"shutting_down"}"#.into())
+            } else {
+                text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#.into())
+            }
+        }
+        "/" => text(StatusCode::OK, "text/html; charset=utf-8", status_page(&gateway)),
+        _ => text(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not found"}"#.into()),
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn status_page(gateway: &Gateway) -> String {
+    let snapshot = gateway.snapshot();
+    let mut rows = String::new();
+    for name in &snapshot.model_names {
+        if let Some(route) = snapshot.routes.get(name) {
+            let targets: Vec<String> = route
+                .targets
+                .iter()
+                .map(|t| format!("{}/{}", html_escape(&t.provider.name), html_escape(&t.upstream_model)))
+                .collect();
+            rows.push_str(&format!("<tr><td>{}</td><td>{:?}</td><td>{}</td></tr>", html_escape(name), route.strategy, targets.join(", ")));
+        }
+    }
+    format!(
+        "<!doctype html><html><head><title>Tollgate node {id}</title></head><body><h1>Tollgate node {id}</h1>\
+         <p>version {version}</p><table border=1><tr><th>model</th><th>strategy</th><th>targets</th></tr>{rows}</table>\
+         <p><a href=\"/metrics\">metrics</a></p></body></html>",
+        id = gateway.node_id,
+        version = env!("CARGO_PKG_VERSION"),
+    )
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}

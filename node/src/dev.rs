@@ -1,0 +1,141 @@
+//! `tollgate dev`: a local setup that works with no API keys and no network — the built-in mock
+//! provider behind an OpenAI-style and an Anthropic-style model, a demo org and a fresh key.
+
+use std::fmt::Write as _;
+
+use rand::Rng;
+
+use crate::cli::DevArgs;
+use crate::config::{Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind, Strategy, TargetConfig};
+use crate::server::RunningNode;
+
+pub struct DevSetup {
+    pub configs: Vec<Config>,
+    pub key: String,
+    pub admin_token: String,
+}
+
+fn random_token(prefix: &str) -> String {
+    let mut rng = rand::rng();
+    let mut out = String::from(prefix);
+    for _ in 0..24 {
+        let _ = write!(out, "{:x}", rng.random_range(0..16u8));
+    }
+    out
+}
+
+fn mock_provider(name: &str, style: MockStyle, token_delay_ms: u64) -> ProviderConfig {
+    ProviderConfig {
+        name: name.into(),
+        kind: ProviderKind::Mock,
+        base_url: None,
+        api_key: None,
+        api_key_env: None,
+        metrics_url: None,
+        headers: Default::default(),
+        connect_timeout_ms: None,
+        first_byte_timeout_ms: None,
+        idle_timeout_ms: None,
+        mock: Some(MockConfig { style, reply: None, first_token_delay_ms: 0, token_delay_ms }),
+    }
+}
+
+fn model(name: &str, provider: &str, window: u64, price: Price) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        context_window: Some(window),
+        max_output_tokens: Some(8192),
+        price_per_mtok: price,
+        encoding: None,
+        strategy: Strategy::Priority,
+        targets: vec![TargetConfig { provider: provider.into(), model: None, weight: 100, priority: 0 }],
+    }
+}
+
+pub fn setup(args: &DevArgs) -> DevSetup {
+    let key = random_token("tg-dev-");
+    let admin_token = random_token("tga-");
+    let mut configs = Vec::new();
+    for index in 0..args.nodes.max(1) {
+        let mut config = Config::default();
+        config.node.id = u64::from(index) + 1;
+        config.node.listen = format!("127.0.0.1:{}", args.base_port + index);
+        config.node.admin_listen = format!("127.0.0.1:{}", args.base_port + 1010 + index);
+        config.node.admin_token = Some(admin_token.clone());
+        config.providers = vec![
+            mock_provider("mock-openai", MockStyle::Openai, args.token_delay_ms),
+            mock_provider("mock-anthropic", MockStyle::Anthropic, args.token_delay_ms),
+        ];
+        config.models = vec![
+            model("gpt-4o-mini", "mock-openai", 128_000, Price { input: 0.15, output: 0.60 }),
+            model("claude-3-5-haiku", "mock-anthropic", 200_000, Price { input: 0.80, output: 4.00 }),
+            model("text-embedding-3-small", "mock-openai", 8_191, Price { input: 0.02, output: 0.0 }),
+        ];
+        config.orgs = vec![OrgConfig { name: "demo".into(), budget: None }];
+        config.keys = vec![KeyConfig {
+            key: Some(key.clone()),
+            key_sha256: None,
+            name: Some("demo".into()),
+            org: "demo".into(),
+            team: None,
+            models: None,
+        }];
+        configs.push(config);
+    }
+    DevSetup { configs, key, admin_token }
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let setup = setup(&args);
+    let mut nodes = Vec::new();
+    for config in &setup.configs {
+        nodes.push(RunningNode::start(config.clone()).await?);
+    }
+    let Some(first) = nodes.first() else {
+        anyhow::bail!("--nodes must be at least 1");
+    };
+    let url = format!("{}/v1", first.api_url());
+    let admin_url = first.admin_url();
+    if let Some(path) = &args.env_file {
+        let text = format!(
+            "TOLLGATE_URL={url}\nTOLLGATE_KEY={key}\nTOLLGATE_ADMIN_URL={admin_url}\nTOLLGATE_ADMIN_TOKEN={token}\n",
+            key = setup.key,
+            token = setup.admin_token
+        );
+        std::fs::write(path, text).map_err(|err| anyhow::anyhow!("--env-file {}: {err}", path.display()))?;
+    }
+    let mut listing = String::new();
+    for node in &nodes {
+        let _ = writeln!(listing, "  node {}: API {}/v1   admin {}", node.gateway.node_id, node.api_url(), node.admin_url());
+    }
+    println!(
+        "Tollgate dev: {count} node(s) with the built-in mock provider (no API keys, no network needed)\n\
+{listing}\n\
+  models:      gpt-4o-mini (OpenAI-style), claude-3-5-haiku (Anthropic-style), text-embedding-3-small\n\
+  org:         demo\n\
+  API key:     {key}\n\
+  admin token: {token}\n\
+\n\
+Try it:\n\
+  curl -s {url}/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n\
+       -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
+  curl -sN {base}/v1/messages -H 'x-api-key: {key}' -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' \\\n\
+       -d '{{\"model\":\"claude-3-5-haiku\",\"max_tokens\":100,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
+\n\
+  Python:  OpenAI(base_url=\"{url}\", api_key=\"{key}\")\n\
+           Anthropic(base_url=\"{base}\", api_key=\"{key}\")\n\
+  Metrics: curl -s {admin_url}/metrics\n\
+\n\
+Press Ctrl-C to stop.",
+        count = nodes.len(),
+        key = setup.key,
+        token = setup.admin_token,
+        base = first.api_url(),
+    );
+    crate::signals::wait_for_shutdown_signal().await;
+    println!("stopping...");
+    for node in nodes {
+        node.stop().await?;
+    }
+    Ok(())
+}

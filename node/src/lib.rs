@@ -1,0 +1,27 @@
+//! Tollgate node: a gateway that proxies, translates and meters OpenAI and Anthropic traffic.
+//!
+//! `main.rs` only parses flags and calls [`run`]; tests call the same function (or [`RunningNode::start`])
+//! on port 0. The request path is laid out phase by phase in [`proxy`].
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod providers;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod signals;
+pub mod sse;
+pub mod tokens;
+pub mod translate;
+
+pub use config::Config;
+pub use server::{run, Listeners, RunningNode};

@@ -1,0 +1,50 @@
+//! The `tollgate` binary: parse flags, set up logging, call into the library.
+
+use clap::Parser;
+use tollgate::cli::{Cli, Command};
+use tollgate::{signals, Config, Listeners};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let config = args.load_config()?;
+            let listeners = Listeners::bind(&config).await?;
+            tollgate::run(config, listeners, signals::wait_for_shutdown_signal()).await
+        }
+        Command::Dev(args) => tollgate::dev::run(args).await,
+        Command::CheckConfig { config } => {
+            let config = Config::load(&config)?;
+            println!(
+                "config ok: {} provider(s), {} model(s), {} key(s)",
+                config.providers.len(),
+                config.models.len(),
+                config.keys.len()
+            );
+            Ok(())
+        }
+    }
+}

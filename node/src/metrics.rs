@@ -1,0 +1,292 @@
+//! Request metering and the Prometheus text exposition. Everything on the request path is a relaxed atomic
+//! add on counters created when the route table is built: no locks, no label formatting per request.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::api::Usage;
+use crate::config::Price;
+
+const LATENCY_BUCKETS_SECONDS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+const OVERHEAD_BUCKETS_SECONDS: [f64; 10] =
+    [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05];
+
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        if let Some(index) = self.bounds.iter().position(|bound| seconds <= *bound) {
+            self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(value.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        let separator = if labels.is_empty() { "" } else { "," };
+        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// How an upstream attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The upstream failed (status, timeout, broken stream).
+    UpstreamError,
+    /// The client left before the response finished.
+    Cancelled,
+}
+
+/// Counters for one (route, provider, upstream model) target.
+#[derive(Debug)]
+pub struct TargetMetrics {
+    labels: String,
+    pub requests_ok: AtomicU64,
+    pub requests_error: AtomicU64,
+    pub requests_cancelled: AtomicU64,
+    pub fallbacks: AtomicU64,
+    pub input_tokens: AtomicU64,
+    pub output_tokens: AtomicU64,
+    pub estimated_requests: AtomicU64,
+    /// Cost in nano-USD, so integer atomics suffice.
+    pub cost_nano_usd: AtomicU64,
+    pub duration: Histogram,
+    pub ttft: Histogram,
+}
+
+impl TargetMetrics {
+    pub fn record(&self, outcome: Outcome, usage: Option<&Usage>, price: &Price, duration: Duration, ttft: Option<Duration>) {
+        match outcome {
+            Outcome::Ok => &self.requests_ok,
+            Outcome::UpstreamError => &self.requests_error,
+            Outcome::Cancelled => &self.requests_cancelled,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        if let Some(usage) = usage {
+            self.input_tokens.fetch_add(usage.input_tokens, Ordering::Relaxed);
+            self.output_tokens.fetch_add(usage.output_tokens, Ordering::Relaxed);
+            if usage.estimated {
+                self.estimated_requests.fetch_add(1, Ordering::Relaxed);
+            }
+            self.cost_nano_usd.fetch_add((cost_usd(usage, price) * 1e9) as u64, Ordering::Relaxed);
+        }
+        self.duration.observe(duration);
+        if let Some(ttft) = ttft {
+            self.ttft.observe(ttft);
+        }
+    }
+}
+
+pub fn cost_usd(usage: &Usage, price: &Price) -> f64 {
+    (usage.input_tokens as f64 * price.input + usage.output_tokens as f64 * price.output) / 1e6
+}
+
+/// The node's metrics registry.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Responses by HTTP status code (index = code).
+    responses: Vec<AtomicU64>,
+    pub in_flight: AtomicI64,
+    pub overhead: Histogram,
+    targets: Mutex<HashMap<(String, String, String), Arc<TargetMetrics>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            responses: (0..600).map(|_| AtomicU64::new(0)).collect(),
+            in_flight: AtomicI64::new(0),
+            overhead: Histogram::new(&OVERHEAD_BUCKETS_SECONDS),
+            targets: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// The counters of one target, created on first use and kept across config reloads.
+    pub fn target(&self, route: &str, provider: &str, model: &str) -> Arc<TargetMetrics> {
+        let key = (route.to_owned(), provider.to_owned(), model.to_owned());
+        let mut targets = self.targets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        targets
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(TargetMetrics {
+                    labels: format!(
+                        "route=\"{}\",gen_ai_provider_name=\"{}\",gen_ai_request_model=\"{}\"",
+                        escape_label(route),
+                        escape_label(provider),
+                        escape_label(model)
+                    ),
+                    requests_ok: AtomicU64::new(0),
+                    requests_error: AtomicU64::new(0),
+                    requests_cancelled: AtomicU64::new(0),
+                    fallbacks: AtomicU64::new(0),
+                    input_tokens: AtomicU64::new(0),
+                    output_tokens: AtomicU64::new(0),
+                    estimated_requests: AtomicU64::new(0),
+                    cost_nano_usd: AtomicU64::new(0),
+                    duration: Histogram::new(&LATENCY_BUCKETS_SECONDS),
+                    ttft: Histogram::new(&LATENCY_BUCKETS_SECONDS),
+                })
+            })
+            .clone()
+    }
+
+    pub fn record_response(&self, status: u16) {
+        if let Some(counter) = self.responses.get(status as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn responses_with_status(&self, status: u16) -> u64 {
+        self.responses.get(status as usize).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        out.push_str("# HELP tollgate_http_responses_total Responses sent to clients on the API listener, by status.\n");
+        out.push_str("# TYPE tollgate_http_responses_total counter\n");
+        for (code, counter) in self.responses.iter().enumerate() {
+            let value = counter.load(Ordering::Relaxed);
+            if value > 0 {
+                let _ = writeln!(out, "tollgate_http_responses_total{{code=\"{code}\"}} {value}");
+            }
+        }
+        out.push_str("# HELP tollgate_requests_in_flight API requests being served now.\n");
+        out.push_str("# TYPE tollgate_requests_in_flight gauge\n");
+        let _ = writeln!(out, "tollgate_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        out.push_str("# HELP tollgate_gateway_overhead_seconds Time the gateway itself spent before the response headers, upstream wait excluded.\n");
+        out.push_str("# TYPE tollgate_gateway_overhead_seconds histogram\n");
+        self.overhead.render(&mut out, "tollgate_gateway_overhead_seconds", "");
+
+        let targets: Vec<Arc<TargetMetrics>> = {
+            let targets = self.targets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut list: Vec<_> = targets.values().cloned().collect();
+            list.sort_by(|a, b| a.labels.cmp(&b.labels));
+            list
+        };
+        let counter = |out: &mut String, name: &str, help: &str, get: &dyn Fn(&TargetMetrics) -> String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for target in &targets {
+                let _ = writeln!(out, "{name}{{{}}} {}", target.labels, get(target));
+            }
+        };
+        let _ = writeln!(out, "# HELP tollgate_upstream_requests_total Upstream attempts by outcome.\n# TYPE tollgate_upstream_requests_total counter");
+        for target in &targets {
+            for (outcome, value) in [
+                ("ok", &target.requests_ok),
+                ("error", &target.requests_error),
+                ("cancelled", &target.requests_cancelled),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "tollgate_upstream_requests_total{{{},outcome=\"{outcome}\"}} {}",
+                    target.labels,
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP gen_ai_client_token_usage_total Tokens billed, by type (gen_ai.client.token.usage).\n# TYPE gen_ai_client_token_usage_total counter");
+        for target in &targets {
+            for (kind, value) in [("input", &target.input_tokens), ("output", &target.output_tokens)] {
+                let _ = writeln!(
+                    out,
+                    "gen_ai_client_token_usage_total{{{},gen_ai_token_type=\"{kind}\"}} {}",
+                    target.labels,
+                    value.load(Ordering::Relaxed)
+                );
+            }
+        }
+        counter(&mut out, "tollgate_usage_estimated_total", "Requests whose usage was counted locally because the provider reported none.", &|t| {
+            t.estimated_requests.load(Ordering::Relaxed).to_string()
+        });
+        counter(&mut out, "tollgate_fallbacks_total", "Attempts on this target that failed over to the next one.", &|t| {
+            t.fallbacks.load(Ordering::Relaxed).to_string()
+        });
+        counter(&mut out, "tollgate_cost_usd_total", "Cost at the model's configured prices.", &|t| {
+            format!("{}", t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9)
+        });
+        let _ = writeln!(out, "# HELP gen_ai_server_request_duration_seconds Upstream request duration, first byte sent to last byte received.\n# TYPE gen_ai_server_request_duration_seconds histogram");
+        for target in &targets {
+            target.duration.render(&mut out, "gen_ai_server_request_duration_seconds", &target.labels);
+        }
+        let _ = writeln!(out, "# HELP gen_ai_server_time_to_first_token_seconds Time to the first streamed token.\n# TYPE gen_ai_server_time_to_first_token_seconds histogram");
+        for target in &targets {
+            if target.ttft.count() > 0 {
+                target.ttft.render(&mut out, "gen_ai_server_time_to_first_token_seconds", &target.labels);
+            }
+        }
+        out
+    }
+}
+
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_renders_usage_and_cost() {
+        let metrics = Metrics::default();
+        let target = metrics.target("gpt", "openai", "gpt-4o-mini");
+        let usage = Usage { input_tokens: 1000, output_tokens: 500, ..Default::default() };
+        let price = Price { input: 0.15, output: 0.60 };
+        target.record(Outcome::Ok, Some(&usage), &price, Duration::from_millis(30), Some(Duration::from_millis(5)));
+        metrics.record_response(200);
+        let text = metrics.render();
+        assert!(text.contains("tollgate_http_responses_total{code=\"200\"} 1"));
+        assert!(text.contains("gen_ai_token_type=\"input\"} 1000"));
+        assert!(text.contains("tollgate_cost_usd_total{route=\"gpt\",gen_ai_provider_name=\"openai\",gen_ai_request_model=\"gpt-4o-mini\"} 0.00045"), "{text}");
+        assert!(text.contains("gen_ai_server_time_to_first_token_seconds_count"));
+        assert!(Arc::ptr_eq(&target, &metrics.target("gpt", "openai", "gpt-4o-mini")));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let histogram = Histogram::new(&LATENCY_BUCKETS_SECONDS);
+        histogram.observe(Duration::from_millis(1));
+        histogram.observe(Duration::from_millis(200));
+        let mut out = String::new();
+        histogram.render(&mut out, "h", "");
+        assert!(out.contains("h_bucket{le=\"0.005\"} 1"));
+        assert!(out.contains("h_bucket{le=\"0.25\"} 2"));
+        assert!(out.contains("h_count{} 2"));
+    }
+}

@@ -1,0 +1,248 @@
+//! Upstream providers: an enum of adapters, one file each, sharing one HTTP client type. A provider
+//! turns a prepared request body into an upstream HTTP response; what the body means is the
+//! translation layer's business.
+
+pub mod anthropic;
+pub mod mock;
+pub mod openai;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::api::Protocol;
+use crate::config::{LimitsConfig, ProviderConfig, ProviderKind};
+use crate::error::{GatewayError, GatewayResult};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Which API call is being made upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Chat,
+    Embeddings,
+    CountTokens,
+}
+
+/// A request ready to send: the body is already in the provider's protocol.
+pub struct UpstreamRequest<'a> {
+    pub operation: Operation,
+    pub body: Bytes,
+    pub stream: bool,
+    /// The caller's headers, for the few that are forwarded (`traceparent`, `anthropic-version`…).
+    pub client_headers: &'a HeaderMap,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+pub struct Provider {
+    pub name: String,
+    pub protocol: Protocol,
+    pub timeouts: Timeouts,
+    backend: Backend,
+}
+
+enum Backend {
+    Http(Box<HttpBackend>),
+    Mock(mock::MockProvider),
+}
+
+/// What both HTTP adapters share: the client, the base URL and the static headers.
+pub struct HttpBackend {
+    client: HttpClient,
+    base_url: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Client headers worth passing upstream. Never the caller's credentials.
+const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate", "anthropic-beta"];
+
+impl Provider {
+    pub fn from_config(config: &ProviderConfig, limits: &LimitsConfig) -> anyhow::Result<Provider> {
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(config.connect_timeout_ms.unwrap_or(limits.connect_timeout_ms)),
+            first_byte: Duration::from_millis(config.first_byte_timeout_ms.unwrap_or(limits.first_byte_timeout_ms)),
+            idle: Duration::from_millis(config.idle_timeout_ms.unwrap_or(limits.idle_timeout_ms)),
+        };
+        let (protocol, backend) = match config.kind {
+            ProviderKind::Openai => (Protocol::OpenAi, Backend::Http(Box::new(openai::backend(config, timeouts)?))),
+            ProviderKind::Anthropic => (Protocol::Anthropic, Backend::Http(Box::new(anthropic::backend(config, timeouts)?))),
+            ProviderKind::Mock => {
+                let mock = mock::MockProvider::new(config.mock.clone().unwrap_or_default());
+                (mock.protocol(), Backend::Mock(mock))
+            }
+        };
+        Ok(Provider { name: config.name.clone(), protocol, timeouts, backend })
+    }
+
+    /// Sends the request and waits for the response headers (bounded by the first-byte timeout).
+    pub async fn send(&self, request: UpstreamRequest<'_>) -> GatewayResult<Response<UpstreamBody>> {
+        let backend = match &self.backend {
+            Backend::Mock(mock) => return mock.respond(request).await,
+            Backend::Http(backend) => backend,
+        };
+        let http_request = match self.protocol {
+            Protocol::OpenAi => openai::build_request(backend, &request)?,
+            Protocol::Anthropic => anthropic::build_request(backend, &request)?,
+        };
+        let response = tokio::time::timeout(self.timeouts.first_byte, backend.client.request(http_request))
+            .await
+            .map_err(|_| {
+                GatewayError::upstream_timeout(format!(
+                    "provider `{}` sent no response within {} ms",
+                    self.name,
+                    self.timeouts.first_byte.as_millis()
+                ))
+            })?
+            .map_err(|err| transport_error(&self.name, &err))?;
+        Ok(response.map(|body| body.map_err(|err| Box::new(err) as BoxError).boxed_unsync()))
+    }
+}
+
+fn transport_error(provider: &str, err: &hyper_util::client::legacy::Error) -> GatewayError {
+    use std::error::Error as _;
+    let mut detail = err.to_string();
+    let mut source = err.source();
+    while let Some(inner) = source {
+        detail.push_str(": ");
+        detail.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    if err.is_connect() {
+        GatewayError::upstream_connect(format!("cannot connect to provider `{provider}`: {detail}"))
+    } else {
+        GatewayError::upstream_connect(format!("request to provider `{provider}` failed: {detail}"))
+    }
+}
+
+impl HttpBackend {
+    fn new(base_url: &str, timeouts: Timeouts, headers: Vec<(HeaderName, HeaderValue)>) -> anyhow::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeouts.connect));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(std::sync::Arc::new(rustls::crypto::ring::default_provider()))?
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(https);
+        Ok(HttpBackend { client, base_url: base_url.trim_end_matches('/').to_owned(), headers })
+    }
+
+    /// A POST of a JSON body to `base_url + path`, with the static and forwarded headers.
+    fn post(&self, path: &str, request: &UpstreamRequest<'_>) -> GatewayResult<http::request::Builder> {
+        let mut builder = http::Request::post(format!("{}{}", self.base_url, path))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")));
+        if request.stream {
+            builder = builder.header(http::header::ACCEPT, "text/event-stream");
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        for name in FORWARDED_HEADERS {
+            if let Some(value) = request.client_headers.get(*name) {
+                builder = builder.header(*name, value);
+            }
+        }
+        Ok(builder)
+    }
+}
+
+/// Static headers from config plus the credential header, validated once at load.
+fn static_headers(config: &ProviderConfig, credential: Option<(HeaderName, String)>) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
+    let mut headers = Vec::new();
+    if let Some((name, value)) = credential {
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| anyhow::anyhow!("providers.{}: API key contains characters not allowed in a header", config.name))?;
+        value.set_sensitive(true);
+        headers.push((name, value));
+    }
+    for (name, value) in &config.headers {
+        headers.push((HeaderName::from_bytes(name.as_bytes())?, HeaderValue::from_str(value)?));
+    }
+    Ok(headers)
+}
+
+/// The provider's API key: literal `api_key`, else the environment variable named by `api_key_env`.
+fn api_key(config: &ProviderConfig) -> anyhow::Result<Option<String>> {
+    if let Some(key) = &config.api_key {
+        return Ok(Some(key.clone()));
+    }
+    match &config.api_key_env {
+        Some(variable) => match std::env::var(variable) {
+            Ok(value) if !value.is_empty() => Ok(Some(value)),
+            _ => {
+                tracing::warn!(provider = %config.name, variable = %variable, "api key environment variable is not set; calls will be unauthenticated");
+                Ok(None)
+            }
+        },
+        None => Ok(None),
+    }
+}
+
+/// Reads a whole body with a size cap and an idle timeout between chunks.
+pub async fn read_body(mut body: UpstreamBody, limit: usize, idle: Duration) -> GatewayResult<Bytes> {
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(idle, body.frame())
+            .await
+            .map_err(|_| GatewayError::upstream_timeout(format!("upstream body stalled for {} ms", idle.as_millis())))?;
+        match frame {
+            None => return Ok(out.freeze()),
+            Some(Err(err)) => return Err(GatewayError::upstream_invalid(format!("upstream body failed: {err}"))),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if out.len() + data.len() > limit {
+                        return Err(GatewayError::upstream_invalid(format!("upstream response exceeds {limit} bytes")));
+                    }
+                    out.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// Turns an upstream error response into a [`GatewayError`] that keeps the provider's body (when it is
+/// a proper error object of that protocol) and its `Retry-After`.
+pub fn upstream_error(protocol: Protocol, provider: &str, status: u16, headers: &HeaderMap, body: Bytes) -> GatewayError {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(|e| e.get("message").and_then(|m| m.as_str()).or_else(|| e.as_str()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+            format!("provider `{provider}` returned HTTP {status}: {snippet}")
+        });
+    let retry_after = headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let mut err = GatewayError::upstream_status(status, message).with_retry_after(retry_after);
+    let well_formed = match (protocol, &parsed) {
+        (Protocol::OpenAi, Some(value)) => value.get("error").is_some_and(|e| e.is_object()),
+        (Protocol::Anthropic, Some(value)) => value.get("type").and_then(|t| t.as_str()) == Some("error"),
+        _ => false,
+    };
+    if well_formed {
+        err = err.with_upstream_body(protocol, body);
+    }
+    err
+}

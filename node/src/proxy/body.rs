@@ -1,0 +1,247 @@
+//! Response bodies the API listener sends: a complete buffer, or a live stream that pulls upstream SSE
+//! events, translates them, and forwards each one as soon as it is complete (no buffering of the stream).
+//!
+//! A stream ends in exactly one of three ways: the upstream's terminal event was translated (normal end);
+//! the upstream failed — cut connection, clean end without the terminal event, malformed event, error
+//! event, or silence past the idle timeout — and the caller gets one explicit error event in its own
+//! shape; or the client went away, which drops this body, which drops (and so cancels) the upstream
+//! request at once.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::meter::RequestMeter;
+use crate::api::Protocol;
+use crate::error::GatewayError;
+use crate::metrics::Outcome;
+use crate::providers::UpstreamBody;
+use crate::sse::{SseError, SseParser};
+use crate::translate::stream::StreamTranslator;
+
+pub enum ResponseBody {
+    Full(Option<Bytes>),
+    Stream(Box<StreamingBody>),
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        ResponseBody::Full(None)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Stream(stream) => stream.poll_frame_inner(cx).map(|frame| frame.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(bytes) => bytes.is_none(),
+            ResponseBody::Stream(stream) => stream.finished && stream.pending.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// One step of the stream: caller bytes to send, the normal end, or a failure.
+enum Step {
+    Output(Bytes),
+    End,
+    Failed(GatewayError),
+}
+
+pub struct StreamingBody {
+    upstream: Option<UpstreamBody>,
+    parser: SseParser,
+    translator: StreamTranslator,
+    caller: Protocol,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    out: BytesMut,
+    /// Output produced while priming, sent first.
+    pending: Option<Bytes>,
+    finished: bool,
+    /// The upstream body ended; the parser has been told.
+    ended_input: bool,
+    meter: RequestMeter,
+}
+
+impl StreamingBody {
+    pub fn new(upstream: UpstreamBody, translator: StreamTranslator, caller: Protocol, idle_timeout: Duration, meter: RequestMeter) -> Self {
+        StreamingBody {
+            upstream: Some(upstream),
+            parser: SseParser::new(),
+            translator,
+            caller,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            out: BytesMut::with_capacity(4096),
+            pending: None,
+            finished: false,
+            ended_input: false,
+            meter,
+        }
+    }
+
+    /// Reads until the first caller-visible output, so a target that fails before sending anything can be
+    /// replaced by the next one transparently. On error the upstream is dropped and nothing was sent.
+    pub async fn prime(&mut self) -> Result<(), GatewayError> {
+        match std::future::poll_fn(|cx| self.poll_step(cx)).await {
+            Step::Output(bytes) => {
+                self.pending = Some(bytes);
+                Ok(())
+            }
+            Step::End => Err(GatewayError::upstream_invalid("upstream stream ended before sending any event")),
+            Step::Failed(err) => Err(err),
+        }
+    }
+
+    /// The meter of a stream that failed while priming, so the attempt is still recorded.
+    pub fn abandon(mut self, err: &GatewayError) {
+        self.upstream = None;
+        self.finished = true;
+        let text = self.translator.facts().text.clone();
+        let usage = self.translator.facts().usage;
+        tracing::debug!(%err, "stream failed before its first event");
+        self.meter.finish(Outcome::UpstreamError, usage, &text);
+    }
+
+    fn poll_frame_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(bytes) = self.pending.take() {
+            return Poll::Ready(Some(bytes));
+        }
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.poll_step(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Step::Output(bytes)) => Poll::Ready(Some(bytes)),
+            Poll::Ready(Step::End) => Poll::Ready(None),
+            Poll::Ready(Step::Failed(err)) => {
+                tracing::warn!(%err, "upstream stream failed; ending the client stream with an error event");
+                Poll::Ready(Some(err.sse_event(self.caller)))
+            }
+        }
+    }
+
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        loop {
+            // Drain complete events already buffered before reading more.
+            match self.parser.next_event() {
+                Ok(Some(event)) => {
+                    let estimator = self.meter.estimator().clone();
+                    let estimate = move |text: &str| estimator.estimate(text);
+                    if let Err(err) = self.translator.on_event(&event, &mut self.out, &estimate) {
+                        return Poll::Ready(self.fail(err));
+                    }
+                    if !self.out.is_empty() {
+                        if !self.translator.facts().text.is_empty() {
+                            self.meter.mark_first_token();
+                        }
+                        if self.translator.facts().complete {
+                            self.complete();
+                        }
+                        return Poll::Ready(Step::Output(self.out.split().freeze()));
+                    }
+                    continue;
+                }
+                Ok(None) => {}
+                Err(SseError::EventTooLarge) => {
+                    return Poll::Ready(self.fail(GatewayError::upstream_invalid("upstream sent an unterminated or oversized event")));
+                }
+            }
+            if self.translator.facts().complete {
+                self.complete();
+                return Poll::Ready(Step::End);
+            }
+            if self.ended_input {
+                let detail = if self.parser.has_partial() { "in the middle of an event" } else { "without its final event" };
+                return Poll::Ready(self.fail(GatewayError::upstream_invalid(format!("upstream stream ended {detail}"))));
+            }
+            let Some(upstream) = self.upstream.as_mut() else {
+                return Poll::Ready(Step::End);
+            };
+            match Pin::new(upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.parser.push(&data);
+                        self.idle.as_mut().reset(Instant::now() + self.idle_timeout);
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    return Poll::Ready(self.fail(GatewayError::upstream_invalid(format!("upstream connection failed mid-stream: {err}"))));
+                }
+                Poll::Ready(None) => {
+                    // Let the parser release an event held back for a possible `\n`, then decide.
+                    self.ended_input = true;
+                    self.parser.end_of_input();
+                    self.upstream = None;
+                }
+                Poll::Pending => {
+                    if self.idle.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(self.fail(GatewayError::upstream_timeout(format!(
+                            "upstream sent nothing for {} ms",
+                            self.idle_timeout.as_millis()
+                        ))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn complete(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.upstream = None;
+        let facts = self.translator.facts();
+        let (usage, text) = (facts.usage, facts.text.clone());
+        self.meter.finish(Outcome::Ok, usage, &text);
+    }
+
+    fn fail(&mut self, err: GatewayError) -> Step {
+        self.finished = true;
+        self.upstream = None; // cancel the upstream request now
+        let facts = self.translator.facts();
+        let (usage, text) = (facts.usage, facts.text.clone());
+        self.meter.finish(Outcome::UpstreamError, usage, &text);
+        Step::Failed(err)
+    }
+}
+
+impl Drop for StreamingBody {
+    fn drop(&mut self) {
+        if !self.meter.is_recorded() {
+            // The client went away mid-stream: charge what was generated so far (estimated if unknown).
+            let facts = self.translator.facts();
+            let (usage, text) = (facts.usage, facts.text.clone());
+            self.meter.finish(Outcome::Cancelled, usage, &text);
+        }
+    }
+}
+

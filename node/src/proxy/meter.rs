@@ -1,0 +1,63 @@
+//! Per-request metering: outcome, usage (provider-reported, else a local estimate), cost, TTFT and
+//! latency, recorded exactly once — when the response completes, fails, or is dropped by a client that
+//! went away (then the tokens generated so far are estimated and charged).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::api::Usage;
+use crate::config::Price;
+use crate::metrics::{Outcome, TargetMetrics};
+use crate::tokens::UsageEstimator;
+
+pub struct RequestMeter {
+    target: Arc<TargetMetrics>,
+    price: Price,
+    /// When the upstream request was sent.
+    started: Instant,
+    ttft: Option<Duration>,
+    estimator: UsageEstimator,
+    recorded: bool,
+    route: Arc<str>,
+}
+
+impl RequestMeter {
+    pub fn new(target: Arc<TargetMetrics>, price: Price, started: Instant, estimator: UsageEstimator, route: Arc<str>) -> Self {
+        RequestMeter { target, price, started, ttft: None, estimator, recorded: false, route }
+    }
+
+    pub fn estimator(&self) -> &UsageEstimator {
+        &self.estimator
+    }
+
+    pub fn mark_first_token(&mut self) {
+        if self.ttft.is_none() {
+            self.ttft = Some(self.started.elapsed());
+        }
+    }
+
+    /// Records the request. `usage` is the provider's; when absent it is estimated from `output_text`.
+    pub fn finish(&mut self, outcome: Outcome, usage: Option<Usage>, output_text: &str) -> Usage {
+        let usage = usage.unwrap_or_else(|| self.estimator.estimate(output_text));
+        if !self.recorded {
+            self.recorded = true;
+            let duration = self.started.elapsed();
+            self.target.record(outcome, Some(&usage), &self.price, duration, self.ttft);
+            tracing::debug!(
+                route = %self.route,
+                ?outcome,
+                input_tokens = usage.input_tokens,
+                output_tokens = usage.output_tokens,
+                estimated = usage.estimated,
+                duration_ms = duration.as_millis() as u64,
+                ttft_ms = self.ttft.map(|t| t.as_millis() as u64),
+                "request metered"
+            );
+        }
+        usage
+    }
+
+    pub fn is_recorded(&self) -> bool {
+        self.recorded
+    }
+}

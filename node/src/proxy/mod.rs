@@ -1,0 +1,127 @@
+//! The request path, phase by phase (pingora-style). Each phase is a function in its own module that may
+//! read and write only the fields of [`RequestContext`] named here:
+//!
+//! | # | phase | module | reads | writes |
+//! |---|-------|--------|-------|--------|
+//! | 1 | classify endpoint | `ingress::classify` | method, path | `endpoint`, `caller` |
+//! | 2 | authenticate | `ingress::authenticate` | headers, `snapshot.keys` | `principal` |
+//! | 3 | read body | `ingress::read_body` | headers, body, limits | `body` |
+//! | 4 | parse + validate | `prepare::parse` | `body` | `request` (model, stream, limits) |
+//! | 5 | route + limits | `prepare::route` | `request`, `snapshot.routes`, `principal` | `route` |
+//! | 6 | upstream attempts | `upstream::forward` | all of the above | `upstream_wait`, target |
+//! | 7 | respond + meter | `upstream::respond_*`, `body`, `meter` | upstream response | client response, metrics |
+//!
+//! Errors from any phase become the caller's API error shape in one place: [`error_response`].
+
+mod body;
+mod ingress;
+mod meter;
+mod prepare;
+mod upstream;
+
+pub use body::ResponseBody;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::api::Protocol;
+use crate::auth::Principal;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::routing::{ControlSnapshot, Route};
+
+pub use ingress::Endpoint;
+
+/// What the phases share for one request.
+pub struct RequestContext {
+    pub started: Instant,
+    pub endpoint: Endpoint,
+    /// The protocol the caller speaks: errors and responses use its shape.
+    pub caller: Protocol,
+    pub snapshot: Arc<ControlSnapshot>,
+    pub headers: HeaderMap,
+    pub principal: Option<Arc<Principal>>,
+    pub body: Bytes,
+    pub route: Option<Arc<Route>>,
+    /// Time spent waiting for the upstream, excluded from the gateway's overhead.
+    pub upstream_wait: Duration,
+}
+
+/// Serves one request on the API listener.
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    gateway.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let (parts, incoming) = request.into_parts();
+    let (endpoint, caller) = ingress::classify(&parts.method, parts.uri.path(), &parts.headers);
+    let mut context = RequestContext {
+        started,
+        endpoint,
+        caller,
+        snapshot: gateway.snapshot(),
+        headers: parts.headers,
+        principal: None,
+        body: Bytes::new(),
+        route: None,
+        upstream_wait: Duration::ZERO,
+    };
+    let mut response = match run_phases(&gateway, &mut context, incoming).await {
+        Ok(response) => response,
+        Err(err) => error_response(&err, context.caller),
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-tollgate-node", gateway.node_header.clone());
+    let overhead = started.elapsed().saturating_sub(context.upstream_wait);
+    headers.insert("x-tollgate-overhead-us", HeaderValue::from(overhead.as_micros() as u64));
+    gateway.metrics.overhead.observe(overhead);
+    gateway.metrics.record_response(response.status().as_u16());
+    gateway.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    response
+}
+
+async fn run_phases(gateway: &Gateway, context: &mut RequestContext, incoming: Incoming) -> Result<Response<ResponseBody>, GatewayError> {
+    if gateway.is_shutting_down() {
+        return Err(GatewayError::shutting_down());
+    }
+    if context.endpoint == Endpoint::NotFound {
+        return Err(GatewayError::not_found("no such endpoint; see /v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models"));
+    }
+    if context.endpoint == Endpoint::MethodNotAllowed {
+        return Err(GatewayError::method_not_allowed());
+    }
+    context.principal = Some(ingress::authenticate(context)?);
+    if context.endpoint == Endpoint::Models {
+        return Ok(upstream::list_models(context));
+    }
+    context.body = ingress::read_body(&context.headers, incoming, gateway.limits.max_body_bytes).await?;
+    let body = context.body.clone();
+    let request = prepare::parse(context.endpoint, &body)?;
+    prepare::route(context, &request)?;
+    upstream::forward(gateway, context, &request).await
+}
+
+/// The single place an error becomes a response, in the caller's API shape.
+pub fn error_response(err: &GatewayError, caller: Protocol) -> Response<ResponseBody> {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::warn!(kind = ?err.kind, source = ?err.source, message = %err.message, "request failed");
+    } else {
+        tracing::debug!(kind = ?err.kind, message = %err.message, "request rejected");
+    }
+    let mut response = Response::new(ResponseBody::full(err.body(caller)));
+    *response.status_mut() = if status == StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE) && caller == Protocol::OpenAi {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(retry_after) = err.retry_after_header() {
+        headers.insert(http::header::RETRY_AFTER, retry_after);
+    }
+    response
+}

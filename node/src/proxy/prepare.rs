@@ -1,0 +1,175 @@
+//! Phases 4–5: parse and validate the request (only what routing, limits and metering need), pick the
+//! route, enforce the model's `max_tokens` and context-window limits, and build each target's body.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+
+use super::{Endpoint, RequestContext};
+use crate::api::{anthropic, openai, Protocol, RawObject};
+use crate::error::{GatewayError, GatewayResult};
+use crate::routing::{Route, Target};
+use crate::tokens::count_prompt;
+use crate::translate;
+
+/// The validated request. Borrows the body; untouched fields stay raw.
+pub struct ParsedRequest<'a> {
+    pub object: RawObject<'a>,
+    pub model: Cow<'a, str>,
+    pub stream: bool,
+    /// OpenAI callers: they asked for the usage chunk.
+    pub include_usage: bool,
+    pub max_output_tokens: Option<u64>,
+    /// Raw bytes of the prompt fields: a free upper bound on prompt tokens.
+    pub prompt_bytes: usize,
+    pub message_count: usize,
+}
+
+/// Phase 4.
+pub fn parse<'a>(endpoint: Endpoint, body: &'a [u8]) -> GatewayResult<ParsedRequest<'a>> {
+    if body.is_empty() {
+        return Err(GatewayError::invalid_request("request body is empty; send a JSON object"));
+    }
+    match endpoint {
+        Endpoint::ChatCompletions => {
+            let probe = openai::probe_chat(body)?;
+            Ok(ParsedRequest {
+                model: probe.model,
+                stream: probe.stream,
+                include_usage: probe.include_usage,
+                max_output_tokens: probe.max_output_tokens,
+                prompt_bytes: probe.messages_bytes,
+                message_count: probe.message_count,
+                object: probe.object,
+            })
+        }
+        Endpoint::Messages | Endpoint::CountTokens => {
+            let probe = if endpoint == Endpoint::Messages {
+                anthropic::probe_messages(body)?
+            } else {
+                anthropic::probe_count_tokens(body)?
+            };
+            Ok(ParsedRequest {
+                model: probe.model,
+                stream: probe.stream && endpoint == Endpoint::Messages,
+                include_usage: false,
+                max_output_tokens: (endpoint == Endpoint::Messages).then_some(probe.max_tokens),
+                prompt_bytes: probe.prompt_bytes,
+                message_count: probe.message_count,
+                object: probe.object,
+            })
+        }
+        Endpoint::Embeddings => {
+            let object = RawObject::parse(body)?;
+            let model: Cow<'a, str> = object.required("model")?;
+            let input = object
+                .get("input")
+                .ok_or_else(|| GatewayError::invalid_param("input", "missing required parameter `input`"))?;
+            let valid = serde_json::from_str::<openai::OneOrMany>(input.get()).is_ok()
+                || serde_json::from_str::<Vec<Vec<u32>>>(input.get()).is_ok()
+                || serde_json::from_str::<Vec<u32>>(input.get()).is_ok();
+            if !valid {
+                return Err(GatewayError::invalid_param("input", "`input` must be a string, an array of strings, or token arrays"));
+            }
+            Ok(ParsedRequest {
+                model,
+                stream: false,
+                include_usage: false,
+                max_output_tokens: None,
+                prompt_bytes: input.get().len(),
+                message_count: 0,
+                object,
+            })
+        }
+        Endpoint::Models | Endpoint::NotFound | Endpoint::MethodNotAllowed => {
+            Err(GatewayError::internal("parse called for an endpoint without a body"))
+        }
+    }
+}
+
+/// Phase 5: the route for the model, the key's model allowlist, and the model's limits.
+pub fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) -> GatewayResult<()> {
+    let route = context
+        .snapshot
+        .routes
+        .get(request.model.as_ref())
+        .cloned()
+        .ok_or_else(|| GatewayError::model_not_found(&request.model))?;
+    if let Some(principal) = &context.principal {
+        if !principal.may_use(&route.name) {
+            return Err(GatewayError::permission_denied(format!(
+                "this API key may not use the model `{}`",
+                route.name
+            )));
+        }
+    }
+    if let (Some(cap), Some(asked)) = (route.max_output_tokens, request.max_output_tokens) {
+        if asked > cap {
+            return Err(GatewayError::invalid_param(
+                "max_tokens",
+                format!("max_tokens: {asked} is more than the {cap} output tokens `{}` allows", route.name),
+            ));
+        }
+    }
+    if let Some(window) = route.context_window {
+        let output = request.max_output_tokens.unwrap_or(0);
+        // Every BPE token covers at least one byte, so bytes + per-message overhead bounds the prompt.
+        // Only when that bound does not fit do we pay for an exact count.
+        let bound = request.prompt_bytes as u64 + 4 * request.message_count as u64 + 3;
+        if bound + output > window {
+            let exact = count_prompt(route.encoding, &context.body);
+            if exact + output > window {
+                return Err(GatewayError::context_window_exceeded(format!(
+                    "This model's maximum context length is {window} tokens. However, you requested {} tokens ({exact} in the messages, {output} in the completion).",
+                    exact + output
+                )));
+            }
+        }
+    }
+    context.route = Some(route);
+    Ok(())
+}
+
+/// The request body for one target, in its provider's protocol.
+pub fn target_body(
+    endpoint: Endpoint,
+    caller: Protocol,
+    request: &ParsedRequest<'_>,
+    raw: &[u8],
+    route: &Route,
+    target: &Target,
+) -> GatewayResult<Bytes> {
+    let upstream = target.provider.protocol;
+    let mut out = Vec::with_capacity(raw.len() + 64);
+    match (caller, upstream) {
+        (Protocol::OpenAi, Protocol::OpenAi) => {
+            let model = target.upstream_model_json.as_str();
+            if request.stream {
+                // Always ask for usage so streams can be metered; the chunk is stripped for callers that
+                // did not ask for it.
+                request.object.write_with(&[("model", model), ("stream_options", r#"{"include_usage":true}"#)], &[], &mut out);
+            } else {
+                request.object.write_with(&[("model", model)], &[], &mut out);
+            }
+        }
+        (Protocol::Anthropic, Protocol::Anthropic) => {
+            request.object.write_with(&[("model", target.upstream_model_json.as_str())], &[], &mut out);
+        }
+        (Protocol::OpenAi, Protocol::Anthropic) => {
+            if endpoint == Endpoint::Embeddings {
+                return Err(GatewayError::invalid_request("Anthropic providers have no embeddings endpoint"));
+            }
+            let typed: openai::ChatRequest = serde_json::from_slice(raw)
+                .map_err(|err| GatewayError::invalid_request(format!("invalid chat request: {err}")))?;
+            let body = translate::request::openai_to_anthropic(typed, &target.upstream_model, route.default_max_tokens())?;
+            serde_json::to_writer(&mut out, &body).map_err(|err| GatewayError::internal(err.to_string()))?;
+        }
+        (Protocol::Anthropic, Protocol::OpenAi) => {
+            let typed: anthropic::MessagesRequest = serde_json::from_slice(raw)
+                .map_err(|err| GatewayError::invalid_request(format!("invalid messages request: {err}")))?;
+            let body = translate::request::anthropic_to_openai(typed, &target.upstream_model)?;
+            serde_json::to_writer(&mut out, &body).map_err(|err| GatewayError::internal(err.to_string()))?;
+        }
+    }
+    Ok(Bytes::from(out))
+}

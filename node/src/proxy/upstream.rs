@@ -1,0 +1,229 @@
+//! Phases 6–7: try the route's targets in order (falling back on connect errors, timeouts, 429 and 5xx
+//! before the first byte reaches the client), then answer in the caller's protocol and meter the request.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body::{ResponseBody, StreamingBody};
+use super::meter::RequestMeter;
+use super::prepare::{target_body, ParsedRequest};
+use super::{Endpoint, RequestContext};
+use crate::api::Protocol;
+use crate::error::{GatewayError, GatewayResult};
+use crate::gateway::Gateway;
+use crate::metrics::Outcome;
+use crate::providers::{read_body, upstream_error, Operation, UpstreamBody, UpstreamRequest};
+use crate::routing::{models_list_anthropic, models_list_openai, Route, Target};
+use crate::tokens::{count_prompt, UsageEstimator};
+use crate::translate::{response as translate_response, stream::StreamTranslator};
+
+/// `GET /v1/models`: the routes this key may use, in the caller's list shape.
+pub fn list_models(context: &RequestContext) -> Response<ResponseBody> {
+    let snapshot = &context.snapshot;
+    let principal = context.principal.as_deref();
+    let restricted = principal.is_some_and(|p| p.allowed_models.is_some());
+    let body = match (context.caller, restricted) {
+        (Protocol::OpenAi, false) => snapshot.models_openai_json.clone(),
+        (Protocol::OpenAi, true) => {
+            Bytes::from(models_list_openai(&snapshot.model_names, |m| principal.is_none_or(|p| p.may_use(m))).to_string())
+        }
+        (Protocol::Anthropic, _) => {
+            Bytes::from(models_list_anthropic(&snapshot.model_names, |m| principal.is_none_or(|p| p.may_use(m))).to_string())
+        }
+    };
+    json_response(StatusCode::OK, body)
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub async fn forward(gateway: &Gateway, context: &mut RequestContext, request: &ParsedRequest<'_>) -> GatewayResult<Response<ResponseBody>> {
+    let route = context.route.clone().ok_or_else(|| GatewayError::internal("forward called without a route"))?;
+    let operation = match context.endpoint {
+        Endpoint::Embeddings => Operation::Embeddings,
+        Endpoint::CountTokens => Operation::CountTokens,
+        _ => Operation::Chat,
+    };
+    if operation == Operation::CountTokens && !route.targets.iter().any(|t| t.provider.protocol == Protocol::Anthropic) {
+        // No Anthropic upstream to ask: count locally with the model's tokenizer.
+        let tokens = count_prompt(route.encoding, &context.body);
+        return Ok(json_response(StatusCode::OK, Bytes::from(format!("{{\"input_tokens\":{tokens}}}"))));
+    }
+
+    let mut last_error: Option<GatewayError> = None;
+    for index in route.attempt_order() {
+        let target = &route.targets[index];
+        let capable = match operation {
+            Operation::Embeddings => target.provider.protocol == Protocol::OpenAi,
+            Operation::CountTokens => target.provider.protocol == Protocol::Anthropic,
+            Operation::Chat => true,
+        };
+        if !capable {
+            continue;
+        }
+        match attempt(gateway, context, request, &route, target, operation).await {
+            Ok(mut response) => {
+                response.headers_mut().insert("x-tollgate-target", target.header.clone());
+                return Ok(response);
+            }
+            Err(err) if err.retryable => {
+                target.metrics.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(route = %route.name, provider = %target.provider.name, model = %target.upstream_model, error = %err, "target failed; trying the next one");
+                last_error = Some(err);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        GatewayError::invalid_request(format!("model `{}` has no target that supports this endpoint", route.name))
+    }))
+}
+
+/// One upstream attempt. An `Err` means nothing was sent to the client yet.
+async fn attempt(
+    gateway: &Gateway,
+    context: &mut RequestContext,
+    request: &ParsedRequest<'_>,
+    route: &Route,
+    target: &Target,
+    operation: Operation,
+) -> GatewayResult<Response<ResponseBody>> {
+    let upstream_protocol = target.provider.protocol;
+    let body = target_body(context.endpoint, context.caller, request, &context.body, route, target)?;
+    let sent_at = Instant::now();
+    let estimator = UsageEstimator { encoding: route.encoding, request_body: context.body.clone() };
+    let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.as_str().into());
+    let upstream_request = UpstreamRequest { operation, body, stream: request.stream, client_headers: &context.headers };
+    let result = target.provider.send(upstream_request).await;
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            context.upstream_wait += sent_at.elapsed();
+            meter.finish(Outcome::UpstreamError, Some(Default::default()), "");
+            return Err(err);
+        }
+    };
+    let (parts, upstream_body) = response.into_parts();
+    let timeouts = target.provider.timeouts;
+
+    if !parts.status.is_success() {
+        let error_body = read_body(upstream_body, 1024 * 1024, timeouts.idle).await.unwrap_or_default();
+        context.upstream_wait += sent_at.elapsed();
+        meter.finish(Outcome::UpstreamError, Some(Default::default()), "");
+        return Err(upstream_error(upstream_protocol, &target.provider.name, parts.status.as_u16(), &parts.headers, error_body));
+    }
+
+    let mut response = if request.stream {
+        let translator = StreamTranslator::new(upstream_protocol, context.caller, request.include_usage);
+        stream_response(upstream_body, translator, context.caller, timeouts, meter, sent_at).await
+    } else {
+        complete_response(gateway, context, upstream_body, upstream_protocol, operation, timeouts.idle, meter).await
+    };
+    context.upstream_wait += sent_at.elapsed();
+    if let Ok(response) = &mut response {
+        for name in ["x-request-id", "request-id"] {
+            if let Some(value) = parts.headers.get(name) {
+                response.headers_mut().insert(name, value.clone());
+            }
+        }
+    }
+    response
+}
+
+async fn stream_response(
+    upstream_body: UpstreamBody,
+    translator: StreamTranslator,
+    caller: Protocol,
+    timeouts: crate::providers::Timeouts,
+    meter: RequestMeter,
+    sent_at: Instant,
+) -> GatewayResult<Response<ResponseBody>> {
+    let mut body = StreamingBody::new(upstream_body, translator, caller, timeouts.idle, meter);
+    // Wait for the first event within what is left of the first-byte budget, so a target that dies
+    // before saying anything is replaced transparently.
+    let remaining = timeouts.first_byte.saturating_sub(sent_at.elapsed());
+    let primed = match tokio::time::timeout(remaining, body.prime()).await {
+        Ok(result) => result,
+        Err(_) => Err(GatewayError::upstream_timeout(format!(
+            "upstream sent no event within {} ms",
+            timeouts.first_byte.as_millis()
+        ))),
+    };
+    if let Err(err) = primed {
+        body.abandon(&err);
+        return Err(err);
+    }
+    let mut response = Response::new(ResponseBody::Stream(Box::new(body)));
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+async fn complete_response(
+    gateway: &Gateway,
+    context: &RequestContext,
+    upstream_body: UpstreamBody,
+    upstream: Protocol,
+    operation: Operation,
+    idle: std::time::Duration,
+    mut meter: RequestMeter,
+) -> GatewayResult<Response<ResponseBody>> {
+    let bytes = match read_body(upstream_body, gateway.limits.max_response_bytes, idle).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            meter.finish(Outcome::UpstreamError, None, "");
+            return Err(err);
+        }
+    };
+    let processed = match (operation, upstream, context.caller) {
+        (Operation::Embeddings, _, _) => embeddings_facts(&bytes).map(|usage| (bytes.clone(), usage, String::new())),
+        (Operation::CountTokens, _, _) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .filter(|v| v.get("input_tokens").is_some())
+            .map(|_| (bytes.clone(), Some(Default::default()), String::new()))
+            .ok_or_else(|| GatewayError::upstream_invalid("upstream returned an invalid count_tokens response")),
+        (Operation::Chat, Protocol::OpenAi, Protocol::OpenAi) => {
+            translate_response::probe_openai(&bytes).map(|facts| (bytes.clone(), facts.usage, facts.text))
+        }
+        (Operation::Chat, Protocol::Anthropic, Protocol::Anthropic) => {
+            translate_response::probe_anthropic(&bytes).map(|facts| (bytes.clone(), facts.usage, facts.text))
+        }
+        (Operation::Chat, Protocol::Anthropic, Protocol::OpenAi) => {
+            translate_response::anthropic_to_openai(&bytes).map(|(out, facts)| (out, facts.usage, facts.text))
+        }
+        (Operation::Chat, Protocol::OpenAi, Protocol::Anthropic) => {
+            translate_response::openai_to_anthropic(&bytes).map(|(out, facts)| (out, facts.usage, facts.text))
+        }
+    };
+    match processed {
+        Ok((out, usage, text)) => {
+            meter.finish(Outcome::Ok, usage, &text);
+            Ok(json_response(StatusCode::OK, out))
+        }
+        Err(err) => {
+            meter.finish(Outcome::UpstreamError, None, "");
+            Err(err)
+        }
+    }
+}
+
+fn embeddings_facts(bytes: &[u8]) -> GatewayResult<Option<crate::api::Usage>> {
+    #[derive(serde::Deserialize)]
+    struct EmbeddingsProbe {
+        #[serde(default)]
+        usage: Option<crate::api::openai::UsageWire>,
+        #[allow(dead_code)]
+        data: serde::de::IgnoredAny,
+    }
+    let probe: EmbeddingsProbe = serde_json::from_slice(bytes)
+        .map_err(|err| GatewayError::upstream_invalid(format!("upstream returned an invalid embeddings response: {err}")))?;
+    Ok(probe.usage.map(|u| u.to_usage()))
+}

@@ -1,0 +1,138 @@
+//! Local token counting with tiktoken-rs: used when a provider reports no usage (the result is marked
+//! estimated), for `count_tokens` without an Anthropic upstream, and for context-window checks.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::api::Usage;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    O200k,
+    Cl100k,
+}
+
+impl Encoding {
+    /// The configured encoding, else a guess from the model name: GPT-4o/4.1/5 and o-series use o200k,
+    /// everything else (older GPTs, Claude, open models) is approximated with cl100k.
+    pub fn for_model(model: &str, configured: Option<&str>) -> Encoding {
+        match configured {
+            Some("o200k_base") => return Encoding::O200k,
+            Some("cl100k_base") => return Encoding::Cl100k,
+            _ => {}
+        }
+        let model = model.to_ascii_lowercase();
+        let o200k = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss"];
+        if o200k.iter().any(|prefix| model.starts_with(prefix)) {
+            Encoding::O200k
+        } else {
+            Encoding::Cl100k
+        }
+    }
+
+    pub fn count(self, text: &str) -> u64 {
+        if text.is_empty() {
+            return 0;
+        }
+        let bpe = match self {
+            Encoding::O200k => tiktoken_rs::o200k_base_singleton(),
+            Encoding::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+        };
+        bpe.count_ordinary(text) as u64
+    }
+}
+
+/// Loads both vocabularies on a background thread so the first estimate on the request path is cheap.
+pub fn warm_up() {
+    let _ = std::thread::Builder::new().name("tokenizer-warmup".into()).spawn(|| {
+        Encoding::O200k.count("warm up");
+        Encoding::Cl100k.count("warm up");
+    });
+}
+
+/// Tokens a chat format adds per message (role markers) and per reply, as OpenAI documents them.
+const TOKENS_PER_MESSAGE: u64 = 4;
+const TOKENS_PER_REPLY: u64 = 3;
+
+/// Counts the prompt of an OpenAI or Anthropic request body: every string in `messages`, `system` and
+/// `tools` except structural ones (`role`, `type`, ids), plus per-message overhead.
+pub fn count_prompt(encoding: Encoding, body: &[u8]) -> u64 {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    let mut text = String::new();
+    let mut messages = 0u64;
+    for field in ["system", "messages", "tools", "input"] {
+        if let Some(part) = value.get(field) {
+            if field == "messages" {
+                messages = part.as_array().map_or(0, |m| m.len() as u64);
+            }
+            collect_text(part, &mut text);
+        }
+    }
+    encoding.count(&text) + messages * TOKENS_PER_MESSAGE + TOKENS_PER_REPLY
+}
+
+fn collect_text(value: &Value, out: &mut String) {
+    match value {
+        Value::String(s) => {
+            out.push_str(s);
+            out.push('\n');
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_text(item, out)),
+        Value::Object(map) => {
+            for (key, item) in map {
+                if matches!(key.as_str(), "role" | "type" | "id" | "tool_call_id" | "tool_use_id" | "media_type" | "data" | "url") {
+                    continue;
+                }
+                collect_text(item, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Estimates usage for a request whose provider reported none. Counting is deferred to the end of the
+/// request, so the common case (usage reported) costs nothing.
+#[derive(Clone)]
+pub struct UsageEstimator {
+    pub encoding: Encoding,
+    pub request_body: Bytes,
+}
+
+impl UsageEstimator {
+    pub fn estimate(&self, output_text: &str) -> Usage {
+        Usage {
+            input_tokens: count_prompt(self.encoding, &self.request_body),
+            output_tokens: self.encoding.count(output_text),
+            cached_input_tokens: 0,
+            reasoning_tokens: 0,
+            estimated: true,
+        }
+    }
+}
+
+pub type SharedEstimator = Arc<UsageEstimator>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_encodings_by_model_family() {
+        assert_eq!(Encoding::for_model("gpt-4o-mini", None), Encoding::O200k);
+        assert_eq!(Encoding::for_model("gpt-3.5-turbo", None), Encoding::Cl100k);
+        assert_eq!(Encoding::for_model("claude-3-5-haiku", Some("o200k_base")), Encoding::O200k);
+    }
+
+    #[test]
+    fn counts_prompt_text_not_json_structure() {
+        let body = br#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello world"}]}"#;
+        let count = count_prompt(Encoding::O200k, body);
+        // "Hello world\n" is 3 tokens, plus 4 per message and 3 for the reply.
+        assert_eq!(count, 3 + 4 + 3);
+        assert_eq!(Encoding::O200k.count("Hello world"), 2);
+    }
+}

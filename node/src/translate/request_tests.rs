@@ -1,0 +1,124 @@
+use serde_json::json;
+
+use super::*;
+
+fn to_anthropic(value: Value) -> Value {
+    let request: ChatRequest = serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"));
+    openai_to_anthropic(request, "claude-x", 1024).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn to_openai(value: Value) -> Value {
+    let request: MessagesRequest = serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"));
+    anthropic_to_openai(request, "gpt-x").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn system_messages_move_to_top_level_and_max_tokens_defaults() {
+    let out = to_anthropic(json!({
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "developer", "content": "and kind"},
+            {"role": "user", "content": "hi"}
+        ],
+        "temperature": 1.7,
+        "stop": "END"
+    }));
+    assert_eq!(out["system"], "be brief\n\nand kind");
+    assert_eq!(out["model"], "claude-x");
+    assert_eq!(out["max_tokens"], 1024);
+    assert_eq!(out["temperature"], 1.0);
+    assert_eq!(out["stop_sequences"], json!(["END"]));
+    assert_eq!(out["messages"], json!([{"role": "user", "content": [{"type": "text", "text": "hi"}]}]));
+}
+
+#[test]
+fn tool_round_trip_merges_consecutive_tool_results() {
+    let out = to_anthropic(json!({
+        "model": "m",
+        "max_completion_tokens": 50,
+        "messages": [
+            {"role": "user", "content": "weather in Paris and Rome?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Rome\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "c2", "content": "rainy"}
+        ],
+        "tools": [{"type": "function", "function": {"name": "weather", "description": "d", "parameters": {"type": "object"}}}],
+        "tool_choice": "required",
+        "parallel_tool_calls": false
+    }));
+    assert_eq!(out["max_tokens"], 50);
+    let messages = out["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[1]["content"][1], json!({"type": "tool_use", "id": "c2", "name": "weather", "input": {"city": "Rome"}}));
+    assert_eq!(messages[2]["role"], "user");
+    assert_eq!(messages[2]["content"].as_array().map(Vec::len), Some(2));
+    assert_eq!(messages[2]["content"][1]["tool_use_id"], "c2");
+    assert_eq!(out["tools"][0]["input_schema"], json!({"type": "object"}));
+    assert_eq!(out["tool_choice"], json!({"type": "any", "disable_parallel_tool_use": true}));
+}
+
+#[test]
+fn bad_tool_arguments_and_n_are_rejected() {
+    let request: ChatRequest = serde_json::from_value(json!({"model": "m", "messages": [
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}
+    ]}))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(openai_to_anthropic(request, "c", 10).is_err());
+    let request: ChatRequest =
+        serde_json::from_value(json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "x"}]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert!(openai_to_anthropic(request, "c", 10).is_err());
+}
+
+#[test]
+fn images_translate_both_ways() {
+    let out = to_anthropic(json!({"model": "m", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    ]}]}));
+    assert_eq!(out["messages"][0]["content"][1]["source"], json!({"type": "base64", "media_type": "image/png", "data": "AAAA"}));
+    let back = to_openai(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+        {"type": "text", "text": "what is this"}
+    ]}]}));
+    assert_eq!(back["messages"][0]["content"][0]["image_url"]["url"], "data:image/png;base64,AAAA");
+}
+
+#[test]
+fn anthropic_request_becomes_openai_with_tools_and_usage_chunk() {
+    let out = to_openai(json!({
+        "model": "claude",
+        "max_tokens": 100,
+        "system": [{"type": "text", "text": "sys"}],
+        "stop_sequences": ["###"],
+        "stream": true,
+        "tools": [{"name": "weather", "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": "weather"},
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "checking"},
+                {"type": "tool_use", "id": "t1", "name": "weather", "input": {"city": "Oslo"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "cold"}]},
+                {"type": "text", "text": "thanks"}
+            ]}
+        ]
+    }));
+    assert_eq!(out["model"], "gpt-x");
+    assert_eq!(out["max_tokens"], 100);
+    assert_eq!(out["stop"], json!(["###"]));
+    assert_eq!(out["stream_options"], json!({"include_usage": true}));
+    let messages = out["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(messages[0], json!({"role": "system", "content": "sys"}));
+    assert_eq!(messages[2]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");
+    assert_eq!(messages[3], json!({"role": "tool", "tool_call_id": "t1", "content": "cold"}));
+    assert_eq!(messages[4], json!({"role": "user", "content": "thanks"}));
+    assert_eq!(out["tools"][0]["function"]["name"], "weather");
+    assert_eq!(out["tool_choice"], json!({"type": "function", "function": {"name": "weather"}}));
+}

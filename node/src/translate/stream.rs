@@ -1,0 +1,421 @@
+//! Streaming translation, one SSE event at a time. Each translator sees complete upstream events (the
+//! parser in `sse.rs` buffers partial ones) and writes complete events for the caller. It tracks whether the
+//! upstream finished properly: only an upstream `[DONE]` / `message_stop` lets the caller's stream finish
+//! normally; anything else ends it with an explicit error event (see `proxy::body`).
+
+use bytes::BytesMut;
+use serde_json::{json, Value};
+
+use super::response::{anthropic_id, anthropic_usage_json, openai_id, openai_usage_json, unix_now};
+use crate::api::anthropic::{self, BlockDelta, StreamEvent};
+use crate::api::openai::Chunk;
+use crate::api::{FinishReason, Protocol, Usage};
+use crate::error::GatewayError;
+use crate::sse::SseEvent;
+
+/// What every translator learns while a stream passes through.
+#[derive(Debug, Default)]
+pub struct StreamFacts {
+    pub usage: Option<Usage>,
+    /// Generated text, kept for a local token estimate when the provider reports no usage.
+    pub text: String,
+    /// The upstream sent its terminal event.
+    pub complete: bool,
+}
+
+#[derive(Debug)]
+pub enum StreamTranslator {
+    OpenAiPassthrough(OpenAiPassthrough),
+    AnthropicPassthrough(AnthropicPassthrough),
+    AnthropicToOpenAi(AnthropicToOpenAi),
+    OpenAiToAnthropic(OpenAiToAnthropic),
+}
+
+impl StreamTranslator {
+    /// `include_usage`: the OpenAI caller asked for the final usage chunk.
+    pub fn new(upstream: Protocol, caller: Protocol, include_usage: bool) -> Self {
+        match (upstream, caller) {
+            (Protocol::OpenAi, Protocol::OpenAi) => {
+                StreamTranslator::OpenAiPassthrough(OpenAiPassthrough { include_usage, facts: StreamFacts::default() })
+            }
+            (Protocol::Anthropic, Protocol::Anthropic) => {
+                StreamTranslator::AnthropicPassthrough(AnthropicPassthrough::default())
+            }
+            (Protocol::Anthropic, Protocol::OpenAi) => {
+                StreamTranslator::AnthropicToOpenAi(AnthropicToOpenAi { include_usage, ..Default::default() })
+            }
+            (Protocol::OpenAi, Protocol::Anthropic) => StreamTranslator::OpenAiToAnthropic(OpenAiToAnthropic::default()),
+        }
+    }
+
+    /// Handles one upstream event, appending zero or more caller events to `out`.
+    /// `estimate` fills in usage at the end of a stream whose provider reported none.
+    pub fn on_event(
+        &mut self,
+        event: &SseEvent,
+        out: &mut BytesMut,
+        estimate: &dyn Fn(&str) -> Usage,
+    ) -> Result<(), GatewayError> {
+        if self.facts().complete {
+            return Ok(()); // Nothing may follow the terminal event.
+        }
+        match self {
+            StreamTranslator::OpenAiPassthrough(t) => t.on_event(event, out),
+            StreamTranslator::AnthropicPassthrough(t) => t.on_event(event, out),
+            StreamTranslator::AnthropicToOpenAi(t) => t.on_event(event, out),
+            StreamTranslator::OpenAiToAnthropic(t) => t.on_event(event, out, estimate),
+        }
+    }
+
+    pub fn facts(&self) -> &StreamFacts {
+        match self {
+            StreamTranslator::OpenAiPassthrough(t) => &t.facts,
+            StreamTranslator::AnthropicPassthrough(t) => &t.facts,
+            StreamTranslator::AnthropicToOpenAi(t) => &t.facts,
+            StreamTranslator::OpenAiToAnthropic(t) => &t.facts,
+        }
+    }
+}
+
+fn malformed(err: serde_json::Error) -> GatewayError {
+    GatewayError::upstream_invalid(format!("upstream sent a malformed stream event: {err}"))
+}
+
+/// An error the provider reported inside the stream, kept in its own shape for same-protocol callers.
+fn upstream_stream_error(protocol: Protocol, data: &[u8], error: &Value) -> GatewayError {
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("upstream reported an error mid-stream");
+    let status = match error.get("type").and_then(Value::as_str) {
+        Some("rate_limit_error") => 429,
+        Some("overloaded_error") => 529,
+        _ => 500,
+    };
+    let body = bytes::Bytes::copy_from_slice(data);
+    GatewayError::upstream_status(status, format!("upstream error mid-stream: {message}")).with_upstream_body(protocol, body)
+}
+
+fn write_data(out: &mut BytesMut, data: &[u8]) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+}
+
+fn write_json_data(out: &mut BytesMut, value: &Value) {
+    write_data(out, value.to_string().as_bytes());
+}
+
+fn write_named(out: &mut BytesMut, name: &str, value: &Value) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\n");
+    write_json_data(out, value);
+}
+
+// ---- OpenAI → OpenAI ----
+
+#[derive(Debug)]
+pub struct OpenAiPassthrough {
+    include_usage: bool,
+    facts: StreamFacts,
+}
+
+impl OpenAiPassthrough {
+    fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<(), GatewayError> {
+        if &event.data[..] == b"[DONE]" {
+            self.facts.complete = true;
+            write_data(out, b"[DONE]");
+            return Ok(());
+        }
+        let chunk: Chunk = serde_json::from_slice(&event.data).map_err(malformed)?;
+        if let Some(error) = &chunk.error {
+            return Err(upstream_stream_error(Protocol::OpenAi, &event.data, error));
+        }
+        for choice in &chunk.choices {
+            if let Some(content) = &choice.delta.content {
+                self.facts.text.push_str(content);
+            }
+        }
+        if let Some(usage) = &chunk.usage {
+            self.facts.usage = Some(usage.to_usage());
+            // The gateway always asks for usage; a client that did not gets no usage-only chunk.
+            if chunk.choices.is_empty() && !self.include_usage {
+                return Ok(());
+            }
+        }
+        write_data(out, &event.data);
+        Ok(())
+    }
+}
+
+// ---- Anthropic → Anthropic ----
+
+#[derive(Debug, Default)]
+pub struct AnthropicPassthrough {
+    usage: anthropic::UsageWire,
+    saw_usage: bool,
+    facts: StreamFacts,
+}
+
+impl AnthropicPassthrough {
+    fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<(), GatewayError> {
+        let parsed: StreamEvent = serde_json::from_slice(&event.data).map_err(malformed)?;
+        match &parsed {
+            StreamEvent::MessageStart { message } => self.merge_usage(message.usage),
+            StreamEvent::MessageDelta { usage, .. } => self.merge_usage(*usage),
+            StreamEvent::ContentBlockDelta { delta: BlockDelta::TextDelta { text }, .. } => self.facts.text.push_str(text),
+            StreamEvent::MessageStop => self.facts.complete = true,
+            StreamEvent::Error { error } => {
+                return Err(upstream_stream_error(Protocol::Anthropic, &event.data, error));
+            }
+            _ => {}
+        }
+        event.write_to(out);
+        Ok(())
+    }
+
+    fn merge_usage(&mut self, usage: Option<anthropic::UsageWire>) {
+        if let Some(usage) = usage {
+            self.usage.merge(usage);
+            self.saw_usage = true;
+            self.facts.usage = Some(self.usage.to_usage());
+        }
+    }
+}
+
+// ---- Anthropic upstream → OpenAI caller ----
+
+#[derive(Debug, Default)]
+pub struct AnthropicToOpenAi {
+    include_usage: bool,
+    id: String,
+    model: String,
+    created: u64,
+    usage: anthropic::UsageWire,
+    saw_usage: bool,
+    finish: Option<FinishReason>,
+    /// Anthropic content-block index → OpenAI tool-call index.
+    tool_indexes: Vec<(usize, usize)>,
+    facts: StreamFacts,
+}
+
+impl AnthropicToOpenAi {
+    fn chunk(&self, delta: Value, finish_reason: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+        })
+    }
+
+    fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<(), GatewayError> {
+        let parsed: StreamEvent = serde_json::from_slice(&event.data).map_err(malformed)?;
+        match parsed {
+            StreamEvent::MessageStart { message } => {
+                self.id = openai_id(&message.id);
+                self.model = message.model;
+                self.created = unix_now();
+                if let Some(usage) = message.usage {
+                    self.usage.merge(usage);
+                    self.saw_usage = true;
+                }
+                write_json_data(out, &self.chunk(json!({"role": "assistant", "content": ""}), Value::Null));
+            }
+            StreamEvent::ContentBlockStart { index, content_block: anthropic::Block::ToolUse { id, name, .. } } => {
+                let tool_index = self.tool_indexes.len();
+                self.tool_indexes.push((index, tool_index));
+                let delta = json!({"tool_calls": [{
+                    "index": tool_index, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": ""},
+                }]});
+                write_json_data(out, &self.chunk(delta, Value::Null));
+            }
+            StreamEvent::ContentBlockDelta { index, delta } => match delta {
+                BlockDelta::TextDelta { text } => {
+                    self.facts.text.push_str(&text);
+                    write_json_data(out, &self.chunk(json!({"content": text}), Value::Null));
+                }
+                BlockDelta::InputJsonDelta { partial_json } => {
+                    let tool_index = self
+                        .tool_indexes
+                        .iter()
+                        .find(|(block, _)| *block == index)
+                        .map(|(_, tool)| *tool)
+                        .ok_or_else(|| GatewayError::upstream_invalid("upstream sent tool input for an unknown content block"))?;
+                    let delta = json!({"tool_calls": [{"index": tool_index, "function": {"arguments": partial_json}}]});
+                    write_json_data(out, &self.chunk(delta, Value::Null));
+                }
+                BlockDelta::Other => {}
+            },
+            StreamEvent::MessageDelta { delta, usage } => {
+                self.finish = delta.stop_reason.as_deref().map(FinishReason::from_anthropic);
+                if let Some(usage) = usage {
+                    self.usage.merge(usage);
+                    self.saw_usage = true;
+                }
+            }
+            StreamEvent::MessageStop => {
+                let finish = self.finish.unwrap_or(FinishReason::Stop);
+                write_json_data(out, &self.chunk(json!({}), json!(finish.openai())));
+                if self.saw_usage {
+                    let usage = self.usage.to_usage();
+                    self.facts.usage = Some(usage);
+                    if self.include_usage {
+                        let chunk = json!({
+                            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "choices": [], "usage": openai_usage_json(&usage),
+                        });
+                        write_json_data(out, &chunk);
+                    }
+                }
+                write_data(out, b"[DONE]");
+                self.facts.complete = true;
+            }
+            StreamEvent::Error { error } => {
+                return Err(upstream_stream_error(Protocol::Anthropic, &event.data, &error));
+            }
+            StreamEvent::ContentBlockStart { .. } | StreamEvent::ContentBlockStop { .. } | StreamEvent::Ping | StreamEvent::Unknown => {}
+        }
+        Ok(())
+    }
+}
+
+// ---- OpenAI upstream → Anthropic caller ----
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenBlock {
+    Text,
+    Tool(usize),
+}
+
+#[derive(Debug, Default)]
+pub struct OpenAiToAnthropic {
+    started: bool,
+    id: String,
+    model: String,
+    next_block: usize,
+    open: Option<OpenBlock>,
+    finish: Option<FinishReason>,
+    facts: StreamFacts,
+}
+
+impl OpenAiToAnthropic {
+    fn on_event(
+        &mut self,
+        event: &SseEvent,
+        out: &mut BytesMut,
+        estimate: &dyn Fn(&str) -> Usage,
+    ) -> Result<(), GatewayError> {
+        if &event.data[..] == b"[DONE]" {
+            self.start(out);
+            self.close_block(out);
+            let usage = match self.facts.usage {
+                Some(usage) => usage,
+                None => estimate(&self.facts.text),
+            };
+            let finish = self.finish.unwrap_or(FinishReason::Stop);
+            let mut usage_json = anthropic_usage_json(Some(&usage));
+            if let Some(object) = usage_json.as_object_mut() {
+                object.retain(|key, _| key != "cache_creation_input_tokens");
+            }
+            write_named(
+                out,
+                "message_delta",
+                &json!({"type": "message_delta", "delta": {"stop_reason": finish.anthropic(), "stop_sequence": null}, "usage": usage_json}),
+            );
+            write_named(out, "message_stop", &json!({"type": "message_stop"}));
+            self.facts.complete = true;
+            return Ok(());
+        }
+        let chunk: Chunk = serde_json::from_slice(&event.data).map_err(malformed)?;
+        if let Some(error) = &chunk.error {
+            return Err(upstream_stream_error(Protocol::OpenAi, &event.data, error));
+        }
+        if self.id.is_empty() {
+            self.id = anthropic_id(chunk.id.as_deref().unwrap_or("gateway"));
+            self.model = chunk.model.clone().unwrap_or_default();
+        }
+        self.start(out);
+        if let Some(usage) = &chunk.usage {
+            self.facts.usage = Some(usage.to_usage());
+        }
+        for choice in chunk.choices {
+            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+                if self.open != Some(OpenBlock::Text) {
+                    self.close_block(out);
+                    self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""}));
+                }
+                self.facts.text.push_str(&text);
+                let index = self.next_block - 1;
+                write_named(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+                );
+            }
+            for call in choice.delta.tool_calls.unwrap_or_default() {
+                if self.open != Some(OpenBlock::Tool(call.index)) {
+                    self.close_block(out);
+                    let name = call.function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default();
+                    let id = call.id.clone().unwrap_or_else(|| format!("toolu_{}", call.index));
+                    self.open_block(
+                        out,
+                        OpenBlock::Tool(call.index),
+                        json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+                    );
+                }
+                if let Some(arguments) = call.function.and_then(|f| f.arguments).filter(|a| !a.is_empty()) {
+                    let index = self.next_block - 1;
+                    write_named(
+                        out,
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                    );
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.finish = Some(FinishReason::from_openai(&reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let message = json!({
+            "type": "message_start",
+            "message": {
+                "id": if self.id.is_empty() { "msg_gateway".to_owned() } else { self.id.clone() },
+                "type": "message", "role": "assistant", "model": self.model, "content": [],
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            },
+        });
+        write_named(out, "message_start", &message);
+    }
+
+    fn open_block(&mut self, out: &mut BytesMut, kind: OpenBlock, content_block: Value) {
+        let index = self.next_block;
+        self.next_block += 1;
+        self.open = Some(kind);
+        write_named(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index, "content_block": content_block}),
+        );
+    }
+
+    fn close_block(&mut self, out: &mut BytesMut) {
+        if self.open.take().is_some() {
+            let index = self.next_block - 1;
+            write_named(out, "content_block_stop", &json!({"type": "content_block_stop", "index": index}));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;

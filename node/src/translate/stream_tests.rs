@@ -1,0 +1,169 @@
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+
+use super::*;
+use crate::sse::SseParser;
+
+fn no_estimate(_: &str) -> Usage {
+    Usage { input_tokens: 1, output_tokens: 1, estimated: true, ..Default::default() }
+}
+
+/// Runs raw upstream SSE through a translator; returns the caller's events as (name, json-or-string).
+fn run(upstream: Protocol, caller: Protocol, include_usage: bool, raw: &str) -> (Vec<(String, Value)>, StreamTranslator, Option<GatewayError>) {
+    let mut translator = StreamTranslator::new(upstream, caller, include_usage);
+    let mut parser = SseParser::new();
+    parser.push(raw.as_bytes());
+    let mut out = BytesMut::new();
+    let mut error = None;
+    while let Ok(Some(event)) = parser.next_event() {
+        if let Err(err) = translator.on_event(&event, &mut out, &no_estimate) {
+            error = Some(err);
+            break;
+        }
+    }
+    let mut reparse = SseParser::new();
+    reparse.push(&out);
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = reparse.next_event() {
+        let name = String::from_utf8_lossy(event.event_name()).into_owned();
+        let value = serde_json::from_slice(&event.data)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&event.data).into_owned()));
+        events.push((name, value));
+    }
+    (events, translator, error)
+}
+
+fn sse(events: &[(Option<&str>, Value)]) -> String {
+    events
+        .iter()
+        .map(|(name, data)| match name {
+            Some(name) => format!("event: {name}\ndata: {data}\n\n"),
+            None => format!("data: {data}\n\n"),
+        })
+        .collect()
+}
+
+fn anthropic_stream() -> String {
+    sse(&[
+        (Some("message_start"), json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}})),
+        (Some("content_block_start"), json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
+        (Some("ping"), json!({"type":"ping"})),
+        (Some("content_block_delta"), json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}})),
+        (Some("content_block_delta"), json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}})),
+        (Some("content_block_stop"), json!({"type":"content_block_stop","index":0})),
+        (Some("content_block_start"), json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}})),
+        (Some("content_block_delta"), json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}})),
+        (Some("content_block_delta"), json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"1}"}})),
+        (Some("content_block_stop"), json!({"type":"content_block_stop","index":1})),
+        (Some("message_delta"), json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":9}})),
+        (Some("message_stop"), json!({"type":"message_stop"})),
+    ])
+}
+
+#[test]
+fn anthropic_stream_becomes_openai_chunks_with_summed_usage() {
+    let (events, translator, error) = run(Protocol::Anthropic, Protocol::OpenAi, true, &anthropic_stream());
+    assert!(error.is_none());
+    let facts = translator.facts();
+    assert!(facts.complete);
+    assert_eq!(facts.text, "Hello");
+    assert_eq!(facts.usage.map(|u| (u.input_tokens, u.output_tokens)), Some((12, 9)));
+    let data: Vec<&Value> = events.iter().map(|(_, v)| v).collect();
+    assert_eq!(data[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(data[1]["choices"][0]["delta"]["content"], "Hel");
+    assert_eq!(data[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "f");
+    assert_eq!(data[5]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "1}");
+    assert_eq!(data[6]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(data[7]["usage"]["prompt_tokens"], 12);
+    assert_eq!(data[7]["usage"]["completion_tokens"], 9);
+    assert_eq!(data[8], &Value::String("[DONE]".into()));
+    assert_eq!(events.len(), 9);
+}
+
+#[test]
+fn usage_chunk_is_only_sent_when_asked_for() {
+    let (events, translator, _) = run(Protocol::Anthropic, Protocol::OpenAi, false, &anthropic_stream());
+    assert!(events.iter().all(|(_, v)| v.get("usage").is_none()));
+    assert!(translator.facts().usage.is_some());
+}
+
+fn openai_stream(with_usage: bool, done: bool) -> String {
+    let mut events = vec![
+        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]})),
+        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]})),
+        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null}]})),
+        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]},"finish_reason":null}]})),
+        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})),
+    ];
+    if with_usage {
+        events.push((None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}})));
+    }
+    let mut out = sse(&events);
+    if done {
+        out.push_str("data: [DONE]\n\n");
+    }
+    out
+}
+
+#[test]
+fn openai_stream_becomes_the_exact_anthropic_event_order() {
+    let (events, translator, error) = run(Protocol::OpenAi, Protocol::Anthropic, false, &openai_stream(true, true));
+    assert!(error.is_none());
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+            "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop",
+        ]
+    );
+    assert_eq!(events[4].1["content_block"]["name"], "f");
+    assert_eq!(events[4].1["index"], 1);
+    assert_eq!(events[7].1["delta"]["stop_reason"], "tool_use");
+    assert_eq!(events[7].1["usage"]["output_tokens"], 4);
+    assert_eq!(events[7].1["usage"]["input_tokens"], 5);
+    assert!(translator.facts().complete);
+}
+
+#[test]
+fn missing_done_is_not_complete_and_missing_usage_is_estimated() {
+    let (events, translator, _) = run(Protocol::OpenAi, Protocol::Anthropic, false, &openai_stream(true, false));
+    assert!(!translator.facts().complete);
+    assert!(events.iter().all(|(n, _)| n != "message_stop"));
+    let (events, _, _) = run(Protocol::OpenAi, Protocol::Anthropic, false, &openai_stream(false, true));
+    let delta = events.iter().find(|(n, _)| n == "message_delta").map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(delta["usage"]["output_tokens"], 1, "estimated usage is used");
+}
+
+#[test]
+fn openai_passthrough_strips_the_usage_chunk_the_client_did_not_ask_for() {
+    let (events, translator, _) = run(Protocol::OpenAi, Protocol::OpenAi, false, &openai_stream(true, true));
+    assert!(events.iter().all(|(_, v)| v.get("usage").is_none()));
+    assert_eq!(translator.facts().usage.map(|u| u.output_tokens), Some(4));
+    let (events, _, _) = run(Protocol::OpenAi, Protocol::OpenAi, true, &openai_stream(true, true));
+    assert!(events.iter().any(|(_, v)| v.get("usage").is_some()));
+}
+
+#[test]
+fn malformed_and_error_events_stop_the_stream() {
+    let raw = "data: {\"choices\":[]}\n\ndata: {not json\n\n";
+    let (_, _, error) = run(Protocol::OpenAi, Protocol::OpenAi, false, raw);
+    assert_eq!(error.map(|e| e.kind), Some(crate::error::ErrorKind::UpstreamInvalidResponse));
+    let raw = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n";
+    let (_, _, error) = run(Protocol::Anthropic, Protocol::OpenAi, false, raw);
+    let error = error.unwrap_or_else(|| GatewayError::internal("none"));
+    assert_eq!(error.kind, crate::error::ErrorKind::UpstreamStatus(529));
+    let body: Value = serde_json::from_slice(&error.body(Protocol::OpenAi)).unwrap_or_default();
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("busy"));
+    let passthrough = error.body(Protocol::Anthropic);
+    assert_eq!(passthrough, Bytes::from_static(b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}"));
+}
+
+#[test]
+fn anthropic_passthrough_keeps_events_and_sums_usage() {
+    let (events, translator, _) = run(Protocol::Anthropic, Protocol::Anthropic, false, &anthropic_stream());
+    assert_eq!(events.len(), 12);
+    assert_eq!(events[2].0, "ping");
+    let usage = translator.facts().usage.unwrap_or_default();
+    assert_eq!((usage.input_tokens, usage.output_tokens), (12, 9));
+}

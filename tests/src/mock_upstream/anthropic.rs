@@ -1,0 +1,220 @@
+//! Anthropic flavour: `/v1/messages` and `/v1/messages/count_tokens`.
+
+use bytes::Bytes;
+use hyper::Response;
+use serde_json::{json, Value};
+
+use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
+use super::text::{input_tokens, plan_output, string_list, Finish, Output};
+use super::{
+    add_header, check_auth, error_response, json_response, prelude, sse_response, text_response,
+    Api, Ctx, RespBody, Script,
+};
+
+fn invalid(message: &str) -> Response<RespBody> {
+    error_response(Api::Anthropic, 400, Some(message), None)
+}
+
+fn stop_reason(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop => "end_turn",
+        Finish::Length => "max_tokens",
+        Finish::StopSequence => "stop_sequence",
+        Finish::ToolCalls => "tool_use",
+    }
+}
+
+/// Headers Anthropic sends on every successful response.
+fn decorate(ctx: &Ctx, script: &Script, resp: &mut Response<RespBody>) {
+    add_header(resp, "request-id", &format!("req_{}", ctx.shared.next_id()));
+    add_header(resp, "anthropic-ratelimit-requests-limit", "4000");
+    add_header(resp, "anthropic-ratelimit-requests-remaining", "3999");
+    add_header(
+        resp,
+        "anthropic-ratelimit-requests-reset",
+        "2024-01-01T00:00:00Z",
+    );
+    if let Some(secs) = script.retry_after {
+        add_header(resp, "retry-after", &secs.to_string());
+    }
+}
+
+struct Valid<'a> {
+    model: &'a str,
+    max_tokens: u64,
+    messages: &'a Vec<Value>,
+}
+
+fn validate(body: &Value, need_max_tokens: bool) -> Result<Valid<'_>, Response<RespBody>> {
+    if !body.is_object() {
+        return Err(invalid(
+            "There was an issue with your request body: expected a JSON object",
+        ));
+    }
+    let max_tokens = match body.get("max_tokens") {
+        Some(v) => match v.as_u64() {
+            Some(n) => n,
+            None => return Err(invalid("max_tokens: Input should be a valid integer")),
+        },
+        None if need_max_tokens => return Err(invalid("max_tokens: Field required")),
+        None => u64::MAX,
+    };
+    let messages = match body.get("messages") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(invalid("messages: Input should be a valid list")),
+        None => return Err(invalid("messages: Field required")),
+    };
+    let model = match body.get("model") {
+        Some(Value::String(m)) => m.as_str(),
+        Some(_) => return Err(invalid("model: Input should be a valid string")),
+        None => return Err(invalid("model: Field required")),
+    };
+    if let Some(sys) = body.get("system") {
+        if !(sys.is_string() || sys.is_array()) {
+            return Err(invalid("system: Input should be a valid string or list"));
+        }
+    }
+    Ok(Valid {
+        model,
+        max_tokens,
+        messages,
+    })
+}
+
+fn usage_full(p: u64, c: u64) -> Value {
+    json!({"input_tokens": p, "output_tokens": c, "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0, "service_tier": "standard"})
+}
+
+pub async fn messages(ctx: Ctx) -> Response<RespBody> {
+    let stream = ctx.req.body.get("stream").and_then(Value::as_bool) == Some(true);
+    let mut guard = stream.then(|| CancelGuard::new(ctx.shared.clone()));
+    let script = match prelude(&ctx, Api::Anthropic).await {
+        Ok(s) => s,
+        Err(r) => {
+            guard.iter_mut().for_each(CancelGuard::disarm);
+            return r;
+        }
+    };
+    let body = &ctx.req.body;
+    let v = match validate(body, true) {
+        Ok(v) => v,
+        Err(r) => {
+            guard.iter_mut().for_each(CancelGuard::disarm);
+            return r;
+        }
+    };
+    let prompt_tokens = input_tokens(v.messages, body.get("system"));
+    let stops = string_list(body.get("stop_sequences"));
+    let output = plan_output(&script, false, Some(v.max_tokens), &stops);
+    let stop_sequence = match &output {
+        Output::Text { stop_sequence, .. } => stop_sequence.clone(),
+        Output::Tool { .. } => None,
+    };
+    let id = format!("msg_{}", ctx.shared.next_id());
+    let tool_id = format!("toolu_{}", ctx.shared.next_id());
+    let model = v.model;
+
+    let mut resp = match guard {
+        None if script.garbage_body => text_response(200, "application/json", "<html>oops</html>"),
+        None => {
+            let content = match &output {
+                Output::Text { pieces, .. } => json!([{"type": "text", "text": pieces.concat()}]),
+                Output::Tool {
+                    name, arguments, ..
+                } => {
+                    let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+                    json!([{"type": "tool_use", "id": tool_id, "name": name, "input": input}])
+                }
+            };
+            let mut m = json!({
+                "id": id, "type": "message", "role": "assistant", "model": model,
+                "content": content, "stop_reason": stop_reason(output.finish()),
+                "stop_sequence": stop_sequence,
+            });
+            if !script.omit_usage {
+                m["usage"] = usage_full(prompt_tokens, output.tokens());
+            }
+            ctx.shared.serve_tokens(prompt_tokens, output.tokens());
+            json_response(200, &m)
+        }
+        Some(g) if script.garbage_body => sse_response(raw_stream_body(
+            ctx.shared.clone(),
+            vec![
+                Bytes::from_static(b"<html>oops</html>\n\n"),
+                Bytes::from_static(b"event: message_start\ndata: <html>oops</html>\n\nthis is not an event stream\n\n"),
+            ],
+            g,
+        )),
+        Some(g) => {
+            let mut events = Vec::new();
+            let mut message = json!({"id": id, "type": "message", "role": "assistant",
+                "model": model, "content": [], "stop_reason": null, "stop_sequence": null});
+            if !script.omit_usage {
+                message["usage"] = usage_full(prompt_tokens, 1);
+            }
+            events.push(Event::named(
+                "message_start",
+                &json!({"type": "message_start", "message": message}),
+                0,
+            ));
+            let (block, deltas): (Value, Vec<Value>) = match &output {
+                Output::Text { pieces, .. } => (
+                    json!({"type": "text", "text": ""}),
+                    pieces.iter().map(|p| json!({"type": "text_delta", "text": p})).collect(),
+                ),
+                Output::Tool { name, pieces, .. } => (
+                    json!({"type": "tool_use", "id": tool_id, "name": name, "input": {}}),
+                    pieces
+                        .iter()
+                        .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
+                        .collect(),
+                ),
+            };
+            events.push(Event::named(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": 0, "content_block": block}),
+                0,
+            ));
+            events.push(Event::named("ping", &json!({"type": "ping"}), 0));
+            for d in deltas {
+                events.push(Event::named(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 0, "delta": d}),
+                    1,
+                ));
+            }
+            events.push(Event::named(
+                "content_block_stop",
+                &json!({"type": "content_block_stop", "index": 0}),
+                0,
+            ));
+            let mut md = json!({"type": "message_delta",
+                "delta": {"stop_reason": stop_reason(output.finish()), "stop_sequence": stop_sequence}});
+            if !script.omit_usage {
+                md["usage"] = json!({"output_tokens": output.tokens()});
+            }
+            events.push(Event::named("message_delta", &md, 0));
+            events.push(Event::named("message_stop", &json!({"type": "message_stop"}), 0));
+            sse_response(stream_body(ctx.shared.clone(), &script, events, prompt_tokens, g))
+        }
+    };
+    decorate(&ctx, &script, &mut resp);
+    resp
+}
+
+/// `POST /v1/messages/count_tokens` -> `{"input_tokens": N}` (same formula as
+/// messages). Does not consume a script.
+pub fn count_tokens(ctx: &Ctx) -> Response<RespBody> {
+    if let Err(r) = check_auth(ctx, Api::Anthropic) {
+        return r;
+    }
+    let body = &ctx.req.body;
+    match validate(body, false) {
+        Ok(v) => json_response(
+            200,
+            &json!({"input_tokens": input_tokens(v.messages, body.get("system"))}),
+        ),
+        Err(r) => r,
+    }
+}

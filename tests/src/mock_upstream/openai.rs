@@ -1,0 +1,284 @@
+//! OpenAI flavour: `/v1/chat/completions` and `/v1/embeddings`.
+
+use bytes::Bytes;
+use hyper::Response;
+use serde_json::{json, Value};
+
+use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
+use super::text::{bytes_to_tokens, input_tokens, plan_output, string_list, Finish, Output};
+use super::{
+    add_header, json_response, prelude, sse_response, text_response, unix_now, Api, Ctx, RespBody,
+    Script,
+};
+
+fn invalid(message: &str, param: Option<&str>) -> Response<RespBody> {
+    json_response(
+        400,
+        &json!({"error": {"message": message, "type": "invalid_request_error",
+            "param": param, "code": null}}),
+    )
+}
+
+fn finish_reason(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop | Finish::StopSequence => "stop",
+        Finish::Length => "length",
+        Finish::ToolCalls => "tool_calls",
+    }
+}
+
+fn usage(p: u64, c: u64) -> Value {
+    json!({
+        "prompt_tokens": p,
+        "completion_tokens": c,
+        "total_tokens": p + c,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+            "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+    })
+}
+
+/// Headers OpenAI sends on every successful response.
+fn decorate(ctx: &Ctx, script: &Script, resp: &mut Response<RespBody>) {
+    add_header(
+        resp,
+        "x-request-id",
+        &format!("req_{}", ctx.shared.next_id()),
+    );
+    add_header(resp, "openai-processing-ms", "1");
+    add_header(resp, "openai-version", "2020-10-01");
+    add_header(resp, "x-ratelimit-limit-requests", "10000");
+    add_header(resp, "x-ratelimit-remaining-requests", "9999");
+    add_header(resp, "x-ratelimit-reset-requests", "6ms");
+    if let Some(secs) = script.retry_after {
+        add_header(resp, "retry-after", &secs.to_string());
+    }
+}
+
+/// Returns the messages array or a 400 response, mirroring OpenAI's checks.
+fn validate_chat(body: &Value) -> Result<(&str, &Vec<Value>), Response<RespBody>> {
+    if !body.is_object() {
+        return Err(invalid(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+            None,
+        ));
+    }
+    let model = match body.get("model") {
+        Some(Value::String(m)) => m.as_str(),
+        Some(_) => {
+            return Err(invalid(
+                "Invalid type for 'model': expected a string.",
+                Some("model"),
+            ))
+        }
+        None => return Err(invalid("you must provide a model parameter", None)),
+    };
+    let messages = match body.get("messages") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => {
+            return Err(invalid(
+                "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+                Some("messages"),
+            ))
+        }
+        Some(_) => return Err(invalid("Invalid type for 'messages': expected an array.", Some("messages"))),
+        None => return Err(invalid("Missing required parameter: 'messages'.", Some("messages"))),
+    };
+    Ok((model, messages))
+}
+
+pub async fn chat(ctx: Ctx) -> Response<RespBody> {
+    let stream = ctx.req.body.get("stream").and_then(Value::as_bool) == Some(true);
+    let mut guard = stream.then(|| CancelGuard::new(ctx.shared.clone()));
+    let script = match prelude(&ctx, Api::OpenAi).await {
+        Ok(s) => s,
+        Err(r) => {
+            guard.iter_mut().for_each(CancelGuard::disarm);
+            return r;
+        }
+    };
+    let body = &ctx.req.body;
+    let (model, messages) = match validate_chat(body) {
+        Ok(v) => v,
+        Err(r) => {
+            guard.iter_mut().for_each(CancelGuard::disarm);
+            return r;
+        }
+    };
+    let prompt_tokens = input_tokens(messages, None);
+    let json_mode = matches!(
+        body.pointer("/response_format/type")
+            .and_then(Value::as_str),
+        Some("json_object" | "json_schema")
+    );
+    let max_tokens = body
+        .get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| body.get("max_tokens").and_then(Value::as_u64));
+    let output = plan_output(
+        &script,
+        json_mode,
+        max_tokens,
+        &string_list(body.get("stop")),
+    );
+    let id = format!("chatcmpl-{}", ctx.shared.next_id());
+    let call_id = format!("call_{}", ctx.shared.next_id());
+    let created = unix_now();
+
+    let mut resp = match guard {
+        None if script.garbage_body => text_response(200, "application/json", "<html>oops</html>"),
+        None => {
+            let completion_tokens = output.tokens();
+            let message = match &output {
+                Output::Text { pieces, .. } => {
+                    json!({"role": "assistant", "content": pieces.concat(),
+                    "refusal": null, "annotations": []})
+                }
+                Output::Tool {
+                    name, arguments, ..
+                } => json!({"role": "assistant", "content": null,
+                    "tool_calls": [{"id": call_id, "type": "function",
+                        "function": {"name": name, "arguments": arguments}}],
+                    "refusal": null, "annotations": []}),
+            };
+            let mut v = json!({
+                "id": id, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": null,
+                    "finish_reason": finish_reason(output.finish())}],
+                "service_tier": "default",
+                "system_fingerprint": "fp_mock",
+            });
+            if !script.omit_usage {
+                v["usage"] = usage(prompt_tokens, completion_tokens);
+            }
+            ctx.shared.serve_tokens(prompt_tokens, completion_tokens);
+            json_response(200, &v)
+        }
+        Some(g) if script.garbage_body => sse_response(raw_stream_body(
+            ctx.shared.clone(),
+            vec![
+                Bytes::from_static(b"<html>oops</html>\n\n"),
+                Bytes::from_static(b"data: <html>oops</html>\n\nthis is not an event stream\n\n"),
+            ],
+            g,
+        )),
+        Some(g) => {
+            let include_usage = body
+                .pointer("/stream_options/include_usage")
+                .and_then(Value::as_bool)
+                == Some(true);
+            let with_usage = include_usage && !script.omit_usage;
+            let chunk = |choices: Value, usage: Option<Value>| {
+                let mut o = json!({"id": id, "object": "chat.completion.chunk", "created": created,
+                    "model": model, "service_tier": "default", "system_fingerprint": "fp_mock",
+                    "choices": choices});
+                if with_usage {
+                    o["usage"] = usage.unwrap_or(Value::Null);
+                }
+                o
+            };
+            let choice = |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+            let mut events = Vec::new();
+            match &output {
+                Output::Text { pieces, .. } => {
+                    let first = json!({"role": "assistant", "content": "", "refusal": null});
+                    events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
+                    for p in pieces {
+                        let c = chunk(choice(json!({"content": p}), Value::Null), None);
+                        events.push(Event::data(&c, 1));
+                    }
+                }
+                Output::Tool { name, pieces, .. } => {
+                    let first = json!({"role": "assistant", "content": null, "refusal": null,
+                        "tool_calls": [{"index": 0, "id": call_id, "type": "function",
+                            "function": {"name": name, "arguments": ""}}]});
+                    events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
+                    for p in pieces {
+                        let d = json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]});
+                        events.push(Event::data(&chunk(choice(d, Value::Null), None), 1));
+                    }
+                }
+            }
+            let fin = json!(finish_reason(output.finish()));
+            events.push(Event::data(&chunk(choice(json!({}), fin), None), 0));
+            if with_usage {
+                let u = usage(prompt_tokens, output.tokens());
+                events.push(Event::data(&chunk(json!([]), Some(u)), 0));
+            }
+            events.push(Event::raw("data: [DONE]\n\n"));
+            sse_response(stream_body(
+                ctx.shared.clone(),
+                &script,
+                events,
+                prompt_tokens,
+                g,
+            ))
+        }
+    };
+    decorate(&ctx, &script, &mut resp);
+    resp
+}
+
+/// 8 deterministic floats in [-1, 1) derived from the text (FNV-1a + splitmix64).
+fn embedding(text: &str) -> Vec<f64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..8u64)
+        .map(|k| {
+            let mut z = h.wrapping_add(k.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+            ((unit * 2.0 - 1.0) * 1e6).round() / 1e6
+        })
+        .collect()
+}
+
+pub async fn embeddings(ctx: Ctx) -> Response<RespBody> {
+    let script = match prelude(&ctx, Api::OpenAi).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let body = &ctx.req.body;
+    if !body.is_object() {
+        return invalid("We could not parse the JSON body of your request.", None);
+    }
+    let Some(model) = body.get("model").and_then(Value::as_str) else {
+        return invalid("you must provide a model parameter", None);
+    };
+    let inputs: Vec<&str> = match body.get("input") {
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
+            a.iter().filter_map(Value::as_str).collect()
+        }
+        None => return invalid("Missing required parameter: 'input'.", Some("input")),
+        Some(_) => {
+            return invalid(
+                "Invalid 'input': expected a string or a non-empty array of strings.",
+                Some("input"),
+            )
+        }
+    };
+    let mut resp = if script.garbage_body {
+        text_response(200, "application/json", "<html>oops</html>")
+    } else {
+        let tokens: u64 = inputs.iter().map(|s| bytes_to_tokens(s.len()).max(1)).sum();
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| json!({"object": "embedding", "index": i, "embedding": embedding(s)}))
+            .collect();
+        let mut v = json!({"object": "list", "data": data, "model": model});
+        if !script.omit_usage {
+            v["usage"] = json!({"prompt_tokens": tokens, "total_tokens": tokens});
+        }
+        ctx.shared.serve_tokens(tokens, 0);
+        json_response(200, &v)
+    };
+    decorate(&ctx, &script, &mut resp);
+    resp
+}
