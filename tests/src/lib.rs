@@ -1,2 +1,269 @@
+//! Black-box test support: a faithful mock LLM upstream, and helpers that start whole Tollgate nodes
+//! in-process on port 0 (or as real processes) and talk to them over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod mock_upstream;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tollgate::{Config, RunningNode};
+
+pub use mock_upstream::{MockUpstream, Script};
+
+/// Client keys configured on every test node.
+pub const KEY: &str = "tg-test-key";
+/// A key that may only use `gpt-direct`.
+pub const LIMITED_KEY: &str = "tg-limited-key";
+/// Credentials the gateway must present upstream (never the client's key).
+pub const UPSTREAM_OPENAI_KEY: &str = "sk-upstream-openai";
+pub const UPSTREAM_ANTHROPIC_KEY: &str = "sk-ant-upstream";
+
+/// A node config routing to `mock`:
+/// - `gpt-direct` → OpenAI-style provider, upstream model `mock-gpt`
+/// - `claude-direct` → Anthropic-style provider, upstream model `mock-claude`
+/// - `gpt-via-claude` → OpenAI callers translated to the Anthropic provider
+/// - `claude-via-gpt` → Anthropic callers translated to the OpenAI provider
+/// - `embed` → OpenAI-style provider
+/// - `gpt-fallback` → `dead` (nothing listens) first, then the OpenAI provider
+///
+/// `extra` is appended verbatim (more providers/models/limits).
+pub fn config_toml(mock: &MockUpstream, extra: &str) -> String {
+    format!(
+        r#"
+[node]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[limits]
+max_body_bytes = 65536
+connect_timeout_ms = 1000
+first_byte_timeout_ms = 2000
+idle_timeout_ms = 1000
+shutdown_grace_ms = 5000
+
+[[providers]]
+name = "up-openai"
+kind = "openai"
+base_url = "{openai}"
+api_key = "{openai_key}"
+
+[[providers]]
+name = "up-anthropic"
+kind = "anthropic"
+base_url = "{anthropic}"
+api_key = "{anthropic_key}"
+
+[[providers]]
+name = "dead"
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+
+[[models]]
+name = "gpt-direct"
+context_window = 4096
+max_output_tokens = 2048
+price_per_mtok = {{ input = 1.0, output = 2.0 }}
+targets = [ {{ provider = "up-openai", model = "mock-gpt" }} ]
+
+[[models]]
+name = "claude-direct"
+price_per_mtok = {{ input = 3.0, output = 15.0 }}
+targets = [ {{ provider = "up-anthropic", model = "mock-claude" }} ]
+
+[[models]]
+name = "gpt-via-claude"
+max_output_tokens = 1000
+targets = [ {{ provider = "up-anthropic", model = "mock-claude" }} ]
+
+[[models]]
+name = "claude-via-gpt"
+targets = [ {{ provider = "up-openai", model = "mock-gpt" }} ]
+
+[[models]]
+name = "embed"
+targets = [ {{ provider = "up-openai", model = "mock-embed" }} ]
+
+[[models]]
+name = "gpt-fallback"
+targets = [ {{ provider = "dead", model = "x", priority = 0 }}, {{ provider = "up-openai", model = "mock-gpt", priority = 1 }} ]
+
+[[keys]]
+key = "{key}"
+name = "test"
+org = "acme"
+
+[[keys]]
+key = "{limited}"
+name = "limited"
+org = "acme"
+models = ["gpt-direct"]
+
+{extra}
+"#,
+        openai = mock.openai_base_url(),
+        anthropic = mock.base_url(),
+        openai_key = UPSTREAM_OPENAI_KEY,
+        anthropic_key = UPSTREAM_ANTHROPIC_KEY,
+        key = KEY,
+        limited = LIMITED_KEY,
+    )
+}
+
+/// A node in front of a fresh mock upstream.
+pub struct Harness {
+    pub mock: MockUpstream,
+    pub node: RunningNode,
+    pub client: reqwest::Client,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with("").await
+    }
+
+    pub async fn start_with(extra: &str) -> Harness {
+        init_tracing();
+        let mock = MockUpstream::start().await;
+        let config = Config::parse(&config_toml(&mock, extra)).expect("test config is valid");
+        let node = RunningNode::start(config).await.expect("node starts");
+        Harness { mock, node, client: reqwest::Client::new() }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.node.api_url(), path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{}", self.node.admin_url(), path)
+    }
+
+    /// POST JSON as an OpenAI SDK would (bearer key).
+    pub async fn openai(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(KEY).json(body).send().await.expect("request sent")
+    }
+
+    /// POST JSON as the Anthropic SDK would (`x-api-key` and `anthropic-version`).
+    pub async fn anthropic(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("x-api-key", KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client.get(self.admin_url("/metrics")).send().await.expect("metrics").text().await.expect("metrics body")
+    }
+}
+
+/// One SSE event as a client sees it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: Option<String>,
+    pub data: String,
+}
+
+impl Event {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.data == "[DONE]"
+    }
+}
+
+/// Reads a whole SSE response (with a safety timeout) and parses its events strictly: every event must be
+/// terminated, and every `data` must be JSON or `[DONE]`.
+pub async fn read_events(response: reqwest::Response) -> Vec<Event> {
+    let text = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("stream finished in time")
+        .expect("stream body");
+    parse_events_strict(&text)
+}
+
+pub fn parse_events_strict(text: &str) -> Vec<Event> {
+    let normalized = text.replace("\r\n", "\n");
+    assert!(normalized.is_empty() || normalized.ends_with("\n\n"), "stream ends mid-event: {normalized:?}");
+    let mut events = Vec::new();
+    for block in normalized.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let mut name = None;
+        let mut data: Vec<&str> = Vec::new();
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = Some(value.trim().to_owned());
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push(value.strip_prefix(' ').unwrap_or(value));
+            } else if !line.starts_with(':') {
+                panic!("not an SSE line: {line:?}");
+            }
+        }
+        let data = data.join("\n");
+        assert!(data == "[DONE]" || serde_json::from_str::<Value>(&data).is_ok(), "event data is not JSON: {data:?}");
+        events.push(Event { name, data });
+    }
+    events
+}
+
+/// Reads the first `n` bytes-worth of events incrementally (to check streaming without buffering).
+pub async fn first_event(response: &mut reqwest::Response) -> String {
+    let mut buffer = String::new();
+    while !buffer.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("first event in time")
+            .expect("chunk")
+            .expect("stream not ended");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    buffer
+}
+
+/// Concatenated assistant text from OpenAI chunks.
+pub fn openai_text(events: &[Event]) -> String {
+    events
+        .iter()
+        .filter_map(|e| e.json()["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Concatenated assistant text from Anthropic events.
+pub fn anthropic_text(events: &[Event]) -> String {
+    events
+        .iter()
+        .filter(|e| e.name.as_deref() == Some("content_block_delta"))
+        .filter_map(|e| e.json()["delta"]["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Value of a counter/gauge line in Prometheus text whose name and labels contain all of `parts`.
+pub fn metric_value(text: &str, name: &str, parts: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .find(|line| parts.iter().all(|part| line.contains(part)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// Polls `check` until it holds (tests wait on real sockets, so this bounds waits without fixed sleeps).
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}

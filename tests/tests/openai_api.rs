@@ -1,0 +1,180 @@
+//! OpenAI callers against an OpenAI-compatible upstream: the same-protocol path, over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use tollgate_tests::*;
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Hello there"}]})
+}
+
+#[tokio::test]
+async fn non_stream_chat_passes_through_with_model_rewritten_and_upstream_key() {
+    let h = Harness::start().await;
+    let mut body = chat("gpt-direct");
+    body["seed"] = json!(7);
+    body["x_vendor_extension"] = json!({"keep": [1, 2, 3]});
+    let response = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-tollgate-target"], "up-openai/mock-gpt");
+    assert_eq!(response.headers()["x-tollgate-node"], "1");
+    assert!(response.headers()["x-tollgate-overhead-us"].to_str().unwrap().parse::<u64>().is_ok());
+    let out: Value = response.json().await.unwrap();
+    assert_eq!(out["object"], "chat.completion");
+    assert_eq!(out["choices"][0]["message"]["content"], mock_upstream::DEFAULT_REPLY);
+    assert_eq!(out["choices"][0]["finish_reason"], "stop");
+    assert_eq!(out["usage"]["completion_tokens"], 12);
+
+    let seen = h.mock.requests();
+    let upstream = seen.last().unwrap();
+    assert_eq!(upstream.path, "/v1/chat/completions");
+    assert_eq!(upstream.body["model"], "mock-gpt");
+    assert_eq!(upstream.body["seed"], 7, "unknown fields pass through untouched");
+    assert_eq!(upstream.body["x_vendor_extension"], json!({"keep": [1, 2, 3]}));
+    assert_eq!(upstream.body["messages"], body["messages"]);
+    assert_eq!(upstream.header("authorization"), Some(format!("Bearer {UPSTREAM_OPENAI_KEY}").as_str()));
+    assert!(!upstream.headers.iter().any(|(_, v)| v.contains(KEY)), "the client's gateway key never goes upstream");
+    assert_eq!(upstream.header("traceparent"), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+}
+
+#[tokio::test]
+async fn stream_without_include_usage_hides_the_usage_chunk_but_meters_it() {
+    let h = Harness::start().await;
+    let mut body = chat("gpt-direct");
+    body["stream"] = json!(true);
+    let response = h.openai("/v1/chat/completions", &body).await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let events = read_events(response).await;
+    assert_eq!(openai_text(&events), mock_upstream::DEFAULT_REPLY);
+    assert!(events.last().unwrap().is_done());
+    assert!(events.iter().all(|e| e.is_done() || !e.json()["usage"].is_object()), "no usage chunk was asked for");
+    let finish: Vec<_> = events.iter().filter_map(|e| e.json()["choices"][0]["finish_reason"].as_str().map(str::to_owned)).collect();
+    assert_eq!(finish, ["stop"]);
+    // The gateway asked upstream for usage anyway, and metered it.
+    assert_eq!(h.mock.requests().last().unwrap().body["stream_options"]["include_usage"], true);
+    let metrics = h.metrics().await;
+    assert_eq!(metric_value(&metrics, "gen_ai_client_token_usage_total", &["route=\"gpt-direct\"", "output"]), Some(12.0));
+}
+
+#[tokio::test]
+async fn stream_with_include_usage_ends_with_usage_then_done() {
+    let h = Harness::start().await;
+    let mut body = chat("gpt-direct");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let events = read_events(h.openai("/v1/chat/completions", &body).await).await;
+    let n = events.len();
+    assert!(events[n - 1].is_done());
+    let usage = events[n - 2].json();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
+}
+
+#[tokio::test]
+async fn streams_are_forwarded_event_by_event() {
+    let h = Harness::start().await;
+    h.mock.push(Script { delay_between_events: Some(std::time::Duration::from_millis(300)), ..Default::default() });
+    let mut body = chat("gpt-direct");
+    body["stream"] = json!(true);
+    let started = std::time::Instant::now();
+    let mut response = h.openai("/v1/chat/completions", &body).await;
+    let first = first_event(&mut response).await;
+    // The whole stream takes > 3 s; the first event must arrive long before that.
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "first event was buffered");
+    assert!(first.contains("chat.completion.chunk"));
+    drop(response);
+}
+
+#[tokio::test]
+async fn tools_and_response_format_pass_through() {
+    let h = Harness::start().await;
+    h.mock.push(Script { tool_call: Some(("get_weather".into(), r#"{"city":"Paris"}"#.into())), ..Default::default() });
+    let mut body = chat("gpt-direct");
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    body["response_format"] = json!({"type": "json_object"});
+    let out: Value = h.openai("/v1/chat/completions", &body).await.json().await.unwrap();
+    assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+    let upstream = h.mock.requests().pop().unwrap();
+    assert_eq!(upstream.body["tools"], body["tools"]);
+    assert_eq!(upstream.body["response_format"], body["response_format"]);
+}
+
+#[tokio::test]
+async fn embeddings_and_models() {
+    let h = Harness::start().await;
+    let out: Value = h.openai("/v1/embeddings", &json!({"model": "embed", "input": ["a", "b"]})).await.json().await.unwrap();
+    assert_eq!(out["data"].as_array().unwrap().len(), 2);
+    assert_eq!(h.mock.requests().pop().unwrap().body["model"], "mock-embed");
+
+    let models: Value = h.client.get(h.url("/v1/models")).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"gpt-direct") && ids.contains(&"claude-direct"));
+    let limited: Value = h.client.get(h.url("/v1/models")).bearer_auth(LIMITED_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(limited["data"].as_array().unwrap().len(), 1);
+    let anthropic: Value = h
+        .client
+        .get(h.url("/v1/models"))
+        .header("x-api-key", KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(anthropic["data"][0]["type"], "model");
+    assert_eq!(anthropic["has_more"], false);
+}
+
+#[tokio::test]
+async fn limited_key_cannot_use_other_models() {
+    let h = Harness::start().await;
+    let response = h.client.post(h.url("/v1/chat/completions")).bearer_auth(LIMITED_KEY).json(&chat("claude-direct")).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+    let out: Value = response.json().await.unwrap();
+    assert_eq!(out["error"]["type"], "permission_error");
+    assert_eq!(h.mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn metrics_report_usage_cost_and_latency() {
+    let h = Harness::start().await;
+    for _ in 0..3 {
+        assert_eq!(h.openai("/v1/chat/completions", &chat("gpt-direct")).await.status(), 200);
+    }
+    let metrics = h.metrics().await;
+    let labels = "route=\"gpt-direct\",gen_ai_provider_name=\"up-openai\",gen_ai_request_model=\"mock-gpt\"";
+    assert_eq!(metric_value(&metrics, "tollgate_upstream_requests_total", &[labels, "outcome=\"ok\""]), Some(3.0));
+    let input = metric_value(&metrics, "gen_ai_client_token_usage_total", &[labels, "input"]).unwrap();
+    let output = metric_value(&metrics, "gen_ai_client_token_usage_total", &[labels, "output"]).unwrap();
+    assert_eq!(output, 36.0);
+    let cost = metric_value(&metrics, "tollgate_cost_usd_total", &[labels]).unwrap();
+    let expected = (input * 1.0 + output * 2.0) / 1e6;
+    assert!((cost - expected).abs() < 1e-9, "{cost} vs {expected}");
+    assert_eq!(metric_value(&metrics, "gen_ai_server_request_duration_seconds_count", &[labels]), Some(3.0));
+    assert_eq!(metric_value(&metrics, "tollgate_http_responses_total", &["code=\"200\""]), Some(3.0));
+}
+
+#[tokio::test]
+async fn missing_usage_is_estimated_locally_and_marked() {
+    let h = Harness::start().await;
+    h.mock.push(Script { omit_usage: true, ..Default::default() });
+    let mut body = chat("gpt-direct");
+    body["stream"] = json!(true);
+    let events = read_events(h.openai("/v1/chat/completions", &body).await).await;
+    assert!(events.last().unwrap().is_done());
+    let metrics = h.metrics().await;
+    assert_eq!(metric_value(&metrics, "tollgate_usage_estimated_total", &["route=\"gpt-direct\""]), Some(1.0));
+    let output = metric_value(&metrics, "gen_ai_client_token_usage_total", &["route=\"gpt-direct\"", "output"]).unwrap();
+    assert!(output > 5.0, "estimated output tokens: {output}");
+}
