@@ -1,0 +1,265 @@
+//! Cross-protocol traffic over real sockets: OpenAI callers on an Anthropic upstream and Anthropic
+//! callers on an OpenAI upstream, streamed and not, with tools, stop reasons and usage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use tollgate_tests::*;
+
+fn openai_chat(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "stream": stream,
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Say hello"}
+        ]
+    })
+}
+
+fn anthropic_messages(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 256,
+        "stream": stream,
+        "system": "You are terse.",
+        "messages": [{"role": "user", "content": "Say hello"}]
+    })
+}
+
+#[tokio::test]
+async fn openai_caller_anthropic_upstream_non_stream() {
+    let h = Harness::start().await;
+    let response = h.openai("/v1/chat/completions", &openai_chat("gpt-via-claude", false)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-tollgate-target"], "up-anthropic/mock-claude");
+    let out: Value = response.json().await.unwrap();
+    assert_eq!(out["object"], "chat.completion");
+    assert_eq!(out["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(out["choices"][0]["message"]["content"], mock_upstream::DEFAULT_REPLY);
+    assert_eq!(out["choices"][0]["finish_reason"], "stop");
+    assert_eq!(out["usage"]["completion_tokens"], 12);
+    assert_eq!(
+        out["usage"]["total_tokens"].as_u64().unwrap(),
+        out["usage"]["prompt_tokens"].as_u64().unwrap() + 12
+    );
+
+    let upstream = h.mock.requests().pop().unwrap();
+    assert_eq!(upstream.path, "/v1/messages");
+    assert_eq!(upstream.header("x-api-key"), Some(UPSTREAM_ANTHROPIC_KEY));
+    assert_eq!(upstream.header("anthropic-version"), Some("2023-06-01"));
+    assert!(upstream.header("authorization").is_none());
+    assert_eq!(upstream.body["model"], "mock-claude");
+    assert_eq!(upstream.body["system"], "You are terse.");
+    assert_eq!(upstream.body["max_tokens"], 1000, "the model's max_output_tokens is the default max_tokens");
+    assert_eq!(upstream.body["messages"], json!([{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}]));
+}
+
+#[tokio::test]
+async fn openai_caller_anthropic_upstream_stream_with_usage() {
+    let h = Harness::start().await;
+    let mut body = openai_chat("gpt-via-claude", true);
+    body["stream_options"] = json!({"include_usage": true});
+    let events = read_events(h.openai("/v1/chat/completions", &body).await).await;
+    assert_eq!(openai_text(&events), mock_upstream::DEFAULT_REPLY);
+    assert_eq!(events[0].json()["choices"][0]["delta"]["role"], "assistant");
+    let n = events.len();
+    assert!(events[n - 1].is_done());
+    assert_eq!(events[n - 2].json()["usage"]["completion_tokens"], 12, "output usage from message_delta");
+    assert!(events[n - 2].json()["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "input usage from message_start is kept");
+    assert_eq!(events[n - 3].json()["choices"][0]["finish_reason"], "stop");
+    assert!(events.iter().all(|e| e.is_done() || e.json()["object"] == "chat.completion.chunk"));
+}
+
+#[tokio::test]
+async fn openai_caller_anthropic_upstream_tool_calls() {
+    let h = Harness::start().await;
+    h.mock.push(Script { tool_call: Some(("get_weather".into(), r#"{"city":"Oslo"}"#.into())), ..Default::default() });
+    h.mock.push(Script { tool_call: Some(("get_weather".into(), r#"{"city":"Oslo"}"#.into())), ..Default::default() });
+    let mut body = openai_chat("gpt-via-claude", false);
+    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "description": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    body["tool_choice"] = json!("required");
+    let out: Value = h.openai("/v1/chat/completions", &body).await.json().await.unwrap();
+    assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
+    let call = &out["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(), json!({"city": "Oslo"}));
+    let upstream = h.mock.requests().pop().unwrap();
+    assert_eq!(upstream.body["tools"][0]["name"], "get_weather");
+    assert_eq!(upstream.body["tools"][0]["input_schema"]["properties"]["city"]["type"], "string");
+    assert_eq!(upstream.body["tool_choice"], json!({"type": "any"}));
+
+    body["stream"] = json!(true);
+    let events = read_events(h.openai("/v1/chat/completions", &body).await).await;
+    let arguments: String = events
+        .iter()
+        .filter_map(|e| e.json()["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), json!({"city": "Oslo"}));
+    let finish: Vec<String> = events.iter().filter_map(|e| e.json()["choices"][0]["finish_reason"].as_str().map(str::to_owned)).collect();
+    assert_eq!(finish, ["tool_calls"]);
+    assert!(events.last().unwrap().is_done());
+}
+
+#[tokio::test]
+async fn openai_caller_sends_tool_results_back_to_anthropic() {
+    let h = Harness::start().await;
+    let body = json!({
+        "model": "gpt-via-claude",
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo and Rome?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "w", "arguments": "{\"city\":\"Oslo\"}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "w", "arguments": "{\"city\":\"Rome\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "cold"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "warm"}
+        ]
+    });
+    assert_eq!(h.openai("/v1/chat/completions", &body).await.status(), 200);
+    let upstream = h.mock.requests().pop().unwrap();
+    let messages = upstream.body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "two tool results merge into one user turn");
+    assert_eq!(messages[2]["content"][0]["type"], "tool_result");
+    assert_eq!(messages[2]["content"][1]["tool_use_id"], "call_2");
+}
+
+#[tokio::test]
+async fn stop_reasons_translate_both_ways() {
+    let h = Harness::start().await;
+    h.mock.push(Script { finish_max_tokens: true, ..Default::default() });
+    let out: Value = h.openai("/v1/chat/completions", &openai_chat("gpt-via-claude", false)).await.json().await.unwrap();
+    assert_eq!(out["choices"][0]["finish_reason"], "length");
+
+    h.mock.push(Script { finish_max_tokens: true, ..Default::default() });
+    let out: Value = h.anthropic("/v1/messages", &anthropic_messages("claude-via-gpt", false)).await.json().await.unwrap();
+    assert_eq!(out["stop_reason"], "max_tokens");
+
+    let mut body = anthropic_messages("claude-via-gpt", false);
+    body["stop_sequences"] = json!(["mock"]);
+    h.anthropic("/v1/messages", &body).await;
+    assert_eq!(h.mock.requests().pop().unwrap().body["stop"], json!(["mock"]));
+}
+
+#[tokio::test]
+async fn anthropic_caller_openai_upstream_non_stream() {
+    let h = Harness::start().await;
+    let response = h.anthropic("/v1/messages", &anthropic_messages("claude-via-gpt", false)).await;
+    assert_eq!(response.status(), 200);
+    let out: Value = response.json().await.unwrap();
+    assert_eq!(out["type"], "message");
+    assert_eq!(out["role"], "assistant");
+    assert!(out["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(out["content"][0], json!({"type": "text", "text": mock_upstream::DEFAULT_REPLY}));
+    assert_eq!(out["stop_reason"], "end_turn");
+    assert_eq!(out["usage"]["output_tokens"], 12);
+    assert!(out["usage"]["input_tokens"].as_u64().unwrap() > 0);
+
+    let upstream = h.mock.requests().pop().unwrap();
+    assert_eq!(upstream.path, "/v1/chat/completions");
+    assert_eq!(upstream.header("authorization"), Some(format!("Bearer {UPSTREAM_OPENAI_KEY}").as_str()));
+    assert_eq!(upstream.body["model"], "mock-gpt");
+    assert_eq!(upstream.body["max_tokens"], 256);
+    assert_eq!(upstream.body["messages"][0], json!({"role": "system", "content": "You are terse."}));
+}
+
+#[tokio::test]
+async fn anthropic_caller_openai_upstream_stream_has_the_exact_event_order() {
+    let h = Harness::start().await;
+    let events = read_events(h.anthropic("/v1/messages", &anthropic_messages("claude-via-gpt", true)).await).await;
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_deref().unwrap_or("")).collect();
+    assert_eq!(names[0], "message_start");
+    assert_eq!(names[1], "content_block_start");
+    assert!(names[2..names.len() - 3].iter().all(|n| *n == "content_block_delta"));
+    assert_eq!(&names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    assert!(events.iter().all(|e| e.json()["type"] == e.name.as_deref().unwrap()), "event name matches data.type");
+    assert_eq!(anthropic_text(&events), mock_upstream::DEFAULT_REPLY);
+    let delta = events[events.len() - 2].json();
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta["usage"]["output_tokens"], 12);
+    assert_eq!(h.mock.requests().pop().unwrap().body["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn anthropic_caller_openai_upstream_tools_streamed() {
+    let h = Harness::start().await;
+    h.mock.push(Script { tool_call: Some(("lookup".into(), r#"{"q":"rust"}"#.into())), ..Default::default() });
+    let mut body = anthropic_messages("claude-via-gpt", true);
+    body["tools"] = json!([{"name": "lookup", "input_schema": {"type": "object"}}]);
+    body["tool_choice"] = json!({"type": "tool", "name": "lookup"});
+    let events = read_events(h.anthropic("/v1/messages", &body).await).await;
+    let start = events.iter().find(|e| e.name.as_deref() == Some("content_block_start")).unwrap().json();
+    assert_eq!(start["content_block"]["type"], "tool_use");
+    assert_eq!(start["content_block"]["name"], "lookup");
+    let partial: String = events
+        .iter()
+        .filter_map(|e| e.json()["delta"]["partial_json"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), json!({"q": "rust"}));
+    let delta = events.iter().find(|e| e.name.as_deref() == Some("message_delta")).unwrap().json();
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    assert_eq!(events.last().unwrap().name.as_deref(), Some("message_stop"));
+    let upstream = h.mock.requests().pop().unwrap();
+    assert_eq!(upstream.body["tools"][0]["function"]["name"], "lookup");
+    assert_eq!(upstream.body["tool_choice"], json!({"type": "function", "function": {"name": "lookup"}}));
+}
+
+#[tokio::test]
+async fn anthropic_caller_sends_tool_results_to_openai() {
+    let h = Harness::start().await;
+    let body = json!({
+        "model": "claude-via-gpt",
+        "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": "Look it up"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "found"}]}
+        ]
+    });
+    assert_eq!(h.anthropic("/v1/messages", &body).await.status(), 200);
+    let upstream = h.mock.requests().pop().unwrap();
+    let messages = upstream.body["messages"].as_array().unwrap();
+    assert_eq!(messages[1]["tool_calls"][0]["id"], "toolu_1");
+    assert_eq!(messages[2], json!({"role": "tool", "tool_call_id": "toolu_1", "content": "found"}));
+}
+
+#[tokio::test]
+async fn anthropic_same_protocol_passthrough_and_count_tokens() {
+    let h = Harness::start().await;
+    let mut body = anthropic_messages("claude-direct", true);
+    body["metadata"] = json!({"user_id": "u-1"});
+    let response = h
+        .client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "prompt-caching-2024-07-31")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(response).await;
+    let names: Vec<&str> = events.iter().map(|e| e.name.as_deref().unwrap_or("")).collect();
+    assert_eq!(names[..3], ["message_start", "content_block_start", "ping"]);
+    assert_eq!(names.last(), Some(&"message_stop"));
+    let upstream = h.mock.requests().pop().unwrap();
+    assert_eq!(upstream.body["metadata"], json!({"user_id": "u-1"}));
+    assert_eq!(upstream.header("anthropic-beta"), Some("prompt-caching-2024-07-31"));
+
+    let count: Value = h
+        .anthropic("/v1/messages/count_tokens", &json!({"model": "claude-direct", "messages": [{"role": "user", "content": "hi"}]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(count["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(h.mock.requests().pop().unwrap().path, "/v1/messages/count_tokens");
+
+    // No Anthropic target: counted locally with the tokenizer.
+    let local: Value = h
+        .anthropic("/v1/messages/count_tokens", &json!({"model": "claude-via-gpt", "messages": [{"role": "user", "content": "Hello world"}]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(local["input_tokens"].as_u64().unwrap() >= 2);
+}
