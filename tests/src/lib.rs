@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod mock_upstream;
+pub mod process;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::Value;
 use tollgate::{Config, RunningNode};
 

@@ -1,0 +1,86 @@
+//! Running the real `tollgate` binary as a child process.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The `tollgate` binary next to the test executable, built on demand.
+pub fn tollgate_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/tollgate
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir").to_path_buf();
+    let binary = profile_dir.join("tollgate");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "tollgate", "--bin", "tollgate"])
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building the tollgate binary failed");
+    }
+    binary
+}
+
+/// A port that was free a moment ago (the OS may reuse it, but rarely within a test).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn spawn(command: &mut Command) -> ChildGuard {
+        let child = command.stdin(Stdio::null()).spawn().expect("spawn tollgate");
+        ChildGuard(Some(child))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// Sends a signal (e.g. "TERM", "INT") with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for exit (bounded); returns the exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(child) = self.0.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.0 = None;
+                    return status.code();
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "process did not exit in time");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_healthy(client: &reqwest::Client, url: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(response) = client.get(url).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url} never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

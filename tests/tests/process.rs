@@ -1,0 +1,126 @@
+//! The real `tollgate` binary: config validation, `serve` with graceful drain on SIGTERM, and `dev`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tollgate_tests::process::*;
+use tollgate_tests::*;
+
+#[test]
+fn check_config_names_the_bad_field() {
+    let dir = std::env::temp_dir().join(format!("tollgate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[providers]]\nname = \"a\"\nkind = \"openai\"\n[[models]]\nname = \"m\"\ntargets = [{ provider = \"nope\" }]\n",
+    )
+    .unwrap();
+    let output = Command::new(tollgate_binary()).args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("models[0].targets[0].provider"), "{stderr}");
+
+    std::fs::write(&path, "[node]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+    let output = Command::new(tollgate_binary()).args(["check-config", "--config"]).arg(&path).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let help = Command::new(tollgate_binary()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("serve") && help.contains("dev"), "{help}");
+}
+
+#[tokio::test]
+async fn serve_drains_in_flight_streams_on_sigterm() {
+    let mock = MockUpstream::start().await;
+    let (api, admin) = (free_port(), free_port());
+    let dir = std::env::temp_dir().join(format!("tollgate-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("node.toml");
+    std::fs::write(&path, config_toml(&mock, "")).unwrap();
+    let mut child = ChildGuard::spawn(
+        Command::new(tollgate_binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}"), "--node-id", "7"]),
+    );
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &format!("http://127.0.0.1:{admin}/healthz")).await;
+
+    // A stream that takes ~1.2 s, interrupted by SIGTERM after its first event.
+    mock.push(Script { delay_between_events: Some(Duration::from_millis(100)), ..Default::default() });
+    let mut response = client
+        .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-direct", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-tollgate-node"], "7");
+    let first = first_event(&mut response).await;
+    child.signal("TERM");
+    let rest = response.text().await.unwrap();
+    let events = parse_events_strict(&format!("{first}{rest}"));
+    assert!(events.last().unwrap().is_done(), "the in-flight stream completed during the drain");
+    assert_eq!(openai_text(&events), mock_upstream::DEFAULT_REPLY);
+    assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
+    // New connections are refused once it has stopped.
+    assert!(client.get(format!("http://127.0.0.1:{admin}/healthz")).send().await.is_err());
+}
+
+#[tokio::test]
+async fn dev_starts_a_working_node_and_writes_the_env_file() {
+    let base = free_port();
+    let dir = std::env::temp_dir().join(format!("tollgate-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env_file = dir.join("dev.env");
+    let _ = std::fs::remove_file(&env_file);
+    // The admin port is base + 1010; pick a base whose admin port is free too.
+    let mut child = ChildGuard::spawn(
+        Command::new(tollgate_binary())
+            .args(["dev", "--base-port", &base.to_string(), "--token-delay-ms", "0", "--env-file"])
+            .arg(&env_file)
+            .stdout(std::process::Stdio::piped()),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !env_file.exists() {
+        assert!(tokio::time::Instant::now() < deadline, "env file never written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&env_file).unwrap();
+    let value = |name: &str| {
+        text.lines().find_map(|line| line.strip_prefix(&format!("{name}="))).map(str::to_owned).unwrap_or_default()
+    };
+    let (url, key, admin_url) = (value("TOLLGATE_URL"), value("TOLLGATE_KEY"), value("TOLLGATE_ADMIN_URL"));
+    assert_eq!(url, format!("http://127.0.0.1:{base}/v1"));
+    assert!(key.starts_with("tg-dev-"));
+    assert!(!value("TOLLGATE_ADMIN_TOKEN").is_empty());
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &format!("{admin_url}/healthz")).await;
+
+    let out: Value = client
+        .post(format!("{url}/chat/completions"))
+        .bearer_auth(&key)
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(out["choices"][0]["message"]["content"].as_str().unwrap().contains("Hello"));
+    let response = client
+        .post(format!("{url}/messages"))
+        .header("x-api-key", &key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&json!({"model": "claude-3-5-haiku", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(response).await;
+    assert_eq!(events.last().unwrap().name.as_deref(), Some("message_stop"));
+    child.signal("INT");
+    assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
+}
