@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod mock_upstream;
+pub mod conformance;
 pub mod process;
 
 use std::time::Duration;
@@ -88,6 +89,33 @@ targets = [ {{ provider = "up-openai", model = "mock-embed" }} ]
 [[models]]
 name = "gpt-fallback"
 targets = [ {{ provider = "dead", model = "x", priority = 0 }}, {{ provider = "up-openai", model = "mock-gpt", priority = 1 }} ]
+
+[[providers]]
+name = "builtin-openai"
+kind = "mock"
+mock = {{ style = "openai" }}
+
+[[providers]]
+name = "builtin-anthropic"
+kind = "mock"
+mock = {{ style = "anthropic" }}
+
+# One route per provider for the conformance matrix (callers of either protocol use the same name).
+[[models]]
+name = "p-openai"
+targets = [ {{ provider = "up-openai", model = "mock-gpt" }} ]
+
+[[models]]
+name = "p-anthropic"
+targets = [ {{ provider = "up-anthropic", model = "mock-claude" }} ]
+
+[[models]]
+name = "p-builtin-openai"
+targets = [ {{ provider = "builtin-openai", model = "builtin" }} ]
+
+[[models]]
+name = "p-builtin-anthropic"
+targets = [ {{ provider = "builtin-anthropic", model = "builtin" }} ]
 
 [[keys]]
 key = "{key}"
