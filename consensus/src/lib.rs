@@ -1,4 +1,18 @@
-//! Tollgate's control plane (openraft + sled): the replicated state machine for providers, models, routes,
-//! keys, orgs/teams, budgets and the token-budget ledger. Not built yet — the data plane reads its control
-//! state through `tollgate::routing::ControlSnapshot` and the `tollgate::auth::KeyStore` trait, which this
-//! crate will feed from Raft's applied state.
+//! Tollgate's control plane: the replicated state machine (providers, models, orgs, teams, keys, audit
+//! trail), stored in sled and replicated with openraft over tonic.
+//!
+//! Split the openraft way: `state` (pure apply), `store` (sled log and state machine storage), `network`
+//! (Raft RPC client and server over tonic), and `node` (the handle the gateway uses).
+
+mod cluster_service;
+pub mod network;
+pub mod node;
+pub mod raft_service;
+pub mod resources;
+pub mod state;
+pub mod store;
+pub mod types;
+
+pub use state::{Command, ControlState, Request, Response};
+pub use node::{ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus};
+pub use types::{NodeId, NodeInfo, TypeConfig};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::config::KeyConfig;
+use crate::config::{KeyConfig, KeyRecord};
 use crate::error::{GatewayError, GatewayResult};
 
 /// Who is calling: the identity budgets, limits and audit logs hang off.
@@ -67,6 +67,49 @@ impl StaticKeyStore {
         }
         StaticKeyStore { keys: map }
     }
+}
+
+impl StaticKeyStore {
+    /// Keys as the cluster stores them (hashes only).
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a KeyRecord>) -> Self {
+        let keys = records
+            .into_iter()
+            .filter_map(|record| {
+                let hash = decode_hex(&record.key_sha256)?;
+                let principal = Principal {
+                    key_id: record.id.clone(),
+                    org: record.org.clone(),
+                    team: record.team.clone(),
+                    allowed_models: record.models.as_ref().map(|models| models.iter().cloned().collect()),
+                };
+                Some((hash, Arc::new(principal)))
+            })
+            .collect();
+        StaticKeyStore { keys }
+    }
+}
+
+pub fn hex(hash: &KeyHash) -> String {
+    use std::fmt::Write as _;
+    hash.iter().fold(String::with_capacity(64), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}
+
+/// A new random API key: `tg-` and 32 hex digits of randomness.
+pub fn generate_key() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    format!("tg-{}", hex_bytes(&bytes))
+}
+
+fn hex_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
 }
 
 impl KeyStore for StaticKeyStore {

@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+pub use tollgate_consensus::resources::{
+    KeyConfig, KeyRecord, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind, Strategy,
+    TargetConfig, TeamConfig,
+};
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -21,6 +26,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub orgs: Vec<OrgConfig>,
+    #[serde(default)]
+    pub teams: Vec<TeamConfig>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
 }
@@ -47,6 +54,39 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// Address other nodes use for this node's Raft port (default: `raft_listen`).
+    #[serde(default)]
+    pub advertise_raft: Option<String>,
+    /// Raft timing; across regions use a heartbeat of ~3-5x the RTT and elections ~10x the heartbeat.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    #[serde(default = "default_election_min")]
+    pub election_timeout_min_ms: u64,
+    #[serde(default = "default_election_max")]
+    pub election_timeout_max_ms: u64,
+    /// Bound on admin writes and linearizable reads without a quorum (then 503).
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_ms: u64,
+    /// Snapshot the state machine and purge the Raft log after this many entries.
+    #[serde(default = "default_snapshot_after")]
+    pub snapshot_after_logs: u64,
+}
+
+fn default_snapshot_after() -> u64 {
+    1000
+}
+
+fn default_heartbeat() -> u64 {
+    100
+}
+fn default_election_min() -> u64 {
+    500
+}
+fn default_election_max() -> u64 {
+    1000
+}
+fn default_write_timeout() -> u64 {
+    5000
 }
 
 fn default_node_id() -> u64 {
@@ -77,6 +117,12 @@ impl Default for NodeConfig {
             peers: BTreeMap::new(),
             admin_token: None,
             admin_token_file: None,
+            advertise_raft: None,
+            heartbeat_ms: default_heartbeat(),
+            election_timeout_min_ms: default_election_min(),
+            election_timeout_max_ms: default_election_max(),
+            write_timeout_ms: default_write_timeout(),
+            snapshot_after_logs: default_snapshot_after(),
         }
     }
 }
@@ -135,158 +181,25 @@ impl Default for LimitsConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// Any OpenAI-compatible API: OpenAI, vLLM, TGI, SGLang, DeepSeek, Groq…
-    Openai,
-    Anthropic,
-    /// Built-in deterministic provider: no network, no keys.
-    Mock,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    pub name: String,
-    pub kind: ProviderKind,
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// Literal API key (prefer `api_key_env`).
-    #[serde(default)]
-    pub api_key: Option<String>,
-    /// Name of the environment variable holding the API key.
-    #[serde(default)]
-    pub api_key_env: Option<String>,
-    /// Prometheus endpoint of a self-hosted engine (scraped for GPU load by the gossip layer).
-    #[serde(default)]
-    pub metrics_url: Option<String>,
-    /// Extra headers sent upstream on every request.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub connect_timeout_ms: Option<u64>,
-    #[serde(default)]
-    pub first_byte_timeout_ms: Option<u64>,
-    #[serde(default)]
-    pub idle_timeout_ms: Option<u64>,
-    /// Settings of a `mock` provider.
-    #[serde(default)]
-    pub mock: Option<MockConfig>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum MockStyle {
-    #[default]
-    Openai,
-    Anthropic,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct MockConfig {
-    /// Which API the mock answers in (the gateway translates as usual).
-    #[serde(default)]
-    pub style: MockStyle,
-    /// Fixed answer; by default the mock echoes a summary of the last user message.
-    #[serde(default)]
-    pub reply: Option<String>,
-    /// Delay before the response starts.
-    #[serde(default)]
-    pub first_token_delay_ms: u64,
-    /// Delay between streamed tokens.
-    #[serde(default)]
-    pub token_delay_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Tiers by `priority` (lower first); within a tier, by weight; fall back to the next tier on failure.
-    #[default]
-    Priority,
-    /// Pick by `weight` (A/B and canary splits), fall back to the others on failure.
-    Weighted,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// USD per million input tokens.
-    #[serde(default)]
-    pub input: f64,
-    /// USD per million output tokens.
-    #[serde(default)]
-    pub output: f64,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    pub name: String,
-    #[serde(default)]
-    pub context_window: Option<u64>,
-    /// Cap on `max_tokens`; also the default `max_tokens` sent to providers that require one.
-    #[serde(default)]
-    pub max_output_tokens: Option<u64>,
-    #[serde(default)]
-    pub price_per_mtok: Price,
-    /// Tokenizer used for local estimates: `o200k_base` or `cl100k_base` (default: guessed from the name).
-    #[serde(default)]
-    pub encoding: Option<String>,
-    #[serde(default)]
-    pub strategy: Strategy,
-    #[serde(default)]
-    pub targets: Vec<TargetConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    pub provider: String,
-    /// The model name the provider knows; defaults to the route's name.
-    #[serde(default)]
-    pub model: Option<String>,
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-    #[serde(default)]
-    pub priority: u32,
-}
-
-fn default_weight() -> u32 {
-    100
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct OrgConfig {
-    pub name: String,
-    /// Budgets are enforced once the Raft ledger exists; accepted here so cluster files stay valid.
-    #[serde(default)]
-    pub budget: Option<toml::Value>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyConfig {
-    /// The key itself (dev setups), or…
-    #[serde(default)]
-    pub key: Option<String>,
-    /// …its lowercase hex SHA-256, so the config file holds no secret.
-    #[serde(default)]
-    pub key_sha256: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    pub org: String,
-    #[serde(default)]
-    pub team: Option<String>,
-    /// Models this key may use; all when absent.
-    #[serde(default)]
-    pub models: Option<Vec<String>>,
-}
-
 impl Config {
+    /// Cluster mode: this node runs Raft with the configured peers. Without peers it serves its file alone.
+    pub fn is_clustered(&self) -> bool {
+        !self.node.peers.is_empty()
+    }
+
+    /// The admin token: `node.admin_token`, else the file `node.admin_token_file`, else `TOLLGATE_ADMIN_TOKEN`.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(token) = &self.node.admin_token {
+            return Ok(Some(token.clone()));
+        }
+        if let Some(path) = &self.node.admin_token_file {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("node.admin_token_file: reading {}", path.display()))?;
+            return Ok(Some(token.trim().to_owned()));
+        }
+        Ok(std::env::var("TOLLGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
         Config::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
@@ -309,6 +222,23 @@ impl Config {
             if value.parse::<SocketAddr>().is_err() {
                 bail!("{field}: `{value}` is not a socket address like 127.0.0.1:8080");
             }
+        }
+        for (id, addr) in &self.node.peers {
+            if id.parse::<u64>().is_err() {
+                bail!("node.peers: `{id}` is not a node id");
+            }
+            if addr.is_empty() {
+                bail!("node.peers.{id}: empty address");
+            }
+        }
+        if !self.node.peers.is_empty() && !self.node.peers.contains_key(&self.node.id.to_string()) {
+            // A node joining an existing cluster lists the current voters; it is added with `cluster add-node`.
+            tracing::info!(node_id = self.node.id, "this node is not among node.peers; it will wait to be added");
+        }
+        if self.node.heartbeat_ms == 0 || self.node.election_timeout_min_ms <= self.node.heartbeat_ms
+            || self.node.election_timeout_max_ms <= self.node.election_timeout_min_ms
+        {
+            bail!("node.election_timeout_min_ms: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
         }
         if self.limits.max_body_bytes == 0 {
             bail!("limits.max_body_bytes: must be greater than 0");

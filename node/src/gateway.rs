@@ -7,12 +7,19 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use tollgate_consensus::{ConsensusNode, ControlState};
+
 use crate::config::{Config, LimitsConfig};
 use crate::metrics::Metrics;
 use crate::routing::ControlSnapshot;
 
 pub struct Gateway {
     snapshot: ArcSwap<ControlSnapshot>,
+    /// The Raft member, in cluster mode.
+    pub consensus: Option<ConsensusNode>,
+    pub admin_token: Option<String>,
+    /// False until the first control state is loaded (cluster mode); `/readyz` reports it.
+    loaded: AtomicBool,
     pub metrics: Arc<Metrics>,
     pub limits: LimitsConfig,
     pub node_id: u64,
@@ -26,12 +33,46 @@ impl Gateway {
         let snapshot = ControlSnapshot::build(config, &metrics)?;
         Ok(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
+            consensus: None,
+            admin_token: config.admin_token()?,
+            loaded: AtomicBool::new(true),
             metrics,
             limits: config.limits.clone(),
             node_id: config.node.id,
             node_header: HeaderValue::from(config.node.id),
             shutting_down: AtomicBool::new(false),
         })
+    }
+
+    /// A cluster-mode gateway: routes and keys come from the replicated state, not the file.
+    pub fn clustered(config: &Config, consensus: ConsensusNode) -> anyhow::Result<Gateway> {
+        let metrics = Arc::new(Metrics::default());
+        let snapshot = ControlSnapshot::from_state(&ControlState::default(), &config.limits, &metrics)?;
+        Ok(Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            consensus: Some(consensus),
+            admin_token: config.admin_token()?,
+            loaded: AtomicBool::new(false),
+            metrics,
+            limits: config.limits.clone(),
+            node_id: config.node.id,
+            node_header: HeaderValue::from(config.node.id),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// Swaps in the data plane's view of a newly applied control state.
+    pub fn reload_from_state(&self, state: &ControlState) -> anyhow::Result<()> {
+        let snapshot = ControlSnapshot::from_state(state, &self.limits, &self.metrics)?;
+        self.snapshot.store(Arc::new(snapshot));
+        if state.bootstrapped {
+            self.loaded.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Relaxed)
     }
 
     /// The control state as of now; requests hold it for their whole life, so a swap never tears one.

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod error;

@@ -10,7 +10,7 @@ use rand::Rng;
 use serde_json::json;
 
 use crate::auth::{KeyStore, StaticKeyStore};
-use crate::config::{Config, Price, Strategy};
+use crate::config::{Config, LimitsConfig, ModelConfig, Price, ProviderConfig, Strategy};
 use crate::metrics::{Metrics, TargetMetrics};
 use crate::providers::Provider;
 use crate::tokens::Encoding;
@@ -83,13 +83,37 @@ pub struct ControlSnapshot {
 }
 
 impl ControlSnapshot {
+    /// From a node's own file (standalone mode).
     pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<ControlSnapshot> {
+        Self::from_parts(
+            &config.limits,
+            &config.providers,
+            &config.models,
+            Arc::new(StaticKeyStore::from_config(&config.keys)),
+            metrics,
+        )
+    }
+
+    /// From the replicated control state (cluster mode).
+    pub fn from_state(state: &tollgate_consensus::ControlState, limits: &LimitsConfig, metrics: &Metrics) -> anyhow::Result<ControlSnapshot> {
+        let providers: Vec<_> = state.providers.values().cloned().collect();
+        let models: Vec<_> = state.models.values().cloned().collect();
+        Self::from_parts(limits, &providers, &models, Arc::new(StaticKeyStore::from_records(state.keys.values())), metrics)
+    }
+
+    pub fn from_parts(
+        limits: &LimitsConfig,
+        provider_configs: &[ProviderConfig],
+        model_configs: &[ModelConfig],
+        keys: Arc<dyn KeyStore>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<ControlSnapshot> {
         let mut providers = HashMap::new();
-        for provider in &config.providers {
-            providers.insert(provider.name.clone(), Arc::new(Provider::from_config(provider, &config.limits)?));
+        for provider in provider_configs {
+            providers.insert(provider.name.clone(), Arc::new(Provider::from_config(provider, limits)?));
         }
         let mut routes = HashMap::new();
-        for model in &config.models {
+        for model in model_configs {
             let mut targets = Vec::new();
             for (index, target) in model.targets.iter().enumerate() {
                 let provider = providers
@@ -127,7 +151,7 @@ impl ControlSnapshot {
         let models_openai_json = Bytes::from(models_list_openai(&model_names, |_| true).to_string());
         Ok(ControlSnapshot {
             routes,
-            keys: Arc::new(StaticKeyStore::from_config(&config.keys)),
+            keys,
             model_names,
             models_openai_json,
         })

@@ -22,6 +22,8 @@ use crate::{admin, proxy, tokens};
 pub struct Listeners {
     pub api: TcpListener,
     pub admin: TcpListener,
+    /// Raft gRPC, in cluster mode.
+    pub raft: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -32,15 +34,43 @@ impl Listeners {
         let admin = TcpListener::bind(&config.node.admin_listen)
             .await
             .map_err(|err| anyhow::anyhow!("node.admin_listen: cannot bind {}: {err}", config.node.admin_listen))?;
-        Ok(Listeners { api, admin })
+        let raft = if config.is_clustered() {
+            Some(
+                TcpListener::bind(&config.node.raft_listen)
+                    .await
+                    .map_err(|err| anyhow::anyhow!("node.raft_listen: cannot bind {}: {err}", config.node.raft_listen))?,
+            )
+        } else {
+            None
+        };
+        Ok(Listeners { api, admin, raft })
     }
 }
 
 /// Runs a node until `shutdown` resolves, then drains. Returns when in-flight requests have finished or
 /// the grace period is over.
-pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let gateway = Arc::new(Gateway::new(&config)?);
+pub async fn run(config: Config, mut listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let gateway = build_gateway(&config, &mut listeners).await?;
     run_gateway(gateway, listeners, shutdown).await
+}
+
+/// Standalone: the file is the config. Cluster mode: start the Raft member, bootstrap once, and follow
+/// the replicated state.
+async fn build_gateway(config: &Config, listeners: &mut Listeners) -> anyhow::Result<Arc<Gateway>> {
+    let Some(raft_listener) = listeners.raft.take() else {
+        return Ok(Arc::new(Gateway::new(config)?));
+    };
+    let consensus_config = crate::cluster::consensus_config(
+        config,
+        raft_listener.local_addr()?,
+        listeners.api.local_addr()?,
+        listeners.admin.local_addr()?,
+    );
+    let consensus = tollgate_consensus::ConsensusNode::start(consensus_config, raft_listener).await?;
+    let gateway = Arc::new(Gateway::clustered(config, consensus.clone())?);
+    crate::cluster::spawn_state_watcher(&gateway, &consensus);
+    crate::cluster::spawn_bootstrap(config, consensus);
+    Ok(gateway)
 }
 
 pub async fn run_gateway(gateway: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -104,6 +134,9 @@ pub async fn run_gateway(gateway: Arc<Gateway>, listeners: Listeners, shutdown: 
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }
+    if let Some(consensus) = &gateway.consensus {
+        consensus.shutdown().await;
+    }
     Ok(())
 }
 
@@ -119,10 +152,16 @@ pub struct RunningNode {
 impl RunningNode {
     /// Binds the configured addresses (use port 0 in tests) and serves in a background task.
     pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
-        let listeners = Listeners::bind(&config).await?;
+        let mut listeners = Listeners::bind(&config).await?;
+        Self::start_with(config, listeners.raft.take(), listeners).await
+    }
+
+    /// Starts with pre-bound listeners (tests bind Raft ports first so peers know each other's addresses).
+    pub async fn start_with(config: Config, raft: Option<TcpListener>, mut listeners: Listeners) -> anyhow::Result<RunningNode> {
+        listeners.raft = raft;
         let api_addr = listeners.api.local_addr()?;
         let admin_addr = listeners.admin.local_addr()?;
-        let gateway = Arc::new(Gateway::new(&config)?);
+        let gateway = build_gateway(&config, &mut listeners).await?;
         let (sender, receiver) = oneshot::channel::<()>();
         let task = tokio::spawn(run_gateway(gateway.clone(), listeners, async move {
             let _ = receiver.await;

@@ -1,2 +1,8 @@
-//! Tollgate's gRPC definitions (tonic 0.14 + prost, generated with `tonic-prost-build` and `protox`): Raft
-//! RPCs and cluster admin. Not built yet; arrives with the Raft control plane.
+//! Tollgate's gRPC definitions: Raft RPCs and cluster administration between nodes, generated at build time
+//! from `proto/tollgate.proto` with `tonic-prost-build` and `protox` (no `protoc` needed).
+
+#![allow(clippy::all, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod v1 {
+    tonic::include_proto!("tollgate.v1");
+}

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod mock_upstream;
+pub mod cluster;
 pub mod conformance;
 pub mod process;
 

@@ -126,6 +126,30 @@ async fn wrong_field_types_name_the_field() {
         assert_eq!(error["type"], "invalid_request_error");
         assert!(error["message"].as_str().unwrap().contains(field), "Anthropic message names `{field}`: {error}");
     }
+    // Values of the right JSON type but invalid.
+    let invalid: [(&str, Value); 3] = [
+        ("max_tokens", json!(-1)),
+        ("max_tokens", json!(1.5)),
+        ("messages", json!([{"role": "robot", "content": "beep"}])),
+    ];
+    for (field, value) in &invalid {
+        let mut body = chat("gpt-direct");
+        body[*field] = value.clone();
+        let error = openai_error(h.openai(CHAT, &body).await, 400).await;
+        assert!(error["message"].as_str().unwrap().contains(field), "OpenAI message names `{field}` for {value}: {error}");
+        let mut body = messages("claude-direct");
+        body[*field] = value.clone();
+        let error = anthropic_error(h.anthropic(MESSAGES, &body).await, 400).await;
+        assert!(error["message"].as_str().unwrap().contains(field), "Anthropic message names `{field}` for {value}: {error}");
+    }
+    // An empty conversation (OpenAI callers; Anthropic requests with `messages: []` are left to the upstream).
+    let body = json!({"model": "gpt-direct", "messages": []});
+    assert!(openai_error(h.openai(CHAT, &body).await, 400).await["message"].as_str().unwrap().contains("messages"));
+    // Content that cannot be translated for a cross-protocol route is the caller's error, not the upstream's.
+    let body = json!({"model": "gpt-via-claude", "messages": [{"role": "user", "content": 5}]});
+    assert_eq!(openai_error(h.openai(CHAT, &body).await, 400).await["type"], "invalid_request_error");
+    let body = json!({"model": "claude-via-gpt", "max_tokens": 10, "messages": [{"role": "user", "content": 5}]});
+    assert_eq!(anthropic_error(h.anthropic(MESSAGES, &body).await, 400).await["type"], "invalid_request_error");
     // Embeddings: a number as input, a number as model.
     let error = openai_error(h.openai(EMBEDDINGS, &json!({"model": "embed", "input": 3.5})).await, 400).await;
     assert!(error["message"].as_str().unwrap().contains("input"), "{error}");
@@ -200,6 +224,36 @@ async fn body_over_the_limit_with_content_length_is_413() {
     let huge = big_chat_body(1_000_000);
     openai_error(post_raw(&h, "openai", CHAT, "application/json", huge).await, 413).await;
     assert_eq!(h.mock.request_count(), 0);
+    still_serving(&h).await;
+}
+
+/// An Anthropic request body of exactly `size` bytes for a model without a context window.
+fn anthropic_body_of_size(size: usize) -> String {
+    let empty = messages("claude-direct");
+    let overhead = {
+        let mut b = empty.clone();
+        b["messages"][0]["content"] = json!("");
+        b.to_string().len()
+    };
+    let mut body = empty;
+    body["messages"][0]["content"] = json!("a".repeat(size - overhead));
+    let body = body.to_string();
+    assert_eq!(body.len(), size);
+    body
+}
+
+#[tokio::test]
+async fn body_limit_is_exact() {
+    let h = Harness::start().await;
+    let response = post_raw(&h, "anthropic", MESSAGES, "application/json", anthropic_body_of_size(65_536)).await;
+    assert_eq!(response.status(), 200, "exactly at the limit is allowed");
+    let response = post_raw(&h, "anthropic", MESSAGES, "application/json", anthropic_body_of_size(65_537)).await;
+    anthropic_error(response, 413).await;
+    let response = post_raw(&h, "anthropic", MESSAGES, "application/json", chunked(anthropic_body_of_size(65_536), 5000)).await;
+    assert_eq!(response.status(), 200, "exactly at the limit, chunked");
+    let response = post_raw(&h, "anthropic", MESSAGES, "application/json", chunked(anthropic_body_of_size(65_537), 5000)).await;
+    anthropic_error(response, 413).await;
+    assert_eq!(h.mock.request_count(), 2);
     still_serving(&h).await;
 }
 
@@ -396,10 +450,15 @@ async fn upstream_400_passes_through_same_protocol_and_is_translated_across() {
     let error = openai_error(h.openai(CHAT, &chat("gpt-via-claude")).await, 400).await;
     assert_eq!(error["type"], "invalid_request_error");
     assert_eq!(error["message"], "Invalid request.");
+    // A streaming request whose upstream refuses it gets a plain JSON error, not an event stream.
+    h.mock.push(Script { status: Some(400), ..Default::default() });
+    let mut body = messages("claude-via-gpt");
+    body["stream"] = json!(true);
+    assert_eq!(anthropic_error(h.anthropic(MESSAGES, &body).await, 400).await["type"], "invalid_request_error");
     // Other upstream 4xx keep their status and get the matching type in the caller's shape.
     h.mock.push(Script { status: Some(404), ..Default::default() });
     assert_eq!(anthropic_error(h.anthropic(MESSAGES, &messages("claude-via-gpt")).await, 404).await["type"], "not_found_error");
-    assert_eq!(h.mock.request_count(), 5, "a 4xx is never retried");
+    assert_eq!(h.mock.request_count(), 6, "a 4xx is never retried");
     still_serving(&h).await;
 }
 

@@ -50,6 +50,9 @@ fn probe_inner(body: &[u8], require_max_tokens: bool) -> GatewayResult<MessagesP
     let messages: Vec<MessageProbe<'_>> = serde_json::from_str(messages_raw.get()).map_err(|err| {
         GatewayError::invalid_param("messages", format!("messages: expected a list of {{role, content}} objects: {err}"))
     })?;
+    if messages.is_empty() {
+        return Err(GatewayError::invalid_param("messages", "messages: at least one message is required"));
+    }
     if let Some((index, message)) =
         messages.iter().enumerate().find(|(_, m)| m.role != "user" && m.role != "assistant")
     {
@@ -336,6 +339,11 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("max_tokens"));
         assert!(probe_count_tokens(br#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).is_ok());
+    }
+
+    #[test]
+    fn probe_rejects_empty_messages() {
+        assert!(probe_messages(br#"{"model":"m","max_tokens":5,"messages":[]}"#).is_err());
     }
 
     #[test]

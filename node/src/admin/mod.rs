@@ -1,5 +1,7 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz` and a small status page.
-//! The `/admin/v1/*` API arrives with the Raft control plane; it needs the admin token.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, a small status page, and the
+//! `/admin/v1/*` control-plane API (bearer admin token; see `api.rs`).
+
+mod api;
 
 use std::sync::Arc;
 
@@ -11,6 +13,9 @@ use crate::gateway::Gateway;
 use crate::proxy::ResponseBody;
 
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    if request.uri().path().starts_with("/admin/") {
+        return api::handle(gateway, request).await;
+    }
     let path = request.uri().path();
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "application/json", r#"{"error":"method not allowed"}"#.into());
@@ -19,7 +24,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", gateway.metrics.render()),
         "/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
         "/readyz" => {
-            if gateway.is_shutting_down() {
+            if !gateway.is_loaded() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"waiting_for_control_state"}"#.into())
+            } else if gateway.is_shutting_down() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"shutting_down"}"#.into())
             } else {
                 text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#.into())
@@ -30,7 +37,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
+pub(crate) fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -1,0 +1,58 @@
+//! The peer-only `Cluster` gRPC service: followers forward writes, read-index requests and membership
+//! changes to the leader through it. Replies carry JSON of `Result<T, ClusterError>`.
+
+use std::sync::Arc;
+
+use tollgate_proto::v1::cluster_server::{Cluster, ClusterServer};
+use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, ReadIndexReply, RemoveNodeRequest};
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use crate::node::{decode, ClusterError, Inner};
+use crate::state::Request;
+use crate::types::NodeInfo;
+
+pub(crate) struct ClusterService {
+    inner: Arc<Inner>,
+}
+
+pub(crate) fn cluster_server(inner: Arc<Inner>) -> ClusterServer<ClusterService> {
+    ClusterServer::new(ClusterService { inner }).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<GrpcResponse<RaftPayload>, Status> {
+    serde_json::to_vec(value).map(|json| GrpcResponse::new(RaftPayload { json })).map_err(|err| Status::internal(err.to_string()))
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterService {
+    async fn write(&self, request: GrpcRequest<RaftPayload>) -> Result<GrpcResponse<RaftPayload>, Status> {
+        let command: Request = decode(request.get_ref()).map_err(|err| Status::invalid_argument(err.to_string()))?;
+        // One hop only: a forwarded write that lands on a non-leader fails rather than bouncing around.
+        let result: Result<_, ClusterError> = self.inner.write(command, 0).await;
+        reply(&result)
+    }
+
+    async fn read_index(&self, _request: GrpcRequest<Empty>) -> Result<GrpcResponse<ReadIndexReply>, Status> {
+        if !self.inner.is_leader() {
+            return Err(Status::unavailable("not the leader"));
+        }
+        let index = self.inner.read_index().await.map_err(|err| Status::unavailable(err.to_string()))?;
+        Ok(GrpcResponse::new(ReadIndexReply { leader_id: self.inner.config.node_id, read_index: index }))
+    }
+
+    async fn add_node(&self, request: GrpcRequest<AddNodeRequest>) -> Result<GrpcResponse<RaftPayload>, Status> {
+        let request = request.into_inner();
+        let info = NodeInfo { raft_addr: request.raft_addr, api_addr: request.api_addr, admin_addr: request.admin_addr };
+        let result = self.inner.add_node(request.node_id, info, 0).await;
+        reply(&result)
+    }
+
+    async fn remove_node(&self, request: GrpcRequest<RemoveNodeRequest>) -> Result<GrpcResponse<RaftPayload>, Status> {
+        let result = self.inner.remove_node(request.into_inner().node_id, 0).await;
+        reply(&result)
+    }
+
+    async fn status(&self, _request: GrpcRequest<Empty>) -> Result<GrpcResponse<RaftPayload>, Status> {
+        reply(&self.inner.local_status())
+    }
+}

@@ -1,0 +1,262 @@
+//! The client side of Raft RPCs over tonic: [`Network`] (openraft's `RaftNetworkFactory`) hands openraft a
+//! [`PeerClient`] (openraft's `RaftNetwork`) per target node.
+//!
+//! Wire format: each openraft request is serialized with serde_json into `RaftPayload.json`; the peer's
+//! [`crate::raft_service::RaftService`] replies with the JSON of `Result<response, RaftError>`, so a Raft-level
+//! error on the peer comes back as [`RPCError::RemoteError`]. Errors are classified so openraft reacts well:
+//!
+//! - transport failures (refused, reset, timed out, unavailable) → [`RPCError::Unreachable`]: openraft then
+//!   backs off ([`RaftNetwork::backoff`]) instead of retrying a dead peer at every heartbeat;
+//! - a reply that cannot be decoded, or a peer that rejects our request as malformed → [`RPCError::Network`];
+//! - an append-entries request larger than [`MAX_MESSAGE_SIZE`] → [`RPCError::PayloadTooLarge`] with a hint of
+//!   half the entries, so openraft splits it instead of failing forever.
+//!
+//! Nothing connects eagerly: channels are built with `connect_lazy` and cached per address in the factory,
+//! so the replication tasks openraft re-creates for a peer share one HTTP/2 connection, which tonic
+//! re-establishes by itself after a failure.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tollgate_proto::v1::raft_client::RaftClient;
+use tollgate_proto::v1::RaftPayload;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::types::{NodeId, NodeInfo, TypeConfig};
+
+/// The largest gRPC message a Raft peer sends or accepts (both directions, client and server). Snapshot
+/// chunks travel as JSON arrays of bytes (~3.5× their size), so this bounds
+/// `Config::snapshot_max_chunk_size` to well under 16 MiB; openraft's default chunk is 3 MiB.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// How long establishing a TCP connection to a peer may take before the RPC fails as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// HTTP/2 PING interval on idle and busy peer connections, and how long to wait for the PONG: a peer that
+/// vanished without a FIN (power loss, partition) is noticed within about interval + timeout.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The RPC error type openraft expects from `append_entries` and `vote` (`E = Infallible`) and from
+/// `install_snapshot` (`E = InstallSnapshotError`).
+pub type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
+
+/// openraft's network factory: one [`PeerClient`] per (target, address), sharing cached lazy channels.
+#[derive(Clone, Default)]
+pub struct Network {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Network {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cached channel to `raft_addr` (`host:port`), created lazily (no I/O here). Must be called inside a
+    /// tokio runtime: tonic spawns the channel's worker task. Fails only for an address that is not a valid
+    /// URI authority.
+    pub fn channel(&self, raft_addr: &str) -> Result<Channel, tonic::transport::Error> {
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(raft_addr) {
+            return Ok(channel.clone());
+        }
+        let channel = endpoint(raft_addr)?.connect_lazy();
+        channels.insert(raft_addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Drops the cached channel to `raft_addr` (for example once a node has left the cluster).
+    pub fn forget(&self, raft_addr: &str) {
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        channels.remove(raft_addr);
+    }
+}
+
+/// The tonic endpoint for a peer's Raft gRPC address (`host:port`, plain HTTP/2).
+pub fn endpoint(raft_addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{raft_addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
+}
+
+/// A Raft gRPC client with Tollgate's message size limits.
+pub fn raft_client(channel: Channel) -> RaftClient<Channel> {
+    RaftClient::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE).max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        let client = match self.channel(&node.raft_addr) {
+            Ok(channel) => Ok(raft_client(channel)),
+            Err(err) => {
+                tracing::warn!(target, addr = %node.raft_addr, error = %err, "invalid Raft peer address");
+                Err(BadAddress { addr: node.raft_addr.clone(), reason: err.to_string() })
+            }
+        };
+        PeerClient { target, node: node.clone(), client }
+    }
+}
+
+/// A peer's address could not be turned into a gRPC endpoint; reported as unreachable on every RPC.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid Raft address {addr:?}: {reason}")]
+pub struct BadAddress {
+    pub addr: String,
+    pub reason: String,
+}
+
+/// The local deadline ran out before the peer answered.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{rpc} to node {target} timed out after {ttl:?}")]
+struct DeadlineElapsed {
+    rpc: &'static str,
+    target: NodeId,
+    ttl: Duration,
+}
+
+/// openraft's per-peer network: sends append-entries, vote and install-snapshot RPCs to one node.
+pub struct PeerClient {
+    target: NodeId,
+    node: NodeInfo,
+    client: Result<RaftClient<Channel>, BadAddress>,
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::AppendEntries => "append_entries",
+            Rpc::Vote => "vote",
+            Rpc::InstallSnapshot => "install_snapshot",
+        }
+    }
+}
+
+impl PeerClient {
+    pub fn target(&self) -> NodeId {
+        self.target
+    }
+
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// Sends one already-serialized request and decodes the peer's `Result<Resp, RaftError<E>>`.
+    async fn call<Resp, E>(&mut self, rpc: Rpc, json: Vec<u8>, option: &RPCOption) -> Result<Resp, RpcError<E>>
+    where
+        Resp: DeserializeOwned,
+        E: Error + DeserializeOwned,
+    {
+        let target = self.target;
+        let client = match &self.client {
+            Ok(client) => client.clone(),
+            Err(bad) => return Err(RPCError::Unreachable(Unreachable::new(bad))),
+        };
+        let ttl = option.hard_ttl();
+        let mut request = tonic::Request::new(RaftPayload { json });
+        // Sent as `grpc-timeout`: tonic's client enforces it, and so does the peer's server.
+        request.set_timeout(ttl);
+
+        let send = async move {
+            let mut client = client;
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        // Belt and braces: a peer that accepted the connection but never answers must not hold us past the
+        // deadline even if the grpc-timeout layer is bypassed (openraft also drops us at `hard_ttl`).
+        let reply = match tokio::time::timeout(ttl, send).await {
+            Err(_elapsed) => {
+                let err = DeadlineElapsed { rpc: rpc.name(), target, ttl };
+                tracing::debug!(error = %err, "Raft RPC timed out");
+                return Err(RPCError::Unreachable(Unreachable::new(&err)));
+            }
+            Ok(Err(status)) => return Err(status_error(rpc, target, status)),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+
+        let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.json).map_err(|err| {
+            tracing::warn!(rpc = rpc.name(), target, error = %err, "malformed Raft reply");
+            RPCError::Network(NetworkError::new(&err))
+        })?;
+        result.map_err(|err| RPCError::RemoteError(RemoteError::new_with_node(target, self.node.clone(), err)))
+    }
+}
+
+/// Classifies a gRPC failure: the peer rejected or garbled the exchange (`Network`, retried at the next
+/// heartbeat), or it could not be reached in time (`Unreachable`, openraft backs off).
+fn status_error<E: Error>(rpc: Rpc, target: NodeId, status: tonic::Status) -> RpcError<E> {
+    match status.code() {
+        Code::InvalidArgument | Code::Internal | Code::DataLoss | Code::OutOfRange | Code::FailedPrecondition => {
+            tracing::warn!(rpc = rpc.name(), target, status = %status, "Raft RPC rejected by peer");
+            RPCError::Network(NetworkError::new(&status))
+        }
+        // Unavailable (refused / reset / no route), Cancelled and DeadlineExceeded (timeouts), Unknown (h2
+        // and "service not ready" errors), Unimplemented (something else listens there), ResourceExhausted…
+        _ => {
+            tracing::debug!(rpc = rpc.name(), target, status = %status, "Raft peer unreachable");
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+    }
+}
+
+/// Serializes an openraft request; a failure (which would be a bug) is reported as a network error.
+fn encode<T: Serialize>(request: &T) -> Result<Vec<u8>, NetworkError> {
+    serde_json::to_vec(request).map_err(|err| NetworkError::new(&err))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let json = encode(&rpc).map_err(RPCError::Network)?;
+        if json.len() > MAX_MESSAGE_SIZE && rpc.entries.len() > 1 {
+            let hint = (rpc.entries.len() / 2).max(1) as u64;
+            tracing::debug!(target = self.target, bytes = json.len(), hint, "append_entries too large, splitting");
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
+        self.call(Rpc::AppendEntries, json, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        let json = encode(&rpc).map_err(RPCError::Network)?;
+        self.call(Rpc::InstallSnapshot, json, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
+        let json = encode(&rpc).map_err(RPCError::Network)?;
+        self.call(Rpc::Vote, json, &option).await
+    }
+}

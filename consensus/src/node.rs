@@ -1,0 +1,479 @@
+//! The handle the gateway uses: start a Raft member (sled storage, tonic network), write commands from any
+//! node (followers forward to the leader), read the applied state locally or linearizably, change
+//! membership, report status. Every call is bounded: without a quorum, writes fail with
+//! [`ClusterError::NoQuorum`] after `write_timeout` instead of hanging.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+use tollgate_proto::v1::cluster_client::ClusterClient;
+use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, RemoveNodeRequest};
+
+use crate::state::{ControlState, Request, Response};
+use crate::store::StateMachineStore;
+use crate::types::{NodeId, NodeInfo, Raft};
+
+#[derive(Debug, Clone)]
+pub struct ConsensusConfig {
+    pub node_id: NodeId,
+    /// This node's addresses as other members should use them.
+    pub advertise: NodeInfo,
+    /// Raft addresses of the initial voters (the same on every node). The lowest id initializes a fresh cluster.
+    pub initial_members: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Bound on a write or linearizable read without a quorum.
+    pub write_timeout: Duration,
+    /// Build a snapshot (and purge the log) after this many applied entries.
+    pub snapshot_after_logs: u64,
+}
+
+impl ConsensusConfig {
+    pub fn new(node_id: NodeId, advertise: NodeInfo, data_dir: PathBuf) -> Self {
+        ConsensusConfig {
+            node_id,
+            advertise,
+            initial_members: BTreeMap::new(),
+            data_dir,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            write_timeout: Duration::from_secs(5),
+            snapshot_after_logs: 1000,
+        }
+    }
+}
+
+/// Why a cluster call failed, mapped to HTTP statuses by the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClusterError {
+    /// No leader reachable / no quorum within the timeout (503).
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    /// The request is invalid (400).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Unknown node or object (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub raft_addr: String,
+    pub api_addr: String,
+    pub admin_addr: String,
+    /// `leader`, `follower` (voter) or `learner`.
+    pub role: String,
+    /// Highest log index known replicated to this member (leader's view), or its own applied index.
+    pub matched_index: Option<u64>,
+    /// Entries behind the leader's last log index.
+    pub lag: Option<u64>,
+    /// Whether the leader has heard from it (it has a matched log).
+    pub alive: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node_id: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) raft: Raft,
+    pub(crate) state_machine: StateMachineStore,
+    pub(crate) config: ConsensusConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+/// The gRPC server task and the signal that stops it.
+type ServerHandle = (oneshot::Sender<()>, JoinHandle<()>);
+
+/// A running Raft member.
+#[derive(Clone)]
+pub struct ConsensusNode {
+    inner: Arc<Inner>,
+    server: Arc<Mutex<Option<ServerHandle>>>,
+}
+
+impl ConsensusNode {
+    /// Opens the store in `data_dir`, starts Raft and its gRPC server on `listener`, and initializes a fresh
+    /// cluster if this node has the lowest id among `initial_members`.
+    pub async fn start(config: ConsensusConfig, listener: tokio::net::TcpListener) -> anyhow::Result<ConsensusNode> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let (log_store, state_machine) = crate::store::open(&config.data_dir)?;
+        let raft_config = openraft::Config {
+            cluster_name: "tollgate".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
+            max_in_snapshot_log_to_keep: config.snapshot_after_logs / 2,
+            // Snapshot chunks travel as JSON (bytes become number arrays, ~3x larger): keep chunks small and
+            // give each one far longer than the 200 ms default, or cross-region installs never finish.
+            snapshot_max_chunk_size: 512 * 1024,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()?;
+        let raft = Raft::new(config.node_id, Arc::new(raft_config), crate::network::Network::new(), log_store, state_machine.clone())
+            .await?;
+        let inner = Arc::new(Inner { raft: raft.clone(), state_machine, config: config.clone(), channels: Mutex::new(HashMap::new()) });
+
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let router = tonic::transport::Server::builder()
+            .add_service(crate::raft_service::raft_server(raft.clone()))
+            .add_service(crate::cluster_service::cluster_server(inner.clone()));
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_rx.await;
+            };
+            if let Err(err) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+                tracing::error!(%err, "raft grpc server failed");
+            }
+        });
+        let node = ConsensusNode { inner, server: Arc::new(Mutex::new(Some((stop_tx, server)))) };
+        node.initialize_if_first().await?;
+        Ok(node)
+    }
+
+    async fn initialize_if_first(&self) -> anyhow::Result<()> {
+        let config = &self.inner.config;
+        let lowest = config.initial_members.keys().next().copied();
+        if lowest != Some(config.node_id) || self.inner.raft.is_initialized().await? {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, NodeInfo> = config
+            .initial_members
+            .iter()
+            .map(|(id, addr)| {
+                let info = if *id == config.node_id {
+                    config.advertise.clone()
+                } else {
+                    NodeInfo { raft_addr: addr.clone(), api_addr: String::new(), admin_addr: String::new() }
+                };
+                (*id, info)
+            })
+            .collect();
+        tracing::info!(node_id = config.node_id, members = members.len(), "initializing a fresh cluster");
+        if let Err(err) = self.inner.raft.initialize(members).await {
+            // Another start already initialized it (e.g. a restart racing its own log): not an error.
+            tracing::info!(%err, "cluster initialization skipped");
+        }
+        Ok(())
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.config.node_id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.inner.raft
+    }
+
+    /// The applied state, as of now on this node (no RPC; what the data plane reads).
+    pub fn current(&self) -> Arc<ControlState> {
+        self.inner.state_machine.current()
+    }
+
+    /// Every applied change, for hot reload.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ControlState>> {
+        self.inner.state_machine.subscribe()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// Proposes a command from any node; bounded by `write_timeout`.
+    pub async fn write(&self, request: Request) -> Result<Response, ClusterError> {
+        let timeout = self.inner.config.write_timeout;
+        match tokio::time::timeout(timeout, self.inner.write(request, 1)).await {
+            Ok(result) => result,
+            Err(_) => Err(ClusterError::NoQuorum(format!("no quorum within {} ms; the write may not have been applied", timeout.as_millis()))),
+        }
+    }
+
+    /// The applied state after a linearizable read barrier (leader confirms leadership with a quorum; a
+    /// follower asks the leader for the read index and waits to apply up to it).
+    pub async fn read_linearizable(&self) -> Result<Arc<ControlState>, ClusterError> {
+        let timeout = self.inner.config.write_timeout;
+        match tokio::time::timeout(timeout, self.inner.read_barrier()).await {
+            Ok(Ok(())) => Ok(self.current()),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(ClusterError::NoQuorum(format!("no quorum within {} ms for a linearizable read", timeout.as_millis()))),
+        }
+    }
+
+    /// Adds a node as learner (waiting for it to catch up), then promotes it to voter.
+    pub async fn add_node(&self, id: NodeId, info: NodeInfo) -> Result<(), ClusterError> {
+        let timeout = self.inner.config.write_timeout * 6;
+        tokio::time::timeout(timeout, self.inner.add_node(id, info, 1))
+            .await
+            .map_err(|_| ClusterError::NoQuorum("adding the node timed out".into()))?
+    }
+
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), ClusterError> {
+        let timeout = self.inner.config.write_timeout * 2;
+        tokio::time::timeout(timeout, self.inner.remove_node(id, 1))
+            .await
+            .map_err(|_| ClusterError::NoQuorum("removing the node timed out".into()))?
+    }
+
+    /// Status from the leader when reachable (it knows every member's replication), else this node's view.
+    pub async fn status(&self) -> ClusterStatus {
+        if let Some(leader) = self.leader().filter(|leader| *leader != self.id()) {
+            if let Some(addr) = self.inner.addr_of(leader) {
+                if let Ok(status) = self.inner.remote_status(&addr).await {
+                    return status;
+                }
+            }
+        }
+        self.inner.local_status()
+    }
+
+    /// Stops the gRPC server and Raft. Data stays on disk.
+    pub async fn shutdown(&self) {
+        let server = self.server.lock().ok().and_then(|mut guard| guard.take());
+        if let Some((stop, task)) = server {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        let _ = self.inner.raft.shutdown().await;
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, ClusterError> {
+    serde_json::to_vec(value).map(|json| RaftPayload { json }).map_err(|err| ClusterError::Internal(err.to_string()))
+}
+
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(payload: &RaftPayload) -> Result<T, ClusterError> {
+    serde_json::from_slice(&payload.json).map_err(|err| ClusterError::Internal(format!("bad cluster payload: {err}")))
+}
+
+fn unreachable(err: tonic::Status) -> ClusterError {
+    ClusterError::NoQuorum(format!("leader unreachable: {}", err.message()))
+}
+
+impl Inner {
+    pub(crate) fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.state == ServerState::Leader
+    }
+
+    fn addr_of(&self, id: NodeId) -> Option<String> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let addr = membership.membership().nodes().find(|(node, _)| **node == id).map(|(_, info)| info.raft_addr.clone());
+        addr
+    }
+
+    fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, ClusterError> {
+        let mut channels = self.channels.lock().map_err(|_| ClusterError::Internal("channel cache poisoned".into()))?;
+        let channel = match channels.get(addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|err| ClusterError::Internal(err.to_string()))?
+                    .connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                channels.insert(addr.to_owned(), channel.clone());
+                channel
+            }
+        };
+        Ok(ClusterClient::new(channel).max_decoding_message_size(64 << 20))
+    }
+
+    /// Waits (bounded by the caller) until some node is known as leader.
+    async fn leader_addr(&self) -> Result<(NodeId, String), ClusterError> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow().current_leader;
+            if let Some(leader) = leader {
+                if let Some(addr) = self.addr_of(leader) {
+                    return Ok((leader, addr));
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return Err(ClusterError::Internal("raft stopped".into()));
+            }
+        }
+    }
+
+    pub(crate) async fn write(&self, request: Request, hops: u8) -> Result<Response, ClusterError> {
+        loop {
+            if !self.is_leader() {
+                let (leader, addr) = self.leader_addr().await?;
+                if leader != self.config.node_id {
+                    if hops == 0 {
+                        return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
+                    }
+                    let reply = self.client(&addr)?.write(encode(&request)?).await.map_err(unreachable)?;
+                    return decode::<Result<Response, ClusterError>>(reply.get_ref())?;
+                }
+            }
+            match self.raft.client_write(request.clone()).await {
+                Ok(reply) => return Ok(reply.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    // Lost leadership between the check and the write: wait for the next leader and retry
+                    // (the request id makes the retry safe).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(err) => return Err(ClusterError::Internal(err.to_string())),
+            }
+        }
+    }
+
+    /// On the leader: confirm leadership and return the index a read must see.
+    pub(crate) async fn read_index(&self) -> Result<u64, ClusterError> {
+        let (read_log_id, _) = self.raft.get_read_log_id().await.map_err(|err| ClusterError::NoQuorum(err.to_string()))?;
+        Ok(read_log_id.map_or(0, |id| id.index))
+    }
+
+    async fn read_barrier(&self) -> Result<(), ClusterError> {
+        let index = if self.is_leader() {
+            self.read_index().await?
+        } else {
+            let (_, addr) = self.leader_addr().await?;
+            self.client(&addr)?.read_index(Empty {}).await.map_err(unreachable)?.into_inner().read_index
+        };
+        self.raft
+            .wait(None)
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map_err(|err| ClusterError::Internal(err.to_string()))?;
+        Ok(())
+    }
+
+    pub(crate) async fn add_node(&self, id: NodeId, info: NodeInfo, hops: u8) -> Result<(), ClusterError> {
+        if !self.is_leader() {
+            let (_, addr) = self.leader_addr().await?;
+            if hops == 0 {
+                return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
+            }
+            let request = AddNodeRequest { node_id: id, raft_addr: info.raft_addr, api_addr: info.api_addr, admin_addr: info.admin_addr };
+            let reply = self.client(&addr)?.add_node(request).await.map_err(unreachable)?;
+            return decode::<Result<(), ClusterError>>(reply.get_ref())?;
+        }
+        let voters: BTreeSet<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        if voters.contains(&id) {
+            return Err(ClusterError::Invalid(format!("node {id} is already a voter")));
+        }
+        self.raft.add_learner(id, info, true).await.map_err(|err| ClusterError::Internal(err.to_string()))?;
+        let mut new_voters = voters;
+        new_voters.insert(id);
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(|err| ClusterError::Internal(err.to_string()))?;
+        tracing::info!(node_id = id, voters = ?new_voters, "node added as voter");
+        Ok(())
+    }
+
+    pub(crate) async fn remove_node(&self, id: NodeId, hops: u8) -> Result<(), ClusterError> {
+        if !self.is_leader() {
+            let (_, addr) = self.leader_addr().await?;
+            if hops == 0 {
+                return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
+            }
+            let reply = self.client(&addr)?.remove_node(RemoveNodeRequest { node_id: id }).await.map_err(unreachable)?;
+            return decode::<Result<(), ClusterError>>(reply.get_ref())?;
+        }
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
+        let learners: BTreeSet<NodeId> = membership.membership().learner_ids().collect();
+        let change = if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(ClusterError::Invalid("cannot remove the last voter".into()));
+            }
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else if learners.contains(&id) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        } else {
+            return Err(ClusterError::NotFound(format!("node {id} is not a member")));
+        };
+        self.raft.change_membership(change, false).await.map_err(|err| ClusterError::Internal(err.to_string()))?;
+        if learners.contains(&id) || voters.contains(&id) {
+            // A removed voter stays a learner after RemoveVoters; drop it entirely.
+            let still_learner = self.raft.metrics().borrow().membership_config.membership().learner_ids().any(|l| l == id);
+            if still_learner {
+                let _ = self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn local_status(&self) -> ClusterStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last_log = metrics.last_log_index;
+        let members = membership
+            .nodes()
+            .map(|(id, info)| {
+                let matched = match &metrics.replication {
+                    Some(replication) => replication.get(id).copied().flatten().map(|log_id| log_id.index),
+                    None if *id == metrics.id => metrics.last_applied.map(|log_id| log_id.index),
+                    None => None,
+                };
+                let matched = if Some(*id) == metrics.current_leader && *id == metrics.id { last_log } else { matched };
+                let role = if Some(*id) == metrics.current_leader {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                MemberStatus {
+                    id: *id,
+                    raft_addr: info.raft_addr.clone(),
+                    api_addr: info.api_addr.clone(),
+                    admin_addr: info.admin_addr.clone(),
+                    role: role.into(),
+                    matched_index: matched,
+                    lag: match (last_log, matched) {
+                        (Some(last), Some(matched)) if metrics.replication.is_some() => Some(last.saturating_sub(matched)),
+                        _ => None,
+                    },
+                    alive: matched.is_some() || *id == metrics.id,
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node_id: metrics.id,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log_index: metrics.last_log_index,
+            applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            members,
+        }
+    }
+
+    async fn remote_status(&self, addr: &str) -> Result<ClusterStatus, ClusterError> {
+        let mut request = tonic::Request::new(Empty {});
+        request.set_timeout(Duration::from_secs(1));
+        let reply = self.client(addr)?.status(request).await.map_err(unreachable)?;
+        decode(reply.get_ref())
+    }
+}

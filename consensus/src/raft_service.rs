@@ -1,0 +1,80 @@
+//! The server side of Raft RPCs over tonic: [`RaftService`] implements the generated `tollgate.v1.Raft`
+//! service by decoding openraft requests from `RaftPayload.json`, handing them to the local
+//! [`Raft`](crate::types::Raft), and replying with the JSON of the whole `Result` — the response, or the
+//! `RaftError` (for example `Fatal::Stopped` on a node that is shutting down) — which
+//! [`crate::network::PeerClient`] turns back into `Ok` or `RPCError::RemoteError`.
+//!
+//! A payload that is not valid JSON for the request type is rejected with `INVALID_ARGUMENT`.
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tollgate_proto::v1::raft_server::{self, RaftServer};
+use tollgate_proto::v1::RaftPayload;
+use tonic::{Request, Response, Status};
+
+use crate::network::MAX_MESSAGE_SIZE;
+use crate::types::{NodeId, Raft, TypeConfig};
+
+/// Serves Raft RPCs from peers into the local Raft node.
+#[derive(Clone)]
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    pub fn new(raft: Raft) -> Self {
+        Self { raft }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+}
+
+/// The tonic service for `raft`, with message limits large enough for snapshot chunks
+/// ([`MAX_MESSAGE_SIZE`]). Add it to a `tonic::transport::Server` next to the cluster service.
+pub fn raft_server(raft: Raft) -> RaftServer<RaftService> {
+    RaftServer::new(RaftService::new(raft))
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+fn decode<T: DeserializeOwned>(rpc: &str, request: Request<RaftPayload>) -> Result<T, Status> {
+    let payload = request.into_inner();
+    serde_json::from_slice(&payload.json).map_err(|err| {
+        tracing::warn!(rpc, error = %err, "malformed Raft request");
+        Status::invalid_argument(format!("malformed {rpc} request: {err}"))
+    })
+}
+
+fn reply<T: Serialize>(rpc: &str, result: &T) -> Result<Response<RaftPayload>, Status> {
+    match serde_json::to_vec(result) {
+        Ok(json) => Ok(Response::new(RaftPayload { json })),
+        Err(err) => {
+            tracing::error!(rpc, error = %err, "cannot serialize Raft reply");
+            Err(Status::internal(format!("cannot serialize {rpc} reply: {err}")))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: AppendEntriesRequest<TypeConfig> = decode("append_entries", request)?;
+        let result = self.raft.append_entries(req).await;
+        reply("append_entries", &result)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: VoteRequest<NodeId> = decode("vote", request)?;
+        let result = self.raft.vote(req).await;
+        reply("vote", &result)
+    }
+
+    async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req: InstallSnapshotRequest<TypeConfig> = decode("install_snapshot", request)?;
+        let result = self.raft.install_snapshot(req).await;
+        reply("install_snapshot", &result)
+    }
+}

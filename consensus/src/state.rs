@@ -1,0 +1,268 @@
+//! The replicated state machine: the control state and the pure [`ControlState::apply`] of one command.
+//! `apply` never does I/O and never fails: a command that would break the state's invariants (a model
+//! pointing at a missing provider, a key for a missing org…) is *rejected*, and the rejection is itself the
+//! deterministic, replicated result. Every command carries a request id; a retried command with an id the
+//! state has already seen returns the first result and changes nothing.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::resources::{KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
+
+/// How many applied request ids are remembered for de-duplication, and how many audit entries are kept.
+pub const DEDUP_WINDOW: usize = 10_000;
+pub const AUDIT_WINDOW: usize = 1_000;
+
+/// One control-plane change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    PutProvider { provider: ProviderConfig },
+    DeleteProvider { name: String },
+    PutModel { model: ModelConfig },
+    DeleteModel { name: String },
+    PutOrg { org: OrgConfig },
+    DeleteOrg { name: String },
+    PutTeam { team: TeamConfig },
+    DeleteTeam { org: String, name: String },
+    CreateKey { key: KeyRecord },
+    RevokeKey { id: String },
+    /// Several commands applied all-or-nothing (a declarative `apply -f`).
+    Batch { commands: Vec<Command> },
+    /// The initial config from the first node's file: applied once in the cluster's life, ignored after.
+    Bootstrap { commands: Vec<Command> },
+}
+
+/// A command with its identity: who asked, when (leader clock, informational), and an id for de-duplication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub request_id: String,
+    #[serde(default)]
+    pub actor: String,
+    #[serde(default)]
+    pub at_ms: u64,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Applied at this log index.
+    Applied { index: u64 },
+    /// The state was left unchanged because the command is invalid against it.
+    Rejected { reason: String },
+    /// Membership changes and blank entries carry no command.
+    Noop,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub index: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub request_id: String,
+    pub summary: String,
+    pub result: Response,
+}
+
+/// Everything the cluster agrees on. Cloned into snapshots; the data plane reads a converted copy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlState {
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
+    pub orgs: BTreeMap<String, OrgConfig>,
+    /// Keyed by `org/team`.
+    pub teams: BTreeMap<String, TeamConfig>,
+    pub keys: BTreeMap<String, KeyRecord>,
+    pub audit: VecDeque<AuditEntry>,
+    /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
+    #[serde(default)]
+    pub bootstrapped: bool,
+    /// request id → result, for de-duplicating retried commands; `dedup_order` evicts the oldest.
+    pub applied_requests: BTreeMap<String, Response>,
+    pub dedup_order: VecDeque<String>,
+}
+
+impl ControlState {
+    /// Applies one request at log `index`. Pure: the same state and request always give the same result.
+    pub fn apply(&mut self, index: u64, request: &Request) -> Response {
+        if let Some(previous) = self.applied_requests.get(&request.request_id) {
+            return previous.clone();
+        }
+        let result = {
+            let mut scratch = self.clone_without_history();
+            match scratch.apply_command(&request.command) {
+                Ok(()) => {
+                    self.providers = scratch.providers;
+                    self.models = scratch.models;
+                    self.orgs = scratch.orgs;
+                    self.teams = scratch.teams;
+                    self.keys = scratch.keys;
+                    self.bootstrapped = scratch.bootstrapped;
+                    Response::Applied { index }
+                }
+                Err(reason) => Response::Rejected { reason },
+            }
+        };
+        self.remember(index, request, result.clone());
+        result
+    }
+
+    fn clone_without_history(&self) -> ControlState {
+        ControlState {
+            providers: self.providers.clone(),
+            models: self.models.clone(),
+            orgs: self.orgs.clone(),
+            teams: self.teams.clone(),
+            keys: self.keys.clone(),
+            bootstrapped: self.bootstrapped,
+            ..Default::default()
+        }
+    }
+
+    fn remember(&mut self, index: u64, request: &Request, result: Response) {
+        self.applied_requests.insert(request.request_id.clone(), result.clone());
+        self.dedup_order.push_back(request.request_id.clone());
+        while self.dedup_order.len() > DEDUP_WINDOW {
+            if let Some(oldest) = self.dedup_order.pop_front() {
+                self.applied_requests.remove(&oldest);
+            }
+        }
+        self.audit.push_back(AuditEntry {
+            index,
+            at_ms: request.at_ms,
+            actor: request.actor.clone(),
+            request_id: request.request_id.clone(),
+            summary: request.command.summary(),
+            result,
+        });
+        while self.audit.len() > AUDIT_WINDOW {
+            self.audit.pop_front();
+        }
+    }
+
+    fn apply_command(&mut self, command: &Command) -> Result<(), String> {
+        match command {
+            Command::PutProvider { provider } => {
+                if provider.name.is_empty() {
+                    return Err("provider.name: must not be empty".into());
+                }
+                self.providers.insert(provider.name.clone(), provider.clone());
+            }
+            Command::DeleteProvider { name } => {
+                if let Some(model) = self.models.values().find(|m| m.targets.iter().any(|t| &t.provider == name)) {
+                    return Err(format!("provider `{name}` is used by model `{}`", model.name));
+                }
+                self.providers.remove(name).ok_or_else(|| format!("no provider `{name}`"))?;
+            }
+            Command::PutModel { model } => {
+                if model.name.is_empty() {
+                    return Err("model.name: must not be empty".into());
+                }
+                if model.targets.is_empty() {
+                    return Err("model.targets: a model needs at least one target".into());
+                }
+                for (index, target) in model.targets.iter().enumerate() {
+                    if !self.providers.contains_key(&target.provider) {
+                        return Err(format!("model.targets[{index}].provider: unknown provider `{}`", target.provider));
+                    }
+                }
+                self.models.insert(model.name.clone(), model.clone());
+            }
+            Command::DeleteModel { name } => {
+                self.models.remove(name).ok_or_else(|| format!("no model `{name}`"))?;
+            }
+            Command::PutOrg { org } => {
+                if org.name.is_empty() {
+                    return Err("org.name: must not be empty".into());
+                }
+                self.orgs.insert(org.name.clone(), org.clone());
+            }
+            Command::DeleteOrg { name } => {
+                if self.keys.values().any(|k| &k.org == name) {
+                    return Err(format!("org `{name}` still has keys; revoke them first"));
+                }
+                self.orgs.remove(name).ok_or_else(|| format!("no org `{name}`"))?;
+                self.teams.retain(|_, team| &team.org != name);
+            }
+            Command::PutTeam { team } => {
+                if !self.orgs.contains_key(&team.org) {
+                    return Err(format!("team.org: unknown org `{}`", team.org));
+                }
+                if team.name.is_empty() {
+                    return Err("team.name: must not be empty".into());
+                }
+                self.teams.insert(format!("{}/{}", team.org, team.name), team.clone());
+            }
+            Command::DeleteTeam { org, name } => {
+                if self.keys.values().any(|k| &k.org == org && k.team.as_ref() == Some(name)) {
+                    return Err(format!("team `{org}/{name}` still has keys; revoke them first"));
+                }
+                self.teams.remove(&format!("{org}/{name}")).ok_or_else(|| format!("no team `{org}/{name}`"))?;
+            }
+            Command::CreateKey { key } => {
+                if !self.orgs.contains_key(&key.org) {
+                    return Err(format!("key.org: unknown org `{}`", key.org));
+                }
+                if let Some(team) = &key.team {
+                    if !self.teams.contains_key(&format!("{}/{team}", key.org)) {
+                        return Err(format!("key.team: unknown team `{}/{team}`", key.org));
+                    }
+                }
+                if key.key_sha256.len() != 64 || !key.key_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err("key.key_sha256: must be 64 hex characters".into());
+                }
+                if self.keys.contains_key(&key.id) {
+                    return Err(format!("key id `{}` already exists", key.id));
+                }
+                if self.keys.values().any(|k| k.key_sha256 == key.key_sha256) {
+                    return Err("a key with this secret already exists".into());
+                }
+                self.keys.insert(key.id.clone(), key.clone());
+            }
+            Command::RevokeKey { id } => {
+                self.keys.remove(id).ok_or_else(|| format!("no key `{id}`"))?;
+            }
+            Command::Batch { commands } => {
+                for (index, command) in commands.iter().enumerate() {
+                    self.apply_command(command).map_err(|reason| format!("commands[{index}]: {reason}"))?;
+                }
+            }
+            Command::Bootstrap { commands } => {
+                if self.bootstrapped {
+                    return Err("the cluster is already bootstrapped; use `tollgate apply` to change its config".into());
+                }
+                for (index, command) in commands.iter().enumerate() {
+                    self.apply_command(command).map_err(|reason| format!("bootstrap commands[{index}]: {reason}"))?;
+                }
+                self.bootstrapped = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Command {
+    /// A one-line description for the audit trail (never includes secrets: keys are stored hashed anyway).
+    pub fn summary(&self) -> String {
+        match self {
+            Command::PutProvider { provider } => format!("put provider {}", provider.name),
+            Command::DeleteProvider { name } => format!("delete provider {name}"),
+            Command::PutModel { model } => format!("put model {}", model.name),
+            Command::DeleteModel { name } => format!("delete model {name}"),
+            Command::PutOrg { org } => format!("put org {}", org.name),
+            Command::DeleteOrg { name } => format!("delete org {name}"),
+            Command::PutTeam { team } => format!("put team {}/{}", team.org, team.name),
+            Command::DeleteTeam { org, name } => format!("delete team {org}/{name}"),
+            Command::CreateKey { key } => format!("create key {} for {}", key.id, key.org),
+            Command::RevokeKey { id } => format!("revoke key {id}"),
+            Command::Batch { commands } => format!("batch of {} commands", commands.len()),
+            Command::Bootstrap { commands } => format!("bootstrap with {} commands", commands.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

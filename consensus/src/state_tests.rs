@@ -1,0 +1,113 @@
+use super::*;
+use crate::resources::{ProviderKind, Strategy, TargetConfig};
+
+fn provider(name: &str) -> ProviderConfig {
+    ProviderConfig {
+        name: name.into(),
+        kind: ProviderKind::Mock,
+        base_url: None,
+        api_key: None,
+        api_key_env: None,
+        metrics_url: None,
+        headers: Default::default(),
+        connect_timeout_ms: None,
+        first_byte_timeout_ms: None,
+        idle_timeout_ms: None,
+        mock: None,
+    }
+}
+
+fn model(name: &str, provider: &str) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        context_window: None,
+        max_output_tokens: None,
+        price_per_mtok: Default::default(),
+        encoding: None,
+        strategy: Strategy::Priority,
+        targets: vec![TargetConfig { provider: provider.into(), model: None, weight: 100, priority: 0 }],
+    }
+}
+
+fn request(id: &str, command: Command) -> Request {
+    Request { request_id: id.into(), actor: "test".into(), at_ms: 0, command }
+}
+
+fn key(id: &str, org: &str, secret_byte: char) -> KeyRecord {
+    KeyRecord { id: id.into(), key_sha256: secret_byte.to_string().repeat(64), name: None, org: org.into(), team: None, models: None, created_at_ms: 0 }
+}
+
+#[test]
+fn models_need_existing_providers_and_providers_in_use_cannot_go() {
+    let mut state = ControlState::default();
+    let rejected = state.apply(1, &request("r1", Command::PutModel { model: model("m", "p") }));
+    assert!(matches!(rejected, Response::Rejected { ref reason } if reason.contains("unknown provider")));
+    assert!(state.models.is_empty());
+    assert_eq!(state.apply(2, &request("r2", Command::PutProvider { provider: provider("p") })), Response::Applied { index: 2 });
+    assert_eq!(state.apply(3, &request("r3", Command::PutModel { model: model("m", "p") })), Response::Applied { index: 3 });
+    let rejected = state.apply(4, &request("r4", Command::DeleteProvider { name: "p".into() }));
+    assert!(matches!(rejected, Response::Rejected { .. }));
+    assert!(state.providers.contains_key("p"));
+}
+
+#[test]
+fn duplicate_request_ids_are_no_ops_that_return_the_first_result() {
+    let mut state = ControlState::default();
+    state.apply(1, &request("p", Command::PutProvider { provider: provider("p") }));
+    state.apply(2, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
+    let first = state.apply(3, &request("k", Command::CreateKey { key: key("k1", "acme", 'a') }));
+    assert_eq!(first, Response::Applied { index: 3 });
+    let before = state.clone();
+    // The same request retried (e.g. after a leader change) must not apply twice.
+    assert_eq!(state.apply(4, &request("k", Command::CreateKey { key: key("k1", "acme", 'a') })), first);
+    assert_eq!(state, before);
+}
+
+#[test]
+fn batches_are_all_or_nothing() {
+    let mut state = ControlState::default();
+    let batch = Command::Batch {
+        commands: vec![
+            Command::PutProvider { provider: provider("p") },
+            Command::PutModel { model: model("m", "p") },
+            Command::PutModel { model: model("bad", "missing") },
+        ],
+    };
+    let result = state.apply(1, &request("b", batch));
+    assert!(matches!(result, Response::Rejected { ref reason } if reason.starts_with("commands[2]")));
+    assert!(state.providers.is_empty() && state.models.is_empty());
+    assert_eq!(state.audit.len(), 1, "rejections are audited too");
+}
+
+#[test]
+fn keys_need_orgs_and_unique_secrets_and_block_org_deletion() {
+    let mut state = ControlState::default();
+    assert!(matches!(state.apply(1, &request("k0", Command::CreateKey { key: key("k1", "acme", 'a') })), Response::Rejected { .. }));
+    state.apply(2, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
+    assert_eq!(state.apply(3, &request("k1", Command::CreateKey { key: key("k1", "acme", 'a') })), Response::Applied { index: 3 });
+    assert!(matches!(state.apply(4, &request("k2", Command::CreateKey { key: key("k2", "acme", 'a') })), Response::Rejected { .. }));
+    assert!(matches!(state.apply(5, &request("d", Command::DeleteOrg { name: "acme".into() })), Response::Rejected { .. }));
+    assert_eq!(state.apply(6, &request("r", Command::RevokeKey { id: "k1".into() })), Response::Applied { index: 6 });
+    assert_eq!(state.apply(7, &request("d2", Command::DeleteOrg { name: "acme".into() })), Response::Applied { index: 7 });
+}
+
+#[test]
+fn dedup_window_and_audit_are_bounded() {
+    let mut state = ControlState::default();
+    for index in 0..(DEDUP_WINDOW as u64 + 5) {
+        state.apply(index + 1, &request(&format!("r{index}"), Command::PutOrg { org: OrgConfig { name: "o".into(), budget: None } }));
+    }
+    assert_eq!(state.applied_requests.len(), DEDUP_WINDOW);
+    assert_eq!(state.audit.len(), AUDIT_WINDOW);
+    assert!(!state.applied_requests.contains_key("r0"));
+}
+
+#[test]
+fn bootstrap_applies_once() {
+    let mut state = ControlState::default();
+    let boot = |id: &str, org: &str| request(id, Command::Bootstrap { commands: vec![Command::PutOrg { org: OrgConfig { name: org.into(), budget: None } }] });
+    assert_eq!(state.apply(1, &boot("b1", "first")), Response::Applied { index: 1 });
+    assert!(state.bootstrapped);
+    assert!(matches!(state.apply(2, &boot("b2", "second")), Response::Rejected { .. }));
+    assert!(state.orgs.contains_key("first") && !state.orgs.contains_key("second"));
+}

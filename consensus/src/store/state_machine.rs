@@ -1,0 +1,295 @@
+//! The state machine: [`ControlState`] in memory, published through a watch channel after every applied
+//! batch, with its snapshots (JSON) stored in the sled `snapshot` tree.
+
+use std::fmt;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::io_error;
+use crate::state::{ControlState, Response};
+use crate::types::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const SNAPSHOT_META_KEY: &[u8] = b"meta";
+const SNAPSHOT_DATA_KEY: &[u8] = b"data";
+const SNAPSHOT_COUNTER_KEY: &[u8] = b"counter";
+
+/// What the state machine has applied. Guarded by one mutex, held briefly and never across an `.await`.
+#[derive(Default)]
+struct Applied {
+    state: Arc<ControlState>,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    /// Snapshots built so far (persisted with each built snapshot), for snapshot ids.
+    snapshot_counter: u64,
+}
+
+/// The snapshot bytes: JSON of this, written from borrowed parts...
+#[derive(Serialize)]
+struct SnapshotDataRef<'a> {
+    last_applied: &'a Option<LogId>,
+    last_membership: &'a StoredMembership,
+    state: &'a ControlState,
+}
+
+/// ...and read back owned (the log ids come from the [`SnapshotMeta`], which openraft sends with the data).
+#[derive(Deserialize)]
+struct SnapshotDataOwned {
+    state: ControlState,
+}
+
+/// The Raft state machine store. A cheap handle: clones share the in-memory state, so the application keeps
+/// a clone to read [`current`](Self::current) or [`subscribe`](Self::subscribe) to changes while openraft
+/// owns another.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    applied: Arc<Mutex<Applied>>,
+    published: Arc<watch::Sender<Arc<ControlState>>>,
+    snapshots: sled::Tree,
+}
+
+impl fmt::Debug for StateMachineStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let applied = self.lock();
+        f.debug_struct("StateMachineStore")
+            .field("last_applied", &applied.last_applied)
+            .field("last_membership", &applied.last_membership)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateMachineStore {
+    /// Opens the state machine on the `snapshot` tree, restoring the state from the stored snapshot if any.
+    pub(crate) fn restore(snapshots: sled::Tree) -> Result<Self, StorageError> {
+        let mut applied = Applied { snapshot_counter: read_counter(&snapshots)?, ..Applied::default() };
+        if let Some((meta, data)) = read_stored_snapshot(&snapshots)? {
+            let decoded = decode_snapshot_data(&meta, &data)?;
+            tracing::info!(snapshot = %meta, "restored the state machine from its snapshot");
+            applied.state = Arc::new(decoded.state);
+            applied.last_applied = meta.last_log_id;
+            applied.last_membership = meta.last_membership;
+        }
+        let (published, _) = watch::channel(applied.state.clone());
+        Ok(StateMachineStore { applied: Arc::new(Mutex::new(applied)), published: Arc::new(published), snapshots })
+    }
+
+    /// The latest applied control state (cheap: an `Arc` clone).
+    pub fn current(&self) -> Arc<ControlState> {
+        self.published.borrow().clone()
+    }
+
+    /// A receiver that sees every new control state published after an applied batch or installed snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ControlState>> {
+        self.published.subscribe()
+    }
+
+    /// The log id of the last entry applied (or of the snapshot the state came from).
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.lock().last_applied
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Applied> {
+        // Nothing panics while holding the lock; if something ever does, the data is still consistent
+        // enough to keep going (each field is replaced whole).
+        self.applied.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores `meta` and `data` as the current snapshot and flushes. Unless `force`, a snapshot older than
+    /// the stored one is not written (a slow build must not replace a newer installed snapshot: the log
+    /// before that one may already be purged). Returns whether it was written.
+    async fn persist_snapshot(
+        &self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+        counter: Option<u64>,
+        force: bool,
+    ) -> Result<bool, StorageError> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let meta_bytes = serde_json::to_vec(meta).map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        {
+            // The check and the write are one step with respect to other snapshot writers.
+            let _applied = self.lock();
+            if !force {
+                if let Some(stored) = read_stored_meta(&self.snapshots)? {
+                    if stored.last_log_id > meta.last_log_id {
+                        tracing::info!(built = %meta, stored = %stored, "not storing a snapshot older than the stored one");
+                        return Ok(false);
+                    }
+                }
+            }
+            let mut batch = sled::Batch::default();
+            batch.insert(SNAPSHOT_META_KEY, meta_bytes);
+            batch.insert(SNAPSHOT_DATA_KEY, data);
+            if let Some(counter) = counter {
+                batch.insert(SNAPSHOT_COUNTER_KEY, &counter.to_be_bytes());
+            }
+            self.snapshots.apply_batch(batch).map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        }
+        self.snapshots.flush_async().await.map_err(|e| io_error(subject(), ErrorVerb::Write, &e))?;
+        Ok(true)
+    }
+}
+
+fn read_counter(tree: &sled::Tree) -> Result<u64, StorageError> {
+    let subject = || ErrorSubject::Snapshot(None);
+    let Some(bytes) = tree.get(SNAPSHOT_COUNTER_KEY).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))? else {
+        return Ok(0);
+    };
+    let bytes: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
+        io_error(
+            subject(),
+            ErrorVerb::Read,
+            AnyError::error(format!("snapshot counter has {} bytes, expected 8", bytes.len())),
+        )
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn read_stored_meta(tree: &sled::Tree) -> Result<Option<SnapshotMeta>, StorageError> {
+    let subject = || ErrorSubject::Snapshot(None);
+    let Some(bytes) = tree.get(SNAPSHOT_META_KEY).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
+}
+
+fn read_stored_snapshot(tree: &sled::Tree) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+    let subject = || ErrorSubject::Snapshot(None);
+    let meta = read_stored_meta(tree)?;
+    let data = tree.get(SNAPSHOT_DATA_KEY).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
+    match (meta, data) {
+        (Some(meta), Some(data)) => Ok(Some((meta, data.to_vec()))),
+        (None, None) => Ok(None),
+        (meta, _) => Err(io_error(
+            subject(),
+            ErrorVerb::Read,
+            AnyError::error(format!(
+                "the stored snapshot has {} but no {}",
+                if meta.is_some() { "meta" } else { "data" },
+                if meta.is_some() { "data" } else { "meta" }
+            )),
+        )),
+    }
+}
+
+fn decode_snapshot_data(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotDataOwned, StorageError> {
+    serde_json::from_slice(data)
+        .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, &e))
+}
+
+/// Builds a snapshot from the view of the state machine taken when openraft asked for the builder (the build
+/// runs in its own task while applying continues).
+pub struct StateSnapshotBuilder {
+    state: Arc<ControlState>,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    store: StateMachineStore,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let data = serde_json::to_vec(&SnapshotDataRef {
+            last_applied: &self.last_applied,
+            last_membership: &self.last_membership,
+            state: &self.state,
+        })
+        .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, &e))?;
+        let counter = {
+            let mut applied = self.store.lock();
+            applied.snapshot_counter += 1;
+            applied.snapshot_counter
+        };
+        let index = self.last_applied.map_or(0, |log_id| log_id.index);
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.last_membership.clone(),
+            snapshot_id: format!("{index}-{counter}"),
+        };
+        self.store.persist_snapshot(&meta, &data, Some(counter), false).await?;
+        tracing::info!(snapshot = %meta, bytes = data.len(), "built a snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = StateSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.lock();
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut applied = self.lock();
+        // Copy-on-write: readers keep the previous `Arc`; one copy per batch that carries commands.
+        let mut next: Option<ControlState> = None;
+        let mut responses = Vec::new();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Response::Noop),
+                EntryPayload::Normal(request) => {
+                    let state = next.get_or_insert_with(|| ControlState::clone(&applied.state));
+                    responses.push(state.apply(entry.log_id.index, &request));
+                }
+                EntryPayload::Membership(membership) => {
+                    applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    responses.push(Response::Noop);
+                }
+            }
+        }
+        if let Some(state) = next {
+            let state = Arc::new(state);
+            applied.state = state.clone();
+            // Published under the lock, so subscribers see states in apply order.
+            self.published.send_replace(state);
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let applied = self.lock();
+        StateSnapshotBuilder {
+            state: applied.state.clone(),
+            last_applied: applied.last_applied,
+            last_membership: applied.last_membership.clone(),
+            store: self.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let decoded = decode_snapshot_data(meta, &data)?;
+        // Durable first: once the state machine moves to the snapshot, openraft may purge the log before it.
+        self.persist_snapshot(meta, &data, None, true).await?;
+        let state = Arc::new(decoded.state);
+        let mut applied = self.lock();
+        applied.state = state.clone();
+        applied.last_applied = meta.last_log_id;
+        applied.last_membership = meta.last_membership.clone();
+        self.published.send_replace(state);
+        tracing::info!(snapshot = %meta, "installed a snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(read_stored_snapshot(&self.snapshots)?
+            .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}

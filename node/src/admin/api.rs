@@ -1,0 +1,366 @@
+//! `/admin/v1/*`: CRUD for providers, models (alias `routes`), orgs, teams and keys; declarative `apply`;
+//! cluster status and membership; the audit trail. Writes go through Raft from any node (followers
+//! forward to the leader); reads are linearizable. Without a quorum, calls fail with 503 within
+//! `node.write_timeout_ms`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tollgate_consensus::{ClusterError, Command, ConsensusNode, ControlState, NodeInfo, Response as CommandResponse};
+
+use crate::auth::{generate_key, hash_key, hex};
+use crate::cluster::{diff, new_request_id, now_ms, request};
+use crate::config::{Config, KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
+use crate::gateway::Gateway;
+use crate::proxy::ResponseBody;
+
+const MAX_ADMIN_BODY: usize = 4 * 1024 * 1024;
+
+type AdminResult = Result<Response<ResponseBody>, AdminError>;
+
+/// An admin API error: status plus message, rendered as `{"error": {"type", "message"}}`.
+pub struct AdminError(StatusCode, String);
+
+impl AdminError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        AdminError(StatusCode::BAD_REQUEST, message.into())
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        AdminError(StatusCode::NOT_FOUND, message.into())
+    }
+}
+
+impl From<ClusterError> for AdminError {
+    fn from(err: ClusterError) -> Self {
+        let status = match &err {
+            ClusterError::NoQuorum(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ClusterError::NotFound(_) => StatusCode::NOT_FOUND,
+            ClusterError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        AdminError(status, err.to_string())
+    }
+}
+
+fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        404 => "not_found_error",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        503 => "unavailable",
+        _ => "api_error",
+    }
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
+    match route(&gateway, request).await {
+        Ok(response) => response,
+        Err(AdminError(status, message)) => {
+            json_response(status, &json!({"error": {"type": error_type(status), "message": message}}))
+        }
+    }
+}
+
+fn authorize(gateway: &Gateway, request: &Request<Incoming>) -> Result<(), AdminError> {
+    let Some(expected) = &gateway.admin_token else {
+        return Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "the admin API is disabled: set node.admin_token, node.admin_token_file or TOLLGATE_ADMIN_TOKEN".into(),
+        ));
+    };
+    let presented = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Compare hashes so the comparison time does not depend on where the strings differ.
+    match presented {
+        Some(token) if hash_key(token) == hash_key(expected) => Ok(()),
+        Some(_) => Err(AdminError(StatusCode::UNAUTHORIZED, "invalid admin token".into())),
+        None => Err(AdminError(StatusCode::UNAUTHORIZED, "missing admin token: send `Authorization: Bearer <admin token>`".into())),
+    }
+}
+
+fn consensus(gateway: &Gateway) -> Result<&ConsensusNode, AdminError> {
+    gateway.consensus.as_ref().ok_or_else(|| {
+        AdminError(
+            StatusCode::CONFLICT,
+            "this node runs standalone from its config file; set node.peers to run the replicated control plane".into(),
+        )
+    })
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(request: Request<Incoming>) -> Result<T, AdminError> {
+    let bytes = read_bytes(request).await?;
+    serde_json::from_slice(&bytes).map_err(|err| AdminError::bad_request(format!("invalid JSON body: {err}")))
+}
+
+async fn read_bytes(request: Request<Incoming>) -> Result<Bytes, AdminError> {
+    Limited::new(request.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|err| AdminError::bad_request(format!("could not read the body: {err}")))
+}
+
+async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
+    authorize(gateway, &request)?;
+    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let Some(rest) = path.strip_prefix("/admin/v1/") else {
+        return Err(AdminError::not_found(format!("no admin endpoint {path}")));
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    let method = request.method().clone();
+    let node = consensus(gateway)?;
+    match (method, segments.as_slice()) {
+        (Method::GET, ["cluster"]) => Ok(json_response(StatusCode::OK, &cluster_status(node).await)),
+        (Method::POST, ["cluster", "nodes"]) => {
+            #[derive(Deserialize)]
+            struct AddNode {
+                id: u64,
+                raft_addr: String,
+                #[serde(default)]
+                api_addr: String,
+                #[serde(default)]
+                admin_addr: String,
+            }
+            let body: AddNode = read_json(request).await?;
+            node.add_node(body.id, NodeInfo { raft_addr: body.raft_addr, api_addr: body.api_addr, admin_addr: body.admin_addr }).await?;
+            Ok(json_response(StatusCode::OK, &cluster_status(node).await))
+        }
+        (Method::DELETE, ["cluster", "nodes", id]) => {
+            let id = id.parse::<u64>().map_err(|_| AdminError::bad_request(format!("`{id}` is not a node id")))?;
+            node.remove_node(id).await?;
+            Ok(json_response(StatusCode::OK, &cluster_status(node).await))
+        }
+        (Method::GET, ["audit"]) => {
+            let state = node.read_linearizable().await?;
+            Ok(json_response(StatusCode::OK, &json!({"entries": state.audit})))
+        }
+        (Method::POST, ["apply"]) => apply(node, request, query.contains("dry_run=true")).await,
+        (Method::POST, ["keys"]) => create_key(node, request).await,
+        (Method::GET, [kind]) => list(node, kind).await,
+        (Method::GET, [kind, name @ ..]) if !name.is_empty() => get(node, kind, &name.join("/")).await,
+        (Method::PUT, [kind, name @ ..]) if !name.is_empty() => {
+            let body = read_bytes(request).await?;
+            put(node, kind, &name.join("/"), &body).await
+        }
+        (Method::DELETE, [kind, name @ ..]) if !name.is_empty() => delete(node, kind, &name.join("/")).await,
+        _ => Err(AdminError::not_found(format!("no admin endpoint {} {path}", request_method_name(&segments)))),
+    }
+}
+
+fn request_method_name(segments: &[&str]) -> String {
+    segments.join("/")
+}
+
+async fn cluster_status(node: &ConsensusNode) -> Value {
+    let status = node.status().await;
+    let members: Vec<Value> = status
+        .members
+        .iter()
+        .map(|member| {
+            json!({
+                "id": member.id, "raft_addr": member.raft_addr, "api_addr": member.api_addr,
+                "admin_addr": member.admin_addr, "role": member.role,
+                "applied_index": member.matched_index, "lag": member.lag, "alive": member.alive,
+            })
+        })
+        .collect();
+    json!({
+        "leader": status.leader, "term": status.term, "node_id": status.node_id,
+        "applied_index": status.applied_index, "last_log_index": status.last_log_index, "members": members,
+    })
+}
+
+/// Proposes one command and maps the replicated result to a response.
+async fn write(node: &ConsensusNode, command: Command) -> Result<u64, AdminError> {
+    match node.write(request(command, "admin-api")).await? {
+        CommandResponse::Applied { index } => Ok(index),
+        CommandResponse::Rejected { reason } => Err(AdminError::bad_request(reason)),
+        CommandResponse::Noop => Ok(0),
+    }
+}
+
+fn kind_name(kind: &str) -> Result<&'static str, AdminError> {
+    match kind {
+        "providers" => Ok("providers"),
+        "models" | "routes" => Ok("models"),
+        "orgs" => Ok("orgs"),
+        "teams" => Ok("teams"),
+        "keys" => Ok("keys"),
+        other => Err(AdminError::not_found(format!("unknown resource kind `{other}`; one of providers, models, routes, orgs, teams, keys"))),
+    }
+}
+
+fn collection(state: &ControlState, kind: &str) -> Value {
+    match kind {
+        "providers" => json!(state.providers.values().map(redact_provider).collect::<Vec<_>>()),
+        "models" => json!(state.models.values().collect::<Vec<_>>()),
+        "orgs" => json!(state.orgs.values().collect::<Vec<_>>()),
+        "teams" => json!(state.teams.values().collect::<Vec<_>>()),
+        _ => json!(state.keys.values().collect::<Vec<_>>()),
+    }
+}
+
+/// Provider API keys are never returned by the API.
+fn redact_provider(provider: &ProviderConfig) -> Value {
+    let mut value = json!(provider);
+    if provider.api_key.is_some() {
+        value["api_key"] = json!("<redacted>");
+    }
+    value
+}
+
+async fn list(node: &ConsensusNode, kind: &str) -> AdminResult {
+    let kind = kind_name(kind)?;
+    let state = node.read_linearizable().await?;
+    Ok(json_response(StatusCode::OK, &json!({"data": collection(&state, kind)})))
+}
+
+async fn get(node: &ConsensusNode, kind: &str, name: &str) -> AdminResult {
+    let kind = kind_name(kind)?;
+    let state = node.read_linearizable().await?;
+    let found = match kind {
+        "providers" => state.providers.get(name).map(redact_provider),
+        "models" => state.models.get(name).map(|m| json!(m)),
+        "orgs" => state.orgs.get(name).map(|o| json!(o)),
+        "teams" => state.teams.get(name).map(|t| json!(t)),
+        _ => state.keys.get(name).map(|k| json!(k)),
+    };
+    found
+        .map(|value| json_response(StatusCode::OK, &value))
+        .ok_or_else(|| AdminError::not_found(format!("no {} named `{name}`", kind.trim_end_matches('s'))))
+}
+
+/// Validates one resource with the same checks as a config file, reporting the field without the
+/// file's list index.
+fn validate_resource(config: Config, prefix: &str) -> Result<(), AdminError> {
+    config.validate().map_err(|err| AdminError::bad_request(err.to_string().replacen(prefix, "", 1)))
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8], what: &str) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|err| AdminError::bad_request(format!("invalid {what}: {err}")))
+}
+
+/// Puts `name` into the body when absent and rejects a mismatch.
+fn with_name(body: &[u8], field: &str, name: &str) -> Result<Vec<u8>, AdminError> {
+    let mut value: Value = parse_body(body, "JSON body")?;
+    let object = value.as_object_mut().ok_or_else(|| AdminError::bad_request("the body must be a JSON object"))?;
+    match object.get(field).and_then(Value::as_str) {
+        Some(given) if given != name => {
+            return Err(AdminError::bad_request(format!("{field}: `{given}` does not match the name in the path `{name}`")));
+        }
+        _ => {
+            object.insert(field.to_owned(), json!(name));
+        }
+    }
+    serde_json::to_vec(&value).map_err(|err| AdminError::bad_request(err.to_string()))
+}
+
+async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8]) -> AdminResult {
+    let kind = kind_name(kind)?;
+    let command = match kind {
+        "providers" => {
+            let provider: ProviderConfig = parse_body(&with_name(body, "name", name)?, "provider")?;
+            validate_resource(Config { providers: vec![provider.clone()], ..Default::default() }, "providers[0].")?;
+            Command::PutProvider { provider }
+        }
+        "models" => {
+            let model: ModelConfig = parse_body(&with_name(body, "name", name)?, "model")?;
+            let state = node.current();
+            let providers = state.providers.values().cloned().collect();
+            validate_resource(Config { providers, models: vec![model.clone()], ..Default::default() }, "models[0].")?;
+            Command::PutModel { model }
+        }
+        "orgs" => Command::PutOrg { org: parse_body::<OrgConfig>(&with_name(body, "name", name)?, "org")? },
+        "teams" => {
+            let (org, team) = name.split_once('/').ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))?;
+            let mut value: Value = parse_body(body, "team").unwrap_or_else(|_| json!({}));
+            value["org"] = json!(org);
+            value["name"] = json!(team);
+            Command::PutTeam { team: parse_body::<TeamConfig>(value.to_string().as_bytes(), "team")? }
+        }
+        _ => return Err(AdminError(StatusCode::METHOD_NOT_ALLOWED, "keys are created with POST /admin/v1/keys".into())),
+    };
+    let index = write(node, command).await?;
+    Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index})))
+}
+
+async fn delete(node: &ConsensusNode, kind: &str, name: &str) -> AdminResult {
+    let kind = kind_name(kind)?;
+    let command = match kind {
+        "providers" => Command::DeleteProvider { name: name.to_owned() },
+        "models" => Command::DeleteModel { name: name.to_owned() },
+        "orgs" => Command::DeleteOrg { name: name.to_owned() },
+        "teams" => {
+            let (org, team) = name.split_once('/').ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))?;
+            Command::DeleteTeam { org: org.to_owned(), name: team.to_owned() }
+        }
+        _ => Command::RevokeKey { id: name.to_owned() },
+    };
+    match write(node, command).await {
+        Ok(index) => Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index}))),
+        Err(AdminError(StatusCode::BAD_REQUEST, message)) if message.starts_with("no ") => Err(AdminError::not_found(message)),
+        Err(err) => Err(err),
+    }
+}
+
+async fn create_key(node: &ConsensusNode, request: Request<Incoming>) -> AdminResult {
+    #[derive(Deserialize)]
+    struct NewKey {
+        org: String,
+        #[serde(default)]
+        team: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        models: Option<Vec<String>>,
+    }
+    let body: NewKey = read_json(request).await?;
+    let secret = generate_key();
+    let id = format!("key_{}", &new_request_id()[..16]);
+    let record = KeyRecord {
+        id: id.clone(),
+        key_sha256: hex(&hash_key(&secret)),
+        name: body.name,
+        org: body.org,
+        team: body.team,
+        models: body.models,
+        created_at_ms: now_ms(),
+    };
+    write(node, Command::CreateKey { key: record }).await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"id": id, "key": secret})))
+}
+
+/// `POST /admin/v1/apply`: a cluster file (TOML, the replicated sections) diffed against the current
+/// state and applied as one all-or-nothing batch.
+async fn apply(node: &ConsensusNode, request: Request<Incoming>, dry_run: bool) -> AdminResult {
+    let body = read_bytes(request).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| AdminError::bad_request("the config must be UTF-8 TOML"))?;
+    let desired = Config::parse(text).map_err(|err| AdminError::bad_request(format!("{err:#}")))?;
+    let state = node.read_linearizable().await?;
+    let commands = diff(&state, &desired);
+    let changes: Vec<String> = commands.iter().map(Command::summary).collect();
+    if dry_run || commands.is_empty() {
+        return Ok(json_response(StatusCode::OK, &json!({"result": if dry_run { "dry_run" } else { "unchanged" }, "changes": changes})));
+    }
+    let index = write(node, Command::Batch { commands }).await?;
+    Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index, "changes": changes})))
+}

@@ -1,0 +1,211 @@
+//! Cluster mode glue between the gateway and the Raft control plane: start the consensus node, bootstrap
+//! the replicated config from the first node's file, turn a declarative file into commands (diff), and
+//! hot-reload the data plane's snapshot whenever the applied state changes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate_consensus::{Command, ConsensusConfig, ConsensusNode, ControlState, NodeInfo, Request};
+
+use crate::auth::{hash_key, hex};
+use crate::config::{Config, KeyConfig, KeyRecord, OrgConfig, TeamConfig};
+use crate::gateway::Gateway;
+
+/// Where a node keeps its Raft data: `node.data_dir`, else `./data/n{id}`.
+pub fn data_dir(config: &Config) -> PathBuf {
+    config.node.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("./data/n{}", config.node.id)))
+}
+
+pub fn consensus_config(config: &Config, raft_addr: SocketAddr, api_addr: SocketAddr, admin_addr: SocketAddr) -> ConsensusConfig {
+    let node = &config.node;
+    let advertise = NodeInfo {
+        raft_addr: node.advertise_raft.clone().unwrap_or_else(|| raft_addr.to_string()),
+        api_addr: api_addr.to_string(),
+        admin_addr: admin_addr.to_string(),
+    };
+    let mut consensus = ConsensusConfig::new(node.id, advertise, data_dir(config));
+    consensus.initial_members = node
+        .peers
+        .iter()
+        .filter_map(|(id, addr)| id.parse::<u64>().ok().map(|id| (id, addr.clone())))
+        .collect::<BTreeMap<_, _>>();
+    consensus.heartbeat_ms = node.heartbeat_ms;
+    consensus.election_timeout_min_ms = node.election_timeout_min_ms;
+    consensus.election_timeout_max_ms = node.election_timeout_max_ms;
+    consensus.write_timeout = Duration::from_millis(node.write_timeout_ms);
+    consensus.snapshot_after_logs = node.snapshot_after_logs.max(2);
+    consensus
+}
+
+/// A key from a config file as the cluster stores it (hash only).
+pub fn key_record(index: usize, key: &KeyConfig) -> KeyRecord {
+    let key_sha256 = match (&key.key, &key.key_sha256) {
+        (Some(plain), _) => hex(&hash_key(plain)),
+        (None, Some(hash)) => hash.to_ascii_lowercase(),
+        (None, None) => String::new(),
+    };
+    KeyRecord {
+        id: key.name.clone().unwrap_or_else(|| format!("key-{index}")),
+        key_sha256,
+        name: key.name.clone(),
+        org: key.org.clone(),
+        team: key.team.clone(),
+        models: key.models.clone(),
+        created_at_ms: now_ms(),
+    }
+}
+
+/// Orgs and teams a file declares, plus those its keys name without declaring them.
+fn declared_orgs_and_teams(config: &Config) -> (Vec<OrgConfig>, Vec<TeamConfig>) {
+    let mut orgs = config.orgs.clone();
+    let mut teams = config.teams.clone();
+    for key in &config.keys {
+        if !orgs.iter().any(|org| org.name == key.org) {
+            orgs.push(OrgConfig { name: key.org.clone(), budget: None });
+        }
+        if let Some(team) = &key.team {
+            if !teams.iter().any(|t| t.org == key.org && &t.name == team) {
+                teams.push(TeamConfig { org: key.org.clone(), name: team.clone() });
+            }
+        }
+    }
+    (orgs, teams)
+}
+
+/// The replicated sections of a file as commands, in dependency order.
+pub fn file_commands(config: &Config) -> Vec<Command> {
+    let mut commands = Vec::new();
+    let (orgs, teams) = declared_orgs_and_teams(config);
+    commands.extend(config.providers.iter().cloned().map(|provider| Command::PutProvider { provider }));
+    commands.extend(config.models.iter().cloned().map(|model| Command::PutModel { model }));
+    commands.extend(orgs.into_iter().map(|org| Command::PutOrg { org }));
+    commands.extend(teams.into_iter().map(|team| Command::PutTeam { team }));
+    commands.extend(config.keys.iter().enumerate().map(|(index, key)| Command::CreateKey { key: key_record(index, key) }));
+    commands
+}
+
+/// What `tollgate apply -f` changes: providers and models become exactly the file's (added, updated,
+/// removed); orgs and teams are added or updated (never removed, since keys hang off them); keys in the
+/// file that do not exist yet are created.
+pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for provider in &desired.providers {
+        if current.providers.get(&provider.name) != Some(provider) {
+            commands.push(Command::PutProvider { provider: provider.clone() });
+        }
+    }
+    for model in &desired.models {
+        if current.models.get(&model.name) != Some(model) {
+            commands.push(Command::PutModel { model: model.clone() });
+        }
+    }
+    for name in current.models.keys() {
+        if !desired.models.iter().any(|m| &m.name == name) {
+            commands.push(Command::DeleteModel { name: name.clone() });
+        }
+    }
+    for name in current.providers.keys() {
+        if !desired.providers.iter().any(|p| &p.name == name) {
+            commands.push(Command::DeleteProvider { name: name.clone() });
+        }
+    }
+    let (orgs, teams) = declared_orgs_and_teams(desired);
+    for org in &orgs {
+        if current.orgs.get(&org.name) != Some(org) && !(org.budget.is_none() && current.orgs.contains_key(&org.name) && !desired.orgs.iter().any(|o| o.name == org.name)) {
+            commands.push(Command::PutOrg { org: org.clone() });
+        }
+    }
+    for team in &teams {
+        if !current.teams.contains_key(&format!("{}/{}", team.org, team.name)) {
+            commands.push(Command::PutTeam { team: team.clone() });
+        }
+    }
+    for (index, key) in desired.keys.iter().enumerate() {
+        let record = key_record(index, key);
+        if !current.keys.values().any(|k| k.key_sha256 == record.key_sha256) {
+            commands.push(Command::CreateKey { key: record });
+        }
+    }
+    commands
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn new_request_id() -> String {
+    use rand::Rng;
+    let bytes: [u8; 12] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn request(command: Command, actor: &str) -> Request {
+    Request { request_id: new_request_id(), actor: actor.to_owned(), at_ms: now_ms(), command }
+}
+
+/// The lowest-id initial member proposes the file's config once, when the cluster has never been
+/// bootstrapped. Retries until it lands (the cluster may still be electing its first leader).
+pub fn spawn_bootstrap(config: &Config, consensus: ConsensusNode) {
+    let lowest = config.node.peers.keys().filter_map(|id| id.parse::<u64>().ok()).min();
+    if lowest != Some(config.node.id) {
+        return;
+    }
+    let commands = file_commands(config);
+    tokio::spawn(async move {
+        loop {
+            if consensus.current().bootstrapped {
+                return;
+            }
+            let request = Request {
+                request_id: format!("bootstrap-{}", consensus.id()),
+                actor: format!("node-{}", consensus.id()),
+                at_ms: now_ms(),
+                command: Command::Bootstrap { commands: commands.clone() },
+            };
+            match consensus.write(request).await {
+                Ok(tollgate_consensus::Response::Rejected { reason }) => {
+                    tracing::error!(%reason, "the bootstrap config was rejected; fix the file or use `tollgate apply`");
+                    return;
+                }
+                Ok(response) => {
+                    tracing::info!(?response, "bootstrap config applied");
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "bootstrap not yet possible; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+}
+
+/// Rebuilds the data plane's snapshot on every applied change (no restart, no RPC per request).
+///
+/// Holds the gateway weakly: the gateway owns the consensus node, which owns the sender of `changes`, so a
+/// strong reference here would keep the whole node (and its sled lock) alive forever.
+pub fn spawn_state_watcher(gateway: &Arc<Gateway>, consensus: &ConsensusNode) {
+    let mut changes = consensus.subscribe();
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        loop {
+            let state = changes.borrow_and_update().clone();
+            let Some(gateway) = gateway.upgrade() else {
+                return;
+            };
+            if gateway.is_shutting_down() {
+                return;
+            }
+            if let Err(err) = gateway.reload_from_state(&state) {
+                tracing::error!(%err, "applied control state could not be loaded; keeping the previous one");
+            }
+            drop(gateway);
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}

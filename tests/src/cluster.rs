@@ -1,0 +1,218 @@
+//! In-process clusters: N whole nodes (API, admin, Raft over real sockets, sled on disk) in one test.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tollgate::{Config, Listeners, RunningNode};
+
+use crate::{config_toml, init_tracing, MockUpstream, KEY};
+
+pub const ADMIN_TOKEN: &str = "tga-test-admin";
+
+/// One member's fixed addresses (a restart reuses them) and its running node, if up.
+pub struct Member {
+    pub id: u64,
+    pub raft_addr: SocketAddr,
+    pub config: Config,
+    pub node: Option<RunningNode>,
+}
+
+pub struct TestCluster {
+    pub mock: MockUpstream,
+    pub members: Vec<Member>,
+    pub client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` voters; node 1 bootstraps the shared test config (routes to `mock`).
+    pub async fn start(n: usize) -> TestCluster {
+        Self::start_with(n, "").await
+    }
+
+    pub async fn start_with(n: usize, node_extra: &str) -> TestCluster {
+        init_tracing();
+        let mock = MockUpstream::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut raft_listeners = Vec::new();
+        for _ in 0..n {
+            raft_listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind raft"));
+        }
+        let peers: BTreeMap<String, String> = raft_listeners
+            .iter()
+            .enumerate()
+            .map(|(index, listener)| ((index + 1).to_string(), listener.local_addr().expect("addr").to_string()))
+            .collect();
+        let mut members = Vec::new();
+        for (index, raft) in raft_listeners.into_iter().enumerate() {
+            let id = index as u64 + 1;
+            let raft_addr = raft.local_addr().expect("addr");
+            let mut config = Config::parse(&config_toml(&mock, "")).expect("test config");
+            config.node.id = id;
+            config.node.peers = peers.clone();
+            config.node.raft_listen = raft_addr.to_string();
+            config.node.data_dir = Some(dir.path().join(format!("n{id}")));
+            config.node.admin_token = Some(ADMIN_TOKEN.into());
+            config.node.heartbeat_ms = 50;
+            config.node.election_timeout_min_ms = 300;
+            config.node.election_timeout_max_ms = 600;
+            config.node.write_timeout_ms = 2000;
+            config.limits.shutdown_grace_ms = 1000;
+            if !node_extra.is_empty() {
+                apply_node_extra(&mut config, node_extra);
+            }
+            let node = start_node(config.clone(), raft).await;
+            members.push(Member { id, raft_addr, config, node: Some(node) });
+        }
+        let cluster = TestCluster { mock, members, client: reqwest::Client::new(), _dir: dir };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    pub fn node(&self, id: u64) -> &RunningNode {
+        self.members[(id - 1) as usize].node.as_ref().expect("node is running")
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.members[(id - 1) as usize].config.node.data_dir.clone().expect("data dir")
+    }
+
+    pub fn running(&self) -> impl Iterator<Item = &RunningNode> {
+        self.members.iter().filter_map(|m| m.node.as_ref())
+    }
+
+    /// Waits until every running node has loaded the bootstrapped control state.
+    pub async fn wait_ready(&self) {
+        for node in self.running() {
+            let url = format!("{}/readyz", node.admin_url());
+            eventually_async("node ready", || async {
+                self.client.get(&url).send().await.map(|r| r.status().is_success()).unwrap_or(false)
+            })
+            .await;
+        }
+    }
+
+    pub async fn stop(&mut self, id: u64) {
+        if let Some(node) = self.members[(id - 1) as usize].node.take() {
+            node.stop().await.expect("node stops");
+        }
+    }
+
+    /// Restarts a stopped member with its data directory and addresses.
+    pub async fn restart(&mut self, id: u64) {
+        let member = &mut self.members[(id - 1) as usize];
+        assert!(member.node.is_none(), "node {id} is running");
+        let raft = bind_retry(member.raft_addr).await;
+        member.node = Some(start_node(member.config.clone(), raft).await);
+    }
+
+    pub async fn leader(&self) -> Option<u64> {
+        for node in self.running() {
+            if let Ok(status) = self.admin_get(node, "/admin/v1/cluster").await {
+                if let Some(leader) = status["leader"].as_u64() {
+                    if self.members[(leader - 1) as usize].node.is_some() {
+                        return Some(leader);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    pub async fn wait_leader(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(leader) = self.leader().await {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no leader elected");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn admin_get(&self, node: &RunningNode, path: &str) -> Result<Value, String> {
+        let response = self
+            .client
+            .get(format!("{}{path}", node.admin_url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body: Value = response.json().await.map_err(|e| e.to_string())?;
+        if status.is_success() { Ok(body) } else { Err(format!("{status}: {body}")) }
+    }
+
+    /// An admin write; returns (status, body).
+    pub async fn admin(&self, node: &RunningNode, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", node.admin_url())).bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A chat completion through `node` with `key`; returns the status.
+    pub async fn chat(&self, node: &RunningNode, model: &str, key: &str) -> u16 {
+        self.client
+            .post(format!("{}/v1/chat/completions", node.api_url()))
+            .bearer_auth(key)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+
+    pub async fn chat_default(&self, node: &RunningNode, model: &str) -> u16 {
+        self.chat(node, model, KEY).await
+    }
+}
+
+fn apply_node_extra(config: &mut Config, extra: &str) {
+    let parsed: toml::Value = toml::from_str(extra).expect("node extra is TOML");
+    if let Some(snapshot) = parsed.get("snapshot_after_logs").and_then(toml::Value::as_integer) {
+        config.node.snapshot_after_logs = snapshot as u64;
+    }
+}
+
+async fn start_node(config: Config, raft: TcpListener) -> RunningNode {
+    let listeners = Listeners {
+        api: TcpListener::bind("127.0.0.1:0").await.expect("bind api"),
+        admin: TcpListener::bind("127.0.0.1:0").await.expect("bind admin"),
+        raft: None,
+    };
+    RunningNode::start_with(config, Some(raft), listeners).await.expect("node starts")
+}
+
+async fn bind_retry(addr: SocketAddr) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return listener,
+            Err(err) => {
+                assert!(Instant::now() < deadline, "rebinding {addr}: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Polls an async check until it holds (10 s bound).
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,195 @@
+//! Three-node clusters in one process: real Raft over tonic, real sled on disk, real HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tollgate_tests::cluster::*;
+
+#[tokio::test]
+async fn config_written_on_a_follower_reaches_every_node_without_restart() {
+    let cluster = TestCluster::start(3).await;
+    for node in cluster.running() {
+        assert_eq!(cluster.chat_default(node, "gpt-direct").await, 200, "bootstrapped routes serve on every node");
+        assert_eq!(cluster.chat_default(node, "brand-new").await, 404);
+    }
+    let leader = cluster.wait_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let started = Instant::now();
+    let (status, body) = cluster
+        .admin(
+            cluster.node(follower),
+            Method::PUT,
+            "/admin/v1/models/brand-new",
+            Some(json!({"targets": [{"provider": "up-openai", "model": "mock-gpt"}]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for node in cluster.running() {
+        eventually_async("new route visible", || async { cluster.chat_default(node, "brand-new").await == 200 }).await;
+    }
+    println!("config propagation to all 3 nodes: {:?}", started.elapsed());
+
+    // Linearizable read from any node sees the write.
+    let model = cluster.admin_get(cluster.node(leader), "/admin/v1/routes/brand-new").await.unwrap();
+    assert_eq!(model["targets"][0]["provider"], "up-openai");
+    let audit = cluster.admin_get(cluster.node(follower), "/admin/v1/audit").await.unwrap();
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["summary"] == "put model brand-new"));
+}
+
+#[tokio::test]
+async fn keys_created_and_revoked_anywhere_apply_everywhere() {
+    let cluster = TestCluster::start(3).await;
+    let (status, created) =
+        cluster.admin(cluster.node(2), Method::POST, "/admin/v1/keys", Some(json!({"org": "acme", "name": "ci"}))).await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    for node in cluster.running() {
+        eventually_async("key works", || async { cluster.chat(node, "gpt-direct", &key).await == 200 }).await;
+    }
+    let listed = cluster.admin_get(cluster.node(3), "/admin/v1/keys").await.unwrap();
+    let stored = listed["data"].as_array().unwrap().iter().find(|k| k["id"] == id.as_str()).unwrap().clone();
+    assert!(!stored.to_string().contains(&key), "only the hash is stored");
+
+    let (status, _) = cluster.admin(cluster.node(3), Method::DELETE, &format!("/admin/v1/keys/{id}"), None).await;
+    assert_eq!(status, 200);
+    for node in cluster.running() {
+        eventually_async("revoked key refused", || async { cluster.chat(node, "gpt-direct", &key).await == 401 }).await;
+    }
+    let (status, _) = cluster.admin(cluster.node(1), Method::DELETE, &format!("/admin/v1/keys/{id}"), None).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn leader_failure_elects_a_new_leader_and_writes_continue() {
+    let mut cluster = TestCluster::start(3).await;
+    let old = cluster.wait_leader().await;
+    let started = Instant::now();
+    cluster.stop(old).await;
+    let new = cluster.wait_leader().await;
+    println!("leader failover: {:?}", started.elapsed());
+    assert_ne!(new, old);
+    let survivor = (1..=3).find(|id| *id != old && *id != new).unwrap();
+    let (status, body) = cluster
+        .admin(cluster.node(survivor), Method::PUT, "/admin/v1/orgs/after-failover", Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let orgs = cluster.admin_get(cluster.node(new), "/admin/v1/orgs").await.unwrap();
+    assert!(orgs["data"].as_array().unwrap().iter().any(|o| o["name"] == "after-failover"));
+}
+
+#[tokio::test]
+async fn a_minority_cannot_commit_and_says_so_quickly() {
+    let mut cluster = TestCluster::start(3).await;
+    cluster.stop(2).await;
+    cluster.stop(3).await;
+    let started = Instant::now();
+    let (status, body) = cluster.admin(cluster.node(1), Method::PUT, "/admin/v1/orgs/lonely", Some(json!({}))).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("quorum"));
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded, not a hang");
+    // The data plane keeps serving from the last applied state.
+    assert_eq!(cluster.chat_default(cluster.node(1), "gpt-direct").await, 200);
+}
+
+#[tokio::test]
+async fn a_restarted_node_catches_up_from_disk_and_snapshot() {
+    let mut cluster = TestCluster::start_with(3, "snapshot_after_logs = 5").await;
+    cluster.stop(3).await;
+    // Enough writes to snapshot and purge the log past what node 3 has.
+    for index in 0..12 {
+        let (status, body) = cluster.admin(cluster.node(1), Method::PUT, &format!("/admin/v1/orgs/org-{index}"), Some(json!({}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    cluster.restart(3).await;
+    cluster.wait_ready().await;
+    eventually_async("node 3 has every org", || async {
+        cluster.node(3).gateway.consensus.as_ref().unwrap().current().orgs.contains_key("org-11")
+    })
+    .await;
+    let state = cluster.node(3).gateway.consensus.as_ref().unwrap().current();
+    assert_eq!(state.orgs.len(), 13, "acme + 12");
+    assert_eq!(cluster.chat_default(cluster.node(3), "gpt-direct").await, 200);
+}
+
+#[tokio::test]
+async fn bad_admin_input_is_rejected_with_the_field_named() {
+    let cluster = TestCluster::start(3).await;
+    let node = cluster.node(1);
+    let wrong = cluster.client.get(format!("{}/admin/v1/cluster", node.admin_url())).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let (status, body) = cluster
+        .admin(node, Method::PUT, "/admin/v1/models/m", Some(json!({"targets": [{"provider": "missing"}]})))
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("targets[0].provider"), "{body}");
+    let (status, body) = cluster.admin(node, Method::PUT, "/admin/v1/providers/p", Some(json!({"kind": "gemini"}))).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = cluster
+        .admin(node, Method::PUT, "/admin/v1/providers/p", Some(json!({"kind": "openai", "base_url": "ftp://x"})))
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("base_url"), "{body}");
+    let (status, _) = cluster.admin(node, Method::DELETE, "/admin/v1/providers/up-openai", None).await;
+    assert_eq!(status, 400, "a provider in use cannot be deleted");
+    let (status, _) = cluster.admin(node, Method::GET, "/admin/v1/widgets", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = cluster.admin(node, Method::POST, "/admin/v1/cluster/nodes", Some(json!({"id": 1, "raft_addr": "127.0.0.1:1"}))).await;
+    assert_eq!(status, 400, "duplicate join");
+    let (status, _) = cluster.admin(node, Method::DELETE, "/admin/v1/cluster/nodes/42", None).await;
+    assert_eq!(status, 404, "unknown node id");
+}
+
+#[tokio::test]
+async fn status_reports_members_leader_term_and_lag() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let status = cluster.admin_get(cluster.node(1), "/admin/v1/cluster").await.unwrap();
+    assert_eq!(status["leader"], leader);
+    assert!(status["term"].as_u64().unwrap() >= 1);
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert_eq!(members.iter().filter(|m| m["role"] == "leader").count(), 1);
+    for member in members {
+        assert!(member["alive"].as_bool().unwrap(), "{member}");
+        assert!(member["api_addr"].as_str().is_some());
+    }
+}
+
+#[tokio::test]
+async fn declarative_apply_diffs_and_batches() {
+    let cluster = TestCluster::start(3).await;
+    let node = cluster.node(2);
+    let file = format!(
+        "{}\n[[models]]\nname = \"from-file\"\ntargets = [{{ provider = \"up-openai\", model = \"mock-gpt\" }}]\n",
+        tollgate_tests::config_toml(&cluster.mock, "")
+    );
+    let response = cluster
+        .client
+        .post(format!("{}/admin/v1/apply", node.admin_url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(file.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["changes"], json!(["put model from-file"]), "{body}");
+    for node in cluster.running() {
+        eventually_async("applied model serves", || async { cluster.chat_default(node, "from-file").await == 200 }).await;
+    }
+    let again: Value = cluster
+        .client
+        .post(format!("{}/admin/v1/apply", node.admin_url()))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(file)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["result"], "unchanged");
+}
