@@ -51,7 +51,8 @@ fn large_body() -> Vec<u8> {
         messages.push(serde_json::json!({"role": role, "content": text}));
         role = if role == "user" { "assistant" } else { "user" };
     }
-    messages.push(serde_json::json!({"role": "user", "content": "Rewrite it with the changes above, keeping the same structure and the numbering of the risks."}));
+    let context = PROSE[..4].join(" ");
+    messages.push(serde_json::json!({"role": "user", "content": format!("Rewrite it with the changes above, keeping the same structure and the numbering of the risks. For reference, last quarter's memo said: {context}")}));
     let body = serde_json::json!({
         "model": "gpt-direct",
         "messages": messages,

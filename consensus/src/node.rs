@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use tollgate_proto::v1::cluster_client::ClusterClient;
 use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, RemoveNodeRequest};
 
-use crate::state::{ControlState, Request, Response};
+use crate::state::{Command, ControlState, Request, Response};
 use crate::store::StateMachineStore;
 use crate::types::{NodeId, NodeInfo, Raft};
 
@@ -153,7 +153,43 @@ impl ConsensusNode {
         });
         let node = ConsensusNode { inner, server: Arc::new(Mutex::new(Some((stop_tx, server)))) };
         node.initialize_if_first().await?;
+        node.spawn_registration();
         Ok(node)
+    }
+
+    /// Announces this node's addresses in the replicated state (so `status` can show every node's API and
+    /// admin listeners), retrying until a leader accepts it. The request id is derived from the addresses,
+    /// so re-announcing unchanged addresses is a no-op.
+    fn spawn_registration(&self) {
+        // Weak: this task must not keep a stopped node's storage (and its sled lock) alive.
+        let weak = Arc::downgrade(&self.inner);
+        let id = self.id();
+        let info = self.inner.config.advertise.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                let node = ConsensusNode { inner, server: Arc::new(Mutex::new(None)) };
+                if node.current().nodes.get(&id) == Some(&info) {
+                    return;
+                }
+                let request = Request {
+                    request_id: format!("register-{id}-{}-{}-{}", info.raft_addr, info.api_addr, info.admin_addr),
+                    actor: format!("node-{id}"),
+                    at_ms: 0,
+                    command: Command::RegisterNode { id, info: info.clone() },
+                };
+                match node.write(request).await {
+                    Ok(_) => return,
+                    Err(ClusterError::Internal(reason)) if reason.contains("stopped") => return,
+                    Err(_) => {
+                        drop(node);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
     }
 
     async fn initialize_if_first(&self) -> anyhow::Result<()> {
@@ -429,9 +465,11 @@ impl Inner {
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let last_log = metrics.last_log_index;
+        let registered = self.state_machine.current();
         let members = membership
             .nodes()
             .map(|(id, info)| {
+                let info = registered.nodes.get(id).unwrap_or(info);
                 let matched = match &metrics.replication {
                     Some(replication) => replication.get(id).copied().flatten().map(|log_id| log_id.index),
                     None if *id == metrics.id => metrics.last_applied.map(|log_id| log_id.index),

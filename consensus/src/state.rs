@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::resources::{KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
+use crate::types::NodeInfo;
 
 /// How many applied request ids are remembered for de-duplication, and how many audit entries are kept.
 pub const DEDUP_WINDOW: usize = 10_000;
@@ -32,6 +33,8 @@ pub enum Command {
     Batch { commands: Vec<Command> },
     /// The initial config from the first node's file: applied once in the cluster's life, ignored after.
     Bootstrap { commands: Vec<Command> },
+    /// A node announces its current addresses (API and admin listeners) to the cluster.
+    RegisterNode { id: u64, info: NodeInfo },
 }
 
 /// A command with its identity: who asked, when (leader clock, informational), and an id for de-duplication.
@@ -75,6 +78,9 @@ pub struct ControlState {
     /// Keyed by `org/team`.
     pub teams: BTreeMap<String, TeamConfig>,
     pub keys: BTreeMap<String, KeyRecord>,
+    /// Addresses each node last announced.
+    #[serde(default)]
+    pub nodes: BTreeMap<u64, NodeInfo>,
     pub audit: VecDeque<AuditEntry>,
     /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
     #[serde(default)]
@@ -99,6 +105,7 @@ impl ControlState {
                     self.orgs = scratch.orgs;
                     self.teams = scratch.teams;
                     self.keys = scratch.keys;
+                    self.nodes = scratch.nodes;
                     self.bootstrapped = scratch.bootstrapped;
                     Response::Applied { index }
                 }
@@ -116,6 +123,7 @@ impl ControlState {
             orgs: self.orgs.clone(),
             teams: self.teams.clone(),
             keys: self.keys.clone(),
+            nodes: self.nodes.clone(),
             bootstrapped: self.bootstrapped,
             ..Default::default()
         }
@@ -238,6 +246,9 @@ impl ControlState {
                 }
                 self.bootstrapped = true;
             }
+            Command::RegisterNode { id, info } => {
+                self.nodes.insert(*id, info.clone());
+            }
         }
         Ok(())
     }
@@ -259,6 +270,7 @@ impl Command {
             Command::RevokeKey { id } => format!("revoke key {id}"),
             Command::Batch { commands } => format!("batch of {} commands", commands.len()),
             Command::Bootstrap { commands } => format!("bootstrap with {} commands", commands.len()),
+            Command::RegisterNode { id, info } => format!("register node {id} ({info})"),
         }
     }
 }

@@ -26,13 +26,168 @@ pub struct Cli {
 pub enum Command {
     /// Run one node from a TOML config file (flags override the file's [node] section).
     Serve(ServeArgs),
-    /// Start a local node with the built-in mock provider, a demo org and key; prints how to call it.
+    /// Start a local three-node cluster with the built-in mock provider, a demo org and key; prints how to call it.
     Dev(DevArgs),
     /// Validate a config file and print what it defines; exits non-zero with the bad field named.
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Cluster status: members, leader, term, applied index and lag per node.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Push a declarative cluster file (providers, models, orgs, teams, keys): diffed, applied as one batch.
+    Apply {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The TOML file (the replicated sections; a [node] section is ignored).
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Create, list or revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysSubcommand),
+    /// List, show, create or delete orgs.
+    Orgs {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: NamedCommand,
+    },
+    /// List, show, put or delete routes (models).
+    Routes {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: NamedCommand,
+    },
+    /// Add or remove cluster members (learner first, then voter).
+    Cluster {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+/// Where the admin API is and how to authenticate.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Admin URL of any node.
+    #[arg(long, global = true, env = "TOLLGATE_ADMIN_URL", default_value = "http://127.0.0.1:9090")]
+    pub admin: String,
+    /// Admin token.
+    #[arg(long, global = true, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysSubcommand {
+    /// Create a key; prints it once.
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// Comma-separated model allowlist.
+        #[arg(long)]
+        models: Option<String>,
+    },
+    /// List keys (ids and owners; never the secrets).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Revoke a key on every node.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        id: String,
+    },
+}
+
+/// The admin command to run, after flag parsing.
+#[derive(Debug)]
+pub enum AdminCommand {
+    Status,
+    Apply { file: PathBuf, dry_run: bool },
+    Keys(KeysCommand),
+    Orgs(NamedCommand),
+    Routes(NamedCommand),
+    Cluster(ClusterCommand),
+}
+
+#[derive(Debug)]
+pub enum KeysCommand {
+    Create { org: String, team: Option<String>, name: Option<String>, models: Option<String> },
+    List { org: Option<String> },
+    Revoke { id: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum NamedCommand {
+    List,
+    Get { name: String },
+    /// Create or replace; the body is JSON (e.g. --body '{"targets":[{"provider":"openai"}]}').
+    Put {
+        name: String,
+        #[arg(long)]
+        body: Option<String>,
+    },
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClusterCommand {
+    /// Add a node: it joins as a learner, catches up, then becomes a voter.
+    AddNode {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        api_addr: Option<String>,
+        #[arg(long)]
+        admin_addr: Option<String>,
+    },
+    /// Remove a node from the membership.
+    RemoveNode {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+impl Command {
+    /// Splits an admin command into where to send it and what to do.
+    pub fn admin(self) -> Result<(AdminArgs, AdminCommand), Command> {
+        Ok(match self {
+            Command::Status { admin } => (admin, AdminCommand::Status),
+            Command::Apply { admin, file, dry_run } => (admin, AdminCommand::Apply { file, dry_run }),
+            Command::Keys(KeysSubcommand::Create { admin, org, team, name, models }) => {
+                (admin, AdminCommand::Keys(KeysCommand::Create { org, team, name, models }))
+            }
+            Command::Keys(KeysSubcommand::List { admin, org }) => (admin, AdminCommand::Keys(KeysCommand::List { org })),
+            Command::Keys(KeysSubcommand::Revoke { admin, id }) => (admin, AdminCommand::Keys(KeysCommand::Revoke { id })),
+            Command::Orgs { admin, command } => (admin, AdminCommand::Orgs(command)),
+            Command::Routes { admin, command } => (admin, AdminCommand::Routes(command)),
+            Command::Cluster { admin, command } => (admin, AdminCommand::Cluster(command)),
+            other => return Err(other),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -63,10 +218,10 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct DevArgs {
-    /// Number of nodes to start (each serves the same config).
-    #[arg(long, default_value_t = 1)]
+    /// Number of nodes in the local Raft cluster.
+    #[arg(long, default_value_t = 3)]
     pub nodes: u16,
-    /// First API port; node i listens on base+i, its admin listener on base+1010+i.
+    /// First API port; node i listens on base+i, its admin listener on base+1010+i, Raft on base-1010+i.
     #[arg(long, default_value_t = 8080)]
     pub base_port: u16,
     /// Also write TOLLGATE_URL, TOLLGATE_KEY, TOLLGATE_ADMIN_URL and TOLLGATE_ADMIN_TOKEN lines to this file.

@@ -13,6 +13,8 @@ pub struct DevSetup {
     pub configs: Vec<Config>,
     pub key: String,
     pub admin_token: String,
+    /// Raft data of this run (deleted on exit).
+    pub data_root: std::path::PathBuf,
 }
 
 fn random_token(prefix: &str) -> String {
@@ -55,12 +57,20 @@ fn model(name: &str, provider: &str, window: u64, price: Price) -> ModelConfig {
 pub fn setup(args: &DevArgs) -> DevSetup {
     let key = random_token("tg-dev-");
     let admin_token = random_token("tga-");
+    let data_root = std::env::temp_dir().join(format!("tollgate-dev-{}-{}", std::process::id(), args.base_port));
+    let nodes = args.nodes.max(1);
+    let raft_port = |index: u16| args.base_port.saturating_sub(1010) + index;
+    let peers: std::collections::BTreeMap<String, String> =
+        (0..nodes).map(|index| ((index + 1).to_string(), format!("127.0.0.1:{}", raft_port(index)))).collect();
     let mut configs = Vec::new();
-    for index in 0..args.nodes.max(1) {
+    for index in 0..nodes {
         let mut config = Config::default();
         config.node.id = u64::from(index) + 1;
         config.node.listen = format!("127.0.0.1:{}", args.base_port + index);
         config.node.admin_listen = format!("127.0.0.1:{}", args.base_port + 1010 + index);
+        config.node.raft_listen = format!("127.0.0.1:{}", raft_port(index));
+        config.node.peers = peers.clone();
+        config.node.data_dir = Some(data_root.join(format!("n{}", index + 1)));
         config.node.admin_token = Some(admin_token.clone());
         config.providers = vec![
             mock_provider("mock-openai", MockStyle::Openai, args.token_delay_ms),
@@ -82,11 +92,12 @@ pub fn setup(args: &DevArgs) -> DevSetup {
         }];
         configs.push(config);
     }
-    DevSetup { configs, key, admin_token }
+    DevSetup { configs, key, admin_token, data_root }
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let setup = setup(&args);
+    let _ = std::fs::remove_dir_all(&setup.data_root);
     let mut nodes = Vec::new();
     for config in &setup.configs {
         nodes.push(RunningNode::start(config.clone()).await?);
@@ -94,6 +105,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let Some(first) = nodes.first() else {
         anyhow::bail!("--nodes must be at least 1");
     };
+    // Wait until the cluster has elected a leader and every node has loaded the bootstrapped config.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !nodes.iter().all(|node| node.gateway.is_loaded()) {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the dev cluster did not come up within 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let url = format!("{}/v1", first.api_url());
     let admin_url = first.admin_url();
     if let Some(path) = &args.env_file {
@@ -104,38 +123,45 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         );
         std::fs::write(path, text).map_err(|err| anyhow::anyhow!("--env-file {}: {err}", path.display()))?;
     }
-    let mut listing = String::new();
-    for node in &nodes {
-        let _ = writeln!(listing, "  node {}: API {}/v1   admin {}", node.gateway.node_id, node.api_url(), node.admin_url());
-    }
-    println!(
-        "Tollgate dev: {count} node(s) with the built-in mock provider (no API keys, no network needed)\n\
-{listing}\n\
-  models:      gpt-4o-mini (OpenAI-style), claude-3-5-haiku (Anthropic-style), text-embedding-3-small\n\
-  org:         demo\n\
-  API key:     {key}\n\
-  admin token: {token}\n\
-\n\
-Try it:\n\
-  curl -s {url}/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n\
-       -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
-  curl -sN {base}/v1/messages -H 'x-api-key: {key}' -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' \\\n\
-       -d '{{\"model\":\"claude-3-5-haiku\",\"max_tokens\":100,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'\n\
-\n\
-  Python:  OpenAI(base_url=\"{url}\", api_key=\"{key}\")\n\
-           Anthropic(base_url=\"{base}\", api_key=\"{key}\")\n\
-  Metrics: curl -s {admin_url}/metrics\n\
-\n\
-Press Ctrl-C to stop.",
-        count = nodes.len(),
-        key = setup.key,
-        token = setup.admin_token,
-        base = first.api_url(),
+    let key = &setup.key;
+    let token = &setup.admin_token;
+    let base = first.api_url();
+    let mut out = format!(
+        "Tollgate dev: a {}-node Raft cluster with the built-in mock provider (no API keys, no network needed)\n",
+        nodes.len()
     );
+    for node in &nodes {
+        let _ = writeln!(out, "  node {}: API {}/v1   admin {}", node.gateway.node_id, node.api_url(), node.admin_url());
+    }
+    let lines = [
+        String::new(),
+        "  models:      gpt-4o-mini (OpenAI-style), claude-3-5-haiku (Anthropic-style), text-embedding-3-small".into(),
+        "  org:         demo".into(),
+        format!("  API key:     {key}"),
+        format!("  admin token: {token}"),
+        String::new(),
+        "Try it:".into(),
+        format!("  curl -s {url}/chat/completions -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\"),
+        "       -d '{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'".into(),
+        format!("  curl -sN {base}/v1/messages -H 'x-api-key: {key}' -H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' \\"),
+        "       -d '{\"model\":\"claude-3-5-haiku\",\"max_tokens\":100,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"Hello!\"}]}'".into(),
+        String::new(),
+        format!("  Python:  OpenAI(base_url=\"{url}\", api_key=\"{key}\")"),
+        format!("           Anthropic(base_url=\"{base}\", api_key=\"{key}\")"),
+        format!("  Metrics: curl -s {admin_url}/metrics"),
+        format!("  Cluster: TOLLGATE_ADMIN_URL={admin_url} TOLLGATE_ADMIN_TOKEN={token} tollgate status"),
+        String::new(),
+        "Press Ctrl-C to stop.".into(),
+    ];
+    for line in lines {
+        let _ = writeln!(out, "{line}");
+    }
+    print!("{out}");
     crate::signals::wait_for_shutdown_signal().await;
     println!("stopping...");
     for node in nodes {
         node.stop().await?;
     }
+    let _ = std::fs::remove_dir_all(&setup.data_root);
     Ok(())
 }

@@ -8,7 +8,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -29,6 +30,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<()> {
+    let command = match command.admin() {
+        Ok((admin, admin_command)) => return tollgate::admin_client::run(admin, admin_command).await,
+        Err(command) => command,
+    };
     match command {
         Command::Serve(args) => {
             let config = args.load_config()?;
@@ -46,5 +51,6 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        other => anyhow::bail!("unexpected command {other:?}"),
     }
 }

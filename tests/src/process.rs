@@ -5,21 +5,22 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The `tollgate` binary next to the test executable, built on demand.
+/// The `tollgate` binary next to the test executable, (re)built once per test process so a test never
+/// runs a stale binary. (Cargo releases its build lock before running tests, so this does not deadlock.)
 pub fn tollgate_binary() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/tollgate
     let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir").to_path_buf();
-    let binary = profile_dir.join("tollgate");
-    if !binary.exists() {
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "tollgate", "--bin", "tollgate"])
+            .args(["build", "--quiet", "-p", "tollgate", "--bin", "tollgate"])
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building the tollgate binary failed");
-    }
-    binary
+    });
+    profile_dir.join("tollgate")
 }
 
 /// A port that was free a moment ago (the OS may reuse it, but rarely within a test).
