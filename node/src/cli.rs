@@ -172,7 +172,8 @@ pub enum ClusterCommand {
 }
 
 impl Command {
-    /// Splits an admin command into where to send it and what to do.
+    /// Splits an admin command into where to send it and what to do; other commands come back unchanged.
+    #[allow(clippy::result_large_err)] // parsed once at startup
     pub fn admin(self) -> Result<(AdminArgs, AdminCommand), Command> {
         Ok(match self {
             Command::Status { admin } => (admin, AdminCommand::Status),

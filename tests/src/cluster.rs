@@ -96,6 +96,20 @@ impl TestCluster {
         }
     }
 
+    /// Starts a new node that is not an initial member (it waits to be added with the admin API).
+    pub async fn start_joiner(&mut self) -> u64 {
+        let id = self.members.len() as u64 + 1;
+        let raft = TcpListener::bind("127.0.0.1:0").await.expect("bind raft");
+        let raft_addr = raft.local_addr().expect("addr");
+        let mut config = self.members[0].config.clone();
+        config.node.id = id;
+        config.node.raft_listen = raft_addr.to_string();
+        config.node.data_dir = Some(self._dir.path().join(format!("n{id}")));
+        let node = start_node(config.clone(), raft).await;
+        self.members.push(Member { id, raft_addr, config, node: Some(node) });
+        id
+    }
+
     pub async fn stop(&mut self, id: u64) {
         if let Some(node) = self.members[(id - 1) as usize].node.take() {
             node.stop().await.expect("node stops");

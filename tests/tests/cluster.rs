@@ -193,3 +193,55 @@ async fn declarative_apply_diffs_and_batches() {
         .unwrap();
     assert_eq!(again["result"], "unchanged");
 }
+
+#[tokio::test]
+async fn a_node_joins_as_learner_then_voter_and_can_be_removed() {
+    let mut cluster = TestCluster::start(3).await;
+    let id = cluster.start_joiner().await;
+    let joiner = cluster.node(id);
+    let body = json!({
+        "id": id,
+        "raft_addr": cluster.members[(id - 1) as usize].raft_addr.to_string(),
+        "api_addr": joiner.api_addr.to_string(),
+        "admin_addr": joiner.admin_addr.to_string(),
+    });
+    let (status, out) = cluster.admin(cluster.node(2), Method::POST, "/admin/v1/cluster/nodes", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    let members = out["members"].as_array().unwrap();
+    assert_eq!(members.len(), 4);
+    assert!(members.iter().any(|m| m["id"] == id && m["role"] != "learner"), "{out}");
+    // The new voter received the replicated config and serves it.
+    let url = format!("{}/readyz", cluster.node(id).admin_url());
+    eventually_async("joiner ready", || async { cluster.client.get(&url).send().await.map(|r| r.status() == 200).unwrap_or(false) }).await;
+    assert_eq!(cluster.chat_default(cluster.node(id), "gpt-direct").await, 200);
+
+    let (status, out) = cluster.admin(cluster.node(1), Method::DELETE, &format!("/admin/v1/cluster/nodes/{id}"), None).await;
+    assert_eq!(status, 200, "{out}");
+    let status = cluster.admin_get(cluster.node(1), "/admin/v1/cluster").await.unwrap();
+    assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
+}
+
+#[tokio::test]
+async fn idempotency_keys_make_admin_retries_safe() {
+    let cluster = TestCluster::start(3).await;
+    let send = |node: u64, path: &'static str, body: Value| {
+        let request = cluster
+            .client
+            .post(format!("{}{path}", cluster.node(node).admin_url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("idempotency-key", "retry-1")
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = send(1, "/admin/v1/keys", json!({"org": "acme"})).await;
+    assert_eq!(status, 201, "{first}");
+    // The same request retried through another node: no second key, and no fake secret either.
+    let (status, second) = send(3, "/admin/v1/keys", json!({"org": "acme"})).await;
+    assert_eq!(status, 409, "{second}");
+    let keys = cluster.admin_get(cluster.node(2), "/admin/v1/keys").await.unwrap();
+    assert_eq!(keys["data"].as_array().unwrap().iter().filter(|k| k["id"] == first["id"]).count(), 1);
+    assert_eq!(keys["data"].as_array().unwrap().len(), 3, "test + limited + one new key");
+}

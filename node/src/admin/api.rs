@@ -127,6 +127,9 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
     };
     let segments: Vec<&str> = rest.split('/').collect();
     let method = request.method().clone();
+    let idempotency: Option<String> =
+        request.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let idem = idempotency.as_deref();
     let node = consensus(gateway)?;
     match (method, segments.as_slice()) {
         (Method::GET, ["cluster"]) => Ok(json_response(StatusCode::OK, &cluster_status(node).await)),
@@ -153,15 +156,15 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
             let state = node.read_linearizable().await?;
             Ok(json_response(StatusCode::OK, &json!({"entries": state.audit})))
         }
-        (Method::POST, ["apply"]) => apply(node, request, query.contains("dry_run=true")).await,
-        (Method::POST, ["keys"]) => create_key(node, request).await,
+        (Method::POST, ["apply"]) => apply(node, request, query.contains("dry_run=true"), idem).await,
+        (Method::POST, ["keys"]) => create_key(node, request, idem).await,
         (Method::GET, [kind]) => list(node, kind).await,
         (Method::GET, [kind, name @ ..]) if !name.is_empty() => get(node, kind, &name.join("/")).await,
         (Method::PUT, [kind, name @ ..]) if !name.is_empty() => {
             let body = read_bytes(request).await?;
-            put(node, kind, &name.join("/"), &body).await
+            put(node, kind, &name.join("/"), &body, idem).await
         }
-        (Method::DELETE, [kind, name @ ..]) if !name.is_empty() => delete(node, kind, &name.join("/")).await,
+        (Method::DELETE, [kind, name @ ..]) if !name.is_empty() => delete(node, kind, &name.join("/"), idem).await,
         _ => Err(AdminError::not_found(format!("no admin endpoint {} {path}", request_method_name(&segments)))),
     }
 }
@@ -189,9 +192,14 @@ async fn cluster_status(node: &ConsensusNode) -> Value {
     })
 }
 
-/// Proposes one command and maps the replicated result to a response.
-async fn write(node: &ConsensusNode, command: Command) -> Result<u64, AdminError> {
-    match node.write(request(command, "admin-api")).await? {
+/// Proposes one command and maps the replicated result to a response. An `Idempotency-Key` header becomes
+/// the request id, so a client that retries after a timeout cannot apply the same change twice.
+async fn write(node: &ConsensusNode, command: Command, idempotency_key: Option<&str>) -> Result<u64, AdminError> {
+    let mut request = request(command, "admin-api");
+    if let Some(key) = idempotency_key {
+        request.request_id = format!("idem-{key}");
+    }
+    match node.write(request).await? {
         CommandResponse::Applied { index } => Ok(index),
         CommandResponse::Rejected { reason } => Err(AdminError::bad_request(reason)),
         CommandResponse::Noop => Ok(0),
@@ -274,7 +282,7 @@ fn with_name(body: &[u8], field: &str, name: &str) -> Result<Vec<u8>, AdminError
     serde_json::to_vec(&value).map_err(|err| AdminError::bad_request(err.to_string()))
 }
 
-async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8]) -> AdminResult {
+async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8], idem: Option<&str>) -> AdminResult {
     let kind = kind_name(kind)?;
     let command = match kind {
         "providers" => {
@@ -299,11 +307,11 @@ async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8]) -> Admin
         }
         _ => return Err(AdminError(StatusCode::METHOD_NOT_ALLOWED, "keys are created with POST /admin/v1/keys".into())),
     };
-    let index = write(node, command).await?;
+    let index = write(node, command, idem).await?;
     Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index})))
 }
 
-async fn delete(node: &ConsensusNode, kind: &str, name: &str) -> AdminResult {
+async fn delete(node: &ConsensusNode, kind: &str, name: &str, idem: Option<&str>) -> AdminResult {
     let kind = kind_name(kind)?;
     let command = match kind {
         "providers" => Command::DeleteProvider { name: name.to_owned() },
@@ -315,14 +323,14 @@ async fn delete(node: &ConsensusNode, kind: &str, name: &str) -> AdminResult {
         }
         _ => Command::RevokeKey { id: name.to_owned() },
     };
-    match write(node, command).await {
+    match write(node, command, idem).await {
         Ok(index) => Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index}))),
         Err(AdminError(StatusCode::BAD_REQUEST, message)) if message.starts_with("no ") => Err(AdminError::not_found(message)),
         Err(err) => Err(err),
     }
 }
 
-async fn create_key(node: &ConsensusNode, request: Request<Incoming>) -> AdminResult {
+async fn create_key(node: &ConsensusNode, request: Request<Incoming>, idem: Option<&str>) -> AdminResult {
     #[derive(Deserialize)]
     struct NewKey {
         org: String,
@@ -335,23 +343,41 @@ async fn create_key(node: &ConsensusNode, request: Request<Incoming>) -> AdminRe
     }
     let body: NewKey = read_json(request).await?;
     let secret = generate_key();
-    let id = format!("key_{}", &new_request_id()[..16]);
+    // With an idempotency key the id is derived from it, so a retry lands on the same record.
+    let id = match idem {
+        Some(key) => format!("key_{}", &hex(&hash_key(key))[..16]),
+        None => format!("key_{}", &new_request_id()[..16]),
+    };
+    let secret_hash = hex(&hash_key(&secret));
     let record = KeyRecord {
         id: id.clone(),
-        key_sha256: hex(&hash_key(&secret)),
+        key_sha256: secret_hash.clone(),
         name: body.name,
         org: body.org,
         team: body.team,
         models: body.models,
         created_at_ms: now_ms(),
     };
-    write(node, Command::CreateKey { key: record }).await?;
+    write(node, Command::CreateKey { key: record }, idem).await?;
+    // A retried request is de-duplicated by Raft, and the secret generated now was never stored: the
+    // original one was shown once and cannot be shown again.
+    let duplicate = match idem {
+        // Read after the write is applied on this node (the write may have been forwarded to the leader).
+        Some(_) => node.read_linearizable().await?.keys.get(&id).map(|k| &k.key_sha256) != Some(&secret_hash),
+        None => false,
+    };
+    if duplicate {
+        return Err(AdminError(
+            StatusCode::CONFLICT,
+            format!("this Idempotency-Key already created key `{id}`; its secret was shown once and cannot be shown again"),
+        ));
+    }
     Ok(json_response(StatusCode::CREATED, &json!({"id": id, "key": secret})))
 }
 
 /// `POST /admin/v1/apply`: a cluster file (TOML, the replicated sections) diffed against the current
 /// state and applied as one all-or-nothing batch.
-async fn apply(node: &ConsensusNode, request: Request<Incoming>, dry_run: bool) -> AdminResult {
+async fn apply(node: &ConsensusNode, request: Request<Incoming>, dry_run: bool, idem: Option<&str>) -> AdminResult {
     let body = read_bytes(request).await?;
     let text = std::str::from_utf8(&body).map_err(|_| AdminError::bad_request("the config must be UTF-8 TOML"))?;
     let desired = Config::parse(text).map_err(|err| AdminError::bad_request(format!("{err:#}")))?;
@@ -361,6 +387,6 @@ async fn apply(node: &ConsensusNode, request: Request<Incoming>, dry_run: bool) 
     if dry_run || commands.is_empty() {
         return Ok(json_response(StatusCode::OK, &json!({"result": if dry_run { "dry_run" } else { "unchanged" }, "changes": changes})));
     }
-    let index = write(node, Command::Batch { commands }).await?;
+    let index = write(node, Command::Batch { commands }, idem).await?;
     Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index, "changes": changes})))
 }
