@@ -5,6 +5,7 @@
 //! (Raft RPC client and server over tonic), and `node` (the handle the gateway uses).
 
 mod cluster_service;
+pub mod ledger;
 pub mod network;
 pub mod node;
 pub mod raft_service;
@@ -13,6 +14,7 @@ pub mod state;
 pub mod store;
 pub mod types;
 
+pub use ledger::{BudgetSpec, Period, Scope};
 pub use state::{Command, ControlState, Request, Response};
 pub use node::{ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus};
 pub use types::{NodeId, NodeInfo, TypeConfig};

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ledger::{BudgetSpec, Ledger, Scope};
 use crate::resources::{KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
 use crate::types::NodeInfo;
 
@@ -35,6 +36,21 @@ pub enum Command {
     Bootstrap { commands: Vec<Command> },
     /// A node announces its current addresses (API and admin listeners) to the cluster.
     RegisterNode { id: u64, info: NodeInfo },
+    SetBudget { budget: BudgetSpec },
+    DeleteBudget { scope: Scope },
+    /// A node asks for allowance; applied only as far as the limit allows (S2).
+    Grant { scope_id: String, period_start: u64, node: u64, amount: u64, min_amount: u64 },
+    /// A node returns allowance it did not use.
+    Release { scope_id: String, period_start: u64, node: u64, amount: u64 },
+    /// A node reports consumption since its last report.
+    Report { scope_id: String, period_start: u64, node: u64, delta: u64 },
+}
+
+impl Command {
+    /// Ledger traffic: frequent, applied in place, kept out of the audit trail.
+    fn is_ledger_traffic(&self) -> bool {
+        matches!(self, Command::Grant { .. } | Command::Release { .. } | Command::Report { .. })
+    }
 }
 
 /// A command with its identity: who asked, when (leader clock, informational), and an id for de-duplication.
@@ -53,6 +69,8 @@ pub struct Request {
 pub enum Response {
     /// Applied at this log index.
     Applied { index: u64 },
+    /// A grant: how much was granted (possibly less than asked, or 0) and what is left for everyone.
+    Granted { index: u64, amount: u64, available: u64 },
     /// The state was left unchanged because the command is invalid against it.
     Rejected { reason: String },
     /// Membership changes and blank entries carry no command.
@@ -81,6 +99,9 @@ pub struct ControlState {
     /// Addresses each node last announced.
     #[serde(default)]
     pub nodes: BTreeMap<u64, NodeInfo>,
+    /// Budgets and the per-period accounts of grants, releases and reported use.
+    #[serde(default)]
+    pub ledger: Ledger,
     pub audit: VecDeque<AuditEntry>,
     /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
     #[serde(default)]
@@ -96,6 +117,11 @@ impl ControlState {
         if let Some(previous) = self.applied_requests.get(&request.request_id) {
             return previous.clone();
         }
+        if request.command.is_ledger_traffic() {
+            let result = self.apply_ledger(index, &request.command);
+            self.remember_request(&request.request_id, result.clone());
+            return result;
+        }
         let result = {
             let mut scratch = self.clone_without_history();
             match scratch.apply_command(&request.command) {
@@ -106,6 +132,7 @@ impl ControlState {
                     self.teams = scratch.teams;
                     self.keys = scratch.keys;
                     self.nodes = scratch.nodes;
+                    self.ledger = scratch.ledger;
                     self.bootstrapped = scratch.bootstrapped;
                     Response::Applied { index }
                 }
@@ -124,19 +151,42 @@ impl ControlState {
             teams: self.teams.clone(),
             keys: self.keys.clone(),
             nodes: self.nodes.clone(),
+            ledger: self.ledger.clone(),
             bootstrapped: self.bootstrapped,
             ..Default::default()
         }
     }
 
-    fn remember(&mut self, index: u64, request: &Request, result: Response) {
-        self.applied_requests.insert(request.request_id.clone(), result.clone());
-        self.dedup_order.push_back(request.request_id.clone());
+    /// Grant, release and report touch one account: applied in place (no copy of the state).
+    fn apply_ledger(&mut self, index: u64, command: &Command) -> Response {
+        let result = match command {
+            Command::Grant { scope_id, period_start, node, amount, min_amount } => self
+                .ledger
+                .grant(scope_id, *period_start, *node, *amount, *min_amount)
+                .map(|(amount, available)| Response::Granted { index, amount, available }),
+            Command::Release { scope_id, period_start, node, amount } => {
+                self.ledger.release(scope_id, *period_start, *node, *amount).map(|_| Response::Applied { index })
+            }
+            Command::Report { scope_id, period_start, node, delta } => {
+                self.ledger.report(scope_id, *period_start, *node, *delta).map(|()| Response::Applied { index })
+            }
+            _ => Err("not a ledger command".into()),
+        };
+        result.unwrap_or_else(|reason| Response::Rejected { reason })
+    }
+
+    fn remember_request(&mut self, request_id: &str, result: Response) {
+        self.applied_requests.insert(request_id.to_owned(), result);
+        self.dedup_order.push_back(request_id.to_owned());
         while self.dedup_order.len() > DEDUP_WINDOW {
             if let Some(oldest) = self.dedup_order.pop_front() {
                 self.applied_requests.remove(&oldest);
             }
         }
+    }
+
+    fn remember(&mut self, index: u64, request: &Request, result: Response) {
+        self.remember_request(&request.request_id, result.clone());
         self.audit.push_back(AuditEntry {
             index,
             at_ms: request.at_ms,
@@ -249,6 +299,26 @@ impl ControlState {
             Command::RegisterNode { id, info } => {
                 self.nodes.insert(*id, info.clone());
             }
+            Command::SetBudget { budget } => {
+                if !self.orgs.contains_key(&budget.scope.org) {
+                    return Err(format!("scope.org: unknown org `{}`", budget.scope.org));
+                }
+                if let Some(team) = &budget.scope.team {
+                    if !self.teams.contains_key(&format!("{}/{team}", budget.scope.org)) {
+                        return Err(format!("scope.team: unknown team `{}/{team}`", budget.scope.org));
+                    }
+                }
+                if let Some(key) = &budget.scope.key_id {
+                    if !self.keys.contains_key(key) {
+                        return Err(format!("scope.key_id: unknown key `{key}`"));
+                    }
+                }
+                self.ledger.set_budget(budget.clone())?;
+            }
+            Command::DeleteBudget { scope } => self.ledger.delete_budget(scope)?,
+            Command::Grant { .. } | Command::Release { .. } | Command::Report { .. } => {
+                return Err("ledger commands cannot be batched".into());
+            }
         }
         Ok(())
     }
@@ -271,6 +341,11 @@ impl Command {
             Command::Batch { commands } => format!("batch of {} commands", commands.len()),
             Command::Bootstrap { commands } => format!("bootstrap with {} commands", commands.len()),
             Command::RegisterNode { id, info } => format!("register node {id} ({info})"),
+            Command::SetBudget { budget } => format!("set budget {}", budget.scope.id()),
+            Command::DeleteBudget { scope } => format!("delete budget {}", scope.id()),
+            Command::Grant { scope_id, node, amount, .. } => format!("grant {amount} of {scope_id} to node {node}"),
+            Command::Release { scope_id, node, amount, .. } => format!("release {amount} of {scope_id} from node {node}"),
+            Command::Report { scope_id, node, delta, .. } => format!("report {delta} of {scope_id} used by node {node}"),
         }
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::ledger::{BudgetSpec, Scope};
 use crate::resources::{ProviderKind, Strategy, TargetConfig};
 
 fn provider(name: &str) -> ProviderConfig {
@@ -110,4 +111,21 @@ fn bootstrap_applies_once() {
     assert!(state.bootstrapped);
     assert!(matches!(state.apply(2, &boot("b2", "second")), Response::Rejected { .. }));
     assert!(state.orgs.contains_key("first") && !state.orgs.contains_key("second"));
+}
+
+#[test]
+fn ledger_commands_apply_in_place_deduplicate_and_skip_the_audit() {
+    let mut state = ControlState::default();
+    state.apply(1, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
+    let scope = Scope { org: "acme".into(), team: None, key_id: None };
+    let budget = BudgetSpec { scope: scope.clone(), limit_tokens: Some(100), limit_cost: None, period: crate::ledger::Period::Day, tokens_per_minute: None, requests_per_minute: None };
+    assert_eq!(state.apply(2, &request("b", Command::SetBudget { budget })), Response::Applied { index: 2 });
+    let grant = Command::Grant { scope_id: scope.id(), period_start: 0, node: 1, amount: 60, min_amount: 1 };
+    assert_eq!(state.apply(3, &request("g1", grant.clone())), Response::Granted { index: 3, amount: 60, available: 40 });
+    assert_eq!(state.apply(4, &request("g1", grant.clone())), Response::Granted { index: 3, amount: 60, available: 40 }, "a retried grant is not granted twice");
+    assert_eq!(state.apply(5, &request("g2", grant)), Response::Granted { index: 5, amount: 40, available: 0 });
+    assert_eq!(state.audit.len(), 2, "grants are not audited");
+    let unknown = Scope { org: "nope".into(), team: None, key_id: None };
+    let bad = BudgetSpec { scope: unknown, limit_tokens: Some(1), limit_cost: None, period: crate::ledger::Period::Day, tokens_per_minute: None, requests_per_minute: None };
+    assert!(matches!(state.apply(6, &request("bad", Command::SetBudget { budget: bad })), Response::Rejected { .. }));
 }

@@ -30,6 +30,10 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     MethodNotAllowed,
     ContextWindowExceeded,
+    /// An org/team/key budget has no room for this request (429).
+    BudgetExhausted,
+    /// Budget allowance used up and the budget authority (Raft leader) unreachable (503).
+    BudgetUnavailable,
     /// The upstream answered with an error status; the status is kept.
     UpstreamStatus(u16),
     UpstreamConnect,
@@ -148,6 +152,24 @@ impl GatewayError {
         Self::new(ErrorKind::UpstreamInvalidResponse, ErrorSource::Upstream, true, message)
     }
 
+    pub fn budget_exhausted(scope: &str) -> Self {
+        Self::new(
+            ErrorKind::BudgetExhausted,
+            ErrorSource::Downstream,
+            false,
+            format!("budget exhausted for {scope}: the token budget for this period is used up"),
+        )
+    }
+
+    pub fn budget_unavailable(detail: &str) -> Self {
+        Self::new(
+            ErrorKind::BudgetUnavailable,
+            ErrorSource::Internal,
+            false,
+            format!("budget service unavailable: this node's allowance is used up and {detail}"),
+        )
+    }
+
     pub fn shutting_down() -> Self {
         Self::new(ErrorKind::ShuttingDown, ErrorSource::Internal, true, "the gateway is shutting down")
     }
@@ -174,6 +196,8 @@ impl GatewayError {
             ErrorKind::NotFound | ErrorKind::ModelNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::BudgetExhausted => 429,
+            ErrorKind::BudgetUnavailable => 503,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::UpstreamStatus(status) => status,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamInvalidResponse => 502,
@@ -196,6 +220,8 @@ impl GatewayError {
             ErrorKind::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
             ErrorKind::PayloadTooLarge => ("invalid_request_error", Some("request_too_large")),
             ErrorKind::UnsupportedMediaType => ("invalid_request_error", Some("unsupported_media_type")),
+            ErrorKind::BudgetExhausted => ("budget_exceeded", Some("budget_exceeded")),
+            ErrorKind::BudgetUnavailable => ("api_error", Some("budget_unavailable")),
             ErrorKind::UpstreamStatus(429) => ("rate_limit_error", Some("rate_limit_exceeded")),
             ErrorKind::UpstreamStatus(status) if status < 500 => ("invalid_request_error", Some("upstream_error")),
             ErrorKind::UpstreamStatus(_) => ("api_error", Some("upstream_error")),
@@ -218,7 +244,8 @@ impl GatewayError {
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
             ErrorKind::PayloadTooLarge => "request_too_large",
-            ErrorKind::UpstreamStatus(429) => "rate_limit_error",
+            ErrorKind::UpstreamStatus(429) | ErrorKind::BudgetExhausted => "rate_limit_error",
+            ErrorKind::BudgetUnavailable => "api_error",
             ErrorKind::UpstreamStatus(529) | ErrorKind::ShuttingDown => "overloaded_error",
             ErrorKind::UpstreamStatus(401) => "authentication_error",
             ErrorKind::UpstreamStatus(403) => "permission_error",

@@ -9,7 +9,12 @@ use http::HeaderValue;
 
 use tollgate_consensus::{ConsensusNode, ControlState};
 
+use crate::budget::{BudgetConfig, BudgetManager};
 use crate::config::{Config, LimitsConfig};
+
+fn budget_config(config: &Config) -> BudgetConfig {
+    BudgetConfig { nodes: config.node.peers.len().max(1) as u64, ..BudgetConfig::default() }
+}
 use crate::metrics::Metrics;
 use crate::routing::ControlSnapshot;
 
@@ -17,6 +22,8 @@ pub struct Gateway {
     snapshot: ArcSwap<ControlSnapshot>,
     /// The Raft member, in cluster mode.
     pub consensus: Option<ConsensusNode>,
+    /// Budget admission against the Raft ledger, in cluster mode.
+    pub budget: Option<Arc<BudgetManager>>,
     pub admin_token: Option<String>,
     /// False until the first control state is loaded (cluster mode); `/readyz` reports it.
     loaded: AtomicBool,
@@ -34,6 +41,7 @@ impl Gateway {
         Ok(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             consensus: None,
+            budget: None,
             admin_token: config.admin_token()?,
             loaded: AtomicBool::new(true),
             metrics,
@@ -50,6 +58,7 @@ impl Gateway {
         let snapshot = ControlSnapshot::from_state(&ControlState::default(), &config.limits, &metrics)?;
         Ok(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
+            budget: Some(BudgetManager::new(config.node.id, consensus.clone(), budget_config(config))),
             consensus: Some(consensus),
             admin_token: config.admin_token()?,
             loaded: AtomicBool::new(false),

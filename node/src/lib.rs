@@ -9,6 +9,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -76,6 +76,8 @@ impl Route {
 /// Everything the data plane reads per request, swapped atomically when the config changes.
 pub struct ControlSnapshot {
     pub routes: HashMap<String, Arc<Route>>,
+    /// Budgets by scope id (cluster mode; empty when standalone).
+    pub budgets: Arc<HashMap<String, tollgate_consensus::BudgetSpec>>,
     pub keys: Arc<dyn KeyStore>,
     /// Model names, sorted, for `GET /v1/models`.
     pub model_names: Vec<String>,
@@ -98,7 +100,10 @@ impl ControlSnapshot {
     pub fn from_state(state: &tollgate_consensus::ControlState, limits: &LimitsConfig, metrics: &Metrics) -> anyhow::Result<ControlSnapshot> {
         let providers: Vec<_> = state.providers.values().cloned().collect();
         let models: Vec<_> = state.models.values().cloned().collect();
-        Self::from_parts(limits, &providers, &models, Arc::new(StaticKeyStore::from_records(state.keys.values())), metrics)
+        let mut snapshot =
+            Self::from_parts(limits, &providers, &models, Arc::new(StaticKeyStore::from_records(state.keys.values())), metrics)?;
+        snapshot.budgets = Arc::new(state.ledger.budgets.iter().map(|(id, spec)| (id.clone(), spec.clone())).collect());
+        Ok(snapshot)
     }
 
     pub fn from_parts(
@@ -151,6 +156,7 @@ impl ControlSnapshot {
         let models_openai_json = Bytes::from(models_list_openai(&model_names, |_| true).to_string());
         Ok(ControlSnapshot {
             routes,
+            budgets: Arc::new(HashMap::new()),
             keys,
             model_names,
             models_openai_json,

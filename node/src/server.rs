@@ -134,6 +134,10 @@ pub async fn run_gateway(gateway: Arc<Gateway>, listeners: Listeners, shutdown: 
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }
+    if let Some(budget) = &gateway.budget {
+        // Report what was used and hand unused allowance back before leaving.
+        let _ = tokio::time::timeout(Duration::from_secs(3), budget.flush()).await;
+    }
     if let Some(consensus) = &gateway.consensus {
         consensus.shutdown().await;
     }

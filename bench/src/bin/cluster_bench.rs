@@ -41,6 +41,29 @@ async fn main() {
     let started = Instant::now();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
     let mut cluster = TestCluster::start(3).await;
+    if std::env::var_os("LOCKTEST").is_some() {
+        let leader = settle(&cluster).await;
+        for round in 0..3 {
+            let leader_now = settle(&cluster).await;
+            let victim = if round == 1 { leader_now } else { (1..=3).find(|id| *id != leader_now).unwrap() };
+            let before = Instant::now();
+            cluster.stop(victim).await;
+            let stopped = before.elapsed();
+            let db = cluster.data_dir(victim).join("db");
+            let mut n = 0;
+            loop {
+                let free = std::process::Command::new("flock").arg("-n").arg("-E").arg("99").arg(&db).arg("true").status().unwrap().code() == Some(0);
+                if free { break; }
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if n > 1000 { println!("never freed"); break; }
+            }
+            println!("round {round} victim {victim} (leader was {leader}) stop {stopped:?} lock free after {:?}", before.elapsed());
+            cluster.restart(victim).await;
+            cluster.wait_ready().await;
+        }
+        return;
+    }
     println!("# Tollgate cluster bench: 3 in-process nodes, {} cores\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
 
     let timing = "test timings: heartbeat 50 ms, election 300-600 ms";

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tollgate_consensus::{ClusterError, Command, ConsensusNode, ControlState, NodeInfo, Response as CommandResponse};
+use tollgate_consensus::{BudgetSpec, ClusterError, Command, ConsensusNode, ControlState, NodeInfo, Response as CommandResponse, Scope};
 
 use crate::auth::{generate_key, hash_key, hex};
 use crate::cluster::{diff, new_request_id, now_ms, request};
@@ -158,6 +158,17 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
         }
         (Method::POST, ["apply"]) => apply(node, request, query.contains("dry_run=true"), idem).await,
         (Method::POST, ["keys"]) => create_key(node, request, idem).await,
+        (Method::PUT, ["budgets"]) => {
+            let budget: BudgetSpec = read_json(request).await?;
+            let index = write(node, Command::SetBudget { budget }, idem).await?;
+            Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index})))
+        }
+        (Method::GET, ["budgets"]) => get_budgets(node, &query).await,
+        (Method::DELETE, ["budgets"]) => {
+            let scope = scope_from_query(&query)?;
+            let index = write(node, Command::DeleteBudget { scope }, idem).await?;
+            Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index})))
+        }
         (Method::GET, [kind]) => list(node, kind).await,
         (Method::GET, [kind, name @ ..]) if !name.is_empty() => get(node, kind, &name.join("/")).await,
         (Method::PUT, [kind, name @ ..]) if !name.is_empty() => {
@@ -200,7 +211,7 @@ async fn write(node: &ConsensusNode, command: Command, idempotency_key: Option<&
         request.request_id = format!("idem-{key}");
     }
     match node.write(request).await? {
-        CommandResponse::Applied { index } => Ok(index),
+        CommandResponse::Applied { index } | CommandResponse::Granted { index, .. } => Ok(index),
         CommandResponse::Rejected { reason } => Err(AdminError::bad_request(reason)),
         CommandResponse::Noop => Ok(0),
     }
@@ -389,4 +400,48 @@ async fn apply(node: &ConsensusNode, request: Request<Incoming>, dry_run: bool, 
     }
     let index = write(node, Command::Batch { commands }, idem).await?;
     Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index, "changes": changes})))
+}
+
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').filter_map(|pair| pair.split_once('=')).find(|(key, _)| *key == name).map(|(_, value)| value.replace("%2F", "/").replace('+', " "))
+}
+
+fn scope_from_query(query: &str) -> Result<Scope, AdminError> {
+    let org = query_value(query, "org").ok_or_else(|| AdminError::bad_request("org: query parameter required"))?;
+    Ok(Scope { org, team: query_value(query, "team"), key_id: query_value(query, "key_id") })
+}
+
+/// `GET /admin/v1/budgets?org=…[&team=…][&key_id=…]`: limit, use and what remains in the current period
+/// (a linearizable read). Without `org`, every budget.
+async fn get_budgets(node: &ConsensusNode, query: &str) -> AdminResult {
+    let state = node.read_linearizable().await?;
+    let now = now_ms();
+    let describe = |spec: &BudgetSpec| {
+        let id = spec.scope.id();
+        let period_start = spec.period.start_ms(now);
+        let account = state.ledger.accounts.get(&id).and_then(|accounts| accounts.get(&period_start));
+        let limit = spec.limit_units().unwrap_or(0);
+        let used = account.map_or(0, |a| a.used_total());
+        let outstanding = account.map_or(0, |a| a.outstanding());
+        // Held: granted to nodes, not yet reported as used or returned. It may still be spent.
+        let held = outstanding.saturating_sub(used);
+        let unit = if spec.is_cost() { "micro_usd" } else { "tokens" };
+        json!({
+            "scope": spec.scope, "scope_id": id, "period": spec.period, "period_start": period_start,
+            "period_end": spec.period.end_ms(period_start), "unit": unit,
+            "limit_tokens": spec.limit_tokens, "limit_cost": spec.limit_cost,
+            "limit": limit, "used": used, "held": held, "remaining": limit.saturating_sub(used + held),
+            "used_tokens": if spec.is_cost() { Value::Null } else { json!(used) },
+            "remaining_tokens": if spec.is_cost() { Value::Null } else { json!(limit.saturating_sub(used + held)) },
+            "tokens_per_minute": spec.tokens_per_minute, "requests_per_minute": spec.requests_per_minute,
+            "granted_by_node": account.map(|a| json!(a.granted)), "used_by_node": account.map(|a| json!(a.used)),
+        })
+    };
+    if query_value(query, "org").is_none() {
+        let all: Vec<Value> = state.ledger.budgets.values().map(describe).collect();
+        return Ok(json_response(StatusCode::OK, &json!({"data": all})));
+    }
+    let scope = scope_from_query(query)?;
+    let spec = state.ledger.budgets.get(&scope.id()).ok_or_else(|| AdminError::not_found(format!("no budget for {}", scope.id())))?;
+    Ok(json_response(StatusCode::OK, &describe(spec)))
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::Usage;
+use crate::budget::Admission;
 use crate::config::Price;
 use crate::metrics::{Outcome, TargetMetrics};
 use crate::tokens::UsageEstimator;
@@ -19,11 +20,17 @@ pub struct RequestMeter {
     estimator: UsageEstimator,
     recorded: bool,
     route: Arc<str>,
+    /// The budget reservation of this attempt, settled when the attempt ends.
+    admission: Option<Admission>,
 }
 
 impl RequestMeter {
     pub fn new(target: Arc<TargetMetrics>, price: Price, started: Instant, estimator: UsageEstimator, route: Arc<str>) -> Self {
-        RequestMeter { target, price, started, ttft: None, estimator, recorded: false, route }
+        RequestMeter { target, price, started, ttft: None, estimator, recorded: false, route, admission: None }
+    }
+
+    pub fn set_admission(&mut self, admission: Option<Admission>) {
+        self.admission = admission;
     }
 
     pub fn estimator(&self) -> &UsageEstimator {
@@ -38,6 +45,10 @@ impl RequestMeter {
 
     /// Records the request. `usage` is the provider's; when absent it is estimated from `output_text`.
     pub fn finish(&mut self, outcome: Outcome, usage: Option<Usage>, output_text: &str) -> Usage {
+        if let Some(admission) = self.admission.as_mut() {
+            // Provider-reported usage settles the reservation; unknown usage is charged in full.
+            admission.settle(usage.map(|u| (u.input_tokens, u.output_tokens)));
+        }
         let usage = usage.unwrap_or_else(|| self.estimator.estimate(output_text));
         if !self.recorded {
             self.recorded = true;

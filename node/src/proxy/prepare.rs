@@ -138,35 +138,51 @@ pub fn target_body(
     raw: &[u8],
     route: &Route,
     target: &Target,
+    output_cap: Option<u64>,
 ) -> GatewayResult<Bytes> {
     let upstream = target.provider.protocol;
     let mut out = Vec::with_capacity(raw.len() + 64);
+    let cap_text = output_cap.map(|cap| cap.to_string());
     match (caller, upstream) {
         (Protocol::OpenAi, Protocol::OpenAi) => {
-            let model = target.upstream_model_json.as_str();
+            let mut overrides: Vec<(&str, &str)> = vec![("model", target.upstream_model_json.as_str())];
             if request.stream {
                 // Always ask for usage so streams can be metered; the chunk is stripped for callers that
                 // did not ask for it.
-                request.object.write_with(&[("model", model), ("stream_options", r#"{"include_usage":true}"#)], &[], &mut out);
-            } else {
-                request.object.write_with(&[("model", model)], &[], &mut out);
+                overrides.push(("stream_options", r#"{"include_usage":true}"#));
             }
+            if let Some(cap) = &cap_text {
+                // The budget's output cap: the provider cannot generate past what was reserved.
+                let field = if request.object.get("max_completion_tokens").is_some() { "max_completion_tokens" } else { "max_tokens" };
+                overrides.push((field, cap.as_str()));
+            }
+            request.object.write_with(&overrides, &[], &mut out);
         }
         (Protocol::Anthropic, Protocol::Anthropic) => {
-            request.object.write_with(&[("model", target.upstream_model_json.as_str())], &[], &mut out);
+            let mut overrides: Vec<(&str, &str)> = vec![("model", target.upstream_model_json.as_str())];
+            if let Some(cap) = &cap_text {
+                overrides.push(("max_tokens", cap.as_str()));
+            }
+            request.object.write_with(&overrides, &[], &mut out);
         }
         (Protocol::OpenAi, Protocol::Anthropic) => {
             if endpoint == Endpoint::Embeddings {
                 return Err(GatewayError::invalid_request("Anthropic providers have no embeddings endpoint"));
             }
-            let typed: openai::ChatRequest = serde_json::from_slice(raw)
+            let mut typed: openai::ChatRequest = serde_json::from_slice(raw)
                 .map_err(|err| GatewayError::invalid_request(format!("invalid chat request: {err}")))?;
+            if output_cap.is_some() {
+                typed.max_completion_tokens = output_cap;
+            }
             let body = translate::request::openai_to_anthropic(typed, &target.upstream_model, route.default_max_tokens())?;
             serde_json::to_writer(&mut out, &body).map_err(|err| GatewayError::internal(err.to_string()))?;
         }
         (Protocol::Anthropic, Protocol::OpenAi) => {
-            let typed: anthropic::MessagesRequest = serde_json::from_slice(raw)
+            let mut typed: anthropic::MessagesRequest = serde_json::from_slice(raw)
                 .map_err(|err| GatewayError::invalid_request(format!("invalid messages request: {err}")))?;
+            if output_cap.is_some() {
+                typed.max_tokens = output_cap;
+            }
             let body = translate::request::anthropic_to_openai(typed, &target.upstream_model)?;
             serde_json::to_writer(&mut out, &body).map_err(|err| GatewayError::internal(err.to_string()))?;
         }

@@ -95,10 +95,15 @@ async fn attempt(
     operation: Operation,
 ) -> GatewayResult<Response<ResponseBody>> {
     let upstream_protocol = target.provider.protocol;
-    let body = target_body(context.endpoint, context.caller, request, &context.body, route, target)?;
+    // Every attempt is reserved separately: the provider bills each one.
+    let admission = admit(gateway, context, request, route, operation).await?;
+    let output_cap = admission.as_ref().map(|a| a.output_cap);
+    let rate_headers = admission.as_ref().map(|a| (a.limit, a.remaining, a.reset_seconds));
+    let body = target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
     let sent_at = Instant::now();
     let estimator = UsageEstimator { encoding: route.encoding, request_body: context.body.clone() };
     let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.as_str().into());
+    meter.set_admission(admission);
     let upstream_request = UpstreamRequest { operation, body, stream: request.stream, client_headers: &context.headers };
     let result = target.provider.send(upstream_request).await;
     let response = match result {
@@ -132,8 +137,52 @@ async fn attempt(
                 response.headers_mut().insert(name, value.clone());
             }
         }
+        if let Some((limit, remaining, reset)) = rate_headers {
+            let headers = response.headers_mut();
+            headers.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));
+            headers.insert("x-ratelimit-remaining-tokens", HeaderValue::from(remaining));
+            if let Some(reset) = reset {
+                if let Ok(value) = HeaderValue::from_str(&format!("{reset}s")) {
+                    headers.insert("x-ratelimit-reset-tokens", value);
+                }
+            }
+        }
     }
     response
+}
+
+/// Budget admission for one attempt. The input is reserved at a free upper bound (bytes of the prompt
+/// fields plus per-message overhead); only when that does not fit is the prompt counted exactly (with a
+/// margin for tokenizer differences), so near exhaustion no request is refused for a loose estimate.
+async fn admit(
+    gateway: &Gateway,
+    context: &RequestContext,
+    request: &ParsedRequest<'_>,
+    route: &Route,
+    operation: Operation,
+) -> GatewayResult<Option<crate::budget::Admission>> {
+    let (Some(budget), Some(principal)) = (&gateway.budget, &context.principal) else {
+        return Ok(None);
+    };
+    if context.snapshot.budgets.is_empty() || operation == Operation::CountTokens {
+        return Ok(None);
+    }
+    let wanted_output = match operation {
+        Operation::Embeddings => 0,
+        _ => request.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
+    };
+    let bound = request.prompt_bytes as u64 + 4 * request.message_count as u64 + 3;
+    match budget.admit(&context.snapshot.budgets, principal, route.price, bound, wanted_output).await {
+        Err(err) if err.kind == crate::error::ErrorKind::BudgetExhausted => {
+            let exact = count_prompt(route.encoding, &context.body);
+            let with_margin = exact + exact / 4 + 8;
+            if with_margin >= bound {
+                return Err(err);
+            }
+            budget.admit(&context.snapshot.budgets, principal, route.price, with_margin, wanted_output).await
+        }
+        other => other,
+    }
 }
 
 async fn stream_response(

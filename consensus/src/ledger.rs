@@ -1,0 +1,265 @@
+//! The org-wide budget ledger (DESIGN.md §6): budgets per scope (org, team or key) and, per scope and
+//! period, an account of what each node was granted, released and reported as used. Nodes spend only from
+//! grants; a grant is applied only while `Σ(granted − released) ≤ limit` stays true (invariant S2), so no
+//! interleaving of nodes, partitions or crashes can let the cluster spend past the limit (S1).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::NodeId;
+
+/// Who a budget applies to. The tightest of the org, team and key budgets applies to a request.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    pub org: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub key_id: Option<String>,
+}
+
+impl Scope {
+    /// A stable string id: `org:acme`, `org:acme/team:ml`, `org:acme/key:k1`.
+    pub fn id(&self) -> String {
+        let mut id = format!("org:{}", self.org);
+        if let Some(team) = &self.team {
+            id.push_str(&format!("/team:{team}"));
+        }
+        if let Some(key) = &self.key_id {
+            id.push_str(&format!("/key:{key}"));
+        }
+        id
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Hour,
+    #[default]
+    Day,
+    Month,
+    /// Never resets.
+    Total,
+}
+
+impl Period {
+    /// Start (Unix ms, UTC) of the period containing `now_ms`.
+    pub fn start_ms(self, now_ms: u64) -> u64 {
+        const HOUR: u64 = 3_600_000;
+        const DAY: u64 = 24 * HOUR;
+        match self {
+            Period::Hour => now_ms - now_ms % HOUR,
+            Period::Day => now_ms - now_ms % DAY,
+            Period::Month => {
+                let days = (now_ms / DAY) as i64;
+                let (year, month, _) = civil_from_days(days);
+                days_from_civil(year, month, 1) as u64 * DAY
+            }
+            Period::Total => 0,
+        }
+    }
+
+    /// End (exclusive) of the period starting at `start_ms`; `None` for `Total`.
+    pub fn end_ms(self, start_ms: u64) -> Option<u64> {
+        const HOUR: u64 = 3_600_000;
+        const DAY: u64 = 24 * HOUR;
+        match self {
+            Period::Hour => Some(start_ms + HOUR),
+            Period::Day => Some(start_ms + DAY),
+            Period::Month => {
+                let (year, month, _) = civil_from_days((start_ms / DAY) as i64);
+                let (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+                Some(days_from_civil(year, month, 1) as u64 * DAY)
+            }
+            Period::Total => None,
+        }
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A budget as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetSpec {
+    pub scope: Scope,
+    /// Tokens (input + output as billed) per period.
+    #[serde(default)]
+    pub limit_tokens: Option<u64>,
+    /// USD per period, at the models' configured prices. Accounted in micro-USD.
+    #[serde(default)]
+    pub limit_cost: Option<f64>,
+    #[serde(default)]
+    pub period: Period,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+}
+
+impl BudgetSpec {
+    /// The limit in ledger units: tokens, or micro-USD for cost budgets.
+    pub fn limit_units(&self) -> Option<u64> {
+        match (self.limit_tokens, self.limit_cost) {
+            (Some(tokens), _) => Some(tokens),
+            (None, Some(cost)) => Some((cost * 1e6).floor().max(0.0) as u64),
+            (None, None) => None,
+        }
+    }
+
+    pub fn is_cost(&self) -> bool {
+        self.limit_tokens.is_none() && self.limit_cost.is_some()
+    }
+}
+
+/// One scope's money for one period.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub limit: u64,
+    pub granted: BTreeMap<NodeId, u64>,
+    pub released: BTreeMap<NodeId, u64>,
+    /// Reported consumption (monotone; billed ≥ served).
+    pub used: BTreeMap<NodeId, u64>,
+}
+
+impl Account {
+    /// Allowance handed out and not returned: what S2 bounds by the limit.
+    pub fn outstanding(&self) -> u64 {
+        let granted: u64 = self.granted.values().sum();
+        let released: u64 = self.released.values().sum();
+        granted.saturating_sub(released)
+    }
+
+    pub fn available(&self) -> u64 {
+        self.limit.saturating_sub(self.outstanding())
+    }
+
+    pub fn used_total(&self) -> u64 {
+        self.used.values().sum()
+    }
+
+    /// What `node` holds and has not returned or reported as used.
+    pub fn held_by(&self, node: NodeId) -> u64 {
+        let granted = self.granted.get(&node).copied().unwrap_or(0);
+        let released = self.released.get(&node).copied().unwrap_or(0);
+        let used = self.used.get(&node).copied().unwrap_or(0);
+        granted.saturating_sub(released).saturating_sub(used)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Budgets by scope id.
+    pub budgets: BTreeMap<String, BudgetSpec>,
+    /// Accounts by scope id, then period start.
+    pub accounts: BTreeMap<String, BTreeMap<u64, Account>>,
+}
+
+/// How many periods of history an account keeps (the current one and the one before).
+const PERIODS_KEPT: usize = 2;
+
+impl Ledger {
+    pub fn set_budget(&mut self, spec: BudgetSpec) -> Result<(), String> {
+        let limit = spec.limit_units().ok_or("set limit_tokens or limit_cost")?;
+        if spec.limit_tokens.is_some() && spec.limit_cost.is_some() {
+            return Err("set only one of limit_tokens and limit_cost".into());
+        }
+        if spec.limit_cost.is_some_and(|cost| !cost.is_finite() || cost < 0.0) {
+            return Err("limit_cost: must be a non-negative number".into());
+        }
+        let id = spec.scope.id();
+        // A changed limit applies to the current accounts at once; lowering it below what is outstanding
+        // simply stops further grants.
+        if let Some(accounts) = self.accounts.get_mut(&id) {
+            for account in accounts.values_mut() {
+                account.limit = limit;
+            }
+        }
+        self.budgets.insert(id, spec);
+        Ok(())
+    }
+
+    pub fn delete_budget(&mut self, scope: &Scope) -> Result<(), String> {
+        let id = scope.id();
+        self.budgets.remove(&id).ok_or_else(|| format!("no budget for {id}"))?;
+        self.accounts.remove(&id);
+        Ok(())
+    }
+
+    fn account(&mut self, scope_id: &str, period_start: u64) -> Result<&mut Account, String> {
+        let limit = self
+            .budgets
+            .get(scope_id)
+            .and_then(BudgetSpec::limit_units)
+            .ok_or_else(|| format!("no budget for {scope_id}"))?;
+        let accounts = self.accounts.entry(scope_id.to_owned()).or_default();
+        if let std::collections::btree_map::Entry::Vacant(entry) = accounts.entry(period_start) {
+            entry.insert(Account { limit, ..Default::default() });
+            while accounts.len() > PERIODS_KEPT {
+                accounts.pop_first();
+            }
+        }
+        accounts.get_mut(&period_start).ok_or_else(|| "period is too old".to_owned())
+    }
+
+    /// Grants up to `amount` (never below `min_amount`: then nothing) while S2 holds. Returns
+    /// (granted, still available after the grant).
+    pub fn grant(&mut self, scope_id: &str, period_start: u64, node: NodeId, amount: u64, min_amount: u64) -> Result<(u64, u64), String> {
+        let account = self.account(scope_id, period_start)?;
+        let available = account.available();
+        let granted = if available >= amount {
+            amount
+        } else if available >= min_amount.max(1) {
+            available
+        } else {
+            0
+        };
+        *account.granted.entry(node).or_default() += granted;
+        // S2. (A limit lowered below what is already outstanding is the one case it can be above: then
+        // nothing more is granted.)
+        debug_assert!(granted == 0 || account.outstanding() <= account.limit, "S2: outstanding within the limit");
+        Ok((granted, account.available()))
+    }
+
+    /// Returns unused allowance; never more than the node holds.
+    pub fn release(&mut self, scope_id: &str, period_start: u64, node: NodeId, amount: u64) -> Result<u64, String> {
+        let account = self.account(scope_id, period_start)?;
+        let returned = amount.min(account.held_by(node));
+        *account.released.entry(node).or_default() += returned;
+        Ok(returned)
+    }
+
+    /// Adds consumption reported by a node (deltas, de-duplicated by request id upstream).
+    pub fn report(&mut self, scope_id: &str, period_start: u64, node: NodeId, delta: u64) -> Result<(), String> {
+        let account = self.account(scope_id, period_start)?;
+        *account.used.entry(node).or_default() += delta;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "ledger_tests.rs"]
+mod tests;

@@ -1,0 +1,80 @@
+use super::*;
+
+fn ledger(limit: u64) -> (Ledger, String) {
+    let mut ledger = Ledger::default();
+    let scope = Scope { org: "acme".into(), team: None, key_id: None };
+    ledger
+        .set_budget(BudgetSpec { scope: scope.clone(), limit_tokens: Some(limit), limit_cost: None, period: Period::Day, tokens_per_minute: None, requests_per_minute: None })
+        .unwrap_or_else(|e| panic!("{e}"));
+    (ledger, scope.id())
+}
+
+#[test]
+fn grants_never_exceed_the_limit() {
+    let (mut ledger, id) = ledger(1000);
+    assert_eq!(ledger.grant(&id, 0, 1, 600, 1), Ok((600, 400)));
+    assert_eq!(ledger.grant(&id, 0, 2, 600, 1), Ok((400, 0)), "partial grant");
+    assert_eq!(ledger.grant(&id, 0, 3, 600, 1), Ok((0, 0)), "nothing left");
+    let account = &ledger.accounts[&id][&0];
+    assert!(account.outstanding() <= account.limit);
+}
+
+#[test]
+fn min_amount_refuses_useless_partial_grants() {
+    let (mut ledger, id) = ledger(100);
+    assert_eq!(ledger.grant(&id, 0, 1, 90, 90), Ok((90, 10)));
+    assert_eq!(ledger.grant(&id, 0, 2, 50, 20), Ok((0, 10)));
+}
+
+#[test]
+fn release_returns_at_most_what_is_held_and_frees_it_for_others() {
+    let (mut ledger, id) = ledger(100);
+    ledger.grant(&id, 0, 1, 100, 1).unwrap_or_default();
+    ledger.report(&id, 0, 1, 30).unwrap_or_default();
+    assert_eq!(ledger.release(&id, 0, 1, 500), Ok(70), "only the unused part");
+    assert_eq!(ledger.grant(&id, 0, 2, 100, 1), Ok((70, 0)));
+    // Invariant S2 after any interleaving: Σ(granted − released) ≤ limit.
+    let account = &ledger.accounts[&id][&0];
+    assert!(account.outstanding() <= account.limit);
+}
+
+#[test]
+fn periods_roll_over_to_fresh_accounts() {
+    let (mut ledger, id) = ledger(100);
+    assert_eq!(ledger.grant(&id, 0, 1, 100, 1), Ok((100, 0)));
+    let next_day = Period::Day.end_ms(0).unwrap_or_default();
+    assert_eq!(ledger.grant(&id, next_day, 1, 100, 1), Ok((100, 0)));
+    let third = Period::Day.end_ms(next_day).unwrap_or_default();
+    ledger.grant(&id, third, 1, 1, 1).unwrap_or_default();
+    assert_eq!(ledger.accounts[&id].len(), 2, "old periods are pruned");
+}
+
+#[test]
+fn lowering_a_budget_stops_further_grants() {
+    let (mut ledger, id) = ledger(1000);
+    ledger.grant(&id, 0, 1, 800, 1).unwrap_or_default();
+    ledger
+        .set_budget(BudgetSpec { scope: Scope { org: "acme".into(), team: None, key_id: None }, limit_tokens: Some(500), limit_cost: None, period: Period::Day, tokens_per_minute: None, requests_per_minute: None })
+        .unwrap_or_default();
+    assert_eq!(ledger.grant(&id, 0, 2, 10, 1), Ok((0, 0)));
+}
+
+#[test]
+fn unknown_scopes_and_bad_specs_are_errors() {
+    let mut ledger = Ledger::default();
+    assert!(ledger.grant("org:none", 0, 1, 1, 1).is_err());
+    let spec = BudgetSpec { scope: Scope { org: "a".into(), team: None, key_id: None }, limit_tokens: None, limit_cost: None, period: Period::Day, tokens_per_minute: None, requests_per_minute: None };
+    assert!(ledger.set_budget(spec).is_err());
+}
+
+#[test]
+fn period_boundaries_are_utc_calendar_periods() {
+    // 2026-11-25T16:47:44Z
+    let now = 1_795_625_264_000;
+    assert_eq!(Period::Hour.start_ms(now) % 3_600_000, 0);
+    let month_start = Period::Month.start_ms(now);
+    assert_eq!(month_start, 1_793_491_200_000, "2026-11-01T00:00:00Z");
+    assert_eq!(Period::Month.end_ms(month_start), Some(1_796_083_200_000), "2026-12-01T00:00:00Z");
+    assert_eq!(Period::Total.start_ms(now), 0);
+    assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+}

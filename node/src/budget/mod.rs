@@ -1,0 +1,371 @@
+//! Budget admission on the request path (DESIGN.md §6): each node spends only allowance the Raft ledger
+//! granted it. A request reserves its worst case (input upper bound + output cap) from local atomics, with
+//! no Raft round trip while the allowance lasts; the gateway then pins `max_tokens` to that cap so the
+//! provider cannot exceed it. At the end the reservation settles against the provider's usage. A
+//! background loop reports use about once a second, refills before the allowance runs dry, and returns
+//! allowance a node is not using. Cut off from the leader, a node spends what it holds and then fails
+//! closed.
+
+mod account;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tollgate_consensus::{BudgetSpec, ClusterError, Command, ConsensusNode, Request, Response};
+
+pub use account::LocalAccount;
+
+use crate::auth::Principal;
+use crate::cluster::now_ms;
+use crate::config::Price;
+use crate::error::{GatewayError, GatewayResult};
+
+#[derive(Debug, Clone)]
+pub struct BudgetConfig {
+    /// Smallest `max_tokens` worth admitting when the budget cannot cover the requested one.
+    pub min_output_tokens: u64,
+    /// Smallest grant a node asks for.
+    pub min_chunk: u64,
+    /// Bound on waiting for a grant on the request path.
+    pub grant_timeout: Duration,
+    pub report_interval: Duration,
+    /// Allowance unused this long goes back to the ledger for other nodes.
+    pub idle_release_after: Duration,
+    /// Number of nodes sharing budgets (chunks are capped at remaining / (2 × nodes)).
+    pub nodes: u64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            min_output_tokens: 16,
+            min_chunk: 1000,
+            grant_timeout: Duration::from_secs(2),
+            report_interval: Duration::from_secs(1),
+            idle_release_after: Duration::from_secs(3),
+            nodes: 3,
+        }
+    }
+}
+
+/// One reservation against one account, in that account's units.
+pub struct Reservation {
+    account: Arc<LocalAccount>,
+    units: u64,
+}
+
+/// What admission decided for one upstream attempt.
+pub struct Admission {
+    reservations: Vec<Reservation>,
+    /// The `max_tokens` the upstream request must carry.
+    pub output_cap: u64,
+    pub input_tokens: u64,
+    price: Price,
+    settled: bool,
+    /// For `x-ratelimit-*`: the tightest budget's limit, remaining estimate and seconds to reset.
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_seconds: Option<u64>,
+}
+
+impl Admission {
+    /// Settles against the provider-reported token usage; `None` (unknown: client gone, stream cut)
+    /// charges the full reservation.
+    pub fn settle(&mut self, usage: Option<(u64, u64)>) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        for reservation in &self.reservations {
+            let actual = match usage {
+                Some((input, output)) => units(&reservation.account.spec, &self.price, input, output),
+                None => reservation.units,
+            };
+            reservation.account.settle(reservation.units, actual);
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        // Never leak a reservation: an attempt that ended without a verdict is charged in full.
+        self.settle(None);
+    }
+}
+
+/// Ledger units of a request: tokens, or micro-USD for cost budgets (price is USD per million tokens,
+/// so tokens × price is exactly micro-USD).
+fn units(spec: &BudgetSpec, price: &Price, input: u64, output: u64) -> u64 {
+    if spec.is_cost() {
+        (input as f64 * price.input + output as f64 * price.output).ceil() as u64
+    } else {
+        input + output
+    }
+}
+
+pub struct BudgetManager {
+    node_id: u64,
+    consensus: ConsensusNode,
+    config: BudgetConfig,
+    accounts: RwLock<HashMap<(String, u64), Arc<LocalAccount>>>,
+}
+
+impl BudgetManager {
+    pub fn new(node_id: u64, consensus: ConsensusNode, config: BudgetConfig) -> Arc<Self> {
+        let manager = Arc::new(BudgetManager { node_id, consensus, config, accounts: RwLock::new(HashMap::new()) });
+        manager.spawn_background();
+        manager
+    }
+
+    /// Budgets that apply to this caller: org, team and key scopes.
+    fn applicable(&self, budgets: &HashMap<String, BudgetSpec>, principal: &Principal) -> Vec<BudgetSpec> {
+        let mut ids = vec![format!("org:{}", principal.org)];
+        if let Some(team) = &principal.team {
+            ids.push(format!("org:{}/team:{team}", principal.org));
+        }
+        ids.push(format!("org:{}/key:{}", principal.org, principal.key_id));
+        ids.iter().filter_map(|id| budgets.get(id).cloned()).collect()
+    }
+
+    fn account(&self, spec: &BudgetSpec, now: u64) -> Arc<LocalAccount> {
+        let key = (spec.scope.id(), spec.period.start_ms(now));
+        if let Some(account) = self.accounts.read().ok().and_then(|accounts| accounts.get(&key).cloned()) {
+            if account.spec == *spec {
+                return account;
+            }
+        }
+        let mut accounts = self.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = accounts.entry(key.clone()).or_insert_with(|| Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone())));
+        if entry.spec != *spec {
+            // The budget changed (e.g. lowered under load): keep the allowance, adopt the new spec.
+            let fresh = Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone()));
+            fresh.add_granted(entry.take_unreserved(u64::MAX));
+            *entry = fresh;
+        }
+        entry.clone()
+    }
+
+    /// Admits one upstream attempt or refuses it (429 budget exhausted, 503 budget service unavailable).
+    /// `Ok(None)`: no budget applies.
+    pub async fn admit(
+        &self,
+        budgets: &HashMap<String, BudgetSpec>,
+        principal: &Principal,
+        price: Price,
+        input_tokens: u64,
+        wanted_output: u64,
+    ) -> GatewayResult<Option<Admission>> {
+        let specs = self.applicable(budgets, principal);
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let min_output = self.config.min_output_tokens.min(wanted_output).max(1);
+        let mut output_cap = wanted_output;
+        let mut accounts = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let account = self.account(spec, now);
+            let full = units(spec, &price, input_tokens, output_cap);
+            let minimum = units(spec, &price, input_tokens, min_output);
+            if account.available() < full as i64 {
+                self.refill(&account, full).await?;
+            }
+            let available = account.available().max(0) as u64;
+            if available < minimum {
+                return Err(GatewayError::budget_exhausted(&spec.scope.id()));
+            }
+            if available < full {
+                // No over-refusal: shrink max_tokens to what the allowance covers.
+                output_cap = output_cap.min(max_output_within(spec, &price, input_tokens, available).max(min_output));
+            }
+            accounts.push(account);
+        }
+        let mut reservations = Vec::with_capacity(accounts.len());
+        for (account, spec) in accounts.iter().zip(&specs) {
+            let needed = units(spec, &price, input_tokens, output_cap);
+            if !account.try_reserve(needed) {
+                // Raced with another request: undo and refuse (the client may retry).
+                for reservation in &reservations {
+                    let reservation: &Reservation = reservation;
+                    reservation.account.settle(reservation.units, 0);
+                }
+                return Err(GatewayError::budget_exhausted(&spec.scope.id()));
+            }
+            reservations.push(Reservation { account: account.clone(), units: needed });
+        }
+        let tightest = accounts.iter().min_by_key(|a| a.remaining_estimate()).cloned();
+        let (limit, remaining, reset_seconds) = match &tightest {
+            Some(account) => (
+                account.spec.limit_units().unwrap_or(0),
+                account.remaining_estimate(),
+                account.period_end.map(|end| end.saturating_sub(now) / 1000),
+            ),
+            None => (0, 0, None),
+        };
+        Ok(Some(Admission { reservations, output_cap, input_tokens, price, settled: false, limit, remaining, reset_seconds }))
+    }
+
+    /// Asks the ledger for at least `needed` more (a chunk sized to recent use, capped so one node
+    /// cannot hoard what others need). Bounded by `grant_timeout`.
+    async fn refill(&self, account: &Arc<LocalAccount>, needed: u64) -> GatewayResult<()> {
+        let _guard = match tokio::time::timeout(self.config.grant_timeout, account.grant_lock.lock()).await {
+            Ok(guard) => guard,
+            Err(_) => return Err(GatewayError::budget_unavailable("timed out waiting for a budget grant")),
+        };
+        let shortfall = needed as i64 - account.available();
+        if shortfall <= 0 {
+            return Ok(()); // another request refilled it meanwhile
+        }
+        let amount = self.chunk_size(account).max(shortfall as u64);
+        match self.grant(account, amount, shortfall as u64).await {
+            Ok(_) => Ok(()),
+            Err(ClusterError::NoQuorum(reason)) | Err(ClusterError::Internal(reason)) => {
+                Err(GatewayError::budget_unavailable(&format!("budget authority unreachable: {reason}")))
+            }
+            Err(err) => Err(GatewayError::budget_unavailable(&err.to_string())),
+        }
+    }
+
+    fn chunk_size(&self, account: &LocalAccount) -> u64 {
+        let recent = account.take_recent();
+        let ledger = account.ledger_available.load(std::sync::atomic::Ordering::Relaxed);
+        let ledger = if ledger == u64::MAX { account.spec.limit_units().unwrap_or(0) } else { ledger };
+        // ~10 s of recent use, at least the minimum, at most remaining / (2N) (strict near exhaustion).
+        let rate_chunk = recent.saturating_mul(10).max(self.config.min_chunk);
+        rate_chunk.min(ledger / (2 * self.config.nodes.max(1)))
+    }
+
+    async fn grant(&self, account: &LocalAccount, amount: u64, min_amount: u64) -> Result<u64, ClusterError> {
+        let request = Request {
+            request_id: crate::cluster::new_request_id(),
+            actor: format!("node-{}", self.node_id),
+            at_ms: now_ms(),
+            command: Command::Grant {
+                scope_id: account.scope_id.clone(),
+                period_start: account.period_start,
+                node: self.node_id,
+                amount,
+                min_amount,
+            },
+        };
+        let write = tokio::time::timeout(self.config.grant_timeout, self.consensus.write(request));
+        match write.await {
+            Ok(Ok(Response::Granted { amount, available, .. })) => {
+                account.add_granted(amount);
+                account.ledger_available.store(available, std::sync::atomic::Ordering::Relaxed);
+                Ok(amount)
+            }
+            Ok(Ok(Response::Rejected { reason })) => Err(ClusterError::Invalid(reason)),
+            Ok(Ok(_)) => Ok(0),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(ClusterError::NoQuorum("grant timed out".into())),
+        }
+    }
+
+    fn spawn_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let interval = self.config.report_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(manager) = weak.upgrade() else {
+                    return;
+                };
+                manager.tick().await;
+            }
+        });
+    }
+
+    /// Reports use, releases idle or expired allowance, forgets finished periods.
+    async fn tick(&self) {
+        let accounts: Vec<Arc<LocalAccount>> =
+            self.accounts.read().map(|accounts| accounts.values().cloned().collect()).unwrap_or_default();
+        let now = now_ms();
+        for account in accounts {
+            self.report(&account).await;
+            let expired = account.period_end.is_some_and(|end| now >= end);
+            if expired || account.idle_for() >= self.config.idle_release_after {
+                self.release(&account).await;
+            }
+            if expired && account.available() <= 0 {
+                if let Ok(mut map) = self.accounts.write() {
+                    map.remove(&(account.scope_id.clone(), account.period_start));
+                }
+            }
+        }
+    }
+
+    async fn report(&self, account: &LocalAccount) {
+        let pending = {
+            let mut slot = account.pending_report.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                let delta = account.take_unreported();
+                if delta > 0 {
+                    *slot = Some((crate::cluster::new_request_id(), delta));
+                }
+            }
+            slot.clone()
+        };
+        let Some((request_id, delta)) = pending else {
+            return;
+        };
+        let request = Request {
+            request_id,
+            actor: format!("node-{}", self.node_id),
+            at_ms: now_ms(),
+            command: Command::Report { scope_id: account.scope_id.clone(), period_start: account.period_start, node: self.node_id, delta },
+        };
+        // Retried with the same id until it lands, so it is counted exactly once.
+        if self.consensus.write(request).await.is_ok() {
+            if let Ok(mut slot) = account.pending_report.lock() {
+                *slot = None;
+            }
+        }
+    }
+
+    async fn release(&self, account: &LocalAccount) {
+        let Ok(_guard) = account.grant_lock.try_lock() else {
+            return;
+        };
+        let amount = account.take_unreserved(u64::MAX);
+        if amount == 0 {
+            return;
+        }
+        let request = Request {
+            request_id: crate::cluster::new_request_id(),
+            actor: format!("node-{}", self.node_id),
+            at_ms: now_ms(),
+            command: Command::Release { scope_id: account.scope_id.clone(), period_start: account.period_start, node: self.node_id, amount },
+        };
+        if self.consensus.write(request).await.is_err() {
+            // Not released: keep it (spending it later is still within the grant).
+            account.add_granted(amount);
+        }
+    }
+
+    /// On clean shutdown: report what was used and hand back what was not.
+    pub async fn flush(&self) {
+        let accounts: Vec<Arc<LocalAccount>> =
+            self.accounts.read().map(|accounts| accounts.values().cloned().collect()).unwrap_or_default();
+        for account in accounts {
+            self.report(&account).await;
+            self.release(&account).await;
+        }
+    }
+}
+
+/// The largest output a request can have within `available` units.
+fn max_output_within(spec: &BudgetSpec, price: &Price, input: u64, available: u64) -> u64 {
+    if spec.is_cost() {
+        if price.output <= 0.0 {
+            return u64::MAX;
+        }
+        let left = available as f64 - input as f64 * price.input;
+        (left / price.output).floor().max(0.0) as u64
+    } else {
+        available.saturating_sub(input)
+    }
+}

@@ -1,0 +1,172 @@
+//! Org-wide token budgets on a 3-node cluster, checked against what the mock upstream actually served.
+//! Invariants (DESIGN.md §6): S1 tokens served ≤ limit; S2 Σ(granted − released) ≤ limit; S3 billed ≥
+//! served once reports are in.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tollgate_tests::cluster::*;
+use tollgate_tests::KEY;
+
+async fn set_budget(cluster: &TestCluster, limit: u64) {
+    let body = json!({"scope": {"org": "acme", "team": null, "key_id": null}, "limit_tokens": limit, "period": "day"});
+    let (status, out) = cluster.admin(cluster.node(2), Method::PUT, "/admin/v1/budgets", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    // Every node's data plane sees the budget before traffic starts.
+    for node in cluster.running() {
+        eventually_async("budget loaded", || async { !node.gateway.snapshot().budgets.is_empty() }).await;
+    }
+}
+
+async fn chat(cluster: &TestCluster, node: u64, stream: bool) -> (u16, reqwest::header::HeaderMap, String) {
+    let response = cluster
+        .client
+        .post(format!("{}/v1/chat/completions", cluster.node(node).api_url()))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-direct", "stream": stream, "max_tokens": 20, "messages": [{"role": "user", "content": "count my tokens please"}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.text().await.unwrap_or_default())
+}
+
+fn served(cluster: &TestCluster) -> u64 {
+    cluster.mock.input_tokens_served() + cluster.mock.output_tokens_served()
+}
+
+#[tokio::test]
+async fn s1_s2_s3_hold_under_concurrent_load_on_all_nodes() {
+    let cluster = TestCluster::start(3).await;
+    let limit = 6_000;
+    set_budget(&cluster, limit).await;
+    let cluster = std::sync::Arc::new(cluster);
+    let mut workers = Vec::new();
+    for worker in 0..9u64 {
+        let cluster = cluster.clone();
+        workers.push(tokio::spawn(async move {
+            let node = worker % 3 + 1;
+            let mut refused = 0;
+            let mut ok = 0;
+            while refused < 3 {
+                let (status, headers, body) = chat(&cluster, node, worker % 2 == 0).await;
+                match status {
+                    200 => {
+                        ok += 1;
+                        assert!(headers.contains_key("x-ratelimit-limit-tokens"), "budgeted responses carry rate-limit headers");
+                        assert!(headers.contains_key("x-ratelimit-remaining-tokens"));
+                        assert!(headers.contains_key("x-ratelimit-reset-tokens"));
+                    }
+                    429 => {
+                        let error: Value = serde_json::from_str(&body).unwrap();
+                        assert_eq!(error["error"]["type"], "budget_exceeded", "{error}");
+                        assert_eq!(error["error"]["code"], "budget_exceeded");
+                        refused += 1;
+                    }
+                    other => panic!("unexpected status {other}: {body}"),
+                }
+            }
+            ok
+        }));
+    }
+    let mut admitted = 0;
+    for worker in workers {
+        admitted += worker.await.unwrap();
+    }
+    let served_tokens = served(&cluster);
+    // S1: the upstream never served more than the budget.
+    assert!(served_tokens <= limit, "S1 violated: served {served_tokens} > limit {limit}");
+    assert!(admitted > 0);
+    // No over-refusal: most of the budget was usable before refusals began.
+    println!("served {served_tokens} of {limit} tokens before refusals");
+    assert!(served_tokens * 10 >= limit * 9, "only {served_tokens} of {limit} tokens were usable (< 90 %)");
+
+    // S2 and S3 from the ledger (reports arrive within about a second).
+    let node = cluster.node(1);
+    let mut budget = Value::Null;
+    for _ in 0..100 {
+        budget = cluster.admin_get(node, "/admin/v1/budgets?org=acme").await.unwrap();
+        if budget["used"].as_u64().unwrap() >= served_tokens {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (used, held) = (budget["used"].as_u64().unwrap(), budget["held"].as_u64().unwrap());
+    assert!(used + held <= limit, "S2 violated: {budget}");
+    assert!(used >= served_tokens, "S3 violated: billed {used} < served {served_tokens}: {budget}");
+}
+
+#[tokio::test]
+async fn a_partitioned_node_spends_only_what_it_holds_then_fails_closed() {
+    let mut cluster = TestCluster::start(3).await;
+    let limit = 4_000;
+    set_budget(&cluster, limit).await;
+    // Node 1 obtains an allowance while the cluster is whole.
+    let (status, _, _) = chat(&cluster, 1, false).await;
+    assert_eq!(status, 200);
+    cluster.stop(2).await;
+    cluster.stop(3).await;
+    // Cut off from any quorum: it serves from what it holds, then refuses with 503 (or 429), never more.
+    let mut refusals = Vec::new();
+    for _ in 0..200 {
+        let (status, _, body) = chat(&cluster, 1, false).await;
+        match status {
+            200 => {}
+            429 | 503 => {
+                refusals.push((status, body));
+                if refusals.len() >= 2 {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(!refusals.is_empty(), "the node kept serving without a budget authority");
+    let unavailable = refusals.iter().find(|(status, _)| *status == 503);
+    if let Some((_, body)) = unavailable {
+        let error: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(error["error"]["code"], "budget_unavailable", "{error}");
+    }
+    let served_tokens = served(&cluster);
+    assert!(served_tokens <= limit, "S1 violated under partition: {served_tokens} > {limit}");
+}
+
+#[tokio::test]
+async fn missing_max_tokens_is_injected_from_the_allowance_instead_of_refusing() {
+    let cluster = TestCluster::start(3).await;
+    set_budget(&cluster, 3_000).await;
+    let response = cluster
+        .client
+        .post(format!("{}/v1/chat/completions", cluster.node(3).api_url()))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-direct", "messages": [{"role": "user", "content": "no max_tokens here"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "not refused for a model-maximum reservation");
+    let upstream = cluster.mock.requests().pop().unwrap();
+    let injected = upstream.body["max_tokens"].as_u64().expect("max_tokens injected upstream");
+    assert!((16..3_000).contains(&injected), "{injected}");
+}
+
+#[tokio::test]
+async fn budget_admin_api_validates_and_reports() {
+    let cluster = TestCluster::start(3).await;
+    let node = cluster.node(1);
+    let (status, body) = cluster
+        .admin(node, Method::PUT, "/admin/v1/budgets", Some(json!({"scope": {"org": "nope"}, "limit_tokens": 5})))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = cluster.admin(node, Method::PUT, "/admin/v1/budgets", Some(json!({"scope": {"org": "acme"}}))).await;
+    assert_eq!(status, 400, "a limit is required");
+    set_budget(&cluster, 1_000).await;
+    let budget = cluster.admin_get(cluster.node(3), "/admin/v1/budgets?org=acme").await.unwrap();
+    assert_eq!(budget["limit_tokens"], 1000);
+    assert_eq!(budget["remaining_tokens"], 1000);
+    assert_eq!(budget["period"], "day");
+    let (status, _) = cluster.admin(node, Method::GET, "/admin/v1/budgets?org=other", None).await;
+    assert_eq!(status, 404);
+}
