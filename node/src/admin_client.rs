@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use crate::cli::{AdminArgs, AdminCommand, ClusterCommand, KeysCommand, NamedCommand};
+use crate::cli::{AdminArgs, AdminCommand, BudgetsCommand, ClusterCommand, KeysCommand, NamedCommand};
 
 pub struct AdminClient {
     base: String,
@@ -111,6 +111,39 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
             Some(value) => value,
             None => return Ok(()),
         },
+        AdminCommand::Budgets(BudgetsCommand::Set { scope, limit_tokens, limit_cost, period }) => {
+            let body = json!({
+                "scope": {"org": scope.org, "team": scope.team, "key_id": scope.key_id},
+                "limit_tokens": limit_tokens, "limit_cost": limit_cost, "period": period,
+            });
+            client.call(Method::PUT, "/admin/v1/budgets", Some(Bytes::from(body.to_string()))).await?
+        }
+        AdminCommand::Budgets(BudgetsCommand::Get { org, team, key_id }) => {
+            let mut query = Vec::new();
+            for (name, value) in [("org", org), ("team", team), ("key_id", key_id)] {
+                if let Some(value) = value {
+                    query.push(format!("{name}={value}"));
+                }
+            }
+            let path = if query.is_empty() { "/admin/v1/budgets".to_owned() } else { format!("/admin/v1/budgets?{}", query.join("&")) };
+            let budgets = client.call(Method::GET, &path, None).await?;
+            if json_output {
+                budgets
+            } else {
+                let rows = if budgets["data"].is_array() { budgets["data"].clone() } else { json!([budgets]) };
+                return print(&table(&rows, &["scope_id", "period", "unit", "limit", "used", "held", "remaining"]));
+            }
+        }
+        AdminCommand::Budgets(BudgetsCommand::Delete { scope }) => {
+            let mut path = format!("/admin/v1/budgets?org={}", scope.org);
+            if let Some(team) = scope.team {
+                path.push_str(&format!("&team={team}"));
+            }
+            if let Some(key) = scope.key_id {
+                path.push_str(&format!("&key_id={key}"));
+            }
+            client.call(Method::DELETE, &path, None).await?
+        }
         AdminCommand::Cluster(ClusterCommand::AddNode { id, raft_addr, api_addr, admin_addr }) => {
             let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr.unwrap_or_default(), "admin_addr": admin_addr.unwrap_or_default()});
             let status = client.call(Method::POST, "/admin/v1/cluster/nodes", Some(Bytes::from(body.to_string()))).await?;

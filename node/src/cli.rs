@@ -66,6 +66,13 @@ pub enum Command {
         #[command(subcommand)]
         command: NamedCommand,
     },
+    /// Set, show or delete org/team/key token or cost budgets.
+    Budgets {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: BudgetsCommand,
+    },
     /// Add or remove cluster members (learner first, then voter).
     Cluster {
         #[command(flatten)]
@@ -128,6 +135,7 @@ pub enum AdminCommand {
     Keys(KeysCommand),
     Orgs(NamedCommand),
     Routes(NamedCommand),
+    Budgets(BudgetsCommand),
     Cluster(ClusterCommand),
 }
 
@@ -149,6 +157,47 @@ pub enum NamedCommand {
         body: Option<String>,
     },
     Delete { name: String },
+}
+
+/// Which budget: an org, one of its teams, or one key.
+#[derive(Debug, Clone, Args)]
+pub struct ScopeArgs {
+    #[arg(long)]
+    pub org: String,
+    #[arg(long)]
+    pub team: Option<String>,
+    #[arg(long)]
+    pub key_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BudgetsCommand {
+    /// Create or change a budget (takes effect on every node at once).
+    Set {
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(long)]
+        limit_tokens: Option<u64>,
+        /// USD per period, at the models' configured prices.
+        #[arg(long)]
+        limit_cost: Option<f64>,
+        /// hour, day, month or total.
+        #[arg(long, default_value = "day")]
+        period: String,
+    },
+    /// Limit, use and remainder in the current period (linearizable); all budgets without --org.
+    Get {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        #[arg(long)]
+        key_id: Option<String>,
+    },
+    Delete {
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -186,6 +235,7 @@ impl Command {
             Command::Orgs { admin, command } => (admin, AdminCommand::Orgs(command)),
             Command::Routes { admin, command } => (admin, AdminCommand::Routes(command)),
             Command::Cluster { admin, command } => (admin, AdminCommand::Cluster(command)),
+            Command::Budgets { admin, command } => (admin, AdminCommand::Budgets(command)),
             other => return Err(other),
         })
     }

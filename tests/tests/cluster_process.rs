@@ -103,6 +103,10 @@ async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
     .unwrap();
     let (ok, out) = cli(procs[1].admin, &["apply", "-f", file.to_str().unwrap()]);
     assert!(ok && out.contains("put model applied"), "{out}");
+    let (ok, out) = cli(procs[0].admin, &["budgets", "set", "--org", "acme", "--limit-tokens", "100000", "--period", "day"]);
+    assert!(ok, "{out}");
+    let budget = cli_json(procs[2].admin, &["budgets", "get", "--org", "acme"]);
+    assert_eq!(budget["limit_tokens"], 100000, "{budget}");
     let created = cli_json(procs[2].admin, &["keys", "create", "--org", "acme", "--name", "proc"]);
     let key = created["key"].as_str().unwrap().to_owned();
     for proc in &procs {

@@ -41,59 +41,15 @@ async fn main() {
     let started = Instant::now();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
     let mut cluster = TestCluster::start(3).await;
-    if std::env::var_os("LOCKTEST").is_some() {
-        let leader = settle(&cluster).await;
-        for round in 0..3 {
-            let leader_now = settle(&cluster).await;
-            let victim = if round == 1 { leader_now } else { (1..=3).find(|id| *id != leader_now).unwrap() };
-            let before = Instant::now();
-            cluster.stop(victim).await;
-            let stopped = before.elapsed();
-            let db = cluster.data_dir(victim).join("db");
-            let mut n = 0;
-            loop {
-                let free = std::process::Command::new("flock").arg("-n").arg("-E").arg("99").arg(&db).arg("true").status().unwrap().code() == Some(0);
-                if free { break; }
-                n += 1;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                if n > 1000 { println!("never freed"); break; }
-            }
-            println!("round {round} victim {victim} (leader was {leader}) stop {stopped:?} lock free after {:?}", before.elapsed());
-            cluster.restart(victim).await;
-            cluster.wait_ready().await;
-        }
-        return;
-    }
     println!("# Tollgate cluster bench: 3 in-process nodes, {} cores\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
 
     let timing = "test timings: heartbeat 50 ms, election 300-600 ms";
     let propagation_test = propagation(&cluster, &client, PROPAGATION_RUNS, "t").await;
     propagation_test.print(timing);
     let failover_test = failover(&mut cluster, &client, FAILOVER_RUNS, "t").await;
-    print_failover(timing, &failover_test);
+    print_failover(timing, (50, 300, 600), &failover_test);
 
-    println!("## Admin write throughput (PUT /admin/v1/orgs/{{name}}, {THROUGHPUT_SECS} s per row; {timing})\n");
-    println!("{:<28} {:>7} {:>9} {:>8} {:>8} {:>8} {:>7}", "target", "clients", "writes/s", "p50 ms", "p99 ms", "max ms", "errors");
-    let leader = settle(&cluster).await;
-    let follower = (1..=3).find(|id| *id != leader).unwrap();
-    for (label, id) in [("leader", leader), ("follower (forwarded)", follower)] {
-        for clients in CONCURRENCY {
-            let result = throughput(&client, cluster.node(id).admin_url(), clients, &format!("w{id}c{clients}")).await;
-            println!(
-                "{:<28} {:>7} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>7}",
-                format!("{label} (node {id})"),
-                clients,
-                result.rate,
-                percentile(&result.latencies, 50.0),
-                percentile(&result.latencies, 99.0),
-                percentile(&result.latencies, 100.0),
-                result.errors
-            );
-        }
-    }
-    let state = cluster.node(leader).gateway.consensus.as_ref().unwrap().current();
-    let disk: Vec<String> = (1..=3).map(|id| format!("{:.1} MB", dir_bytes(&cluster.data_dir(id)) as f64 / 1e6)).collect();
-    println!("\nafter the throughput runs: {} orgs in the replicated state; sled data dirs {}\n", state.orgs.len(), disk.join(", "));
+    throughput_table(&cluster, &client, timing, &CONCURRENCY).await;
 
     // The same cluster (same data) restarted with the production defaults.
     for id in 1..=3 {
@@ -106,6 +62,7 @@ async fn main() {
         member.config.node.write_timeout_ms = 5000;
     }
     for id in 1..=3 {
+        wait_sled_unlocked(&cluster.data_dir(id)).await;
         cluster.restart(id).await;
     }
     cluster.wait_ready().await;
@@ -113,8 +70,12 @@ async fn main() {
     let propagation_prod = propagation(&cluster, &client, PROPAGATION_RUNS_PROD, "p").await;
     propagation_prod.print(timing);
     let failover_prod = failover(&mut cluster, &client, FAILOVER_RUNS_PROD, "p").await;
-    print_failover(timing, &failover_prod);
+    print_failover(timing, (100, 500, 1000), &failover_prod);
+    throughput_table(&cluster, &client, timing, &[32]).await;
 
+    let state = cluster.node(1).gateway.consensus.as_ref().unwrap().current();
+    let disk: Vec<String> = (1..=3).map(|id| format!("{:.1} MB", dir_bytes(&cluster.data_dir(id)) as f64 / 1e6)).collect();
+    println!("at the end: {} orgs in the replicated state; sled data dirs {}", state.orgs.len(), disk.join(", "));
     for id in 1..=3 {
         cluster.stop(id).await;
     }
@@ -280,6 +241,7 @@ async fn failover(cluster: &mut TestCluster, client: &reqwest::Client, runs: usi
             attempts,
         });
 
+        wait_sled_unlocked(&cluster.data_dir(old)).await;
         cluster.restart(old).await;
         cluster.wait_ready().await;
         let rejoined = cluster.node(old).gateway.consensus.clone().unwrap();
@@ -292,8 +254,18 @@ async fn failover(cluster: &mut TestCluster, client: &reqwest::Client, runs: usi
     result
 }
 
-fn print_failover(timing: &str, runs: &[FailoverRun]) {
+/// `(heartbeat, election min, election max)` in ms.
+fn print_failover(timing: &str, (heartbeat, min, max): (u64, u64, u64), runs: &[FailoverRun]) {
     println!("## Leader failover ({timing})\n");
+    // openraft 0.9 (`RaftCore::handle_tick_election`): a follower whose vote is committed (it follows a live
+    // leader) waits leader_lease (= election_timeout_max) + its election timeout (drawn once per start in
+    // [min, max)) after the last heartbeat, checked on a tick every 1.5 x heartbeat.
+    println!(
+        "expected election start after the last heartbeat: {}..{} ms (lease {max} + timeout {min}..{max} + tick {})",
+        max + min,
+        2 * max + heartbeat * 3 / 2,
+        heartbeat * 3 / 2
+    );
     println!("{:<4} {:>10} {:>10} {:>9} {:>14} {:>16} {:>9}", "run", "old->new", "stop() ms", "elected", "write ok", "write from stop", "attempts");
     println!("{:<4} {:>10} {:>10} {:>9} {:>14} {:>16} {:>9}", "", "", "", "ms", "ms", "call, ms", "");
     for (index, run) in runs.iter().enumerate() {
@@ -322,27 +294,52 @@ fn print_failover(timing: &str, runs: &[FailoverRun]) {
 // ---------------------------------------------------------------------------------------------------------
 // 3. Throughput
 
+/// Leader and follower rows, interleaved per concurrency so state growth (the dedup window) hits both alike.
+async fn throughput_table(cluster: &TestCluster, client: &reqwest::Client, timing: &str, concurrency: &[usize]) {
+    println!("## Admin write throughput (PUT /admin/v1/orgs/{{name}}, {THROUGHPUT_SECS} s per row; {timing})\n");
+    println!("{:<28} {:>7} {:>9} {:>8} {:>8} {:>8} {:>7}", "target", "clients", "writes/s", "p50 ms", "p99 ms", "max ms", "errors");
+    let leader = settle(cluster).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    for clients in concurrency.iter().copied() {
+        for (label, id) in [("leader", leader), ("follower (forwarded)", follower)] {
+            let result = throughput(client, cluster.node(id).admin_url(), clients).await;
+            println!(
+                "{:<28} {:>7} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+                format!("{label}, node {id}"),
+                clients,
+                result.rate,
+                percentile(&result.latencies, 50.0),
+                percentile(&result.latencies, 99.0),
+                percentile(&result.latencies, 100.0),
+                result.errors
+            );
+        }
+    }
+    println!();
+}
+
 struct Throughput {
     rate: f64,
     latencies: Vec<f64>,
     errors: usize,
 }
 
-async fn throughput(client: &reqwest::Client, admin_url: String, clients: usize, tag: &str) -> Throughput {
+/// Each client overwrites its own 32 org names in turn: every PUT is a real replicated write, but the state
+/// stays the same size from row to row (at most 32 x 32 bench orgs).
+async fn throughput(client: &reqwest::Client, admin_url: String, clients: usize) -> Throughput {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(THROUGHPUT_SECS);
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..clients {
         let client = client.clone();
         let admin_url = admin_url.clone();
-        let tag = tag.to_owned();
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
             let mut sequence = 0;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                let path = format!("/admin/v1/orgs/{tag}-{worker}-{sequence}");
+                let path = format!("/admin/v1/orgs/bench-{worker}-{}", sequence % 32);
                 sequence += 1;
                 if admin_put(&client, &admin_url, &path, &json!({})).await == 200 {
                     latencies.push(ms(sent.elapsed()));
@@ -380,6 +377,26 @@ async fn settle(cluster: &TestCluster) -> u64 {
         }
         assert!(Instant::now() < deadline, "cluster did not settle");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// `TestCluster::stop` returns before the last handle on the node's sled `Db` is dropped (tasks wind down
+/// asynchronously), and a restart that finds the lock still taken panics. Waits for the lock with
+/// `flock(1)`; without it, sleeps a second.
+async fn wait_sled_unlocked(dir: &Path) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = std::process::Command::new("flock").args(["-n", "-E", "99"]).arg(dir.join("db")).arg("true").status();
+        match status {
+            Ok(status) if status.success() => return,
+            Ok(status) if status.code() == Some(99) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+        }
     }
 }
 

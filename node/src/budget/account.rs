@@ -73,9 +73,10 @@ impl LocalAccount {
 
     /// Takes back up to `units` of unreserved allowance (for a release); returns what was taken.
     pub fn take_unreserved(&self, units: u64) -> u64 {
+        let cap = units.min(i64::MAX as u64) as i64;
         let mut current = self.available.load(Ordering::Acquire);
         loop {
-            let take = current.clamp(0, units as i64);
+            let take = current.clamp(0, cap);
             if take == 0 {
                 return 0;
             }
@@ -152,6 +153,16 @@ mod tests {
         assert_eq!(account.available(), -20, "overrun is debt paid before the next admission");
         assert!(!account.try_reserve(1));
         assert_eq!(account.take_unreported(), 120);
+    }
+
+    #[test]
+    fn taking_everything_back_works_with_any_bound() {
+        let account = account();
+        assert_eq!(account.take_unreserved(u64::MAX), 0);
+        account.add_granted(50);
+        assert_eq!(account.take_unreserved(u64::MAX), 50);
+        account.add_granted(50);
+        assert_eq!(account.take_unreserved(20), 20);
     }
 
     #[test]
