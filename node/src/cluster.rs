@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tollgate_consensus::{Command, ConsensusConfig, ConsensusNode, ControlState, NodeInfo, Request};
+use tollgate_consensus::{BudgetSpec, Command, ConsensusConfig, ConsensusNode, ControlState, NodeInfo, Request};
 
 use crate::auth::{hash_key, hex};
 use crate::config::{Config, KeyConfig, KeyRecord, OrgConfig, TeamConfig};
@@ -58,6 +58,16 @@ pub fn key_record(index: usize, key: &KeyConfig) -> KeyRecord {
     }
 }
 
+/// An org's `budget = { limit_tokens = …, period = "month" }` from a file, as a ledger budget.
+pub fn org_budget(org: &OrgConfig) -> Option<BudgetSpec> {
+    let value = org.budget.as_ref()?;
+    let mut spec = value.clone();
+    if let Some(object) = spec.as_object_mut() {
+        object.insert("scope".into(), serde_json::json!({"org": org.name}));
+    }
+    serde_json::from_value(spec).ok()
+}
+
 /// Orgs and teams a file declares, plus those its keys name without declaring them.
 fn declared_orgs_and_teams(config: &Config) -> (Vec<OrgConfig>, Vec<TeamConfig>) {
     let mut orgs = config.orgs.clone();
@@ -81,8 +91,9 @@ pub fn file_commands(config: &Config) -> Vec<Command> {
     let (orgs, teams) = declared_orgs_and_teams(config);
     commands.extend(config.providers.iter().cloned().map(|provider| Command::PutProvider { provider }));
     commands.extend(config.models.iter().cloned().map(|model| Command::PutModel { model }));
-    commands.extend(orgs.into_iter().map(|org| Command::PutOrg { org }));
+    commands.extend(orgs.iter().cloned().map(|org| Command::PutOrg { org }));
     commands.extend(teams.into_iter().map(|team| Command::PutTeam { team }));
+    commands.extend(orgs.iter().filter_map(org_budget).map(|budget| Command::SetBudget { budget }));
     commands.extend(config.keys.iter().enumerate().map(|(index, key)| Command::CreateKey { key: key_record(index, key) }));
     commands
 }
@@ -116,6 +127,11 @@ pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
     for org in &orgs {
         if current.orgs.get(&org.name) != Some(org) && !(org.budget.is_none() && current.orgs.contains_key(&org.name) && !desired.orgs.iter().any(|o| o.name == org.name)) {
             commands.push(Command::PutOrg { org: org.clone() });
+        }
+    }
+    for budget in orgs.iter().filter_map(org_budget) {
+        if current.ledger.budgets.get(&budget.scope.id()) != Some(&budget) {
+            commands.push(Command::SetBudget { budget });
         }
     }
     for team in &teams {
@@ -208,4 +224,39 @@ pub fn spawn_state_watcher(gateway: &Arc<Gateway>, consensus: &ConsensusNode) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[[providers]]
+name = "p"
+kind = "mock"
+[[models]]
+name = "m"
+targets = [ { provider = "p" } ]
+[[orgs]]
+name = "acme"
+budget = { limit_tokens = 5000000, period = "month" }
+[[keys]]
+key = "tg-x"
+org = "beta"
+team = "ml"
+"#;
+
+    #[test]
+    fn file_commands_declare_implicit_orgs_teams_and_org_budgets() {
+        let config = Config::parse(FILE).unwrap_or_else(|e| panic!("{e:#}"));
+        let summaries: Vec<String> = file_commands(&config).iter().map(Command::summary).collect();
+        assert!(summaries.contains(&"put org beta".to_owned()), "{summaries:?}");
+        assert!(summaries.contains(&"put team beta/ml".to_owned()));
+        assert!(summaries.contains(&"set budget org:acme".to_owned()));
+        let mut state = ControlState::default();
+        let result = state.apply(1, &request(Command::Bootstrap { commands: file_commands(&config) }, "test"));
+        assert!(matches!(result, tollgate_consensus::Response::Applied { .. }), "{result:?}");
+        assert_eq!(state.ledger.budgets["org:acme"].limit_tokens, Some(5_000_000));
+        assert!(diff(&state, &config).is_empty(), "a bootstrapped file has nothing left to apply");
+    }
 }

@@ -300,6 +300,19 @@ impl Config {
                 bail!("{at}.targets: a weighted model needs a target with weight > 0");
             }
         }
+        for (index, org) in self.orgs.iter().enumerate() {
+            if let Some(budget) = &org.budget {
+                let mut spec = budget.clone();
+                if let Some(object) = spec.as_object_mut() {
+                    object.insert("scope".into(), serde_json::json!({"org": org.name}));
+                }
+                let spec: tollgate_consensus::BudgetSpec = serde_json::from_value(spec)
+                    .map_err(|err| anyhow::anyhow!("orgs[{index}].budget: {err}"))?;
+                if spec.limit_units().is_none() {
+                    bail!("orgs[{index}].budget: set limit_tokens or limit_cost");
+                }
+            }
+        }
         for (index, key) in self.keys.iter().enumerate() {
             let at = format!("keys[{index}]");
             match (&key.key, &key.key_sha256) {
@@ -352,6 +365,14 @@ org = "acme"
     fn accepts_a_good_config() {
         let config = Config::parse(GOOD).map_err(|e| format!("{e:#}"));
         assert!(config.is_ok(), "{config:?}");
+    }
+
+    #[test]
+    fn org_budgets_are_validated() {
+        let with_budget = format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ limit_tokens = 5000000, period = \"month\" }}\n");
+        assert!(Config::parse(&with_budget).is_ok(), "{}", error_of(&with_budget));
+        let bad = format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ period = \"fortnight\" }}\n");
+        assert!(error_of(&bad).contains("orgs[0].budget"), "{}", error_of(&bad));
     }
 
     #[test]
