@@ -183,7 +183,11 @@ const PERIODS_KEPT: usize = 2;
 
 impl Ledger {
     pub fn set_budget(&mut self, spec: BudgetSpec) -> Result<(), String> {
-        let limit = spec.limit_units().ok_or("set limit_tokens or limit_cost")?;
+        if spec.limit_units().is_none() && spec.tokens_per_minute.is_none() && spec.requests_per_minute.is_none() {
+            return Err("set limit_tokens, limit_cost, tokens_per_minute or requests_per_minute".into());
+        }
+        // Rate-limit-only budgets have no period limit: nothing to grant from.
+        let limit = spec.limit_units().unwrap_or(u64::MAX);
         if spec.limit_tokens.is_some() && spec.limit_cost.is_some() {
             return Err("set only one of limit_tokens and limit_cost".into());
         }

@@ -34,6 +34,8 @@ pub enum ErrorKind {
     BudgetExhausted,
     /// Budget allowance used up and the budget authority (Raft leader) unreachable (503).
     BudgetUnavailable,
+    /// A per-minute token or request limit (429 with Retry-After).
+    RateLimited,
     /// The upstream answered with an error status; the status is kept.
     UpstreamStatus(u16),
     UpstreamConnect,
@@ -161,6 +163,16 @@ impl GatewayError {
         )
     }
 
+    pub fn rate_limited(scope: &str, what: &str, retry_after_seconds: u64) -> Self {
+        Self::new(
+            ErrorKind::RateLimited,
+            ErrorSource::Downstream,
+            false,
+            format!("rate limit reached for {scope}: {what}; retry after {retry_after_seconds} s"),
+        )
+        .with_retry_after(Some(retry_after_seconds))
+    }
+
     pub fn budget_unavailable(detail: &str) -> Self {
         Self::new(
             ErrorKind::BudgetUnavailable,
@@ -196,7 +208,7 @@ impl GatewayError {
             ErrorKind::NotFound | ErrorKind::ModelNotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::PayloadTooLarge => 413,
-            ErrorKind::BudgetExhausted => 429,
+            ErrorKind::BudgetExhausted | ErrorKind::RateLimited => 429,
             ErrorKind::BudgetUnavailable => 503,
             ErrorKind::UnsupportedMediaType => 415,
             ErrorKind::UpstreamStatus(status) => status,
@@ -221,6 +233,7 @@ impl GatewayError {
             ErrorKind::PayloadTooLarge => ("invalid_request_error", Some("request_too_large")),
             ErrorKind::UnsupportedMediaType => ("invalid_request_error", Some("unsupported_media_type")),
             ErrorKind::BudgetExhausted => ("budget_exceeded", Some("budget_exceeded")),
+            ErrorKind::RateLimited => ("rate_limit_error", Some("rate_limit_exceeded")),
             ErrorKind::BudgetUnavailable => ("api_error", Some("budget_unavailable")),
             ErrorKind::UpstreamStatus(429) => ("rate_limit_error", Some("rate_limit_exceeded")),
             ErrorKind::UpstreamStatus(status) if status < 500 => ("invalid_request_error", Some("upstream_error")),
@@ -244,7 +257,7 @@ impl GatewayError {
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
             ErrorKind::PayloadTooLarge => "request_too_large",
-            ErrorKind::UpstreamStatus(429) | ErrorKind::BudgetExhausted => "rate_limit_error",
+            ErrorKind::UpstreamStatus(429) | ErrorKind::BudgetExhausted | ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::BudgetUnavailable => "api_error",
             ErrorKind::UpstreamStatus(529) | ErrorKind::ShuttingDown => "overloaded_error",
             ErrorKind::UpstreamStatus(401) => "authentication_error",

@@ -170,3 +170,30 @@ async fn budget_admin_api_validates_and_reports() {
     let (status, _) = cluster.admin(node, Method::GET, "/admin/v1/budgets?org=other", None).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn requests_per_minute_is_split_across_nodes_and_refused_with_retry_after() {
+    let cluster = TestCluster::start(3).await;
+    let body = json!({"scope": {"org": "acme"}, "requests_per_minute": 6});
+    let (status, out) = cluster.admin(cluster.node(1), Method::PUT, "/admin/v1/budgets", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    for node in cluster.running() {
+        eventually_async("budget loaded", || async { !node.gateway.snapshot().budgets.is_empty() }).await;
+    }
+    // Stay clear of a minute boundary, where the window resets.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    if now % 60_000 > 57_000 {
+        tokio::time::sleep(Duration::from_millis(60_000 - now % 60_000 + 100)).await;
+    }
+    // Each of the 3 nodes admits its share of 2 per minute.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(chat(&cluster, 1, false).await);
+    }
+    assert_eq!(statuses.iter().map(|(s, _, _)| *s).collect::<Vec<_>>(), [200, 200, 429]);
+    let (_, headers, body) = &statuses[2];
+    let error: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(error["error"]["code"], "rate_limit_exceeded", "{error}");
+    assert!(headers.get("retry-after").is_some());
+    assert_eq!(chat(&cluster, 2, false).await.0, 200, "other nodes have their own share");
+}

@@ -7,6 +7,7 @@
 //! closed.
 
 mod account;
+mod rate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -55,9 +56,17 @@ pub struct Reservation {
     units: u64,
 }
 
+/// A token reservation inside a per-minute window.
+struct RateReservation {
+    window: Arc<rate::RateWindow>,
+    at_ms: u64,
+    tokens: u64,
+}
+
 /// What admission decided for one upstream attempt.
 pub struct Admission {
     reservations: Vec<Reservation>,
+    rate_reservations: Vec<RateReservation>,
     /// The `max_tokens` the upstream request must carry.
     pub output_cap: u64,
     pub input_tokens: u64,
@@ -84,6 +93,10 @@ impl Admission {
             };
             reservation.account.settle(reservation.units, actual);
         }
+        for reservation in &self.rate_reservations {
+            let actual = usage.map_or(reservation.tokens, |(input, output)| input + output);
+            reservation.window.settle(reservation.at_ms, reservation.tokens, actual);
+        }
     }
 }
 
@@ -109,11 +122,18 @@ pub struct BudgetManager {
     consensus: ConsensusNode,
     config: BudgetConfig,
     accounts: RwLock<HashMap<(String, u64), Arc<LocalAccount>>>,
+    rate_windows: RwLock<HashMap<String, Arc<rate::RateWindow>>>,
 }
 
 impl BudgetManager {
     pub fn new(node_id: u64, consensus: ConsensusNode, config: BudgetConfig) -> Arc<Self> {
-        let manager = Arc::new(BudgetManager { node_id, consensus, config, accounts: RwLock::new(HashMap::new()) });
+        let manager = Arc::new(BudgetManager {
+            node_id,
+            consensus,
+            config,
+            accounts: RwLock::new(HashMap::new()),
+            rate_windows: RwLock::new(HashMap::new()),
+        });
         manager.spawn_background();
         manager
     }
@@ -163,7 +183,10 @@ impl BudgetManager {
         let now = now_ms();
         let min_output = self.config.min_output_tokens.min(wanted_output).max(1);
         let mut output_cap = wanted_output;
+        let rate_reservations = self.admit_rates(&specs, now, input_tokens + wanted_output)?;
         let mut accounts = Vec::with_capacity(specs.len());
+        let ledger_specs: Vec<BudgetSpec> = specs.iter().filter(|s| s.limit_units().is_some()).cloned().collect();
+        let specs = ledger_specs;
         for spec in &specs {
             let account = self.account(spec, now);
             let full = units(spec, &price, input_tokens, output_cap);
@@ -203,7 +226,44 @@ impl BudgetManager {
             ),
             None => (0, 0, None),
         };
-        Ok(Some(Admission { reservations, output_cap, input_tokens, price, settled: false, limit, remaining, reset_seconds }))
+        Ok(Some(Admission {
+            reservations,
+            rate_reservations,
+            output_cap,
+            input_tokens,
+            price,
+            settled: false,
+            limit,
+            remaining,
+            reset_seconds,
+        }))
+    }
+
+    fn rate_window(&self, scope_id: &str) -> Arc<rate::RateWindow> {
+        if let Some(window) = self.rate_windows.read().ok().and_then(|w| w.get(scope_id).cloned()) {
+            return window;
+        }
+        let mut windows = self.rate_windows.write().unwrap_or_else(|p| p.into_inner());
+        windows.entry(scope_id.to_owned()).or_default().clone()
+    }
+
+    /// Per-minute limits, as this node's share of each (see `rate.rs` for the bound).
+    fn admit_rates(&self, specs: &[BudgetSpec], now: u64, tokens: u64) -> GatewayResult<Vec<RateReservation>> {
+        let mut reservations: Vec<RateReservation> = Vec::new();
+        for spec in specs.iter().filter(|s| s.tokens_per_minute.is_some() || s.requests_per_minute.is_some()) {
+            let nodes = self.config.nodes.max(1);
+            let window = self.rate_window(&spec.scope.id());
+            let token_share = spec.tokens_per_minute.map(|limit| limit / nodes);
+            let request_share = spec.requests_per_minute.map(|limit| limit / nodes);
+            if let Err(refusal) = window.admit(now, tokens, token_share, request_share) {
+                for taken in &reservations {
+                    taken.window.settle(taken.at_ms, taken.tokens, 0);
+                }
+                return Err(GatewayError::rate_limited(&spec.scope.id(), refusal.what, refusal.retry_after_seconds));
+            }
+            reservations.push(RateReservation { window, at_ms: now, tokens: if token_share.is_some() { tokens } else { 0 } });
+        }
+        Ok(reservations)
     }
 
     /// Asks the ledger for at least `needed` more (a chunk sized to recent use, capped so one node
