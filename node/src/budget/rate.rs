@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn shares_are_enforced_per_window_and_reset() {
         let window = RateWindow::default();
-        let t0 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+        let t0 = 1_800_000_000_000; // a whole minute
         assert!(window.admit(t0, 0, None, Some(2)).is_ok());
         assert!(window.admit(t0, 0, None, Some(2)).is_ok());
         let refused = window.admit(t0 + 500, 0, None, Some(2)).err();
