@@ -23,7 +23,7 @@ fn spawn(config: &std::path::Path) -> ChildGuard {
         Command::new(tollgate_binary())
             .args(["serve", "--config"])
             .arg(config)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null()),
     )
 }
@@ -60,16 +60,14 @@ async fn leader_of(procs: &[Proc]) -> Option<usize> {
     None
 }
 
-#[tokio::test]
-async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
-    let mock = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
+/// Starts three `tollgate serve` processes in front of `mock`; waits until all are ready.
+async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Proc> {
     let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peers = raft_ports.iter().enumerate().map(|(i, p)| format!("{} = \"127.0.0.1:{p}\"", i + 1)).collect::<Vec<_>>().join(", ");
     let mut procs = Vec::new();
     for (index, raft) in raft_ports.iter().enumerate() {
         let (api, admin) = (free_port(), free_port());
-        let base = config_toml(&mock, "");
+        let base = config_toml(mock, "");
         // Replace the harness's [node] section with this process's.
         let rest = base.split_once("[limits]").map(|(_, rest)| rest).unwrap();
         let text = format!(
@@ -88,6 +86,15 @@ async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
         wait_healthy(&client, &format!("http://127.0.0.1:{}/readyz", proc.admin)).await;
     }
 
+    procs
+}
+
+#[tokio::test]
+async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = start_processes(&mock, &dir).await;
+    let client = reqwest::Client::new();
     // The CLI sees three members and one leader.
     let status = cli_json(procs[1].admin, &["status"]);
     assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
@@ -166,6 +173,70 @@ async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
     for proc in &mut procs {
         if let Some(mut child) = proc.child.take() {
             assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
+        }
+    }
+}
+
+/// S1 with a node killed (-9) in the middle of streams it was serving: its unreported use and unused
+/// allowance stay counted as spent, so the other nodes can never push total service past the limit.
+#[tokio::test]
+async fn budget_holds_when_a_node_is_killed_mid_stream() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = start_processes(&mock, &dir).await;
+    let limit: u64 = 5_000;
+    let (ok, out) = cli(procs[0].admin, &["budgets", "set", "--org", "acme", "--limit-tokens", &limit.to_string()]);
+    assert!(ok, "{out}");
+    let client = reqwest::Client::new();
+    // Slow streams on node 3, killed while they are in flight.
+    mock.set_default(Script { delay_between_events: Some(Duration::from_millis(50)), ..Default::default() });
+    let body = json!({"model": "gpt-direct", "stream": true, "max_tokens": 20, "messages": [{"role": "user", "content": "stream slowly"}]});
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let url = format!("http://127.0.0.1:{}/v1/chat/completions", procs[2].api);
+        let request = client.post(url).bearer_auth(KEY).json(&body);
+        streams.push(tokio::spawn(async move {
+            if let Ok(mut response) = request.send().await {
+                while let Ok(Some(_)) = response.chunk().await {}
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    procs[2].child.as_ref().unwrap().signal("KILL");
+    procs[2].child.take();
+    for stream in streams {
+        let _ = stream.await;
+    }
+    // Spend the rest through the survivors until they refuse.
+    mock.set_default(Script::default());
+    let mut refused = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused < 4 {
+        assert!(Instant::now() < deadline, "budget never ran out");
+        let proc = &procs[refused % 2];
+        let status = client
+            .post(format!("http://127.0.0.1:{}/v1/chat/completions", proc.api))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "gpt-direct", "max_tokens": 20, "messages": [{"role": "user", "content": "more"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        match status {
+            200 => {}
+            429 | 503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let served = mock.input_tokens_served() + mock.output_tokens_served();
+    assert!(served <= limit, "S1 violated after kill -9: served {served} > limit {limit}");
+    let budget = cli_json(procs[0].admin, &["budgets", "get", "--org", "acme"]);
+    let (used, held) = (budget["used"].as_u64().unwrap(), budget["held"].as_u64().unwrap());
+    assert!(used + held <= limit, "S2 violated: {budget}");
+    for proc in &mut procs {
+        if let Some(child) = proc.child.as_ref() {
+            child.signal("TERM");
         }
     }
 }
