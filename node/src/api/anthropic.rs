@@ -113,18 +113,20 @@ pub struct Metadata {
     pub user_id: Option<String>,
 }
 
+/// A string or a list of content blocks, as `system` and `tool_result.content` accept.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum System {
+pub enum TextOrBlocks {
     Text(String),
     Blocks(Vec<Block>),
 }
 
-impl System {
+impl TextOrBlocks {
+    /// The text blocks joined by newlines (images and other blocks are skipped).
     pub fn text(&self) -> String {
         match self {
-            System::Text(text) => text.clone(),
-            System::Blocks(blocks) => blocks
+            TextOrBlocks::Text(text) => text.clone(),
+            TextOrBlocks::Blocks(blocks) => blocks
                 .iter()
                 .filter_map(|block| match block {
                     Block::Text { text } => Some(text.as_str()),
@@ -135,6 +137,9 @@ impl System {
         }
     }
 }
+
+pub type System = TextOrBlocks;
+pub type ToolResultContent = TextOrBlocks;
 
 #[derive(Debug, Deserialize)]
 pub struct Message {
@@ -186,29 +191,6 @@ pub enum ImageSource {
     Url { url: String },
     #[serde(other)]
     Other,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum ToolResultContent {
-    Text(String),
-    Blocks(Vec<Block>),
-}
-
-impl ToolResultContent {
-    pub fn text(&self) -> String {
-        match self {
-            ToolResultContent::Text(text) => text.clone(),
-            ToolResultContent::Blocks(blocks) => blocks
-                .iter()
-                .filter_map(|block| match block {
-                    Block::Text { text } => Some(text.as_str()),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]
