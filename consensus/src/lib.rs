@@ -13,8 +13,10 @@ pub mod resources;
 pub mod state;
 pub mod store;
 pub mod types;
+pub mod usage;
 
 pub use ledger::{BudgetSpec, Period, Scope};
 pub use state::{Command, ControlState, Request, Response};
 pub use node::{ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus};
 pub use types::{NodeId, NodeInfo, TypeConfig};
+pub use usage::{UsageKey, UsageTotals};

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::{BudgetSpec, Ledger, Scope};
 use crate::resources::{KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
 use crate::types::NodeInfo;
+use crate::usage::{UsageKey, UsageLog, UsageTotals};
 
 /// How many applied request ids are remembered for de-duplication, and how many audit entries are kept.
 pub const DEDUP_WINDOW: usize = 10_000;
@@ -44,12 +45,17 @@ pub enum Command {
     Release { scope_id: String, period_start: u64, node: u64, amount: u64 },
     /// A node reports consumption since its last report.
     Report { scope_id: String, period_start: u64, node: u64, delta: u64 },
+    /// A node's aggregated usage rows for reports.
+    RecordUsage { node: u64, rows: Vec<(UsageKey, UsageTotals)> },
 }
 
 impl Command {
     /// Ledger traffic: frequent, applied in place, kept out of the audit trail.
     fn is_ledger_traffic(&self) -> bool {
-        matches!(self, Command::Grant { .. } | Command::Release { .. } | Command::Report { .. })
+        matches!(
+            self,
+            Command::Grant { .. } | Command::Release { .. } | Command::Report { .. } | Command::RecordUsage { .. }
+        )
     }
 }
 
@@ -102,6 +108,9 @@ pub struct ControlState {
     /// Budgets and the per-period accounts of grants, releases and reported use.
     #[serde(default)]
     pub ledger: Ledger,
+    /// Usage by hour, org, team, key and model, for reports.
+    #[serde(default)]
+    pub usage: UsageLog,
     pub audit: VecDeque<AuditEntry>,
     /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
     #[serde(default)]
@@ -169,6 +178,10 @@ impl ControlState {
             }
             Command::Report { scope_id, period_start, node, delta } => {
                 self.ledger.report(scope_id, *period_start, *node, *delta).map(|()| Response::Applied { index })
+            }
+            Command::RecordUsage { rows, .. } => {
+                self.usage.record(rows);
+                Ok(Response::Applied { index })
             }
             _ => Err("not a ledger command".into()),
         };
@@ -316,7 +329,7 @@ impl ControlState {
                 self.ledger.set_budget(budget.clone())?;
             }
             Command::DeleteBudget { scope } => self.ledger.delete_budget(scope)?,
-            Command::Grant { .. } | Command::Release { .. } | Command::Report { .. } => {
+            Command::Grant { .. } | Command::Release { .. } | Command::Report { .. } | Command::RecordUsage { .. } => {
                 return Err("ledger commands cannot be batched".into());
             }
         }
@@ -346,6 +359,7 @@ impl Command {
             Command::Grant { scope_id, node, amount, .. } => format!("grant {amount} of {scope_id} to node {node}"),
             Command::Release { scope_id, node, amount, .. } => format!("release {amount} of {scope_id} from node {node}"),
             Command::Report { scope_id, node, delta, .. } => format!("report {delta} of {scope_id} used by node {node}"),
+            Command::RecordUsage { node, rows } => format!("record {} usage rows from node {node}", rows.len()),
         }
     }
 }

@@ -144,6 +144,30 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
             }
             client.call(Method::DELETE, &path, None).await?
         }
+        AdminCommand::Usage { org, since, until, group_by } => {
+            let mut path = format!("/admin/v1/usage?org={org}");
+            for (name, value) in [("since", since), ("until", until), ("group_by", group_by.clone())] {
+                if let Some(value) = value {
+                    path.push_str(&format!("&{name}={}", value.replace('+', "%2B")));
+                }
+            }
+            let report = client.call(Method::GET, &path, None).await?;
+            if json_output {
+                report
+            } else {
+                let mut columns = Vec::new();
+                for dimension in group_by.as_deref().unwrap_or("").split(',').map(str::trim) {
+                    match dimension {
+                        "team" => columns.push("team"),
+                        "key" => columns.push("key_id"),
+                        "model" => columns.push("model"),
+                        _ => {}
+                    }
+                }
+                columns.extend(["requests", "input_tokens", "output_tokens", "cost_usd"]);
+                return print(&table(&report["rows"], &columns));
+            }
+        }
         AdminCommand::Cluster(ClusterCommand::AddNode { id, raft_addr, api_addr, admin_addr }) => {
             let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr.unwrap_or_default(), "admin_addr": admin_addr.unwrap_or_default()});
             let status = client.call(Method::POST, "/admin/v1/cluster/nodes", Some(Bytes::from(body.to_string()))).await?;

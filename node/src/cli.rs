@@ -73,6 +73,21 @@ pub enum Command {
         #[command(subcommand)]
         command: BudgetsCommand,
     },
+    /// Usage report: requests, tokens in/out and cost for an org, optionally grouped.
+    Usage {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        org: String,
+        /// RFC 3339 start, e.g. 2026-11-01T00:00:00Z (default: all retained history).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// Comma-separated: team, key, model.
+        #[arg(long)]
+        group_by: Option<String>,
+    },
     /// Add or remove cluster members (learner first, then voter).
     Cluster {
         #[command(flatten)]
@@ -136,6 +151,7 @@ pub enum AdminCommand {
     Orgs(NamedCommand),
     Routes(NamedCommand),
     Budgets(BudgetsCommand),
+    Usage { org: String, since: Option<String>, until: Option<String>, group_by: Option<String> },
     Cluster(ClusterCommand),
 }
 
@@ -236,6 +252,7 @@ impl Command {
             Command::Routes { admin, command } => (admin, AdminCommand::Routes(command)),
             Command::Cluster { admin, command } => (admin, AdminCommand::Cluster(command)),
             Command::Budgets { admin, command } => (admin, AdminCommand::Budgets(command)),
+            Command::Usage { admin, org, since, until, group_by } => (admin, AdminCommand::Usage { org, since, until, group_by }),
             other => return Err(other),
         })
     }

@@ -9,7 +9,7 @@ use http::HeaderValue;
 
 use tollgate_consensus::{ConsensusNode, ControlState};
 
-use crate::budget::{BudgetConfig, BudgetManager};
+use crate::budget::{BudgetConfig, BudgetManager, UsageAggregator};
 use crate::config::{Config, LimitsConfig};
 
 fn budget_config(config: &Config) -> BudgetConfig {
@@ -24,6 +24,8 @@ pub struct Gateway {
     pub consensus: Option<ConsensusNode>,
     /// Budget admission against the Raft ledger, in cluster mode.
     pub budget: Option<Arc<BudgetManager>>,
+    /// Usage rows for reports, in cluster mode.
+    pub usage: Option<Arc<UsageAggregator>>,
     pub admin_token: Option<String>,
     /// False until the first control state is loaded (cluster mode); `/readyz` reports it.
     loaded: AtomicBool,
@@ -42,6 +44,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             consensus: None,
             budget: None,
+            usage: None,
             admin_token: config.admin_token()?,
             loaded: AtomicBool::new(true),
             metrics,
@@ -59,6 +62,7 @@ impl Gateway {
         Ok(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             budget: Some(BudgetManager::new(config.node.id, consensus.clone(), budget_config(config))),
+            usage: Some(UsageAggregator::new(config.node.id, consensus.clone())),
             consensus: Some(consensus),
             admin_token: config.admin_token()?,
             loaded: AtomicBool::new(false),

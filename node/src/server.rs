@@ -138,6 +138,9 @@ pub async fn run_gateway(gateway: Arc<Gateway>, listeners: Listeners, shutdown: 
         // Report what was used and hand unused allowance back before leaving.
         let _ = tokio::time::timeout(Duration::from_secs(3), budget.flush()).await;
     }
+    if let Some(usage) = &gateway.usage {
+        let _ = tokio::time::timeout(Duration::from_secs(2), usage.flush()).await;
+    }
     if let Some(consensus) = &gateway.consensus {
         consensus.shutdown().await;
     }

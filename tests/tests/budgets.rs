@@ -197,3 +197,42 @@ async fn requests_per_minute_is_split_across_nodes_and_refused_with_retry_after(
     assert!(headers.get("retry-after").is_some());
     assert_eq!(chat(&cluster, 2, false).await.0, 200, "other nodes have their own share");
 }
+
+#[tokio::test]
+async fn usage_report_groups_tokens_and_cost_by_key_and_model() {
+    let cluster = TestCluster::start(3).await;
+    for node in 1..=3 {
+        assert_eq!(chat(&cluster, node, node == 2).await.0, 200);
+    }
+    let limited = cluster
+        .client
+        .post(format!("{}/v1/chat/completions", cluster.node(1).api_url()))
+        .bearer_auth(tollgate_tests::LIMITED_KEY)
+        .json(&json!({"model": "gpt-direct", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 200);
+    let served = served(&cluster);
+    let mut report = Value::Null;
+    for _ in 0..100 {
+        report = cluster.admin_get(cluster.node(3), "/admin/v1/usage?org=acme&since=2020-01-01T00:00:00Z&group_by=key,model").await.unwrap();
+        let rows = report["rows"].as_array().cloned().unwrap_or_default();
+        let tokens: u64 = rows.iter().map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap()).sum();
+        if tokens >= served {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = report["rows"].as_array().unwrap();
+    let by_key = |key: &str| rows.iter().find(|r| r["key_id"] == key).cloned().unwrap_or(Value::Null);
+    assert_eq!(by_key("test")["requests"], 3, "{report}");
+    assert_eq!(by_key("limited")["requests"], 1, "{report}");
+    assert_eq!(by_key("test")["model"], "gpt-direct");
+    let tokens: u64 = rows.iter().map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap()).sum();
+    assert_eq!(tokens, served, "usage rows match what the upstream served");
+    let cost: f64 = rows.iter().map(|r| r["cost_usd"].as_f64().unwrap()).sum();
+    assert!(cost > 0.0);
+    let (status, _) = cluster.admin(cluster.node(1), Method::GET, "/admin/v1/usage?org=acme&since=yesterday", None).await;
+    assert_eq!(status, 400);
+}

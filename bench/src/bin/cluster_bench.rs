@@ -26,7 +26,7 @@ const PROPAGATION_RUNS: usize = 30;
 const PROPAGATION_RUNS_PROD: usize = 10;
 const FAILOVER_RUNS: usize = 5;
 const FAILOVER_RUNS_PROD: usize = 3;
-const THROUGHPUT_SECS: u64 = 3;
+const THROUGHPUT_SECS: u64 = 5;
 const CONCURRENCY: [usize; 3] = [1, 8, 32];
 /// Bound on anything the bench waits for.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -41,26 +41,14 @@ async fn main() {
     let started = Instant::now();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
     let mut cluster = TestCluster::start(3).await;
-    if std::env::var_os("GROWTH").is_some() {
+    if std::env::var_os("DEDUP").is_some() {
         let leader = settle(&cluster).await;
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
-        for size in [0usize, 2000, 5000, 10000, 20000] {
-            if size > 0 {
-                let mut extra = String::new();
-                for i in 0..size { extra.push_str(&format!("[[orgs]]\nname = \"g-{i}\"\n")); }
-                let file = tollgate_tests::config_toml(&cluster.mock, &extra);
-                let t = Instant::now();
-                let r = client.post(format!("{}/admin/v1/apply", cluster.node(leader).admin_url())).bearer_auth(ADMIN_TOKEN).body(file).send().await.unwrap();
-                let st = r.status();
-                let body = r.text().await.unwrap();
-                println!("apply {size}: {st} in {:?} ({} bytes)", t.elapsed(), body.len().min(200));
-                settle(&cluster).await;
-            }
-            let n = cluster.node(leader).gateway.consensus.as_ref().unwrap().current().orgs.len();
-            for (label, id) in [("leader", leader), ("follower", follower)] {
-                let r = throughput(&client, cluster.node(id).admin_url(), 1).await;
-                println!("orgs {n}: {label} 1 client {:.1}/s p50 {:.2} p99 {:.2}", r.rate, percentile(&r.latencies, 50.0), percentile(&r.latencies, 99.0));
-            }
+        for round in 0..4 {
+            let r = throughput(&client, cluster.node(leader).admin_url(), 1).await;
+            let st = cluster.node(leader).gateway.consensus.as_ref().unwrap().current();
+            println!("round {round}: orgs {} audit {}: leader 1 client {:.1}/s p50 {:.2} p99 {:.2}", st.orgs.len(), st.audit.len(), r.rate, percentile(&r.latencies, 50.0), percentile(&r.latencies, 99.0));
+            let r = throughput(&client, cluster.node(leader).admin_url(), 32).await;
+            println!("   filler 32 clients {:.1}/s", r.rate);
         }
         return;
     }

@@ -164,6 +164,7 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
             Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index})))
         }
         (Method::GET, ["budgets"]) => get_budgets(node, &query).await,
+        (Method::GET, ["usage"]) => get_usage(node, &query).await,
         (Method::DELETE, ["budgets"]) => {
             let scope = scope_from_query(&query)?;
             let index = write(node, Command::DeleteBudget { scope }, idem).await?;
@@ -444,4 +445,104 @@ async fn get_budgets(node: &ConsensusNode, query: &str) -> AdminResult {
     let scope = scope_from_query(query)?;
     let spec = state.ledger.budgets.get(&scope.id()).ok_or_else(|| AdminError::not_found(format!("no budget for {}", scope.id())))?;
     Ok(json_response(StatusCode::OK, &describe(spec)))
+}
+
+/// Parses `2026-11-25T16:00:00Z` / `…+02:00` (fractional seconds allowed) into Unix ms.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (date, time) = text.split_once(['T', 't', ' '])?;
+    let mut date_parts = date.split('-');
+    let year: i64 = date_parts.next()?.parse().ok()?;
+    let month: u32 = date_parts.next()?.parse().ok()?;
+    let day: u32 = date_parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (clock, offset_minutes) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
+        (clock, 0i64)
+    } else {
+        let split = time.rfind(['+', '-'])?;
+        let (clock, offset) = time.split_at(split);
+        let sign = if offset.starts_with('-') { -1 } else { 1 };
+        let (hours, minutes) = offset[1..].split_once(':')?;
+        (clock, sign * (hours.parse::<i64>().ok()? * 60 + minutes.parse::<i64>().ok()?))
+    };
+    let mut clock_parts = clock.split(':');
+    let hour: i64 = clock_parts.next()?.parse().ok()?;
+    let minute: i64 = clock_parts.next()?.parse().ok()?;
+    let second: f64 = clock_parts.next().unwrap_or("0").parse().ok()?;
+    let days = tollgate_consensus::ledger::days_from_civil(year, month, day);
+    let ms = days * 86_400_000 + hour * 3_600_000 + minute * 60_000 + (second * 1000.0) as i64 - offset_minutes * 60_000;
+    u64::try_from(ms).ok()
+}
+
+/// `GET /admin/v1/usage?org=acme&since=RFC3339[&until=RFC3339][&group_by=team,key,model]`: requests,
+/// tokens in/out and cost per group, from the replicated hourly usage log (hour granularity).
+async fn get_usage(node: &ConsensusNode, query: &str) -> AdminResult {
+    let org = query_value(query, "org").ok_or_else(|| AdminError::bad_request("org: query parameter required"))?;
+    let since = match query_value(query, "since") {
+        Some(text) => parse_rfc3339(&text.replace("%3A", ":").replace("%2B", "+"))
+            .ok_or_else(|| AdminError::bad_request(format!("since: `{text}` is not an RFC 3339 time")))?,
+        None => 0,
+    };
+    let until = match query_value(query, "until") {
+        Some(text) => parse_rfc3339(&text.replace("%3A", ":").replace("%2B", "+"))
+            .ok_or_else(|| AdminError::bad_request(format!("until: `{text}` is not an RFC 3339 time")))?,
+        None => u64::MAX,
+    };
+    let group_by: Vec<String> = query_value(query, "group_by")
+        .map(|g| g.replace("%2C", ",").split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default();
+    if let Some(bad) = group_by.iter().find(|g| !matches!(g.as_str(), "team" | "key" | "model")) {
+        return Err(AdminError::bad_request(format!("group_by: `{bad}` is not one of team, key, model")));
+    }
+    let state = node.read_linearizable().await?;
+    let mut groups: std::collections::BTreeMap<(Option<String>, Option<String>, Option<String>), tollgate_consensus::UsageTotals> =
+        std::collections::BTreeMap::new();
+    for (key, totals) in &state.usage.rows {
+        // An hour counts when it overlaps [since, until).
+        if key.org != org || key.hour_ms + 3_600_000 <= since || key.hour_ms >= until {
+            continue;
+        }
+        let group = (
+            group_by.iter().any(|g| g == "team").then(|| key.team.clone().unwrap_or_default()),
+            group_by.iter().any(|g| g == "key").then(|| key.key_id.clone()),
+            group_by.iter().any(|g| g == "model").then(|| key.model.clone()),
+        );
+        groups.entry(group).or_default().add(totals);
+    }
+    let rows: Vec<Value> = groups
+        .into_iter()
+        .map(|((team, key, model), totals)| {
+            let mut row = json!({
+                "org": org, "requests": totals.requests, "input_tokens": totals.input_tokens,
+                "output_tokens": totals.output_tokens, "cost_usd": totals.cost_micro_usd as f64 / 1e6,
+            });
+            if let Some(team) = team {
+                row["team"] = json!(if team.is_empty() { Value::Null } else { json!(team) });
+            }
+            if let Some(key) = key {
+                row["key_id"] = json!(key);
+            }
+            if let Some(model) = model {
+                row["model"] = json!(model);
+            }
+            row
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"org": org, "since_ms": since, "group_by": group_by, "rows": rows})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339;
+
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(parse_rfc3339("2026-11-01T00:00:00Z"), Some(1_793_491_200_000));
+        assert_eq!(parse_rfc3339("2026-11-01T02:00:00+02:00"), Some(1_793_491_200_000));
+        assert_eq!(parse_rfc3339("2026-11-01T00:00:00.5Z"), Some(1_793_491_200_500));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
+    }
 }

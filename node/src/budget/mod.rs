@@ -8,6 +8,7 @@
 
 mod account;
 mod rate;
+mod usage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tollgate_consensus::{BudgetSpec, ClusterError, Command, ConsensusNode, Request, Response};
 
 pub use account::LocalAccount;
+pub use usage::{UsageAggregator, UsageSink};
 
 use crate::auth::Principal;
 use crate::cluster::now_ms;

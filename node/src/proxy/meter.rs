@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::Usage;
-use crate::budget::Admission;
+use crate::budget::{Admission, UsageSink};
 use crate::config::Price;
 use crate::metrics::{Outcome, TargetMetrics};
 use crate::tokens::UsageEstimator;
@@ -22,15 +22,21 @@ pub struct RequestMeter {
     route: Arc<str>,
     /// The budget reservation of this attempt, settled when the attempt ends.
     admission: Option<Admission>,
+    /// Where usage rows for reports go (cluster mode).
+    usage_sink: Option<UsageSink>,
 }
 
 impl RequestMeter {
     pub fn new(target: Arc<TargetMetrics>, price: Price, started: Instant, estimator: UsageEstimator, route: Arc<str>) -> Self {
-        RequestMeter { target, price, started, ttft: None, estimator, recorded: false, route, admission: None }
+        RequestMeter { target, price, started, ttft: None, estimator, recorded: false, route, admission: None, usage_sink: None }
     }
 
     pub fn set_admission(&mut self, admission: Option<Admission>) {
         self.admission = admission;
+    }
+
+    pub fn set_usage_sink(&mut self, sink: Option<UsageSink>) {
+        self.usage_sink = sink;
     }
 
     pub fn estimator(&self) -> &UsageEstimator {
@@ -54,6 +60,11 @@ impl RequestMeter {
             self.recorded = true;
             let duration = self.started.elapsed();
             self.target.record(outcome, Some(&usage), &self.price, duration, self.ttft);
+            if let Some(sink) = &self.usage_sink {
+                if usage.input_tokens + usage.output_tokens > 0 {
+                    sink.record(outcome == Outcome::Ok, &usage, &self.price);
+                }
+            }
             tracing::debug!(
                 route = %self.route,
                 ?outcome,

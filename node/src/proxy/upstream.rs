@@ -104,6 +104,13 @@ async fn attempt(
     let estimator = UsageEstimator { encoding: route.encoding, request_body: context.body.clone() };
     let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.as_str().into());
     meter.set_admission(admission);
+    if let (Some(aggregator), Some(principal)) = (&gateway.usage, &context.principal) {
+        meter.set_usage_sink(Some(crate::budget::UsageSink {
+            aggregator: aggregator.clone(),
+            principal: principal.clone(),
+            model: route.name.as_str().into(),
+        }));
+    }
     let upstream_request = UpstreamRequest { operation, body, stream: request.stream, client_headers: &context.headers };
     let result = target.provider.send(upstream_request).await;
     let response = match result {
