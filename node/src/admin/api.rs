@@ -497,8 +497,9 @@ async fn get_usage(node: &ConsensusNode, query: &str) -> AdminResult {
         return Err(AdminError::bad_request(format!("group_by: `{bad}` is not one of team, key, model")));
     }
     let state = node.read_linearizable().await?;
-    let mut groups: std::collections::BTreeMap<(Option<String>, Option<String>, Option<String>), tollgate_consensus::UsageTotals> =
-        std::collections::BTreeMap::new();
+    /// (team, key, model), each present only when grouped by.
+    type Group = (Option<String>, Option<String>, Option<String>);
+    let mut groups: std::collections::BTreeMap<Group, tollgate_consensus::UsageTotals> = std::collections::BTreeMap::new();
     for (key, totals) in &state.usage.rows {
         // An hour counts when it overlaps [since, until).
         if key.org != org || key.hour_ms + 3_600_000 <= since || key.hour_ms >= until {

@@ -13,12 +13,15 @@ use crate::cluster::{new_request_id, now_ms};
 use crate::config::Price;
 use crate::metrics::cost_usd;
 
+/// A batch of rows and the request id it is (re)sent under.
+type PendingBatch = (String, Vec<(UsageKey, UsageTotals)>);
+
 pub struct UsageAggregator {
     node_id: u64,
     consensus: ConsensusNode,
     rows: Mutex<HashMap<UsageKey, UsageTotals>>,
     /// A batch sent but not confirmed: retried with the same request id.
-    pending: Mutex<Option<(String, Vec<(UsageKey, UsageTotals)>)>>,
+    pending: Mutex<Option<PendingBatch>>,
 }
 
 /// Who to attribute one request's usage to.
