@@ -194,7 +194,12 @@ impl BudgetManager {
             let full = units(spec, &price, input_tokens, output_cap);
             let minimum = units(spec, &price, input_tokens, min_output);
             if account.available() < full as i64 {
-                self.refill(&account, full).await?;
+                if let Err(err) = self.refill(&account, full).await {
+                    // Cut off from the ledger: still serve (with a smaller cap) from what this node holds.
+                    if account.available() < minimum as i64 {
+                        return Err(err);
+                    }
+                }
             }
             let available = account.available().max(0) as u64;
             if available < minimum {
@@ -206,14 +211,27 @@ impl BudgetManager {
             }
             accounts.push(account);
         }
-        let mut reservations = Vec::with_capacity(accounts.len());
+        let mut reservations: Vec<Reservation> = Vec::with_capacity(accounts.len());
         for (account, spec) in accounts.iter().zip(&specs) {
             let needed = units(spec, &price, input_tokens, output_cap);
-            if !account.try_reserve(needed) {
-                // Raced with another request: undo and refuse (the client may retry).
-                for reservation in &reservations {
-                    let reservation: &Reservation = reservation;
-                    reservation.account.settle(reservation.units, 0);
+            // Another request may have taken the allowance since the check above: refill and retry
+            // rather than refuse while the ledger still has room (no over-refusal under concurrency).
+            let mut reserved = account.try_reserve(needed);
+            for _ in 0..3 {
+                if reserved {
+                    break;
+                }
+                if let Err(err) = self.refill(account, needed).await {
+                    for taken in &reservations {
+                        taken.account.settle(taken.units, 0);
+                    }
+                    return Err(err);
+                }
+                reserved = account.try_reserve(needed);
+            }
+            if !reserved {
+                for taken in &reservations {
+                    taken.account.settle(taken.units, 0);
                 }
                 return Err(GatewayError::budget_exhausted(&spec.scope.id()));
             }
