@@ -119,7 +119,19 @@ impl ConsensusNode {
     /// cluster if this node has the lowest id among `initial_members`.
     pub async fn start(config: ConsensusConfig, listener: tokio::net::TcpListener) -> anyhow::Result<ConsensusNode> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let (log_store, state_machine) = crate::store::open(&config.data_dir)?;
+        // A node restarted right after stopping may find its previous instance still releasing the sled
+        // lock for a few milliseconds: retry briefly instead of failing the start.
+        let mut attempts = 0;
+        let (log_store, state_machine) = loop {
+            match crate::store::open(&config.data_dir) {
+                Ok(stores) => break stores,
+                Err(err) if attempts < 50 && format!("{err:#}").contains("lock") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
         let raft_config = openraft::Config {
             cluster_name: "tollgate".into(),
             heartbeat_interval: config.heartbeat_ms,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::ledger::{BudgetSpec, Scope};
-use crate::resources::{ProviderKind, Strategy, TargetConfig};
+use crate::resources::{ProviderKind, Strategy, TargetConfig, TeamConfig};
 
 fn provider(name: &str) -> ProviderConfig {
     ProviderConfig {
@@ -128,4 +128,29 @@ fn ledger_commands_apply_in_place_deduplicate_and_skip_the_audit() {
     let unknown = Scope { org: "nope".into(), team: None, key_id: None };
     let bad = BudgetSpec { scope: unknown, limit_tokens: Some(1), limit_cost: None, period: crate::ledger::Period::Day, tokens_per_minute: None, requests_per_minute: None };
     assert!(matches!(state.apply(6, &request("bad", Command::SetBudget { budget: bad })), Response::Rejected { .. }));
+}
+
+/// Snapshots are JSON: every part of the state must survive a round trip (JSON map keys must be strings;
+/// a struct-keyed map once broke snapshot builds and with them the whole cluster).
+#[test]
+fn the_whole_state_round_trips_through_json() {
+    let mut state = ControlState::default();
+    state.apply(1, &request("p", Command::PutProvider { provider: provider("p") }));
+    state.apply(2, &request("m", Command::PutModel { model: model("m", "p") }));
+    state.apply(3, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
+    state.apply(4, &request("t", Command::PutTeam { team: TeamConfig { org: "acme".into(), name: "ml".into() } }));
+    state.apply(5, &request("k", Command::CreateKey { key: key("k1", "acme", 'b') }));
+    state.apply(6, &request("n", Command::RegisterNode { id: 1, info: crate::types::NodeInfo { raft_addr: "a:1".into(), api_addr: "a:2".into(), admin_addr: "a:3".into() } }));
+    let scope = Scope { org: "acme".into(), team: None, key_id: None };
+    let budget = BudgetSpec { scope: scope.clone(), limit_tokens: Some(100), limit_cost: None, period: crate::ledger::Period::Day, tokens_per_minute: None, requests_per_minute: None };
+    state.apply(7, &request("b", Command::SetBudget { budget }));
+    state.apply(8, &request("g", Command::Grant { scope_id: scope.id(), period_start: 0, node: 1, amount: 10, min_amount: 1 }));
+    state.apply(9, &request("r", Command::Report { scope_id: scope.id(), period_start: 0, node: 1, delta: 5 }));
+    let usage_key = crate::usage::UsageKey { hour_ms: 0, org: "acme".into(), team: None, key_id: "k1".into(), model: "m".into() };
+    let totals = crate::usage::UsageTotals { requests: 1, input_tokens: 2, output_tokens: 3, cost_micro_usd: 4 };
+    state.apply(10, &request("u", Command::RecordUsage { node: 1, rows: vec![(usage_key, totals)] }));
+    assert!(!state.usage.rows.is_empty() && !state.ledger.accounts.is_empty());
+    let json = serde_json::to_vec(&state).unwrap_or_else(|e| panic!("state must serialize: {e}"));
+    let back: ControlState = serde_json::from_slice(&json).unwrap_or_else(|e| panic!("state must deserialize: {e}"));
+    assert_eq!(back, state);
 }

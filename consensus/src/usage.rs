@@ -39,7 +39,26 @@ pub const RETENTION_HOURS: u64 = 35 * 24;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageLog {
+    /// Serialized as a list of `[key, totals]` pairs: JSON map keys must be strings, and snapshots are JSON.
+    #[serde(with = "rows_as_list")]
     pub rows: BTreeMap<UsageKey, UsageTotals>,
+}
+
+mod rows_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{UsageKey, UsageTotals};
+
+    pub fn serialize<S: Serializer>(rows: &BTreeMap<UsageKey, UsageTotals>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(rows.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<UsageKey, UsageTotals>, D::Error> {
+        let pairs: Vec<(UsageKey, UsageTotals)> = Vec::deserialize(deserializer)?;
+        Ok(pairs.into_iter().collect())
+    }
 }
 
 impl UsageLog {
@@ -63,6 +82,15 @@ mod tests {
 
     fn key(hour: u64, model: &str) -> UsageKey {
         UsageKey { hour_ms: hour * 3_600_000, org: "acme".into(), team: None, key_id: "k".into(), model: model.into() }
+    }
+
+    #[test]
+    fn the_log_round_trips_through_json() {
+        let mut log = UsageLog::default();
+        log.record(&[(key(1, "m"), UsageTotals { requests: 1, input_tokens: 2, output_tokens: 3, cost_micro_usd: 4 })]);
+        let json = serde_json::to_string(&log).unwrap_or_default();
+        let back: UsageLog = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, log);
     }
 
     #[test]

@@ -97,6 +97,11 @@ async fn a_minority_cannot_commit_and_says_so_quickly() {
 #[tokio::test]
 async fn a_restarted_node_catches_up_from_disk_and_snapshot() {
     let mut cluster = TestCluster::start_with(3, "snapshot_after_logs = 5").await;
+    // Traffic first, so snapshots carry usage rows and ledger data too (a struct-keyed map once made
+    // snapshot builds fail and stopped Raft on every node).
+    assert_eq!(cluster.chat_default(cluster.node(1), "gpt-direct").await, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!cluster.node(1).gateway.consensus.as_ref().unwrap().current().usage.rows.is_empty(), "usage was recorded");
     cluster.stop(3).await;
     // Enough writes to snapshot and purge the log past what node 3 has.
     for index in 0..12 {
