@@ -195,7 +195,9 @@ impl PeerClient {
             Err(_elapsed) => {
                 let err = DeadlineElapsed { rpc: rpc.name(), target, ttl };
                 tracing::debug!(error = %err, "Raft RPC timed out");
-                return Err(RPCError::Unreachable(Unreachable::new(&err)));
+                // A slow peer is not a dead one: `Network` is retried at the next heartbeat, while
+                // `Unreachable` would back the follower off for 500 ms and can stall commits (bench/CLUSTER.md).
+                return Err(RPCError::Network(NetworkError::new(&err)));
             }
             Ok(Err(status)) => return Err(status_error(rpc, target, status)),
             Ok(Ok(response)) => response.into_inner(),
@@ -217,8 +219,13 @@ fn status_error<E: Error>(rpc: Rpc, target: NodeId, status: tonic::Status) -> Rp
             tracing::warn!(rpc = rpc.name(), target, status = %status, "Raft RPC rejected by peer");
             RPCError::Network(NetworkError::new(&status))
         }
-        // Unavailable (refused / reset / no route), Cancelled and DeadlineExceeded (timeouts), Unknown (h2
-        // and "service not ready" errors), Unimplemented (something else listens there), ResourceExhausted…
+        // Slow, not dead: retry at the next heartbeat without the unreachable-peer backoff.
+        Code::DeadlineExceeded | Code::Cancelled => {
+            tracing::debug!(rpc = rpc.name(), target, status = %status, "Raft RPC timed out");
+            RPCError::Network(NetworkError::new(&status))
+        }
+        // Unavailable (refused / reset / no route), Unknown (h2 and "service not ready" errors),
+        // Unimplemented (something else listens there), ResourceExhausted…
         _ => {
             tracing::debug!(rpc = rpc.name(), target, status = %status, "Raft peer unreachable");
             RPCError::Unreachable(Unreachable::new(&status))
