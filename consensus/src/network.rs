@@ -5,9 +5,10 @@
 //! [`crate::raft_service::RaftService`] replies with the JSON of `Result<response, RaftError>`, so a Raft-level
 //! error on the peer comes back as [`RPCError::RemoteError`]. Errors are classified so openraft reacts well:
 //!
-//! - transport failures (refused, reset, timed out, unavailable) → [`RPCError::Unreachable`]: openraft then
-//!   backs off ([`RaftNetwork::backoff`]) instead of retrying a dead peer at every heartbeat;
-//! - a reply that cannot be decoded, or a peer that rejects our request as malformed → [`RPCError::Network`];
+//! - transport failures (refused, reset, unavailable) → [`RPCError::Unreachable`]: openraft then backs off
+//!   ([`RaftNetwork::backoff`]) instead of retrying a dead peer at every heartbeat;
+//! - a timeout (slow, not dead), a reply that cannot be decoded, or a peer that rejects our request as
+//!   malformed → [`RPCError::Network`], retried at the next heartbeat;
 //! - an append-entries request larger than [`MAX_MESSAGE_SIZE`] → [`RPCError::PayloadTooLarge`] with a hint of
 //!   half the entries, so openraft splits it instead of failing forever.
 //!
