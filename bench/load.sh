@@ -12,8 +12,9 @@
 # each proxy adds over direct.
 #
 # Usage (as root on Debian; installs nginx, jq and oha if missing):  bash bench/load.sh
-# Env: DURATION=10s  WARMUP=1s  CONNS=64  RATES="2000 8000"  TARGETS="direct nginx tollgate"
+# Env: DURATION=10s  WARMUP=1s  CONNS=64  RATES="2000 8000"  TARGETS="direct nginx tollgate"  REPEAT=1 (rounds; medians)
 #      SCENARIOS="closed open stream"  OUT_DIR=<dir to keep the raw oha JSON + table>
+#      REPORT_FROM=<an OUT_DIR of an earlier run: print its table again, run nothing>
 #      OHA=<path to oha>  BENCH_CACHE=~/.cache/tollgate-bench (where oha is installed)
 #      NGINX_PORT=18080 TOLLGATE_PORT=18081 TOLLGATE_ADMIN_PORT=18091  GATEWAY_CPU=1 CLIENT_CPU=0  NICE=-10  PRIO=nice|rt
 set -euo pipefail
@@ -24,6 +25,7 @@ CONNS=${CONNS:-64}
 RATES=${RATES:-"2000 8000"}
 TARGETS=${TARGETS:-"direct nginx tollgate"}
 SCENARIOS=${SCENARIOS:-"closed open stream"}
+REPEAT=${REPEAT:-1}
 NGINX_PORT=${NGINX_PORT:-18080}
 TOLLGATE_PORT=${TOLLGATE_PORT:-18081}
 TOLLGATE_ADMIN_PORT=${TOLLGATE_ADMIN_PORT:-18091}
@@ -84,37 +86,43 @@ apt_install() {
         || die "apt-get install $* failed"
 }
 
-command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
-command -v taskset >/dev/null || apt_install util-linux
-command -v jq >/dev/null || apt_install jq
-NGINX=$(command -v nginx || true)
-[[ -z "$NGINX" && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
-if [[ -z "$NGINX" && " $TARGETS " == *" nginx "* ]]; then
-    apt_install nginx
-    # Debian starts the packaged service; it is not ours to leave running on :80, but not ours to stop either.
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-fi
-
-OHA=${OHA:-$(command -v oha || true)}
-if [[ -z "$OHA" ]]; then
-    OHA="$BENCH_CACHE/bin/oha"
-    if [[ ! -x "$OHA" ]]; then
-        log "installing oha into $BENCH_CACHE (first run only; takes a few minutes)"
-        mkdir -p "$BENCH_CACHE"
-        cargo install oha --locked --root "$BENCH_CACHE" >&2 \
-            || die "cargo install oha failed; install oha (https://github.com/hatoo/oha) and set OHA=/path/to/oha"
+REPORT_FROM=${REPORT_FROM:-}
+if [[ -n "$REPORT_FROM" ]]; then
+    command -v jq >/dev/null || apt_install jq
+else
+    command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
+    command -v taskset >/dev/null || apt_install util-linux
+    command -v jq >/dev/null || apt_install jq
+    NGINX=$(command -v nginx || true)
+    [[ -z "$NGINX" && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
+    if [[ -z "$NGINX" && " $TARGETS " == *" nginx "* ]]; then
+        apt_install nginx
+        # Debian starts the packaged service; it is not ours to leave running on :80, but not ours to stop either.
+        NGINX=$(command -v nginx || echo /usr/sbin/nginx)
     fi
+
+    OHA=${OHA:-$(command -v oha || true)}
+    if [[ -z "$OHA" ]]; then
+        OHA="$BENCH_CACHE/bin/oha"
+        if [[ ! -x "$OHA" ]]; then
+            log "installing oha into $BENCH_CACHE (first run only; takes a few minutes)"
+            mkdir -p "$BENCH_CACHE"
+            cargo install oha --locked --root "$BENCH_CACHE" >&2 \
+                || die "cargo install oha failed; install oha (https://github.com/hatoo/oha) and set OHA=/path/to/oha"
+        fi
+    fi
+    "$OHA" --version >/dev/null || die "$OHA does not run"
+
+    # ---- build ----
+
+    log "building tollgate and the mock server (release)"
+    (cd "$ROOT" && cargo build --release -q -p tollgate -p tollgate-bench --bin tollgate --bin mock_server) >&2
+    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+    TOLLGATE="$TARGET_DIR/release/tollgate"
+    MOCK="$TARGET_DIR/release/mock_server"
+    [[ -x "$TOLLGATE" && -x "$MOCK" ]] || die "binaries not found under $TARGET_DIR/release"
+
 fi
-"$OHA" --version >/dev/null || die "$OHA does not run"
-
-# ---- build ----
-
-log "building tollgate and the mock server (release)"
-(cd "$ROOT" && cargo build --release -q -p tollgate -p tollgate-bench --bin tollgate --bin mock_server) >&2
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-TOLLGATE="$TARGET_DIR/release/tollgate"
-MOCK="$TARGET_DIR/release/mock_server"
-[[ -x "$TOLLGATE" && -x "$MOCK" ]] || die "binaries not found under $TARGET_DIR/release"
 
 # ---- request bodies (~300 bytes) ----
 
@@ -250,7 +258,6 @@ oha_run() { # out.json body url [oha args...]
 }
 
 mkdir -p "$WORK/results"
-RUN_LIST=()
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 # utime+stime (clock ticks) of a process and its children (nginx's worker).
@@ -270,32 +277,30 @@ cpu_jiffies() {
     awk -v cpu="cpu$1" '$1 == cpu { total = 0; for (i = 2; i <= NF; i++) total += $i; print total - $5 - $6, total }' /proc/stat
 }
 
-run_scenario() { # target scenario-name body [oha args...]
-    local target=$1 name=$2 body=$3
-    shift 3
+run_scenario() { # target scenario-name round body [oha args...]
+    local target=$1 name=$2 round=$3 body=$4
+    shift 4
     GW_PID=
     start_mock
     case $target in
         nginx) start_nginx ;;
         tollgate) start_tollgate ;;
     esac
-    local url
+    local url ok run=$target.$name.r$round
     url=$(url_for "$target")
     # Correctness first: 20 requests must all be 200.
     oha_run "$WORK/check.json" "$body" "$url" -n 20 -c 4
-    local ok
     ok=$(jq '.statusCodeDistribution["200"] // 0' "$WORK/check.json")
     [[ "$ok" == 20 ]] || die "$target does not answer 200: $(jq -c '.statusCodeDistribution, .errorDistribution' "$WORK/check.json")"
     oha_run "$WORK/warmup.json" "$body" "$url" -z "$WARMUP" -c "$CONNS" "$@"
-    log "$target / $name: $DURATION"
+    log "$target / $name (round $round): $DURATION"
     local gw_before mock_before client_before gateway_before
     gw_before=$(proc_ticks "$GW_PID"); mock_before=$(proc_ticks "$MOCK_PID")
     client_before=$(cpu_jiffies "$CLIENT_CPU"); gateway_before=$(cpu_jiffies "$GATEWAY_CPU")
-    oha_run "$WORK/results/$target.$name.json" "$body" "$url" -z "$DURATION" -c "$CONNS" "$@"
+    oha_run "$WORK/results/$run.json" "$body" "$url" -z "$DURATION" -c "$CONNS" "$@"
     # CPU used during the run: the gateway process, the mock, and how busy each core was.
     echo "$(( $(proc_ticks "$GW_PID") - gw_before )) $(( $(proc_ticks "$MOCK_PID") - mock_before ))" \
-        "$(cpu_jiffies "$CLIENT_CPU") $client_before $(cpu_jiffies "$GATEWAY_CPU") $gateway_before" >"$WORK/results/$target.$name.cpu"
-    RUN_LIST+=("$target.$name")
+        "$(cpu_jiffies "$CLIENT_CPU") $client_before $(cpu_jiffies "$GATEWAY_CPU") $gateway_before" >"$WORK/results/$run.cpu"
     stop_all
 }
 
@@ -309,77 +314,111 @@ for scenario in $SCENARIOS; do
     esac
 done
 
-START=$(date +%s)
-log "targets: $TARGETS; scenarios: ${SCENARIO_NAMES[*]}; $DURATION each (+$WARMUP warm-up)"
-for target in $TARGETS; do
-    for name in "${SCENARIO_NAMES[@]}"; do
-        case $name in
-            closed-*) run_scenario "$target" "$name" "$BODY" ;;
-            open-q*) run_scenario "$target" "$name" "$BODY" -q "${name#open-q}" --latency-correction ;;
-            stream-*) run_scenario "$target" "$name" "$STREAM_BODY" ;;
-        esac
+if [[ -n "$REPORT_FROM" ]]; then
+    cp "$REPORT_FROM"/*.json "$REPORT_FROM"/*.cpu "$REPORT_FROM"/meta.txt "$WORK/results/"
+else
+    {
+        echo "Tollgate load benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
+        echo "gateway on CPU $GATEWAY_CPU; mock + oha on CPU $CLIENT_CPU; priority: ${PRIO_CMD[*]}; ${DURATION} per run (+${WARMUP} warm-up), median of $REPEAT round(s); ~$(wc -c <"$BODY") B body; $("$OHA" --version)${NGINX:+; $("$NGINX" -v 2>&1 | sed 's/.*: //')}"
+    } >"$WORK/results/meta.txt"
+    START=$(date +%s)
+    log "targets: $TARGETS; scenarios: ${SCENARIO_NAMES[*]}; $REPEAT round(s) of $DURATION each (+$WARMUP warm-up)"
+    # Targets interleaved within each scenario, so slow drift on the machine hits them alike.
+    for round in $(seq "$REPEAT"); do
+        for name in "${SCENARIO_NAMES[@]}"; do
+            for target in $TARGETS; do
+                case $name in
+                    closed-*) run_scenario "$target" "$name" "$round" "$BODY" ;;
+                    open-q*) run_scenario "$target" "$name" "$round" "$BODY" -q "${name#open-q}" --latency-correction ;;
+                    stream-*) run_scenario "$target" "$name" "$round" "$STREAM_BODY" ;;
+                esac
+            done
+        done
     done
-done
-log "load phase took $(( $(date +%s) - START ))s"
+    log "load phase took $(( $(date +%s) - START ))s"
+fi
 
 # ---- report ----
 
-# One line per run: target scenario rps p50_ms p99_ms seconds errors (non-200 + transport errors, deadline aborts excluded)
-summary() {
-    jq -r --arg t "$1" --arg s "$2" '
-        [ $t, $s,
-          (.summary.requestsPerSec // 0),
+# One line per run: rps p50_ms p99_ms errors gw_cpu_pct gw_us_per_request client_core_busy_pct gateway_core_busy_pct
+# (errors: non-200 answers + transport errors; requests cut off by the end of the run are not errors.)
+run_metrics() { # run-name target
+    local stats
+    stats=$(jq -r '
+        [ (.summary.requestsPerSec // 0),
           ((.latencyPercentiles.p50 // 0) * 1000),
           ((.latencyPercentiles.p99 // 0) * 1000),
           (.summary.total // 1),
           (([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0)
            + ([.errorDistribution | to_entries[] | select(.key != "aborted due to deadline") | .value] | add // 0)) ]
-        | @tsv' "$WORK/results/$1.$2.json"
+        | @tsv' "$WORK/results/$1.json")
+    awk -v tck="$CLK_TCK" -v stats="$stats" -v gw="$2" '
+        { split(stats, m, "\t"); rps = m[1]; secs = m[4]; gwcpu = $1 / tck
+          printf "%s %s %s %s %s %s %.0f %.0f\n", m[1], m[2], m[3], m[5],
+              (gw == "direct" ? "-" : sprintf("%.0f", 100 * gwcpu / secs)),
+              (gw == "direct" ? "-" : sprintf("%.1f", 1e6 * gwcpu / (rps * secs))),
+              100 * ($3 - $5) / ($4 - $6), 100 * ($7 - $9) / ($8 - $10) }' "$WORK/results/$1.cpu"
+}
+
+median() { # values... ("-" stays "-")
+    [[ $1 == - ]] && { echo -; return; }
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 TABLE="$WORK/table.txt"
 {
-    echo "Tollgate load benchmark — $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
-    echo "gateway on CPU $GATEWAY_CPU; mock + oha on CPU $CLIENT_CPU; priority: ${PRIO_CMD[*]}; ${DURATION} per run; ~$(wc -c <"$BODY") B body; $("$OHA" --version)${NGINX:+; $("$NGINX" -v 2>&1 | sed 's/.*: //')}"
+    cat "$WORK/results/meta.txt"
     echo
-    printf '%-9s %-13s %8s %8s %8s %6s %7s %8s %8s %7s %8s %10s\n' target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x nginx' '+p50 ms' '+p99 ms' 'gw CPU' 'gw us/r' "cpu$CLIENT_CPU/cpu$GATEWAY_CPU"
-    declare -A RPS=() P50=() P99=() ERR=() CPU=()
+    printf '%-9s %-13s %8s %8s %8s %6s %7s %8s %8s %6s %8s %8s %10s\n' target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x nginx' '+p50 ms' '+p99 ms' 'gw CPU' 'gw us/r' 'cap x ng' "cpu$CLIENT_CPU/cpu$GATEWAY_CPU"
+    declare -A M=()
     for name in "${SCENARIO_NAMES[@]}"; do
         for target in $TARGETS; do
-            [[ -f "$WORK/results/$target.$name.json" ]] || continue
-            IFS=$'\t' read -r _ _ RPS[$target.$name] P50[$target.$name] P99[$target.$name] seconds ERR[$target.$name] < <(summary "$target" "$name")
-            # gateway CPU % of one core, gateway CPU us per request, busy % of the client core / gateway core
-            CPU[$target.$name]=$(awk -v tck="$CLK_TCK" -v secs="$seconds" -v rps="${RPS[$target.$name]}" -v gw="$target" '
-                { gwcpu = $1 / tck
-                  printf "%s %s %.0f/%.0f", (gw == "direct" ? "-" : sprintf("%.0f%%", 100 * gwcpu / secs)),
-                      (gw == "direct" ? "-" : sprintf("%.1f", 1e6 * gwcpu / (rps * secs))),
-                      100 * ($3 - $5) / ($4 - $6), 100 * ($7 - $9) / ($8 - $10) }' "$WORK/results/$target.$name.cpu")
+            runs=()
+            for file in "$WORK"/results/"$target.$name".r*.json; do [[ -f $file ]] && runs+=("$(basename "$file" .json)"); done
+            [[ ${#runs[@]} -gt 0 ]] || continue
+            # Per metric, the median over the rounds.
+            declare -a cols=()
+            for run in "${runs[@]}"; do cols+=("$(run_metrics "$run" "$target")"); done
+            line=
+            for column in 1 2 3 4 5 6 7 8; do
+                line+="$(median $(printf '%s\n' "${cols[@]}" | cut -d' ' -f"$column")) "
+            done
+            M[$target.$name]=$line
         done
     done
     for name in "${SCENARIO_NAMES[@]}"; do
         for target in $TARGETS; do
-            key=$target.$name
-            [[ -n "${RPS[$key]:-}" ]] || continue
-            ratio=-; add50=-; add99=-
-            if [[ -n "${RPS[nginx.$name]:-}" ]]; then
-                ratio=$(awk -v a="${RPS[$key]}" -v b="${RPS[nginx.$name]}" 'BEGIN { printf "%.2f", a / b }')
+            [[ -n "${M[$target.$name]:-}" ]] || continue
+            read -r rps p50 p99 errors gwcpu gwus core0 core1 <<<"${M[$target.$name]}"
+            ratio=-; add50=-; add99=-; cap=-
+            if [[ -n "${M[nginx.$name]:-}" ]]; then
+                read -r ng_rps _ _ _ _ ng_us _ <<<"${M[nginx.$name]}"
+                ratio=$(awk -v a="$rps" -v b="$ng_rps" 'BEGIN { printf "%.2f", a / b }')
+                # Capacity relative to nginx: nginx's CPU per request / this gateway's (the req/s ratio if the
+                # gateway's core, not the client's, were the bottleneck).
+                [[ $gwus != - ]] && cap=$(awk -v a="$ng_us" -v b="$gwus" 'BEGIN { printf "%.2f", a / b }')
             fi
-            if [[ -n "${P50[direct.$name]:-}" && $target != direct ]]; then
-                add50=$(awk -v a="${P50[$key]}" -v b="${P50[direct.$name]}" 'BEGIN { printf "%+.3f", a - b }')
-                add99=$(awk -v a="${P99[$key]}" -v b="${P99[direct.$name]}" 'BEGIN { printf "%+.3f", a - b }')
+            if [[ -n "${M[direct.$name]:-}" && $target != direct ]]; then
+                read -r _ d50 d99 _ <<<"${M[direct.$name]}"
+                add50=$(awk -v a="$p50" -v b="$d50" 'BEGIN { printf "%+.3f", a - b }')
+                add99=$(awk -v a="$p99" -v b="$d99" 'BEGIN { printf "%+.3f", a - b }')
             fi
-            read -r gwcpu gwus cores <<<"${CPU[$key]}"
-            printf '%-9s %-13s %8.0f %8.3f %8.3f %6d %7s %8s %8s %7s %8s %10s\n' "$target" "$name" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" "${ERR[$key]}" "$ratio" "$add50" "$add99" "$gwcpu" "$gwus" "$cores"
+            [[ $gwcpu != - ]] && gwcpu+=%
+            printf '%-9s %-13s %8.0f %8.3f %8.3f %6d %7s %8s %8s %6s %8s %8s %10s\n' "$target" "$name" "$rps" "$p50" "$p99" "$errors" \
+                "$ratio" "$add50" "$add99" "$gwcpu" "$gwus" "$cap" "$core0/$core1"
         done
     done
     echo
     echo "x nginx = req/s relative to nginx in the same scenario; +p50/+p99 = latency added over direct-to-mock."
-    echo "gw CPU = the gateway's CPU time / wall time (100% = its whole core); gw us/r = gateway CPU per request; cpuA/cpuB = busy % of the client core / the gateway core."
-    echo "Closed loop: throughput-bound, latency is mostly queueing (connections / throughput). Open loop (-q): latency at a fixed offered rate, corrected for coordinated omission."
+    echo "gw CPU = the gateway's CPU time / wall time (100% = its whole core); gw us/r = gateway CPU per request;"
+    echo "cap x ng = nginx's CPU per request / the gateway's: relative capacity once the gateway's core is the limit"
+    echo "(in closed loop here the client core, mock + oha, saturates first); cpuA/cpuB = busy % of the client / gateway core."
+    echo "Closed loop: throughput-bound, latency is mostly queueing (connections / throughput). Open loop (-q): latency at"
+    echo "a fixed offered rate, corrected for coordinated omission."
 } >"$TABLE"
 cat "$TABLE"
 if [[ -n "${OUT_DIR:-}" ]]; then
     mkdir -p "$OUT_DIR"
-    cp "$WORK"/results/*.json "$TABLE" "$OUT_DIR"/
+    cp "$WORK"/results/*.json "$WORK"/results/*.cpu "$WORK/results/meta.txt" "$TABLE" "$OUT_DIR"/
     log "raw oha JSON and the table are in $OUT_DIR"
 fi

@@ -41,17 +41,6 @@ async fn main() {
     let started = Instant::now();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
     let mut cluster = TestCluster::start(3).await;
-    if std::env::var_os("DEDUP").is_some() {
-        let leader = settle(&cluster).await;
-        for round in 0..4 {
-            let r = throughput(&client, cluster.node(leader).admin_url(), 1).await;
-            let st = cluster.node(leader).gateway.consensus.as_ref().unwrap().current();
-            println!("round {round}: orgs {} audit {}: leader 1 client {:.1}/s p50 {:.2} p99 {:.2}", st.orgs.len(), st.audit.len(), r.rate, percentile(&r.latencies, 50.0), percentile(&r.latencies, 99.0));
-            let r = throughput(&client, cluster.node(leader).admin_url(), 32).await;
-            println!("   filler 32 clients {:.1}/s", r.rate);
-        }
-        return;
-    }
     println!("# Tollgate cluster bench: 3 in-process nodes, {} cores\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
 
     let timing = "test timings: heartbeat 50 ms, election 300-600 ms";
@@ -324,6 +313,9 @@ async fn throughput_table(cluster: &TestCluster, client: &reqwest::Client, timin
                 percentile(&result.latencies, 100.0),
                 result.errors
             );
+            if let Some(error) = &result.first_error {
+                println!("    first error: {error}");
+            }
         }
     }
     println!();
@@ -333,6 +325,7 @@ struct Throughput {
     rate: f64,
     latencies: Vec<f64>,
     errors: usize,
+    first_error: Option<String>,
 }
 
 /// Each client overwrites its own 32 org names in turn: every PUT is a real replicated write, but the state
@@ -347,29 +340,34 @@ async fn throughput(client: &reqwest::Client, admin_url: String, clients: usize)
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
+            let mut first_error = None;
             let mut sequence = 0;
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 let path = format!("/admin/v1/orgs/bench-{worker}-{}", sequence % 32);
                 sequence += 1;
-                if admin_put(&client, &admin_url, &path, &json!({})).await == 200 {
-                    latencies.push(ms(sent.elapsed()));
-                } else {
-                    errors += 1;
+                match admin_put_detail(&client, &admin_url, &path, &json!({})).await {
+                    Ok(()) => latencies.push(ms(sent.elapsed())),
+                    Err(error) => {
+                        errors += 1;
+                        first_error.get_or_insert(error);
+                    }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, first_error)
         });
     }
     let mut latencies = Vec::new();
     let mut errors = 0;
+    let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let (mut worker_latencies, worker_errors) = joined.expect("client task");
+        let (mut worker_latencies, worker_errors, worker_error) = joined.expect("client task");
         latencies.append(&mut worker_latencies);
         errors += worker_errors;
+        first_error = first_error.or(worker_error);
     }
     let rate = latencies.len() as f64 / start.elapsed().as_secs_f64();
-    Throughput { rate, latencies, errors }
+    Throughput { rate, latencies, errors, first_error }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -386,7 +384,11 @@ async fn settle(cluster: &TestCluster) -> u64 {
         if agreed && applied.windows(2).all(|pair| pair[0] == pair[1]) {
             return leader;
         }
-        assert!(Instant::now() < deadline, "cluster did not settle");
+        assert!(
+            Instant::now() < deadline,
+            "cluster did not settle: leader {leader}, nodes see {:?}, applied {applied:?}",
+            nodes.iter().map(|node| node.leader()).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -421,6 +423,23 @@ async fn admin_put(client: &reqwest::Client, admin_url: &str, path: &str, body: 
         .await
         .map(|response| response.status().as_u16())
         .unwrap_or(0)
+}
+
+/// An admin PUT that must answer 200; otherwise the status and (the start of) the body.
+async fn admin_put_detail(client: &reqwest::Client, admin_url: &str, path: &str, body: &Value) -> Result<(), String> {
+    let response = client
+        .put(format!("{admin_url}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .map_err(|err| format!("request failed: {err}"))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = response.text().await.unwrap_or_default();
+    Err(format!("{status}: {}", text.chars().take(300).collect::<String>()))
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -66,6 +66,9 @@ impl Body for ResponseBody {
     }
 }
 
+/// Largest frame built from events that were ready at once.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
 /// One step of the stream: caller bytes to send, the normal end, or a failure.
 enum Step {
     Output(Bytes),
@@ -129,6 +132,8 @@ impl StreamingBody {
         self.meter.finish(Outcome::UpstreamError, usage, &text);
     }
 
+    /// Sends every event that is ready now in one frame (one write), and each event as soon as it is
+    /// ready when the upstream is slower than the client: coalescing never waits for more input.
     fn poll_frame_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if let Some(bytes) = self.pending.take() {
             return Poll::Ready(Some(bytes));
@@ -136,13 +141,29 @@ impl StreamingBody {
         if self.finished {
             return Poll::Ready(None);
         }
-        match self.poll_step(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Step::Output(bytes)) => Poll::Ready(Some(bytes)),
-            Poll::Ready(Step::End) => Poll::Ready(None),
-            Poll::Ready(Step::Failed(err)) => {
-                tracing::warn!(%err, "upstream stream failed; ending the client stream with an error event");
-                Poll::Ready(Some(err.sse_event(self.caller)))
+        let mut batch: Option<BytesMut> = None;
+        loop {
+            match self.poll_step(cx) {
+                Poll::Pending => {
+                    return match batch {
+                        Some(batch) => Poll::Ready(Some(batch.freeze())),
+                        None => Poll::Pending,
+                    };
+                }
+                Poll::Ready(Step::Output(bytes)) => {
+                    batch.get_or_insert_with(BytesMut::new).extend_from_slice(&bytes);
+                    let full = batch.as_ref().is_some_and(|b| b.len() >= COALESCE_LIMIT);
+                    if self.finished || full {
+                        return Poll::Ready(batch.map(BytesMut::freeze));
+                    }
+                }
+                Poll::Ready(Step::End) => return Poll::Ready(batch.map(BytesMut::freeze)),
+                Poll::Ready(Step::Failed(err)) => {
+                    tracing::warn!(%err, "upstream stream failed; ending the client stream with an error event");
+                    let mut batch = batch.unwrap_or_default();
+                    batch.extend_from_slice(&err.sse_event(self.caller));
+                    return Poll::Ready(Some(batch.freeze()));
+                }
             }
         }
     }
