@@ -187,6 +187,13 @@ async fn budget_holds_when_a_node_is_killed_mid_stream() {
     let limit: u64 = 5_000;
     let (ok, out) = cli(procs[0].admin, &["budgets", "set", "--org", "acme", "--limit-tokens", &limit.to_string()]);
     assert!(ok, "{out}");
+    // A node enforces a budget from the moment it applies it: wait until every node has (a linearizable
+    // read through each node waits for its own apply), plus the data plane's reload right after.
+    for proc in &procs {
+        let budget = cli_json(proc.admin, &["budgets", "get", "--org", "acme"]);
+        assert_eq!(budget["limit_tokens"], limit, "{budget}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let client = reqwest::Client::new();
     // Slow streams on node 3, killed while they are in flight.
     mock.set_default(Script { delay_between_events: Some(Duration::from_millis(50)), ..Default::default() });
