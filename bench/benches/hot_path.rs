@@ -41,7 +41,9 @@ const PROSE: &[&str] = &[
 
 /// A multi-turn conversation of about 2 KB.
 fn large_body() -> Vec<u8> {
-    let mut messages = vec![serde_json::json!({"role": "system", "content": "You are an analyst who writes short, precise internal memos."})];
+    let mut messages = vec![
+        serde_json::json!({"role": "system", "content": "You are an analyst who writes short, precise internal memos."}),
+    ];
     let mut role = "user";
     for (index, pair) in PROSE.chunks(2).enumerate() {
         let mut text = pair.join(" ");
@@ -81,8 +83,32 @@ fn prompt_text() -> String {
 /// the usage chunk and `[DONE]` — 30 events, ~8 KB.
 fn openai_stream() -> Vec<u8> {
     let words = [
-        "Sure", ".", " Here", " is", " the", " revised", " memo", ":", " 1", ")", " Billing", " confusion", " after", " the",
-        " pricing", " redesign", " may", " push", " churn", " back", " up", ";", " fix", " the", " copy", ".",
+        "Sure",
+        ".",
+        " Here",
+        " is",
+        " the",
+        " revised",
+        " memo",
+        ":",
+        " 1",
+        ")",
+        " Billing",
+        " confusion",
+        " after",
+        " the",
+        " pricing",
+        " redesign",
+        " may",
+        " push",
+        " churn",
+        " back",
+        " up",
+        ";",
+        " fix",
+        " the",
+        " copy",
+        ".",
     ];
     let head = r#"{"id":"chatcmpl-BJ3cPq0m6Jx4YzLrS2XkQ7nT8aDfE","object":"chat.completion.chunk","created":1735689600,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_b8bc95a0ac","choices":["#;
     let mut out = String::new();
@@ -94,10 +120,16 @@ fn openai_stream() -> Vec<u8> {
         out.push_str(usage);
         out.push_str("}\n\n");
     };
-    event(r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#, "null");
+    event(
+        r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
+        "null",
+    );
     for word in words {
         let content = serde_json::to_string(word).unwrap();
-        event(&format!(r#"{{"index":0,"delta":{{"content":{content}}},"logprobs":null,"finish_reason":null}}"#), "null");
+        event(
+            &format!(r#"{{"index":0,"delta":{{"content":{content}}},"logprobs":null,"finish_reason":null}}"#),
+            "null",
+        );
     }
     event(r#"{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}"#, "null");
     // The usage chunk has no choices.
@@ -206,7 +238,11 @@ fn bench_request(c: &mut Criterion) {
             b.iter(|| {
                 let object = RawObject::parse(black_box(body)).unwrap();
                 out.clear();
-                object.write_with(&[("model", "\"mock-gpt\""), ("stream_options", r#"{"include_usage":true}"#)], &[], &mut out);
+                object.write_with(
+                    &[("model", "\"mock-gpt\""), ("stream_options", r#"{"include_usage":true}"#)],
+                    &[],
+                    &mut out,
+                );
                 out.len()
             })
         });
@@ -259,7 +295,8 @@ fn bench_tokens(c: &mut Criterion) {
     group.bench_function("o200k_count/2KB_text", |b| b.iter(|| Encoding::O200k.count(black_box(&text))));
     group.bench_function("byte_bound/2KB_text", |b| b.iter(|| black_box(&text).len() as u64 + 4 + 3));
     group.throughput(Throughput::Bytes(large.len() as u64));
-    group.bench_function("count_prompt_o200k/2KB_body", |b| b.iter(|| count_prompt(Encoding::O200k, black_box(&large))));
+    group
+        .bench_function("count_prompt_o200k/2KB_body", |b| b.iter(|| count_prompt(Encoding::O200k, black_box(&large))));
     group.bench_function("probe_and_bound/2KB_body", |b| b.iter(|| prompt_bound(black_box(&large))));
     group.finish();
 }
@@ -324,8 +361,10 @@ fn print_ratios() {
     let bound_body = ns_per_call(|| prompt_bound(black_box(&large)));
     let sse = ns_per_call(|| parse_stream(black_box(&stream))) / STREAM_EVENTS as f64;
     let mut out = BytesMut::with_capacity(16 * 1024);
-    let passthrough = ns_per_call(|| translate_stream(Protocol::OpenAi, Protocol::OpenAi, &events, &mut out)) / STREAM_EVENTS as f64;
-    let to_anthropic = ns_per_call(|| translate_stream(Protocol::OpenAi, Protocol::Anthropic, &events, &mut out)) / STREAM_EVENTS as f64;
+    let passthrough =
+        ns_per_call(|| translate_stream(Protocol::OpenAi, Protocol::OpenAi, &events, &mut out)) / STREAM_EVENTS as f64;
+    let to_anthropic = ns_per_call(|| translate_stream(Protocol::OpenAi, Protocol::Anthropic, &events, &mut out))
+        / STREAM_EVENTS as f64;
     let hash_ns = ns_per_call(|| hash_key(black_box(PRESENTED)));
     let lookup_ns = ns_per_call(|| store.lookup(black_box(&hash)).map(|p| p.org.len()));
 
@@ -336,15 +375,53 @@ fn print_ratios() {
 
     println!();
     println!("== ratios (plain timing loop, best of 7 batches) ==");
-    println!("request bodies: small {} B, large {} B; prompt text {} B; stream {} B / {STREAM_EVENTS} events", small.len(), large.len(), text.len(), stream.len());
-    println!("probe_chat             300B {:>9.0} ns   2KB {:>9.0} ns   (2KB/300B = {:.1}x for {:.1}x the bytes)", probe_small, probe_large, probe_large / probe_small, large.len() as f64 / small.len() as f64);
-    println!("parse+write_with       300B {:>9.0} ns   (rewrite / probe = {:.2}x)", rewrite_small, rewrite_small / probe_small);
-    println!("o200k count, 2KB text       {:>9.0} ns   = {:.0} MB/s; vs the byte bound (len+7): bound is free (~1 ns)", count_text, text.len() as f64 / count_text * 1e3);
+    println!(
+        "request bodies: small {} B, large {} B; prompt text {} B; stream {} B / {STREAM_EVENTS} events",
+        small.len(),
+        large.len(),
+        text.len(),
+        stream.len()
+    );
+    println!(
+        "probe_chat             300B {:>9.0} ns   2KB {:>9.0} ns   (2KB/300B = {:.1}x for {:.1}x the bytes)",
+        probe_small,
+        probe_large,
+        probe_large / probe_small,
+        large.len() as f64 / small.len() as f64
+    );
+    println!(
+        "parse+write_with       300B {:>9.0} ns   (rewrite / probe = {:.2}x)",
+        rewrite_small,
+        rewrite_small / probe_small
+    );
+    println!(
+        "o200k count, 2KB text       {:>9.0} ns   = {:.0} MB/s; vs the byte bound (len+7): bound is free (~1 ns)",
+        count_text,
+        text.len() as f64 / count_text * 1e3
+    );
     println!("count_prompt, 2KB body      {:>9.0} ns   vs probe+bound {:>7.0} ns  => exact costs {:.1}x the bound (which the probe already paid for)", count_body, bound_body, count_body / bound_body);
-    println!("bound tightness: text {} tokens exact vs {} bound ({:.1}x); body {} exact vs {} bound ({:.1}x)", exact_text_tokens, text_bound, text_bound as f64 / exact_text_tokens as f64, exact_body_tokens, body_bound, body_bound as f64 / exact_body_tokens as f64);
+    println!(
+        "bound tightness: text {} tokens exact vs {} bound ({:.1}x); body {} exact vs {} bound ({:.1}x)",
+        exact_text_tokens,
+        text_bound,
+        text_bound as f64 / exact_text_tokens as f64,
+        exact_body_tokens,
+        body_bound,
+        body_bound as f64 / exact_body_tokens as f64
+    );
     println!("SSE parse (1KB chunks)      {:>9.0} ns/event", sse);
-    println!("translate passthrough       {:>9.0} ns/event;  OpenAI->Anthropic {:>7.0} ns/event ({:.1}x passthrough)", passthrough, to_anthropic, to_anthropic / passthrough);
-    println!("auth: hash_key {:.0} ns + lookup ({KEYS} keys) {:.0} ns  (hash = {:.0}% of auth)", hash_ns, lookup_ns, 100.0 * hash_ns / (hash_ns + lookup_ns));
+    println!(
+        "translate passthrough       {:>9.0} ns/event;  OpenAI->Anthropic {:>7.0} ns/event ({:.1}x passthrough)",
+        passthrough,
+        to_anthropic,
+        to_anthropic / passthrough
+    );
+    println!(
+        "auth: hash_key {:.0} ns + lookup ({KEYS} keys) {:.0} ns  (hash = {:.0}% of auth)",
+        hash_ns,
+        lookup_ns,
+        100.0 * hash_ns / (hash_ns + lookup_ns)
+    );
     let per_request = probe_small + rewrite_small + hash_ns + lookup_ns;
     println!("=> non-stream small request, parse+rewrite+auth: {:.2} us of CPU (1 core: {:.0}k req/s ceiling from these alone)", per_request / 1e3, 1e6 / per_request);
 }
@@ -367,14 +444,28 @@ fn main() {
 
 /// True when `arg` is the value of a preceding `--option value` pair (e.g. `--warm-up-time 1`).
 fn is_option_value(args: &[String], arg: &str) -> bool {
-    args.windows(2).any(|pair| pair[1] == arg && pair[0].starts_with("--") && !pair[0].contains('=') && takes_value(&pair[0]))
+    args.windows(2)
+        .any(|pair| pair[1] == arg && pair[0].starts_with("--") && !pair[0].contains('=') && takes_value(&pair[0]))
 }
 
 fn takes_value(option: &str) -> bool {
     matches!(
         option,
-        "--warm-up-time" | "--measurement-time" | "--sample-size" | "--nresamples" | "--noise-threshold" | "--confidence-level"
-            | "--significance-level" | "--save-baseline" | "--baseline" | "--baseline-lenient" | "--load-baseline" | "--output-format"
-            | "--color" | "--profile-time" | "--format" | "--plotting-backend"
+        "--warm-up-time"
+            | "--measurement-time"
+            | "--sample-size"
+            | "--nresamples"
+            | "--noise-threshold"
+            | "--confidence-level"
+            | "--significance-level"
+            | "--save-baseline"
+            | "--baseline"
+            | "--baseline-lenient"
+            | "--load-baseline"
+            | "--output-format"
+            | "--color"
+            | "--profile-time"
+            | "--format"
+            | "--plotting-backend"
     )
 }

@@ -20,7 +20,9 @@ pub(crate) fn cluster_server(inner: Arc<Inner>) -> ClusterServer<ClusterService>
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<GrpcResponse<RaftPayload>, Status> {
-    serde_json::to_vec(value).map(|json| GrpcResponse::new(RaftPayload { json })).map_err(|err| Status::internal(err.to_string()))
+    serde_json::to_vec(value)
+        .map(|json| GrpcResponse::new(RaftPayload { json }))
+        .map_err(|err| Status::internal(err.to_string()))
 }
 
 #[tonic::async_trait]
@@ -42,7 +44,8 @@ impl Cluster for ClusterService {
 
     async fn add_node(&self, request: GrpcRequest<AddNodeRequest>) -> Result<GrpcResponse<RaftPayload>, Status> {
         let request = request.into_inner();
-        let info = NodeInfo { raft_addr: request.raft_addr, api_addr: request.api_addr, admin_addr: request.admin_addr };
+        let info =
+            NodeInfo { raft_addr: request.raft_addr, api_addr: request.api_addr, admin_addr: request.admin_addr };
         let result = self.inner.add_node(request.node_id, info, 0).await;
         reply(&result)
     }

@@ -232,7 +232,14 @@ impl Ledger {
 
     /// Grants up to `amount` (never below `min_amount`: then nothing) while S2 holds. Returns
     /// (granted, still available after the grant).
-    pub fn grant(&mut self, scope_id: &str, period_start: u64, node: NodeId, amount: u64, min_amount: u64) -> Result<(u64, u64), String> {
+    pub fn grant(
+        &mut self,
+        scope_id: &str,
+        period_start: u64,
+        node: NodeId,
+        amount: u64,
+        min_amount: u64,
+    ) -> Result<(u64, u64), String> {
         let account = self.account(scope_id, period_start)?;
         let available = account.available();
         let granted = if available >= amount {

@@ -4,7 +4,14 @@ fn ledger(limit: u64) -> (Ledger, String) {
     let mut ledger = Ledger::default();
     let scope = Scope { org: "acme".into(), team: None, key_id: None };
     ledger
-        .set_budget(BudgetSpec { scope: scope.clone(), limit_tokens: Some(limit), limit_cost: None, period: Period::Day, tokens_per_minute: None, requests_per_minute: None })
+        .set_budget(BudgetSpec {
+            scope: scope.clone(),
+            limit_tokens: Some(limit),
+            limit_cost: None,
+            period: Period::Day,
+            tokens_per_minute: None,
+            requests_per_minute: None,
+        })
         .unwrap_or_else(|e| panic!("{e}"));
     (ledger, scope.id())
 }
@@ -54,7 +61,14 @@ fn lowering_a_budget_stops_further_grants() {
     let (mut ledger, id) = ledger(1000);
     ledger.grant(&id, 0, 1, 800, 1).unwrap_or_default();
     ledger
-        .set_budget(BudgetSpec { scope: Scope { org: "acme".into(), team: None, key_id: None }, limit_tokens: Some(500), limit_cost: None, period: Period::Day, tokens_per_minute: None, requests_per_minute: None })
+        .set_budget(BudgetSpec {
+            scope: Scope { org: "acme".into(), team: None, key_id: None },
+            limit_tokens: Some(500),
+            limit_cost: None,
+            period: Period::Day,
+            tokens_per_minute: None,
+            requests_per_minute: None,
+        })
         .unwrap_or_default();
     assert_eq!(ledger.grant(&id, 0, 2, 10, 1), Ok((0, 0)));
 }
@@ -63,7 +77,14 @@ fn lowering_a_budget_stops_further_grants() {
 fn unknown_scopes_and_bad_specs_are_errors() {
     let mut ledger = Ledger::default();
     assert!(ledger.grant("org:none", 0, 1, 1, 1).is_err());
-    let spec = BudgetSpec { scope: Scope { org: "a".into(), team: None, key_id: None }, limit_tokens: None, limit_cost: None, period: Period::Day, tokens_per_minute: None, requests_per_minute: None };
+    let spec = BudgetSpec {
+        scope: Scope { org: "a".into(), team: None, key_id: None },
+        limit_tokens: None,
+        limit_cost: None,
+        period: Period::Day,
+        tokens_per_minute: None,
+        requests_per_minute: None,
+    };
     assert!(ledger.set_budget(spec).is_err());
 }
 

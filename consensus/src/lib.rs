@@ -16,7 +16,7 @@ pub mod types;
 pub mod usage;
 
 pub use ledger::{BudgetSpec, Period, Scope};
-pub use state::{Command, ControlState, Request, Response};
 pub use node::{ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus};
+pub use state::{Command, ControlState, Request, Response};
 pub use types::{NodeId, NodeInfo, TypeConfig};
 pub use usage::{UsageKey, UsageTotals};

@@ -13,9 +13,9 @@ use openraft::{ChangeMembers, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
 use tollgate_proto::v1::cluster_client::ClusterClient;
 use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, RemoveNodeRequest};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::state::{Command, ControlState, Request, Response};
 use crate::store::StateMachineStore;
@@ -146,9 +146,20 @@ impl ConsensusNode {
             ..Default::default()
         }
         .validate()?;
-        let raft = Raft::new(config.node_id, Arc::new(raft_config), crate::network::Network::new(), log_store, state_machine.clone())
-            .await?;
-        let inner = Arc::new(Inner { raft: raft.clone(), state_machine, config: config.clone(), channels: Mutex::new(HashMap::new()) });
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            crate::network::Network::new(),
+            log_store,
+            state_machine.clone(),
+        )
+        .await?;
+        let inner = Arc::new(Inner {
+            raft: raft.clone(),
+            state_machine,
+            config: config.clone(),
+            channels: Mutex::new(HashMap::new()),
+        });
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -257,7 +268,10 @@ impl ConsensusNode {
         let timeout = self.inner.config.write_timeout;
         match tokio::time::timeout(timeout, self.inner.write(request, 1)).await {
             Ok(result) => result,
-            Err(_) => Err(ClusterError::NoQuorum(format!("no quorum within {} ms; the write may not have been applied", timeout.as_millis()))),
+            Err(_) => Err(ClusterError::NoQuorum(format!(
+                "no quorum within {} ms; the write may not have been applied",
+                timeout.as_millis()
+            ))),
         }
     }
 
@@ -268,7 +282,10 @@ impl ConsensusNode {
         match tokio::time::timeout(timeout, self.inner.read_barrier()).await {
             Ok(Ok(())) => Ok(self.current()),
             Ok(Err(err)) => Err(err),
-            Err(_) => Err(ClusterError::NoQuorum(format!("no quorum within {} ms for a linearizable read", timeout.as_millis()))),
+            Err(_) => Err(ClusterError::NoQuorum(format!(
+                "no quorum within {} ms for a linearizable read",
+                timeout.as_millis()
+            ))),
         }
     }
 
@@ -331,7 +348,8 @@ impl Inner {
 
     fn addr_of(&self, id: NodeId) -> Option<String> {
         let membership = self.raft.metrics().borrow().membership_config.clone();
-        let addr = membership.membership().nodes().find(|(node, _)| **node == id).map(|(_, info)| info.raft_addr.clone());
+        let addr =
+            membership.membership().nodes().find(|(node, _)| **node == id).map(|(_, info)| info.raft_addr.clone());
         addr
     }
 
@@ -395,7 +413,8 @@ impl Inner {
 
     /// On the leader: confirm leadership and return the index a read must see.
     pub(crate) async fn read_index(&self) -> Result<u64, ClusterError> {
-        let (read_log_id, _) = self.raft.get_read_log_id().await.map_err(|err| ClusterError::NoQuorum(err.to_string()))?;
+        let (read_log_id, _) =
+            self.raft.get_read_log_id().await.map_err(|err| ClusterError::NoQuorum(err.to_string()))?;
         Ok(read_log_id.map_or(0, |id| id.index))
     }
 
@@ -420,11 +439,17 @@ impl Inner {
             if hops == 0 {
                 return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
             }
-            let request = AddNodeRequest { node_id: id, raft_addr: info.raft_addr, api_addr: info.api_addr, admin_addr: info.admin_addr };
+            let request = AddNodeRequest {
+                node_id: id,
+                raft_addr: info.raft_addr,
+                api_addr: info.api_addr,
+                admin_addr: info.admin_addr,
+            };
             let reply = self.client(&addr)?.add_node(request).await.map_err(unreachable)?;
             return decode::<Result<(), ClusterError>>(reply.get_ref())?;
         }
-        let voters: BTreeSet<NodeId> = self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+        let voters: BTreeSet<NodeId> =
+            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
         if voters.contains(&id) {
             return Err(ClusterError::Invalid(format!("node {id} is already a voter")));
         }
@@ -445,7 +470,8 @@ impl Inner {
             if hops == 0 {
                 return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
             }
-            let reply = self.client(&addr)?.remove_node(RemoveNodeRequest { node_id: id }).await.map_err(unreachable)?;
+            let reply =
+                self.client(&addr)?.remove_node(RemoveNodeRequest { node_id: id }).await.map_err(unreachable)?;
             return decode::<Result<(), ClusterError>>(reply.get_ref())?;
         }
         let membership = self.raft.metrics().borrow().membership_config.clone();
@@ -464,7 +490,8 @@ impl Inner {
         self.raft.change_membership(change, false).await.map_err(|err| ClusterError::Internal(err.to_string()))?;
         if learners.contains(&id) || voters.contains(&id) {
             // A removed voter stays a learner after RemoveVoters; drop it entirely.
-            let still_learner = self.raft.metrics().borrow().membership_config.membership().learner_ids().any(|l| l == id);
+            let still_learner =
+                self.raft.metrics().borrow().membership_config.membership().learner_ids().any(|l| l == id);
             if still_learner {
                 let _ = self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await;
             }
@@ -503,7 +530,9 @@ impl Inner {
                     role: role.into(),
                     matched_index: matched,
                     lag: match (last_log, matched) {
-                        (Some(last), Some(matched)) if metrics.replication.is_some() => Some(last.saturating_sub(matched)),
+                        (Some(last), Some(matched)) if metrics.replication.is_some() => {
+                            Some(last.saturating_sub(matched))
+                        }
                         _ => None,
                     },
                     alive: matched.is_some() || *id == metrics.id,

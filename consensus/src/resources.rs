@@ -180,4 +180,3 @@ pub struct KeyConfig {
     #[serde(default)]
     pub models: Option<Vec<String>>,
 }
-

@@ -21,32 +21,83 @@ pub const AUDIT_WINDOW: usize = 1_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
-    PutProvider { provider: ProviderConfig },
-    DeleteProvider { name: String },
-    PutModel { model: ModelConfig },
-    DeleteModel { name: String },
-    PutOrg { org: OrgConfig },
-    DeleteOrg { name: String },
-    PutTeam { team: TeamConfig },
-    DeleteTeam { org: String, name: String },
-    CreateKey { key: KeyRecord },
-    RevokeKey { id: String },
+    PutProvider {
+        provider: ProviderConfig,
+    },
+    DeleteProvider {
+        name: String,
+    },
+    PutModel {
+        model: ModelConfig,
+    },
+    DeleteModel {
+        name: String,
+    },
+    PutOrg {
+        org: OrgConfig,
+    },
+    DeleteOrg {
+        name: String,
+    },
+    PutTeam {
+        team: TeamConfig,
+    },
+    DeleteTeam {
+        org: String,
+        name: String,
+    },
+    CreateKey {
+        key: KeyRecord,
+    },
+    RevokeKey {
+        id: String,
+    },
     /// Several commands applied all-or-nothing (a declarative `apply -f`).
-    Batch { commands: Vec<Command> },
+    Batch {
+        commands: Vec<Command>,
+    },
     /// The initial config from the first node's file: applied once in the cluster's life, ignored after.
-    Bootstrap { commands: Vec<Command> },
+    Bootstrap {
+        commands: Vec<Command>,
+    },
     /// A node announces its current addresses (API and admin listeners) to the cluster.
-    RegisterNode { id: u64, info: NodeInfo },
-    SetBudget { budget: BudgetSpec },
-    DeleteBudget { scope: Scope },
+    RegisterNode {
+        id: u64,
+        info: NodeInfo,
+    },
+    SetBudget {
+        budget: BudgetSpec,
+    },
+    DeleteBudget {
+        scope: Scope,
+    },
     /// A node asks for allowance; applied only as far as the limit allows (S2).
-    Grant { scope_id: String, period_start: u64, node: u64, amount: u64, min_amount: u64 },
+    Grant {
+        scope_id: String,
+        period_start: u64,
+        node: u64,
+        amount: u64,
+        min_amount: u64,
+    },
     /// A node returns allowance it did not use.
-    Release { scope_id: String, period_start: u64, node: u64, amount: u64 },
+    Release {
+        scope_id: String,
+        period_start: u64,
+        node: u64,
+        amount: u64,
+    },
     /// A node reports consumption since its last report.
-    Report { scope_id: String, period_start: u64, node: u64, delta: u64 },
+    Report {
+        scope_id: String,
+        period_start: u64,
+        node: u64,
+        delta: u64,
+    },
     /// A node's aggregated usage rows for reports.
-    RecordUsage { node: u64, rows: Vec<(UsageKey, UsageTotals)> },
+    RecordUsage {
+        node: u64,
+        rows: Vec<(UsageKey, UsageTotals)>,
+    },
 }
 
 impl Command {
@@ -357,8 +408,12 @@ impl Command {
             Command::SetBudget { budget } => format!("set budget {}", budget.scope.id()),
             Command::DeleteBudget { scope } => format!("delete budget {}", scope.id()),
             Command::Grant { scope_id, node, amount, .. } => format!("grant {amount} of {scope_id} to node {node}"),
-            Command::Release { scope_id, node, amount, .. } => format!("release {amount} of {scope_id} from node {node}"),
-            Command::Report { scope_id, node, delta, .. } => format!("report {delta} of {scope_id} used by node {node}"),
+            Command::Release { scope_id, node, amount, .. } => {
+                format!("release {amount} of {scope_id} from node {node}")
+            }
+            Command::Report { scope_id, node, delta, .. } => {
+                format!("report {delta} of {scope_id} used by node {node}")
+            }
             Command::RecordUsage { node, rows } => format!("record {} usage rows from node {node}", rows.len()),
         }
     }

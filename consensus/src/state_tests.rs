@@ -35,7 +35,15 @@ fn request(id: &str, command: Command) -> Request {
 }
 
 fn key(id: &str, org: &str, secret_byte: char) -> KeyRecord {
-    KeyRecord { id: id.into(), key_sha256: secret_byte.to_string().repeat(64), name: None, org: org.into(), team: None, models: None, created_at_ms: 0 }
+    KeyRecord {
+        id: id.into(),
+        key_sha256: secret_byte.to_string().repeat(64),
+        name: None,
+        org: org.into(),
+        team: None,
+        models: None,
+        created_at_ms: 0,
+    }
 }
 
 #[test]
@@ -44,8 +52,14 @@ fn models_need_existing_providers_and_providers_in_use_cannot_go() {
     let rejected = state.apply(1, &request("r1", Command::PutModel { model: model("m", "p") }));
     assert!(matches!(rejected, Response::Rejected { ref reason } if reason.contains("unknown provider")));
     assert!(state.models.is_empty());
-    assert_eq!(state.apply(2, &request("r2", Command::PutProvider { provider: provider("p") })), Response::Applied { index: 2 });
-    assert_eq!(state.apply(3, &request("r3", Command::PutModel { model: model("m", "p") })), Response::Applied { index: 3 });
+    assert_eq!(
+        state.apply(2, &request("r2", Command::PutProvider { provider: provider("p") })),
+        Response::Applied { index: 2 }
+    );
+    assert_eq!(
+        state.apply(3, &request("r3", Command::PutModel { model: model("m", "p") })),
+        Response::Applied { index: 3 }
+    );
     let rejected = state.apply(4, &request("r4", Command::DeleteProvider { name: "p".into() }));
     assert!(matches!(rejected, Response::Rejected { .. }));
     assert!(state.providers.contains_key("p"));
@@ -83,20 +97,38 @@ fn batches_are_all_or_nothing() {
 #[test]
 fn keys_need_orgs_and_unique_secrets_and_block_org_deletion() {
     let mut state = ControlState::default();
-    assert!(matches!(state.apply(1, &request("k0", Command::CreateKey { key: key("k1", "acme", 'a') })), Response::Rejected { .. }));
+    assert!(matches!(
+        state.apply(1, &request("k0", Command::CreateKey { key: key("k1", "acme", 'a') })),
+        Response::Rejected { .. }
+    ));
     state.apply(2, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
-    assert_eq!(state.apply(3, &request("k1", Command::CreateKey { key: key("k1", "acme", 'a') })), Response::Applied { index: 3 });
-    assert!(matches!(state.apply(4, &request("k2", Command::CreateKey { key: key("k2", "acme", 'a') })), Response::Rejected { .. }));
-    assert!(matches!(state.apply(5, &request("d", Command::DeleteOrg { name: "acme".into() })), Response::Rejected { .. }));
+    assert_eq!(
+        state.apply(3, &request("k1", Command::CreateKey { key: key("k1", "acme", 'a') })),
+        Response::Applied { index: 3 }
+    );
+    assert!(matches!(
+        state.apply(4, &request("k2", Command::CreateKey { key: key("k2", "acme", 'a') })),
+        Response::Rejected { .. }
+    ));
+    assert!(matches!(
+        state.apply(5, &request("d", Command::DeleteOrg { name: "acme".into() })),
+        Response::Rejected { .. }
+    ));
     assert_eq!(state.apply(6, &request("r", Command::RevokeKey { id: "k1".into() })), Response::Applied { index: 6 });
-    assert_eq!(state.apply(7, &request("d2", Command::DeleteOrg { name: "acme".into() })), Response::Applied { index: 7 });
+    assert_eq!(
+        state.apply(7, &request("d2", Command::DeleteOrg { name: "acme".into() })),
+        Response::Applied { index: 7 }
+    );
 }
 
 #[test]
 fn dedup_window_and_audit_are_bounded() {
     let mut state = ControlState::default();
     for index in 0..(DEDUP_WINDOW as u64 + 5) {
-        state.apply(index + 1, &request(&format!("r{index}"), Command::PutOrg { org: OrgConfig { name: "o".into(), budget: None } }));
+        state.apply(
+            index + 1,
+            &request(&format!("r{index}"), Command::PutOrg { org: OrgConfig { name: "o".into(), budget: None } }),
+        );
     }
     assert_eq!(state.applied_requests.len(), DEDUP_WINDOW);
     assert_eq!(state.audit.len(), AUDIT_WINDOW);
@@ -106,7 +138,14 @@ fn dedup_window_and_audit_are_bounded() {
 #[test]
 fn bootstrap_applies_once() {
     let mut state = ControlState::default();
-    let boot = |id: &str, org: &str| request(id, Command::Bootstrap { commands: vec![Command::PutOrg { org: OrgConfig { name: org.into(), budget: None } }] });
+    let boot = |id: &str, org: &str| {
+        request(
+            id,
+            Command::Bootstrap {
+                commands: vec![Command::PutOrg { org: OrgConfig { name: org.into(), budget: None } }],
+            },
+        )
+    };
     assert_eq!(state.apply(1, &boot("b1", "first")), Response::Applied { index: 1 });
     assert!(state.bootstrapped);
     assert!(matches!(state.apply(2, &boot("b2", "second")), Response::Rejected { .. }));
@@ -118,15 +157,36 @@ fn ledger_commands_apply_in_place_deduplicate_and_skip_the_audit() {
     let mut state = ControlState::default();
     state.apply(1, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
     let scope = Scope { org: "acme".into(), team: None, key_id: None };
-    let budget = BudgetSpec { scope: scope.clone(), limit_tokens: Some(100), limit_cost: None, period: crate::ledger::Period::Day, tokens_per_minute: None, requests_per_minute: None };
+    let budget = BudgetSpec {
+        scope: scope.clone(),
+        limit_tokens: Some(100),
+        limit_cost: None,
+        period: crate::ledger::Period::Day,
+        tokens_per_minute: None,
+        requests_per_minute: None,
+    };
     assert_eq!(state.apply(2, &request("b", Command::SetBudget { budget })), Response::Applied { index: 2 });
     let grant = Command::Grant { scope_id: scope.id(), period_start: 0, node: 1, amount: 60, min_amount: 1 };
-    assert_eq!(state.apply(3, &request("g1", grant.clone())), Response::Granted { index: 3, amount: 60, available: 40 });
-    assert_eq!(state.apply(4, &request("g1", grant.clone())), Response::Granted { index: 3, amount: 60, available: 40 }, "a retried grant is not granted twice");
+    assert_eq!(
+        state.apply(3, &request("g1", grant.clone())),
+        Response::Granted { index: 3, amount: 60, available: 40 }
+    );
+    assert_eq!(
+        state.apply(4, &request("g1", grant.clone())),
+        Response::Granted { index: 3, amount: 60, available: 40 },
+        "a retried grant is not granted twice"
+    );
     assert_eq!(state.apply(5, &request("g2", grant)), Response::Granted { index: 5, amount: 40, available: 0 });
     assert_eq!(state.audit.len(), 2, "grants are not audited");
     let unknown = Scope { org: "nope".into(), team: None, key_id: None };
-    let bad = BudgetSpec { scope: unknown, limit_tokens: Some(1), limit_cost: None, period: crate::ledger::Period::Day, tokens_per_minute: None, requests_per_minute: None };
+    let bad = BudgetSpec {
+        scope: unknown,
+        limit_tokens: Some(1),
+        limit_cost: None,
+        period: crate::ledger::Period::Day,
+        tokens_per_minute: None,
+        requests_per_minute: None,
+    };
     assert!(matches!(state.apply(6, &request("bad", Command::SetBudget { budget: bad })), Response::Rejected { .. }));
 }
 
@@ -140,13 +200,37 @@ fn the_whole_state_round_trips_through_json() {
     state.apply(3, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
     state.apply(4, &request("t", Command::PutTeam { team: TeamConfig { org: "acme".into(), name: "ml".into() } }));
     state.apply(5, &request("k", Command::CreateKey { key: key("k1", "acme", 'b') }));
-    state.apply(6, &request("n", Command::RegisterNode { id: 1, info: crate::types::NodeInfo { raft_addr: "a:1".into(), api_addr: "a:2".into(), admin_addr: "a:3".into() } }));
+    state.apply(
+        6,
+        &request(
+            "n",
+            Command::RegisterNode {
+                id: 1,
+                info: crate::types::NodeInfo {
+                    raft_addr: "a:1".into(),
+                    api_addr: "a:2".into(),
+                    admin_addr: "a:3".into(),
+                },
+            },
+        ),
+    );
     let scope = Scope { org: "acme".into(), team: None, key_id: None };
-    let budget = BudgetSpec { scope: scope.clone(), limit_tokens: Some(100), limit_cost: None, period: crate::ledger::Period::Day, tokens_per_minute: None, requests_per_minute: None };
+    let budget = BudgetSpec {
+        scope: scope.clone(),
+        limit_tokens: Some(100),
+        limit_cost: None,
+        period: crate::ledger::Period::Day,
+        tokens_per_minute: None,
+        requests_per_minute: None,
+    };
     state.apply(7, &request("b", Command::SetBudget { budget }));
-    state.apply(8, &request("g", Command::Grant { scope_id: scope.id(), period_start: 0, node: 1, amount: 10, min_amount: 1 }));
+    state.apply(
+        8,
+        &request("g", Command::Grant { scope_id: scope.id(), period_start: 0, node: 1, amount: 10, min_amount: 1 }),
+    );
     state.apply(9, &request("r", Command::Report { scope_id: scope.id(), period_start: 0, node: 1, delta: 5 }));
-    let usage_key = crate::usage::UsageKey { hour_ms: 0, org: "acme".into(), team: None, key_id: "k1".into(), model: "m".into() };
+    let usage_key =
+        crate::usage::UsageKey { hour_ms: 0, org: "acme".into(), team: None, key_id: "k1".into(), model: "m".into() };
     let totals = crate::usage::UsageTotals { requests: 1, input_tokens: 2, output_tokens: 3, cost_micro_usd: 4 };
     state.apply(10, &request("u", Command::RecordUsage { node: 1, rows: vec![(usage_key, totals)] }));
     assert!(!state.usage.rows.is_empty() && !state.ledger.accounts.is_empty());

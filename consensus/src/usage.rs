@@ -55,7 +55,9 @@ mod rows_as_list {
         serializer.collect_seq(rows.iter())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<UsageKey, UsageTotals>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<UsageKey, UsageTotals>, D::Error> {
         let pairs: Vec<(UsageKey, UsageTotals)> = Vec::deserialize(deserializer)?;
         Ok(pairs.into_iter().collect())
     }

@@ -226,28 +226,22 @@ async fn dead_peer_is_unreachable() {
     let mut client = factory.new_client(7, &info).await;
 
     let started = Instant::now();
-    let err = client
-        .vote(VoteRequest::new(Vote::new(1, 1), None), RPCOption::new(Duration::from_secs(2)))
-        .await
-        .unwrap_err();
+    let err =
+        client.vote(VoteRequest::new(Vote::new(1, 1), None), RPCOption::new(Duration::from_secs(2))).await.unwrap_err();
     assert!(matches!(err, RPCError::Unreachable(_)), "expected Unreachable, got {err:?}");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
 
     // A second client for the same address reuses the cached channel and fails the same way.
     let mut again = factory.new_client(7, &info).await;
-    let err = again
-        .vote(VoteRequest::new(Vote::new(1, 1), None), RPCOption::new(Duration::from_secs(2)))
-        .await
-        .unwrap_err();
+    let err =
+        again.vote(VoteRequest::new(Vote::new(1, 1), None), RPCOption::new(Duration::from_secs(2))).await.unwrap_err();
     assert!(matches!(err, RPCError::Unreachable(_)), "expected Unreachable, got {err:?}");
 
     // A garbage address never panics: every RPC is Unreachable.
     let bad = NodeInfo { raft_addr: "not a host:port".into(), ..Default::default() };
     let mut client = factory.new_client(8, &bad).await;
-    let err = client
-        .vote(VoteRequest::new(Vote::new(1, 1), None), RPCOption::new(Duration::from_secs(1)))
-        .await
-        .unwrap_err();
+    let err =
+        client.vote(VoteRequest::new(Vote::new(1, 1), None), RPCOption::new(Duration::from_secs(1))).await.unwrap_err();
     assert!(matches!(err, RPCError::Unreachable(_)), "expected Unreachable, got {err:?}");
 }
 
@@ -264,18 +258,14 @@ async fn remote_errors_and_bad_payloads() {
 
     // A well-formed vote is answered (uninitialized node: granted or not, but an Ok response).
     let mut client = factory.new_client(1, &node.info).await;
-    let resp = client
-        .vote(VoteRequest::new(Vote::new(1, 2), None), RPCOption::new(Duration::from_secs(2)))
-        .await
-        .unwrap();
+    let resp =
+        client.vote(VoteRequest::new(Vote::new(1, 2), None), RPCOption::new(Duration::from_secs(2))).await.unwrap();
     assert!(resp.vote.leader_id().term >= 1, "{resp:?}");
 
     // A Raft that has stopped answers with its Fatal error, which comes back as a RemoteError.
     node.raft.shutdown().await.unwrap();
-    let err = client
-        .vote(VoteRequest::new(Vote::new(2, 2), None), RPCOption::new(Duration::from_secs(2)))
-        .await
-        .unwrap_err();
+    let err =
+        client.vote(VoteRequest::new(Vote::new(2, 2), None), RPCOption::new(Duration::from_secs(2))).await.unwrap_err();
     match err {
         RPCError::RemoteError(remote) => {
             assert_eq!(remote.target, 1);

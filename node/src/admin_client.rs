@@ -45,7 +45,8 @@ impl AdminClient {
             .with_context(|| format!("cannot reach the admin API at {}", self.base))?;
         let status = response.status();
         let bytes = response.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
+        let value: Value =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&bytes)}));
         if !status.is_success() {
             let message = value["error"]["message"].as_str().map(str::to_owned).unwrap_or_else(|| value.to_string());
             bail!("{method} {path} failed with HTTP {}: {message}", status.as_u16());
@@ -60,7 +61,11 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
     let output = match command {
         AdminCommand::Status => {
             let status = client.call(Method::GET, "/admin/v1/cluster", None).await?;
-            if json_output { status } else { return print(&status_table(&status)) }
+            if json_output {
+                status
+            } else {
+                return print(&status_table(&status));
+            }
         }
         AdminCommand::Apply { file, dry_run } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -78,7 +83,8 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Keys(KeysCommand::Create { org, team, name, models }) => {
-            let models: Option<Vec<String>> = models.map(|m| m.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
+            let models: Option<Vec<String>> =
+                models.map(|m| m.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
             let body = json!({"org": org, "team": team, "name": name, "models": models});
             let created = client.call(Method::POST, "/admin/v1/keys", Some(Bytes::from(body.to_string()))).await?;
             if json_output {
@@ -102,15 +108,19 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
                 return print(&table(&keys["data"], &["id", "name", "org", "team", "models"]));
             }
         }
-        AdminCommand::Keys(KeysCommand::Revoke { id }) => client.call(Method::DELETE, &format!("/admin/v1/keys/{id}"), None).await?,
+        AdminCommand::Keys(KeysCommand::Revoke { id }) => {
+            client.call(Method::DELETE, &format!("/admin/v1/keys/{id}"), None).await?
+        }
         AdminCommand::Orgs(command) => match named(&client, "orgs", command, json_output, &["name", "budget"]).await? {
             Some(value) => value,
             None => return Ok(()),
         },
-        AdminCommand::Routes(command) => match named(&client, "routes", command, json_output, &["name", "strategy", "targets"]).await? {
-            Some(value) => value,
-            None => return Ok(()),
-        },
+        AdminCommand::Routes(command) => {
+            match named(&client, "routes", command, json_output, &["name", "strategy", "targets"]).await? {
+                Some(value) => value,
+                None => return Ok(()),
+            }
+        }
         AdminCommand::Budgets(BudgetsCommand::Set { scope, limit_tokens, limit_cost, period }) => {
             let body = json!({
                 "scope": {"org": scope.org, "team": scope.team, "key_id": scope.key_id},
@@ -125,7 +135,11 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
                     query.push(format!("{name}={value}"));
                 }
             }
-            let path = if query.is_empty() { "/admin/v1/budgets".to_owned() } else { format!("/admin/v1/budgets?{}", query.join("&")) };
+            let path = if query.is_empty() {
+                "/admin/v1/budgets".to_owned()
+            } else {
+                format!("/admin/v1/budgets?{}", query.join("&"))
+            };
             let budgets = client.call(Method::GET, &path, None).await?;
             if json_output {
                 budgets
@@ -170,12 +184,21 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::Cluster(ClusterCommand::AddNode { id, raft_addr, api_addr, admin_addr }) => {
             let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr.unwrap_or_default(), "admin_addr": admin_addr.unwrap_or_default()});
-            let status = client.call(Method::POST, "/admin/v1/cluster/nodes", Some(Bytes::from(body.to_string()))).await?;
-            if json_output { status } else { return print(&status_table(&status)) }
+            let status =
+                client.call(Method::POST, "/admin/v1/cluster/nodes", Some(Bytes::from(body.to_string()))).await?;
+            if json_output {
+                status
+            } else {
+                return print(&status_table(&status));
+            }
         }
         AdminCommand::Cluster(ClusterCommand::RemoveNode { id }) => {
             let status = client.call(Method::DELETE, &format!("/admin/v1/cluster/nodes/{id}"), None).await?;
-            if json_output { status } else { return print(&status_table(&status)) }
+            if json_output {
+                status
+            } else {
+                return print(&status_table(&status));
+            }
         }
     };
     println!("{}", serde_json::to_string_pretty(&output)?);
@@ -183,7 +206,13 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
 }
 
 /// `None` when the answer was already printed as a table.
-async fn named(client: &AdminClient, kind: &str, command: NamedCommand, json_output: bool, columns: &[&str]) -> anyhow::Result<Option<Value>> {
+async fn named(
+    client: &AdminClient,
+    kind: &str,
+    command: NamedCommand,
+    json_output: bool,
+    columns: &[&str],
+) -> anyhow::Result<Option<Value>> {
     let value = match command {
         NamedCommand::List => {
             let list = client.call(Method::GET, &format!("/admin/v1/{kind}"), None).await?;
@@ -213,10 +242,23 @@ fn cell(value: &Value) -> String {
     match value {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(|item| match item {
-            Value::Object(map) => map.get("provider").map(|p| format!("{}/{}", p.as_str().unwrap_or(""), map.get("model").and_then(Value::as_str).unwrap_or("*"))).unwrap_or_else(|| item.to_string()),
-            other => cell(other),
-        }).collect::<Vec<_>>().join(","),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::Object(map) => map
+                    .get("provider")
+                    .map(|p| {
+                        format!(
+                            "{}/{}",
+                            p.as_str().unwrap_or(""),
+                            map.get("model").and_then(Value::as_str).unwrap_or("*")
+                        )
+                    })
+                    .unwrap_or_else(|| item.to_string()),
+                other => cell(other),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
         other => other.to_string(),
     }
 }

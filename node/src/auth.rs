@@ -142,9 +142,7 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 pub fn authenticate(store: &dyn KeyStore, headers: &HeaderMap) -> GatewayResult<Arc<Principal>> {
     let key = presented_key(headers).filter(|k| !k.is_empty()).ok_or_else(|| {
-        GatewayError::unauthenticated(
-            "missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`",
-        )
+        GatewayError::unauthenticated("missing API key: send it as `Authorization: Bearer <key>` or `x-api-key: <key>`")
     })?;
     store.lookup(&hash_key(key)).ok_or_else(|| GatewayError::unauthenticated("invalid API key"))
 }
@@ -156,8 +154,22 @@ mod tests {
     fn store() -> StaticKeyStore {
         let hashed = hash_key("tg-hashed").iter().map(|b| format!("{b:02x}")).collect::<String>();
         StaticKeyStore::from_config(&[
-            KeyConfig { key: Some("tg-plain".into()), key_sha256: None, name: Some("ci".into()), org: "acme".into(), team: None, models: Some(vec!["m1".into()]) },
-            KeyConfig { key: None, key_sha256: Some(hashed), name: None, org: "beta".into(), team: Some("t".into()), models: None },
+            KeyConfig {
+                key: Some("tg-plain".into()),
+                key_sha256: None,
+                name: Some("ci".into()),
+                org: "acme".into(),
+                team: None,
+                models: Some(vec!["m1".into()]),
+            },
+            KeyConfig {
+                key: None,
+                key_sha256: Some(hashed),
+                name: None,
+                org: "beta".into(),
+                team: Some("t".into()),
+                models: None,
+            },
         ])
     }
 
@@ -185,7 +197,12 @@ mod tests {
 
     #[test]
     fn model_allowlist() {
-        let principal = Principal { key_id: "k".into(), org: "o".into(), team: None, allowed_models: Some(["a".to_owned()].into()) };
+        let principal = Principal {
+            key_id: "k".into(),
+            org: "o".into(),
+            team: None,
+            allowed_models: Some(["a".to_owned()].into()),
+        };
         assert!(principal.may_use("a"));
         assert!(!principal.may_use("b"));
     }

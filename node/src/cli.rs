@@ -165,14 +165,18 @@ pub enum KeysCommand {
 #[derive(Debug, Clone, Subcommand)]
 pub enum NamedCommand {
     List,
-    Get { name: String },
+    Get {
+        name: String,
+    },
     /// Create or replace; the body is JSON (e.g. --body '{"targets":[{"provider":"openai"}]}').
     Put {
         name: String,
         #[arg(long)]
         body: Option<String>,
     },
-    Delete { name: String },
+    Delete {
+        name: String,
+    },
 }
 
 /// Which budget: an org, one of its teams, or one key.
@@ -246,13 +250,19 @@ impl Command {
             Command::Keys(KeysSubcommand::Create { admin, org, team, name, models }) => {
                 (admin, AdminCommand::Keys(KeysCommand::Create { org, team, name, models }))
             }
-            Command::Keys(KeysSubcommand::List { admin, org }) => (admin, AdminCommand::Keys(KeysCommand::List { org })),
-            Command::Keys(KeysSubcommand::Revoke { admin, id }) => (admin, AdminCommand::Keys(KeysCommand::Revoke { id })),
+            Command::Keys(KeysSubcommand::List { admin, org }) => {
+                (admin, AdminCommand::Keys(KeysCommand::List { org }))
+            }
+            Command::Keys(KeysSubcommand::Revoke { admin, id }) => {
+                (admin, AdminCommand::Keys(KeysCommand::Revoke { id }))
+            }
             Command::Orgs { admin, command } => (admin, AdminCommand::Orgs(command)),
             Command::Routes { admin, command } => (admin, AdminCommand::Routes(command)),
             Command::Cluster { admin, command } => (admin, AdminCommand::Cluster(command)),
             Command::Budgets { admin, command } => (admin, AdminCommand::Budgets(command)),
-            Command::Usage { admin, org, since, until, group_by } => (admin, AdminCommand::Usage { org, since, until, group_by }),
+            Command::Usage { admin, org, since, until, group_by } => {
+                (admin, AdminCommand::Usage { org, since, until, group_by })
+            }
             other => return Err(other),
         })
     }

@@ -19,7 +19,12 @@ pub fn data_dir(config: &Config) -> PathBuf {
     config.node.data_dir.clone().unwrap_or_else(|| PathBuf::from(format!("./data/n{}", config.node.id)))
 }
 
-pub fn consensus_config(config: &Config, raft_addr: SocketAddr, api_addr: SocketAddr, admin_addr: SocketAddr) -> ConsensusConfig {
+pub fn consensus_config(
+    config: &Config,
+    raft_addr: SocketAddr,
+    api_addr: SocketAddr,
+    admin_addr: SocketAddr,
+) -> ConsensusConfig {
     let node = &config.node;
     let advertise = NodeInfo {
         raft_addr: node.advertise_raft.clone().unwrap_or_else(|| raft_addr.to_string()),
@@ -94,7 +99,8 @@ pub fn file_commands(config: &Config) -> Vec<Command> {
     commands.extend(orgs.iter().cloned().map(|org| Command::PutOrg { org }));
     commands.extend(teams.into_iter().map(|team| Command::PutTeam { team }));
     commands.extend(orgs.iter().filter_map(org_budget).map(|budget| Command::SetBudget { budget }));
-    commands.extend(config.keys.iter().enumerate().map(|(index, key)| Command::CreateKey { key: key_record(index, key) }));
+    commands
+        .extend(config.keys.iter().enumerate().map(|(index, key)| Command::CreateKey { key: key_record(index, key) }));
     commands
 }
 
@@ -125,7 +131,11 @@ pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
     }
     let (orgs, teams) = declared_orgs_and_teams(desired);
     for org in &orgs {
-        if current.orgs.get(&org.name) != Some(org) && !(org.budget.is_none() && current.orgs.contains_key(&org.name) && !desired.orgs.iter().any(|o| o.name == org.name)) {
+        if current.orgs.get(&org.name) != Some(org)
+            && !(org.budget.is_none()
+                && current.orgs.contains_key(&org.name)
+                && !desired.orgs.iter().any(|o| o.name == org.name))
+        {
             commands.push(Command::PutOrg { org: org.clone() });
         }
     }

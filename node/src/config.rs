@@ -235,10 +235,13 @@ impl Config {
             // A node joining an existing cluster lists the current voters; it is added with `cluster add-node`.
             tracing::info!(node_id = self.node.id, "this node is not among node.peers; it will wait to be added");
         }
-        if self.node.heartbeat_ms == 0 || self.node.election_timeout_min_ms <= self.node.heartbeat_ms
+        if self.node.heartbeat_ms == 0
+            || self.node.election_timeout_min_ms <= self.node.heartbeat_ms
             || self.node.election_timeout_max_ms <= self.node.election_timeout_min_ms
         {
-            bail!("node.election_timeout_min_ms: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms");
+            bail!(
+                "node.election_timeout_min_ms: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
+            );
         }
         if self.limits.max_body_bytes == 0 {
             bail!("limits.max_body_bytes: must be greater than 0");
@@ -255,7 +258,8 @@ impl Config {
             match (&provider.kind, &provider.base_url) {
                 (ProviderKind::Mock, _) => {}
                 (_, Some(url)) => {
-                    let uri: http::Uri = url.parse().map_err(|_| anyhow::anyhow!("{at}.base_url: `{url}` is not a URL"))?;
+                    let uri: http::Uri =
+                        url.parse().map_err(|_| anyhow::anyhow!("{at}.base_url: `{url}` is not a URL"))?;
                     if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                         bail!("{at}.base_url: `{url}` must be an http:// or https:// URL with a host");
                     }
@@ -266,7 +270,8 @@ impl Config {
                 bail!("{at}.mock: only allowed on providers of kind \"mock\"");
             }
             for (name, value) in &provider.headers {
-                if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err() {
+                if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err()
+                {
                     bail!("{at}.headers.{name}: not a valid HTTP header");
                 }
             }
@@ -306,8 +311,8 @@ impl Config {
                 if let Some(object) = spec.as_object_mut() {
                     object.insert("scope".into(), serde_json::json!({"org": org.name}));
                 }
-                let spec: tollgate_consensus::BudgetSpec = serde_json::from_value(spec)
-                    .map_err(|err| anyhow::anyhow!("orgs[{index}].budget: {err}"))?;
+                let spec: tollgate_consensus::BudgetSpec =
+                    serde_json::from_value(spec).map_err(|err| anyhow::anyhow!("orgs[{index}].budget: {err}"))?;
                 if spec.limit_units().is_none() {
                     bail!("orgs[{index}].budget: set limit_tokens or limit_cost");
                 }
@@ -369,7 +374,8 @@ org = "acme"
 
     #[test]
     fn org_budgets_are_validated() {
-        let with_budget = format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ limit_tokens = 5000000, period = \"month\" }}\n");
+        let with_budget =
+            format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ limit_tokens = 5000000, period = \"month\" }}\n");
         assert!(Config::parse(&with_budget).is_ok(), "{}", error_of(&with_budget));
         let bad = format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ period = \"fortnight\" }}\n");
         assert!(error_of(&bad).contains("orgs[0].budget"), "{}", error_of(&bad));
@@ -377,13 +383,16 @@ org = "acme"
 
     #[test]
     fn names_the_bad_field() {
-        assert!(error_of(&GOOD.replace("provider = \"openai\"", "provider = \"nope\"")).contains("models[0].targets[0].provider"));
+        assert!(error_of(&GOOD.replace("provider = \"openai\"", "provider = \"nope\""))
+            .contains("models[0].targets[0].provider"));
         assert!(error_of(&GOOD.replace("https://api.openai.com/v1", "ftp://x")).contains("providers[0].base_url"));
         assert!(error_of(&GOOD.replace("127.0.0.1:0", "localhost")).contains("node.listen"));
         assert!(error_of(&GOOD.replace("org = \"acme\"", "org = \"acme\"\nkey_sha256 = \"ab\"")).contains("keys[0]"));
         assert!(error_of(&GOOD.replace("kind = \"openai\"", "kind = \"openai\"\nbogus = 1")).contains("bogus"));
         assert!(error_of(&GOOD.replace("kind = \"openai\"", "kind = \"gemini\"")).contains("kind"));
-        assert!(error_of(&format!("{GOOD}\n[[models]]\nname = \"gpt-4o-mini\"\ntargets = [{{provider = \"openai\"}}]"))
-            .contains("duplicate model name"));
+        assert!(error_of(&format!(
+            "{GOOD}\n[[models]]\nname = \"gpt-4o-mini\"\ntargets = [{{provider = \"openai\"}}]"
+        ))
+        .contains("duplicate model name"));
     }
 }

@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use rand::Rng;
 
 use crate::cli::DevArgs;
-use crate::config::{Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind, Strategy, TargetConfig};
+use crate::config::{
+    Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind, Strategy,
+    TargetConfig,
+};
 use crate::server::RunningNode;
 
 pub struct DevSetup {
@@ -131,7 +134,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         nodes.len()
     );
     for node in &nodes {
-        let _ = writeln!(out, "  node {}: API {}/v1   admin {}", node.gateway.node_id, node.api_url(), node.admin_url());
+        let _ =
+            writeln!(out, "  node {}: API {}/v1   admin {}", node.gateway.node_id, node.api_url(), node.admin_url());
     }
     let lines = [
         String::new(),

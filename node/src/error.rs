@@ -352,8 +352,7 @@ mod tests {
         let err = GatewayError::upstream_status(429, "slow down").with_upstream_body(Protocol::OpenAi, raw.clone());
         assert!(err.retryable);
         assert_eq!(err.body(Protocol::OpenAi), raw);
-        let translated: serde_json::Value =
-            serde_json::from_slice(&err.body(Protocol::Anthropic)).unwrap_or_default();
+        let translated: serde_json::Value = serde_json::from_slice(&err.body(Protocol::Anthropic)).unwrap_or_default();
         assert_eq!(translated["error"]["type"], "rate_limit_error");
     }
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 use crate::api::Usage;
 use crate::config::Price;
 
-const LATENCY_BUCKETS_SECONDS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+const LATENCY_BUCKETS_SECONDS: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 const OVERHEAD_BUCKETS_SECONDS: [f64; 10] =
     [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05];
 
@@ -88,7 +89,14 @@ pub struct TargetMetrics {
 }
 
 impl TargetMetrics {
-    pub fn record(&self, outcome: Outcome, usage: Option<&Usage>, price: &Price, duration: Duration, ttft: Option<Duration>) {
+    pub fn record(
+        &self,
+        outcome: Outcome,
+        usage: Option<&Usage>,
+        price: &Price,
+        duration: Duration,
+        ttft: Option<Duration>,
+    ) {
         match outcome {
             Outcome::Ok => &self.requests_ok,
             Outcome::UpstreamError => &self.requests_error,
@@ -178,7 +186,9 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
-        out.push_str("# HELP tollgate_http_responses_total Responses sent to clients on the API listener, by status.\n");
+        out.push_str(
+            "# HELP tollgate_http_responses_total Responses sent to clients on the API listener, by status.\n",
+        );
         out.push_str("# TYPE tollgate_http_responses_total counter\n");
         for (code, counter) in self.responses.iter().enumerate() {
             let value = counter.load(Ordering::Relaxed);
@@ -231,12 +241,18 @@ impl Metrics {
                 );
             }
         }
-        counter(&mut out, "tollgate_usage_estimated_total", "Requests whose usage was counted locally because the provider reported none.", &|t| {
-            t.estimated_requests.load(Ordering::Relaxed).to_string()
-        });
-        counter(&mut out, "tollgate_fallbacks_total", "Attempts on this target that failed over to the next one.", &|t| {
-            t.fallbacks.load(Ordering::Relaxed).to_string()
-        });
+        counter(
+            &mut out,
+            "tollgate_usage_estimated_total",
+            "Requests whose usage was counted locally because the provider reported none.",
+            &|t| t.estimated_requests.load(Ordering::Relaxed).to_string(),
+        );
+        counter(
+            &mut out,
+            "tollgate_fallbacks_total",
+            "Attempts on this target that failed over to the next one.",
+            &|t| t.fallbacks.load(Ordering::Relaxed).to_string(),
+        );
         counter(&mut out, "tollgate_cost_usd_total", "Cost at the model's configured prices.", &|t| {
             format!("{}", t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9)
         });

@@ -60,11 +60,8 @@ impl Route {
                     Strategy::Weighted => 0,
                 };
                 // Efraimidis–Spirakis: sorting by u^(1/w) descending is a weighted random permutation.
-                let key = if target.weight == 0 {
-                    -1.0
-                } else {
-                    rng.random::<f64>().powf(1.0 / f64::from(target.weight))
-                };
+                let key =
+                    if target.weight == 0 { -1.0 } else { rng.random::<f64>().powf(1.0 / f64::from(target.weight)) };
                 (tier, key, index)
             })
             .collect();
@@ -97,11 +94,20 @@ impl ControlSnapshot {
     }
 
     /// From the replicated control state (cluster mode).
-    pub fn from_state(state: &tollgate_consensus::ControlState, limits: &LimitsConfig, metrics: &Metrics) -> anyhow::Result<ControlSnapshot> {
+    pub fn from_state(
+        state: &tollgate_consensus::ControlState,
+        limits: &LimitsConfig,
+        metrics: &Metrics,
+    ) -> anyhow::Result<ControlSnapshot> {
         let providers: Vec<_> = state.providers.values().cloned().collect();
         let models: Vec<_> = state.models.values().cloned().collect();
-        let mut snapshot =
-            Self::from_parts(limits, &providers, &models, Arc::new(StaticKeyStore::from_records(state.keys.values())), metrics)?;
+        let mut snapshot = Self::from_parts(
+            limits,
+            &providers,
+            &models,
+            Arc::new(StaticKeyStore::from_records(state.keys.values())),
+            metrics,
+        )?;
         snapshot.budgets = Arc::new(state.ledger.budgets.iter().map(|(id, spec)| (id.clone(), spec.clone())).collect());
         Ok(snapshot)
     }
@@ -154,13 +160,7 @@ impl ControlSnapshot {
         let mut model_names: Vec<String> = routes.keys().cloned().collect();
         model_names.sort();
         let models_openai_json = Bytes::from(models_list_openai(&model_names, |_| true).to_string());
-        Ok(ControlSnapshot {
-            routes,
-            budgets: Arc::new(HashMap::new()),
-            keys,
-            model_names,
-            models_openai_json,
-        })
+        Ok(ControlSnapshot { routes, budgets: Arc::new(HashMap::new()), keys, model_names, models_openai_json })
     }
 }
 

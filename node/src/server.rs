@@ -34,15 +34,14 @@ impl Listeners {
         let admin = TcpListener::bind(&config.node.admin_listen)
             .await
             .map_err(|err| anyhow::anyhow!("node.admin_listen: cannot bind {}: {err}", config.node.admin_listen))?;
-        let raft = if config.is_clustered() {
-            Some(
-                TcpListener::bind(&config.node.raft_listen)
-                    .await
-                    .map_err(|err| anyhow::anyhow!("node.raft_listen: cannot bind {}: {err}", config.node.raft_listen))?,
-            )
-        } else {
-            None
-        };
+        let raft =
+            if config.is_clustered() {
+                Some(TcpListener::bind(&config.node.raft_listen).await.map_err(|err| {
+                    anyhow::anyhow!("node.raft_listen: cannot bind {}: {err}", config.node.raft_listen)
+                })?)
+            } else {
+                None
+            };
         Ok(Listeners { api, admin, raft })
     }
 }
@@ -73,7 +72,11 @@ async fn build_gateway(config: &Config, listeners: &mut Listeners) -> anyhow::Re
     Ok(gateway)
 }
 
-pub async fn run_gateway(gateway: Arc<Gateway>, listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run_gateway(
+    gateway: Arc<Gateway>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     tokens::warm_up();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
@@ -164,7 +167,11 @@ impl RunningNode {
     }
 
     /// Starts with pre-bound listeners (tests bind Raft ports first so peers know each other's addresses).
-    pub async fn start_with(config: Config, raft: Option<TcpListener>, mut listeners: Listeners) -> anyhow::Result<RunningNode> {
+    pub async fn start_with(
+        config: Config,
+        raft: Option<TcpListener>,
+        mut listeners: Listeners,
+    ) -> anyhow::Result<RunningNode> {
         listeners.raft = raft;
         let api_addr = listeners.api.local_addr()?;
         let admin_addr = listeners.admin.local_addr()?;

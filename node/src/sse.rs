@@ -205,7 +205,8 @@ mod tests {
 
     #[test]
     fn every_split_point_gives_the_same_events() {
-        let stream: &[u8] = b"event: a\r\ndata: one\r\n\r\n: comment\n\ndata: two\ndata: lines\n\nevent: b\rdata: three\r\r";
+        let stream: &[u8] =
+            b"event: a\r\ndata: one\r\n\r\n: comment\n\ndata: two\ndata: lines\n\nevent: b\rdata: three\r\r";
         let whole = collect(&[stream]);
         assert_eq!(whole.len(), 3);
         for split in 0..stream.len() {

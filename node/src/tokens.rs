@@ -84,7 +84,10 @@ fn collect_text(value: &Value, out: &mut String) {
         Value::Array(items) => items.iter().for_each(|item| collect_text(item, out)),
         Value::Object(map) => {
             for (key, item) in map {
-                if matches!(key.as_str(), "role" | "type" | "id" | "tool_call_id" | "tool_use_id" | "media_type" | "data" | "url") {
+                if matches!(
+                    key.as_str(),
+                    "role" | "type" | "id" | "tool_call_id" | "tool_use_id" | "media_type" | "data" | "url"
+                ) {
                     continue;
                 }
                 collect_text(item, out);

@@ -158,11 +158,21 @@ impl TestCluster {
             .map_err(|e| e.to_string())?;
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| e.to_string())?;
-        if status.is_success() { Ok(body) } else { Err(format!("{status}: {body}")) }
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("{status}: {body}"))
+        }
     }
 
     /// An admin write; returns (status, body).
-    pub async fn admin(&self, node: &RunningNode, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn admin(
+        &self,
+        node: &RunningNode,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut request = self.client.request(method, format!("{}{path}", node.admin_url())).bearer_auth(ADMIN_TOKEN);
         if let Some(body) = body {
             request = request.json(&body);

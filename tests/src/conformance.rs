@@ -41,7 +41,11 @@ pub async fn openai_stream(h: &Harness, model: &str, expected_text: &str) {
     assert_eq!(usage["choices"], json!([]));
     assert!(usage["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     assert!(usage["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
-    let finishes: Vec<Value> = events[..n - 1].iter().map(|e| e.json()["choices"][0]["finish_reason"].clone()).filter(|f| !f.is_null()).collect();
+    let finishes: Vec<Value> = events[..n - 1]
+        .iter()
+        .map(|e| e.json()["choices"][0]["finish_reason"].clone())
+        .filter(|f| !f.is_null())
+        .collect();
     assert_eq!(finishes, [json!("stop")]);
 }
 
@@ -61,7 +65,16 @@ pub async fn anthropic_stream(h: &Harness, model: &str, expected_text: &str) {
     assert_eq!(names[0], "message_start");
     assert_eq!(names[1], "content_block_start");
     assert_eq!(&names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
-    assert!(names.iter().all(|n| ["message_start", "content_block_start", "ping", "content_block_delta", "content_block_stop", "message_delta", "message_stop"].contains(n)));
+    assert!(names.iter().all(|n| [
+        "message_start",
+        "content_block_start",
+        "ping",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop"
+    ]
+    .contains(n)));
     assert_eq!(anthropic_text(&events), expected_text);
     // Usage is split: input in message_start (or repeated in message_delta), output in message_delta.
     let start = events[0].json()["message"]["usage"]["input_tokens"].as_u64().unwrap_or(0);
@@ -97,7 +110,9 @@ pub async fn tools(h: &Harness, model: &str) {
     let events = read_events(h.openai("/v1/chat/completions", &body).await).await;
     let arguments: String = events
         .iter()
-        .filter_map(|e| e.json()["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned))
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned)
+        })
         .collect();
     assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), json!({"q": "rust"}));
 
@@ -109,7 +124,8 @@ pub async fn tools(h: &Harness, model: &str) {
     assert_eq!(block["input"], json!({"q": "rust"}));
     body["stream"] = json!(true);
     let events = read_events(h.anthropic("/v1/messages", &body).await).await;
-    let partial: String = events.iter().filter_map(|e| e.json()["delta"]["partial_json"].as_str().map(str::to_owned)).collect();
+    let partial: String =
+        events.iter().filter_map(|e| e.json()["delta"]["partial_json"].as_str().map(str::to_owned)).collect();
     assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), json!({"q": "rust"}));
 }
 

@@ -2,9 +2,9 @@
 //! in-process on port 0 (or as real processes) and talk to them over real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod mock_upstream;
 pub mod cluster;
 pub mod conformance;
+pub mod mock_upstream;
 pub mod process;
 
 use std::time::Duration;
@@ -256,10 +256,7 @@ pub async fn first_event(response: &mut reqwest::Response) -> String {
 
 /// Concatenated assistant text from OpenAI chunks.
 pub fn openai_text(events: &[Event]) -> String {
-    events
-        .iter()
-        .filter_map(|e| e.json()["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
-        .collect()
+    events.iter().filter_map(|e| e.json()["choices"][0]["delta"]["content"].as_str().map(str::to_owned)).collect()
 }
 
 /// Concatenated assistant text from Anthropic events.

@@ -106,10 +106,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// First header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -184,9 +181,7 @@ impl Drop for MockUpstream {
 impl MockUpstream {
     /// Bind 127.0.0.1:0 and spawn the server task on the current runtime.
     pub async fn start() -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("mock upstream: bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("mock upstream: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("mock upstream: local_addr");
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -322,39 +317,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBod
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_owned(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let api = if path.starts_with("/v1/messages") {
-        Api::Anthropic
-    } else {
-        Api::OpenAi
-    };
+    let api = if path.starts_with("/v1/messages") { Api::Anthropic } else { Api::OpenAi };
     let (body, read_err) = match req.into_body().collect().await {
-        Ok(c) => (
-            serde_json::from_slice(&c.to_bytes()).unwrap_or(Value::Null),
-            None,
-        ),
+        Ok(c) => (serde_json::from_slice(&c.to_bytes()).unwrap_or(Value::Null), None),
         Err(e) => (Value::Null, Some(e.to_string())),
     };
-    let rec = RecordedRequest {
-        method,
-        path,
-        headers,
-        body,
-    };
+    let rec = RecordedRequest { method, path, headers, body };
     shared.lock().requests.push(rec.clone());
     if let Some(e) = read_err {
-        return error_response(
-            api,
-            400,
-            Some(&format!("could not read request body: {e}")),
-            None,
-        );
+        return error_response(api, 400, Some(&format!("could not read request body: {e}")), None);
     }
     let ctx = Ctx { shared, req: rec };
     match (ctx.req.method.as_str(), ctx.req.path.as_str()) {
@@ -426,11 +399,7 @@ pub(crate) fn error_response(
         Api::OpenAi => {
             let (ty, code, default_msg) = match status {
                 400 => ("invalid_request_error", Value::Null, "Invalid request."),
-                401 => (
-                    "invalid_request_error",
-                    json!("invalid_api_key"),
-                    "Incorrect API key provided.",
-                ),
+                401 => ("invalid_request_error", json!("invalid_api_key"), "Incorrect API key provided."),
                 403 => (
                     "invalid_request_error",
                     json!("unsupported_country_region_territory"),
@@ -446,11 +415,7 @@ pub(crate) fn error_response(
                     json!("rate_limit_exceeded"),
                     "Rate limit reached for requests per min (RPM). Please try again in 1s.",
                 ),
-                503 => (
-                    "server_error",
-                    Value::Null,
-                    "The engine is currently overloaded, please try again later",
-                ),
+                503 => ("server_error", Value::Null, "The engine is currently overloaded, please try again later"),
                 s if s >= 500 => (
                     "server_error",
                     Value::Null,
@@ -464,22 +429,10 @@ pub(crate) fn error_response(
             let (ty, default_msg) = match status {
                 400 => ("invalid_request_error", "Invalid request."),
                 401 => ("authentication_error", "invalid x-api-key"),
-                403 => (
-                    "permission_error",
-                    "Your API key does not have permission to use the specified resource.",
-                ),
-                404 => (
-                    "not_found_error",
-                    "The requested resource could not be found.",
-                ),
-                413 => (
-                    "request_too_large",
-                    "Request exceeds the maximum allowed number of bytes.",
-                ),
-                429 => (
-                    "rate_limit_error",
-                    "Number of request tokens has exceeded your per-minute rate limit.",
-                ),
+                403 => ("permission_error", "Your API key does not have permission to use the specified resource."),
+                404 => ("not_found_error", "The requested resource could not be found."),
+                413 => ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+                429 => ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
                 503 | 529 => ("overloaded_error", "Overloaded"),
                 _ => ("api_error", "Internal server error"),
             };
@@ -500,9 +453,7 @@ pub(crate) fn add_header(resp: &mut Response<RespBody>, name: &'static str, valu
 }
 
 pub(crate) fn full(b: impl Into<Bytes>) -> RespBody {
-    Full::new(b.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 pub(crate) fn response(status: u16, content_type: &str, body: RespBody) -> Response<RespBody> {
@@ -516,11 +467,7 @@ pub(crate) fn json_response(status: u16, v: &Value) -> Response<RespBody> {
     response(status, "application/json", full(v.to_string()))
 }
 
-pub(crate) fn text_response(
-    status: u16,
-    content_type: &str,
-    body: &'static str,
-) -> Response<RespBody> {
+pub(crate) fn text_response(status: u16, content_type: &str, body: &'static str) -> Response<RespBody> {
     response(status, content_type, full(body))
 }
 
@@ -531,9 +478,7 @@ pub(crate) fn sse_response(body: RespBody) -> Response<RespBody> {
 }
 
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Test helper: parse a complete SSE body into `(event name, data)` pairs,

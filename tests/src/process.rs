@@ -43,7 +43,8 @@ impl ChildGuard {
 
     /// Sends a signal (e.g. "TERM", "INT") with `kill`.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill runs");
+        let status =
+            Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill runs");
         assert!(status.success());
     }
 

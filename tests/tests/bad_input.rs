@@ -22,7 +22,13 @@ fn messages(model: &str) -> Value {
 
 /// POSTs raw bytes with the given content type, authenticated the way `caller` would (`"openai"` or
 /// `"anthropic"`).
-async fn post_raw(h: &Harness, caller: &str, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+async fn post_raw(
+    h: &Harness,
+    caller: &str,
+    path: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
     let builder = h.client.post(h.url(path)).header("content-type", content_type).body(body);
     let builder = match caller {
         "anthropic" => builder.header("x-api-key", KEY).header("anthropic-version", "2023-06-01"),
@@ -136,11 +142,17 @@ async fn wrong_field_types_name_the_field() {
         let mut body = chat("gpt-direct");
         body[*field] = value.clone();
         let error = openai_error(h.openai(CHAT, &body).await, 400).await;
-        assert!(error["message"].as_str().unwrap().contains(field), "OpenAI message names `{field}` for {value}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "OpenAI message names `{field}` for {value}: {error}"
+        );
         let mut body = messages("claude-direct");
         body[*field] = value.clone();
         let error = anthropic_error(h.anthropic(MESSAGES, &body).await, 400).await;
-        assert!(error["message"].as_str().unwrap().contains(field), "Anthropic message names `{field}` for {value}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(field),
+            "Anthropic message names `{field}` for {value}: {error}"
+        );
     }
     // An empty conversation (OpenAI callers; Anthropic requests with `messages: []` are left to the upstream).
     let body = json!({"model": "gpt-direct", "messages": []});
@@ -165,10 +177,12 @@ async fn missing_required_fields_and_empty_bodies_are_400() {
     // No messages.
     let error = openai_error(h.openai(CHAT, &json!({"model": "gpt-direct"})).await, 400).await;
     assert!(error["message"].as_str().unwrap().contains("messages"), "{error}");
-    let error = anthropic_error(h.anthropic(MESSAGES, &json!({"model": "claude-direct", "max_tokens": 10})).await, 400).await;
+    let error =
+        anthropic_error(h.anthropic(MESSAGES, &json!({"model": "claude-direct", "max_tokens": 10})).await, 400).await;
     assert!(error["message"].as_str().unwrap().contains("messages"), "{error}");
     // No model.
-    let error = openai_error(h.openai(CHAT, &json!({"messages": [{"role": "user", "content": "hi"}]})).await, 400).await;
+    let error =
+        openai_error(h.openai(CHAT, &json!({"messages": [{"role": "user", "content": "hi"}]})).await, 400).await;
     assert!(error["message"].as_str().unwrap().contains("model"), "{error}");
     // Anthropic requires max_tokens.
     let body = json!({"model": "claude-direct", "messages": [{"role": "user", "content": "hi"}]});
@@ -249,23 +263,28 @@ async fn body_limit_is_exact() {
     assert_eq!(response.status(), 200, "exactly at the limit is allowed");
     let response = post_raw(&h, "anthropic", MESSAGES, "application/json", anthropic_body_of_size(65_537)).await;
     anthropic_error(response, 413).await;
-    let response = post_raw(&h, "anthropic", MESSAGES, "application/json", chunked(anthropic_body_of_size(65_536), 5000)).await;
+    let response =
+        post_raw(&h, "anthropic", MESSAGES, "application/json", chunked(anthropic_body_of_size(65_536), 5000)).await;
     assert_eq!(response.status(), 200, "exactly at the limit, chunked");
-    let response = post_raw(&h, "anthropic", MESSAGES, "application/json", chunked(anthropic_body_of_size(65_537), 5000)).await;
+    let response =
+        post_raw(&h, "anthropic", MESSAGES, "application/json", chunked(anthropic_body_of_size(65_537), 5000)).await;
     anthropic_error(response, 413).await;
     assert_eq!(h.mock.request_count(), 2);
     still_serving(&h).await;
 }
 
 fn chunked(body: String, chunk: usize) -> reqwest::Body {
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body.into_bytes().chunks(chunk).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.into_bytes().chunks(chunk).map(|c| Ok(c.to_vec())).collect();
     reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
 }
 
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_413() {
     let h = Harness::start().await;
-    let error = openai_error(post_raw(&h, "openai", CHAT, "application/json", chunked(big_chat_body(70_000), 4096)).await, 413).await;
+    let error =
+        openai_error(post_raw(&h, "openai", CHAT, "application/json", chunked(big_chat_body(70_000), 4096)).await, 413)
+            .await;
     assert_eq!(error["code"], "request_too_large");
     let response = post_raw(&h, "anthropic", MESSAGES, "application/json", chunked(big_chat_body(100_000), 1000)).await;
     assert_eq!(anthropic_error(response, 413).await["type"], "request_too_large");
@@ -284,7 +303,11 @@ async fn unsupported_content_type_is_415() {
     for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
         let error = openai_error(post_raw(&h, "openai", CHAT, content_type, body.clone()).await, 415).await;
         assert_eq!(error["type"], "invalid_request_error");
-        let error = anthropic_error(post_raw(&h, "anthropic", MESSAGES, content_type, messages("claude-direct").to_string()).await, 415).await;
+        let error = anthropic_error(
+            post_raw(&h, "anthropic", MESSAGES, content_type, messages("claude-direct").to_string()).await,
+            415,
+        )
+        .await;
         assert_eq!(error["type"], "invalid_request_error");
     }
     // JSON with a charset parameter is still JSON.
@@ -302,14 +325,16 @@ async fn missing_or_wrong_key_is_401() {
     assert_eq!(openai_error(response, 401).await["type"], "authentication_error");
     let response = h.client.post(h.url(CHAT)).bearer_auth("tg-wrong-key").json(&body).send().await.unwrap();
     assert_eq!(openai_error(response, 401).await["type"], "authentication_error");
-    let response = h.client.post(h.url(CHAT)).header("authorization", "Basic dGc6dGVzdA==").json(&body).send().await.unwrap();
+    let response =
+        h.client.post(h.url(CHAT)).header("authorization", "Basic dGc6dGVzdA==").json(&body).send().await.unwrap();
     assert_eq!(openai_error(response, 401).await["type"], "authentication_error");
     // Even a bad body is refused for authentication first, without revealing anything about it.
     let response = h.client.post(h.url(EMBEDDINGS)).bearer_auth("nope").body("{not json").send().await.unwrap();
     assert_eq!(openai_error(response, 401).await["type"], "authentication_error");
 
     let body = messages("claude-direct");
-    let response = h.client.post(h.url(MESSAGES)).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
+    let response =
+        h.client.post(h.url(MESSAGES)).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
     assert_eq!(anthropic_error(response, 401).await["type"], "authentication_error");
     let response = h
         .client
@@ -337,7 +362,14 @@ async fn wrong_method_is_405_and_unknown_path_is_404() {
     }
     let response = h.client.put(h.url(CHAT)).bearer_auth(KEY).json(&chat("gpt-direct")).send().await.unwrap();
     openai_error(response, 405).await;
-    let response = h.client.get(h.url(MESSAGES)).header("x-api-key", KEY).header("anthropic-version", "2023-06-01").send().await.unwrap();
+    let response = h
+        .client
+        .get(h.url(MESSAGES))
+        .header("x-api-key", KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
     anthropic_error(response, 405).await;
     let response = h.client.post(h.url("/v1/models")).bearer_auth(KEY).json(&json!({})).send().await.unwrap();
     openai_error(response, 405).await;
@@ -346,7 +378,14 @@ async fn wrong_method_is_405_and_unknown_path_is_404() {
         let response = h.client.post(h.url(path)).bearer_auth(KEY).json(&chat("gpt-direct")).send().await.unwrap();
         openai_error(response, 404).await;
     }
-    let response = h.client.post(h.url("/v1/nope")).header("x-api-key", KEY).header("anthropic-version", "2023-06-01").send().await.unwrap();
+    let response = h
+        .client
+        .post(h.url("/v1/nope"))
+        .header("x-api-key", KEY)
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap();
     anthropic_error(response, 404).await;
     assert_eq!(h.mock.request_count(), 0);
     still_serving(&h).await;
@@ -376,7 +415,8 @@ async fn max_tokens_above_the_models_cap_is_400() {
 
 /// Roughly `bytes` of ordinary English prose.
 fn prose(bytes: usize) -> String {
-    const SENTENCE: &str = "The committee reviewed the quarterly budget and asked several questions about travel costs. ";
+    const SENTENCE: &str =
+        "The committee reviewed the quarterly budget and asked several questions about travel costs. ";
     SENTENCE.repeat(bytes / SENTENCE.len() + 1)
 }
 
@@ -396,7 +436,8 @@ async fn context_window_exceeded_is_400_context_length_exceeded() {
     body["max_tokens"] = json!(2000);
     assert_eq!(h.openai(CHAT, &body).await.status(), 200);
     // …but a medium prompt whose tokens plus max_tokens overflow the window is not.
-    let body = json!({"model": "gpt-direct", "max_tokens": 2048, "messages": [{"role": "user", "content": prose(18_000)}]});
+    let body =
+        json!({"model": "gpt-direct", "max_tokens": 2048, "messages": [{"role": "user", "content": prose(18_000)}]});
     assert_eq!(openai_error(h.openai(CHAT, &body).await, 400).await["code"], "context_length_exceeded");
     assert_eq!(h.mock.request_count(), 1);
     still_serving(&h).await;
@@ -410,7 +451,10 @@ async fn upstream_garbage_is_502_in_the_callers_shape() {
     let error = openai_error(h.openai(CHAT, &chat("gpt-direct")).await, 502).await;
     assert_eq!(error["type"], "api_error");
     h.mock.push(garbage());
-    assert_eq!(anthropic_error(h.anthropic(MESSAGES, &messages("claude-direct")).await, 502).await["type"], "api_error");
+    assert_eq!(
+        anthropic_error(h.anthropic(MESSAGES, &messages("claude-direct")).await, 502).await["type"],
+        "api_error"
+    );
     // Cross-protocol, both ways.
     h.mock.push(garbage());
     openai_error(h.openai(CHAT, &chat("gpt-via-claude")).await, 502).await;
@@ -439,7 +483,10 @@ async fn upstream_400_passes_through_same_protocol_and_is_translated_across() {
     let response = h.anthropic(MESSAGES, &messages("claude-direct")).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body, json!({"type": "error", "error": {"type": "invalid_request_error", "message": "Invalid request."}}));
+    assert_eq!(
+        body,
+        json!({"type": "error", "error": {"type": "invalid_request_error", "message": "Invalid request."}})
+    );
     // Anthropic caller on an OpenAI upstream: Anthropic shape, same status, the provider's message.
     h.mock.push(Script { status: Some(400), ..Default::default() });
     let error = anthropic_error(h.anthropic(MESSAGES, &messages("claude-via-gpt")).await, 400).await;
@@ -457,7 +504,10 @@ async fn upstream_400_passes_through_same_protocol_and_is_translated_across() {
     assert_eq!(anthropic_error(h.anthropic(MESSAGES, &body).await, 400).await["type"], "invalid_request_error");
     // Other upstream 4xx keep their status and get the matching type in the caller's shape.
     h.mock.push(Script { status: Some(404), ..Default::default() });
-    assert_eq!(anthropic_error(h.anthropic(MESSAGES, &messages("claude-via-gpt")).await, 404).await["type"], "not_found_error");
+    assert_eq!(
+        anthropic_error(h.anthropic(MESSAGES, &messages("claude-via-gpt")).await, 404).await["type"],
+        "not_found_error"
+    );
     assert_eq!(h.mock.request_count(), 6, "a 4xx is never retried");
     still_serving(&h).await;
 }
@@ -474,7 +524,10 @@ async fn upstream_hang_past_the_first_byte_timeout_is_504() {
 
     h.mock.push(slow());
     let started = Instant::now();
-    assert_eq!(anthropic_error(h.anthropic(MESSAGES, &messages("claude-direct")).await, 504).await["type"], "api_error");
+    assert_eq!(
+        anthropic_error(h.anthropic(MESSAGES, &messages("claude-direct")).await, 504).await["type"],
+        "api_error"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // A streaming request that never gets headers is a plain 504 too (nothing was streamed yet).
@@ -507,7 +560,8 @@ async fn concurrent_bad_requests_do_not_disturb_good_ones() {
                     false
                 }
                 2 => {
-                    let response = h.client.post(h.url(CHAT)).bearer_auth("wrong").json(&chat("gpt-direct")).send().await.unwrap();
+                    let response =
+                        h.client.post(h.url(CHAT)).bearer_auth("wrong").json(&chat("gpt-direct")).send().await.unwrap();
                     openai_error(response, 401).await;
                     false
                 }

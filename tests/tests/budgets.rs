@@ -56,7 +56,10 @@ async fn s1_s2_s3_hold_under_concurrent_load_on_all_nodes() {
                 match status {
                     200 => {
                         ok += 1;
-                        assert!(headers.contains_key("x-ratelimit-limit-tokens"), "budgeted responses carry rate-limit headers");
+                        assert!(
+                            headers.contains_key("x-ratelimit-limit-tokens"),
+                            "budgeted responses carry rate-limit headers"
+                        );
                         assert!(headers.contains_key("x-ratelimit-remaining-tokens"));
                         assert!(headers.contains_key("x-ratelimit-reset-tokens"));
                     }
@@ -160,7 +163,8 @@ async fn budget_admin_api_validates_and_reports() {
         .admin(node, Method::PUT, "/admin/v1/budgets", Some(json!({"scope": {"org": "nope"}, "limit_tokens": 5})))
         .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = cluster.admin(node, Method::PUT, "/admin/v1/budgets", Some(json!({"scope": {"org": "acme"}}))).await;
+    let (status, _) =
+        cluster.admin(node, Method::PUT, "/admin/v1/budgets", Some(json!({"scope": {"org": "acme"}}))).await;
     assert_eq!(status, 400, "a limit is required");
     set_budget(&cluster, 1_000).await;
     let budget = cluster.admin_get(cluster.node(3), "/admin/v1/budgets?org=acme").await.unwrap();
@@ -216,9 +220,13 @@ async fn usage_report_groups_tokens_and_cost_by_key_and_model() {
     let served = served(&cluster);
     let mut report = Value::Null;
     for _ in 0..100 {
-        report = cluster.admin_get(cluster.node(3), "/admin/v1/usage?org=acme&since=2020-01-01T00:00:00Z&group_by=key,model").await.unwrap();
+        report = cluster
+            .admin_get(cluster.node(3), "/admin/v1/usage?org=acme&since=2020-01-01T00:00:00Z&group_by=key,model")
+            .await
+            .unwrap();
         let rows = report["rows"].as_array().cloned().unwrap_or_default();
-        let tokens: u64 = rows.iter().map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap()).sum();
+        let tokens: u64 =
+            rows.iter().map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap()).sum();
         if tokens >= served {
             break;
         }
@@ -229,10 +237,12 @@ async fn usage_report_groups_tokens_and_cost_by_key_and_model() {
     assert_eq!(by_key("test")["requests"], 3, "{report}");
     assert_eq!(by_key("limited")["requests"], 1, "{report}");
     assert_eq!(by_key("test")["model"], "gpt-direct");
-    let tokens: u64 = rows.iter().map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap()).sum();
+    let tokens: u64 =
+        rows.iter().map(|r| r["input_tokens"].as_u64().unwrap() + r["output_tokens"].as_u64().unwrap()).sum();
     assert_eq!(tokens, served, "usage rows match what the upstream served");
     let cost: f64 = rows.iter().map(|r| r["cost_usd"].as_f64().unwrap()).sum();
     assert!(cost > 0.0);
-    let (status, _) = cluster.admin(cluster.node(1), Method::GET, "/admin/v1/usage?org=acme&since=yesterday", None).await;
+    let (status, _) =
+        cluster.admin(cluster.node(1), Method::GET, "/admin/v1/usage?org=acme&since=yesterday", None).await;
     assert_eq!(status, 400);
 }

@@ -41,8 +41,9 @@ async fn config_written_on_a_follower_reaches_every_node_without_restart() {
 #[tokio::test]
 async fn keys_created_and_revoked_anywhere_apply_everywhere() {
     let cluster = TestCluster::start(3).await;
-    let (status, created) =
-        cluster.admin(cluster.node(2), Method::POST, "/admin/v1/keys", Some(json!({"org": "acme", "name": "ci"}))).await;
+    let (status, created) = cluster
+        .admin(cluster.node(2), Method::POST, "/admin/v1/keys", Some(json!({"org": "acme", "name": "ci"})))
+        .await;
     assert_eq!(status, 201, "{created}");
     let key = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
@@ -72,9 +73,8 @@ async fn leader_failure_elects_a_new_leader_and_writes_continue() {
     println!("leader failover: {:?}", started.elapsed());
     assert_ne!(new, old);
     let survivor = (1..=3).find(|id| *id != old && *id != new).unwrap();
-    let (status, body) = cluster
-        .admin(cluster.node(survivor), Method::PUT, "/admin/v1/orgs/after-failover", Some(json!({})))
-        .await;
+    let (status, body) =
+        cluster.admin(cluster.node(survivor), Method::PUT, "/admin/v1/orgs/after-failover", Some(json!({}))).await;
     assert_eq!(status, 200, "{body}");
     let orgs = cluster.admin_get(cluster.node(new), "/admin/v1/orgs").await.unwrap();
     assert!(orgs["data"].as_array().unwrap().iter().any(|o| o["name"] == "after-failover"));
@@ -105,7 +105,8 @@ async fn a_restarted_node_catches_up_from_disk_and_snapshot() {
     cluster.stop(3).await;
     // Enough writes to snapshot and purge the log past what node 3 has.
     for index in 0..12 {
-        let (status, body) = cluster.admin(cluster.node(1), Method::PUT, &format!("/admin/v1/orgs/org-{index}"), Some(json!({}))).await;
+        let (status, body) =
+            cluster.admin(cluster.node(1), Method::PUT, &format!("/admin/v1/orgs/org-{index}"), Some(json!({}))).await;
         assert_eq!(status, 200, "{body}");
     }
     cluster.restart(3).await;
@@ -123,14 +124,16 @@ async fn a_restarted_node_catches_up_from_disk_and_snapshot() {
 async fn bad_admin_input_is_rejected_with_the_field_named() {
     let cluster = TestCluster::start(3).await;
     let node = cluster.node(1);
-    let wrong = cluster.client.get(format!("{}/admin/v1/cluster", node.admin_url())).bearer_auth("nope").send().await.unwrap();
+    let wrong =
+        cluster.client.get(format!("{}/admin/v1/cluster", node.admin_url())).bearer_auth("nope").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
     let (status, body) = cluster
         .admin(node, Method::PUT, "/admin/v1/models/m", Some(json!({"targets": [{"provider": "missing"}]})))
         .await;
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().contains("targets[0].provider"), "{body}");
-    let (status, body) = cluster.admin(node, Method::PUT, "/admin/v1/providers/p", Some(json!({"kind": "gemini"}))).await;
+    let (status, body) =
+        cluster.admin(node, Method::PUT, "/admin/v1/providers/p", Some(json!({"kind": "gemini"}))).await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = cluster
         .admin(node, Method::PUT, "/admin/v1/providers/p", Some(json!({"kind": "openai", "base_url": "ftp://x"})))
@@ -141,7 +144,9 @@ async fn bad_admin_input_is_rejected_with_the_field_named() {
     assert_eq!(status, 400, "a provider in use cannot be deleted");
     let (status, _) = cluster.admin(node, Method::GET, "/admin/v1/widgets", None).await;
     assert_eq!(status, 404);
-    let (status, _) = cluster.admin(node, Method::POST, "/admin/v1/cluster/nodes", Some(json!({"id": 1, "raft_addr": "127.0.0.1:1"}))).await;
+    let (status, _) = cluster
+        .admin(node, Method::POST, "/admin/v1/cluster/nodes", Some(json!({"id": 1, "raft_addr": "127.0.0.1:1"})))
+        .await;
     assert_eq!(status, 400, "duplicate join");
     let (status, _) = cluster.admin(node, Method::DELETE, "/admin/v1/cluster/nodes/42", None).await;
     assert_eq!(status, 404, "unknown node id");
@@ -183,7 +188,8 @@ async fn declarative_apply_diffs_and_batches() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["changes"], json!(["put model from-file"]), "{body}");
     for node in cluster.running() {
-        eventually_async("applied model serves", || async { cluster.chat_default(node, "from-file").await == 200 }).await;
+        eventually_async("applied model serves", || async { cluster.chat_default(node, "from-file").await == 200 })
+            .await;
     }
     let again: Value = cluster
         .client
@@ -217,10 +223,14 @@ async fn a_node_joins_as_learner_then_voter_and_can_be_removed() {
     assert!(members.iter().any(|m| m["id"] == id && m["role"] != "learner"), "{out}");
     // The new voter received the replicated config and serves it.
     let url = format!("{}/readyz", cluster.node(id).admin_url());
-    eventually_async("joiner ready", || async { cluster.client.get(&url).send().await.map(|r| r.status() == 200).unwrap_or(false) }).await;
+    eventually_async("joiner ready", || async {
+        cluster.client.get(&url).send().await.map(|r| r.status() == 200).unwrap_or(false)
+    })
+    .await;
     assert_eq!(cluster.chat_default(cluster.node(id), "gpt-direct").await, 200);
 
-    let (status, out) = cluster.admin(cluster.node(1), Method::DELETE, &format!("/admin/v1/cluster/nodes/{id}"), None).await;
+    let (status, out) =
+        cluster.admin(cluster.node(1), Method::DELETE, &format!("/admin/v1/cluster/nodes/{id}"), None).await;
     assert_eq!(status, 200, "{out}");
     let status = cluster.admin_get(cluster.node(1), "/admin/v1/cluster").await.unwrap();
     assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");

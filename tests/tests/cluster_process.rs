@@ -63,7 +63,12 @@ async fn leader_of(procs: &[Proc]) -> Option<usize> {
 /// Starts three `tollgate serve` processes in front of `mock`; waits until all are ready.
 async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Proc> {
     let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers = raft_ports.iter().enumerate().map(|(i, p)| format!("{} = \"127.0.0.1:{p}\"", i + 1)).collect::<Vec<_>>().join(", ");
+    let peers = raft_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{} = \"127.0.0.1:{p}\"", i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut procs = Vec::new();
     for (index, raft) in raft_ports.iter().enumerate() {
         let (api, admin) = (free_port(), free_port());
@@ -105,12 +110,16 @@ async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
     let file = dir.path().join("cluster.toml");
     std::fs::write(
         &file,
-        format!("{}\n[[models]]\nname = \"applied\"\ntargets = [{{ provider = \"up-openai\", model = \"mock-gpt\" }}]\n", config_toml(&mock, "")),
+        format!(
+            "{}\n[[models]]\nname = \"applied\"\ntargets = [{{ provider = \"up-openai\", model = \"mock-gpt\" }}]\n",
+            config_toml(&mock, "")
+        ),
     )
     .unwrap();
     let (ok, out) = cli(procs[1].admin, &["apply", "-f", file.to_str().unwrap()]);
     assert!(ok && out.contains("put model applied"), "{out}");
-    let (ok, out) = cli(procs[0].admin, &["budgets", "set", "--org", "acme", "--limit-tokens", "100000", "--period", "day"]);
+    let (ok, out) =
+        cli(procs[0].admin, &["budgets", "set", "--org", "acme", "--limit-tokens", "100000", "--period", "day"]);
     assert!(ok, "{out}");
     let budget = cli_json(procs[2].admin, &["budgets", "get", "--org", "acme"]);
     assert_eq!(budget["limit_tokens"], 100000, "{budget}");

@@ -95,7 +95,12 @@ async fn dead_first_target_falls_back_to_the_next_tier() {
 #[tokio::test]
 async fn server_errors_and_rate_limits_fall_back() {
     let h = Harness::start_with(TIERS).await;
-    let cases = [status(500), Script { status: Some(429), retry_after: Some(3), ..Default::default() }, status(503), status(502)];
+    let cases = [
+        status(500),
+        Script { status: Some(429), retry_after: Some(3), ..Default::default() },
+        status(503),
+        status(502),
+    ];
     for (n, first) in cases.into_iter().enumerate() {
         let code = first.status.unwrap();
         h.mock.push(first);
@@ -109,13 +114,24 @@ async fn server_errors_and_rate_limits_fall_back() {
         assert_eq!(seen[2 * n..], ["tier0", "tier1"], "after {code}");
     }
     let metrics = h.metrics().await;
-    assert_eq!(metric_value(&metrics, "tollgate_fallbacks_total", &[&labels("two-tier", "up-openai", "tier0")]), Some(4.0));
     assert_eq!(
-        metric_value(&metrics, "tollgate_upstream_requests_total", &[&labels("two-tier", "up-openai", "tier0"), "outcome=\"error\""]),
+        metric_value(&metrics, "tollgate_fallbacks_total", &[&labels("two-tier", "up-openai", "tier0")]),
         Some(4.0)
     );
     assert_eq!(
-        metric_value(&metrics, "tollgate_upstream_requests_total", &[&labels("two-tier", "up-openai", "tier1"), "outcome=\"ok\""]),
+        metric_value(
+            &metrics,
+            "tollgate_upstream_requests_total",
+            &[&labels("two-tier", "up-openai", "tier0"), "outcome=\"error\""]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "tollgate_upstream_requests_total",
+            &[&labels("two-tier", "up-openai", "tier1"), "outcome=\"ok\""]
+        ),
         Some(4.0)
     );
     // With a healthy tier 0, tier 1 is never asked.
@@ -147,7 +163,10 @@ async fn client_errors_do_not_fall_back() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(attempts(&h).len(), 4);
     let metrics = h.metrics().await;
-    assert_eq!(metric_value(&metrics, "tollgate_fallbacks_total", &[&labels("two-tier", "up-openai", "tier0")]), Some(0.0));
+    assert_eq!(
+        metric_value(&metrics, "tollgate_fallbacks_total", &[&labels("two-tier", "up-openai", "tier0")]),
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
@@ -295,7 +314,10 @@ async fn first_tier_timeout_falls_back() {
     assert_eq!(attempts(&h).len(), 6);
 
     let metrics = h.metrics().await;
-    assert_eq!(metric_value(&metrics, "tollgate_fallbacks_total", &[&labels("two-tier", "up-openai", "tier0")]), Some(3.0));
+    assert_eq!(
+        metric_value(&metrics, "tollgate_fallbacks_total", &[&labels("two-tier", "up-openai", "tier0")]),
+        Some(3.0)
+    );
 }
 
 #[tokio::test]
@@ -324,7 +346,10 @@ async fn fallback_across_protocols_keeps_the_callers_shape() {
     let events = read_events(response).await;
     assert_eq!(openai_text(&events), mock_upstream::DEFAULT_REPLY);
     assert!(events.last().unwrap().is_done());
-    assert!(events.iter().all(|e| e.name.is_none() && e.json().get("type").is_none()), "OpenAI chunks only: {events:#?}");
+    assert!(
+        events.iter().all(|e| e.name.is_none() && e.json().get("type").is_none()),
+        "OpenAI chunks only: {events:#?}"
+    );
 
     // Anthropic caller: tier 0 (Anthropic) overloaded, tier 1 is OpenAI → still an Anthropic answer.
     h.mock.push(status(529));

@@ -74,11 +74,7 @@ fn anthropic_body(stream: bool) -> Value {
 }
 
 fn json_events(text: &str) -> Vec<Value> {
-    parse_sse(text)
-        .into_iter()
-        .filter(|(_, d)| d != "[DONE]")
-        .map(|(_, d)| serde_json::from_str(&d).unwrap())
-        .collect()
+    parse_sse(text).into_iter().filter(|(_, d)| d != "[DONE]").map(|(_, d)| serde_json::from_str(&d).unwrap()).collect()
 }
 
 /// Wait (up to 5s) until `cond` holds.
@@ -120,10 +116,7 @@ async fn openai_non_stream_shape_and_usage() {
 
     let reqs = m.requests();
     assert_eq!((reqs.len(), m.request_count()), (1, 1));
-    assert_eq!(
-        (reqs[0].method.as_str(), reqs[0].path.as_str()),
-        ("POST", "/v1/chat/completions")
-    );
+    assert_eq!((reqs[0].method.as_str(), reqs[0].path.as_str()), ("POST", "/v1/chat/completions"));
     assert_eq!(reqs[0].header("Authorization"), Some("Bearer whatever"));
     assert_eq!(reqs[0].body["model"], "mock-gpt");
 
@@ -160,24 +153,13 @@ async fn openai_stream_without_usage() {
         assert_eq!(e["object"], "chat.completion.chunk");
         assert_eq!(e["model"], "mock-gpt");
         assert_eq!(e["id"], evs[0]["id"]);
-        assert!(
-            e.get("usage").is_none(),
-            "no usage key without include_usage"
-        );
+        assert!(e.get("usage").is_none(), "no usage key without include_usage");
     }
     let delta = |i: usize| evs[i]["choices"][0]["delta"].clone();
-    assert_eq!(
-        delta(0),
-        json!({"role": "assistant", "content": "", "refusal": null})
-    );
-    let content: String = (1..13)
-        .map(|i| delta(i)["content"].as_str().unwrap().to_owned())
-        .collect();
+    assert_eq!(delta(0), json!({"role": "assistant", "content": "", "refusal": null}));
+    let content: String = (1..13).map(|i| delta(i)["content"].as_str().unwrap().to_owned()).collect();
     assert_eq!(content, DEFAULT_REPLY);
-    assert_eq!(
-        (delta(1)["content"].clone(), delta(2)["content"].clone()),
-        (json!("Hello"), json!(" from"))
-    );
+    assert_eq!((delta(1)["content"].clone(), delta(2)["content"].clone()), (json!("Hello"), json!(" from")));
     assert_eq!(delta(13), json!({}));
     assert_eq!(evs[13]["choices"][0]["finish_reason"], "stop");
     assert_eq!(m.output_tokens_served(), 12);
@@ -198,10 +180,7 @@ async fn openai_stream_with_include_usage() {
     }
     assert_eq!(evs[14]["choices"], json!([]));
     let u = &evs[14]["usage"];
-    assert_eq!(
-        (u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64()),
-        (Some(P_OPENAI), Some(12))
-    );
+    assert_eq!((u["prompt_tokens"].as_u64(), u["completion_tokens"].as_u64()), (Some(P_OPENAI), Some(12)));
     assert_eq!(u["total_tokens"], P_OPENAI + 12);
 
     // omit_usage wins over include_usage
@@ -214,39 +193,19 @@ async fn openai_stream_with_include_usage() {
 #[tokio::test]
 async fn anthropic_non_stream_and_stream() {
     let m = MockUpstream::start().await;
-    let rb = client()
-        .post(messages_url(&m))
-        .header("anthropic-version", "2023-06-01");
+    let rb = client().post(messages_url(&m)).header("anthropic-version", "2023-06-01");
     let (status, v) = parts(send(rb.json(&anthropic_body(false))).await).await;
     assert_eq!(status, 200);
     assert!(v["id"].as_str().unwrap().starts_with("msg_"));
-    assert_eq!(
-        (v["type"].as_str(), v["role"].as_str()),
-        (Some("message"), Some("assistant"))
-    );
+    assert_eq!((v["type"].as_str(), v["role"].as_str()), (Some("message"), Some("assistant")));
     assert_eq!(v["model"], "mock-claude");
-    assert_eq!(
-        v["content"],
-        json!([{"type": "text", "text": DEFAULT_REPLY}])
-    );
+    assert_eq!(v["content"], json!([{"type": "text", "text": DEFAULT_REPLY}]));
     assert_eq!(v["stop_reason"], "end_turn");
     assert_eq!(v["stop_sequence"], Value::Null);
     let u = &v["usage"];
-    assert_eq!(
-        (u["input_tokens"].as_u64(), u["output_tokens"].as_u64()),
-        (Some(P_ANTHROPIC), Some(12))
-    );
-    assert_eq!(
-        (
-            u["cache_creation_input_tokens"].as_u64(),
-            u["cache_read_input_tokens"].as_u64()
-        ),
-        (Some(0), Some(0))
-    );
-    assert_eq!(
-        m.requests()[0].header("anthropic-version"),
-        Some("2023-06-01")
-    );
+    assert_eq!((u["input_tokens"].as_u64(), u["output_tokens"].as_u64()), (Some(P_ANTHROPIC), Some(12)));
+    assert_eq!((u["cache_creation_input_tokens"].as_u64(), u["cache_read_input_tokens"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(m.requests()[0].header("anthropic-version"), Some("2023-06-01"));
 
     let evs = parse_sse(&post_text(messages_url(&m), anthropic_body(true)).await);
     let names: Vec<&str> = evs.iter().map(|(e, _)| e.as_deref().unwrap()).collect();
@@ -254,49 +213,26 @@ async fn anthropic_non_stream_and_stream() {
     expected.extend(std::iter::repeat_n("content_block_delta", 12));
     expected.extend(["content_block_stop", "message_delta", "message_stop"]);
     assert_eq!(names, expected);
-    let datas: Vec<Value> = evs
-        .iter()
-        .map(|(_, d)| serde_json::from_str(d).unwrap())
-        .collect();
+    let datas: Vec<Value> = evs.iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
     for ((name, _), d) in evs.iter().zip(&datas) {
-        assert_eq!(
-            d["type"].as_str(),
-            name.as_deref(),
-            "event name matches data.type"
-        );
+        assert_eq!(d["type"].as_str(), name.as_deref(), "event name matches data.type");
     }
     let start = &datas[0]["message"];
-    assert_eq!(
-        (&start["content"], &start["stop_reason"]),
-        (&json!([]), &Value::Null)
-    );
+    assert_eq!((&start["content"], &start["stop_reason"]), (&json!([]), &Value::Null));
     assert_eq!(start["usage"]["input_tokens"], P_ANTHROPIC);
     assert_eq!(start["usage"]["output_tokens"], 1);
-    assert_eq!(
-        datas[1]["content_block"],
-        json!({"type": "text", "text": ""})
-    );
-    assert!(datas[3..15]
-        .iter()
-        .all(|d| d["delta"]["type"] == "text_delta"));
-    let text_out: String = datas[3..15]
-        .iter()
-        .map(|d| d["delta"]["text"].as_str().unwrap())
-        .collect();
+    assert_eq!(datas[1]["content_block"], json!({"type": "text", "text": ""}));
+    assert!(datas[3..15].iter().all(|d| d["delta"]["type"] == "text_delta"));
+    let text_out: String = datas[3..15].iter().map(|d| d["delta"]["text"].as_str().unwrap()).collect();
     assert_eq!(text_out, DEFAULT_REPLY);
-    assert_eq!(
-        datas[16]["delta"],
-        json!({"stop_reason": "end_turn", "stop_sequence": null})
-    );
+    assert_eq!(datas[16]["delta"], json!({"stop_reason": "end_turn", "stop_sequence": null}));
     assert_eq!(datas[16]["usage"], json!({"output_tokens": 12}));
     assert_eq!(m.output_tokens_served(), 24);
     assert_eq!(m.input_tokens_served(), 2 * P_ANTHROPIC);
 
     // omit_usage: no usage objects in the stream
     m.push(sc(|s| s.omit_usage = true));
-    assert!(!post_text(messages_url(&m), anthropic_body(true))
-        .await
-        .contains("usage"));
+    assert!(!post_text(messages_url(&m), anthropic_body(true)).await.contains("usage"));
 }
 
 #[tokio::test]
@@ -306,20 +242,12 @@ async fn anthropic_stop_sequences_and_max_tokens() {
     b["stop_sequences"] = json!(["upstream"]);
     let v = post_json(messages_url(&m), b).await;
     assert_eq!(v["content"][0]["text"], "Hello from the mock ");
-    assert_eq!(
-        (v["stop_reason"].as_str(), v["stop_sequence"].as_str()),
-        (Some("stop_sequence"), Some("upstream"))
-    );
+    assert_eq!((v["stop_reason"].as_str(), v["stop_sequence"].as_str()), (Some("stop_sequence"), Some("upstream")));
 
     let mut b = anthropic_body(true);
     b["max_tokens"] = json!(3);
     let evs = json_events(&post_text(messages_url(&m), b).await);
-    assert_eq!(
-        evs.iter()
-            .filter(|e| e["type"] == "content_block_delta")
-            .count(),
-        3
-    );
+    assert_eq!(evs.iter().filter(|e| e["type"] == "content_block_delta").count(), 3);
     let md = evs.iter().find(|e| e["type"] == "message_delta").unwrap();
     assert_eq!(md["delta"]["stop_reason"], "max_tokens");
     assert_eq!(md["usage"]["output_tokens"], 3);
@@ -329,19 +257,14 @@ async fn anthropic_stop_sequences_and_max_tokens() {
 async fn tool_calls_openai() {
     let m = MockUpstream::start().await;
     let args = r#"{"city":"Paris","unit":"celsius"}"#;
-    m.set_default(sc(|s| {
-        s.tool_call = Some(("get_weather".into(), args.into()))
-    }));
+    m.set_default(sc(|s| s.tool_call = Some(("get_weather".into(), args.into()))));
     let v = post_json(chat_url(&m), chat_body(false)).await;
     let msg = &v["choices"][0]["message"];
     assert_eq!(msg["content"], Value::Null);
     let tc = &msg["tool_calls"][0];
     assert!(tc["id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(tc["type"], "function");
-    assert_eq!(
-        tc["function"],
-        json!({"name": "get_weather", "arguments": args})
-    );
+    assert_eq!(tc["function"], json!({"name": "get_weather", "arguments": args}));
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(v["usage"]["completion_tokens"], 3);
 
@@ -349,69 +272,37 @@ async fn tool_calls_openai() {
     assert!(text.ends_with(DONE));
     let evs = json_events(&text);
     let first = &evs[0]["choices"][0]["delta"]["tool_calls"][0];
-    assert_eq!(
-        (first["index"].as_u64(), first["type"].as_str()),
-        (Some(0), Some("function"))
-    );
-    assert_eq!(
-        first["function"],
-        json!({"name": "get_weather", "arguments": ""})
-    );
+    assert_eq!((first["index"].as_u64(), first["type"].as_str()), (Some(0), Some("function")));
+    assert_eq!(first["function"], json!({"name": "get_weather", "arguments": ""}));
     let arg_chunks: Vec<&str> = evs[1..evs.len() - 1]
         .iter()
-        .map(|e| {
-            e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
-                .as_str()
-                .unwrap()
-        })
+        .map(|e| e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
         .collect();
     assert!((2..=3).contains(&arg_chunks.len()));
     assert_eq!(arg_chunks.concat(), args);
-    assert_eq!(
-        evs.last().unwrap()["choices"][0]["finish_reason"],
-        "tool_calls"
-    );
+    assert_eq!(evs.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
 }
 
 #[tokio::test]
 async fn tool_calls_anthropic() {
     let m = MockUpstream::start().await;
     let args = r#"{"city":"Paris"}"#;
-    m.set_default(sc(|s| {
-        s.tool_call = Some(("get_weather".into(), args.into()))
-    }));
+    m.set_default(sc(|s| s.tool_call = Some(("get_weather".into(), args.into()))));
     let v = post_json(messages_url(&m), anthropic_body(false)).await;
     let block = &v["content"][0];
     assert!(block["id"].as_str().unwrap().starts_with("toolu_"));
-    assert_eq!(
-        (block["type"].as_str(), block["name"].as_str()),
-        (Some("tool_use"), Some("get_weather"))
-    );
+    assert_eq!((block["type"].as_str(), block["name"].as_str()), (Some("tool_use"), Some("get_weather")));
     assert_eq!(block["input"], json!({"city": "Paris"}));
     assert_eq!(v["stop_reason"], "tool_use");
 
     let evs = json_events(&post_text(messages_url(&m), anthropic_body(true)).await);
     let cb = &evs[1]["content_block"];
-    assert_eq!(
-        (cb["type"].as_str(), cb["name"].as_str()),
-        (Some("tool_use"), Some("get_weather"))
-    );
+    assert_eq!((cb["type"].as_str(), cb["name"].as_str()), (Some("tool_use"), Some("get_weather")));
     assert_eq!(cb["input"], json!({}));
-    let deltas: Vec<&Value> = evs
-        .iter()
-        .filter(|e| e["type"] == "content_block_delta")
-        .collect();
-    assert!(deltas
-        .iter()
-        .all(|e| e["delta"]["type"] == "input_json_delta"));
-    let partial: String = deltas
-        .iter()
-        .map(|e| e["delta"]["partial_json"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        serde_json::from_str::<Value>(&partial).unwrap(),
-        json!({"city": "Paris"})
-    );
+    let deltas: Vec<&Value> = evs.iter().filter(|e| e["type"] == "content_block_delta").collect();
+    assert!(deltas.iter().all(|e| e["delta"]["type"] == "input_json_delta"));
+    let partial: String = deltas.iter().map(|e| e["delta"]["partial_json"].as_str().unwrap()).collect();
+    assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), json!({"city": "Paris"}));
     let md = evs.iter().find(|e| e["type"] == "message_delta").unwrap();
     assert_eq!(md["delta"]["stop_reason"], "tool_use");
 }
@@ -437,16 +328,10 @@ async fn error_status_with_retry_after() {
     assert!(resp.headers().get("retry-after").is_none());
     let (status, v) = parts(resp).await;
     assert_eq!(status, 529);
-    assert_eq!(
-        (v["type"].as_str(), v["error"]["type"].as_str()),
-        (Some("error"), Some("overloaded_error"))
-    );
+    assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("overloaded_error")));
 
     let (status, v) = parts(post(messages_url(&m), anthropic_body(true)).await).await;
-    assert_eq!(
-        (status, v["error"]["type"].as_str()),
-        (500, Some("api_error"))
-    );
+    assert_eq!((status, v["error"]["type"].as_str()), (500, Some("api_error")));
 
     // queue empty -> default script (200)
     assert_eq!(post(chat_url(&m), chat_body(false)).await.status(), 200);
@@ -458,58 +343,34 @@ async fn required_key() {
     let m = MockUpstream::start().await;
     m.set_required_key(Some("sk-test".into()));
     let (status, v) = parts(post(chat_url(&m), chat_body(false)).await).await;
-    assert_eq!(
-        (status, v["error"]["type"].as_str()),
-        (401, Some("invalid_request_error"))
-    );
+    assert_eq!((status, v["error"]["type"].as_str()), (401, Some("invalid_request_error")));
     let rb = client().post(chat_url(&m)).bearer_auth("sk-wrong");
     let (status, v) = parts(send(rb.json(&chat_body(false))).await).await;
-    assert_eq!(
-        (status, v["error"]["code"].as_str()),
-        (401, Some("invalid_api_key"))
-    );
+    assert_eq!((status, v["error"]["code"].as_str()), (401, Some("invalid_api_key")));
     let rb = client().post(chat_url(&m)).bearer_auth("sk-test");
     assert_eq!(send(rb.json(&chat_body(false))).await.status(), 200);
 
     let (status, v) = parts(post(messages_url(&m), anthropic_body(false)).await).await;
     assert_eq!(status, 401);
-    assert_eq!(
-        (v["type"].as_str(), v["error"]["type"].as_str()),
-        (Some("error"), Some("authentication_error"))
-    );
+    assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("authentication_error")));
     // a Bearer header is not accepted on the Anthropic path
     let rb = client().post(messages_url(&m)).bearer_auth("sk-test");
     assert_eq!(send(rb.json(&anthropic_body(false))).await.status(), 401);
-    let rb = client()
-        .post(messages_url(&m))
-        .header("x-api-key", "sk-test");
+    let rb = client().post(messages_url(&m)).header("x-api-key", "sk-test");
     assert_eq!(send(rb.json(&anthropic_body(false))).await.status(), 200);
 }
 
 #[tokio::test]
 async fn validation_errors() {
     let m = MockUpstream::start().await;
-    let (status, v) =
-        parts(post(chat_url(&m), json!({"model": "mock-gpt", "messages": []})).await).await;
+    let (status, v) = parts(post(chat_url(&m), json!({"model": "mock-gpt", "messages": []})).await).await;
     assert_eq!(status, 400);
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    assert_eq!(
-        (v["error"]["param"].as_str(), &v["error"]["code"]),
-        (Some("messages"), &Value::Null)
-    );
-    assert_eq!(
-        send(client().post(chat_url(&m)).body("not json"))
-            .await
-            .status(),
-        400
-    );
+    assert_eq!((v["error"]["param"].as_str(), &v["error"]["code"]), (Some("messages"), &Value::Null));
+    assert_eq!(send(client().post(chat_url(&m)).body("not json")).await.status(), 400);
     assert_eq!(m.requests()[1].body, Value::Null);
 
-    let resp = post(
-        messages_url(&m),
-        json!({"model": "mock-claude", "messages": []}),
-    )
-    .await;
+    let resp = post(messages_url(&m), json!({"model": "mock-claude", "messages": []})).await;
     let (status, v) = parts(resp).await;
     assert_eq!(status, 400);
     let expected = json!({"type": "error",
@@ -521,51 +382,26 @@ async fn validation_errors() {
 async fn other_endpoints() {
     let m = MockUpstream::start().await;
     let emb_url = format!("{}/embeddings", m.openai_base_url());
-    let v = post_json(
-        emb_url.clone(),
-        json!({"model": "mock-embed", "input": ["abc", "hello world"]}),
-    )
-    .await;
+    let v = post_json(emb_url.clone(), json!({"model": "mock-embed", "input": ["abc", "hello world"]})).await;
     assert_eq!(v["object"], "list");
-    assert_eq!(
-        (
-            v["data"][1]["index"].as_u64(),
-            v["data"][0]["object"].as_str()
-        ),
-        (Some(1), Some("embedding"))
-    );
+    assert_eq!((v["data"][1]["index"].as_u64(), v["data"][0]["object"].as_str()), (Some(1), Some("embedding")));
     assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 8);
     assert_eq!(v["usage"], json!({"prompt_tokens": 4, "total_tokens": 4}));
-    let v2 = post_json(
-        emb_url.clone(),
-        json!({"model": "mock-embed", "input": "abc"}),
-    )
-    .await;
-    assert_eq!(
-        v2["data"][0]["embedding"], v["data"][0]["embedding"],
-        "deterministic"
-    );
+    let v2 = post_json(emb_url.clone(), json!({"model": "mock-embed", "input": "abc"})).await;
+    assert_eq!(v2["data"][0]["embedding"], v["data"][0]["embedding"], "deterministic");
     let resp = post(emb_url, json!({"model": "mock-embed", "input": 5})).await;
     assert_eq!(resp.status(), 400);
 
     let (_, v) = parts(get(format!("{}/models", m.openai_base_url())).await).await;
     assert_eq!(v["object"], "list");
-    let model =
-        json!({"id": "mock-gpt", "object": "model", "created": 1_700_000_000, "owned_by": "mock"});
+    let model = json!({"id": "mock-gpt", "object": "model", "created": 1_700_000_000, "owned_by": "mock"});
     assert_eq!(v["data"][0], model);
 
     let url = format!("{}/v1/messages/count_tokens", m.base_url());
-    assert_eq!(
-        post_json(url, anthropic_body(false)).await,
-        json!({"input_tokens": P_ANTHROPIC})
-    );
+    assert_eq!(post_json(url, anthropic_body(false)).await, json!({"input_tokens": P_ANTHROPIC}));
 
     m.set_gpu_metrics(3, 2, 0.5);
-    let text = get(format!("{}/metrics", m.base_url()))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let text = get(format!("{}/metrics", m.base_url())).await.text().await.unwrap();
     assert!(text.contains("vllm:num_requests_waiting{model_name=\"mock-gpt\"} 3"));
     assert!(text.contains("vllm:num_requests_running{model_name=\"mock-gpt\"} 2"));
     assert!(text.contains("vllm:kv_cache_usage_perc{model_name=\"mock-gpt\"} 0.5"));

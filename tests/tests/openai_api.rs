@@ -57,12 +57,16 @@ async fn stream_without_include_usage_hides_the_usage_chunk_but_meters_it() {
     assert_eq!(openai_text(&events), mock_upstream::DEFAULT_REPLY);
     assert!(events.last().unwrap().is_done());
     assert!(events.iter().all(|e| e.is_done() || !e.json()["usage"].is_object()), "no usage chunk was asked for");
-    let finish: Vec<_> = events.iter().filter_map(|e| e.json()["choices"][0]["finish_reason"].as_str().map(str::to_owned)).collect();
+    let finish: Vec<_> =
+        events.iter().filter_map(|e| e.json()["choices"][0]["finish_reason"].as_str().map(str::to_owned)).collect();
     assert_eq!(finish, ["stop"]);
     // The gateway asked upstream for usage anyway, and metered it.
     assert_eq!(h.mock.requests().last().unwrap().body["stream_options"]["include_usage"], true);
     let metrics = h.metrics().await;
-    assert_eq!(metric_value(&metrics, "gen_ai_client_token_usage_total", &["route=\"gpt-direct\"", "output"]), Some(12.0));
+    assert_eq!(
+        metric_value(&metrics, "gen_ai_client_token_usage_total", &["route=\"gpt-direct\"", "output"]),
+        Some(12.0)
+    );
 }
 
 #[tokio::test]
@@ -99,7 +103,8 @@ async fn tools_and_response_format_pass_through() {
     let h = Harness::start().await;
     h.mock.push(Script { tool_call: Some(("get_weather".into(), r#"{"city":"Paris"}"#.into())), ..Default::default() });
     let mut body = chat("gpt-direct");
-    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    body["tools"] =
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
     body["response_format"] = json!({"type": "json_object"});
     let out: Value = h.openai("/v1/chat/completions", &body).await.json().await.unwrap();
     assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
@@ -112,14 +117,16 @@ async fn tools_and_response_format_pass_through() {
 #[tokio::test]
 async fn embeddings_and_models() {
     let h = Harness::start().await;
-    let out: Value = h.openai("/v1/embeddings", &json!({"model": "embed", "input": ["a", "b"]})).await.json().await.unwrap();
+    let out: Value =
+        h.openai("/v1/embeddings", &json!({"model": "embed", "input": ["a", "b"]})).await.json().await.unwrap();
     assert_eq!(out["data"].as_array().unwrap().len(), 2);
     assert_eq!(h.mock.requests().pop().unwrap().body["model"], "mock-embed");
 
     let models: Value = h.client.get(h.url("/v1/models")).bearer_auth(KEY).send().await.unwrap().json().await.unwrap();
     let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert!(ids.contains(&"gpt-direct") && ids.contains(&"claude-direct"));
-    let limited: Value = h.client.get(h.url("/v1/models")).bearer_auth(LIMITED_KEY).send().await.unwrap().json().await.unwrap();
+    let limited: Value =
+        h.client.get(h.url("/v1/models")).bearer_auth(LIMITED_KEY).send().await.unwrap().json().await.unwrap();
     assert_eq!(limited["data"].as_array().unwrap().len(), 1);
     let anthropic: Value = h
         .client
@@ -139,7 +146,14 @@ async fn embeddings_and_models() {
 #[tokio::test]
 async fn limited_key_cannot_use_other_models() {
     let h = Harness::start().await;
-    let response = h.client.post(h.url("/v1/chat/completions")).bearer_auth(LIMITED_KEY).json(&chat("claude-direct")).send().await.unwrap();
+    let response = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(LIMITED_KEY)
+        .json(&chat("claude-direct"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 403);
     let out: Value = response.json().await.unwrap();
     assert_eq!(out["error"]["type"], "permission_error");
@@ -175,6 +189,7 @@ async fn missing_usage_is_estimated_locally_and_marked() {
     assert!(events.last().unwrap().is_done());
     let metrics = h.metrics().await;
     assert_eq!(metric_value(&metrics, "tollgate_usage_estimated_total", &["route=\"gpt-direct\""]), Some(1.0));
-    let output = metric_value(&metrics, "gen_ai_client_token_usage_total", &["route=\"gpt-direct\"", "output"]).unwrap();
+    let output =
+        metric_value(&metrics, "gen_ai_client_token_usage_total", &["route=\"gpt-direct\"", "output"]).unwrap();
     assert!(output > 5.0, "estimated output tokens: {output}");
 }

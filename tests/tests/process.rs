@@ -40,12 +40,14 @@ async fn serve_drains_in_flight_streams_on_sigterm() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("node.toml");
     std::fs::write(&path, config_toml(&mock, "")).unwrap();
-    let mut child = ChildGuard::spawn(
-        Command::new(tollgate_binary())
-            .args(["serve", "--config"])
-            .arg(&path)
-            .args(["--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}"), "--node-id", "7"]),
-    );
+    let mut child = ChildGuard::spawn(Command::new(tollgate_binary()).args(["serve", "--config"]).arg(&path).args([
+        "--listen",
+        &format!("127.0.0.1:{api}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+        "--node-id",
+        "7",
+    ]));
     let client = reqwest::Client::new();
     wait_healthy(&client, &format!("http://127.0.0.1:{admin}/healthz")).await;
 

@@ -26,7 +26,8 @@ const ROUTES: [(Caller, &str, bool); 4] = [
 async fn send_stream(h: &Harness, caller: Caller, model: &str) -> reqwest::Response {
     match caller {
         Caller::OpenAi => {
-            let body = json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "Hello there"}]});
+            let body =
+                json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "Hello there"}]});
             h.openai("/v1/chat/completions", &body).await
         }
         Caller::Anthropic => {
@@ -134,7 +135,11 @@ async fn upstream_abort_mid_stream_ends_with_one_error_event() {
     for (caller, model, upstream_openai) in ROUTES {
         let events = stream_with(&h, caller, model, Script { abort_after_events: Some(4), ..Default::default() }).await;
         assert_one_error_at_end(caller, model, &events);
-        assert_eq!(text(caller, &events), text_of_first_events(upstream_openai, 4), "{caller:?} on {model}: all text before the cut arrives");
+        assert_eq!(
+            text(caller, &events),
+            text_of_first_events(upstream_openai, 4),
+            "{caller:?} on {model}: all text before the cut arrives"
+        );
     }
     assert_eq!(h.mock.request_count(), 4, "a stream that already started is never retried");
     // The node is fine afterwards.
@@ -146,7 +151,8 @@ async fn upstream_abort_mid_stream_ends_with_one_error_event() {
 async fn upstream_clean_end_without_final_events_is_an_error() {
     let h = Harness::start().await;
     for (caller, model, upstream_openai) in ROUTES {
-        let events = stream_with(&h, caller, model, Script { end_early_after_events: Some(4), ..Default::default() }).await;
+        let events =
+            stream_with(&h, caller, model, Script { end_early_after_events: Some(4), ..Default::default() }).await;
         let error = assert_one_error_at_end(caller, model, &events);
         assert_eq!(text(caller, &events), text_of_first_events(upstream_openai, 4), "{caller:?} on {model}");
         if caller == Caller::OpenAi {
@@ -157,7 +163,13 @@ async fn upstream_clean_end_without_final_events_is_an_error() {
     }
     // Ending right before the terminal event is still an incomplete stream: an OpenAI upstream that sent
     // the finish chunk but neither usage nor [DONE] (role + 12 pieces + finish = 14 events).
-    let events = stream_with(&h, Caller::OpenAi, "gpt-direct", Script { end_early_after_events: Some(13), ..Default::default() }).await;
+    let events = stream_with(
+        &h,
+        Caller::OpenAi,
+        "gpt-direct",
+        Script { end_early_after_events: Some(13), ..Default::default() },
+    )
+    .await;
     assert_one_error_at_end(Caller::OpenAi, "gpt-direct", &events);
     assert_eq!(openai_text(&events), mock_upstream::DEFAULT_REPLY);
 }
@@ -167,7 +179,8 @@ async fn malformed_upstream_event_is_never_passed_on() {
     let h = Harness::start().await;
     for (caller, model, upstream_openai) in ROUTES {
         // `read_events` rejects any data line that is not JSON or [DONE].
-        let events = stream_with(&h, caller, model, Script { malformed_after_events: Some(3), ..Default::default() }).await;
+        let events =
+            stream_with(&h, caller, model, Script { malformed_after_events: Some(3), ..Default::default() }).await;
         assert_one_error_at_end(caller, model, &events);
         assert_eq!(text(caller, &events), text_of_first_events(upstream_openai, 3), "{caller:?} on {model}");
         assert!(events.iter().all(|e| !e.data.contains("not json")), "{events:#?}");
@@ -265,7 +278,8 @@ async fn split_chunks_change_nothing_the_client_sees() {
         let reference = stream_with(&h, caller, model, Script::default()).await;
         assert_complete(caller, model, &reference);
         for split in [3, 1] {
-            let events = stream_with(&h, caller, model, Script { split_chunks: Some(split), ..Default::default() }).await;
+            let events =
+                stream_with(&h, caller, model, Script { split_chunks: Some(split), ..Default::default() }).await;
             assert_complete(caller, model, &events);
             assert_eq!(normalized(&events), normalized(&reference), "{caller:?} on {model}, split {split}");
         }
@@ -285,7 +299,9 @@ async fn split_chunks_change_nothing_the_client_sees() {
     assert!(events[events.len() - 2].json()["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0));
     let arguments: String = events
         .iter()
-        .filter_map(|e| e.json()["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned))
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned)
+        })
         .collect();
     assert_eq!(arguments, r#"{"city":"Paris","unit":"celsius"}"#);
 }
@@ -325,8 +341,16 @@ async fn client_disconnect_cancels_the_upstream_at_once() {
     let h = Harness::start().await;
     let cases = [
         (Caller::OpenAi, "gpt-direct", Script { stall_after_events: Some(3), ..Default::default() }),
-        (Caller::Anthropic, "claude-direct", Script { delay_between_events: Some(Duration::from_millis(400)), ..Default::default() }),
-        (Caller::OpenAi, "gpt-via-claude", Script { delay_between_events: Some(Duration::from_millis(400)), ..Default::default() }),
+        (
+            Caller::Anthropic,
+            "claude-direct",
+            Script { delay_between_events: Some(Duration::from_millis(400)), ..Default::default() },
+        ),
+        (
+            Caller::OpenAi,
+            "gpt-via-claude",
+            Script { delay_between_events: Some(Duration::from_millis(400)), ..Default::default() },
+        ),
         (Caller::Anthropic, "claude-via-gpt", Script { stall_after_events: Some(3), ..Default::default() }),
     ];
     for (n, (caller, model, script)) in cases.into_iter().enumerate() {
@@ -392,11 +416,16 @@ async fn client_disconnect_is_metered_as_cancelled() {
     assert_eq!(metric_value(&metrics, "tollgate_upstream_requests_total", &[labels, "outcome=\"error\""]), Some(0.0));
 
     // Mid-stream upstream failures count as errors, not cancellations.
-    let events = stream_with(&h, Caller::OpenAi, "gpt-direct", Script { abort_after_events: Some(2), ..Default::default() }).await;
+    let events =
+        stream_with(&h, Caller::OpenAi, "gpt-direct", Script { abort_after_events: Some(2), ..Default::default() })
+            .await;
     assert_one_error_at_end(Caller::OpenAi, "gpt-direct", &events);
     metric_eventually(&h, "tollgate_upstream_requests_total", &[labels, "outcome=\"error\""], 1.0).await;
     let metrics = h.metrics().await;
-    assert_eq!(metric_value(&metrics, "tollgate_upstream_requests_total", &[labels, "outcome=\"cancelled\""]), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "tollgate_upstream_requests_total", &[labels, "outcome=\"cancelled\""]),
+        Some(1.0)
+    );
 
     // Same for an Anthropic caller.
     h.mock.push(Script { stall_after_events: Some(4), ..Default::default() });

@@ -38,10 +38,7 @@ async fn openai_caller_anthropic_upstream_non_stream() {
     assert_eq!(out["choices"][0]["message"]["content"], mock_upstream::DEFAULT_REPLY);
     assert_eq!(out["choices"][0]["finish_reason"], "stop");
     assert_eq!(out["usage"]["completion_tokens"], 12);
-    assert_eq!(
-        out["usage"]["total_tokens"].as_u64().unwrap(),
-        out["usage"]["prompt_tokens"].as_u64().unwrap() + 12
-    );
+    assert_eq!(out["usage"]["total_tokens"].as_u64().unwrap(), out["usage"]["prompt_tokens"].as_u64().unwrap() + 12);
 
     let upstream = h.mock.requests().pop().unwrap();
     assert_eq!(upstream.path, "/v1/messages");
@@ -51,7 +48,10 @@ async fn openai_caller_anthropic_upstream_non_stream() {
     assert_eq!(upstream.body["model"], "mock-claude");
     assert_eq!(upstream.body["system"], "You are terse.");
     assert_eq!(upstream.body["max_tokens"], 1000, "the model's max_output_tokens is the default max_tokens");
-    assert_eq!(upstream.body["messages"], json!([{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}]));
+    assert_eq!(
+        upstream.body["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}])
+    );
 }
 
 #[tokio::test]
@@ -65,7 +65,10 @@ async fn openai_caller_anthropic_upstream_stream_with_usage() {
     let n = events.len();
     assert!(events[n - 1].is_done());
     assert_eq!(events[n - 2].json()["usage"]["completion_tokens"], 12, "output usage from message_delta");
-    assert!(events[n - 2].json()["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "input usage from message_start is kept");
+    assert!(
+        events[n - 2].json()["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "input usage from message_start is kept"
+    );
     assert_eq!(events[n - 3].json()["choices"][0]["finish_reason"], "stop");
     assert!(events.iter().all(|e| e.is_done() || e.json()["object"] == "chat.completion.chunk"));
 }
@@ -82,7 +85,10 @@ async fn openai_caller_anthropic_upstream_tool_calls() {
     assert_eq!(out["choices"][0]["finish_reason"], "tool_calls");
     let call = &out["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    assert_eq!(serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(), json!({"city": "Oslo"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Oslo"})
+    );
     let upstream = h.mock.requests().pop().unwrap();
     assert_eq!(upstream.body["tools"][0]["name"], "get_weather");
     assert_eq!(upstream.body["tools"][0]["input_schema"]["properties"]["city"]["type"], "string");
@@ -92,10 +98,13 @@ async fn openai_caller_anthropic_upstream_tool_calls() {
     let events = read_events(h.openai("/v1/chat/completions", &body).await).await;
     let arguments: String = events
         .iter()
-        .filter_map(|e| e.json()["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned))
+        .filter_map(|e| {
+            e.json()["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str().map(str::to_owned)
+        })
         .collect();
     assert_eq!(serde_json::from_str::<Value>(&arguments).unwrap(), json!({"city": "Oslo"}));
-    let finish: Vec<String> = events.iter().filter_map(|e| e.json()["choices"][0]["finish_reason"].as_str().map(str::to_owned)).collect();
+    let finish: Vec<String> =
+        events.iter().filter_map(|e| e.json()["choices"][0]["finish_reason"].as_str().map(str::to_owned)).collect();
     assert_eq!(finish, ["tool_calls"]);
     assert!(events.last().unwrap().is_done());
 }
@@ -127,11 +136,13 @@ async fn openai_caller_sends_tool_results_back_to_anthropic() {
 async fn stop_reasons_translate_both_ways() {
     let h = Harness::start().await;
     h.mock.push(Script { finish_max_tokens: true, ..Default::default() });
-    let out: Value = h.openai("/v1/chat/completions", &openai_chat("gpt-via-claude", false)).await.json().await.unwrap();
+    let out: Value =
+        h.openai("/v1/chat/completions", &openai_chat("gpt-via-claude", false)).await.json().await.unwrap();
     assert_eq!(out["choices"][0]["finish_reason"], "length");
 
     h.mock.push(Script { finish_max_tokens: true, ..Default::default() });
-    let out: Value = h.anthropic("/v1/messages", &anthropic_messages("claude-via-gpt", false)).await.json().await.unwrap();
+    let out: Value =
+        h.anthropic("/v1/messages", &anthropic_messages("claude-via-gpt", false)).await.json().await.unwrap();
     assert_eq!(out["stop_reason"], "max_tokens");
 
     let mut body = anthropic_messages("claude-via-gpt", false);
@@ -190,10 +201,8 @@ async fn anthropic_caller_openai_upstream_tools_streamed() {
     let start = events.iter().find(|e| e.name.as_deref() == Some("content_block_start")).unwrap().json();
     assert_eq!(start["content_block"]["type"], "tool_use");
     assert_eq!(start["content_block"]["name"], "lookup");
-    let partial: String = events
-        .iter()
-        .filter_map(|e| e.json()["delta"]["partial_json"].as_str().map(str::to_owned))
-        .collect();
+    let partial: String =
+        events.iter().filter_map(|e| e.json()["delta"]["partial_json"].as_str().map(str::to_owned)).collect();
     assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), json!({"q": "rust"}));
     let delta = events.iter().find(|e| e.name.as_deref() == Some("message_delta")).unwrap().json();
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
@@ -246,7 +255,10 @@ async fn anthropic_same_protocol_passthrough_and_count_tokens() {
     assert_eq!(upstream.header("anthropic-beta"), Some("prompt-caching-2024-07-31"));
 
     let count: Value = h
-        .anthropic("/v1/messages/count_tokens", &json!({"model": "claude-direct", "messages": [{"role": "user", "content": "hi"}]}))
+        .anthropic(
+            "/v1/messages/count_tokens",
+            &json!({"model": "claude-direct", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .await
         .json()
         .await
@@ -256,7 +268,10 @@ async fn anthropic_same_protocol_passthrough_and_count_tokens() {
 
     // No Anthropic target: counted locally with the tokenizer.
     let local: Value = h
-        .anthropic("/v1/messages/count_tokens", &json!({"model": "claude-via-gpt", "messages": [{"role": "user", "content": "Hello world"}]}))
+        .anthropic(
+            "/v1/messages/count_tokens",
+            &json!({"model": "claude-via-gpt", "messages": [{"role": "user", "content": "Hello world"}]}),
+        )
         .await
         .json()
         .await

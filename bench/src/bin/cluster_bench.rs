@@ -41,7 +41,10 @@ async fn main() {
     let started = Instant::now();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
     let mut cluster = TestCluster::start(3).await;
-    println!("# Tollgate cluster bench: 3 in-process nodes, {} cores\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "# Tollgate cluster bench: 3 in-process nodes, {} cores\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     let timing = "test timings: heartbeat 50 ms, election 300-600 ms";
     let propagation_test = propagation(&cluster, &client, PROPAGATION_RUNS, "t").await;
@@ -74,7 +77,8 @@ async fn main() {
     throughput_table(&cluster, &client, timing, &[32]).await;
 
     let state = cluster.node(1).gateway.consensus.as_ref().unwrap().current();
-    let disk: Vec<String> = (1..=3).map(|id| format!("{:.1} MB", dir_bytes(&cluster.data_dir(id)) as f64 / 1e6)).collect();
+    let disk: Vec<String> =
+        (1..=3).map(|id| format!("{:.1} MB", dir_bytes(&cluster.data_dir(id)) as f64 / 1e6)).collect();
     println!("at the end: {} orgs in the replicated state; sled data dirs {}", state.orgs.len(), disk.join(", "));
     for id in 1..=3 {
         cluster.stop(id).await;
@@ -150,7 +154,8 @@ async fn propagation(cluster: &TestCluster, client: &reqwest::Client, runs: usiz
             .collect();
         let body = json!({"targets": [{"provider": "up-openai", "model": "mock-gpt"}]});
         let sent = Instant::now();
-        let status = admin_put(client, &cluster.node(receiver).admin_url(), &format!("/admin/v1/models/{name}"), &body).await;
+        let status =
+            admin_put(client, &cluster.node(receiver).admin_url(), &format!("/admin/v1/models/{name}"), &body).await;
         let acked = Instant::now();
         assert_eq!(status, 200, "PUT model {name}");
         let (a, b, c) = tokio::join!(
@@ -266,7 +271,10 @@ fn print_failover(timing: &str, (heartbeat, min, max): (u64, u64, u64), runs: &[
         2 * max + heartbeat * 3 / 2,
         heartbeat * 3 / 2
     );
-    println!("{:<4} {:>10} {:>10} {:>9} {:>14} {:>16} {:>9}", "run", "old->new", "stop() ms", "elected", "write ok", "write from stop", "attempts");
+    println!(
+        "{:<4} {:>10} {:>10} {:>9} {:>14} {:>16} {:>9}",
+        "run", "old->new", "stop() ms", "elected", "write ok", "write from stop", "attempts"
+    );
     println!("{:<4} {:>10} {:>10} {:>9} {:>14} {:>16} {:>9}", "", "", "", "ms", "ms", "call, ms", "");
     for (index, run) in runs.iter().enumerate() {
         println!(
@@ -297,7 +305,10 @@ fn print_failover(timing: &str, (heartbeat, min, max): (u64, u64, u64), runs: &[
 /// Leader and follower rows, interleaved per concurrency so state growth (the dedup window) hits both alike.
 async fn throughput_table(cluster: &TestCluster, client: &reqwest::Client, timing: &str, concurrency: &[usize]) {
     println!("## Admin write throughput (PUT /admin/v1/orgs/{{name}}, {THROUGHPUT_SECS} s per row; {timing})\n");
-    println!("{:<28} {:>7} {:>9} {:>8} {:>8} {:>8} {:>7}", "target", "clients", "writes/s", "p50 ms", "p99 ms", "max ms", "errors");
+    println!(
+        "{:<28} {:>7} {:>9} {:>8} {:>8} {:>8} {:>7}",
+        "target", "clients", "writes/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
     let leader = settle(cluster).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     for clients in concurrency.iter().copied() {
@@ -399,7 +410,8 @@ async fn settle(cluster: &TestCluster) -> u64 {
 async fn wait_sled_unlocked(dir: &Path) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let status = std::process::Command::new("flock").args(["-n", "-E", "99"]).arg(dir.join("db")).arg("true").status();
+        let status =
+            std::process::Command::new("flock").args(["-n", "-E", "99"]).arg(dir.join("db")).arg("true").status();
         match status {
             Ok(status) if status.success() => return,
             Ok(status) if status.code() == Some(99) && Instant::now() < deadline => {
@@ -447,7 +459,11 @@ fn ms(duration: Duration) -> f64 {
 }
 
 fn signed_ms(at: Instant, base: Instant) -> f64 {
-    if at >= base { ms(at - base) } else { -ms(base - at) }
+    if at >= base {
+        ms(at - base)
+    } else {
+        -ms(base - at)
+    }
 }
 
 /// Nearest-rank percentile (0 = min, 100 = max); NaN for no values.

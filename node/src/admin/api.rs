@@ -11,7 +11,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tollgate_consensus::{BudgetSpec, ClusterError, Command, ConsensusNode, ControlState, NodeInfo, Response as CommandResponse, Scope};
+use tollgate_consensus::{
+    BudgetSpec, ClusterError, Command, ConsensusNode, ControlState, NodeInfo, Response as CommandResponse, Scope,
+};
 
 use crate::auth::{generate_key, hash_key, hex};
 use crate::cluster::{diff, new_request_id, now_ms, request};
@@ -92,7 +94,10 @@ fn authorize(gateway: &Gateway, request: &Request<Incoming>) -> Result<(), Admin
     match presented {
         Some(token) if hash_key(token) == hash_key(expected) => Ok(()),
         Some(_) => Err(AdminError(StatusCode::UNAUTHORIZED, "invalid admin token".into())),
-        None => Err(AdminError(StatusCode::UNAUTHORIZED, "missing admin token: send `Authorization: Bearer <admin token>`".into())),
+        None => Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "missing admin token: send `Authorization: Bearer <admin token>`".into(),
+        )),
     }
 }
 
@@ -144,7 +149,11 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
                 admin_addr: String,
             }
             let body: AddNode = read_json(request).await?;
-            node.add_node(body.id, NodeInfo { raft_addr: body.raft_addr, api_addr: body.api_addr, admin_addr: body.admin_addr }).await?;
+            node.add_node(
+                body.id,
+                NodeInfo { raft_addr: body.raft_addr, api_addr: body.api_addr, admin_addr: body.admin_addr },
+            )
+            .await?;
             Ok(json_response(StatusCode::OK, &cluster_status(node).await))
         }
         (Method::DELETE, ["cluster", "nodes", id]) => {
@@ -225,7 +234,9 @@ fn kind_name(kind: &str) -> Result<&'static str, AdminError> {
         "orgs" => Ok("orgs"),
         "teams" => Ok("teams"),
         "keys" => Ok("keys"),
-        other => Err(AdminError::not_found(format!("unknown resource kind `{other}`; one of providers, models, routes, orgs, teams, keys"))),
+        other => Err(AdminError::not_found(format!(
+            "unknown resource kind `{other}`; one of providers, models, routes, orgs, teams, keys"
+        ))),
     }
 }
 
@@ -285,7 +296,9 @@ fn with_name(body: &[u8], field: &str, name: &str) -> Result<Vec<u8>, AdminError
     let object = value.as_object_mut().ok_or_else(|| AdminError::bad_request("the body must be a JSON object"))?;
     match object.get(field).and_then(Value::as_str) {
         Some(given) if given != name => {
-            return Err(AdminError::bad_request(format!("{field}: `{given}` does not match the name in the path `{name}`")));
+            return Err(AdminError::bad_request(format!(
+                "{field}: `{given}` does not match the name in the path `{name}`"
+            )));
         }
         _ => {
             object.insert(field.to_owned(), json!(name));
@@ -311,13 +324,17 @@ async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8], idem: Op
         }
         "orgs" => Command::PutOrg { org: parse_body::<OrgConfig>(&with_name(body, "name", name)?, "org")? },
         "teams" => {
-            let (org, team) = name.split_once('/').ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))?;
+            let (org, team) = name
+                .split_once('/')
+                .ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))?;
             let mut value: Value = parse_body(body, "team").unwrap_or_else(|_| json!({}));
             value["org"] = json!(org);
             value["name"] = json!(team);
             Command::PutTeam { team: parse_body::<TeamConfig>(value.to_string().as_bytes(), "team")? }
         }
-        _ => return Err(AdminError(StatusCode::METHOD_NOT_ALLOWED, "keys are created with POST /admin/v1/keys".into())),
+        _ => {
+            return Err(AdminError(StatusCode::METHOD_NOT_ALLOWED, "keys are created with POST /admin/v1/keys".into()))
+        }
     };
     let index = write(node, command, idem).await?;
     Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index})))
@@ -330,14 +347,18 @@ async fn delete(node: &ConsensusNode, kind: &str, name: &str, idem: Option<&str>
         "models" => Command::DeleteModel { name: name.to_owned() },
         "orgs" => Command::DeleteOrg { name: name.to_owned() },
         "teams" => {
-            let (org, team) = name.split_once('/').ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))?;
+            let (org, team) = name
+                .split_once('/')
+                .ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))?;
             Command::DeleteTeam { org: org.to_owned(), name: team.to_owned() }
         }
         _ => Command::RevokeKey { id: name.to_owned() },
     };
     match write(node, command, idem).await {
         Ok(index) => Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index}))),
-        Err(AdminError(StatusCode::BAD_REQUEST, message)) if message.starts_with("no ") => Err(AdminError::not_found(message)),
+        Err(AdminError(StatusCode::BAD_REQUEST, message)) if message.starts_with("no ") => {
+            Err(AdminError::not_found(message))
+        }
         Err(err) => Err(err),
     }
 }
@@ -381,7 +402,9 @@ async fn create_key(node: &ConsensusNode, request: Request<Incoming>, idem: Opti
     if duplicate {
         return Err(AdminError(
             StatusCode::CONFLICT,
-            format!("this Idempotency-Key already created key `{id}`; its secret was shown once and cannot be shown again"),
+            format!(
+                "this Idempotency-Key already created key `{id}`; its secret was shown once and cannot be shown again"
+            ),
         ));
     }
     Ok(json_response(StatusCode::CREATED, &json!({"id": id, "key": secret})))
@@ -397,14 +420,21 @@ async fn apply(node: &ConsensusNode, request: Request<Incoming>, dry_run: bool, 
     let commands = diff(&state, &desired);
     let changes: Vec<String> = commands.iter().map(Command::summary).collect();
     if dry_run || commands.is_empty() {
-        return Ok(json_response(StatusCode::OK, &json!({"result": if dry_run { "dry_run" } else { "unchanged" }, "changes": changes})));
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"result": if dry_run { "dry_run" } else { "unchanged" }, "changes": changes}),
+        ));
     }
     let index = write(node, Command::Batch { commands }, idem).await?;
     Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index, "changes": changes})))
 }
 
 fn query_value(query: &str, name: &str) -> Option<String> {
-    query.split('&').filter_map(|pair| pair.split_once('=')).find(|(key, _)| *key == name).map(|(_, value)| value.replace("%2F", "/").replace('+', " "))
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.replace("%2F", "/").replace('+', " "))
 }
 
 fn scope_from_query(query: &str) -> Result<Scope, AdminError> {
@@ -443,7 +473,11 @@ async fn get_budgets(node: &ConsensusNode, query: &str) -> AdminResult {
         return Ok(json_response(StatusCode::OK, &json!({"data": all})));
     }
     let scope = scope_from_query(query)?;
-    let spec = state.ledger.budgets.get(&scope.id()).ok_or_else(|| AdminError::not_found(format!("no budget for {}", scope.id())))?;
+    let spec = state
+        .ledger
+        .budgets
+        .get(&scope.id())
+        .ok_or_else(|| AdminError::not_found(format!("no budget for {}", scope.id())))?;
     Ok(json_response(StatusCode::OK, &describe(spec)))
 }
 
@@ -472,7 +506,8 @@ pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let minute: i64 = clock_parts.next()?.parse().ok()?;
     let second: f64 = clock_parts.next().unwrap_or("0").parse().ok()?;
     let days = tollgate_consensus::ledger::days_from_civil(year, month, day);
-    let ms = days * 86_400_000 + hour * 3_600_000 + minute * 60_000 + (second * 1000.0) as i64 - offset_minutes * 60_000;
+    let ms =
+        days * 86_400_000 + hour * 3_600_000 + minute * 60_000 + (second * 1000.0) as i64 - offset_minutes * 60_000;
     u64::try_from(ms).ok()
 }
 
@@ -499,7 +534,8 @@ async fn get_usage(node: &ConsensusNode, query: &str) -> AdminResult {
     let state = node.read_linearizable().await?;
     /// (team, key, model), each present only when grouped by.
     type Group = (Option<String>, Option<String>, Option<String>);
-    let mut groups: std::collections::BTreeMap<Group, tollgate_consensus::UsageTotals> = std::collections::BTreeMap::new();
+    let mut groups: std::collections::BTreeMap<Group, tollgate_consensus::UsageTotals> =
+        std::collections::BTreeMap::new();
     for (key, totals) in &state.usage.rows {
         // An hour counts when it overlaps [since, until).
         if key.org != org || key.hour_ms + 3_600_000 <= since || key.hour_ms >= until {

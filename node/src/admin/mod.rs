@@ -25,7 +25,11 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         "/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
         "/readyz" => {
             if !gateway.is_loaded() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"waiting_for_control_state"}"#.into())
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json",
+                    r#"{"status":"waiting_for_control_state"}"#.into(),
+                )
             } else if gateway.is_shutting_down() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"shutting_down"}"#.into())
             } else {
@@ -54,7 +58,12 @@ fn status_page(gateway: &Gateway) -> String {
                 .iter()
                 .map(|t| format!("{}/{}", html_escape(&t.provider.name), html_escape(&t.upstream_model)))
                 .collect();
-            rows.push_str(&format!("<tr><td>{}</td><td>{:?}</td><td>{}</td></tr>", html_escape(name), route.strategy, targets.join(", ")));
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{:?}</td><td>{}</td></tr>",
+                html_escape(name),
+                route.strategy,
+                targets.join(", ")
+            ));
         }
     }
     format!(

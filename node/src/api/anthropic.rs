@@ -44,17 +44,18 @@ pub fn probe_count_tokens(body: &[u8]) -> GatewayResult<MessagesProbe<'_>> {
 fn probe_inner(body: &[u8], require_max_tokens: bool) -> GatewayResult<MessagesProbe<'_>> {
     let object = RawObject::parse(body)?;
     let model: Cow<'_, str> = object.required("model")?;
-    let messages_raw = object
-        .get("messages")
-        .ok_or_else(|| GatewayError::invalid_param("messages", "messages: Field required"))?;
+    let messages_raw =
+        object.get("messages").ok_or_else(|| GatewayError::invalid_param("messages", "messages: Field required"))?;
     let messages: Vec<MessageProbe<'_>> = serde_json::from_str(messages_raw.get()).map_err(|err| {
-        GatewayError::invalid_param("messages", format!("messages: expected a list of {{role, content}} objects: {err}"))
+        GatewayError::invalid_param(
+            "messages",
+            format!("messages: expected a list of {{role, content}} objects: {err}"),
+        )
     })?;
     if messages.is_empty() {
         return Err(GatewayError::invalid_param("messages", "messages: at least one message is required"));
     }
-    if let Some((index, message)) =
-        messages.iter().enumerate().find(|(_, m)| m.role != "user" && m.role != "assistant")
+    if let Some((index, message)) = messages.iter().enumerate().find(|(_, m)| m.role != "user" && m.role != "assistant")
     {
         return Err(GatewayError::invalid_param(
             "messages",
@@ -62,14 +63,17 @@ fn probe_inner(body: &[u8], require_max_tokens: bool) -> GatewayResult<MessagesP
         ));
     }
     let max_tokens = if require_max_tokens {
-        object.field::<u64>("max_tokens")?.ok_or_else(|| GatewayError::invalid_param("max_tokens", "max_tokens: Field required"))?
+        object
+            .field::<u64>("max_tokens")?
+            .ok_or_else(|| GatewayError::invalid_param("max_tokens", "max_tokens: Field required"))?
     } else {
         0
     };
     let system_bytes = object.get("system").map_or(0, |raw| raw.get().len());
     if let Some(system) = object.get("system") {
-        serde_json::from_str::<System>(system.get())
-            .map_err(|err| GatewayError::invalid_param("system", format!("system: expected a string or a list of text blocks: {err}")))?;
+        serde_json::from_str::<System>(system.get()).map_err(|err| {
+            GatewayError::invalid_param("system", format!("system: expected a string or a list of text blocks: {err}"))
+        })?;
     }
     Ok(MessagesProbe {
         model,
@@ -187,8 +191,13 @@ pub enum Block {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ImageSource {
-    Base64 { media_type: String, data: String },
-    Url { url: String },
+    Base64 {
+        media_type: String,
+        data: String,
+    },
+    Url {
+        url: String,
+    },
     #[serde(other)]
     Other,
 }
@@ -267,10 +276,20 @@ pub struct ResponseProbe {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StreamEvent {
-    MessageStart { message: StartMessage },
-    ContentBlockStart { index: usize, content_block: Block },
-    ContentBlockDelta { index: usize, delta: BlockDelta },
-    ContentBlockStop { index: usize },
+    MessageStart {
+        message: StartMessage,
+    },
+    ContentBlockStart {
+        index: usize,
+        content_block: Block,
+    },
+    ContentBlockDelta {
+        index: usize,
+        delta: BlockDelta,
+    },
+    ContentBlockStop {
+        index: usize,
+    },
     MessageDelta {
         delta: MessageDeltaBody,
         #[serde(default)]
@@ -278,7 +297,9 @@ pub enum StreamEvent {
     },
     MessageStop,
     Ping,
-    Error { error: Value },
+    Error {
+        error: Value,
+    },
     /// Event types added after this was written are skipped, as Anthropic asks clients to do.
     #[serde(other)]
     Unknown,
@@ -297,8 +318,12 @@ pub struct StartMessage {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BlockDelta {
-    TextDelta { text: String },
-    InputJsonDelta { partial_json: String },
+    TextDelta {
+        text: String,
+    },
+    InputJsonDelta {
+        partial_json: String,
+    },
     #[serde(other)]
     Other,
 }
@@ -344,8 +369,9 @@ mod tests {
 
     #[test]
     fn unknown_block_types_are_tolerated() {
-        let content: Content = serde_json::from_str(r#"[{"type":"text","text":"a"},{"type":"server_tool_use","id":"x"}]"#)
-            .unwrap_or(Content::Text(String::new()));
+        let content: Content =
+            serde_json::from_str(r#"[{"type":"text","text":"a"},{"type":"server_tool_use","id":"x"}]"#)
+                .unwrap_or(Content::Text(String::new()));
         assert!(matches!(content, Content::Blocks(ref blocks) if blocks.len() == 2));
     }
 }

@@ -60,8 +60,7 @@ impl<'a> RawObject<'a> {
     }
 
     pub fn required<T: Deserialize<'a>>(&self, key: &'static str) -> GatewayResult<T> {
-        self.field(key)?
-            .ok_or_else(|| GatewayError::invalid_param(key, format!("missing required parameter `{key}`")))
+        self.field(key)?.ok_or_else(|| GatewayError::invalid_param(key, format!("missing required parameter `{key}`")))
     }
 
     /// Writes the object back out, replacing the values of `overrides` (added when absent) and dropping

@@ -45,7 +45,10 @@ pub fn probe_chat(body: &[u8]) -> GatewayResult<ChatProbe<'_>> {
         .get("messages")
         .ok_or_else(|| GatewayError::invalid_param("messages", "missing required parameter `messages`"))?;
     let messages: Vec<MessageProbe<'_>> = serde_json::from_str(messages_raw.get()).map_err(|err| {
-        GatewayError::invalid_param("messages", format!("invalid `messages`: expected an array of messages with a `role`: {err}"))
+        GatewayError::invalid_param(
+            "messages",
+            format!("invalid `messages`: expected an array of messages with a `role`: {err}"),
+        )
     })?;
     if messages.is_empty() {
         return Err(GatewayError::invalid_param("messages", "`messages` must contain at least one message"));
@@ -152,11 +155,9 @@ impl MessageContent {
     pub fn text(&self) -> String {
         match self {
             MessageContent::Text(text) => text.clone(),
-            MessageContent::Parts(parts) => parts
-                .iter()
-                .filter_map(|part| part.text.as_deref())
-                .collect::<Vec<_>>()
-                .join(""),
+            MessageContent::Parts(parts) => {
+                parts.iter().filter_map(|part| part.text.as_deref()).collect::<Vec<_>>().join("")
+            }
         }
     }
 }

@@ -158,7 +158,9 @@ impl BudgetManager {
             }
         }
         let mut accounts = self.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = accounts.entry(key.clone()).or_insert_with(|| Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone())));
+        let entry = accounts
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone())));
         if entry.spec != *spec {
             // The budget changed (e.g. lowered under load): keep the allowance, adopt the new spec.
             let fresh = Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone()));
@@ -281,7 +283,11 @@ impl BudgetManager {
                 }
                 return Err(GatewayError::rate_limited(&spec.scope.id(), refusal.what, refusal.retry_after_seconds));
             }
-            reservations.push(RateReservation { window, at_ms: now, tokens: if token_share.is_some() { tokens } else { 0 } });
+            reservations.push(RateReservation {
+                window,
+                at_ms: now,
+                tokens: if token_share.is_some() { tokens } else { 0 },
+            });
         }
         Ok(reservations)
     }
@@ -396,7 +402,12 @@ impl BudgetManager {
             request_id,
             actor: format!("node-{}", self.node_id),
             at_ms: now_ms(),
-            command: Command::Report { scope_id: account.scope_id.clone(), period_start: account.period_start, node: self.node_id, delta },
+            command: Command::Report {
+                scope_id: account.scope_id.clone(),
+                period_start: account.period_start,
+                node: self.node_id,
+                delta,
+            },
         };
         // Retried with the same id until it lands, so it is counted exactly once.
         if self.consensus.write(request).await.is_ok() {
@@ -418,7 +429,12 @@ impl BudgetManager {
             request_id: crate::cluster::new_request_id(),
             actor: format!("node-{}", self.node_id),
             at_ms: now_ms(),
-            command: Command::Release { scope_id: account.scope_id.clone(), period_start: account.period_start, node: self.node_id, amount },
+            command: Command::Release {
+                scope_id: account.scope_id.clone(),
+                period_start: account.period_start,
+                node: self.node_id,
+                amount,
+            },
         };
         if self.consensus.write(request).await.is_err() {
             // Not released: keep it (spending it later is still within the grant).

@@ -39,7 +39,13 @@ impl RateWindow {
 
     /// Counts one request and reserves `tokens` within this node's shares; refuses (and takes nothing)
     /// when either share would be exceeded.
-    pub fn admit(&self, now_ms: u64, tokens: u64, token_share: Option<u64>, request_share: Option<u64>) -> Result<(), RateRefusal> {
+    pub fn admit(
+        &self,
+        now_ms: u64,
+        tokens: u64,
+        token_share: Option<u64>,
+        request_share: Option<u64>,
+    ) -> Result<(), RateRefusal> {
         self.roll(now_ms);
         let retry_after_seconds = (60_000 - now_ms % 60_000).div_ceil(1000);
         if let Some(share) = request_share {
@@ -68,7 +74,9 @@ impl RateWindow {
             if actual >= reserved {
                 self.tokens.fetch_add(actual - reserved, Ordering::AcqRel);
             } else {
-                let _ = self.tokens.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| Some(t.saturating_sub(reserved - actual)));
+                let _ = self
+                    .tokens
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| Some(t.saturating_sub(reserved - actual)));
             }
         }
     }

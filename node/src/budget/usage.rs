@@ -56,8 +56,12 @@ impl UsageSink {
 
 impl UsageAggregator {
     pub fn new(node_id: u64, consensus: ConsensusNode) -> Arc<Self> {
-        let aggregator =
-            Arc::new(UsageAggregator { node_id, consensus, rows: Mutex::new(HashMap::new()), pending: Mutex::new(None) });
+        let aggregator = Arc::new(UsageAggregator {
+            node_id,
+            consensus,
+            rows: Mutex::new(HashMap::new()),
+            pending: Mutex::new(None),
+        });
         // Weak: the task must not keep a stopped node's consensus (and its sled lock) alive.
         let weak = Arc::downgrade(&aggregator);
         tokio::spawn(async move {

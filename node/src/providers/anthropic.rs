@@ -13,7 +13,11 @@ pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
 
 pub fn backend(config: &ProviderConfig, timeouts: Timeouts) -> anyhow::Result<HttpBackend> {
     let credential = api_key(config)?.map(|key| (HeaderName::from_static("x-api-key"), key));
-    HttpBackend::new(config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL), timeouts, static_headers(config, credential)?)
+    HttpBackend::new(
+        config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
+        timeouts,
+        static_headers(config, credential)?,
+    )
 }
 
 pub fn build_request(backend: &HttpBackend, request: &UpstreamRequest<'_>) -> GatewayResult<Request<Full<Bytes>>> {

@@ -59,12 +59,13 @@ impl MockProvider {
             Protocol::Anthropic => answer.anthropic_events(&model),
         };
         let delay = Duration::from_millis(self.config.token_delay_ms);
-        let stream = futures_util::stream::iter(events.into_iter().enumerate()).then(move |(index, event)| async move {
-            if index > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Ok::<_, BoxError>(Frame::data(event))
-        });
+        let stream =
+            futures_util::stream::iter(events.into_iter().enumerate()).then(move |(index, event)| async move {
+                if index > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok::<_, BoxError>(Frame::data(event))
+            });
         let body = StreamBody::new(stream).boxed_unsync();
         Response::builder()
             .header(http::header::CONTENT_TYPE, "text/event-stream")
@@ -76,9 +77,7 @@ impl MockProvider {
 fn json_response(value: Value) -> Response<UpstreamBody> {
     let body = Full::new(Bytes::from(value.to_string())).map_err(|never| match never {}).boxed_unsync();
     let mut response = Response::new(body);
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
 }
 
@@ -186,21 +185,33 @@ impl Answer {
     fn anthropic_events(&self, model: &str) -> Vec<Bytes> {
         let event = |name: &str, value: Value| Bytes::from(format!("event: {name}\ndata: {value}\n\n"));
         let mut events = vec![
-            event("message_start", json!({"type": "message_start", "message": {
+            event(
+                "message_start",
+                json!({"type": "message_start", "message": {
                 "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
                 "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": self.input_tokens, "output_tokens": 1,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})),
-            event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}}),
+            ),
+            event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
             event("ping", json!({"type": "ping"})),
         ];
         events.extend(self.pieces.iter().map(|piece| {
-            event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}))
+            event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+            )
         }));
         events.push(event("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-        events.push(event("message_delta", json!({"type": "message_delta",
+        events.push(event(
+            "message_delta",
+            json!({"type": "message_delta",
             "delta": {"stop_reason": if self.truncated { "max_tokens" } else { "end_turn" }, "stop_sequence": null},
-            "usage": {"output_tokens": self.output_tokens()}})));
+            "usage": {"output_tokens": self.output_tokens()}}),
+        ));
         events.push(event("message_stop", json!({"type": "message_stop"})));
         events
     }
@@ -215,7 +226,9 @@ fn last_user_text(body: &Value) -> String {
     };
     match message.get("content") {
         Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" "),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+        }
         _ => String::new(),
     }
 }
@@ -249,7 +262,8 @@ mod tests {
 
     #[test]
     fn max_tokens_truncates_with_length_reason() {
-        let body = json!({"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "one two three four"}]});
+        let body =
+            json!({"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": "one two three four"}]});
         let answer = Answer::new(&MockConfig::default(), &body, body.to_string().as_bytes());
         assert_eq!(answer.output_tokens(), 2);
         assert_eq!(answer.openai_completion("m")["choices"][0]["finish_reason"], "length");

@@ -79,7 +79,9 @@ impl Provider {
         };
         let (protocol, backend) = match config.kind {
             ProviderKind::Openai => (Protocol::OpenAi, Backend::Http(Box::new(openai::backend(config, timeouts)?))),
-            ProviderKind::Anthropic => (Protocol::Anthropic, Backend::Http(Box::new(anthropic::backend(config, timeouts)?))),
+            ProviderKind::Anthropic => {
+                (Protocol::Anthropic, Backend::Http(Box::new(anthropic::backend(config, timeouts)?)))
+            }
             ProviderKind::Mock => {
                 let mock = mock::MockProvider::new(config.mock.clone().unwrap_or_default());
                 (mock.protocol(), Backend::Mock(mock))
@@ -168,11 +170,15 @@ impl HttpBackend {
 }
 
 /// Static headers from config plus the credential header, validated once at load.
-fn static_headers(config: &ProviderConfig, credential: Option<(HeaderName, String)>) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
+fn static_headers(
+    config: &ProviderConfig,
+    credential: Option<(HeaderName, String)>,
+) -> anyhow::Result<Vec<(HeaderName, HeaderValue)>> {
     let mut headers = Vec::new();
     if let Some((name, value)) = credential {
-        let mut value = HeaderValue::from_str(&value)
-            .map_err(|_| anyhow::anyhow!("providers.{}: API key contains characters not allowed in a header", config.name))?;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            anyhow::anyhow!("providers.{}: API key contains characters not allowed in a header", config.name)
+        })?;
         value.set_sensitive(true);
         headers.push((name, value));
     }
@@ -203,9 +209,9 @@ fn api_key(config: &ProviderConfig) -> anyhow::Result<Option<String>> {
 pub async fn read_body(mut body: UpstreamBody, limit: usize, idle: Duration) -> GatewayResult<Bytes> {
     let mut out = bytes::BytesMut::new();
     loop {
-        let frame = tokio::time::timeout(idle, body.frame())
-            .await
-            .map_err(|_| GatewayError::upstream_timeout(format!("upstream body stalled for {} ms", idle.as_millis())))?;
+        let frame = tokio::time::timeout(idle, body.frame()).await.map_err(|_| {
+            GatewayError::upstream_timeout(format!("upstream body stalled for {} ms", idle.as_millis()))
+        })?;
         match frame {
             None => return Ok(out.freeze()),
             Some(Err(err)) => return Err(GatewayError::upstream_invalid(format!("upstream body failed: {err}"))),
@@ -223,7 +229,13 @@ pub async fn read_body(mut body: UpstreamBody, limit: usize, idle: Duration) -> 
 
 /// Turns an upstream error response into a [`GatewayError`] that keeps the provider's body (when it is
 /// a proper error object of that protocol) and its `Retry-After`.
-pub fn upstream_error(protocol: Protocol, provider: &str, status: u16, headers: &HeaderMap, body: Bytes) -> GatewayError {
+pub fn upstream_error(
+    protocol: Protocol,
+    provider: &str,
+    status: u16,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> GatewayError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
     let message = parsed
         .as_ref()
@@ -234,7 +246,8 @@ pub fn upstream_error(protocol: Protocol, provider: &str, status: u16, headers: 
             let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
             format!("provider `{provider}` returned HTTP {status}: {snippet}")
         });
-    let retry_after = headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let retry_after =
+        headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let mut err = GatewayError::upstream_status(status, message).with_retry_after(retry_after);
     let well_formed = match (protocol, &parsed) {
         (Protocol::OpenAi, Some(value)) => value.get("error").is_some_and(|e| e.is_object()),

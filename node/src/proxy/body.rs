@@ -93,7 +93,13 @@ pub struct StreamingBody {
 }
 
 impl StreamingBody {
-    pub fn new(upstream: UpstreamBody, translator: StreamTranslator, caller: Protocol, idle_timeout: Duration, meter: RequestMeter) -> Self {
+    pub fn new(
+        upstream: UpstreamBody,
+        translator: StreamTranslator,
+        caller: Protocol,
+        idle_timeout: Duration,
+        meter: RequestMeter,
+    ) -> Self {
         StreamingBody {
             upstream: Some(upstream),
             parser: SseParser::new(),
@@ -191,7 +197,9 @@ impl StreamingBody {
                 }
                 Ok(None) => {}
                 Err(SseError::EventTooLarge) => {
-                    return Poll::Ready(self.fail(GatewayError::upstream_invalid("upstream sent an unterminated or oversized event")));
+                    return Poll::Ready(
+                        self.fail(GatewayError::upstream_invalid("upstream sent an unterminated or oversized event")),
+                    );
                 }
             }
             if self.translator.facts().complete {
@@ -199,8 +207,11 @@ impl StreamingBody {
                 return Poll::Ready(Step::End);
             }
             if self.ended_input {
-                let detail = if self.parser.has_partial() { "in the middle of an event" } else { "without its final event" };
-                return Poll::Ready(self.fail(GatewayError::upstream_invalid(format!("upstream stream ended {detail}"))));
+                let detail =
+                    if self.parser.has_partial() { "in the middle of an event" } else { "without its final event" };
+                return Poll::Ready(
+                    self.fail(GatewayError::upstream_invalid(format!("upstream stream ended {detail}"))),
+                );
             }
             let Some(upstream) = self.upstream.as_mut() else {
                 return Poll::Ready(Step::End);
@@ -213,7 +224,9 @@ impl StreamingBody {
                     }
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    return Poll::Ready(self.fail(GatewayError::upstream_invalid(format!("upstream connection failed mid-stream: {err}"))));
+                    return Poll::Ready(self.fail(GatewayError::upstream_invalid(format!(
+                        "upstream connection failed mid-stream: {err}"
+                    ))));
                 }
                 Poll::Ready(None) => {
                     // Let the parser release an event held back for a possible `\n`, then decide.
@@ -265,4 +278,3 @@ impl Drop for StreamingBody {
         }
     }
 }
-

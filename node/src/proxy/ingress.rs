@@ -56,16 +56,16 @@ pub async fn read_body(headers: &HeaderMap, incoming: Incoming, limit: usize) ->
             return Err(GatewayError::unsupported_media_type(essence));
         }
     }
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(GatewayError::payload_too_large(limit));
     }
     match Limited::new(incoming, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(GatewayError::payload_too_large(limit)),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(GatewayError::payload_too_large(limit))
+        }
         Err(err) => Err(GatewayError::invalid_request(format!("could not read the request body: {err}"))),
     }
 }
@@ -77,7 +77,10 @@ mod tests {
     #[test]
     fn classifies_paths_and_methods() {
         let none = HeaderMap::new();
-        assert_eq!(classify(&Method::POST, "/v1/chat/completions", &none), (Endpoint::ChatCompletions, Protocol::OpenAi));
+        assert_eq!(
+            classify(&Method::POST, "/v1/chat/completions", &none),
+            (Endpoint::ChatCompletions, Protocol::OpenAi)
+        );
         assert_eq!(classify(&Method::POST, "/v1/messages", &none), (Endpoint::Messages, Protocol::Anthropic));
         assert_eq!(classify(&Method::GET, "/v1/messages", &none), (Endpoint::MethodNotAllowed, Protocol::Anthropic));
         assert_eq!(classify(&Method::GET, "/v2/x", &none).0, Endpoint::NotFound);

@@ -27,8 +27,24 @@ pub struct RequestMeter {
 }
 
 impl RequestMeter {
-    pub fn new(target: Arc<TargetMetrics>, price: Price, started: Instant, estimator: UsageEstimator, route: Arc<str>) -> Self {
-        RequestMeter { target, price, started, ttft: None, estimator, recorded: false, route, admission: None, usage_sink: None }
+    pub fn new(
+        target: Arc<TargetMetrics>,
+        price: Price,
+        started: Instant,
+        estimator: UsageEstimator,
+        route: Arc<str>,
+    ) -> Self {
+        RequestMeter {
+            target,
+            price,
+            started,
+            ttft: None,
+            estimator,
+            recorded: false,
+            route,
+            admission: None,
+            usage_sink: None,
+        }
     }
 
     pub fn set_admission(&mut self, admission: Option<Admission>) {

@@ -83,12 +83,18 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     response
 }
 
-async fn run_phases(gateway: &Gateway, context: &mut RequestContext, incoming: Incoming) -> Result<Response<ResponseBody>, GatewayError> {
+async fn run_phases(
+    gateway: &Gateway,
+    context: &mut RequestContext,
+    incoming: Incoming,
+) -> Result<Response<ResponseBody>, GatewayError> {
     if gateway.is_shutting_down() {
         return Err(GatewayError::shutting_down());
     }
     if context.endpoint == Endpoint::NotFound {
-        return Err(GatewayError::not_found("no such endpoint; see /v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models"));
+        return Err(GatewayError::not_found(
+            "no such endpoint; see /v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models",
+        ));
     }
     if context.endpoint == Endpoint::MethodNotAllowed {
         return Err(GatewayError::method_not_allowed());
@@ -113,7 +119,9 @@ pub fn error_response(err: &GatewayError, caller: Protocol) -> Response<Response
         tracing::debug!(kind = ?err.kind, message = %err.message, "request rejected");
     }
     let mut response = Response::new(ResponseBody::full(err.body(caller)));
-    *response.status_mut() = if status == StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE) && caller == Protocol::OpenAi {
+    *response.status_mut() = if status == StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+        && caller == Protocol::OpenAi
+    {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         status

@@ -69,7 +69,10 @@ pub fn parse<'a>(endpoint: Endpoint, body: &'a [u8]) -> GatewayResult<ParsedRequ
                 || serde_json::from_str::<Vec<Vec<u32>>>(input.get()).is_ok()
                 || serde_json::from_str::<Vec<u32>>(input.get()).is_ok();
             if !valid {
-                return Err(GatewayError::invalid_param("input", "`input` must be a string, an array of strings, or token arrays"));
+                return Err(GatewayError::invalid_param(
+                    "input",
+                    "`input` must be a string, an array of strings, or token arrays",
+                ));
             }
             Ok(ParsedRequest {
                 model,
@@ -153,7 +156,11 @@ pub fn target_body(
             }
             if let Some(cap) = &cap_text {
                 // The budget's output cap: the provider cannot generate past what was reserved.
-                let field = if request.object.get("max_completion_tokens").is_some() { "max_completion_tokens" } else { "max_tokens" };
+                let field = if request.object.get("max_completion_tokens").is_some() {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                };
                 overrides.push((field, cap.as_str()));
             }
             request.object.write_with(&overrides, &[], &mut out);
@@ -174,7 +181,8 @@ pub fn target_body(
             if output_cap.is_some() {
                 typed.max_completion_tokens = output_cap;
             }
-            let body = translate::request::openai_to_anthropic(typed, &target.upstream_model, route.default_max_tokens())?;
+            let body =
+                translate::request::openai_to_anthropic(typed, &target.upstream_model, route.default_max_tokens())?;
             serde_json::to_writer(&mut out, &body).map_err(|err| GatewayError::internal(err.to_string()))?;
         }
         (Protocol::Anthropic, Protocol::OpenAi) => {

@@ -26,12 +26,12 @@ pub fn list_models(context: &RequestContext) -> Response<ResponseBody> {
     let restricted = principal.is_some_and(|p| p.allowed_models.is_some());
     let body = match (context.caller, restricted) {
         (Protocol::OpenAi, false) => snapshot.models_openai_json.clone(),
-        (Protocol::OpenAi, true) => {
-            Bytes::from(models_list_openai(&snapshot.model_names, |m| principal.is_none_or(|p| p.may_use(m))).to_string())
-        }
-        (Protocol::Anthropic, _) => {
-            Bytes::from(models_list_anthropic(&snapshot.model_names, |m| principal.is_none_or(|p| p.may_use(m))).to_string())
-        }
+        (Protocol::OpenAi, true) => Bytes::from(
+            models_list_openai(&snapshot.model_names, |m| principal.is_none_or(|p| p.may_use(m))).to_string(),
+        ),
+        (Protocol::Anthropic, _) => Bytes::from(
+            models_list_anthropic(&snapshot.model_names, |m| principal.is_none_or(|p| p.may_use(m))).to_string(),
+        ),
     };
     json_response(StatusCode::OK, body)
 }
@@ -43,14 +43,19 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     response
 }
 
-pub async fn forward(gateway: &Gateway, context: &mut RequestContext, request: &ParsedRequest<'_>) -> GatewayResult<Response<ResponseBody>> {
+pub async fn forward(
+    gateway: &Gateway,
+    context: &mut RequestContext,
+    request: &ParsedRequest<'_>,
+) -> GatewayResult<Response<ResponseBody>> {
     let route = context.route.clone().ok_or_else(|| GatewayError::internal("forward called without a route"))?;
     let operation = match context.endpoint {
         Endpoint::Embeddings => Operation::Embeddings,
         Endpoint::CountTokens => Operation::CountTokens,
         _ => Operation::Chat,
     };
-    if operation == Operation::CountTokens && !route.targets.iter().any(|t| t.provider.protocol == Protocol::Anthropic) {
+    if operation == Operation::CountTokens && !route.targets.iter().any(|t| t.provider.protocol == Protocol::Anthropic)
+    {
         // No Anthropic upstream to ask: count locally with the model's tokenizer.
         let tokens = count_prompt(route.encoding, &context.body);
         return Ok(json_response(StatusCode::OK, Bytes::from(format!("{{\"input_tokens\":{tokens}}}"))));
@@ -102,7 +107,8 @@ async fn attempt(
     let body = target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
     let sent_at = Instant::now();
     let estimator = UsageEstimator { encoding: route.encoding, request_body: context.body.clone() };
-    let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.as_str().into());
+    let mut meter =
+        RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.as_str().into());
     meter.set_admission(admission);
     if let (Some(aggregator), Some(principal)) = (&gateway.usage, &context.principal) {
         meter.set_usage_sink(Some(crate::budget::UsageSink {
@@ -111,7 +117,8 @@ async fn attempt(
             model: route.name.as_str().into(),
         }));
     }
-    let upstream_request = UpstreamRequest { operation, body, stream: request.stream, client_headers: &context.headers };
+    let upstream_request =
+        UpstreamRequest { operation, body, stream: request.stream, client_headers: &context.headers };
     let result = target.provider.send(upstream_request).await;
     let response = match result {
         Ok(response) => response,
@@ -128,7 +135,13 @@ async fn attempt(
         let error_body = read_body(upstream_body, 1024 * 1024, timeouts.idle).await.unwrap_or_default();
         context.upstream_wait += sent_at.elapsed();
         meter.finish(Outcome::UpstreamError, Some(Default::default()), "");
-        return Err(upstream_error(upstream_protocol, &target.provider.name, parts.status.as_u16(), &parts.headers, error_body));
+        return Err(upstream_error(
+            upstream_protocol,
+            &target.provider.name,
+            parts.status.as_u16(),
+            &parts.headers,
+            error_body,
+        ));
     }
 
     let mut response = if request.stream {
@@ -279,7 +292,8 @@ fn embeddings_facts(bytes: &[u8]) -> GatewayResult<Option<crate::api::Usage>> {
         #[allow(dead_code)]
         data: serde::de::IgnoredAny,
     }
-    let probe: EmbeddingsProbe = serde_json::from_slice(bytes)
-        .map_err(|err| GatewayError::upstream_invalid(format!("upstream returned an invalid embeddings response: {err}")))?;
+    let probe: EmbeddingsProbe = serde_json::from_slice(bytes).map_err(|err| {
+        GatewayError::upstream_invalid(format!("upstream returned an invalid embeddings response: {err}"))
+    })?;
     Ok(probe.usage.map(|u| u.to_usage()))
 }

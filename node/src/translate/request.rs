@@ -10,7 +10,11 @@ use crate::api::openai::{ChatRequest, MessageContent};
 use crate::error::{GatewayError, GatewayResult};
 
 /// OpenAI chat request → Anthropic Messages request.
-pub fn openai_to_anthropic(request: ChatRequest, upstream_model: &str, default_max_tokens: u64) -> GatewayResult<Value> {
+pub fn openai_to_anthropic(
+    request: ChatRequest,
+    upstream_model: &str,
+    default_max_tokens: u64,
+) -> GatewayResult<Value> {
     if request.n.unwrap_or(1) > 1 {
         return Err(GatewayError::invalid_param("n", "`n` > 1 is not supported by this model's provider"));
     }
@@ -55,7 +59,10 @@ pub fn openai_to_anthropic(request: ChatRequest, upstream_model: &str, default_m
             }
             "tool" | "function" => {
                 let tool_use_id = message.tool_call_id.ok_or_else(|| {
-                    GatewayError::invalid_param("messages", format!("messages[{index}].tool_call_id: required for role `tool`"))
+                    GatewayError::invalid_param(
+                        "messages",
+                        format!("messages[{index}].tool_call_id: required for role `tool`"),
+                    )
                 })?;
                 let text = message.content.map(|c| c.text()).unwrap_or_default();
                 push_turn(
@@ -65,7 +72,10 @@ pub fn openai_to_anthropic(request: ChatRequest, upstream_model: &str, default_m
                 );
             }
             other => {
-                return Err(GatewayError::invalid_param("messages", format!("messages[{index}].role: unknown role `{other}`")));
+                return Err(GatewayError::invalid_param(
+                    "messages",
+                    format!("messages[{index}].role: unknown role `{other}`"),
+                ));
             }
         }
     }
@@ -154,9 +164,9 @@ fn user_blocks(content: MessageContent, index: usize) -> GatewayResult<Vec<Value
 
 fn image_block(url: &str, index: usize) -> GatewayResult<Value> {
     if let Some(rest) = url.strip_prefix("data:") {
-        let (media_type, data) = rest
-            .split_once(";base64,")
-            .ok_or_else(|| GatewayError::invalid_param("messages", format!("messages[{index}]: image data URL must be base64")))?;
+        let (media_type, data) = rest.split_once(";base64,").ok_or_else(|| {
+            GatewayError::invalid_param("messages", format!("messages[{index}]: image data URL must be base64"))
+        })?;
         return Ok(json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}));
     }
     Ok(json!({"type": "image", "source": {"type": "url", "url": url}}))
@@ -167,7 +177,9 @@ fn json_mode_instruction(format: &Value) -> Option<String> {
         Some("json_object") => Some("Respond with a single valid JSON object and nothing else.".to_owned()),
         Some("json_schema") => {
             let schema = format.get("json_schema").and_then(|s| s.get("schema")).cloned().unwrap_or(json!({}));
-            Some(format!("Respond with a single valid JSON object that conforms to this JSON Schema, and nothing else: {schema}"))
+            Some(format!(
+                "Respond with a single valid JSON object that conforms to this JSON Schema, and nothing else: {schema}"
+            ))
         }
         _ => None,
     }
@@ -186,14 +198,15 @@ fn anthropic_tool_choice(choice: Option<&Value>, parallel: Option<bool>) -> Gate
             "auto" => json!({"type": "auto"}),
             "none" => json!({"type": "none"}),
             "required" => json!({"type": "any"}),
-            other => return Err(GatewayError::invalid_param("tool_choice", format!("invalid `tool_choice`: `{other}`"))),
+            other => {
+                return Err(GatewayError::invalid_param("tool_choice", format!("invalid `tool_choice`: `{other}`")))
+            }
         },
         Some(Value::Object(object)) => {
-            let name = object
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| GatewayError::invalid_param("tool_choice", "`tool_choice.function.name` is required"))?;
+            let name =
+                object.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).ok_or_else(|| {
+                    GatewayError::invalid_param("tool_choice", "`tool_choice.function.name` is required")
+                })?;
             json!({"type": "tool", "name": name})
         }
         Some(_) => return Err(GatewayError::invalid_param("tool_choice", "invalid `tool_choice`")),
@@ -343,7 +356,9 @@ fn openai_tool_choice(choice: &Value) -> GatewayResult<(Option<Value>, Option<bo
                 .ok_or_else(|| GatewayError::invalid_param("tool_choice", "tool_choice.name: Field required"))?;
             Some(json!({"type": "function", "function": {"name": name}}))
         }
-        _ => return Err(GatewayError::invalid_param("tool_choice", "tool_choice.type: must be auto, any, tool or none")),
+        _ => {
+            return Err(GatewayError::invalid_param("tool_choice", "tool_choice.type: must be auto, any, tool or none"))
+        }
     };
     Ok((mapped, parallel))
 }

@@ -53,7 +53,10 @@ fn tool_round_trip_merges_consecutive_tool_results() {
     assert_eq!(out["max_tokens"], 50);
     let messages = out["messages"].as_array().cloned().unwrap_or_default();
     assert_eq!(messages.len(), 3);
-    assert_eq!(messages[1]["content"][1], json!({"type": "tool_use", "id": "c2", "name": "weather", "input": {"city": "Rome"}}));
+    assert_eq!(
+        messages[1]["content"][1],
+        json!({"type": "tool_use", "id": "c2", "name": "weather", "input": {"city": "Rome"}})
+    );
     assert_eq!(messages[2]["role"], "user");
     assert_eq!(messages[2]["content"].as_array().map(Vec::len), Some(2));
     assert_eq!(messages[2]["content"][1]["tool_use_id"], "c2");
@@ -80,7 +83,10 @@ fn images_translate_both_ways() {
         {"type": "text", "text": "what is this"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
     ]}]}));
-    assert_eq!(out["messages"][0]["content"][1]["source"], json!({"type": "base64", "media_type": "image/png", "data": "AAAA"}));
+    assert_eq!(
+        out["messages"][0]["content"][1]["source"],
+        json!({"type": "base64", "media_type": "image/png", "data": "AAAA"})
+    );
     let back = to_openai(json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
         {"type": "text", "text": "what is this"}

@@ -25,11 +25,8 @@ fn invalid(err: serde_json::Error) -> GatewayError {
 /// Validates an OpenAI chat response and reads its usage.
 pub fn probe_openai(body: &[u8]) -> GatewayResult<ResponseFacts> {
     let probe: openai::ResponseProbe = serde_json::from_slice(body).map_err(invalid)?;
-    let text = probe
-        .choices
-        .iter()
-        .filter_map(|c| c.message.as_ref().and_then(|m| m.content.as_deref()))
-        .collect::<String>();
+    let text =
+        probe.choices.iter().filter_map(|c| c.message.as_ref().and_then(|m| m.content.as_deref())).collect::<String>();
     Ok(ResponseFacts { usage: probe.usage.map(|u| u.to_usage()), text })
 }
 

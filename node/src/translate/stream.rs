@@ -44,7 +44,9 @@ impl StreamTranslator {
             (Protocol::Anthropic, Protocol::OpenAi) => {
                 StreamTranslator::AnthropicToOpenAi(AnthropicToOpenAi { include_usage, ..Default::default() })
             }
-            (Protocol::OpenAi, Protocol::Anthropic) => StreamTranslator::OpenAiToAnthropic(OpenAiToAnthropic::default()),
+            (Protocol::OpenAi, Protocol::Anthropic) => {
+                StreamTranslator::OpenAiToAnthropic(OpenAiToAnthropic::default())
+            }
         }
     }
 
@@ -90,7 +92,8 @@ fn upstream_stream_error(protocol: Protocol, data: &[u8], error: &Value) -> Gate
         _ => 500,
     };
     let body = bytes::Bytes::copy_from_slice(data);
-    GatewayError::upstream_status(status, format!("upstream error mid-stream: {message}")).with_upstream_body(protocol, body)
+    GatewayError::upstream_status(status, format!("upstream error mid-stream: {message}"))
+        .with_upstream_body(protocol, body)
 }
 
 fn write_data(out: &mut BytesMut, data: &[u8]) {
@@ -161,7 +164,9 @@ impl AnthropicPassthrough {
         match &parsed {
             StreamEvent::MessageStart { message } => self.merge_usage(message.usage),
             StreamEvent::MessageDelta { usage, .. } => self.merge_usage(*usage),
-            StreamEvent::ContentBlockDelta { delta: BlockDelta::TextDelta { text }, .. } => self.facts.text.push_str(text),
+            StreamEvent::ContentBlockDelta { delta: BlockDelta::TextDelta { text }, .. } => {
+                self.facts.text.push_str(text)
+            }
             StreamEvent::MessageStop => self.facts.complete = true,
             StreamEvent::Error { error } => {
                 return Err(upstream_stream_error(Protocol::Anthropic, &event.data, error));
@@ -236,12 +241,10 @@ impl AnthropicToOpenAi {
                     write_json_data(out, &self.chunk(json!({"content": text}), Value::Null));
                 }
                 BlockDelta::InputJsonDelta { partial_json } => {
-                    let tool_index = self
-                        .tool_indexes
-                        .iter()
-                        .find(|(block, _)| *block == index)
-                        .map(|(_, tool)| *tool)
-                        .ok_or_else(|| GatewayError::upstream_invalid("upstream sent tool input for an unknown content block"))?;
+                    let tool_index =
+                        self.tool_indexes.iter().find(|(block, _)| *block == index).map(|(_, tool)| *tool).ok_or_else(
+                            || GatewayError::upstream_invalid("upstream sent tool input for an unknown content block"),
+                        )?;
                     let delta = json!({"tool_calls": [{"index": tool_index, "function": {"arguments": partial_json}}]});
                     write_json_data(out, &self.chunk(delta, Value::Null));
                 }
@@ -274,7 +277,10 @@ impl AnthropicToOpenAi {
             StreamEvent::Error { error } => {
                 return Err(upstream_stream_error(Protocol::Anthropic, &event.data, &error));
             }
-            StreamEvent::ContentBlockStart { .. } | StreamEvent::ContentBlockStop { .. } | StreamEvent::Ping | StreamEvent::Unknown => {}
+            StreamEvent::ContentBlockStart { .. }
+            | StreamEvent::ContentBlockStop { .. }
+            | StreamEvent::Ping
+            | StreamEvent::Unknown => {}
         }
         Ok(())
     }

@@ -9,7 +9,12 @@ fn no_estimate(_: &str) -> Usage {
 }
 
 /// Runs raw upstream SSE through a translator; returns the caller's events as (name, json-or-string).
-fn run(upstream: Protocol, caller: Protocol, include_usage: bool, raw: &str) -> (Vec<(String, Value)>, StreamTranslator, Option<GatewayError>) {
+fn run(
+    upstream: Protocol,
+    caller: Protocol,
+    include_usage: bool,
+    raw: &str,
+) -> (Vec<(String, Value)>, StreamTranslator, Option<GatewayError>) {
     let mut translator = StreamTranslator::new(upstream, caller, include_usage);
     let mut parser = SseParser::new();
     parser.push(raw.as_bytes());
@@ -45,17 +50,41 @@ fn sse(events: &[(Option<&str>, Value)]) -> String {
 
 fn anthropic_stream() -> String {
     sse(&[
-        (Some("message_start"), json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}})),
-        (Some("content_block_start"), json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})),
+        (
+            Some("message_start"),
+            json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
         (Some("ping"), json!({"type":"ping"})),
-        (Some("content_block_delta"), json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}})),
-        (Some("content_block_delta"), json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}})),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hel"}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"lo"}}),
+        ),
         (Some("content_block_stop"), json!({"type":"content_block_stop","index":0})),
-        (Some("content_block_start"), json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}})),
-        (Some("content_block_delta"), json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}})),
-        (Some("content_block_delta"), json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"1}"}})),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"f","input":{}}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"1}"}}),
+        ),
         (Some("content_block_stop"), json!({"type":"content_block_stop","index":1})),
-        (Some("message_delta"), json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":9}})),
+        (
+            Some("message_delta"),
+            json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":9}}),
+        ),
         (Some("message_stop"), json!({"type":"message_stop"})),
     ])
 }
@@ -89,11 +118,26 @@ fn usage_chunk_is_only_sent_when_asked_for() {
 
 fn openai_stream(with_usage: bool, done: bool) -> String {
     let mut events = vec![
-        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]})),
-        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]})),
-        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null}]})),
-        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]},"finish_reason":null}]})),
-        (None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})),
+        (
+            None,
+            json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}),
+        ),
+        (
+            None,
+            json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}),
+        ),
+        (
+            None,
+            json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":""}}]},"finish_reason":null}]}),
+        ),
+        (
+            None,
+            json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]},"finish_reason":null}]}),
+        ),
+        (
+            None,
+            json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}),
+        ),
     ];
     if with_usage {
         events.push((None, json!({"id":"chatcmpl-7","object":"chat.completion.chunk","model":"gpt","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":4,"total_tokens":9}})));
@@ -113,8 +157,15 @@ fn openai_stream_becomes_the_exact_anthropic_event_order() {
     assert_eq!(
         names,
         [
-            "message_start", "content_block_start", "content_block_delta", "content_block_stop",
-            "content_block_start", "content_block_delta", "content_block_stop", "message_delta", "message_stop",
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop",
         ]
     );
     assert_eq!(events[4].1["content_block"]["name"], "f");
@@ -149,14 +200,18 @@ fn malformed_and_error_events_stop_the_stream() {
     let raw = "data: {\"choices\":[]}\n\ndata: {not json\n\n";
     let (_, _, error) = run(Protocol::OpenAi, Protocol::OpenAi, false, raw);
     assert_eq!(error.map(|e| e.kind), Some(crate::error::ErrorKind::UpstreamInvalidResponse));
-    let raw = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n";
+    let raw =
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}\n\n";
     let (_, _, error) = run(Protocol::Anthropic, Protocol::OpenAi, false, raw);
     let error = error.unwrap_or_else(|| GatewayError::internal("none"));
     assert_eq!(error.kind, crate::error::ErrorKind::UpstreamStatus(529));
     let body: Value = serde_json::from_slice(&error.body(Protocol::OpenAi)).unwrap_or_default();
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("busy"));
     let passthrough = error.body(Protocol::Anthropic);
-    assert_eq!(passthrough, Bytes::from_static(b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}"));
+    assert_eq!(
+        passthrough,
+        Bytes::from_static(b"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}")
+    );
 }
 
 #[test]

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
 use super::text::{input_tokens, plan_output, string_list, Finish, Output};
 use super::{
-    add_header, check_auth, error_response, json_response, prelude, sse_response, text_response,
-    Api, Ctx, RespBody, Script,
+    add_header, check_auth, error_response, json_response, prelude, sse_response, text_response, Api, Ctx, RespBody,
+    Script,
 };
 
 fn invalid(message: &str) -> Response<RespBody> {
@@ -29,11 +29,7 @@ fn decorate(ctx: &Ctx, script: &Script, resp: &mut Response<RespBody>) {
     add_header(resp, "request-id", &format!("req_{}", ctx.shared.next_id()));
     add_header(resp, "anthropic-ratelimit-requests-limit", "4000");
     add_header(resp, "anthropic-ratelimit-requests-remaining", "3999");
-    add_header(
-        resp,
-        "anthropic-ratelimit-requests-reset",
-        "2024-01-01T00:00:00Z",
-    );
+    add_header(resp, "anthropic-ratelimit-requests-reset", "2024-01-01T00:00:00Z");
     if let Some(secs) = script.retry_after {
         add_header(resp, "retry-after", &secs.to_string());
     }
@@ -47,9 +43,7 @@ struct Valid<'a> {
 
 fn validate(body: &Value, need_max_tokens: bool) -> Result<Valid<'_>, Response<RespBody>> {
     if !body.is_object() {
-        return Err(invalid(
-            "There was an issue with your request body: expected a JSON object",
-        ));
+        return Err(invalid("There was an issue with your request body: expected a JSON object"));
     }
     let max_tokens = match body.get("max_tokens") {
         Some(v) => match v.as_u64() {
@@ -74,11 +68,7 @@ fn validate(body: &Value, need_max_tokens: bool) -> Result<Valid<'_>, Response<R
             return Err(invalid("system: Input should be a valid string or list"));
         }
     }
-    Ok(Valid {
-        model,
-        max_tokens,
-        messages,
-    })
+    Ok(Valid { model, max_tokens, messages })
 }
 
 fn usage_full(p: u64, c: u64) -> Value {
@@ -120,9 +110,7 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
         None => {
             let content = match &output {
                 Output::Text { pieces, .. } => json!([{"type": "text", "text": pieces.concat()}]),
-                Output::Tool {
-                    name, arguments, ..
-                } => {
+                Output::Tool { name, arguments, .. } => {
                     let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
                     json!([{"type": "tool_use", "id": tool_id, "name": name, "input": input}])
                 }
@@ -153,11 +141,7 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
             if !script.omit_usage {
                 message["usage"] = usage_full(prompt_tokens, 1);
             }
-            events.push(Event::named(
-                "message_start",
-                &json!({"type": "message_start", "message": message}),
-                0,
-            ));
+            events.push(Event::named("message_start", &json!({"type": "message_start", "message": message}), 0));
             let (block, deltas): (Value, Vec<Value>) = match &output {
                 Output::Text { pieces, .. } => (
                     json!({"type": "text", "text": ""}),
@@ -165,10 +149,7 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
                 ),
                 Output::Tool { name, pieces, .. } => (
                     json!({"type": "tool_use", "id": tool_id, "name": name, "input": {}}),
-                    pieces
-                        .iter()
-                        .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
-                        .collect(),
+                    pieces.iter().map(|p| json!({"type": "input_json_delta", "partial_json": p})).collect(),
                 ),
             };
             events.push(Event::named(
@@ -184,11 +165,7 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
                     1,
                 ));
             }
-            events.push(Event::named(
-                "content_block_stop",
-                &json!({"type": "content_block_stop", "index": 0}),
-                0,
-            ));
+            events.push(Event::named("content_block_stop", &json!({"type": "content_block_stop", "index": 0}), 0));
             let mut md = json!({"type": "message_delta",
                 "delta": {"stop_reason": stop_reason(output.finish()), "stop_sequence": stop_sequence}});
             if !script.omit_usage {
@@ -211,10 +188,7 @@ pub fn count_tokens(ctx: &Ctx) -> Response<RespBody> {
     }
     let body = &ctx.req.body;
     match validate(body, false) {
-        Ok(v) => json_response(
-            200,
-            &json!({"input_tokens": input_tokens(v.messages, body.get("system"))}),
-        ),
+        Ok(v) => json_response(200, &json!({"input_tokens": input_tokens(v.messages, body.get("system"))})),
         Err(r) => r,
     }
 }

@@ -10,11 +10,7 @@ pub const MODELS: &[&str] = &["mock-gpt", "mock-gpt-mini", "mock-embed", "mock-c
 
 pub fn models(ctx: &Ctx) -> Response<RespBody> {
     // Anthropic clients list models with `anthropic-version` + `x-api-key`.
-    let api = if ctx.req.header("anthropic-version").is_some() {
-        Api::Anthropic
-    } else {
-        Api::OpenAi
-    };
+    let api = if ctx.req.header("anthropic-version").is_some() { Api::Anthropic } else { Api::OpenAi };
     if let Err(r) = check_auth(ctx, api) {
         return r;
     }
@@ -31,9 +27,7 @@ pub fn models(ctx: &Ctx) -> Response<RespBody> {
     }
     let data: Vec<Value> = MODELS
         .iter()
-        .map(
-            |id| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "mock"}),
-        )
+        .map(|id| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "mock"}))
         .collect();
     json_response(200, &json!({"object": "list", "data": data}))
 }

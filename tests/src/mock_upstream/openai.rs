@@ -6,10 +6,7 @@ use serde_json::{json, Value};
 
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
 use super::text::{bytes_to_tokens, input_tokens, plan_output, string_list, Finish, Output};
-use super::{
-    add_header, json_response, prelude, sse_response, text_response, unix_now, Api, Ctx, RespBody,
-    Script,
-};
+use super::{add_header, json_response, prelude, sse_response, text_response, unix_now, Api, Ctx, RespBody, Script};
 
 fn invalid(message: &str, param: Option<&str>) -> Response<RespBody> {
     json_response(
@@ -40,11 +37,7 @@ fn usage(p: u64, c: u64) -> Value {
 
 /// Headers OpenAI sends on every successful response.
 fn decorate(ctx: &Ctx, script: &Script, resp: &mut Response<RespBody>) {
-    add_header(
-        resp,
-        "x-request-id",
-        &format!("req_{}", ctx.shared.next_id()),
-    );
+    add_header(resp, "x-request-id", &format!("req_{}", ctx.shared.next_id()));
     add_header(resp, "openai-processing-ms", "1");
     add_header(resp, "openai-version", "2020-10-01");
     add_header(resp, "x-ratelimit-limit-requests", "10000");
@@ -65,22 +58,15 @@ fn validate_chat(body: &Value) -> Result<(&str, &Vec<Value>), Response<RespBody>
     }
     let model = match body.get("model") {
         Some(Value::String(m)) => m.as_str(),
-        Some(_) => {
-            return Err(invalid(
-                "Invalid type for 'model': expected a string.",
-                Some("model"),
-            ))
-        }
+        Some(_) => return Err(invalid("Invalid type for 'model': expected a string.", Some("model"))),
         None => return Err(invalid("you must provide a model parameter", None)),
     };
     let messages = match body.get("messages") {
         Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(Value::Array(_)) => {
-            return Err(invalid(
-                "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-                Some("messages"),
-            ))
-        }
+        Some(Value::Array(_)) => return Err(invalid(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
+            Some("messages"),
+        )),
         Some(_) => return Err(invalid("Invalid type for 'messages': expected an array.", Some("messages"))),
         None => return Err(invalid("Missing required parameter: 'messages'.", Some("messages"))),
     };
@@ -106,21 +92,13 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
         }
     };
     let prompt_tokens = input_tokens(messages, None);
-    let json_mode = matches!(
-        body.pointer("/response_format/type")
-            .and_then(Value::as_str),
-        Some("json_object" | "json_schema")
-    );
+    let json_mode =
+        matches!(body.pointer("/response_format/type").and_then(Value::as_str), Some("json_object" | "json_schema"));
     let max_tokens = body
         .get("max_completion_tokens")
         .and_then(Value::as_u64)
         .or_else(|| body.get("max_tokens").and_then(Value::as_u64));
-    let output = plan_output(
-        &script,
-        json_mode,
-        max_tokens,
-        &string_list(body.get("stop")),
-    );
+    let output = plan_output(&script, json_mode, max_tokens, &string_list(body.get("stop")));
     let id = format!("chatcmpl-{}", ctx.shared.next_id());
     let call_id = format!("call_{}", ctx.shared.next_id());
     let created = unix_now();
@@ -134,9 +112,7 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                     json!({"role": "assistant", "content": pieces.concat(),
                     "refusal": null, "annotations": []})
                 }
-                Output::Tool {
-                    name, arguments, ..
-                } => json!({"role": "assistant", "content": null,
+                Output::Tool { name, arguments, .. } => json!({"role": "assistant", "content": null,
                     "tool_calls": [{"id": call_id, "type": "function",
                         "function": {"name": name, "arguments": arguments}}],
                     "refusal": null, "annotations": []}),
@@ -163,10 +139,7 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
             g,
         )),
         Some(g) => {
-            let include_usage = body
-                .pointer("/stream_options/include_usage")
-                .and_then(Value::as_bool)
-                == Some(true);
+            let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
             let with_usage = include_usage && !script.omit_usage;
             let chunk = |choices: Value, usage: Option<Value>| {
                 let mut o = json!({"id": id, "object": "chat.completion.chunk", "created": created,
@@ -206,13 +179,7 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                 events.push(Event::data(&chunk(json!([]), Some(u)), 0));
             }
             events.push(Event::raw("data: [DONE]\n\n"));
-            sse_response(stream_body(
-                ctx.shared.clone(),
-                &script,
-                events,
-                prompt_tokens,
-                g,
-            ))
+            sse_response(stream_body(ctx.shared.clone(), &script, events, prompt_tokens, g))
         }
     };
     decorate(&ctx, &script, &mut resp);
@@ -257,10 +224,7 @@ pub async fn embeddings(ctx: Ctx) -> Response<RespBody> {
         }
         None => return invalid("Missing required parameter: 'input'.", Some("input")),
         Some(_) => {
-            return invalid(
-                "Invalid 'input': expected a string or a non-empty array of strings.",
-                Some("input"),
-            )
+            return invalid("Invalid 'input': expected a string or a non-empty array of strings.", Some("input"))
         }
     };
     let mut resp = if script.garbage_body {

@@ -23,25 +23,16 @@ pub struct Event {
 impl Event {
     /// OpenAI style: `data: {json}\n\n`.
     pub fn data(json: &serde_json::Value, tokens: u64) -> Event {
-        Event {
-            bytes: Bytes::from(format!("data: {json}\n\n")),
-            tokens,
-        }
+        Event { bytes: Bytes::from(format!("data: {json}\n\n")), tokens }
     }
 
     /// Anthropic style: `event: NAME\ndata: {json}\n\n`.
     pub fn named(name: &str, json: &serde_json::Value, tokens: u64) -> Event {
-        Event {
-            bytes: Bytes::from(format!("event: {name}\ndata: {json}\n\n")),
-            tokens,
-        }
+        Event { bytes: Bytes::from(format!("event: {name}\ndata: {json}\n\n")), tokens }
     }
 
     pub fn raw(s: &str) -> Event {
-        Event {
-            bytes: Bytes::from(s.to_owned()),
-            tokens: 0,
-        }
+        Event { bytes: Bytes::from(s.to_owned()), tokens: 0 }
     }
 }
 
@@ -62,10 +53,7 @@ pub struct CancelGuard {
 
 impl CancelGuard {
     pub fn new(shared: Arc<Shared>) -> CancelGuard {
-        CancelGuard {
-            shared,
-            armed: true,
-        }
+        CancelGuard { shared, armed: true }
     }
     pub fn disarm(&mut self) {
         self.armed = false;
@@ -124,8 +112,7 @@ impl Planner {
                 true
             }
         });
-        self.steps
-            .push_back(Step::Data(Bytes::from(chunk), out, inp));
+        self.steps.push_back(Step::Data(Bytes::from(chunk), out, inp));
     }
 }
 
@@ -190,11 +177,7 @@ struct Run {
 }
 
 fn body_from_steps(shared: Arc<Shared>, steps: VecDeque<Step>, guard: CancelGuard) -> RespBody {
-    let run = Run {
-        steps,
-        guard,
-        shared,
-    };
+    let run = Run { steps, guard, shared };
     let s = stream::unfold(run, |mut run| async move {
         loop {
             let Some(step) = run.steps.pop_front() else {
@@ -212,10 +195,8 @@ fn body_from_steps(shared: Arc<Shared>, steps: VecDeque<Step>, guard: CancelGuar
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     run.guard.disarm();
                     run.steps.clear();
-                    let err = std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "mock upstream: scripted abort",
-                    );
+                    let err =
+                        std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "mock upstream: scripted abort");
                     return Some((Err(err), run));
                 }
                 Step::Data(bytes, out, inp) => {

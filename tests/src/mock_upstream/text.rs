@@ -72,11 +72,7 @@ pub fn split_args(args: &str) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
     let mut start = 0;
     for i in 0..n {
-        let end = if i + 1 == n {
-            chars.len()
-        } else {
-            start + base
-        };
+        let end = if i + 1 == n { chars.len() } else { start + base };
         out.push(chars[start..end].iter().collect());
         start = end;
     }
@@ -140,16 +136,8 @@ pub enum Finish {
 /// What the mock "generates" for one request.
 #[derive(Clone, Debug)]
 pub enum Output {
-    Text {
-        pieces: Vec<String>,
-        finish: Finish,
-        stop_sequence: Option<String>,
-    },
-    Tool {
-        name: String,
-        arguments: String,
-        pieces: Vec<String>,
-    },
+    Text { pieces: Vec<String>, finish: Finish, stop_sequence: Option<String> },
+    Tool { name: String, arguments: String, pieces: Vec<String> },
 }
 
 impl Output {
@@ -174,18 +162,9 @@ impl Output {
 /// * the text is cut before the earliest matching stop sequence (if any);
 /// * then truncated to `max_tokens` pieces (finish = Length);
 /// * `script.finish_max_tokens` forces finish = Length without shortening further.
-pub fn plan_output(
-    script: &Script,
-    json_mode: bool,
-    max_tokens: Option<u64>,
-    stops: &[String],
-) -> Output {
+pub fn plan_output(script: &Script, json_mode: bool, max_tokens: Option<u64>, stops: &[String]) -> Output {
     if let Some((name, arguments)) = &script.tool_call {
-        return Output::Tool {
-            name: name.clone(),
-            arguments: arguments.clone(),
-            pieces: split_args(arguments),
-        };
+        return Output::Tool { name: name.clone(), arguments: arguments.clone(), pieces: split_args(arguments) };
     }
     let text: &str = match &script.reply {
         Some(r) => r,
@@ -217,21 +196,14 @@ pub fn plan_output(
         finish = Finish::Length;
         stop_sequence = None;
     }
-    Output::Text {
-        pieces: ps,
-        finish,
-        stop_sequence,
-    }
+    Output::Text { pieces: ps, finish, stop_sequence }
 }
 
 /// Stop sequences from a JSON value that is a string or an array of strings.
 pub fn string_list(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(String::from))
-            .collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
         _ => Vec::new(),
     }
 }

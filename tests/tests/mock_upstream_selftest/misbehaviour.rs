@@ -8,8 +8,8 @@ use serde_json::Value;
 use tollgate_tests::mock_upstream::{parse_sse, MockUpstream};
 
 use super::{
-    anthropic_body, chat_body, chat_url, client, content_type, eventually, json_events,
-    messages_url, post, post_text, sc, DONE, P_OPENAI,
+    anthropic_body, chat_body, chat_url, client, content_type, eventually, json_events, messages_url, post, post_text,
+    sc, DONE, P_OPENAI,
 };
 
 #[tokio::test]
@@ -17,9 +17,7 @@ async fn split_chunks_same_bytes() {
     let m = MockUpstream::start().await;
     let whole = post_text(messages_url(&m), anthropic_body(true)).await;
     m.push(sc(|s| s.split_chunks = Some(7)));
-    let mut stream = post(messages_url(&m), anthropic_body(true))
-        .await
-        .bytes_stream();
+    let mut stream = post(messages_url(&m), anthropic_body(true)).await.bytes_stream();
     let (mut got, mut chunks) = (Vec::new(), 0);
     while let Some(c) = stream.next().await {
         let c = c.unwrap();
@@ -30,16 +28,8 @@ async fn split_chunks_same_bytes() {
     assert!(chunks > 20);
     let got = String::from_utf8(got).unwrap();
     // identical except for the per-request message id
-    let id_of = |t: &str| {
-        json_events(t)[0]["message"]["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    assert_eq!(
-        got.replace(&id_of(&got), "ID"),
-        whole.replace(&id_of(&whole), "ID")
-    );
+    let id_of = |t: &str| json_events(t)[0]["message"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(got.replace(&id_of(&got), "ID"), whole.replace(&id_of(&whole), "ID"));
     assert_eq!(m.output_tokens_served(), 24);
 }
 
@@ -93,9 +83,7 @@ async fn stall_then_client_drop_counts_cancelled() {
     let mut stream = post(chat_url(&m), chat_body(true)).await.bytes_stream();
     let mut got = String::new();
     while parse_sse(&got).len() < 4 || !got.ends_with("\n\n") {
-        let c = tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .unwrap();
+        let c = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap();
         got.push_str(std::str::from_utf8(&c.unwrap().unwrap()).unwrap());
     }
     // nothing more arrives
@@ -111,9 +99,7 @@ async fn stall_then_client_drop_counts_cancelled() {
     // client gives up while the upstream is still "thinking" (before headers)
     m.push(sc(|s| s.delay_headers = Some(Duration::from_secs(30))));
     let fut = client().post(chat_url(&m)).json(&chat_body(true)).send();
-    assert!(tokio::time::timeout(Duration::from_millis(100), fut)
-        .await
-        .is_err());
+    assert!(tokio::time::timeout(Duration::from_millis(100), fut).await.is_err());
     eventually(|| m.cancelled_streams() == 2 && m.active_connections() == 0).await;
     assert_eq!((m.cancelled_streams(), m.active_connections()), (2, 0));
     assert_eq!(m.input_tokens_served(), P_OPENAI);
@@ -122,18 +108,12 @@ async fn stall_then_client_drop_counts_cancelled() {
 #[tokio::test]
 async fn streaming_is_incremental() {
     let m = MockUpstream::start().await;
-    m.push(sc(|s| {
-        s.delay_between_events = Some(Duration::from_millis(30))
-    }));
+    m.push(sc(|s| s.delay_between_events = Some(Duration::from_millis(30))));
     let t0 = Instant::now();
-    let mut stream = post(messages_url(&m), anthropic_body(true))
-        .await
-        .bytes_stream();
+    let mut stream = post(messages_url(&m), anthropic_body(true)).await.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     let first_at = t0.elapsed();
-    assert!(std::str::from_utf8(&first)
-        .unwrap()
-        .starts_with("event: message_start\n"));
+    assert!(std::str::from_utf8(&first).unwrap().starts_with("event: message_start\n"));
     while let Some(c) = stream.next().await {
         c.unwrap();
     }
@@ -153,16 +133,11 @@ async fn garbage_bodies() {
     let m = MockUpstream::start().await;
     m.push(sc(|s| s.garbage_body = true));
     let resp = post(chat_url(&m), chat_body(false)).await;
-    assert_eq!(
-        (resp.status().as_u16(), content_type(&resp)),
-        (200, "application/json".to_owned())
-    );
+    assert_eq!((resp.status().as_u16(), content_type(&resp)), (200, "application/json".to_owned()));
     assert_eq!(resp.text().await.unwrap(), "<html>oops</html>");
     m.push(sc(|s| s.garbage_body = true));
     let resp = post(messages_url(&m), anthropic_body(true)).await;
     assert!(content_type(&resp).starts_with("text/event-stream"));
     let text = resp.text().await.unwrap();
-    assert!(parse_sse(&text)
-        .iter()
-        .all(|(_, d)| serde_json::from_str::<Value>(d).is_err()));
+    assert!(parse_sse(&text).iter().all(|(_, d)| serde_json::from_str::<Value>(d).is_err()));
 }
