@@ -13,7 +13,23 @@ if ! "$venv/bin/python" -c "import openai, anthropic" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "openai>=1.40" "anthropic>=0.40"
 fi
 work="$(mktemp -d)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# A base port whose nine ports (API base+i, admin base+1010+i, Raft base-1010+i) are all free.
+port=$(python3 - <<'PY'
+import socket
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+for _ in range(500):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); base = s.getsockname()[1]; s.close()
+    if 2000 <= base <= 60000 and all(free(base + d + i) for d in (0, 1010, -1010) for i in range(3)):
+        print(base); break
+PY
+)
 "$bin" dev --base-port "$port" --token-delay-ms 1 --env-file "$work/env" > "$work/dev.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -74,7 +74,7 @@ async fn serve_drains_in_flight_streams_on_sigterm() {
 
 #[tokio::test]
 async fn dev_starts_a_working_node_and_writes_the_env_file() {
-    let base = free_port();
+    let base = free_dev_base_port();
     let dir = std::env::temp_dir().join(format!("tollgate-dev-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let env_file = dir.join("dev.env");
@@ -86,8 +86,11 @@ async fn dev_starts_a_working_node_and_writes_the_env_file() {
             .arg(&env_file)
             .stdout(std::process::Stdio::piped()),
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !env_file.exists() {
+        if let Some(status) = child.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!("tollgate dev exited early with {status}");
+        }
         assert!(tokio::time::Instant::now() < deadline, "env file never written");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -125,4 +128,24 @@ async fn dev_starts_a_working_node_and_writes_the_env_file() {
     assert_eq!(events.last().unwrap().name.as_deref(), Some("message_stop"));
     child.signal("INT");
     assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
+}
+
+/// A base port for `tollgate dev` whose nine ports (API base+i, admin base+1010+i, Raft base-1010+i) are
+/// all free right now.
+fn free_dev_base_port() -> u16 {
+    for _ in 0..200 {
+        let base = free_port();
+        if !(2000..=60000).contains(&base) {
+            continue;
+        }
+        let all_free = (0..3u16).all(|i| {
+            [base + i, base + 1010 + i, base - 1010 + i]
+                .iter()
+                .all(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        });
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port range for tollgate dev");
 }
