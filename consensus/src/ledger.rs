@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use imbl::OrdMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::types::NodeId;
@@ -174,9 +176,9 @@ impl Account {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Budgets by scope id.
-    pub budgets: BTreeMap<String, BudgetSpec>,
+    pub budgets: OrdMap<String, BudgetSpec>,
     /// Accounts by scope id, then period start.
-    pub accounts: BTreeMap<String, BTreeMap<u64, Account>>,
+    pub accounts: OrdMap<String, OrdMap<u64, Account>>,
 }
 
 /// How many periods of history an account keeps (the current one and the one before).
@@ -199,8 +201,11 @@ impl Ledger {
         // A changed limit applies to the current accounts at once; lowering it below what is outstanding
         // simply stops further grants.
         if let Some(accounts) = self.accounts.get_mut(&id) {
-            for account in accounts.values_mut() {
-                account.limit = limit;
+            let periods: Vec<u64> = accounts.keys().copied().collect();
+            for period in periods {
+                if let Some(account) = accounts.get_mut(&period) {
+                    account.limit = limit;
+                }
             }
         }
         self.budgets.insert(id, spec);
@@ -221,10 +226,13 @@ impl Ledger {
             .and_then(BudgetSpec::limit_units)
             .ok_or_else(|| format!("no budget for {scope_id}"))?;
         let accounts = self.accounts.entry(scope_id.to_owned()).or_default();
-        if let std::collections::btree_map::Entry::Vacant(entry) = accounts.entry(period_start) {
-            entry.insert(Account { limit, ..Default::default() });
+        if !accounts.contains_key(&period_start) {
+            accounts.insert(period_start, Account { limit, ..Default::default() });
             while accounts.len() > PERIODS_KEPT {
-                accounts.pop_first();
+                let Some(oldest) = accounts.get_min().map(|(period, _)| *period) else {
+                    break;
+                };
+                accounts.remove(&oldest);
             }
         }
         accounts.get_mut(&period_start).ok_or_else(|| "period is too old".to_owned())

@@ -4,7 +4,7 @@
 //! deterministic, replicated result. Every command carries a request id; a retried command with an id the
 //! state has already seen returns the first result and changes nothing.
 
-use std::collections::{BTreeMap, VecDeque};
+use imbl::{OrdMap, Vector};
 
 use serde::{Deserialize, Serialize};
 
@@ -145,30 +145,35 @@ pub struct AuditEntry {
 }
 
 /// Everything the cluster agrees on. Cloned into snapshots; the data plane reads a converted copy.
+///
+/// Every collection is persistent (`imbl`: B-trees and RRB vectors with structural sharing), so cloning the
+/// state is O(1) and an applied command copies only the O(log n) path it changes. The state machine clones
+/// the published state once per applied batch; with plain `BTreeMap`s that copied the whole state, including
+/// the de-duplication window and usage history, on every budget grant and report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ControlState {
-    pub providers: BTreeMap<String, ProviderConfig>,
-    pub models: BTreeMap<String, ModelConfig>,
-    pub orgs: BTreeMap<String, OrgConfig>,
+    pub providers: OrdMap<String, ProviderConfig>,
+    pub models: OrdMap<String, ModelConfig>,
+    pub orgs: OrdMap<String, OrgConfig>,
     /// Keyed by `org/team`.
-    pub teams: BTreeMap<String, TeamConfig>,
-    pub keys: BTreeMap<String, KeyRecord>,
+    pub teams: OrdMap<String, TeamConfig>,
+    pub keys: OrdMap<String, KeyRecord>,
     /// Addresses each node last announced.
     #[serde(default)]
-    pub nodes: BTreeMap<u64, NodeInfo>,
+    pub nodes: OrdMap<u64, NodeInfo>,
     /// Budgets and the per-period accounts of grants, releases and reported use.
     #[serde(default)]
     pub ledger: Ledger,
     /// Usage by hour, org, team, key and model, for reports.
     #[serde(default)]
     pub usage: UsageLog,
-    pub audit: VecDeque<AuditEntry>,
+    pub audit: Vector<AuditEntry>,
     /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
     #[serde(default)]
     pub bootstrapped: bool,
     /// request id → result, for de-duplicating retried commands; `dedup_order` evicts the oldest.
-    pub applied_requests: BTreeMap<String, Response>,
-    pub dedup_order: VecDeque<String>,
+    pub applied_requests: OrdMap<String, Response>,
+    pub dedup_order: Vector<String>,
 }
 
 impl ControlState {
@@ -306,7 +311,12 @@ impl ControlState {
                     return Err(format!("org `{name}` still has keys; revoke them first"));
                 }
                 self.orgs.remove(name).ok_or_else(|| format!("no org `{name}`"))?;
-                self.teams.retain(|_, team| &team.org != name);
+                self.teams = self
+                    .teams
+                    .iter()
+                    .filter(|(_, team)| &team.org != name)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
             }
             Command::PutTeam { team } => {
                 if !self.orgs.contains_key(&team.org) {

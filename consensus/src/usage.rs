@@ -1,8 +1,7 @@
 //! Replicated usage accounting for reports: per hour, org, team, key and model, the requests, tokens and
 //! cost nodes served. Nodes send aggregated rows about once a second; the log keeps a bounded history.
 
-use std::collections::BTreeMap;
-
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -41,23 +40,20 @@ pub const RETENTION_HOURS: u64 = 35 * 24;
 pub struct UsageLog {
     /// Serialized as a list of `[key, totals]` pairs: JSON map keys must be strings, and snapshots are JSON.
     #[serde(with = "rows_as_list")]
-    pub rows: BTreeMap<UsageKey, UsageTotals>,
+    pub rows: OrdMap<UsageKey, UsageTotals>,
 }
 
 mod rows_as_list {
-    use std::collections::BTreeMap;
-
+    use imbl::OrdMap;
     use serde::{Deserialize, Deserializer, Serializer};
 
     use super::{UsageKey, UsageTotals};
 
-    pub fn serialize<S: Serializer>(rows: &BTreeMap<UsageKey, UsageTotals>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(rows: &OrdMap<UsageKey, UsageTotals>, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(rows.iter())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<BTreeMap<UsageKey, UsageTotals>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<OrdMap<UsageKey, UsageTotals>, D::Error> {
         let pairs: Vec<(UsageKey, UsageTotals)> = Vec::deserialize(deserializer)?;
         Ok(pairs.into_iter().collect())
     }
@@ -72,8 +68,9 @@ impl UsageLog {
         }
         // Pure pruning relative to the newest data (no clock in apply).
         let horizon = newest.saturating_sub(RETENTION_HOURS * 3_600_000);
-        while self.rows.keys().next().is_some_and(|key| key.hour_ms < horizon) {
-            self.rows.pop_first();
+        while let Some((oldest, _)) = self.rows.get_min().filter(|(key, _)| key.hour_ms < horizon) {
+            let oldest = oldest.clone();
+            self.rows.remove(&oldest);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! limits and the shutdown flag.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -34,6 +34,35 @@ pub struct Gateway {
     pub node_id: u64,
     pub node_header: HeaderValue,
     shutting_down: AtomicBool,
+    /// The control state the snapshot was last built from, to tell what an applied batch changed.
+    loaded_state: Mutex<Option<Arc<ControlState>>>,
+}
+
+/// What an applied batch changed, as far as the data plane is concerned.
+#[derive(Debug, PartialEq, Eq)]
+enum StateChange {
+    /// Only ledger accounts, usage rows, audit or de-duplication history: the data plane reads none of them.
+    Nothing,
+    /// Budget specs changed; routes and keys did not.
+    Budgets,
+    /// Providers, models, keys or the bootstrap flag changed: rebuild the routes.
+    Config,
+}
+
+fn classify(previous: &ControlState, next: &ControlState) -> StateChange {
+    // The state's maps are persistent: an unchanged map shares its root with the previous state, so these
+    // checks are O(1) and most applied batches (grants, reports, usage) skip the rebuild entirely.
+    let config_same = previous.providers.ptr_eq(&next.providers)
+        && previous.models.ptr_eq(&next.models)
+        && previous.keys.ptr_eq(&next.keys)
+        && previous.bootstrapped == next.bootstrapped;
+    if !config_same {
+        StateChange::Config
+    } else if !previous.ledger.budgets.ptr_eq(&next.ledger.budgets) {
+        StateChange::Budgets
+    } else {
+        StateChange::Nothing
+    }
 }
 
 impl Gateway {
@@ -52,6 +81,7 @@ impl Gateway {
             node_id: config.node.id,
             node_header: HeaderValue::from(config.node.id),
             shutting_down: AtomicBool::new(false),
+            loaded_state: Mutex::new(None),
         })
     }
 
@@ -71,13 +101,27 @@ impl Gateway {
             node_id: config.node.id,
             node_header: HeaderValue::from(config.node.id),
             shutting_down: AtomicBool::new(false),
+            loaded_state: Mutex::new(None),
         })
     }
 
-    /// Swaps in the data plane's view of a newly applied control state.
-    pub fn reload_from_state(&self, state: &ControlState) -> anyhow::Result<()> {
-        let snapshot = ControlSnapshot::from_state(state, &self.limits, &self.metrics)?;
-        self.snapshot.store(Arc::new(snapshot));
+    /// Swaps in the data plane's view of a newly applied control state, rebuilding only what changed.
+    pub fn reload_from_state(&self, state: &Arc<ControlState>) -> anyhow::Result<()> {
+        let mut loaded = self.loaded_state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let change = loaded.as_deref().map_or(StateChange::Config, |previous| classify(previous, state));
+        match change {
+            StateChange::Nothing => {}
+            StateChange::Budgets => {
+                let mut snapshot = ControlSnapshot::clone(&self.snapshot.load());
+                snapshot.budgets = ControlSnapshot::budgets_from(state);
+                self.snapshot.store(Arc::new(snapshot));
+            }
+            StateChange::Config => {
+                let snapshot = ControlSnapshot::from_state(state, &self.limits, &self.metrics)?;
+                self.snapshot.store(Arc::new(snapshot));
+            }
+        }
+        *loaded = Some(state.clone());
         if state.bootstrapped {
             self.loaded.store(true, Ordering::SeqCst);
         }
@@ -107,5 +151,57 @@ impl Gateway {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_consensus::resources::OrgConfig;
+    use tollgate_consensus::{BudgetSpec, Command, Period, Request, Scope};
+
+    use super::*;
+
+    fn apply(state: &ControlState, index: u64, command: Command) -> ControlState {
+        let mut next = state.clone();
+        let request = Request { request_id: format!("r{index}"), actor: "test".into(), at_ms: 0, command };
+        let response = next.apply(index, &request);
+        assert!(!matches!(response, tollgate_consensus::Response::Rejected { .. }), "{response:?}");
+        next
+    }
+
+    #[test]
+    fn ledger_traffic_does_not_rebuild_the_data_plane() {
+        let text = "[[providers]]\nname = \"p\"\nkind = \"mock\"\n[[models]]\nname = \"m\"\ntargets = [ { provider = \"p\" } ]\n";
+        let config = Config::parse(text).unwrap_or_else(|e| panic!("{e:#}"));
+        let mut state = ControlState::default();
+        let mut index = 0;
+        for command in crate::cluster::file_commands(&config) {
+            index += 1;
+            state = apply(&state, index, command);
+        }
+        state = apply(&state, 100, Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } });
+        let scope = Scope { org: "acme".into(), team: None, key_id: None };
+        let budget = BudgetSpec {
+            scope,
+            limit_tokens: Some(1000),
+            limit_cost: None,
+            period: Period::Total,
+            tokens_per_minute: None,
+            requests_per_minute: None,
+        };
+        let budgeted = apply(&state, 101, Command::SetBudget { budget });
+        assert_eq!(classify(&state, &budgeted), StateChange::Budgets);
+        let granted = apply(
+            &budgeted,
+            102,
+            Command::Grant { scope_id: "org:acme".into(), period_start: 0, node: 1, amount: 10, min_amount: 1 },
+        );
+        assert_eq!(classify(&budgeted, &granted), StateChange::Nothing);
+        let reported =
+            apply(&granted, 103, Command::Report { scope_id: "org:acme".into(), period_start: 0, node: 1, delta: 5 });
+        assert_eq!(classify(&granted, &reported), StateChange::Nothing);
+        let provider = granted.providers["p"].clone();
+        let changed = apply(&reported, 104, Command::PutProvider { provider });
+        assert_eq!(classify(&reported, &changed), StateChange::Config);
     }
 }

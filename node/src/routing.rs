@@ -71,6 +71,7 @@ impl Route {
 }
 
 /// Everything the data plane reads per request, swapped atomically when the config changes.
+#[derive(Clone)]
 pub struct ControlSnapshot {
     pub routes: HashMap<String, Arc<Route>>,
     /// Budgets by scope id (cluster mode; empty when standalone).
@@ -108,8 +109,14 @@ impl ControlSnapshot {
             Arc::new(StaticKeyStore::from_records(state.keys.values())),
             metrics,
         )?;
-        snapshot.budgets = Arc::new(state.ledger.budgets.iter().map(|(id, spec)| (id.clone(), spec.clone())).collect());
+        snapshot.budgets = Self::budgets_from(state);
         Ok(snapshot)
+    }
+
+    pub fn budgets_from(
+        state: &tollgate_consensus::ControlState,
+    ) -> Arc<HashMap<String, tollgate_consensus::BudgetSpec>> {
+        Arc::new(state.ledger.budgets.iter().map(|(id, spec)| (id.clone(), spec.clone())).collect())
     }
 
     pub fn from_parts(
