@@ -35,7 +35,7 @@ impl Scope {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Period {
     Hour,
@@ -198,6 +198,17 @@ impl Ledger {
             return Err("limit_cost: must be a non-negative number".into());
         }
         let id = spec.scope.id();
+        if let Some(existing) = self.budgets.get(&id) {
+            let counted = existing.limit_units().is_some() && spec.limit_units().is_some();
+            if counted && existing.is_cost() != spec.is_cost() {
+                // Grants and reports so far are in the old unit; mixing them would miscount the period.
+                return Err(format!(
+                    "{id} is a {} budget; delete it before setting a {} budget",
+                    if existing.is_cost() { "cost" } else { "token" },
+                    if spec.is_cost() { "cost" } else { "token" }
+                ));
+            }
+        }
         // A changed limit applies to the current accounts at once; lowering it below what is outstanding
         // simply stops further grants.
         if let Some(accounts) = self.accounts.get_mut(&id) {

@@ -99,3 +99,22 @@ fn period_boundaries_are_utc_calendar_periods() {
     assert_eq!(Period::Total.start_ms(now), 0);
     assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
 }
+
+#[test]
+fn a_budget_cannot_switch_between_tokens_and_cost_while_it_has_accounts() {
+    let (mut ledger, id) = ledger(1000);
+    ledger.grant(&id, 0, 1, 100, 1).unwrap_or_default();
+    let cost = BudgetSpec {
+        scope: Scope { org: "acme".into(), team: None, key_id: None },
+        limit_tokens: None,
+        limit_cost: Some(5.0),
+        period: Period::Day,
+        tokens_per_minute: None,
+        requests_per_minute: None,
+    };
+    let err = ledger.set_budget(cost.clone()).expect_err("unit switch must be refused");
+    assert!(err.contains("delete it"), "{err}");
+    ledger.delete_budget(&cost.scope).unwrap_or_else(|e| panic!("{e}"));
+    ledger.set_budget(cost).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ledger.grant(&id, 0, 1, 1_000_000, 1), Ok((1_000_000, 4_000_000)));
+}

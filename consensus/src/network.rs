@@ -55,15 +55,42 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// `install_snapshot` (`E = InstallSnapshotError`).
 pub type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
+/// Links cut on purpose, for fault-injection tests: every outbound RPC (Raft and cluster service) to a
+/// blocked peer address fails as unreachable, as if the network dropped it. Cutting both directions of a
+/// link (each side blocks the other) is a network partition. Empty, and never consulted beyond one read
+/// lock per RPC, in normal operation.
+#[derive(Clone, Default, Debug)]
+pub struct Faults(Arc<std::sync::RwLock<std::collections::HashSet<String>>>);
+
+impl Faults {
+    pub fn block(&self, raft_addr: &str) {
+        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(raft_addr.to_owned());
+    }
+
+    pub fn heal(&self) {
+        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+
+    pub fn is_blocked(&self, raft_addr: &str) -> bool {
+        let blocked = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        !blocked.is_empty() && blocked.contains(raft_addr)
+    }
+}
+
 /// openraft's network factory: one [`PeerClient`] per (target, address), sharing cached lazy channels.
 #[derive(Clone, Default)]
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    faults: Faults,
 }
 
 impl Network {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_faults(faults: Faults) -> Self {
+        Network { faults, ..Self::default() }
     }
 
     /// The cached channel to `raft_addr` (`host:port`), created lazily (no I/O here). Must be called inside a
@@ -112,7 +139,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 Err(BadAddress { addr: node.raft_addr.clone(), reason: err.to_string() })
             }
         };
-        PeerClient { target, node: node.clone(), client }
+        PeerClient { target, node: node.clone(), client, faults: self.faults.clone() }
     }
 }
 
@@ -138,7 +165,13 @@ pub struct PeerClient {
     target: NodeId,
     node: NodeInfo,
     client: Result<RaftClient<Channel>, BadAddress>,
+    faults: Faults,
 }
+
+/// The link to a peer was cut by [`Faults`].
+#[derive(Debug, thiserror::Error)]
+#[error("link to {0} is cut (fault injection)")]
+struct LinkCut(String);
 
 #[derive(Clone, Copy)]
 enum Rpc {
@@ -177,6 +210,9 @@ impl PeerClient {
             Ok(client) => client.clone(),
             Err(bad) => return Err(RPCError::Unreachable(Unreachable::new(bad))),
         };
+        if self.faults.is_blocked(&self.node.raft_addr) {
+            return Err(RPCError::Unreachable(Unreachable::new(&LinkCut(self.node.raft_addr.clone()))));
+        }
         let ttl = option.hard_ttl();
         let mut request = tonic::Request::new(RaftPayload { json });
         // Sent as `grpc-timeout`: tonic's client enforces it, and so does the peer's server.

@@ -102,6 +102,7 @@ pub(crate) struct Inner {
     pub(crate) state_machine: StateMachineStore,
     pub(crate) config: ConsensusConfig,
     channels: Mutex<HashMap<String, Channel>>,
+    faults: crate::network::Faults,
 }
 
 /// The gRPC server task and the signal that stops it.
@@ -146,10 +147,11 @@ impl ConsensusNode {
             ..Default::default()
         }
         .validate()?;
+        let faults = crate::network::Faults::default();
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            crate::network::Network::new(),
+            crate::network::Network::with_faults(faults.clone()),
             log_store,
             state_machine.clone(),
         )
@@ -159,6 +161,7 @@ impl ConsensusNode {
             state_machine,
             config: config.clone(),
             channels: Mutex::new(HashMap::new()),
+            faults,
         });
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -264,6 +267,11 @@ impl ConsensusNode {
     }
 
     /// Proposes a command from any node; bounded by `write_timeout`.
+    /// Fault injection for tests: links to block (see [`Faults`](crate::network::Faults)).
+    pub fn faults(&self) -> &crate::network::Faults {
+        &self.inner.faults
+    }
+
     pub async fn write(&self, request: Request) -> Result<Response, ClusterError> {
         let timeout = self.inner.config.write_timeout;
         match tokio::time::timeout(timeout, self.inner.write(request, 1)).await {
@@ -354,6 +362,9 @@ impl Inner {
     }
 
     fn client(&self, addr: &str) -> Result<ClusterClient<Channel>, ClusterError> {
+        if self.faults.is_blocked(addr) {
+            return Err(ClusterError::NoQuorum(format!("link to {addr} is cut (fault injection)")));
+        }
         let mut channels = self.channels.lock().map_err(|_| ClusterError::Internal("channel cache poisoned".into()))?;
         let channel = match channels.get(addr) {
             Some(channel) => channel.clone(),

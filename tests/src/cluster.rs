@@ -124,6 +124,29 @@ impl TestCluster {
         member.node = Some(start_node(member.config.clone(), raft).await);
     }
 
+    /// Cuts every Raft/cluster link between `isolated` and the other members, both ways (fault injection in
+    /// the real network layer: the RPCs fail as unreachable). The API listeners stay up.
+    pub fn partition(&self, isolated: &[u64]) {
+        for member in &self.members {
+            let Some(node) = &member.node else { continue };
+            let Some(consensus) = &node.gateway.consensus else { continue };
+            for other in &self.members {
+                if isolated.contains(&member.id) != isolated.contains(&other.id) {
+                    consensus.faults().block(&other.raft_addr.to_string());
+                }
+            }
+        }
+    }
+
+    /// Restores every link cut by [`partition`](Self::partition).
+    pub fn heal(&self) {
+        for node in self.running() {
+            if let Some(consensus) = &node.gateway.consensus {
+                consensus.faults().heal();
+            }
+        }
+    }
+
     pub async fn leader(&self) -> Option<u64> {
         for node in self.running() {
             if let Ok(status) = self.admin_get(node, "/admin/v1/cluster").await {

@@ -1,16 +1,21 @@
 //! One scope's allowance on this node for one period: lock-free reservation on the request path.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tollgate_consensus::BudgetSpec;
 
 pub struct LocalAccount {
     pub scope_id: String,
     pub period_start: u64,
     pub period_end: Option<u64>,
-    pub spec: BudgetSpec,
+    /// The budget as this node last saw it; replaced in place when an admin changes the limit.
+    spec: ArcSwap<BudgetSpec>,
+    /// Allowance taken out of circulation after the limit was lowered, waiting to go back to the ledger.
+    /// Never spendable again on this node (even if the release cannot be sent yet).
+    pending_release: AtomicU64,
     /// Granted to this node and not yet reserved (may go negative after a usage overrun: debt).
     available: AtomicI64,
     /// Consumption not yet reported to the ledger.
@@ -32,7 +37,8 @@ impl LocalAccount {
             period_end: spec.period.end_ms(period_start),
             scope_id,
             period_start,
-            spec,
+            spec: ArcSwap::from_pointee(spec),
+            pending_release: AtomicU64::new(0),
             available: AtomicI64::new(0),
             unreported: AtomicU64::new(0),
             recent: AtomicU64::new(0),
@@ -41,6 +47,39 @@ impl LocalAccount {
             pending_report: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
         }
+    }
+
+    pub fn spec(&self) -> Arc<BudgetSpec> {
+        self.spec.load_full()
+    }
+
+    pub fn spec_is(&self, spec: &BudgetSpec) -> bool {
+        **self.spec.load() == *spec
+    }
+
+    /// Adopts a changed budget. A lowered limit takes this node's unreserved allowance out of circulation at
+    /// once (see [`take_pending_release`](Self::take_pending_release)): spending it could pass the new limit.
+    pub fn update_spec(&self, spec: BudgetSpec) {
+        let lowered = match (self.spec.load().limit_units(), spec.limit_units()) {
+            (Some(old), Some(new)) => new < old,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        self.spec.store(Arc::new(spec));
+        if lowered {
+            let taken = self.take_unreserved(u64::MAX);
+            self.pending_release.fetch_add(taken, Ordering::AcqRel);
+        }
+    }
+
+    /// Allowance to hand back to the ledger because the limit was lowered.
+    pub fn take_pending_release(&self) -> u64 {
+        self.pending_release.swap(0, Ordering::AcqRel)
+    }
+
+    /// A release that could not be sent: keep it out of circulation and try again later.
+    pub fn restore_pending_release(&self, units: u64) {
+        self.pending_release.fetch_add(units, Ordering::AcqRel);
     }
 
     pub fn available(&self) -> i64 {
@@ -109,7 +148,7 @@ impl LocalAccount {
     /// What a client may still spend as far as this node knows: its allowance plus the ledger's remainder.
     pub fn remaining_estimate(&self) -> u64 {
         let ledger = self.ledger_available.load(Ordering::Relaxed);
-        let ledger = if ledger == u64::MAX { self.spec.limit_units().unwrap_or(0) } else { ledger };
+        let ledger = if ledger == u64::MAX { self.spec.load().limit_units().unwrap_or(0) } else { ledger };
         ledger.saturating_add(self.available().max(0) as u64)
     }
 }

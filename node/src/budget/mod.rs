@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tollgate_consensus::{BudgetSpec, ClusterError, Command, ConsensusNode, Request, Response};
+use tollgate_consensus::{BudgetSpec, ClusterError, Command, ConsensusNode, Period, Request, Response};
 
 pub use account::LocalAccount;
 pub use usage::{UsageAggregator, UsageSink};
@@ -90,7 +90,7 @@ impl Admission {
         self.settled = true;
         for reservation in &self.reservations {
             let actual = match usage {
-                Some((input, output)) => units(&reservation.account.spec, &self.price, input, output),
+                Some((input, output)) => units(&reservation.account.spec(), &self.price, input, output),
                 None => reservation.units,
             };
             reservation.account.settle(reservation.units, actual);
@@ -123,7 +123,7 @@ pub struct BudgetManager {
     node_id: u64,
     consensus: ConsensusNode,
     config: BudgetConfig,
-    accounts: RwLock<HashMap<(String, u64), Arc<LocalAccount>>>,
+    accounts: RwLock<HashMap<(String, u64, Period), Arc<LocalAccount>>>,
     rate_windows: RwLock<HashMap<String, Arc<rate::RateWindow>>>,
 }
 
@@ -151,9 +151,11 @@ impl BudgetManager {
     }
 
     fn account(&self, spec: &BudgetSpec, now: u64) -> Arc<LocalAccount> {
-        let key = (spec.scope.id(), spec.period.start_ms(now));
+        // Keyed by period kind too: a budget moved from `month` to `day` starts a new local account (with its
+        // own period end) while the old one is reported and released by the background loop.
+        let key = (spec.scope.id(), spec.period.start_ms(now), spec.period);
         if let Some(account) = self.accounts.read().ok().and_then(|accounts| accounts.get(&key).cloned()) {
-            if account.spec == *spec {
+            if account.spec_is(spec) {
                 return account;
             }
         }
@@ -161,11 +163,10 @@ impl BudgetManager {
         let entry = accounts
             .entry(key.clone())
             .or_insert_with(|| Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone())));
-        if entry.spec != *spec {
-            // The budget changed (e.g. lowered under load): keep the allowance, adopt the new spec.
-            let fresh = Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone()));
-            fresh.add_granted(entry.take_unreserved(u64::MAX));
-            *entry = fresh;
+        if !entry.spec_is(spec) {
+            // The budget changed (e.g. lowered under load). The same account keeps settling in-flight
+            // reservations and reporting; a lowered limit puts the unreserved allowance up for release.
+            entry.update_spec(spec.clone());
         }
         entry.clone()
     }
@@ -242,7 +243,7 @@ impl BudgetManager {
         let tightest = accounts.iter().min_by_key(|a| a.remaining_estimate()).cloned();
         let (limit, remaining, reset_seconds) = match &tightest {
             Some(account) => (
-                account.spec.limit_units().unwrap_or(0),
+                account.spec().limit_units().unwrap_or(0),
                 account.remaining_estimate(),
                 account.period_end.map(|end| end.saturating_sub(now) / 1000),
             ),
@@ -316,7 +317,7 @@ impl BudgetManager {
     fn chunk_size(&self, account: &LocalAccount) -> u64 {
         let recent = account.take_recent();
         let ledger = account.ledger_available.load(std::sync::atomic::Ordering::Relaxed);
-        let ledger = if ledger == u64::MAX { account.spec.limit_units().unwrap_or(0) } else { ledger };
+        let ledger = if ledger == u64::MAX { account.spec().limit_units().unwrap_or(0) } else { ledger };
         // ~10 s of recent use, at least the minimum, at most remaining / (2N) (strict near exhaustion).
         let rate_chunk = recent.saturating_mul(10).max(self.config.min_chunk);
         rate_chunk.min(ledger / (2 * self.config.nodes.max(1)))
@@ -376,9 +377,10 @@ impl BudgetManager {
             if expired || account.idle_for() >= self.config.idle_release_after {
                 self.release(&account).await;
             }
+            self.release_lowered(&account).await;
             if expired && account.available() <= 0 {
                 if let Ok(mut map) = self.accounts.write() {
-                    map.remove(&(account.scope_id.clone(), account.period_start));
+                    map.retain(|_, held| !Arc::ptr_eq(held, &account));
                 }
             }
         }
@@ -442,6 +444,28 @@ impl BudgetManager {
         }
     }
 
+    /// Hands back allowance a lowered limit took out of circulation; kept out of circulation until it lands.
+    async fn release_lowered(&self, account: &LocalAccount) {
+        let amount = account.take_pending_release();
+        if amount == 0 {
+            return;
+        }
+        let request = Request {
+            request_id: crate::cluster::new_request_id(),
+            actor: format!("node-{}", self.node_id),
+            at_ms: now_ms(),
+            command: Command::Release {
+                scope_id: account.scope_id.clone(),
+                period_start: account.period_start,
+                node: self.node_id,
+                amount,
+            },
+        };
+        if self.consensus.write(request).await.is_err() {
+            account.restore_pending_release(amount);
+        }
+    }
+
     /// On clean shutdown: report what was used and hand back what was not.
     pub async fn flush(&self) {
         let accounts: Vec<Arc<LocalAccount>> =
@@ -449,6 +473,7 @@ impl BudgetManager {
         for account in accounts {
             self.report(&account).await;
             self.release(&account).await;
+            self.release_lowered(&account).await;
         }
     }
 }
