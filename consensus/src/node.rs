@@ -312,6 +312,38 @@ impl ConsensusNode {
             .map_err(|_| ClusterError::NoQuorum("removing the node timed out".into()))?
     }
 
+    /// Waits (up to `timeout`) until every member has applied the log up to `index`, asking each one for
+    /// its own applied index. Returns the members that have and those that have not (down, partitioned
+    /// or slow). Used where a committed change must bind on every node before the caller relies on it,
+    /// e.g. a new budget: a node enforces a budget from the moment it applies it.
+    pub async fn wait_applied_everywhere(&self, index: u64, timeout: Duration) -> (Vec<NodeId>, Vec<NodeId>) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let members: Vec<(NodeId, String)> = {
+            let metrics = self.inner.raft.metrics().borrow().clone();
+            metrics.membership_config.membership().nodes().map(|(id, info)| (*id, info.raft_addr.clone())).collect()
+        };
+        let checks = members.into_iter().map(|(id, addr)| async move {
+            loop {
+                let applied = if id == self.id() {
+                    self.inner.state_machine.last_applied().map(|log_id| log_id.index)
+                } else {
+                    self.inner.remote_status(&addr).await.ok().and_then(|status| status.applied_index)
+                };
+                if applied.is_some_and(|applied| applied >= index) {
+                    return (id, true);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return (id, false);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let results = futures_util::future::join_all(checks).await;
+        let applied = results.iter().filter(|(_, ok)| *ok).map(|(id, _)| *id).collect();
+        let pending = results.iter().filter(|(_, ok)| !*ok).map(|(id, _)| *id).collect();
+        (applied, pending)
+    }
+
     /// Status from the leader when reachable (it knows every member's replication), else this node's view.
     pub async fn status(&self) -> ClusterStatus {
         if let Some(leader) = self.leader().filter(|leader| *leader != self.id()) {

@@ -193,3 +193,30 @@ async fn a_period_rolls_over_while_a_node_is_partitioned() {
     assert_eq!(budget["period_start"].as_u64(), Some(first_period + HOUR_MS), "{budget}");
     assert!(budget["used"].as_u64().unwrap() >= served_second, "{budget}");
 }
+
+#[tokio::test]
+async fn setting_a_budget_answers_once_every_node_applied_it_or_names_those_that_have_not() {
+    let cluster = TestCluster::start(3).await;
+    let body = json!({"scope": {"org": "acme"}, "limit_tokens": 7_000, "period": "total"});
+    let (status, out) = cluster.admin(cluster.node(2), Method::PUT, "/admin/v1/budgets", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    let mut applied: Vec<u64> = serde_json::from_value(out["applied_on"].clone()).unwrap();
+    applied.sort_unstable();
+    assert_eq!(applied, [1, 2, 3], "{out}");
+    assert_eq!(out["pending_on"], json!([]), "{out}");
+    for node in cluster.running() {
+        let state = node.gateway.consensus.as_ref().unwrap().current();
+        assert!(state.ledger.budgets.contains_key("org:acme"), "a node answered before applying");
+    }
+
+    // A partitioned member cannot apply it: the answer names it (the write itself commits on the majority).
+    let leader = cluster.wait_leader().await;
+    let isolated = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.partition(&[isolated]);
+    let body = json!({"scope": {"org": "acme"}, "limit_tokens": 6_000, "period": "total"});
+    let (status, out) = cluster.admin(cluster.node(leader), Method::PUT, "/admin/v1/budgets", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["pending_on"], json!([isolated]), "{out}");
+    cluster.heal();
+    wait_budget_loaded(&cluster, 6_000).await;
+}

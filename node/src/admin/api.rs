@@ -170,7 +170,13 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
         (Method::PUT, ["budgets"]) => {
             let budget: BudgetSpec = read_json(request).await?;
             let index = write(node, Command::SetBudget { budget }, idem).await?;
-            Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index})))
+            // A node enforces a budget from the moment it applies it: answer once every member has, or
+            // say which have not (down or partitioned) so the caller knows where it does not bind yet.
+            let (applied_on, pending) = node.wait_applied_everywhere(index, BUDGET_APPLY_WAIT).await;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"result": "applied", "index": index, "applied_on": applied_on, "pending_on": pending}),
+            ))
         }
         (Method::GET, ["budgets"]) => get_budgets(node, &query).await,
         (Method::GET, ["usage"]) => get_usage(node, &query).await,
@@ -441,6 +447,9 @@ fn scope_from_query(query: &str) -> Result<Scope, AdminError> {
     let org = query_value(query, "org").ok_or_else(|| AdminError::bad_request("org: query parameter required"))?;
     Ok(Scope { org, team: query_value(query, "team"), key_id: query_value(query, "key_id") })
 }
+
+/// How long `PUT /admin/v1/budgets` waits for every member to apply the new budget.
+const BUDGET_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `GET /admin/v1/budgets?org=…[&team=…][&key_id=…]`: limit, use and what remains in the current period
 /// (a linearizable read). Without `org`, every budget.
