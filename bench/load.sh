@@ -13,6 +13,8 @@
 #
 # Usage (as root on Debian; installs nginx, jq and oha if missing):  bash bench/load.sh
 # Env: DURATION=10s  WARMUP=1s  CONNS=64  RATES="2000 8000"  TARGETS="direct nginx tollgate"  REPEAT=1 (rounds; medians)
+#      (more targets: tollgate-raft = a one-node Raft cluster; tollgate-budget = the same with an org token budget,
+#       so TARGETS="tollgate-raft tollgate-budget" measures what budget enforcement costs end to end)
 #      SCENARIOS="closed open stream"  OUT_DIR=<dir to keep the raw oha JSON + table>
 #      REPORT_FROM=<an OUT_DIR of an earlier run: print its table again, run nothing>
 #      OHA=<path to oha>  BENCH_CACHE=~/.cache/tollgate-bench (where oha is installed)
@@ -29,6 +31,7 @@ REPEAT=${REPEAT:-1}
 NGINX_PORT=${NGINX_PORT:-18080}
 TOLLGATE_PORT=${TOLLGATE_PORT:-18081}
 TOLLGATE_ADMIN_PORT=${TOLLGATE_ADMIN_PORT:-18091}
+TOLLGATE_RAFT_PORT=${TOLLGATE_RAFT_PORT:-18071}
 GATEWAY_CPU=${GATEWAY_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 # Measured processes run at this nice level, so stray background work (builds) disturbs them less; on a busy
@@ -206,12 +209,28 @@ EOF
     wait_port "$NGINX_PORT" nginx $!
 }
 
-start_tollgate() {
+start_tollgate() { # [standalone | raft | budget]
+    local mode=${1:-standalone}
     port_free "$TOLLGATE_PORT" || die "port $TOLLGATE_PORT is in use (set TOLLGATE_PORT)"
     cat >"$WORK/tollgate.toml" <<EOF
 [node]
 listen = "127.0.0.1:$TOLLGATE_PORT"
 admin_listen = "127.0.0.1:$TOLLGATE_ADMIN_PORT"
+EOF
+    if [[ $mode != standalone ]]; then
+        # A one-node Raft cluster: the same control plane as a real cluster (keys and routes from the replicated
+        # state); with `budget`, the key's org has a token budget far larger than the run can spend, so every
+        # request goes through escrow admission, max_tokens pinning, settlement and usage reporting.
+        rm -rf "$WORK/raft-data"
+        cat >>"$WORK/tollgate.toml" <<EOF
+id = 1
+data_dir = "$WORK/raft-data"
+raft_listen = "127.0.0.1:$TOLLGATE_RAFT_PORT"
+peers = { 1 = "127.0.0.1:$TOLLGATE_RAFT_PORT" }
+admin_token = "bench-admin"
+EOF
+    fi
+    cat >>"$WORK/tollgate.toml" <<EOF
 
 [[providers]]
 name = "mock"
@@ -228,6 +247,14 @@ key = "$KEY"
 name = "bench"
 org = "bench"
 EOF
+    if [[ $mode == budget ]]; then
+        cat >>"$WORK/tollgate.toml" <<EOF
+
+[[orgs]]
+name = "bench"
+budget = { limit_tokens = 1000000000000, period = "month" }
+EOF
+    fi
     # One tokio worker on the one core it gets (tokio reads TOKIO_WORKER_THREADS in new_multi_thread()).
     TOKIO_WORKER_THREADS=1 RUST_LOG=${RUST_LOG:-warn} "${PRIO_CMD[@]}" taskset -c "$GATEWAY_CPU" "$TOLLGATE" serve --config "$WORK/tollgate.toml" \
         >"$WORK/tollgate.log" 2>&1 &
@@ -235,6 +262,12 @@ EOF
     GW_PID=$!
     local pid=$! _
     wait_port "$TOLLGATE_PORT" tollgate "$pid"
+    if [[ $mode != standalone ]]; then
+        for _ in $(seq 200); do
+            curl -fsS "http://127.0.0.1:$TOLLGATE_ADMIN_PORT/readyz" >/dev/null 2>&1 && break
+            sleep 0.05
+        done
+    fi
     # The tokenizer vocabularies load on a background thread at start; let it finish off the measured core.
     for _ in $(seq 200); do
         grep -qs '^tokenizer-warmu' /proc/"$pid"/task/*/comm || break
@@ -246,7 +279,7 @@ url_for() {
     case $1 in
         direct) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
-        tollgate) echo "http://127.0.0.1:$TOLLGATE_PORT/v1/chat/completions" ;;
+        tollgate*) echo "http://127.0.0.1:$TOLLGATE_PORT/v1/chat/completions" ;;
     esac
 }
 
@@ -285,6 +318,8 @@ run_scenario() { # target scenario-name round body [oha args...]
     case $target in
         nginx) start_nginx ;;
         tollgate) start_tollgate ;;
+        tollgate-raft) start_tollgate raft ;;
+        tollgate-budget) start_tollgate budget ;;
     esac
     local url ok run=$target.$name.r$round
     url=$(url_for "$target")
@@ -369,7 +404,7 @@ TABLE="$WORK/table.txt"
 {
     cat "$WORK/results/meta.txt"
     echo
-    printf '%-9s %-13s %8s %8s %8s %6s %7s %8s %8s %6s %8s %8s %10s\n' target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x nginx' '+p50 ms' '+p99 ms' 'gw CPU' 'gw us/r' 'cap x ng' "cpu$CLIENT_CPU/cpu$GATEWAY_CPU"
+    printf '%-15s %-13s %8s %8s %8s %6s %7s %8s %8s %6s %8s %8s %10s\n' target scenario 'req/s' 'p50 ms' 'p99 ms' errors 'x nginx' '+p50 ms' '+p99 ms' 'gw CPU' 'gw us/r' 'cap x ng' "cpu$CLIENT_CPU/cpu$GATEWAY_CPU"
     declare -A M=()
     for name in "${SCENARIO_NAMES[@]}"; do
         for target in $TARGETS; do
@@ -404,7 +439,7 @@ TABLE="$WORK/table.txt"
                 add99=$(awk -v a="$p99" -v b="$d99" 'BEGIN { printf "%+.3f", a - b }')
             fi
             [[ $gwcpu != - ]] && gwcpu+=%
-            printf '%-9s %-13s %8.0f %8.3f %8.3f %6d %7s %8s %8s %6s %8s %8s %10s\n' "$target" "$name" "$rps" "$p50" "$p99" "$errors" \
+            printf '%-15s %-13s %8.0f %8.3f %8.3f %6d %7s %8s %8s %6s %8s %8s %10s\n' "$target" "$name" "$rps" "$p50" "$p99" "$errors" \
                 "$ratio" "$add50" "$add99" "$gwcpu" "$gwus" "$cap" "$core0/$core1"
         done
     done

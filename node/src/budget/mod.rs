@@ -424,21 +424,7 @@ impl BudgetManager {
             return;
         };
         let amount = account.take_unreserved(u64::MAX);
-        if amount == 0 {
-            return;
-        }
-        let request = Request {
-            request_id: crate::cluster::new_request_id(),
-            actor: format!("node-{}", self.node_id),
-            at_ms: now_ms(),
-            command: Command::Release {
-                scope_id: account.scope_id.clone(),
-                period_start: account.period_start,
-                node: self.node_id,
-                amount,
-            },
-        };
-        if self.consensus.write(request).await.is_err() {
+        if amount > 0 && !self.send_release(account, amount).await {
             // Not released: keep it (spending it later is still within the grant).
             account.add_granted(amount);
         }
@@ -447,9 +433,13 @@ impl BudgetManager {
     /// Hands back allowance a lowered limit took out of circulation; kept out of circulation until it lands.
     async fn release_lowered(&self, account: &LocalAccount) {
         let amount = account.take_pending_release();
-        if amount == 0 {
-            return;
+        if amount > 0 && !self.send_release(account, amount).await {
+            account.restore_pending_release(amount);
         }
+    }
+
+    /// Returns `amount` of this node's allowance to the ledger; false if the write did not go through.
+    async fn send_release(&self, account: &LocalAccount, amount: u64) -> bool {
         let request = Request {
             request_id: crate::cluster::new_request_id(),
             actor: format!("node-{}", self.node_id),
@@ -461,9 +451,7 @@ impl BudgetManager {
                 amount,
             },
         };
-        if self.consensus.write(request).await.is_err() {
-            account.restore_pending_release(amount);
-        }
+        self.consensus.write(request).await.is_ok()
     }
 
     /// On clean shutdown: report what was used and hand back what was not.
