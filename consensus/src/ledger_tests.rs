@@ -112,7 +112,7 @@ fn a_budget_cannot_switch_between_tokens_and_cost_while_it_has_accounts() {
         tokens_per_minute: None,
         requests_per_minute: None,
     };
-    let err = ledger.set_budget(cost.clone()).expect_err("unit switch must be refused");
+    let Err(err) = ledger.set_budget(cost.clone()) else { panic!("unit switch must be refused") };
     assert!(err.contains("delete it"), "{err}");
     ledger.delete_budget(&cost.scope).unwrap_or_else(|e| panic!("{e}"));
     ledger.set_budget(cost).unwrap_or_else(|e| panic!("{e}"));
