@@ -114,6 +114,9 @@ impl Gateway {
             StateChange::Budgets => {
                 let mut snapshot = ControlSnapshot::clone(&self.snapshot.load());
                 snapshot.budgets = ControlSnapshot::budgets_from(state);
+                if let Some(budget) = &self.budget {
+                    budget.budgets_changed(&snapshot.budgets);
+                }
                 self.snapshot.store(Arc::new(snapshot));
             }
             StateChange::Config => {

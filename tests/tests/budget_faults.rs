@@ -49,16 +49,30 @@ fn served(cluster: &TestCluster) -> u64 {
     cluster.mock.input_tokens_served() + cluster.mock.output_tokens_served()
 }
 
-/// Sends requests to `url` until `refusals` refusals (429/503) in a row or `stop`; returns the 200s.
-async fn drive(client: reqwest::Client, url: String, refusals: usize, stop: Arc<AtomicBool>) -> u64 {
-    let (mut ok, mut refused) = (0, 0);
-    while refused < refusals && !stop.load(Ordering::Relaxed) {
+/// Sends requests to `url` until `refusals` budget refusals in a row (429; also 503 when `unavailable_ends`)
+/// or `stop`; returns the 200s. Without `unavailable_ends`, a 503 (a grant that timed out on a loaded machine)
+/// is retried after a pause, so the over-refusal checks measure the budget, not the machine's load.
+async fn drive(
+    client: reqwest::Client,
+    url: String,
+    refusals: usize,
+    unavailable_ends: bool,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let (mut ok, mut refused, mut unavailable) = (0, 0, 0);
+    while refused < refusals && unavailable < 300 && !stop.load(Ordering::Relaxed) {
         match chat(&client, &url).await {
             (200, _) => {
                 ok += 1;
                 refused = 0;
+                unavailable = 0;
             }
-            (429 | 503, _) => refused += 1,
+            (429, _) => refused += 1,
+            (503, _) if unavailable_ends => refused += 1,
+            (503, _) => {
+                unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             (status, body) => panic!("unexpected {status}: {body}"),
         }
     }
@@ -84,7 +98,7 @@ async fn lowering_a_budget_under_load_binds_the_new_limit_on_every_node() {
     let mut workers = Vec::new();
     for worker in 0..9u64 {
         let url = cluster.node(worker % 3 + 1).api_url();
-        workers.push(tokio::spawn(drive(cluster.client.clone(), url, 3, stop.clone())));
+        workers.push(tokio::spawn(drive(cluster.client.clone(), url, 3, false, stop.clone())));
     }
     // Let every node take chunks sized to a heavy rate from a large budget...
     eventually_async("traffic flowing", || async { served(&cluster) >= 8_000 }).await;
@@ -136,7 +150,7 @@ async fn a_period_rolls_over_while_a_node_is_partitioned() {
     let mut workers = Vec::new();
     for node in [isolated, majority[0], majority[1]] {
         let url = cluster.node(node).api_url();
-        workers.push(tokio::spawn(drive(cluster.client.clone(), url, 3, stop.clone())));
+        workers.push(tokio::spawn(drive(cluster.client.clone(), url, 3, node == isolated, stop.clone())));
     }
     for worker in workers {
         tokio::time::timeout(Duration::from_secs(60), worker).await.expect("workers stop").unwrap();
@@ -163,8 +177,8 @@ async fn a_period_rolls_over_while_a_node_is_partitioned() {
     let mut workers = Vec::new();
     for node in &majority {
         let url = cluster.node(*node).api_url();
-        workers.push(tokio::spawn(drive(cluster.client.clone(), url.clone(), 3, stop.clone())));
-        workers.push(tokio::spawn(drive(cluster.client.clone(), url, 3, stop.clone())));
+        workers.push(tokio::spawn(drive(cluster.client.clone(), url.clone(), 3, false, stop.clone())));
+        workers.push(tokio::spawn(drive(cluster.client.clone(), url, 3, false, stop.clone())));
     }
     for worker in workers {
         tokio::time::timeout(Duration::from_secs(60), worker).await.expect("workers stop").unwrap();

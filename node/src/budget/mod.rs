@@ -125,16 +125,19 @@ pub struct BudgetManager {
     config: BudgetConfig,
     accounts: RwLock<HashMap<(String, u64, Period), Arc<LocalAccount>>>,
     rate_windows: RwLock<HashMap<String, Arc<rate::RateWindow>>>,
+    /// This manager, for tasks it spawns (a release must not wait for the next tick).
+    me: std::sync::Weak<BudgetManager>,
 }
 
 impl BudgetManager {
     pub fn new(node_id: u64, consensus: ConsensusNode, config: BudgetConfig) -> Arc<Self> {
-        let manager = Arc::new(BudgetManager {
+        let manager = Arc::new_cyclic(|me| BudgetManager {
             node_id,
             consensus,
             config,
             accounts: RwLock::new(HashMap::new()),
             rate_windows: RwLock::new(HashMap::new()),
+            me: me.clone(),
         });
         manager.spawn_background();
         manager
@@ -167,8 +170,29 @@ impl BudgetManager {
             // The budget changed (e.g. lowered under load). The same account keeps settling in-flight
             // reservations and reporting; a lowered limit puts the unreserved allowance up for release.
             entry.update_spec(spec.clone());
+            self.spawn_release_lowered(entry.clone());
         }
         entry.clone()
+    }
+
+    /// Called when the applied budgets change: accounts adopt the new specs at once (not at their next
+    /// request), and allowance a lowered limit took out of circulation goes back to the ledger right away,
+    /// where the other nodes can be granted it.
+    pub fn budgets_changed(&self, budgets: &HashMap<String, BudgetSpec>) {
+        let accounts: Vec<Arc<LocalAccount>> =
+            self.accounts.read().map(|accounts| accounts.values().cloned().collect()).unwrap_or_default();
+        for account in accounts {
+            let Some(spec) = budgets.get(&account.scope_id) else { continue };
+            if spec.period == account.spec().period && !account.spec_is(spec) {
+                account.update_spec(spec.clone());
+                self.spawn_release_lowered(account);
+            }
+        }
+    }
+
+    fn spawn_release_lowered(&self, account: Arc<LocalAccount>) {
+        let Some(manager) = self.me.upgrade() else { return };
+        tokio::spawn(async move { manager.release_lowered(&account).await });
     }
 
     /// Admits one upstream attempt or refuses it (429 budget exhausted, 503 budget service unavailable).
