@@ -53,7 +53,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
-            ResponseBody::Stream(stream) => stream.finished && stream.pending.is_none(),
+            ResponseBody::Stream(stream) => stream.finished && stream.pending.is_none() && stream.batch.is_none(),
         }
     }
 
@@ -68,6 +68,14 @@ impl Body for ResponseBody {
 
 /// Largest frame built from events that were ready at once.
 const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// Most scheduler turns a frame may wait for chunks the upstream connection has already read.
+const MAX_YIELDS: u32 = 64;
+
+/// Turns without a new event after which the frame is sent. A chunk hyper's client connection task has
+/// already read takes more than one turn to reach the body (the body's poll signals "want", the connection
+/// task decodes and hands it over, then wakes the body).
+const IDLE_TURNS: u32 = 2;
 
 /// One step of the stream: caller bytes to send, the normal end, or a failure.
 enum Step {
@@ -90,6 +98,15 @@ pub struct StreamingBody {
     /// The upstream body ended; the parser has been told.
     ended_input: bool,
     meter: RequestMeter,
+    /// Events translated but not yet sent: the frame being built.
+    batch: Option<BytesMut>,
+    /// A turn given to the scheduler before sending `batch` (see `poll_frame_inner`).
+    yielding: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    yields: u32,
+    /// Events arrived since the last turn given to the scheduler.
+    progress: bool,
+    /// Consecutive turns that brought nothing.
+    idle_turns: u32,
 }
 
 impl StreamingBody {
@@ -112,6 +129,11 @@ impl StreamingBody {
             finished: false,
             ended_input: false,
             meter,
+            batch: None,
+            yielding: None,
+            yields: 0,
+            progress: false,
+            idle_turns: 0,
         }
     }
 
@@ -140,38 +162,74 @@ impl StreamingBody {
 
     /// Sends every event that is ready now in one frame (one write), and each event as soon as it is
     /// ready when the upstream is slower than the client: coalescing never waits for more input.
+    ///
+    /// "Ready now" includes what the upstream connection has already read: hyper's client hands a body
+    /// over one chunk at a time through its connection task, so a whole response that arrived in one read
+    /// still shows up here chunk by chunk, each after a scheduler turn. Before sending a frame the body
+    /// therefore yields to the scheduler (`yield_now`: after every task already woken, the connection task
+    /// included) and sends once a turn brings nothing new. A turn costs far less than the write and the
+    /// receiver wake-up it saves (17 writes per 16-event stream from the load benchmark's mock before, 2 after).
     fn poll_frame_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         if let Some(bytes) = self.pending.take() {
             return Poll::Ready(Some(bytes));
         }
-        if self.finished {
+        if self.finished && self.batch.is_none() {
             return Poll::Ready(None);
         }
-        let mut batch: Option<BytesMut> = None;
         loop {
+            if let Some(yielding) = self.yielding.as_mut() {
+                if yielding.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.yielding = None;
+                self.yields += 1;
+            }
             match self.poll_step(cx) {
                 Poll::Pending => {
-                    return match batch {
-                        Some(batch) => Poll::Ready(Some(batch.freeze())),
-                        None => Poll::Pending,
+                    let Some(batch) = self.batch.take() else {
+                        return Poll::Pending;
                     };
+                    if self.yielding_made_progress() {
+                        self.idle_turns = 0;
+                    } else {
+                        self.idle_turns += 1;
+                    }
+                    if self.idle_turns <= IDLE_TURNS && self.yields < MAX_YIELDS {
+                        self.batch = Some(batch);
+                        self.yielding = Some(Box::pin(tokio::task::yield_now()));
+                        continue;
+                    }
+                    self.yields = 0;
+                    self.idle_turns = 0;
+                    return Poll::Ready(Some(batch.freeze()));
                 }
                 Poll::Ready(Step::Output(bytes)) => {
-                    batch.get_or_insert_with(BytesMut::new).extend_from_slice(&bytes);
-                    let full = batch.as_ref().is_some_and(|b| b.len() >= COALESCE_LIMIT);
-                    if self.finished || full {
-                        return Poll::Ready(batch.map(BytesMut::freeze));
+                    let batch = self.batch.get_or_insert_with(BytesMut::new);
+                    batch.extend_from_slice(&bytes);
+                    self.progress = true;
+                    if self.finished || batch.len() >= COALESCE_LIMIT {
+                        self.yields = 0;
+                        return Poll::Ready(self.batch.take().map(BytesMut::freeze));
                     }
                 }
-                Poll::Ready(Step::End) => return Poll::Ready(batch.map(BytesMut::freeze)),
+                Poll::Ready(Step::End) => {
+                    self.yields = 0;
+                    return Poll::Ready(self.batch.take().map(BytesMut::freeze));
+                }
                 Poll::Ready(Step::Failed(err)) => {
                     tracing::warn!(%err, "upstream stream failed; ending the client stream with an error event");
-                    let mut batch = batch.unwrap_or_default();
+                    let mut batch = self.batch.take().unwrap_or_default();
                     batch.extend_from_slice(&err.sse_event(self.caller));
                     return Poll::Ready(Some(batch.freeze()));
                 }
             }
         }
+    }
+
+    /// Whether events arrived since the last turn given to the scheduler (then another turn may bring
+    /// more); resets the mark.
+    fn yielding_made_progress(&mut self) -> bool {
+        std::mem::take(&mut self.progress)
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
