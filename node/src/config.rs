@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 pub use tollgate_consensus::resources::{
-    KeyConfig, KeyRecord, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind, Strategy,
-    TargetConfig, TeamConfig,
+    CanaryConfig, CanaryTarget, KeyConfig, KeyRecord, MockConfig, MockStyle, ModelConfig, OrgConfig, Price,
+    ProviderConfig, ProviderKind, RetryPolicy, Strategy, TargetConfig, TeamConfig,
 };
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -70,6 +70,45 @@ pub struct NodeConfig {
     /// Snapshot the state machine and purge the Raft log after this many entries.
     #[serde(default = "default_snapshot_after")]
     pub snapshot_after_logs: u64,
+    /// Run chitchat gossip (UDP on `gossip_listen`). Default: on when `gossip_seeds` is set.
+    #[serde(default)]
+    pub gossip: Option<bool>,
+    /// Address peers use for this node's gossip port (default: the bound `gossip_listen` address).
+    #[serde(default)]
+    pub gossip_advertise: Option<String>,
+    /// Gossip addresses (`host:port`) of other nodes to join through; DNS names are re-resolved.
+    #[serde(default)]
+    pub gossip_seeds: Vec<String>,
+    #[serde(default = "default_gossip_interval")]
+    pub gossip_interval_ms: u64,
+    /// Nodes only gossip with nodes of the same cluster id.
+    #[serde(default = "default_gossip_cluster_id")]
+    pub gossip_cluster_id: String,
+    /// How often each provider's `metrics_url` is scraped for GPU load.
+    #[serde(default = "default_gpu_scrape_interval")]
+    pub gpu_scrape_interval_ms: u64,
+    /// Consecutive failures of an endpoint that open its circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps the endpoint out of rotation before one probe request is let through.
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_ms: u64,
+}
+
+fn default_gossip_interval() -> u64 {
+    200
+}
+fn default_gossip_cluster_id() -> String {
+    "tollgate".into()
+}
+fn default_gpu_scrape_interval() -> u64 {
+    1_000
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> u64 {
+    5_000
 }
 
 fn default_snapshot_after() -> u64 {
@@ -123,6 +162,14 @@ impl Default for NodeConfig {
             election_timeout_max_ms: default_election_max(),
             write_timeout_ms: default_write_timeout(),
             snapshot_after_logs: default_snapshot_after(),
+            gossip: None,
+            gossip_advertise: None,
+            gossip_seeds: Vec::new(),
+            gossip_interval_ms: default_gossip_interval(),
+            gossip_cluster_id: default_gossip_cluster_id(),
+            gpu_scrape_interval_ms: default_gpu_scrape_interval(),
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown_ms: default_breaker_cooldown(),
         }
     }
 }
@@ -178,6 +225,13 @@ impl Default for LimitsConfig {
             idle_timeout_ms: default_idle_timeout(),
             shutdown_grace_ms: default_shutdown_grace(),
         }
+    }
+}
+
+impl NodeConfig {
+    /// Whether this node runs gossip: `gossip` when set, else whether it has seeds to join.
+    pub fn gossip_enabled(&self) -> bool {
+        self.gossip.unwrap_or(!self.gossip_seeds.is_empty())
     }
 }
 
@@ -243,6 +297,7 @@ impl Config {
                 "node.election_timeout_min_ms: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
             );
         }
+        self.validate_gossip()?;
         if self.limits.max_body_bytes == 0 {
             bail!("limits.max_body_bytes: must be greater than 0");
         }
@@ -304,6 +359,7 @@ impl Config {
             if model.strategy == Strategy::Weighted && model.targets.iter().all(|t| t.weight == 0) {
                 bail!("{at}.targets: a weighted model needs a target with weight > 0");
             }
+            validate_routing(model, &at)?;
         }
         for (index, org) in self.orgs.iter().enumerate() {
             if let Some(budget) = &org.budget {
@@ -332,6 +388,99 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    fn validate_gossip(&self) -> anyhow::Result<()> {
+        let node = &self.node;
+        if let Some(advertise) = &node.gossip_advertise {
+            if advertise.parse::<SocketAddr>().is_err() {
+                bail!("node.gossip_advertise: `{advertise}` is not a socket address like 10.0.1.10:7946");
+            }
+        }
+        for (index, seed) in node.gossip_seeds.iter().enumerate() {
+            let port_ok =
+                seed.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                bail!("node.gossip_seeds[{index}]: `{seed}` is not a host:port address");
+            }
+        }
+        if node.gossip_interval_ms < 10 {
+            bail!("node.gossip_interval_ms: must be at least 10");
+        }
+        if node.gossip_cluster_id.is_empty() {
+            bail!("node.gossip_cluster_id: must not be empty");
+        }
+        if node.gpu_scrape_interval_ms < 50 {
+            bail!("node.gpu_scrape_interval_ms: must be at least 50");
+        }
+        if node.breaker_failures == 0 {
+            bail!("node.breaker_failures: must be at least 1");
+        }
+        if node.gossip_enabled() && node.gossip_advertise.is_none() {
+            let unspecified = node.gossip_listen.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_unspecified());
+            if unspecified {
+                bail!(
+                    "node.gossip_advertise: required when node.gossip_listen (`{}`) binds every interface",
+                    node.gossip_listen
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The routing options of one model: overrides, fallback statuses, retries and the canary SLO.
+fn validate_routing(model: &ModelConfig, at: &str) -> anyhow::Result<()> {
+    for (index, target) in model.targets.iter().enumerate() {
+        if let Some(price) = &target.price_per_mtok {
+            if price.input < 0.0 || price.output < 0.0 {
+                bail!("{at}.targets[{index}].price_per_mtok: prices must not be negative");
+            }
+        }
+        if target.context_window == Some(0) {
+            bail!("{at}.targets[{index}].context_window: must be greater than 0");
+        }
+    }
+    for status in &model.fallback_on {
+        if !(400..=499).contains(status) {
+            bail!("{at}.fallback_on: {status} is not a 4xx status (429, 5xx, timeouts and connect errors always fall back)");
+        }
+    }
+    if let Some(retry) = &model.retry {
+        if retry.max_backoff_ms < retry.backoff_ms {
+            bail!("{at}.retry.max_backoff_ms: must be at least retry.backoff_ms");
+        }
+        if retry.attempts > 10 {
+            bail!("{at}.retry.attempts: at most 10");
+        }
+    }
+    if let Some(canary) = &model.canary {
+        let index = match &canary.target {
+            CanaryTarget::Index(index) => *index,
+            CanaryTarget::Provider(name) => model
+                .targets
+                .iter()
+                .position(|t| &t.provider == name)
+                .ok_or_else(|| anyhow::anyhow!("{at}.canary.target: no target with provider `{name}`"))?,
+        };
+        if index >= model.targets.len() {
+            bail!("{at}.canary.target: index {index} is out of range ({} targets)", model.targets.len());
+        }
+        if model.targets.len() < 2 {
+            bail!("{at}.canary: a canary needs at least one stable target besides it");
+        }
+        if !(canary.max_error_rate_delta >= 0.0) {
+            bail!("{at}.canary.max_error_rate_delta: must be 0 or more");
+        }
+        if !(canary.max_p95_latency_ratio > 0.0) {
+            bail!("{at}.canary.max_p95_latency_ratio: must be greater than 0");
+        }
+        if canary.window_secs == 0 || canary.window_secs > 3600 {
+            bail!("{at}.canary.window_secs: must be between 1 and 3600");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

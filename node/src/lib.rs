@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 pub mod error;
 pub mod gateway;
+pub mod gossip;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;

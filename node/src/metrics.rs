@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::api::Usage;
 use crate::config::Price;
+use crate::gossip::tracker::FailureReason;
 
 const LATENCY_BUCKETS_SECONDS: [f64; 14] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -79,6 +80,8 @@ pub struct TargetMetrics {
     pub requests_error: AtomicU64,
     pub requests_cancelled: AtomicU64,
     pub fallbacks: AtomicU64,
+    /// Fallbacks by why the attempt failed, indexed like [`FailureReason::ALL`].
+    fallback_reasons: [AtomicU64; 6],
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
     pub estimated_requests: AtomicU64,
@@ -89,6 +92,12 @@ pub struct TargetMetrics {
 }
 
 impl TargetMetrics {
+    pub fn record_fallback_reason(&self, reason: FailureReason) {
+        if let Some(index) = FailureReason::ALL.iter().position(|r| *r == reason) {
+            self.fallback_reasons[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn record(
         &self,
         outcome: Outcome,
@@ -162,6 +171,7 @@ impl Metrics {
                     requests_error: AtomicU64::new(0),
                     requests_cancelled: AtomicU64::new(0),
                     fallbacks: AtomicU64::new(0),
+                    fallback_reasons: Default::default(),
                     input_tokens: AtomicU64::new(0),
                     output_tokens: AtomicU64::new(0),
                     estimated_requests: AtomicU64::new(0),
@@ -253,6 +263,20 @@ impl Metrics {
             "Attempts on this target that failed over to the next one.",
             &|t| t.fallbacks.load(Ordering::Relaxed).to_string(),
         );
+        let _ = writeln!(out, "# HELP tollgate_fallbacks_by_reason_total Fallbacks away from this target, by why its attempt failed.\n# TYPE tollgate_fallbacks_by_reason_total counter");
+        for target in &targets {
+            for (reason, value) in FailureReason::ALL.iter().zip(&target.fallback_reasons) {
+                let value = value.load(Ordering::Relaxed);
+                if value > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_fallbacks_by_reason_total{{{},reason=\"{}\"}} {value}",
+                        target.labels,
+                        reason.label()
+                    );
+                }
+            }
+        }
         counter(&mut out, "tollgate_cost_usd_total", "Cost at the model's configured prices.", &|t| {
             format!("{}", t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9)
         });
