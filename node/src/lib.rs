@@ -10,6 +10,7 @@ pub mod admin_client;
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod canary;
 pub mod cli;
 pub mod cluster;
 pub mod config;

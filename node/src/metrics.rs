@@ -47,6 +47,19 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Bucket upper bounds in seconds (the last, implicit bucket is +Inf).
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// Per-bucket (not cumulative) counts, plus the +Inf overflow as the last element.
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        let mut counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let in_buckets: u64 = counts.iter().sum();
+        counts.push(self.count().saturating_sub(in_buckets));
+        counts
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let separator = if labels.is_empty() { "" } else { "," };
@@ -139,6 +152,8 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     pub overhead: Histogram,
     targets: Mutex<HashMap<(String, String, String), Arc<TargetMetrics>>>,
+    /// Canary rollbacks by (route, target, reason); rare, so a lock is fine.
+    canary_rollbacks: Mutex<Vec<(String, String, &'static str, u64)>>,
 }
 
 impl Default for Metrics {
@@ -148,6 +163,7 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_SECONDS),
             targets: Mutex::new(HashMap::new()),
+            canary_rollbacks: Mutex::new(Vec::new()),
         }
     }
 }
@@ -181,6 +197,14 @@ impl Metrics {
                 })
             })
             .clone()
+    }
+
+    pub fn record_canary_rollback(&self, route: &str, target: &str, reason: &'static str) {
+        let mut rollbacks = self.canary_rollbacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match rollbacks.iter_mut().find(|(r, t, why, _)| r == route && t == target && *why == reason) {
+            Some(entry) => entry.3 += 1,
+            None => rollbacks.push((route.to_owned(), target.to_owned(), reason, 1)),
+        }
     }
 
     pub fn record_response(&self, status: u16) {
@@ -280,6 +304,18 @@ impl Metrics {
         counter(&mut out, "tollgate_cost_usd_total", "Cost at the model's configured prices.", &|t| {
             format!("{}", t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9)
         });
+        {
+            let rollbacks = self.canary_rollbacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = writeln!(out, "# HELP tollgate_canary_rollbacks_total Canary targets set to weight 0 by this node, by the SLO they broke.\n# TYPE tollgate_canary_rollbacks_total counter");
+            for (route, target, reason, count) in rollbacks.iter() {
+                let _ = writeln!(
+                    out,
+                    "tollgate_canary_rollbacks_total{{route=\"{}\",target=\"{}\",reason=\"{reason}\"}} {count}",
+                    escape_label(route),
+                    escape_label(target)
+                );
+            }
+        }
         let _ = writeln!(out, "# HELP gen_ai_server_request_duration_seconds Upstream request duration, first byte sent to last byte received.\n# TYPE gen_ai_server_request_duration_seconds histogram");
         for target in &targets {
             target.duration.render(&mut out, "gen_ai_server_request_duration_seconds", &target.labels);

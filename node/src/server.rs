@@ -76,6 +76,7 @@ async fn start_routing_feeds(
         Arc::downgrade(&gateway.endpoints),
         Duration::from_millis(config.node.gpu_scrape_interval_ms),
     )?;
+    crate::canary::spawn(gateway);
     if config.node.gossip_enabled() {
         let mut settings = crate::gossip::GossipSettings::from_config(config)?;
         settings.api_addr = Some(listeners.api.local_addr()?.to_string());

@@ -21,7 +21,11 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         return text(StatusCode::METHOD_NOT_ALLOWED, "application/json", r#"{"error":"method not allowed"}"#.into());
     }
     match path {
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", gateway.metrics.render()),
+        "/metrics" => {
+            let mut body = gateway.metrics.render();
+            crate::gossip::render_metrics(&gateway.endpoints, gateway.gossip.get(), &mut body);
+            text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+        }
         "/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
         "/readyz" => {
             if !gateway.is_loaded() {

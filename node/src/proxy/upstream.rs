@@ -69,7 +69,12 @@ pub async fn forward(
         Operation::Embeddings | Operation::CountTokens => 0,
         Operation::Chat => request.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
     };
-    let hints = RequestHints::new(request.prompt_bytes as u64, request.message_count as u64, output, &exact_prompt);
+    let reserved = match operation {
+        Operation::Chat => request.max_output_tokens.unwrap_or(0),
+        _ => 0,
+    };
+    let hints =
+        RequestHints::new(request.prompt_bytes as u64, request.message_count as u64, output, reserved, &exact_prompt);
     let rounds = 1 + route.retry.map_or(0, |policy| policy.attempts);
     let mut last_error: Option<GatewayError> = None;
     for round in 0..rounds {

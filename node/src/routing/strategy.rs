@@ -17,17 +17,27 @@ pub struct RequestHints<'a> {
     pub input_estimate: u64,
     /// Free upper bound on the prompt tokens (a BPE token covers at least one byte).
     pub input_bound: u64,
+    /// Predicted output tokens for cost (`max_tokens`, else the model's default).
     pub output: u64,
+    /// Output tokens the request reserves in the context window (`max_tokens`, else 0).
+    pub reserved_output: u64,
     exact_input: &'a (dyn Fn() -> u64 + Sync),
     exact_memo: Cell<Option<u64>>,
 }
 
 impl<'a> RequestHints<'a> {
-    pub fn new(prompt_bytes: u64, message_count: u64, output: u64, exact_input: &'a (dyn Fn() -> u64 + Sync)) -> Self {
+    pub fn new(
+        prompt_bytes: u64,
+        message_count: u64,
+        output: u64,
+        reserved_output: u64,
+        exact_input: &'a (dyn Fn() -> u64 + Sync),
+    ) -> Self {
         RequestHints {
             input_estimate: prompt_bytes / 4 + 4 * message_count + 3,
             input_bound: prompt_bytes + 4 * message_count + 3,
             output,
+            reserved_output,
             exact_input,
             exact_memo: Cell::new(None),
         }
@@ -35,7 +45,7 @@ impl<'a> RequestHints<'a> {
 
     /// Whether the request fits `window`: the free bound first, the exact count only when that is too loose.
     pub fn fits(&self, window: u64) -> bool {
-        if self.input_bound + self.output <= window {
+        if self.input_bound + self.reserved_output <= window {
             return true;
         }
         let exact = match self.exact_memo.get() {
@@ -46,7 +56,7 @@ impl<'a> RequestHints<'a> {
                 exact
             }
         };
-        exact + self.output <= window
+        exact + self.reserved_output <= window
     }
 }
 
