@@ -134,20 +134,23 @@ pub struct GpuLoad {
     pub at_ms: u64,
 }
 
-/// One GPU sample in atomics (`at_ms == 0`: none).
+/// One GPU sample in atomics (`at_ms == 0`: none), with the gateway-side outstanding count when it
+/// was stored (to correct the sample for requests sent or finished since).
 #[derive(Debug, Default)]
 struct GpuCell {
     waiting: AtomicF64,
     running: AtomicF64,
     kv_use: AtomicF64,
     at_ms: AtomicU64,
+    outstanding_then: AtomicF64,
 }
 
 impl GpuCell {
-    fn store(&self, load: GpuLoad) {
+    fn store(&self, load: GpuLoad, outstanding_then: f64) {
         self.waiting.store(load.waiting);
         self.running.store(load.running);
         self.kv_use.store(load.kv_use);
+        self.outstanding_then.store(outstanding_then);
         self.at_ms.store(load.at_ms, Ordering::Release);
     }
 
@@ -219,6 +222,8 @@ pub struct LoadSignal {
     pub outstanding: f64,
     /// A fresh GPU sample (this node's scrape or a peer's, whichever is newer).
     pub gpu: Option<GpuLoad>,
+    /// `outstanding` when that sample was taken (the difference is what the sample does not show yet).
+    pub outstanding_at_gpu: f64,
     /// Peak-EWMA latency in ms (this node's, else the peers' mean; 0 when never measured).
     pub latency_ms: f64,
 }
@@ -363,9 +368,14 @@ impl EndpointStats {
 
     pub fn set_local_gpu(&self, load: Option<GpuLoad>) {
         match load {
-            Some(load) => self.gpu_local.store(load),
+            Some(load) => self.gpu_local.store(load, self.outstanding()),
             None => self.gpu_local.clear(),
         }
+    }
+
+    /// Requests outstanding at the endpoint from every gateway node.
+    fn outstanding(&self) -> f64 {
+        (self.in_flight().max(0) + self.remote_in_flight.load(Ordering::Relaxed).max(0)) as f64
     }
 
     pub fn local_gpu(&self) -> Option<GpuLoad> {
@@ -379,25 +389,39 @@ impl EndpointStats {
         self.remote_latency_ms.store(remote.latency_ms);
         self.remote_error_rate.store(remote.error_rate);
         match remote.gpu {
-            Some(load) => self.gpu_remote.store(load),
+            // Only a new sample resets the reference count.
+            Some(load) if self.gpu_remote.load().map(|l| l.at_ms) != Some(load.at_ms) => {
+                self.gpu_remote.store(load, self.outstanding())
+            }
+            Some(_) => {}
             None => self.gpu_remote.clear(),
         }
     }
 
     /// The newest GPU sample (local or gossiped) that is younger than `ttf_ms`.
     pub fn fresh_gpu(&self, now_wall_ms: u64, ttl_ms: u64) -> Option<GpuLoad> {
-        let fresh = |load: Option<GpuLoad>| load.filter(|l| now_wall_ms.saturating_sub(l.at_ms) <= ttl_ms);
-        match (fresh(self.gpu_local.load()), fresh(self.gpu_remote.load())) {
-            (Some(a), Some(b)) => Some(if a.at_ms >= b.at_ms { a } else { b }),
+        self.fresh_gpu_with_reference(now_wall_ms, ttl_ms).map(|(load, _)| load)
+    }
+
+    fn fresh_gpu_with_reference(&self, now_wall_ms: u64, ttl_ms: u64) -> Option<(GpuLoad, f64)> {
+        let fresh = |cell: &GpuCell| {
+            cell.load()
+                .filter(|l| now_wall_ms.saturating_sub(l.at_ms) <= ttl_ms)
+                .map(|l| (l, cell.outstanding_then.load()))
+        };
+        match (fresh(&self.gpu_local), fresh(&self.gpu_remote)) {
+            (Some(a), Some(b)) => Some(if a.0.at_ms >= b.0.at_ms { a } else { b }),
             (a, b) => a.or(b),
         }
     }
 
     pub fn load_signal(&self, now_wall_ms: u64, gpu_ttl_ms: u64) -> LoadSignal {
         let local_latency = self.latency_ms.load();
+        let gpu = self.fresh_gpu_with_reference(now_wall_ms, gpu_ttl_ms);
         LoadSignal {
-            outstanding: (self.in_flight().max(0) + self.remote_in_flight.load(Ordering::Relaxed).max(0)) as f64,
-            gpu: self.fresh_gpu(now_wall_ms, gpu_ttl_ms),
+            outstanding: self.outstanding(),
+            gpu: gpu.map(|(load, _)| load),
+            outstanding_at_gpu: gpu.map_or(0.0, |(_, then)| then),
             latency_ms: if local_latency > 0.0 { local_latency } else { self.remote_latency_ms.load() },
         }
     }

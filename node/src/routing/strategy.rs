@@ -69,12 +69,21 @@ struct Keyed {
     random: f64,
 }
 
-/// Least-load queue length: requests at the engine (GPU metrics), or this cluster's outstanding requests
-/// to it when that is higher (scrapes lag; in-flight counts are live).
-pub fn queue_length(signal: &LoadSignal) -> f64 {
-    match signal.gpu {
-        Some(gpu) => (gpu.waiting + gpu.running).max(signal.outstanding),
-        None => signal.outstanding,
+/// Least-load inputs, now: (waiting queue, KV use). A scrape is up to an interval old, so it is corrected
+/// by the requests the gateways sent (or saw finish) since: `load = waiting + running + Δoutstanding`.
+/// When the sample shows both running requests and KV use, `running / kv_use` estimates how many requests
+/// the engine holds at once; what exceeds it waits. Without GPU metrics the queue is the outstanding count.
+pub fn queue_and_kv(signal: &LoadSignal) -> (f64, f64) {
+    let Some(gpu) = signal.gpu else {
+        return (signal.outstanding, 0.0);
+    };
+    let delta = signal.outstanding - signal.outstanding_at_gpu;
+    let load = (gpu.waiting + gpu.running + delta).max(0.0);
+    if gpu.running > 0.0 && gpu.kv_use > 0.01 {
+        let capacity = gpu.running / gpu.kv_use;
+        ((load - capacity).max(0.0), (load / capacity).min(1.0))
+    } else {
+        ((gpu.waiting + delta).max(0.0), gpu.kv_use)
     }
 }
 
@@ -138,7 +147,9 @@ pub fn attempt_order(route: &Route, hints: &RequestHints<'_>) -> Vec<usize> {
 /// Gateway API Inference Extension scoring: inside each tier the shortest queue scores 1 and the longest
 /// 0 (linear between), plus `1 − kv_use`.
 fn score_least_load(keyed: &mut [Keyed], signals: &[Option<LoadSignal>]) {
-    let queue = |k: &Keyed| signals[k.index].as_ref().map_or(0.0, queue_length);
+    let inputs: Vec<(f64, f64)> =
+        signals.iter().map(|signal| signal.as_ref().map_or((0.0, 0.0), queue_and_kv)).collect();
+    let queue = |k: &Keyed| inputs[k.index].0;
     let tiers: Vec<u32> = keyed.iter().map(|k| k.tier).collect();
     let mut bounds: Vec<(u32, f64, f64)> = Vec::new();
     for (k, tier) in keyed.iter().zip(&tiers) {
@@ -155,8 +166,7 @@ fn score_least_load(keyed: &mut [Keyed], signals: &[Option<LoadSignal>]) {
         let q = queue(k);
         let (min, max) = bounds.iter().find(|(t, _, _)| *t == k.tier).map_or((q, q), |(_, min, max)| (*min, *max));
         let queue_score = if max > min { (max - q) / (max - min) } else { 1.0 };
-        let kv = signals[k.index].as_ref().and_then(|s| s.gpu).map_or(0.0, |g| g.kv_use);
-        k.score = queue_score + (1.0 - kv);
+        k.score = queue_score + (1.0 - inputs[k.index].1);
     }
 }
 

@@ -149,3 +149,18 @@ targets = [ { provider = "a", weight = 0 }, { provider = "b", weight = 1 } ]
     route.targets[1].rolled_back.store(true, Ordering::Relaxed);
     assert_eq!(route.targets[1].effective_weight(), 0);
 }
+
+#[test]
+fn least_load_corrects_a_lagging_scrape_with_live_outstanding_counts() {
+    use crate::gossip::tracker::LoadSignal;
+    let sample = GpuLoad { waiting: 0.0, running: 2.0, kv_use: 0.5, at_ms: 0 };
+    // Capacity ≈ running / kv_use = 4; 2 running, nothing waiting.
+    let at_scrape = LoadSignal { outstanding: 2.0, gpu: Some(sample), outstanding_at_gpu: 2.0, latency_ms: 0.0 };
+    assert_eq!(super::strategy::queue_and_kv(&at_scrape), (0.0, 0.5));
+    // Four more sent since the scrape: the engine is full and 2 wait.
+    let later = LoadSignal { outstanding: 6.0, ..at_scrape };
+    assert_eq!(super::strategy::queue_and_kv(&later), (2.0, 1.0));
+    // No GPU metrics: the outstanding count is the queue.
+    let plain = LoadSignal { outstanding: 3.0, gpu: None, outstanding_at_gpu: 0.0, latency_ms: 0.0 };
+    assert_eq!(super::strategy::queue_and_kv(&plain), (3.0, 0.0));
+}
