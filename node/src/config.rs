@@ -470,10 +470,10 @@ fn validate_routing(model: &ModelConfig, at: &str) -> anyhow::Result<()> {
         if model.targets.len() < 2 {
             bail!("{at}.canary: a canary needs at least one stable target besides it");
         }
-        if !(canary.max_error_rate_delta >= 0.0) {
+        if canary.max_error_rate_delta.is_nan() || canary.max_error_rate_delta < 0.0 {
             bail!("{at}.canary.max_error_rate_delta: must be 0 or more");
         }
-        if !(canary.max_p95_latency_ratio > 0.0) {
+        if canary.max_p95_latency_ratio.is_nan() || canary.max_p95_latency_ratio <= 0.0 {
             bail!("{at}.canary.max_p95_latency_ratio: must be greater than 0");
         }
         if canary.window_secs == 0 || canary.window_secs > 3600 {
@@ -528,6 +528,29 @@ org = "acme"
         assert!(Config::parse(&with_budget).is_ok(), "{}", error_of(&with_budget));
         let bad = format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ period = \"fortnight\" }}\n");
         assert!(error_of(&bad).contains("orgs[0].budget"), "{}", error_of(&bad));
+    }
+
+    #[test]
+    fn routing_and_gossip_options_name_the_bad_field() {
+        let model = |extra: &str| {
+            GOOD.replace(
+                "price_per_mtok = { input = 0.15, output = 0.60 }",
+                &format!("price_per_mtok = {{ input = 0.15, output = 0.60 }}\n{extra}"),
+            )
+        };
+        assert!(Config::parse(&model("strategy = \"least_load\"")).is_ok());
+        assert!(error_of(&model("strategy = \"fastest\"")).contains("strategy"));
+        assert!(error_of(&model("fallback_on = [500]")).contains("models[0].fallback_on"));
+        assert!(error_of(&model("retry = { attempts = 2, backoff_ms = 500, max_backoff_ms = 100 }"))
+            .contains("models[0].retry.max_backoff_ms"));
+        assert!(error_of(&model("canary = { target = 3 }")).contains("models[0].canary"));
+        assert!(error_of(&model("canary = { target = \"nope\" }")).contains("models[0].canary.target"));
+        let node =
+            |extra: &str| GOOD.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:0\"\n{extra}"));
+        assert!(Config::parse(&node("gossip_seeds = [\"10.0.0.2:7946\"]")).is_ok_and(|c| c.node.gossip_enabled()));
+        assert!(error_of(&node("gossip_seeds = [\"nohost\"]")).contains("node.gossip_seeds[0]"));
+        assert!(error_of(&node("gossip = true\ngossip_listen = \"0.0.0.0:7946\"")).contains("node.gossip_advertise"));
+        assert!(error_of(&node("breaker_failures = 0")).contains("node.breaker_failures"));
     }
 
     #[test]

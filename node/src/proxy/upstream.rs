@@ -354,6 +354,20 @@ async fn complete_response(
     }
 }
 
+fn embeddings_facts(bytes: &[u8]) -> GatewayResult<Option<crate::api::Usage>> {
+    #[derive(serde::Deserialize)]
+    struct EmbeddingsProbe {
+        #[serde(default)]
+        usage: Option<crate::api::openai::UsageWire>,
+        #[allow(dead_code)]
+        data: serde::de::IgnoredAny,
+    }
+    let probe: EmbeddingsProbe = serde_json::from_slice(bytes).map_err(|err| {
+        GatewayError::upstream_invalid(format!("upstream returned an invalid embeddings response: {err}"))
+    })?;
+    Ok(probe.usage.map(|u| u.to_usage()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,18 +387,4 @@ mod tests {
         assert_eq!(retry_delay(policy, 1, Some(&much_later)), None, "too long to hold the request");
         assert_eq!(retry_delay(None, 1, Some(&busy)), None);
     }
-}
-
-fn embeddings_facts(bytes: &[u8]) -> GatewayResult<Option<crate::api::Usage>> {
-    #[derive(serde::Deserialize)]
-    struct EmbeddingsProbe {
-        #[serde(default)]
-        usage: Option<crate::api::openai::UsageWire>,
-        #[allow(dead_code)]
-        data: serde::de::IgnoredAny,
-    }
-    let probe: EmbeddingsProbe = serde_json::from_slice(bytes).map_err(|err| {
-        GatewayError::upstream_invalid(format!("upstream returned an invalid embeddings response: {err}"))
-    })?;
-    Ok(probe.usage.map(|u| u.to_usage()))
 }
