@@ -233,6 +233,22 @@ impl NodeConfig {
     pub fn gossip_enabled(&self) -> bool {
         self.gossip.unwrap_or(!self.gossip_seeds.is_empty())
     }
+
+    /// The gossip address peers should use: `gossip_advertise`, else `gossip_listen` when it names one
+    /// interface, else the host of this node's Raft address (`advertise_raft` or its `peers` entry) with
+    /// the gossip port. `None` when none of these is a concrete IP address.
+    pub fn gossip_advertise_addr(&self) -> Option<SocketAddr> {
+        if let Some(advertise) = &self.gossip_advertise {
+            return advertise.parse().ok();
+        }
+        let listen: SocketAddr = self.gossip_listen.parse().ok()?;
+        if !listen.ip().is_unspecified() {
+            return Some(listen);
+        }
+        let raft = self.advertise_raft.as_ref().or_else(|| self.peers.get(&self.id.to_string()))?;
+        let raft: SocketAddr = raft.parse().ok()?;
+        (!raft.ip().is_unspecified()).then(|| SocketAddr::new(raft.ip(), listen.port()))
+    }
 }
 
 impl Config {
@@ -417,14 +433,12 @@ impl Config {
         if node.breaker_failures == 0 {
             bail!("node.breaker_failures: must be at least 1");
         }
-        if node.gossip_enabled() && node.gossip_advertise.is_none() {
-            let unspecified = node.gossip_listen.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_unspecified());
-            if unspecified {
-                bail!(
-                    "node.gossip_advertise: required when node.gossip_listen (`{}`) binds every interface",
-                    node.gossip_listen
-                );
-            }
+        if node.gossip_enabled() && node.gossip_advertise_addr().is_none() {
+            bail!(
+                "node.gossip_advertise: required when node.gossip_listen (`{}`) binds every interface and this \
+                 node's Raft address (advertise_raft or its peers entry) is not an IP address",
+                node.gossip_listen
+            );
         }
         Ok(())
     }
@@ -551,6 +565,11 @@ org = "acme"
         assert!(error_of(&node("gossip_seeds = [\"nohost\"]")).contains("node.gossip_seeds[0]"));
         assert!(error_of(&node("gossip = true\ngossip_listen = \"0.0.0.0:7946\"")).contains("node.gossip_advertise"));
         assert!(error_of(&node("breaker_failures = 0")).contains("node.breaker_failures"));
+        let derived = Config::parse(&node(
+            "gossip = true\ngossip_listen = \"0.0.0.0:7946\"\npeers = { 1 = \"10.0.1.10:7070\", 2 = \"10.0.2.10:7070\" }",
+        ))
+        .map(|c| c.node.gossip_advertise_addr().map(|a| a.to_string()));
+        assert_eq!(derived.ok().flatten().as_deref(), Some("10.0.1.10:7946"), "advertised on the Raft host");
     }
 
     #[test]

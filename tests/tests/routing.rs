@@ -244,3 +244,51 @@ async fn an_endpoint_that_keeps_failing_opens_its_breaker_and_is_skipped() {
         "the open breaker keeps requests away from the dead endpoint"
     );
 }
+
+#[tokio::test]
+async fn latency_strategy_prefers_the_endpoint_with_the_lower_peak_ewma() {
+    let slow = MockUpstream::start().await;
+    slow.set_default(Script { delay_headers: Some(Duration::from_millis(150)), ..Default::default() });
+    let fast = MockUpstream::start().await;
+    let extra = format!(
+        r#"
+[[providers]]
+name = "slow"
+kind = "openai"
+base_url = "{slow}"
+
+[[providers]]
+name = "fast"
+kind = "openai"
+base_url = "{fast}"
+
+[[models]]
+name = "quick"
+strategy = "latency"
+targets = [ {{ provider = "slow", model = "m" }}, {{ provider = "fast", model = "m" }} ]
+
+# Endpoint statistics are per provider, whatever route measured them.
+[[models]]
+name = "slow-only"
+targets = [ {{ provider = "slow", model = "m" }} ]
+
+[[models]]
+name = "fast-only"
+targets = [ {{ provider = "fast", model = "m" }} ]
+"#,
+        slow = slow.openai_base_url(),
+        fast = fast.openai_base_url()
+    );
+    let h = Harness::start_with(&extra).await;
+    for model in ["slow-only", "fast-only"] {
+        assert_eq!(h.openai("/v1/chat/completions", &chat(model)).await.status(), 200);
+    }
+    for _ in 0..10 {
+        let response = h.openai("/v1/chat/completions", &chat("quick")).await;
+        assert_eq!(target(&response), "fast/m");
+    }
+    assert_eq!(slow.request_count(), 1, "only the measuring request went to the slow endpoint");
+    let metrics = h.metrics().await;
+    let slow_latency = metric_value(&metrics, "tollgate_endpoint_latency_ewma_seconds", &["endpoint=\"slow\""]);
+    assert!(slow_latency.is_some_and(|s| s >= 0.15), "{slow_latency:?}");
+}

@@ -45,15 +45,17 @@ pub struct GossipSettings {
 impl GossipSettings {
     pub fn from_config(config: &crate::Config) -> anyhow::Result<GossipSettings> {
         let node = &config.node;
-        let listen = node
+        let listen: SocketAddr = node
             .gossip_listen
             .parse()
             .map_err(|_| anyhow::anyhow!("node.gossip_listen: `{}` is not a socket address", node.gossip_listen))?;
-        let advertise = match &node.gossip_advertise {
-            Some(addr) => Some(
-                addr.parse().map_err(|_| anyhow::anyhow!("node.gossip_advertise: `{addr}` is not a socket address"))?,
-            ),
-            None => None,
+        // Port 0 (tests) is advertised once bound; otherwise the configured or derived address.
+        let advertise = if listen.port() == 0 {
+            node.gossip_advertise_addr().filter(|a| a.port() != 0)
+        } else {
+            Some(node.gossip_advertise_addr().ok_or_else(|| {
+                anyhow::anyhow!("node.gossip_advertise: needed because node.gossip_listen binds every interface")
+            })?)
         };
         Ok(GossipSettings {
             node_id: node.id,
