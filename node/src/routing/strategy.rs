@@ -65,6 +65,7 @@ struct Keyed {
     healthy: bool,
     tier: u32,
     enabled: bool,
+    fits: bool,
     score: f64,
     random: f64,
 }
@@ -89,24 +90,20 @@ pub fn queue_and_kv(signal: &LoadSignal) -> (f64, f64) {
 
 pub fn attempt_order(route: &Route, hints: &RequestHints<'_>) -> Vec<usize> {
     let now_mono = monotonic_ms();
-    let now_wall = wall_ms();
     let mut rng = rand::rng();
     let needs_signals = matches!(route.strategy, Strategy::LeastLoad | Strategy::Latency);
-    let signals: Vec<Option<LoadSignal>> = route
-        .targets
-        .iter()
-        .map(|t| needs_signals.then(|| t.endpoint.load_signal(now_wall, route.gpu_ttl_ms)))
-        .collect();
+    let signals: Vec<Option<LoadSignal>> = if needs_signals {
+        let now_wall = wall_ms();
+        route.targets.iter().map(|t| Some(t.endpoint.load_signal(now_wall, route.gpu_ttl_ms))).collect()
+    } else {
+        Vec::new()
+    };
 
-    let fitting: Vec<bool> =
-        route.targets.iter().map(|t| t.context_window.is_none_or(|window| hints.fits(window))).collect();
-    let any_fits = fitting.iter().any(|fits| *fits);
-
+    let mut any_fits = false;
     let mut keyed: Vec<Keyed> = route
         .targets
         .iter()
         .enumerate()
-        .filter(|(index, _)| fitting[*index] || !any_fits)
         .map(|(index, target)| {
             let weight = target.effective_weight();
             // Efraimidis–Spirakis: sorting by u^(1/w) descending is a weighted random permutation.
@@ -117,16 +114,22 @@ pub fn attempt_order(route: &Route, hints: &RequestHints<'_>) -> Vec<usize> {
                     -(hints.input_estimate as f64 * target.price.input + hints.output as f64 * target.price.output)
                 }
             };
+            let fits = target.context_window.is_none_or(|window| hints.fits(window));
+            any_fits |= fits;
             Keyed {
                 index,
                 healthy: target.endpoint.is_routable(now_mono),
                 tier: if route.strategy == Strategy::Weighted { 0 } else { target.priority },
                 enabled: weight > 0,
+                fits,
                 score,
                 random,
             }
         })
         .collect();
+    if any_fits {
+        keyed.retain(|k| k.fits);
+    }
 
     match route.strategy {
         Strategy::LeastLoad => score_least_load(&mut keyed, &signals),
