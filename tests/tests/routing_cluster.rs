@@ -163,3 +163,56 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
     }
     assert_eq!(canary.request_count(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_load_counts_requests_other_nodes_have_outstanding() {
+    let busy = MockUpstream::start().await;
+    let idle = MockUpstream::start().await;
+    let extra = format!(
+        r#"
+[[providers]]
+name = "busy"
+kind = "openai"
+base_url = "{}"
+
+[[providers]]
+name = "idle"
+kind = "openai"
+base_url = "{}"
+
+[[models]]
+name = "pool"
+strategy = "least_load"
+targets = [ {{ provider = "busy", model = "m" }}, {{ provider = "idle", model = "m" }} ]
+
+[[models]]
+name = "busy-only"
+targets = [ {{ provider = "busy", model = "m" }} ]
+"#,
+        busy.openai_base_url(),
+        idle.openai_base_url()
+    );
+    let cluster = std::sync::Arc::new(TestCluster::start_full(3, "", MockUpstream::start().await, &extra).await);
+    // Node 2 holds six slow requests open at `busy` (under the 2 s first-byte timeout); node 1 has none.
+    busy.set_default(Script { delay_headers: Some(Duration::from_millis(1500)), ..Default::default() });
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let cluster = cluster.clone();
+        held.push(tokio::spawn(async move { send(&cluster, 2, "busy-only").await }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let view = gossip(&cluster, 1).await;
+        if view["local"]["busy"]["outstanding_cluster_wide"].as_f64() == Some(6.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1 never learnt of node 2's outstanding requests: {view}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..10 {
+        assert_eq!(send(&cluster, 1, "pool").await, (200, "idle/m".to_owned()));
+    }
+    for request in held {
+        assert_eq!(request.await.unwrap().0, 200);
+    }
+}
