@@ -292,3 +292,48 @@ targets = [ {{ provider = "fast", model = "m" }} ]
     let slow_latency = metric_value(&metrics, "tollgate_endpoint_latency_ewma_seconds", &["endpoint=\"slow\""]);
     assert!(slow_latency.is_some_and(|s| s >= 0.15), "{slow_latency:?}");
 }
+
+#[tokio::test]
+async fn a_slow_canary_is_rolled_back_on_a_standalone_node() {
+    let canary = MockUpstream::start().await;
+    canary.set_default(Script { delay_headers: Some(Duration::from_millis(200)), ..Default::default() });
+    let extra = format!(
+        r#"
+[[providers]]
+name = "next"
+kind = "openai"
+base_url = "{}"
+
+[[models]]
+name = "rollout"
+strategy = "weighted"
+canary = {{ target = 1, max_p95_latency_ratio = 2.0, window_secs = 30, min_requests = 5 }}
+targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ provider = "next", model = "next", weight = 50 }} ]
+"#,
+        canary.openai_base_url()
+    );
+    let h = Harness::start_with(&extra).await;
+    while canary.request_count() < 6 {
+        assert_eq!(h.openai("/v1/chat/completions", &chat("rollout")).await.status(), 200);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = h.metrics().await;
+        let rollbacks = metric_value(
+            &metrics,
+            "tollgate_canary_rollbacks_total",
+            &["route=\"rollout\"", "target=\"next\"", "reason=\"p95_latency\""],
+        );
+        if rollbacks == Some(1.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no rollback:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = canary.request_count();
+    for _ in 0..20 {
+        let response = h.openai("/v1/chat/completions", &chat("rollout")).await;
+        assert_eq!(target(&response), "up-openai/stable");
+    }
+    assert_eq!(canary.request_count(), before, "the rolled-back canary gets no traffic");
+}
