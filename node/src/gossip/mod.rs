@@ -269,19 +269,28 @@ async fn refresh_loop(
 async fn publish(chitchat: &Mutex<Chitchat>, registry: &EndpointRegistry) {
     let now = monotonic_ms();
     // Serialize outside the lock.
-    let values: Vec<(String, String, Option<String>)> = registry
-        .active()
+    let endpoints = registry.all();
+    let values: Vec<(String, Option<String>, Option<String>)> = endpoints
         .iter()
         .map(|endpoint| {
+            if !endpoint.is_active() {
+                // Removed from the config: withdraw its keys.
+                return (endpoint.name.clone(), None, None);
+            }
             let report = keys::encode_report(&endpoint.local_report(now));
             let gpu = endpoint.local_gpu().map(|load| keys::encode_gpu(&load));
-            (endpoint.name.clone(), report, gpu)
+            (endpoint.name.clone(), Some(report), gpu)
         })
         .collect();
     let mut chitchat = chitchat.lock().await;
     let state = chitchat.self_node_state();
     for (name, report, gpu) in values {
-        state.set(keys::endpoint_key(&name), report);
+        let endpoint_key = keys::endpoint_key(&name);
+        match report {
+            Some(report) => state.set(endpoint_key, report),
+            None if state.get(&endpoint_key).is_some() => state.delete(&endpoint_key),
+            None => {}
+        }
         let gpu_key = keys::gpu_key(&name);
         match gpu {
             Some(gpu) => state.set(gpu_key, gpu),

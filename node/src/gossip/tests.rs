@@ -180,3 +180,16 @@ async fn gossips_over_real_udp_on_loopback() {
     second.shutdown().await;
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_removed_from_the_config_is_withdrawn_from_gossip() {
+    let transport = ChannelTransport::default();
+    let nodes = channel_nodes(&transport, 2).await;
+    let reported_by_one = |node: &Node| {
+        node.cluster.view().endpoints.get("gpu-a").is_some_and(|endpoint| endpoint.reports.contains_key("1"))
+    };
+    wait_for("node 2 sees node 1's gpu-a report", Duration::from_secs(2), || reported_by_one(&nodes[1])).await;
+    nodes[0].registry.set_active(&[("gpu-b".into(), None)]);
+    wait_for("node 1's gpu-a report withdrawn", Duration::from_secs(2), || !reported_by_one(&nodes[1])).await;
+    assert!(nodes[1].cluster.view().endpoints["gpu-b"].reports.contains_key("1"), "gpu-b is still reported");
+}
