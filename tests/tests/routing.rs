@@ -313,7 +313,8 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
         canary.openai_base_url()
     );
     let h = Harness::start_with(&extra).await;
-    while canary.request_count() < 6 {
+    // Both sides need `min_requests` in the window before the SLO is judged.
+    while canary.request_count() < 6 || h.mock.request_count() < 6 {
         assert_eq!(h.openai("/v1/chat/completions", &chat("rollout")).await.status(), 200);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
