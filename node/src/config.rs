@@ -234,6 +234,23 @@ impl NodeConfig {
         self.gossip.unwrap_or(!self.gossip_seeds.is_empty())
     }
 
+    /// Where to join: `gossip_seeds`, else (cluster mode) the other peers' Raft hosts with this node's
+    /// gossip port — the usual layout of one node per host with the same ports everywhere.
+    pub fn effective_gossip_seeds(&self) -> Vec<String> {
+        if !self.gossip_seeds.is_empty() {
+            return self.gossip_seeds.clone();
+        }
+        let Some(port) = self.gossip_listen.parse::<SocketAddr>().ok().map(|addr| addr.port()).filter(|p| *p != 0)
+        else {
+            return Vec::new();
+        };
+        self.peers
+            .iter()
+            .filter(|(id, _)| **id != self.id.to_string())
+            .filter_map(|(_, raft)| raft.rsplit_once(':').map(|(host, _)| format!("{host}:{port}")))
+            .collect()
+    }
+
     /// The gossip address peers should use: `gossip_advertise`, else `gossip_listen` when it names one
     /// interface, else the host of this node's Raft address (`advertise_raft` or its `peers` entry) with
     /// the gossip port. `None` when none of these is a concrete IP address.
@@ -570,6 +587,11 @@ org = "acme"
         ))
         .map(|c| c.node.gossip_advertise_addr().map(|a| a.to_string()));
         assert_eq!(derived.ok().flatten().as_deref(), Some("10.0.1.10:7946"), "advertised on the Raft host");
+        let seeds = Config::parse(&node(
+            "gossip = true\ngossip_listen = \"0.0.0.0:7947\"\npeers = { 1 = \"10.0.1.10:7070\", 2 = \"n2.local:7070\" }",
+        ))
+        .map(|c| c.node.effective_gossip_seeds());
+        assert_eq!(seeds.ok(), Some(vec!["n2.local:7947".to_owned()]), "seeds default to the other peers' hosts");
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl GossipSettings {
             node_id: node.id,
             listen,
             advertise,
-            seeds: node.gossip_seeds.clone(),
+            seeds: node.effective_gossip_seeds(),
             interval: Duration::from_millis(node.gossip_interval_ms),
             cluster_id: node.gossip_cluster_id.clone(),
             api_addr: None,
