@@ -243,6 +243,8 @@ async fn an_endpoint_that_keeps_failing_opens_its_breaker_and_is_skipped() {
         Some(3.0),
         "the open breaker keeps requests away from the dead endpoint"
     );
+    let page = h.client.get(h.admin_url("/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<tr><td>dead</td><td>open</td>"), "the status page shows the breaker: {page}");
 }
 
 #[tokio::test]
