@@ -43,12 +43,22 @@ impl TestCluster {
 
     pub async fn start_with(n: usize, node_extra: &str) -> TestCluster {
         let mock = MockUpstream::start().await;
-        Self::start_full(n, node_extra, mock, "").await
+        Self::start_inner(n, node_extra, mock, "", false).await
     }
 
     /// `n` voters that also gossip (UDP on loopback), with `models_extra` appended to the shared test
     /// config (more providers and models, e.g. pointing at other mocks).
     pub async fn start_full(n: usize, node_extra: &str, mock: MockUpstream, models_extra: &str) -> TestCluster {
+        Self::start_inner(n, node_extra, mock, models_extra, true).await
+    }
+
+    async fn start_inner(
+        n: usize,
+        node_extra: &str,
+        mock: MockUpstream,
+        models_extra: &str,
+        gossip: bool,
+    ) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut raft_listeners = Vec::new();
@@ -78,11 +88,13 @@ impl TestCluster {
             if !node_extra.is_empty() {
                 apply_node_extra(&mut config, node_extra);
             }
-            // Gossip on a free UDP port, joining through the nodes started before.
-            config.node.gossip = Some(true);
-            config.node.gossip_listen = "127.0.0.1:0".into();
-            config.node.gossip_interval_ms = 100;
-            config.node.gossip_seeds = members.iter().filter_map(|m: &Member| m.gossip_addr()).collect();
+            if gossip {
+                // Gossip on a free UDP port, joining through the nodes started before.
+                config.node.gossip = Some(true);
+                config.node.gossip_listen = "127.0.0.1:0".into();
+                config.node.gossip_interval_ms = 100;
+                config.node.gossip_seeds = members.iter().filter_map(|m: &Member| m.gossip_addr()).collect();
+            }
             let node = start_node(config.clone(), raft).await;
             members.push(Member { id, raft_addr, config, node: Some(node) });
         }
