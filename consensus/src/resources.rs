@@ -79,6 +79,87 @@ pub enum Strategy {
     Priority,
     /// Pick by `weight` (A/B and canary splits), fall back to the others on failure.
     Weighted,
+    /// Within each priority tier, the cheapest target (price × predicted tokens) whose context window fits.
+    LeastCost,
+    /// Within each priority tier, the least loaded endpoint: shortest queue (GPU metrics or in-flight
+    /// requests, cluster-wide through gossip) plus free KV cache, as the Gateway API Inference Extension.
+    LeastLoad,
+    /// Within each priority tier, the lowest peak-EWMA latency × outstanding requests.
+    Latency,
+}
+
+/// Retry rounds over a route's targets once every target failed with a retryable error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Extra rounds after the first (0 = fall back through the targets once, the default without `retry`).
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// First backoff; doubled each round, capped by `max_backoff_ms`. A larger `Retry-After` wins up to the cap.
+    #[serde(default = "default_retry_backoff")]
+    pub backoff_ms: u64,
+    #[serde(default = "default_retry_max_backoff")]
+    pub max_backoff_ms: u64,
+}
+
+fn default_retry_attempts() -> u32 {
+    1
+}
+fn default_retry_backoff() -> u64 {
+    100
+}
+fn default_retry_max_backoff() -> u64 {
+    2_000
+}
+
+/// Which target of a route is the canary: its index in `targets`, or its provider name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum CanaryTarget {
+    Index(usize),
+    Provider(String),
+}
+
+/// A canary's SLO relative to the stable targets (all other targets of the route with weight > 0). When
+/// it is broken over the window, the canary's weight is set to 0 cluster-wide through a Raft write.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    pub target: CanaryTarget,
+    /// Roll back when canary error rate − stable error rate exceeds this (0.05 = 5 points).
+    #[serde(default = "default_error_rate_delta")]
+    pub max_error_rate_delta: f64,
+    /// Roll back when canary p95 latency / stable p95 latency exceeds this.
+    #[serde(default = "default_latency_ratio")]
+    pub max_p95_latency_ratio: f64,
+    #[serde(default = "default_canary_window")]
+    pub window_secs: u64,
+    /// Both the canary and the stable targets need this many requests in the window before judging.
+    #[serde(default = "default_canary_min_requests")]
+    pub min_requests: u64,
+}
+
+impl CanaryConfig {
+    /// The canary's index in `targets`, if the config names an existing target.
+    pub fn target_index(&self, targets: &[TargetConfig]) -> Option<usize> {
+        match &self.target {
+            CanaryTarget::Index(index) => Some(*index).filter(|index| *index < targets.len()),
+            CanaryTarget::Provider(name) => targets.iter().position(|t| &t.provider == name),
+        }
+    }
+}
+
+fn default_error_rate_delta() -> f64 {
+    0.05
+}
+fn default_latency_ratio() -> f64 {
+    2.0
+}
+fn default_canary_window() -> u64 {
+    60
+}
+fn default_canary_min_requests() -> u64 {
+    20
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
@@ -110,6 +191,14 @@ pub struct ModelConfig {
     pub strategy: Strategy,
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    /// Upstream statuses that fall back to the next target besides 429, 5xx, timeouts and connect errors
+    /// (e.g. `[401, 402]` when another provider account may still work).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallback_on: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -123,6 +212,12 @@ pub struct TargetConfig {
     pub weight: u32,
     #[serde(default)]
     pub priority: u32,
+    /// This target's price when it differs from the model's (`least_cost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_mtok: Option<Price>,
+    /// This target's context window when smaller than the model's (`least_cost` skips targets it overflows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_window: Option<u64>,
 }
 
 fn default_weight() -> u32 {

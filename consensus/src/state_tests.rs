@@ -26,7 +26,17 @@ fn model(name: &str, provider: &str) -> ModelConfig {
         price_per_mtok: Default::default(),
         encoding: None,
         strategy: Strategy::Priority,
-        targets: vec![TargetConfig { provider: provider.into(), model: None, weight: 100, priority: 0 }],
+        targets: vec![TargetConfig {
+            provider: provider.into(),
+            model: None,
+            weight: 100,
+            priority: 0,
+            price_per_mtok: None,
+            context_window: None,
+        }],
+        fallback_on: Vec::new(),
+        retry: None,
+        canary: None,
     }
 }
 

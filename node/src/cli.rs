@@ -284,9 +284,12 @@ pub struct ServeArgs {
     /// Raft gRPC address (used by the cluster control plane).
     #[arg(long)]
     pub raft_listen: Option<String>,
-    /// Gossip UDP address (used by the cluster membership layer).
+    /// Gossip UDP address (membership and endpoint health/load shared between nodes; default 127.0.0.1:7946).
     #[arg(long)]
     pub gossip_listen: Option<String>,
+    /// Gossip addresses of other nodes to join: "host:port,host:port" (turns gossip on).
+    #[arg(long)]
+    pub gossip_seeds: Option<String>,
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Initial voters' Raft addresses: "1=host:port,2=host:port,3=host:port".
@@ -299,7 +302,8 @@ pub struct DevArgs {
     /// Number of nodes in the local Raft cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
-    /// First API port; node i listens on base+i, its admin listener on base+1010+i, Raft on base-1010+i.
+    /// First API port; node i listens on base+i, its admin listener on base+1010+i, Raft on base-1010+i,
+    /// gossip (UDP) on base-134+i (7946 for the default base).
     #[arg(long, default_value_t = 8080)]
     pub base_port: u16,
     /// Also write TOLLGATE_URL, TOLLGATE_KEY, TOLLGATE_ADMIN_URL and TOLLGATE_ADMIN_TOKEN lines to this file.
@@ -333,6 +337,10 @@ impl ServeArgs {
         }
         if let Some(peers) = &self.peers {
             node.peers = parse_peers(peers)?;
+        }
+        if let Some(seeds) = &self.gossip_seeds {
+            node.gossip_seeds =
+                seeds.split(',').map(str::trim).filter(|seed| !seed.is_empty()).map(str::to_owned).collect();
         }
         config.validate()?;
         Ok(config)

@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 pub use tollgate_consensus::resources::{
-    KeyConfig, KeyRecord, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind, Strategy,
-    TargetConfig, TeamConfig,
+    CanaryConfig, CanaryTarget, KeyConfig, KeyRecord, MockConfig, MockStyle, ModelConfig, OrgConfig, Price,
+    ProviderConfig, ProviderKind, RetryPolicy, Strategy, TargetConfig, TeamConfig,
 };
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -70,6 +70,45 @@ pub struct NodeConfig {
     /// Snapshot the state machine and purge the Raft log after this many entries.
     #[serde(default = "default_snapshot_after")]
     pub snapshot_after_logs: u64,
+    /// Run chitchat gossip (UDP on `gossip_listen`). Default: on when `gossip_seeds` is set.
+    #[serde(default)]
+    pub gossip: Option<bool>,
+    /// Address peers use for this node's gossip port (default: the bound `gossip_listen` address).
+    #[serde(default)]
+    pub gossip_advertise: Option<String>,
+    /// Gossip addresses (`host:port`) of other nodes to join through; DNS names are re-resolved.
+    #[serde(default)]
+    pub gossip_seeds: Vec<String>,
+    #[serde(default = "default_gossip_interval")]
+    pub gossip_interval_ms: u64,
+    /// Nodes only gossip with nodes of the same cluster id.
+    #[serde(default = "default_gossip_cluster_id")]
+    pub gossip_cluster_id: String,
+    /// How often each provider's `metrics_url` is scraped for GPU load.
+    #[serde(default = "default_gpu_scrape_interval")]
+    pub gpu_scrape_interval_ms: u64,
+    /// Consecutive failures of an endpoint that open its circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker keeps the endpoint out of rotation before one probe request is let through.
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_ms: u64,
+}
+
+fn default_gossip_interval() -> u64 {
+    200
+}
+fn default_gossip_cluster_id() -> String {
+    "tollgate".into()
+}
+fn default_gpu_scrape_interval() -> u64 {
+    1_000
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> u64 {
+    5_000
 }
 
 fn default_snapshot_after() -> u64 {
@@ -123,6 +162,14 @@ impl Default for NodeConfig {
             election_timeout_max_ms: default_election_max(),
             write_timeout_ms: default_write_timeout(),
             snapshot_after_logs: default_snapshot_after(),
+            gossip: None,
+            gossip_advertise: None,
+            gossip_seeds: Vec::new(),
+            gossip_interval_ms: default_gossip_interval(),
+            gossip_cluster_id: default_gossip_cluster_id(),
+            gpu_scrape_interval_ms: default_gpu_scrape_interval(),
+            breaker_failures: default_breaker_failures(),
+            breaker_cooldown_ms: default_breaker_cooldown(),
         }
     }
 }
@@ -178,6 +225,46 @@ impl Default for LimitsConfig {
             idle_timeout_ms: default_idle_timeout(),
             shutdown_grace_ms: default_shutdown_grace(),
         }
+    }
+}
+
+impl NodeConfig {
+    /// Whether this node runs gossip: `gossip` when set, else whether it has seeds to join.
+    pub fn gossip_enabled(&self) -> bool {
+        self.gossip.unwrap_or(!self.gossip_seeds.is_empty())
+    }
+
+    /// Where to join: `gossip_seeds`, else (cluster mode) the other peers' Raft hosts with this node's
+    /// gossip port — the usual layout of one node per host with the same ports everywhere.
+    pub fn effective_gossip_seeds(&self) -> Vec<String> {
+        if !self.gossip_seeds.is_empty() {
+            return self.gossip_seeds.clone();
+        }
+        let Some(port) = self.gossip_listen.parse::<SocketAddr>().ok().map(|addr| addr.port()).filter(|p| *p != 0)
+        else {
+            return Vec::new();
+        };
+        self.peers
+            .iter()
+            .filter(|(id, _)| **id != self.id.to_string())
+            .filter_map(|(_, raft)| raft.rsplit_once(':').map(|(host, _)| format!("{host}:{port}")))
+            .collect()
+    }
+
+    /// The gossip address peers should use: `gossip_advertise`, else `gossip_listen` when it names one
+    /// interface, else the host of this node's Raft address (`advertise_raft` or its `peers` entry) with
+    /// the gossip port. `None` when none of these is a concrete IP address.
+    pub fn gossip_advertise_addr(&self) -> Option<SocketAddr> {
+        if let Some(advertise) = &self.gossip_advertise {
+            return advertise.parse().ok();
+        }
+        let listen: SocketAddr = self.gossip_listen.parse().ok()?;
+        if !listen.ip().is_unspecified() {
+            return Some(listen);
+        }
+        let raft = self.advertise_raft.as_ref().or_else(|| self.peers.get(&self.id.to_string()))?;
+        let raft: SocketAddr = raft.parse().ok()?;
+        (!raft.ip().is_unspecified()).then(|| SocketAddr::new(raft.ip(), listen.port()))
     }
 }
 
@@ -243,6 +330,7 @@ impl Config {
                 "node.election_timeout_min_ms: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
             );
         }
+        self.validate_gossip()?;
         if self.limits.max_body_bytes == 0 {
             bail!("limits.max_body_bytes: must be greater than 0");
         }
@@ -304,6 +392,7 @@ impl Config {
             if model.strategy == Strategy::Weighted && model.targets.iter().all(|t| t.weight == 0) {
                 bail!("{at}.targets: a weighted model needs a target with weight > 0");
             }
+            validate_routing(model, &at)?;
         }
         for (index, org) in self.orgs.iter().enumerate() {
             if let Some(budget) = &org.budget {
@@ -332,6 +421,97 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    fn validate_gossip(&self) -> anyhow::Result<()> {
+        let node = &self.node;
+        if let Some(advertise) = &node.gossip_advertise {
+            if advertise.parse::<SocketAddr>().is_err() {
+                bail!("node.gossip_advertise: `{advertise}` is not a socket address like 10.0.1.10:7946");
+            }
+        }
+        for (index, seed) in node.gossip_seeds.iter().enumerate() {
+            let port_ok =
+                seed.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                bail!("node.gossip_seeds[{index}]: `{seed}` is not a host:port address");
+            }
+        }
+        if node.gossip_interval_ms < 10 {
+            bail!("node.gossip_interval_ms: must be at least 10");
+        }
+        if node.gossip_cluster_id.is_empty() {
+            bail!("node.gossip_cluster_id: must not be empty");
+        }
+        if node.gpu_scrape_interval_ms < 50 {
+            bail!("node.gpu_scrape_interval_ms: must be at least 50");
+        }
+        if node.breaker_failures == 0 {
+            bail!("node.breaker_failures: must be at least 1");
+        }
+        if node.gossip_enabled() && node.gossip_advertise_addr().is_none() {
+            bail!(
+                "node.gossip_advertise: required when node.gossip_listen (`{}`) binds every interface and this \
+                 node's Raft address (advertise_raft or its peers entry) is not an IP address",
+                node.gossip_listen
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The routing options of one model: overrides, fallback statuses, retries and the canary SLO.
+fn validate_routing(model: &ModelConfig, at: &str) -> anyhow::Result<()> {
+    for (index, target) in model.targets.iter().enumerate() {
+        if let Some(price) = &target.price_per_mtok {
+            if price.input < 0.0 || price.output < 0.0 {
+                bail!("{at}.targets[{index}].price_per_mtok: prices must not be negative");
+            }
+        }
+        if target.context_window == Some(0) {
+            bail!("{at}.targets[{index}].context_window: must be greater than 0");
+        }
+    }
+    for status in &model.fallback_on {
+        if !(400..=499).contains(status) {
+            bail!("{at}.fallback_on: {status} is not a 4xx status (429, 5xx, timeouts and connect errors always fall back)");
+        }
+    }
+    if let Some(retry) = &model.retry {
+        if retry.max_backoff_ms < retry.backoff_ms {
+            bail!("{at}.retry.max_backoff_ms: must be at least retry.backoff_ms");
+        }
+        if retry.attempts > 10 {
+            bail!("{at}.retry.attempts: at most 10");
+        }
+    }
+    if let Some(canary) = &model.canary {
+        let index = match &canary.target {
+            CanaryTarget::Index(index) => *index,
+            CanaryTarget::Provider(name) => model
+                .targets
+                .iter()
+                .position(|t| &t.provider == name)
+                .ok_or_else(|| anyhow::anyhow!("{at}.canary.target: no target with provider `{name}`"))?,
+        };
+        if index >= model.targets.len() {
+            bail!("{at}.canary.target: index {index} is out of range ({} targets)", model.targets.len());
+        }
+        if model.targets.len() < 2 {
+            bail!("{at}.canary: a canary needs at least one stable target besides it");
+        }
+        if canary.max_error_rate_delta.is_nan() || canary.max_error_rate_delta < 0.0 {
+            bail!("{at}.canary.max_error_rate_delta: must be 0 or more");
+        }
+        if canary.max_p95_latency_ratio.is_nan() || canary.max_p95_latency_ratio <= 0.0 {
+            bail!("{at}.canary.max_p95_latency_ratio: must be greater than 0");
+        }
+        if canary.window_secs == 0 || canary.window_secs > 3600 {
+            bail!("{at}.canary.window_secs: must be between 1 and 3600");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -379,6 +559,39 @@ org = "acme"
         assert!(Config::parse(&with_budget).is_ok(), "{}", error_of(&with_budget));
         let bad = format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ period = \"fortnight\" }}\n");
         assert!(error_of(&bad).contains("orgs[0].budget"), "{}", error_of(&bad));
+    }
+
+    #[test]
+    fn routing_and_gossip_options_name_the_bad_field() {
+        let model = |extra: &str| {
+            GOOD.replace(
+                "price_per_mtok = { input = 0.15, output = 0.60 }",
+                &format!("price_per_mtok = {{ input = 0.15, output = 0.60 }}\n{extra}"),
+            )
+        };
+        assert!(Config::parse(&model("strategy = \"least_load\"")).is_ok());
+        assert!(error_of(&model("strategy = \"fastest\"")).contains("strategy"));
+        assert!(error_of(&model("fallback_on = [500]")).contains("models[0].fallback_on"));
+        assert!(error_of(&model("retry = { attempts = 2, backoff_ms = 500, max_backoff_ms = 100 }"))
+            .contains("models[0].retry.max_backoff_ms"));
+        assert!(error_of(&model("canary = { target = 3 }")).contains("models[0].canary"));
+        assert!(error_of(&model("canary = { target = \"nope\" }")).contains("models[0].canary.target"));
+        let node =
+            |extra: &str| GOOD.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:0\"\n{extra}"));
+        assert!(Config::parse(&node("gossip_seeds = [\"10.0.0.2:7946\"]")).is_ok_and(|c| c.node.gossip_enabled()));
+        assert!(error_of(&node("gossip_seeds = [\"nohost\"]")).contains("node.gossip_seeds[0]"));
+        assert!(error_of(&node("gossip = true\ngossip_listen = \"0.0.0.0:7946\"")).contains("node.gossip_advertise"));
+        assert!(error_of(&node("breaker_failures = 0")).contains("node.breaker_failures"));
+        let derived = Config::parse(&node(
+            "gossip = true\ngossip_listen = \"0.0.0.0:7946\"\npeers = { 1 = \"10.0.1.10:7070\", 2 = \"10.0.2.10:7070\" }",
+        ))
+        .map(|c| c.node.gossip_advertise_addr().map(|a| a.to_string()));
+        assert_eq!(derived.ok().flatten().as_deref(), Some("10.0.1.10:7946"), "advertised on the Raft host");
+        let seeds = Config::parse(&node(
+            "gossip = true\ngossip_listen = \"0.0.0.0:7947\"\npeers = { 1 = \"10.0.1.10:7070\", 2 = \"n2.local:7070\" }",
+        ))
+        .map(|c| c.node.effective_gossip_seeds());
+        assert_eq!(seeds.ok(), Some(vec!["n2.local:7947".to_owned()]), "seeds default to the other peers' hosts");
     }
 
     #[test]

@@ -53,7 +53,17 @@ fn model(name: &str, provider: &str, window: u64, price: Price) -> ModelConfig {
         price_per_mtok: price,
         encoding: None,
         strategy: Strategy::Priority,
-        targets: vec![TargetConfig { provider: provider.into(), model: None, weight: 100, priority: 0 }],
+        targets: vec![TargetConfig {
+            provider: provider.into(),
+            model: None,
+            weight: 100,
+            priority: 0,
+            price_per_mtok: None,
+            context_window: None,
+        }],
+        fallback_on: Vec::new(),
+        retry: None,
+        canary: None,
     }
 }
 
@@ -63,6 +73,7 @@ pub fn setup(args: &DevArgs) -> DevSetup {
     let data_root = std::env::temp_dir().join(format!("tollgate-dev-{}-{}", std::process::id(), args.base_port));
     let nodes = args.nodes.max(1);
     let raft_port = |index: u16| args.base_port.saturating_sub(1010) + index;
+    let gossip_port = |index: u16| args.base_port.saturating_sub(134) + index;
     let peers: std::collections::BTreeMap<String, String> =
         (0..nodes).map(|index| ((index + 1).to_string(), format!("127.0.0.1:{}", raft_port(index)))).collect();
     let mut configs = Vec::new();
@@ -72,6 +83,12 @@ pub fn setup(args: &DevArgs) -> DevSetup {
         config.node.listen = format!("127.0.0.1:{}", args.base_port + index);
         config.node.admin_listen = format!("127.0.0.1:{}", args.base_port + 1010 + index);
         config.node.raft_listen = format!("127.0.0.1:{}", raft_port(index));
+        config.node.gossip = Some(true);
+        config.node.gossip_listen = format!("127.0.0.1:{}", gossip_port(index));
+        config.node.gossip_seeds = (0..nodes)
+            .filter(|other| *other != index)
+            .map(|other| format!("127.0.0.1:{}", gossip_port(other)))
+            .collect();
         config.node.peers = peers.clone();
         config.node.data_dir = Some(data_root.join(format!("n{}", index + 1)));
         config.node.admin_token = Some(admin_token.clone());

@@ -15,8 +15,20 @@ use crate::config::{Config, LimitsConfig};
 fn budget_config(config: &Config) -> BudgetConfig {
     BudgetConfig { nodes: config.node.peers.len().max(1) as u64, ..BudgetConfig::default() }
 }
+use crate::gossip::tracker::{BreakerConfig, EndpointRegistry};
+use crate::gossip::Cluster;
 use crate::metrics::Metrics;
 use crate::routing::ControlSnapshot;
+
+fn endpoint_registry(config: &Config) -> Arc<EndpointRegistry> {
+    Arc::new(EndpointRegistry::new(
+        BreakerConfig {
+            failures: config.node.breaker_failures,
+            cooldown: std::time::Duration::from_millis(config.node.breaker_cooldown_ms),
+        },
+        std::time::Duration::from_millis(config.node.gpu_scrape_interval_ms),
+    ))
+}
 
 pub struct Gateway {
     snapshot: ArcSwap<ControlSnapshot>,
@@ -30,6 +42,10 @@ pub struct Gateway {
     /// False until the first control state is loaded (cluster mode); `/readyz` reports it.
     loaded: AtomicBool,
     pub metrics: Arc<Metrics>,
+    /// Per-endpoint health and load (this node's observations and the peers' merged view).
+    pub endpoints: Arc<EndpointRegistry>,
+    /// Gossip, when enabled; set once at startup.
+    pub gossip: std::sync::OnceLock<Cluster>,
     pub limits: LimitsConfig,
     pub node_id: u64,
     pub node_header: HeaderValue,
@@ -68,8 +84,11 @@ fn classify(previous: &ControlState, next: &ControlState) -> StateChange {
 impl Gateway {
     pub fn new(config: &Config) -> anyhow::Result<Gateway> {
         let metrics = Arc::new(Metrics::default());
-        let snapshot = ControlSnapshot::build(config, &metrics)?;
+        let endpoints = endpoint_registry(config);
+        let snapshot = ControlSnapshot::build(config, &metrics, &endpoints)?;
         Ok(Gateway {
+            endpoints,
+            gossip: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(snapshot),
             consensus: None,
             budget: None,
@@ -88,8 +107,11 @@ impl Gateway {
     /// A cluster-mode gateway: routes and keys come from the replicated state, not the file.
     pub fn clustered(config: &Config, consensus: ConsensusNode) -> anyhow::Result<Gateway> {
         let metrics = Arc::new(Metrics::default());
-        let snapshot = ControlSnapshot::from_state(&ControlState::default(), &config.limits, &metrics)?;
+        let endpoints = endpoint_registry(config);
+        let snapshot = ControlSnapshot::from_state(&ControlState::default(), &config.limits, &metrics, &endpoints)?;
         Ok(Gateway {
+            endpoints,
+            gossip: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(snapshot),
             budget: Some(BudgetManager::new(config.node.id, consensus.clone(), budget_config(config))),
             usage: Some(UsageAggregator::new(config.node.id, consensus.clone())),
@@ -120,7 +142,7 @@ impl Gateway {
                 self.snapshot.store(Arc::new(snapshot));
             }
             StateChange::Config => {
-                let snapshot = ControlSnapshot::from_state(state, &self.limits, &self.metrics)?;
+                let snapshot = ControlSnapshot::from_state(state, &self.limits, &self.metrics, &self.endpoints)?;
                 self.snapshot.store(Arc::new(snapshot));
             }
         }
@@ -143,7 +165,7 @@ impl Gateway {
     /// Replaces routes, providers and keys without a restart (the Raft apply path calls this).
     pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
         config.validate()?;
-        let snapshot = ControlSnapshot::build(config, &self.metrics)?;
+        let snapshot = ControlSnapshot::build(config, &self.metrics, &self.endpoints)?;
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::api::Usage;
 use crate::config::Price;
+use crate::gossip::tracker::FailureReason;
 
 const LATENCY_BUCKETS_SECONDS: [f64; 14] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -46,6 +47,19 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// Bucket upper bounds in seconds (the last, implicit bucket is +Inf).
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// Per-bucket (not cumulative) counts, plus the +Inf overflow as the last element.
+    pub fn bucket_counts(&self) -> Vec<u64> {
+        let mut counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let in_buckets: u64 = counts.iter().sum();
+        counts.push(self.count().saturating_sub(in_buckets));
+        counts
+    }
+
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
         let separator = if labels.is_empty() { "" } else { "," };
@@ -79,6 +93,8 @@ pub struct TargetMetrics {
     pub requests_error: AtomicU64,
     pub requests_cancelled: AtomicU64,
     pub fallbacks: AtomicU64,
+    /// Fallbacks by why the attempt failed, indexed like [`FailureReason::ALL`].
+    fallback_reasons: [AtomicU64; 6],
     pub input_tokens: AtomicU64,
     pub output_tokens: AtomicU64,
     pub estimated_requests: AtomicU64,
@@ -89,6 +105,12 @@ pub struct TargetMetrics {
 }
 
 impl TargetMetrics {
+    pub fn record_fallback_reason(&self, reason: FailureReason) {
+        if let Some(index) = FailureReason::ALL.iter().position(|r| *r == reason) {
+            self.fallback_reasons[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn record(
         &self,
         outcome: Outcome,
@@ -130,6 +152,8 @@ pub struct Metrics {
     pub in_flight: AtomicI64,
     pub overhead: Histogram,
     targets: Mutex<HashMap<(String, String, String), Arc<TargetMetrics>>>,
+    /// Canary rollbacks by (route, target, reason); rare, so a lock is fine.
+    canary_rollbacks: Mutex<Vec<(String, String, &'static str, u64)>>,
 }
 
 impl Default for Metrics {
@@ -139,6 +163,7 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_SECONDS),
             targets: Mutex::new(HashMap::new()),
+            canary_rollbacks: Mutex::new(Vec::new()),
         }
     }
 }
@@ -162,6 +187,7 @@ impl Metrics {
                     requests_error: AtomicU64::new(0),
                     requests_cancelled: AtomicU64::new(0),
                     fallbacks: AtomicU64::new(0),
+                    fallback_reasons: Default::default(),
                     input_tokens: AtomicU64::new(0),
                     output_tokens: AtomicU64::new(0),
                     estimated_requests: AtomicU64::new(0),
@@ -171,6 +197,14 @@ impl Metrics {
                 })
             })
             .clone()
+    }
+
+    pub fn record_canary_rollback(&self, route: &str, target: &str, reason: &'static str) {
+        let mut rollbacks = self.canary_rollbacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match rollbacks.iter_mut().find(|(r, t, why, _)| r == route && t == target && *why == reason) {
+            Some(entry) => entry.3 += 1,
+            None => rollbacks.push((route.to_owned(), target.to_owned(), reason, 1)),
+        }
     }
 
     pub fn record_response(&self, status: u16) {
@@ -253,9 +287,35 @@ impl Metrics {
             "Attempts on this target that failed over to the next one.",
             &|t| t.fallbacks.load(Ordering::Relaxed).to_string(),
         );
+        let _ = writeln!(out, "# HELP tollgate_fallbacks_by_reason_total Fallbacks away from this target, by why its attempt failed.\n# TYPE tollgate_fallbacks_by_reason_total counter");
+        for target in &targets {
+            for (reason, value) in FailureReason::ALL.iter().zip(&target.fallback_reasons) {
+                let value = value.load(Ordering::Relaxed);
+                if value > 0 {
+                    let _ = writeln!(
+                        out,
+                        "tollgate_fallbacks_by_reason_total{{{},reason=\"{}\"}} {value}",
+                        target.labels,
+                        reason.label()
+                    );
+                }
+            }
+        }
         counter(&mut out, "tollgate_cost_usd_total", "Cost at the model's configured prices.", &|t| {
             format!("{}", t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9)
         });
+        {
+            let rollbacks = self.canary_rollbacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _ = writeln!(out, "# HELP tollgate_canary_rollbacks_total Canary targets set to weight 0 by this node, by the SLO they broke.\n# TYPE tollgate_canary_rollbacks_total counter");
+            for (route, target, reason, count) in rollbacks.iter() {
+                let _ = writeln!(
+                    out,
+                    "tollgate_canary_rollbacks_total{{route=\"{}\",target=\"{}\",reason=\"{reason}\"}} {count}",
+                    escape_label(route),
+                    escape_label(target)
+                );
+            }
+        }
         let _ = writeln!(out, "# HELP gen_ai_server_request_duration_seconds Upstream request duration, first byte sent to last byte received.\n# TYPE gen_ai_server_request_duration_seconds histogram");
         for target in &targets {
             target.duration.render(&mut out, "gen_ai_server_request_duration_seconds", &target.labels);

@@ -1,19 +1,24 @@
 //! The route table: model name → targets (provider + upstream model), built from config into an immutable
 //! snapshot that the request path reads without locks. Also the order in which targets are tried.
 
+pub mod strategy;
+
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::HeaderValue;
-use rand::Rng;
 use serde_json::json;
 
 use crate::auth::{KeyStore, StaticKeyStore};
-use crate::config::{Config, LimitsConfig, ModelConfig, Price, ProviderConfig, Strategy};
+use crate::config::{CanaryConfig, Config, LimitsConfig, ModelConfig, Price, ProviderConfig, RetryPolicy, Strategy};
+use crate::gossip::tracker::{EndpointRegistry, EndpointStats};
 use crate::metrics::{Metrics, TargetMetrics};
 use crate::providers::Provider;
 use crate::tokens::Encoding;
+
+pub use strategy::RequestHints;
 
 pub struct Target {
     pub provider: Arc<Provider>,
@@ -25,6 +30,25 @@ pub struct Target {
     pub metrics: Arc<TargetMetrics>,
     /// `provider/model`, the `x-tollgate-target` header value.
     pub header: HeaderValue,
+    /// The upstream endpoint's health and load (shared by every target on the same provider).
+    pub endpoint: Arc<EndpointStats>,
+    /// The target's price (its own override, else the model's).
+    pub price: Price,
+    /// The smaller of the target's and the model's context windows.
+    pub context_window: Option<u64>,
+    /// Set when a canary rollback took effect on this node, before the Raft write lands.
+    pub rolled_back: AtomicBool,
+}
+
+impl Target {
+    /// The configured weight, 0 once rolled back.
+    pub fn effective_weight(&self) -> u32 {
+        if self.rolled_back.load(Ordering::Relaxed) {
+            0
+        } else {
+            self.weight
+        }
+    }
 }
 
 pub struct Route {
@@ -35,6 +59,13 @@ pub struct Route {
     pub encoding: Encoding,
     pub strategy: Strategy,
     pub targets: Vec<Target>,
+    /// Upstream statuses that fall back besides 429/5xx (e.g. 401, 402).
+    pub fallback_on: Vec<u16>,
+    pub retry: Option<RetryPolicy>,
+    /// The canary target's index and its SLO.
+    pub canary: Option<(usize, CanaryConfig)>,
+    /// How long a GPU sample counts.
+    pub gpu_ttl_ms: u64,
 }
 
 /// Default `max_tokens` sent to providers that require one when neither the caller nor the model config
@@ -46,27 +77,16 @@ impl Route {
         self.max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
     }
 
-    /// Indexes of targets in the order to try them. `priority`: tiers by ascending priority, weighted
-    /// random order inside a tier. `weighted`: one tier, weighted random order (A/B and canary splits).
-    pub fn attempt_order(&self) -> Vec<usize> {
-        let mut rng = rand::rng();
-        let mut keyed: Vec<(u32, f64, usize)> = self
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(index, target)| {
-                let tier = match self.strategy {
-                    Strategy::Priority => target.priority,
-                    Strategy::Weighted => 0,
-                };
-                // Efraimidis–Spirakis: sorting by u^(1/w) descending is a weighted random permutation.
-                let key =
-                    if target.weight == 0 { -1.0 } else { rng.random::<f64>().powf(1.0 / f64::from(target.weight)) };
-                (tier, key, index)
-            })
-            .collect();
-        keyed.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
-        keyed.into_iter().map(|(_, _, index)| index).collect()
+    /// Indexes of targets in the order to try them (see [`strategy`]): healthy endpoints first, then
+    /// priority tiers (`weighted`: one tier), then the strategy's score, then a weighted random draw.
+    pub fn attempt_order(&self, hints: &RequestHints<'_>) -> Vec<usize> {
+        strategy::attempt_order(self, hints)
+    }
+
+    /// Whether an upstream error should move on to the next target.
+    pub fn falls_back_on(&self, err: &crate::error::GatewayError) -> bool {
+        err.retryable
+            || matches!(err.kind, crate::error::ErrorKind::UpstreamStatus(status) if self.fallback_on.contains(&status))
     }
 }
 
@@ -84,13 +104,14 @@ pub struct ControlSnapshot {
 
 impl ControlSnapshot {
     /// From a node's own file (standalone mode).
-    pub fn build(config: &Config, metrics: &Metrics) -> anyhow::Result<ControlSnapshot> {
+    pub fn build(config: &Config, metrics: &Metrics, endpoints: &EndpointRegistry) -> anyhow::Result<ControlSnapshot> {
         Self::from_parts(
             &config.limits,
             &config.providers,
             &config.models,
             Arc::new(StaticKeyStore::from_config(&config.keys)),
             metrics,
+            endpoints,
         )
     }
 
@@ -99,6 +120,7 @@ impl ControlSnapshot {
         state: &tollgate_consensus::ControlState,
         limits: &LimitsConfig,
         metrics: &Metrics,
+        endpoints: &EndpointRegistry,
     ) -> anyhow::Result<ControlSnapshot> {
         let providers: Vec<_> = state.providers.values().cloned().collect();
         let models: Vec<_> = state.models.values().cloned().collect();
@@ -108,6 +130,7 @@ impl ControlSnapshot {
             &models,
             Arc::new(StaticKeyStore::from_records(state.keys.values())),
             metrics,
+            endpoints,
         )?;
         snapshot.budgets = Self::budgets_from(state);
         Ok(snapshot)
@@ -125,11 +148,14 @@ impl ControlSnapshot {
         model_configs: &[ModelConfig],
         keys: Arc<dyn KeyStore>,
         metrics: &Metrics,
+        endpoints: &EndpointRegistry,
     ) -> anyhow::Result<ControlSnapshot> {
         let mut providers = HashMap::new();
         for provider in provider_configs {
             providers.insert(provider.name.clone(), Arc::new(Provider::from_config(provider, limits)?));
         }
+        endpoints
+            .set_active(&provider_configs.iter().map(|p| (p.name.clone(), p.metrics_url.clone())).collect::<Vec<_>>());
         let mut routes = HashMap::new();
         for model in model_configs {
             let mut targets = Vec::new();
@@ -141,12 +167,20 @@ impl ControlSnapshot {
                 let upstream_model = target.model.clone().unwrap_or_else(|| model.name.clone());
                 let header = HeaderValue::from_str(&format!("{}/{}", provider.name, upstream_model))
                     .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+                let context_window = match (target.context_window, model.context_window) {
+                    (Some(own), Some(model)) => Some(own.min(model)),
+                    (own, model) => own.or(model),
+                };
                 targets.push(Target {
                     metrics: metrics.target(&model.name, &provider.name, &upstream_model),
                     upstream_model_json: json!(upstream_model).to_string(),
                     upstream_model,
                     weight: target.weight,
                     priority: target.priority,
+                    endpoint: endpoints.endpoint(&provider.name),
+                    price: target.price_per_mtok.unwrap_or(model.price_per_mtok),
+                    context_window,
+                    rolled_back: AtomicBool::new(false),
                     provider,
                     header,
                 });
@@ -161,6 +195,13 @@ impl ControlSnapshot {
                     encoding: Encoding::for_model(&model.name, model.encoding.as_deref()),
                     strategy: model.strategy,
                     targets,
+                    fallback_on: model.fallback_on.clone(),
+                    retry: model.retry,
+                    canary: model
+                        .canary
+                        .as_ref()
+                        .and_then(|canary| canary.target_index(&model.targets).map(|index| (index, canary.clone()))),
+                    gpu_ttl_ms: endpoints.gpu_ttl_ms,
                 }),
             );
         }
@@ -192,6 +233,9 @@ pub fn models_list_anthropic(names: &[String], allowed: impl Fn(&str) -> bool) -
 }
 
 #[cfg(test)]
+mod strategy_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -211,7 +255,8 @@ targets = [ {{ provider = "a", weight = 90, priority = 1 }}, {{ provider = "b", 
 "#
         );
         let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e:#}"));
-        ControlSnapshot::build(&config, &Metrics::default()).unwrap_or_else(|e| panic!("{e:#}"))
+        ControlSnapshot::build(&config, &Metrics::default(), &EndpointRegistry::default())
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     #[test]
@@ -219,7 +264,7 @@ targets = [ {{ provider = "a", weight = 90, priority = 1 }}, {{ provider = "b", 
         let snapshot = snapshot("priority");
         let route = &snapshot.routes["m"];
         for _ in 0..50 {
-            assert_eq!(route.attempt_order(), vec![1, 0]);
+            assert_eq!(route.attempt_order(&strategy_tests::hints(10, 10)), vec![1, 0]);
         }
     }
 
@@ -227,7 +272,7 @@ targets = [ {{ provider = "a", weight = 90, priority = 1 }}, {{ provider = "b", 
     fn weighted_split_follows_weights() {
         let snapshot = snapshot("weighted");
         let route = &snapshot.routes["m"];
-        let firsts = (0..4000).filter(|_| route.attempt_order()[0] == 0).count();
+        let firsts = (0..4000).filter(|_| route.attempt_order(&strategy_tests::hints(10, 10))[0] == 0).count();
         // 90 % expected; 4,000 draws keep this within a few points.
         assert!((3400..3800).contains(&firsts), "{firsts}");
     }

@@ -56,6 +56,40 @@ pub async fn run(config: Config, mut listeners: Listeners, shutdown: impl Future
 /// Standalone: the file is the config. Cluster mode: start the Raft member, bootstrap once, and follow
 /// the replicated state.
 async fn build_gateway(config: &Config, listeners: &mut Listeners) -> anyhow::Result<Arc<Gateway>> {
+    let raft_addr = match &listeners.raft {
+        Some(raft) => Some(raft.local_addr()?),
+        None => None,
+    };
+    let gateway = build_control_plane(config, listeners).await?;
+    start_routing_feeds(config, &gateway, listeners, raft_addr).await?;
+    Ok(gateway)
+}
+
+/// The GPU-metrics scraper always (it idles without `metrics_url`s), gossip when enabled.
+async fn start_routing_feeds(
+    config: &Config,
+    gateway: &Arc<Gateway>,
+    listeners: &Listeners,
+    raft_addr: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    crate::gossip::scrape::spawn_scraper(
+        Arc::downgrade(&gateway.endpoints),
+        Duration::from_millis(config.node.gpu_scrape_interval_ms),
+    )?;
+    crate::canary::spawn(gateway);
+    if config.node.gossip_enabled() {
+        let mut settings = crate::gossip::GossipSettings::from_config(config)?;
+        settings.api_addr = Some(listeners.api.local_addr()?.to_string());
+        settings.admin_addr = Some(listeners.admin.local_addr()?.to_string());
+        settings.raft_addr =
+            raft_addr.map(|addr| config.node.advertise_raft.clone().unwrap_or_else(|| addr.to_string()));
+        let cluster = crate::gossip::Cluster::start(settings, gateway.endpoints.clone()).await?;
+        let _ = gateway.gossip.set(cluster);
+    }
+    Ok(())
+}
+
+async fn build_control_plane(config: &Config, listeners: &mut Listeners) -> anyhow::Result<Arc<Gateway>> {
     let Some(raft_listener) = listeners.raft.take() else {
         return Ok(Arc::new(Gateway::new(config)?));
     };
@@ -143,6 +177,9 @@ pub async fn run_gateway(
     }
     if let Some(usage) = &gateway.usage {
         let _ = tokio::time::timeout(Duration::from_secs(2), usage.flush()).await;
+    }
+    if let Some(gossip) = gateway.gossip.get() {
+        gossip.shutdown().await;
     }
     if let Some(consensus) = &gateway.consensus {
         consensus.shutdown().await;

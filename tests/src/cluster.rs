@@ -21,6 +21,13 @@ pub struct Member {
     pub node: Option<RunningNode>,
 }
 
+impl Member {
+    /// The bound gossip address, while running with gossip.
+    pub fn gossip_addr(&self) -> Option<String> {
+        self.node.as_ref()?.gateway.gossip.get().map(|cluster| cluster.gossip_addr().to_string())
+    }
+}
+
 pub struct TestCluster {
     pub mock: MockUpstream,
     pub members: Vec<Member>,
@@ -35,8 +42,24 @@ impl TestCluster {
     }
 
     pub async fn start_with(n: usize, node_extra: &str) -> TestCluster {
-        init_tracing();
         let mock = MockUpstream::start().await;
+        Self::start_inner(n, node_extra, mock, "", false).await
+    }
+
+    /// `n` voters that also gossip (UDP on loopback), with `models_extra` appended to the shared test
+    /// config (more providers and models, e.g. pointing at other mocks).
+    pub async fn start_full(n: usize, node_extra: &str, mock: MockUpstream, models_extra: &str) -> TestCluster {
+        Self::start_inner(n, node_extra, mock, models_extra, true).await
+    }
+
+    async fn start_inner(
+        n: usize,
+        node_extra: &str,
+        mock: MockUpstream,
+        models_extra: &str,
+        gossip: bool,
+    ) -> TestCluster {
+        init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut raft_listeners = Vec::new();
         for _ in 0..n {
@@ -51,7 +74,7 @@ impl TestCluster {
         for (index, raft) in raft_listeners.into_iter().enumerate() {
             let id = index as u64 + 1;
             let raft_addr = raft.local_addr().expect("addr");
-            let mut config = Config::parse(&config_toml(&mock, "")).expect("test config");
+            let mut config = Config::parse(&config_toml(&mock, models_extra)).expect("test config");
             config.node.id = id;
             config.node.peers = peers.clone();
             config.node.raft_listen = raft_addr.to_string();
@@ -65,12 +88,24 @@ impl TestCluster {
             if !node_extra.is_empty() {
                 apply_node_extra(&mut config, node_extra);
             }
+            if gossip {
+                // Gossip on a free UDP port, joining through the nodes started before.
+                config.node.gossip = Some(true);
+                config.node.gossip_listen = "127.0.0.1:0".into();
+                config.node.gossip_interval_ms = 100;
+                config.node.gossip_seeds = members.iter().filter_map(|m: &Member| m.gossip_addr()).collect();
+            }
             let node = start_node(config.clone(), raft).await;
             members.push(Member { id, raft_addr, config, node: Some(node) });
         }
         let cluster = TestCluster { mock, members, client: reqwest::Client::new(), _dir: dir };
         cluster.wait_ready().await;
         cluster
+    }
+
+    /// Gossip addresses of the running members other than `id`.
+    fn gossip_seeds_except(&self, id: u64) -> Vec<String> {
+        self.members.iter().filter(|m| m.id != id).filter_map(Member::gossip_addr).collect()
     }
 
     pub fn node(&self, id: u64) -> &RunningNode {
@@ -102,6 +137,7 @@ impl TestCluster {
         let raft = TcpListener::bind("127.0.0.1:0").await.expect("bind raft");
         let raft_addr = raft.local_addr().expect("addr");
         let mut config = self.members[0].config.clone();
+        config.node.gossip_seeds = self.gossip_seeds_except(id);
         config.node.id = id;
         config.node.raft_listen = raft_addr.to_string();
         config.node.data_dir = Some(self._dir.path().join(format!("n{id}")));
@@ -118,8 +154,10 @@ impl TestCluster {
 
     /// Restarts a stopped member with its data directory and addresses.
     pub async fn restart(&mut self, id: u64) {
+        let seeds = self.gossip_seeds_except(id);
         let member = &mut self.members[(id - 1) as usize];
         assert!(member.node.is_none(), "node {id} is running");
+        member.config.node.gossip_seeds = seeds;
         let raft = bind_retry(member.raft_addr).await;
         member.node = Some(start_node(member.config.clone(), raft).await);
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tollgate::{Config, RunningNode};
 
-pub use mock_upstream::{MockUpstream, Script};
+pub use mock_upstream::{Engine, GpuSim, MockUpstream, Script};
 
 /// Client keys configured on every test node.
 pub const KEY: &str = "tg-test-key";
@@ -153,9 +153,16 @@ impl Harness {
     }
 
     pub async fn start_with(extra: &str) -> Harness {
+        Self::start_tweaked(extra, |_| {}).await
+    }
+
+    /// With `extra` appended to the config and `tweak` applied to the parsed config (e.g. `[node]` fields).
+    pub async fn start_tweaked(extra: &str, tweak: impl FnOnce(&mut Config)) -> Harness {
         init_tracing();
         let mock = MockUpstream::start().await;
-        let config = Config::parse(&config_toml(&mock, extra)).expect("test config is valid");
+        let mut config = Config::parse(&config_toml(&mock, extra)).expect("test config is valid");
+        tweak(&mut config);
+        config.validate().expect("tweaked test config is valid");
         let node = RunningNode::start(config).await.expect("node starts");
         Harness { mock, node, client: reqwest::Client::new() }
     }

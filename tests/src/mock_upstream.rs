@@ -4,7 +4,8 @@
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/embeddings`,
 //! `GET /v1/models`, `POST /v1/messages`, `POST /v1/messages/count_tokens`,
-//! `GET /metrics` (vLLM-style Prometheus text); anything else is a 404.
+//! `GET /metrics` (vLLM, SGLang or TGI Prometheus text, see [`Engine`]); anything else is a 404.
+//! With a [`GpuSim`], model requests queue for GPU slots and `/metrics` reports the live queue.
 //!
 //! Scripts: every request to a *model* endpoint (chat completions, embeddings,
 //! messages) consumes the next queued [`Script`] (FIFO) or, if the queue is
@@ -116,6 +117,36 @@ pub(crate) struct Inner {
     requests: Vec<RecordedRequest>,
     required_key: Option<String>,
     pub(crate) gpu: (u64, u64, f64),
+    pub(crate) engine: Engine,
+    gpu_sim: Option<GpuSimState>,
+}
+
+/// Which inference engine's metric names `GET /metrics` uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// `vllm:num_requests_waiting`, `vllm:num_requests_running`, `vllm:kv_cache_usage_perc` and the
+    /// older `vllm:gpu_cache_usage_perc`.
+    #[default]
+    Vllm,
+    /// `sglang:num_queue_reqs`, `sglang:num_running_reqs`, `sglang:token_usage`.
+    Sglang,
+    /// `tgi_queue_size`, `tgi_batch_current_size` (no KV gauge).
+    Tgi,
+}
+
+/// A GPU server model: `slots` requests run at once, each for `service`; the rest wait in a FIFO queue,
+/// so latency grows with the queue. `/metrics` then reports the live queue, batch and KV use
+/// (running / slots) instead of the values set with `set_gpu_metrics`.
+#[derive(Clone, Copy, Debug)]
+pub struct GpuSim {
+    pub slots: usize,
+    pub service: Duration,
+}
+
+#[derive(Clone)]
+struct GpuSimState {
+    config: GpuSim,
+    semaphore: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) struct Shared {
@@ -125,6 +156,49 @@ pub(crate) struct Shared {
     active_connections: AtomicUsize,
     pub(crate) cancelled_streams: AtomicUsize,
     ids: AtomicU64,
+    /// Model requests waiting for a GpuSim slot / holding one.
+    pub(crate) sim_waiting: AtomicUsize,
+    pub(crate) sim_running: AtomicUsize,
+}
+
+/// Decrements a counter when dropped (a client that leaves mid-queue still frees its place).
+struct CountGuard<'a>(&'a AtomicUsize);
+
+impl Drop for CountGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Shared {
+    /// Waits for a slot and holds it for the service time, when a GpuSim is configured.
+    async fn simulate_gpu(&self) {
+        let Some(sim) = self.lock().gpu_sim.clone() else {
+            return;
+        };
+        self.sim_waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = CountGuard(&self.sim_waiting);
+        let Ok(permit) = sim.semaphore.acquire_owned().await else {
+            return;
+        };
+        drop(waiting);
+        self.sim_running.fetch_add(1, Ordering::SeqCst);
+        let _running = CountGuard(&self.sim_running);
+        tokio::time::sleep(sim.config.service).await;
+        drop(permit);
+    }
+
+    pub(crate) fn gpu_values(&self) -> (u64, u64, f64) {
+        let g = self.lock();
+        match &g.gpu_sim {
+            Some(sim) => {
+                let running = self.sim_running.load(Ordering::SeqCst);
+                let kv = running as f64 / sim.config.slots.max(1) as f64;
+                (self.sim_waiting.load(Ordering::SeqCst) as u64, running as u64, kv)
+            }
+            None => g.gpu,
+        }
+    }
 }
 
 impl Shared {
@@ -190,12 +264,16 @@ impl MockUpstream {
                 requests: Vec::new(),
                 required_key: None,
                 gpu: (0, 0, 0.0),
+                engine: Engine::Vllm,
+                gpu_sim: None,
             }),
             output_tokens: AtomicU64::new(0),
             input_tokens: AtomicU64::new(0),
             active_connections: AtomicUsize::new(0),
             cancelled_streams: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
+            sim_waiting: AtomicUsize::new(0),
+            sim_running: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         MockUpstream { addr, shared, task }
@@ -265,6 +343,24 @@ impl MockUpstream {
     /// Values reported by `GET /metrics`.
     pub fn set_gpu_metrics(&self, waiting: u64, running: u64, kv: f64) {
         self.shared.lock().gpu = (waiting, running, kv);
+    }
+
+    /// Metric names `GET /metrics` uses (vLLM by default).
+    pub fn set_engine(&self, engine: Engine) {
+        self.shared.lock().engine = engine;
+    }
+
+    /// Model requests queue for `slots` GPU slots of `service` each (see [`GpuSim`]); `None` turns it off.
+    pub fn set_gpu_sim(&self, sim: Option<GpuSim>) {
+        self.shared.lock().gpu_sim = sim.map(|config| GpuSimState {
+            config,
+            semaphore: Arc::new(tokio::sync::Semaphore::new(config.slots.max(1))),
+        });
+    }
+
+    /// `http://127.0.0.1:PORT/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.addr)
     }
 }
 
@@ -355,6 +451,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBod
 /// auth and scripted error status. `Err(resp)` means "send this and stop".
 pub(crate) async fn prelude(ctx: &Ctx, api: Api) -> Result<Script, Response<RespBody>> {
     let script = ctx.shared.next_script();
+    ctx.shared.simulate_gpu().await;
     if let Some(d) = script.delay_headers {
         tokio::time::sleep(d).await;
     }

@@ -10,6 +10,9 @@ use tollgate_tests::mock_upstream::{parse_sse, pieces, MockUpstream, Script, DEF
 #[path = "mock_upstream_selftest/misbehaviour.rs"]
 mod misbehaviour;
 
+#[path = "mock_upstream_selftest/gpu.rs"]
+mod gpu;
+
 // "Hi there" = 8 bytes -> 2 tokens, + 3 for one message.
 const P_OPENAI: u64 = 5;
 // "Be brief" + "Hi there" = 16 bytes -> 4 tokens, + 3 for one message.

@@ -126,12 +126,35 @@ async fn dev_starts_a_working_node_and_writes_the_env_file() {
         .unwrap();
     let events = read_events(response).await;
     assert_eq!(events.last().unwrap().name.as_deref(), Some("message_stop"));
+
+    // The three dev nodes gossip over UDP (base-134+i): node 1 sees them all alive, with their roles.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let view: Value = client
+            .get(format!("{admin_url}/admin/v1/cluster/gossip"))
+            .bearer_auth(value("TOLLGATE_ADMIN_TOKEN"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let members = view["view"]["members"].as_array().cloned().unwrap_or_default();
+        let live = members.iter().filter(|m| m["alive"] == true).count();
+        if live == 3 {
+            assert_eq!(view["gossip_addr"], format!("127.0.0.1:{}", base - 134), "{view}");
+            assert!(members.iter().all(|m| m["roles"] == json!(["gateway", "raft"])), "{view}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dev nodes never gossiped: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     child.signal("INT");
     assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
 }
 
-/// A base port for `tollgate dev` whose nine ports (API base+i, admin base+1010+i, Raft base-1010+i) are
-/// all free right now.
+/// A base port for `tollgate dev` whose nine TCP ports (API base+i, admin base+1010+i, Raft base-1010+i)
+/// and three UDP gossip ports (base-134+i) are all free right now.
 fn free_dev_base_port() -> u16 {
     for _ in 0..200 {
         let base = free_port();
@@ -142,6 +165,7 @@ fn free_dev_base_port() -> u16 {
             [base + i, base + 1010 + i, base - 1010 + i]
                 .iter()
                 .all(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+                && std::net::UdpSocket::bind(("127.0.0.1", base - 134 + i)).is_ok()
         });
         if all_free {
             return base;

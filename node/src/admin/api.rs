@@ -135,6 +135,11 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
     let idempotency: Option<String> =
         request.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let idem = idempotency.as_deref();
+    if method == Method::GET && segments.as_slice() == ["cluster", "gossip"] {
+        // Works in standalone mode too: this node's own endpoint observations.
+        let view = crate::gossip::admin_view(&gateway.endpoints, gateway.gossip.get());
+        return Ok(json_response(StatusCode::OK, &view));
+    }
     let node = consensus(gateway)?;
     match (method, segments.as_slice()) {
         (Method::GET, ["cluster"]) => Ok(json_response(StatusCode::OK, &cluster_status(node).await)),

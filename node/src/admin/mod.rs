@@ -21,7 +21,11 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         return text(StatusCode::METHOD_NOT_ALLOWED, "application/json", r#"{"error":"method not allowed"}"#.into());
     }
     match path {
-        "/metrics" => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", gateway.metrics.render()),
+        "/metrics" => {
+            let mut body = gateway.metrics.render();
+            crate::gossip::render_metrics(&gateway.endpoints, gateway.gossip.get(), &mut body);
+            text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
+        }
         "/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
         "/readyz" => {
             if !gateway.is_loaded() {
@@ -66,9 +70,26 @@ fn status_page(gateway: &Gateway) -> String {
             ));
         }
     }
+    let now = crate::gossip::tracker::monotonic_ms();
+    let now_wall = crate::gossip::tracker::wall_ms();
+    let mut endpoints = String::new();
+    for endpoint in gateway.endpoints.active() {
+        let signal = endpoint.load_signal(now_wall, gateway.endpoints.gpu_ttl_ms);
+        endpoints.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} ms</td></tr>",
+            html_escape(&endpoint.name),
+            endpoint.local_breaker(now).label(),
+            if endpoint.remote_open() { "yes" } else { "no" },
+            signal.outstanding,
+            signal.latency_ms,
+        ));
+    }
+    let members = gateway.gossip.get().map_or(0, |cluster| cluster.view().live_members().count());
     format!(
         "<!doctype html><html><head><title>Tollgate node {id}</title></head><body><h1>Tollgate node {id}</h1>\
          <p>version {version}</p><table border=1><tr><th>model</th><th>strategy</th><th>targets</th></tr>{rows}</table>\
+         <h2>Endpoints</h2><p>gossip: {members} live members</p><table border=1><tr><th>endpoint</th><th>breaker</th>\
+         <th>open on a peer</th><th>outstanding (cluster)</th><th>latency (peak EWMA)</th></tr>{endpoints}</table>\
          <p><a href=\"/metrics\">metrics</a></p></body></html>",
         id = gateway.node_id,
         version = env!("CARGO_PKG_VERSION"),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::api::Usage;
 use crate::budget::{Admission, UsageSink};
 use crate::config::Price;
+use crate::gossip::tracker::InFlightGuard;
 use crate::metrics::{Outcome, TargetMetrics};
 use crate::tokens::UsageEstimator;
 
@@ -24,6 +25,8 @@ pub struct RequestMeter {
     admission: Option<Admission>,
     /// Where usage rows for reports go (cluster mode).
     usage_sink: Option<UsageSink>,
+    /// Counts the attempt as in flight at its endpoint until the meter is dropped.
+    endpoint: Option<InFlightGuard>,
 }
 
 impl RequestMeter {
@@ -44,11 +47,16 @@ impl RequestMeter {
             route,
             admission: None,
             usage_sink: None,
+            endpoint: None,
         }
     }
 
     pub fn set_admission(&mut self, admission: Option<Admission>) {
         self.admission = admission;
+    }
+
+    pub fn set_endpoint(&mut self, guard: InFlightGuard) {
+        self.endpoint = Some(guard);
     }
 
     pub fn set_usage_sink(&mut self, sink: Option<UsageSink>) {
@@ -76,6 +84,9 @@ impl RequestMeter {
             self.recorded = true;
             let duration = self.started.elapsed();
             self.target.record(outcome, Some(&usage), &self.price, duration, self.ttft);
+            if let (Outcome::Ok, Some(guard)) = (outcome, &self.endpoint) {
+                guard.endpoint().observe_latency(duration, self.ttft);
+            }
             if let Some(sink) = &self.usage_sink {
                 if usage.input_tokens + usage.output_tokens > 0 {
                     sink.record(outcome == Outcome::Ok, &usage, &self.price);

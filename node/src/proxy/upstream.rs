@@ -13,9 +13,10 @@ use super::{Endpoint, RequestContext};
 use crate::api::Protocol;
 use crate::error::{GatewayError, GatewayResult};
 use crate::gateway::Gateway;
+use crate::gossip::tracker::monotonic_ms;
 use crate::metrics::Outcome;
 use crate::providers::{read_body, upstream_error, Operation, UpstreamBody, UpstreamRequest};
-use crate::routing::{models_list_anthropic, models_list_openai, Route, Target};
+use crate::routing::{models_list_anthropic, models_list_openai, RequestHints, Route, Target};
 use crate::tokens::{count_prompt, UsageEstimator};
 use crate::translate::{response as translate_response, stream::StreamTranslator};
 
@@ -61,33 +62,101 @@ pub async fn forward(
         return Ok(json_response(StatusCode::OK, Bytes::from(format!("{{\"input_tokens\":{tokens}}}"))));
     }
 
+    let encoding = route.encoding;
+    let prompt = context.body.clone();
+    let exact_prompt = move || count_prompt(encoding, &prompt);
+    let output = match operation {
+        Operation::Embeddings | Operation::CountTokens => 0,
+        Operation::Chat => request.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
+    };
+    let reserved = match operation {
+        Operation::Chat => request.max_output_tokens.unwrap_or(0),
+        _ => 0,
+    };
+    let hints =
+        RequestHints::new(request.prompt_bytes as u64, request.message_count as u64, output, reserved, &exact_prompt);
+    let rounds = 1 + route.retry.map_or(0, |policy| policy.attempts);
     let mut last_error: Option<GatewayError> = None;
-    for index in route.attempt_order() {
-        let target = &route.targets[index];
-        let capable = match operation {
-            Operation::Embeddings => target.provider.protocol == Protocol::OpenAi,
-            Operation::CountTokens => target.provider.protocol == Protocol::Anthropic,
-            Operation::Chat => true,
-        };
-        if !capable {
-            continue;
+    for round in 0..rounds {
+        if round > 0 {
+            let Some(delay) = retry_delay(route.retry, round, last_error.as_ref()) else {
+                break;
+            };
+            tracing::debug!(route = %route.name, round, delay_ms = delay.as_millis() as u64, "retrying the route");
+            tokio::time::sleep(delay).await;
         }
-        match attempt(gateway, context, request, &route, target, operation).await {
-            Ok(mut response) => {
-                response.headers_mut().insert("x-tollgate-target", target.header.clone());
-                return Ok(response);
+        // Endpoints whose breaker refuses (open, or a half-open probe already out) are tried last, only
+        // when everything else failed.
+        let mut queue: std::collections::VecDeque<usize> = route.attempt_order(&hints).into();
+        let mut deferred = Vec::new();
+        let mut last_resort = false;
+        loop {
+            let Some(index) = queue.pop_front() else {
+                if last_resort || deferred.is_empty() {
+                    break;
+                }
+                last_resort = true;
+                queue.extend(deferred.drain(..));
+                continue;
+            };
+            let target = &route.targets[index];
+            let capable = match operation {
+                Operation::Embeddings => target.provider.protocol == Protocol::OpenAi,
+                Operation::CountTokens => target.provider.protocol == Protocol::Anthropic,
+                Operation::Chat => true,
+            };
+            if !capable {
+                continue;
             }
-            Err(err) if err.retryable => {
-                target.metrics.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(route = %route.name, provider = %target.provider.name, model = %target.upstream_model, error = %err, "target failed; trying the next one");
-                last_error = Some(err);
+            if !last_resort && !target.endpoint.admit(monotonic_ms()) {
+                deferred.push(index);
+                continue;
             }
-            Err(err) => return Err(err),
+            match attempt(gateway, context, request, &route, target, operation).await {
+                Ok(mut response) => {
+                    target.endpoint.record_success();
+                    response.headers_mut().insert("x-tollgate-target", target.header.clone());
+                    return Ok(response);
+                }
+                Err(err) => {
+                    let reason = target.endpoint.record_failure(&err);
+                    if !route.falls_back_on(&err) {
+                        return Err(err);
+                    }
+                    target.metrics.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if let Some(reason) = reason {
+                        target.metrics.record_fallback_reason(reason);
+                    }
+                    tracing::info!(route = %route.name, provider = %target.provider.name, model = %target.upstream_model, error = %err, "target failed; trying the next one");
+                    last_error = Some(err);
+                }
+            }
+        }
+        if last_error.is_none() {
+            break;
         }
     }
     Err(last_error.unwrap_or_else(|| {
         GatewayError::invalid_request(format!("model `{}` has no target that supports this endpoint", route.name))
     }))
+}
+
+/// The pause before retry round `round` (1-based): exponential backoff, or the upstream's `Retry-After`
+/// when longer. `None` when the wait would exceed `max_backoff_ms`: the caller gets the error (with its
+/// `Retry-After`) instead of a request held open for long.
+fn retry_delay(
+    policy: Option<crate::config::RetryPolicy>,
+    round: u32,
+    last_error: Option<&GatewayError>,
+) -> Option<std::time::Duration> {
+    let policy = policy?;
+    let last_error = last_error?;
+    let backoff = policy.backoff_ms.saturating_mul(1u64 << round.saturating_sub(1).min(20)).min(policy.max_backoff_ms);
+    let wanted = match last_error.retry_after {
+        Some(seconds) => seconds.saturating_mul(1000).max(backoff),
+        None => backoff,
+    };
+    (wanted <= policy.max_backoff_ms).then(|| std::time::Duration::from_millis(wanted))
 }
 
 /// One upstream attempt. An `Err` means nothing was sent to the client yet.
@@ -110,6 +179,7 @@ async fn attempt(
     let mut meter =
         RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.as_str().into());
     meter.set_admission(admission);
+    meter.set_endpoint(target.endpoint.begin());
     if let (Some(aggregator), Some(principal)) = (&gateway.usage, &context.principal) {
         meter.set_usage_sink(Some(crate::budget::UsageSink {
             aggregator: aggregator.clone(),
@@ -296,4 +366,25 @@ fn embeddings_facts(bytes: &[u8]) -> GatewayResult<Option<crate::api::Usage>> {
         GatewayError::upstream_invalid(format!("upstream returned an invalid embeddings response: {err}"))
     })?;
     Ok(probe.usage.map(|u| u.to_usage()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetryPolicy;
+
+    #[test]
+    fn retry_delay_backs_off_exponentially_and_honours_retry_after_up_to_the_cap() {
+        let policy = Some(RetryPolicy { attempts: 3, backoff_ms: 100, max_backoff_ms: 1_000 });
+        let busy = GatewayError::upstream_status(503, "busy");
+        let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
+        assert_eq!(ms(retry_delay(policy, 1, Some(&busy))), Some(100));
+        assert_eq!(ms(retry_delay(policy, 2, Some(&busy))), Some(200));
+        assert_eq!(ms(retry_delay(policy, 5, Some(&busy))), Some(1_000), "capped");
+        let later = GatewayError::upstream_status(429, "slow down").with_retry_after(Some(1));
+        assert_eq!(ms(retry_delay(policy, 1, Some(&later))), Some(1_000), "Retry-After wins over the backoff");
+        let much_later = GatewayError::upstream_status(429, "slow down").with_retry_after(Some(30));
+        assert_eq!(retry_delay(policy, 1, Some(&much_later)), None, "too long to hold the request");
+        assert_eq!(retry_delay(None, 1, Some(&busy)), None);
+    }
 }

@@ -1,0 +1,304 @@
+//! Canary auto-rollback. Every second each node samples its per-target counters; for each route with a
+//! `canary` whose weight is still above 0 it compares the canary with the stable targets (every other
+//! target with weight > 0) over the SLO window: error rate (canary − stable > `max_error_rate_delta`) and
+//! p95 latency (canary / stable > `max_p95_latency_ratio`), once both sides have `min_requests`. A broken
+//! SLO sets the canary's weight to 0 on this node at once and cluster-wide through a Raft write of the
+//! model (visible in the audit trail). Each node judges the traffic it served; any node may write, and
+//! the write is skipped when the replicated weight is already 0.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::CanaryConfig;
+use crate::gateway::Gateway;
+use crate::metrics::TargetMetrics;
+use crate::routing::Route;
+
+const TICK: Duration = Duration::from_secs(1);
+
+/// Cumulative counters of one target at one instant.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    ok: u64,
+    errors: u64,
+    buckets: Vec<u64>,
+}
+
+impl Sample {
+    fn of(metrics: &TargetMetrics, at: Instant) -> Sample {
+        Sample {
+            at,
+            ok: metrics.requests_ok.load(Ordering::Relaxed),
+            errors: metrics.requests_error.load(Ordering::Relaxed),
+            buckets: metrics.duration.bucket_counts(),
+        }
+    }
+}
+
+/// What happened over a window (the difference of two samples, or a sum of them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    pub ok: u64,
+    pub errors: u64,
+    pub buckets: Vec<u64>,
+}
+
+impl WindowStats {
+    fn between(old: &Sample, new: &Sample) -> WindowStats {
+        WindowStats {
+            ok: new.ok.saturating_sub(old.ok),
+            errors: new.errors.saturating_sub(old.errors),
+            buckets: new.buckets.iter().zip(&old.buckets).map(|(n, o)| n.saturating_sub(*o)).collect(),
+        }
+    }
+
+    fn add(&mut self, other: &WindowStats) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.buckets.len() < other.buckets.len() {
+            self.buckets.resize(other.buckets.len(), 0);
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.ok + self.errors
+    }
+
+    pub fn error_rate(&self) -> f64 {
+        if self.requests() == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests() as f64
+        }
+    }
+
+    /// The 95th percentile in seconds, interpolated inside its bucket (overflow counts as twice the last bound).
+    pub fn p95(&self, bounds: &[f64]) -> Option<f64> {
+        let total: u64 = self.buckets.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = 0.95 * total as f64;
+        let mut seen = 0.0;
+        let mut lower = 0.0;
+        for (index, count) in self.buckets.iter().enumerate() {
+            let upper = bounds.get(index).copied().unwrap_or_else(|| bounds.last().map_or(1.0, |b| b * 2.0));
+            let count = *count as f64;
+            if count > 0.0 && seen + count >= rank {
+                return Some(lower + (upper - lower) * ((rank - seen) / count).clamp(0.0, 1.0));
+            }
+            seen += count;
+            lower = upper;
+        }
+        Some(lower)
+    }
+}
+
+/// Why a canary was rolled back (the metric's `reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    ErrorRate,
+    Latency,
+}
+
+/// The SLO check, pure.
+pub fn judge(config: &CanaryConfig, canary: &WindowStats, stable: &WindowStats, bounds: &[f64]) -> Verdict {
+    if canary.requests() < config.min_requests || stable.requests() < config.min_requests {
+        return Verdict::Healthy;
+    }
+    if canary.error_rate() - stable.error_rate() > config.max_error_rate_delta {
+        return Verdict::ErrorRate;
+    }
+    if let (Some(canary_p95), Some(stable_p95)) = (canary.p95(bounds), stable.p95(bounds)) {
+        if stable_p95 > 0.0 && canary_p95 / stable_p95 > config.max_p95_latency_ratio {
+            return Verdict::Latency;
+        }
+    }
+    Verdict::Healthy
+}
+
+/// Starts the watcher; it holds the gateway weakly and ends with it.
+pub fn spawn(gateway: &Arc<Gateway>) {
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        let mut history: HashMap<usize, VecDeque<Sample>> = HashMap::new();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if !tick(&gateway, &mut history).await {
+                return;
+            }
+        }
+    });
+}
+
+/// One round; false once the node is gone.
+async fn tick(gateway: &Weak<Gateway>, history: &mut HashMap<usize, VecDeque<Sample>>) -> bool {
+    let Some(gateway) = gateway.upgrade() else {
+        return false;
+    };
+    if gateway.is_shutting_down() {
+        return false;
+    }
+    let snapshot = gateway.snapshot();
+    let now = Instant::now();
+    let mut seen = Vec::new();
+    for route in snapshot.routes.values() {
+        let Some((canary_index, config)) = &route.canary else {
+            continue;
+        };
+        let window = Duration::from_secs(config.window_secs);
+        let mut canary_stats = WindowStats::default();
+        let mut stable_stats = WindowStats::default();
+        for (index, target) in route.targets.iter().enumerate() {
+            // Keyed by the metrics object, which survives config reloads.
+            let key = Arc::as_ptr(&target.metrics) as usize;
+            seen.push(key);
+            let samples = history.entry(key).or_default();
+            let sample = Sample::of(&target.metrics, now);
+            if samples.is_empty() {
+                // First sight (the node or the route just started): counters began at zero, so compare
+                // against zero rather than wait a tick for a baseline.
+                samples.push_back(Sample { at: now, ok: 0, errors: 0, buckets: vec![0; sample.buckets.len()] });
+            }
+            samples.push_back(sample);
+            while samples.len() > 2 && samples.get(1).is_some_and(|s| now.duration_since(s.at) >= window) {
+                samples.pop_front();
+            }
+            let (Some(oldest), Some(newest)) = (samples.front(), samples.back()) else {
+                continue;
+            };
+            let stats = WindowStats::between(oldest, newest);
+            if index == *canary_index {
+                canary_stats = stats;
+            } else if target.effective_weight() > 0 {
+                stable_stats.add(&stats);
+            }
+        }
+        let canary = &route.targets[*canary_index];
+        if canary.rolled_back.load(Ordering::Relaxed) && canary.weight > 0 {
+            // Rolled back here, but the replicated config still routes to it: the write failed; retry.
+            replicate(&gateway, route, *canary_index, "retry").await;
+            continue;
+        }
+        if canary.effective_weight() == 0 {
+            continue;
+        }
+        let bounds = canary.metrics.duration.bounds();
+        let verdict = judge(config, &canary_stats, &stable_stats, bounds);
+        if verdict != Verdict::Healthy {
+            roll_back(&gateway, route, *canary_index, verdict, &canary_stats, &stable_stats).await;
+        }
+    }
+    history.retain(|key, _| seen.contains(key));
+    true
+}
+
+async fn roll_back(
+    gateway: &Gateway,
+    route: &Route,
+    index: usize,
+    verdict: Verdict,
+    canary: &WindowStats,
+    stable: &WindowStats,
+) {
+    let target = &route.targets[index];
+    let reason = match verdict {
+        Verdict::ErrorRate => "error_rate",
+        Verdict::Latency => "p95_latency",
+        Verdict::Healthy => return,
+    };
+    target.rolled_back.store(true, Ordering::Relaxed);
+    let bounds = target.metrics.duration.bounds();
+    tracing::warn!(
+        route = %route.name,
+        target = %target.provider.name,
+        reason,
+        canary_error_rate = canary.error_rate(),
+        stable_error_rate = stable.error_rate(),
+        canary_p95_s = canary.p95(bounds),
+        stable_p95_s = stable.p95(bounds),
+        canary_requests = canary.requests(),
+        stable_requests = stable.requests(),
+        "canary broke its SLO; rolling it back to weight 0"
+    );
+    gateway.metrics.record_canary_rollback(&route.name, &target.provider.name, reason);
+    replicate(gateway, route, index, reason).await;
+}
+
+/// Writes weight 0 for the canary through Raft (no-op standalone, or when already 0).
+async fn replicate(gateway: &Gateway, route: &Route, index: usize, reason: &str) {
+    let target = &route.targets[index];
+    let Some(consensus) = &gateway.consensus else {
+        return;
+    };
+    let current = consensus.current();
+    let Some(mut model) = current.models.get(&route.name).cloned() else {
+        return;
+    };
+    match model.targets.get_mut(index) {
+        Some(replicated) if replicated.weight > 0 && replicated.provider == target.provider.name => {
+            replicated.weight = 0
+        }
+        _ => return,
+    }
+    let actor = format!("canary-rollback node-{} ({reason})", gateway.node_id);
+    let request = crate::cluster::request(tollgate_consensus::Command::PutModel { model }, &actor);
+    match consensus.write(request).await {
+        Ok(response) => tracing::info!(route = %route.name, ?response, "canary rollback replicated"),
+        // The local rollback stands; the next tick tries the write again.
+        Err(err) => tracing::warn!(route = %route.name, %err, "canary rollback write failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CanaryTarget;
+
+    const BOUNDS: [f64; 4] = [0.1, 0.2, 0.5, 1.0];
+
+    fn config() -> CanaryConfig {
+        CanaryConfig {
+            target: CanaryTarget::Index(1),
+            max_error_rate_delta: 0.05,
+            max_p95_latency_ratio: 2.0,
+            window_secs: 60,
+            min_requests: 10,
+        }
+    }
+
+    fn stats(ok: u64, errors: u64, buckets: [u64; 5]) -> WindowStats {
+        WindowStats { ok, errors, buckets: buckets.to_vec() }
+    }
+
+    #[test]
+    fn judges_error_rate_and_latency_against_the_stable_target() {
+        let stable = stats(100, 1, [101, 0, 0, 0, 0]);
+        assert_eq!(judge(&config(), &stats(20, 0, [20, 0, 0, 0, 0]), &stable, &BOUNDS), Verdict::Healthy);
+        assert_eq!(judge(&config(), &stats(15, 5, [20, 0, 0, 0, 0]), &stable, &BOUNDS), Verdict::ErrorRate);
+        assert_eq!(judge(&config(), &stats(20, 0, [0, 0, 20, 0, 0]), &stable, &BOUNDS), Verdict::Latency);
+        assert_eq!(
+            judge(&config(), &stats(5, 4, [0, 0, 9, 0, 0]), &stable, &BOUNDS),
+            Verdict::Healthy,
+            "not enough canary requests yet"
+        );
+    }
+
+    #[test]
+    fn p95_interpolates_inside_its_bucket() {
+        let window = stats(100, 0, [50, 50, 0, 0, 0]);
+        let p95 = window.p95(&BOUNDS).unwrap_or_default();
+        assert!((p95 - 0.19).abs() < 1e-9, "{p95}");
+        assert_eq!(stats(0, 0, [0; 5]).p95(&BOUNDS), None);
+        assert_eq!(stats(1, 0, [0, 0, 0, 0, 1]).p95(&BOUNDS).map(|p| p > 1.0), Some(true), "overflow");
+    }
+}
