@@ -224,6 +224,31 @@ fn default_weight() -> u32 {
     100
 }
 
+impl ModelConfig {
+    /// A model with every option at its default, routed to one target on `provider`.
+    pub fn single_target(name: &str, provider: &str) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            context_window: None,
+            max_output_tokens: None,
+            price_per_mtok: Price::default(),
+            encoding: None,
+            strategy: Strategy::default(),
+            targets: vec![TargetConfig {
+                provider: provider.into(),
+                model: None,
+                weight: default_weight(),
+                priority: 0,
+                price_per_mtok: None,
+                context_window: None,
+            }],
+            fallback_on: Vec::new(),
+            retry: None,
+            canary: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgConfig {

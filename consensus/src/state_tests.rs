@@ -1,6 +1,6 @@
 use super::*;
 use crate::ledger::{BudgetSpec, Scope};
-use crate::resources::{ProviderKind, Strategy, TargetConfig, TeamConfig};
+use crate::resources::{ProviderKind, TeamConfig};
 
 fn provider(name: &str) -> ProviderConfig {
     ProviderConfig {
@@ -19,25 +19,7 @@ fn provider(name: &str) -> ProviderConfig {
 }
 
 fn model(name: &str, provider: &str) -> ModelConfig {
-    ModelConfig {
-        name: name.into(),
-        context_window: None,
-        max_output_tokens: None,
-        price_per_mtok: Default::default(),
-        encoding: None,
-        strategy: Strategy::Priority,
-        targets: vec![TargetConfig {
-            provider: provider.into(),
-            model: None,
-            weight: 100,
-            priority: 0,
-            price_per_mtok: None,
-            context_window: None,
-        }],
-        fallback_on: Vec::new(),
-        retry: None,
-        canary: None,
-    }
+    ModelConfig::single_target(name, provider)
 }
 
 fn request(id: &str, command: Command) -> Request {

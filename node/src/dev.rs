@@ -7,8 +7,7 @@ use rand::Rng;
 
 use crate::cli::DevArgs;
 use crate::config::{
-    Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind, Strategy,
-    TargetConfig,
+    Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind,
 };
 use crate::server::RunningNode;
 
@@ -47,23 +46,10 @@ fn mock_provider(name: &str, style: MockStyle, token_delay_ms: u64) -> ProviderC
 
 fn model(name: &str, provider: &str, window: u64, price: Price) -> ModelConfig {
     ModelConfig {
-        name: name.into(),
         context_window: Some(window),
         max_output_tokens: Some(8192),
         price_per_mtok: price,
-        encoding: None,
-        strategy: Strategy::Priority,
-        targets: vec![TargetConfig {
-            provider: provider.into(),
-            model: None,
-            weight: 100,
-            priority: 0,
-            price_per_mtok: None,
-            context_window: None,
-        }],
-        fallback_on: Vec::new(),
-        retry: None,
-        canary: None,
+        ..ModelConfig::single_target(name, provider)
     }
 }
 

@@ -79,7 +79,8 @@ pub async fn forward(
     let mut last_error: Option<GatewayError> = None;
     for round in 0..rounds {
         if round > 0 {
-            let Some(delay) = retry_delay(route.retry, round, last_error.as_ref()) else {
+            let jitter = rand::random::<f64>();
+            let Some(delay) = retry_delay(route.retry, round, last_error.as_ref(), jitter) else {
                 break;
             };
             tracing::debug!(route = %route.name, round, delay_ms = delay.as_millis() as u64, "retrying the route");
@@ -141,17 +142,21 @@ pub async fn forward(
     }))
 }
 
-/// The pause before retry round `round` (1-based): exponential backoff, or the upstream's `Retry-After`
-/// when longer. `None` when the wait would exceed `max_backoff_ms`: the caller gets the error (with its
-/// `Retry-After`) instead of a request held open for long.
+/// The pause before retry round `round` (1-based): exponential backoff with "equal jitter" (between half
+/// and all of the step, so retries from many clients and nodes do not arrive in lockstep; `jitter` is
+/// uniform in [0, 1)), or the upstream's `Retry-After` when longer. `None` when the wait would exceed
+/// `max_backoff_ms`: the caller gets the error (with its `Retry-After`) instead of a request held open for
+/// long.
 fn retry_delay(
     policy: Option<crate::config::RetryPolicy>,
     round: u32,
     last_error: Option<&GatewayError>,
+    jitter: f64,
 ) -> Option<std::time::Duration> {
     let policy = policy?;
     let last_error = last_error?;
-    let backoff = policy.backoff_ms.saturating_mul(1u64 << round.saturating_sub(1).min(20)).min(policy.max_backoff_ms);
+    let step = policy.backoff_ms.saturating_mul(1u64 << round.saturating_sub(1).min(20)).min(policy.max_backoff_ms);
+    let backoff = step / 2 + (step as f64 / 2.0 * jitter.clamp(0.0, 1.0)).round() as u64;
     let wanted = match last_error.retry_after {
         Some(seconds) => seconds.saturating_mul(1000).max(backoff),
         None => backoff,
@@ -378,13 +383,15 @@ mod tests {
         let policy = Some(RetryPolicy { attempts: 3, backoff_ms: 100, max_backoff_ms: 1_000 });
         let busy = GatewayError::upstream_status(503, "busy");
         let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_millis() as u64);
-        assert_eq!(ms(retry_delay(policy, 1, Some(&busy))), Some(100));
-        assert_eq!(ms(retry_delay(policy, 2, Some(&busy))), Some(200));
-        assert_eq!(ms(retry_delay(policy, 5, Some(&busy))), Some(1_000), "capped");
+        assert_eq!(ms(retry_delay(policy, 1, Some(&busy), 1.0)), Some(100));
+        assert_eq!(ms(retry_delay(policy, 2, Some(&busy), 1.0)), Some(200));
+        assert_eq!(ms(retry_delay(policy, 2, Some(&busy), 0.0)), Some(100), "jitter takes up to half the step off");
+        assert_eq!(ms(retry_delay(policy, 2, Some(&busy), 0.5)), Some(150));
+        assert_eq!(ms(retry_delay(policy, 5, Some(&busy), 1.0)), Some(1_000), "capped");
         let later = GatewayError::upstream_status(429, "slow down").with_retry_after(Some(1));
-        assert_eq!(ms(retry_delay(policy, 1, Some(&later))), Some(1_000), "Retry-After wins over the backoff");
+        assert_eq!(ms(retry_delay(policy, 1, Some(&later), 0.3)), Some(1_000), "Retry-After wins over the backoff");
         let much_later = GatewayError::upstream_status(429, "slow down").with_retry_after(Some(30));
-        assert_eq!(retry_delay(policy, 1, Some(&much_later)), None, "too long to hold the request");
-        assert_eq!(retry_delay(None, 1, Some(&busy)), None);
+        assert_eq!(retry_delay(policy, 1, Some(&much_later), 0.3), None, "too long to hold the request");
+        assert_eq!(retry_delay(None, 1, Some(&busy), 0.3), None);
     }
 }
