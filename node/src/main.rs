@@ -1,11 +1,6 @@
 //! The `tollgate` binary: parse flags, set up logging, call into the library.
 
 use clap::Parser;
-
-/// mimalloc instead of glibc malloc: the request path allocates many small, short-lived buffers (headers,
-/// JSON, SSE frames) and glibc's malloc/free showed up at ~7 % of the gateway's CPU under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tollgate::cli::{Cli, Command};
 use tollgate::{signals, Config, Listeners};
 
