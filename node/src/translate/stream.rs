@@ -115,6 +115,31 @@ fn write_named(out: &mut BytesMut, name: &str, value: &Value) {
 
 // ---- OpenAI → OpenAI ----
 
+/// What the passthrough needs from a chunk. Text borrows from the event where it has no escapes, and
+/// everything else (ids, model, tool-call deltas, logprobs) is skipped without allocating: the event itself
+/// is forwarded byte for byte.
+#[derive(serde::Deserialize)]
+struct PassthroughChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<PassthroughChoice<'a>>,
+    #[serde(default)]
+    usage: Option<crate::api::openai::UsageWire>,
+    #[serde(default, borrow)]
+    error: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct PassthroughChoice<'a> {
+    #[serde(default, borrow)]
+    delta: PassthroughDelta<'a>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PassthroughDelta<'a> {
+    #[serde(default, borrow)]
+    content: Option<std::borrow::Cow<'a, str>>,
+}
+
 #[derive(Debug)]
 pub struct OpenAiPassthrough {
     include_usage: bool,
@@ -128,9 +153,12 @@ impl OpenAiPassthrough {
             write_data(out, b"[DONE]");
             return Ok(());
         }
-        let chunk: Chunk = serde_json::from_slice(&event.data).map_err(malformed)?;
-        if let Some(error) = &chunk.error {
-            return Err(upstream_stream_error(Protocol::OpenAi, &event.data, error));
+        let chunk: PassthroughChunk<'_> = serde_json::from_slice(&event.data).map_err(malformed)?;
+        if let Some(error) = chunk.error {
+            let error: Value = serde_json::from_str(error.get()).map_err(malformed)?;
+            if !error.is_null() {
+                return Err(upstream_stream_error(Protocol::OpenAi, &event.data, &error));
+            }
         }
         for choice in &chunk.choices {
             if let Some(content) = &choice.delta.content {

@@ -222,3 +222,16 @@ fn anthropic_passthrough_keeps_events_and_sums_usage() {
     let usage = translator.facts().usage.unwrap_or_default();
     assert_eq!((usage.input_tokens, usage.output_tokens), (12, 9));
 }
+
+#[test]
+fn openai_passthrough_stops_on_an_error_chunk_and_keeps_escaped_text() {
+    // Text with escapes cannot be borrowed from the event: it must still be collected for estimates.
+    let raw = "data: {\"choices\":[{\"delta\":{\"content\":\"a \\\"quoted\\\" \\u00e9\"}}],\"error\":null}\n\n\
+               data: {\"error\":{\"message\":\"overloaded\",\"type\":\"server_error\",\"code\":null}}\n\n";
+    let (events, translator, error) = run(Protocol::OpenAi, Protocol::OpenAi, false, raw);
+    assert_eq!(events.len(), 1, "the first chunk is passed on: {events:?}");
+    assert_eq!(translator.facts().text, "a \"quoted\" é");
+    let error = error.unwrap_or_else(|| GatewayError::internal("none"));
+    let body: Value = serde_json::from_slice(&error.body(Protocol::OpenAi)).unwrap_or_default();
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("overloaded"), "{body}");
+}
