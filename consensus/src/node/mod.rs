@@ -4,7 +4,6 @@
 //! [`ClusterError::NoQuorum`] after `write_timeout` instead of hanging.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,81 +20,8 @@ use crate::state::{Command, ControlState, Request, Response};
 use crate::store::StateMachineStore;
 use crate::types::{NodeId, NodeInfo, Raft};
 
-#[derive(Debug, Clone)]
-pub struct ConsensusConfig {
-    pub node_id: NodeId,
-    /// This node's addresses as other members should use them.
-    pub advertise: NodeInfo,
-    /// Raft addresses of the initial voters (the same on every node). The lowest id initializes a fresh cluster.
-    pub initial_members: BTreeMap<NodeId, String>,
-    pub data_dir: PathBuf,
-    pub heartbeat_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    /// Bound on a write or linearizable read without a quorum.
-    pub write_timeout: Duration,
-    /// Build a snapshot (and purge the log) after this many applied entries.
-    pub snapshot_after_logs: u64,
-}
-
-impl ConsensusConfig {
-    pub fn new(node_id: NodeId, advertise: NodeInfo, data_dir: PathBuf) -> Self {
-        ConsensusConfig {
-            node_id,
-            advertise,
-            initial_members: BTreeMap::new(),
-            data_dir,
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
-            write_timeout: Duration::from_secs(5),
-            snapshot_after_logs: 1000,
-        }
-    }
-}
-
-/// Why a cluster call failed, mapped to HTTP statuses by the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum ClusterError {
-    /// No leader reachable / no quorum within the timeout (503).
-    #[error("no quorum: {0}")]
-    NoQuorum(String),
-    /// The request is invalid (400).
-    #[error("invalid request: {0}")]
-    Invalid(String),
-    /// Unknown node or object (404).
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MemberStatus {
-    pub id: NodeId,
-    pub raft_addr: String,
-    pub api_addr: String,
-    pub admin_addr: String,
-    /// `leader`, `follower` (voter) or `learner`.
-    pub role: String,
-    /// Highest log index known replicated to this member (leader's view), or its own applied index.
-    pub matched_index: Option<u64>,
-    /// Entries behind the leader's last log index.
-    pub lag: Option<u64>,
-    /// Whether the leader has heard from it (it has a matched log).
-    pub alive: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ClusterStatus {
-    /// The node that answered.
-    pub node_id: NodeId,
-    pub leader: Option<NodeId>,
-    pub term: u64,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub members: Vec<MemberStatus>,
-}
+mod api;
+pub use api::{ClusterError, ClusterStatus, ConsensusConfig, MemberStatus};
 
 pub(crate) struct Inner {
     pub(crate) raft: Raft,

@@ -1,0 +1,89 @@
+use super::*;
+
+const GOOD: &str = r#"
+[node]
+listen = "127.0.0.1:0"
+
+[[providers]]
+name = "openai"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OPENAI_API_KEY"
+
+[[models]]
+name = "gpt-4o-mini"
+price_per_mtok = { input = 0.15, output = 0.60 }
+[[models.targets]]
+provider = "openai"
+
+[[keys]]
+key = "tg-test"
+org = "acme"
+"#;
+
+fn error_of(text: &str) -> String {
+    match Config::parse(text) {
+        Ok(_) => String::from("<no error>"),
+        Err(err) => format!("{err:#}"),
+    }
+}
+
+#[test]
+fn accepts_a_good_config() {
+    let config = Config::parse(GOOD).map_err(|e| format!("{e:#}"));
+    assert!(config.is_ok(), "{config:?}");
+}
+
+#[test]
+fn org_budgets_are_validated() {
+    let with_budget =
+        format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ limit_tokens = 5000000, period = \"month\" }}\n");
+    assert!(Config::parse(&with_budget).is_ok(), "{}", error_of(&with_budget));
+    let bad = format!("{GOOD}\n[[orgs]]\nname = \"acme\"\nbudget = {{ period = \"fortnight\" }}\n");
+    assert!(error_of(&bad).contains("orgs[0].budget"), "{}", error_of(&bad));
+}
+
+#[test]
+fn routing_and_gossip_options_name_the_bad_field() {
+    let model = |extra: &str| {
+        GOOD.replace(
+            "price_per_mtok = { input = 0.15, output = 0.60 }",
+            &format!("price_per_mtok = {{ input = 0.15, output = 0.60 }}\n{extra}"),
+        )
+    };
+    assert!(Config::parse(&model("strategy = \"least_load\"")).is_ok());
+    assert!(error_of(&model("strategy = \"fastest\"")).contains("strategy"));
+    assert!(error_of(&model("fallback_on = [500]")).contains("models[0].fallback_on"));
+    assert!(error_of(&model("retry = { attempts = 2, backoff_ms = 500, max_backoff_ms = 100 }"))
+        .contains("models[0].retry.max_backoff_ms"));
+    assert!(error_of(&model("canary = { target = 3 }")).contains("models[0].canary"));
+    assert!(error_of(&model("canary = { target = \"nope\" }")).contains("models[0].canary.target"));
+    let node = |extra: &str| GOOD.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:0\"\n{extra}"));
+    assert!(Config::parse(&node("gossip_seeds = [\"10.0.0.2:7946\"]")).is_ok_and(|c| c.node.gossip_enabled()));
+    assert!(error_of(&node("gossip_seeds = [\"nohost\"]")).contains("node.gossip_seeds[0]"));
+    assert!(error_of(&node("gossip = true\ngossip_listen = \"0.0.0.0:7946\"")).contains("node.gossip_advertise"));
+    assert!(error_of(&node("breaker_failures = 0")).contains("node.breaker_failures"));
+    let derived = Config::parse(&node(
+        "gossip = true\ngossip_listen = \"0.0.0.0:7946\"\npeers = { 1 = \"10.0.1.10:7070\", 2 = \"10.0.2.10:7070\" }",
+    ))
+    .map(|c| c.node.gossip_advertise_addr().map(|a| a.to_string()));
+    assert_eq!(derived.ok().flatten().as_deref(), Some("10.0.1.10:7946"), "advertised on the Raft host");
+    let seeds = Config::parse(&node(
+        "gossip = true\ngossip_listen = \"0.0.0.0:7947\"\npeers = { 1 = \"10.0.1.10:7070\", 2 = \"n2.local:7070\" }",
+    ))
+    .map(|c| c.node.effective_gossip_seeds());
+    assert_eq!(seeds.ok(), Some(vec!["n2.local:7947".to_owned()]), "seeds default to the other peers' hosts");
+}
+
+#[test]
+fn names_the_bad_field() {
+    assert!(error_of(&GOOD.replace("provider = \"openai\"", "provider = \"nope\""))
+        .contains("models[0].targets[0].provider"));
+    assert!(error_of(&GOOD.replace("https://api.openai.com/v1", "ftp://x")).contains("providers[0].base_url"));
+    assert!(error_of(&GOOD.replace("127.0.0.1:0", "localhost")).contains("node.listen"));
+    assert!(error_of(&GOOD.replace("org = \"acme\"", "org = \"acme\"\nkey_sha256 = \"ab\"")).contains("keys[0]"));
+    assert!(error_of(&GOOD.replace("kind = \"openai\"", "kind = \"openai\"\nbogus = 1")).contains("bogus"));
+    assert!(error_of(&GOOD.replace("kind = \"openai\"", "kind = \"gemini\"")).contains("kind"));
+    assert!(error_of(&format!("{GOOD}\n[[models]]\nname = \"gpt-4o-mini\"\ntargets = [{{provider = \"openai\"}}]"))
+        .contains("duplicate model name"));
+}
