@@ -86,4 +86,7 @@ fn names_the_bad_field() {
     assert!(error_of(&GOOD.replace("kind = \"openai\"", "kind = \"gemini\"")).contains("kind"));
     assert!(error_of(&format!("{GOOD}\n[[models]]\nname = \"gpt-4o-mini\"\ntargets = [{{provider = \"openai\"}}]"))
         .contains("duplicate model name"));
+    let spin = |us: u64| GOOD.replacen("[node]\n", &format!("[node]\nidle_spin_us = {us}\n"), 1);
+    assert!(error_of(&spin(20_000)).contains("node.idle_spin_us"));
+    assert!(Config::parse(&spin(150)).is_ok_and(|c| c.node.idle_spin_us == 150));
 }

@@ -18,6 +18,7 @@ pub mod dev;
 pub mod error;
 pub mod gateway;
 pub mod gossip;
+pub mod idle_spin;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;

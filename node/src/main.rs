@@ -13,13 +13,22 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Workers may spin briefly before parking (`node.idle_spin_us`); the hook is free while that is 0.
+    let census = tollgate::idle_spin::EpollCensus::take();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(tollgate::idle_spin::on_park)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Err(reason) = tollgate::idle_spin::adopt_runtime_epoll(&census) {
+        tracing::debug!(%reason, "idle spinning unavailable");
+    }
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -236,6 +236,13 @@ impl Metrics {
         out.push_str("# HELP tollgate_gateway_overhead_seconds Time the gateway itself spent before the response headers, upstream wait excluded.\n");
         out.push_str("# TYPE tollgate_gateway_overhead_seconds histogram\n");
         self.overhead.render(&mut out, "tollgate_gateway_overhead_seconds", "");
+        if crate::idle_spin::active() {
+            let (woken, expired) = crate::idle_spin::counts();
+            let _ = writeln!(
+                out,
+                "# HELP tollgate_idle_spins_total Worker parks that spun first (node.idle_spin_us): `woken` found work within the budget, `expired` parked anyway.\n# TYPE tollgate_idle_spins_total counter\ntollgate_idle_spins_total{{outcome=\"woken\"}} {woken}\ntollgate_idle_spins_total{{outcome=\"expired\"}} {expired}"
+            );
+        }
 
         let targets: Vec<Arc<TargetMetrics>> = {
             let targets = self.targets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

@@ -49,6 +49,7 @@ impl Listeners {
 /// Runs a node until `shutdown` resolves, then drains. Returns when in-flight requests have finished or
 /// the grace period is over.
 pub async fn run(config: Config, mut listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    crate::idle_spin::set_budget(Duration::from_micros(config.node.idle_spin_us));
     let gateway = build_gateway(&config, &mut listeners).await?;
     run_gateway(gateway, listeners, shutdown).await
 }
