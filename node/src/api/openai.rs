@@ -250,19 +250,26 @@ impl UsageWire {
     }
 }
 
-/// Just the usage of a non-streamed response (same-protocol passthrough validates and meters with this).
+/// Just the usage of a non-streamed response (same-protocol passthrough validates and meters with this),
+/// and the reply text (borrowed unless escaped) for an estimate when the usage is missing.
 #[derive(Debug, Deserialize)]
-pub struct ResponseProbe {
+pub struct ResponseProbe<'a> {
     #[serde(default)]
     pub usage: Option<UsageWire>,
-    #[serde(default)]
-    pub choices: Vec<ChoiceProbe>,
+    #[serde(default, borrow)]
+    pub choices: Vec<ChoiceProbe<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ChoiceProbe {
-    #[serde(default)]
-    pub message: Option<ResponseMessage>,
+pub struct ChoiceProbe<'a> {
+    #[serde(default, borrow)]
+    pub message: Option<ReplyProbe<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ReplyProbe<'a> {
+    #[serde(default, borrow)]
+    pub content: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Debug, Deserialize)]

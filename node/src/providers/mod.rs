@@ -64,6 +64,8 @@ enum Backend {
 pub struct HttpBackend {
     client: HttpClient,
     base_url: String,
+    /// `base_url` + each path the adapter calls, parsed once (a clone is a few reference counts).
+    uris: Vec<(&'static str, http::Uri)>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -131,7 +133,12 @@ fn transport_error(provider: &str, err: &hyper_util::client::legacy::Error) -> G
 }
 
 impl HttpBackend {
-    fn new(base_url: &str, timeouts: Timeouts, headers: Vec<(HeaderName, HeaderValue)>) -> anyhow::Result<Self> {
+    fn new(
+        base_url: &str,
+        paths: &[&'static str],
+        timeouts: Timeouts,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> anyhow::Result<Self> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(timeouts.connect));
@@ -146,12 +153,26 @@ impl HttpBackend {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .build(https);
-        Ok(HttpBackend { client, base_url: base_url.trim_end_matches('/').to_owned(), headers })
+        let base_url = base_url.trim_end_matches('/').to_owned();
+        let uris = paths
+            .iter()
+            .map(|path| {
+                let uri = format!("{base_url}{path}").parse::<http::Uri>();
+                uri.map(|uri| (*path, uri)).map_err(|err| anyhow::anyhow!("base_url `{base_url}`: {err}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(HttpBackend { client, base_url, uris, headers })
     }
 
     /// A POST of a JSON body to `base_url + path`, with the static and forwarded headers.
     fn post(&self, path: &str, request: &UpstreamRequest<'_>) -> GatewayResult<http::request::Builder> {
-        let mut builder = http::Request::post(format!("{}{}", self.base_url, path))
+        let uri = match self.uris.iter().find(|(known, _)| *known == path) {
+            Some((_, uri)) => uri.clone(),
+            None => format!("{}{}", self.base_url, path)
+                .parse()
+                .map_err(|err| GatewayError::internal(format!("upstream URI for {path}: {err}")))?,
+        };
+        let mut builder = http::Request::post(uri)
             .header(http::header::CONTENT_TYPE, "application/json")
             .header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")));
         if request.stream {

@@ -15,6 +15,7 @@ pub fn backend(config: &ProviderConfig, timeouts: Timeouts) -> anyhow::Result<Ht
     let credential = api_key(config)?.map(|key| (HeaderName::from_static("authorization"), format!("Bearer {key}")));
     HttpBackend::new(
         config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
+        &["/chat/completions", "/embeddings"],
         timeouts,
         static_headers(config, credential)?,
     )

@@ -89,6 +89,10 @@ pub fn queue_and_kv(signal: &LoadSignal) -> (f64, f64) {
 }
 
 pub fn attempt_order(route: &Route, hints: &RequestHints<'_>) -> Vec<usize> {
+    if route.targets.len() == 1 {
+        // Nothing to order (and no random draw, clock read or signal snapshot to pay for).
+        return vec![0];
+    }
     let now_mono = monotonic_ms();
     let mut rng = rand::rng();
     let needs_signals = matches!(route.strategy, Strategy::LeastLoad | Strategy::Latency);

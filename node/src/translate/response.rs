@@ -22,12 +22,16 @@ fn invalid(err: serde_json::Error) -> GatewayError {
     GatewayError::upstream_invalid(format!("upstream returned an invalid response body: {err}"))
 }
 
-/// Validates an OpenAI chat response and reads its usage.
+/// Validates an OpenAI chat response and reads its usage (and, only when that is missing, the reply
+/// text to estimate it from).
 pub fn probe_openai(body: &[u8]) -> GatewayResult<ResponseFacts> {
     let probe: openai::ResponseProbe = serde_json::from_slice(body).map_err(invalid)?;
-    let text =
-        probe.choices.iter().filter_map(|c| c.message.as_ref().and_then(|m| m.content.as_deref())).collect::<String>();
-    Ok(ResponseFacts { usage: probe.usage.map(|u| u.to_usage()), text })
+    let usage = probe.usage.map(|u| u.to_usage());
+    let text = match usage {
+        Some(_) => String::new(),
+        None => probe.choices.iter().filter_map(|c| c.message.as_ref()?.content.as_deref()).collect(),
+    };
+    Ok(ResponseFacts { usage, text })
 }
 
 /// Validates an Anthropic message response and reads its usage.
@@ -199,6 +203,20 @@ mod tests {
         assert_eq!(out["content"][1], json!({"type": "tool_use", "id": "call_1", "name": "f", "input": {"a": 1}}));
         assert_eq!(out["usage"]["input_tokens"], 7);
         assert_eq!(out["usage"]["output_tokens"], 3);
+    }
+
+    #[test]
+    fn openai_probe_reads_usage_and_the_text_only_when_usage_is_missing() {
+        let with_usage = br#"{"choices":[{"message":{"role":"assistant","content":"Hi"}}],
+            "usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
+        let facts = probe_openai(with_usage).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(facts.usage.map(|u| (u.input_tokens, u.output_tokens)), Some((7, 3)));
+        assert_eq!(facts.text, "", "no text collected when the provider reported usage");
+        let without = br#"{"choices":[{"message":{"content":"say \"hi\"\n"}},{"message":{"content":null}},{}]}"#;
+        let facts = probe_openai(without).unwrap_or_else(|e| panic!("{e}"));
+        assert!(facts.usage.is_none());
+        assert_eq!(facts.text, "say \"hi\"\n", "escaped text is decoded for the estimate");
+        assert!(probe_openai(br#"{"choices":[{"message":{"content":5}}]}"#).is_err(), "wrong type");
     }
 
     #[test]
