@@ -14,7 +14,9 @@
 # Usage (as root on Debian; installs nginx, jq and oha if missing):  bash bench/load.sh
 # Env: DURATION=10s  WARMUP=1s  CONNS=64  RATES="2000 8000"  TARGETS="direct nginx tollgate"  REPEAT=1 (rounds; medians)
 #      (more targets: tollgate-raft = a one-node Raft cluster; tollgate-budget = the same with an org token budget,
-#       so TARGETS="tollgate-raft tollgate-budget" measures what budget enforcement costs end to end)
+#       so TARGETS="tollgate-raft tollgate-budget" measures what budget enforcement costs end to end;
+#       tollgate-spin = standalone with node.idle_spin_us = $SPIN_US (default 150); hyper = a bare hyper
+#       server + pooled client (bench/src/bin/hyper_proxy.rs), the floor for any proxy built on that stack)
 #      SCENARIOS="closed open stream"  OUT_DIR=<dir to keep the raw oha JSON + table>
 #      REPORT_FROM=<an OUT_DIR of an earlier run: print its table again, run nothing>
 #      OHA=<path to oha>  BENCH_CACHE=~/.cache/tollgate-bench (where oha is installed)
@@ -28,7 +30,9 @@ RATES=${RATES:-"2000 8000"}
 TARGETS=${TARGETS:-"direct nginx tollgate"}
 SCENARIOS=${SCENARIOS:-"closed open stream"}
 REPEAT=${REPEAT:-1}
+SPIN_US=${SPIN_US:-150}
 NGINX_PORT=${NGINX_PORT:-18080}
+HYPER_PORT=${HYPER_PORT:-18082}
 TOLLGATE_PORT=${TOLLGATE_PORT:-18081}
 TOLLGATE_ADMIN_PORT=${TOLLGATE_ADMIN_PORT:-18091}
 TOLLGATE_RAFT_PORT=${TOLLGATE_RAFT_PORT:-18071}
@@ -119,11 +123,12 @@ else
     # ---- build ----
 
     log "building tollgate and the mock server (release)"
-    (cd "$ROOT" && cargo build --release -q -p tollgate -p tollgate-bench --bin tollgate --bin mock_server) >&2
+    (cd "$ROOT" && cargo build --release -q -p tollgate -p tollgate-bench --bin tollgate --bin mock_server --bin hyper_proxy) >&2
     TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
     TOLLGATE="$TARGET_DIR/release/tollgate"
     MOCK="$TARGET_DIR/release/mock_server"
-    [[ -x "$TOLLGATE" && -x "$MOCK" ]] || die "binaries not found under $TARGET_DIR/release"
+    HYPER_PROXY="$TARGET_DIR/release/hyper_proxy"
+    [[ -x "$TOLLGATE" && -x "$MOCK" && -x "$HYPER_PROXY" ]] || die "binaries not found under $TARGET_DIR/release"
 
 fi
 
@@ -209,7 +214,16 @@ EOF
     wait_port "$NGINX_PORT" nginx $!
 }
 
-start_tollgate() { # [standalone | raft | budget]
+start_hyper() {
+    port_free "$HYPER_PORT" || die "port $HYPER_PORT is in use (set HYPER_PORT)"
+    TOKIO_WORKER_THREADS=1 "${PRIO_CMD[@]}" taskset -c "$GATEWAY_CPU" "$HYPER_PROXY" "127.0.0.1:$HYPER_PORT" \
+        "http://127.0.0.1:$MOCK_PORT" >"$WORK/hyper.log" 2>&1 &
+    PIDS+=($!)
+    GW_PID=$!
+    wait_port "$HYPER_PORT" hyper_proxy $!
+}
+
+start_tollgate() { # [standalone | raft | budget | spin]
     local mode=${1:-standalone}
     port_free "$TOLLGATE_PORT" || die "port $TOLLGATE_PORT is in use (set TOLLGATE_PORT)"
     cat >"$WORK/tollgate.toml" <<EOF
@@ -217,6 +231,10 @@ start_tollgate() { # [standalone | raft | budget]
 listen = "127.0.0.1:$TOLLGATE_PORT"
 admin_listen = "127.0.0.1:$TOLLGATE_ADMIN_PORT"
 EOF
+    if [[ $mode == spin ]]; then
+        echo "idle_spin_us = $SPIN_US" >>"$WORK/tollgate.toml"
+        mode=standalone
+    fi
     if [[ $mode != standalone ]]; then
         # A one-node Raft cluster: the same control plane as a real cluster (keys and routes from the replicated
         # state); with `budget`, the key's org has a token budget far larger than the run can spend, so every
@@ -279,6 +297,7 @@ url_for() {
     case $1 in
         direct) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
         nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
+        hyper) echo "http://127.0.0.1:$HYPER_PORT/v1/chat/completions" ;;
         tollgate*) echo "http://127.0.0.1:$TOLLGATE_PORT/v1/chat/completions" ;;
     esac
 }
@@ -320,6 +339,8 @@ run_scenario() { # target scenario-name round body [oha args...]
         tollgate) start_tollgate ;;
         tollgate-raft) start_tollgate raft ;;
         tollgate-budget) start_tollgate budget ;;
+        tollgate-spin) start_tollgate spin ;;
+        hyper) start_hyper ;;
     esac
     local url ok run=$target.$name.r$round
     url=$(url_for "$target")
