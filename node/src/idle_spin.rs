@@ -77,11 +77,12 @@ fn spin(nanos: u64) {
         let mut fds = [PollFd::new(epoll, PollFlags::IN)];
         match poll(&mut fds, Some(&zero)) {
             Ok(0) => {}
-            // Ready, or poll failed (then parking is the safe thing to do).
-            _ => {
+            Ok(_) if fds[0].revents().contains(PollFlags::IN) => {
                 SPINS_WOKEN.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            // An error or a broken descriptor: parking is the safe thing to do.
+            _ => return,
         }
         if started.elapsed().as_nanos() >= u128::from(nanos) {
             SPINS_EXPIRED.fetch_add(1, Ordering::Relaxed);
