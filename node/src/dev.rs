@@ -104,9 +104,16 @@ pub fn setup(args: &DevArgs) -> DevSetup {
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let setup = setup(&args);
     let _ = std::fs::remove_dir_all(&setup.data_root);
-    let mut nodes = Vec::new();
+    // Every node's sockets first: a port in use fails before anything runs, and no node's first election
+    // meets a refused connection (and logs errors) because a peer has not bound its Raft port yet.
+    let mut bound = Vec::new();
     for config in &setup.configs {
-        nodes.push(RunningNode::start(config.clone()).await?);
+        bound.push(crate::Listeners::bind(config).await?);
+    }
+    let mut nodes = Vec::new();
+    for (config, mut listeners) in setup.configs.iter().zip(bound) {
+        let raft = listeners.raft.take();
+        nodes.push(RunningNode::start_with(config.clone(), raft, listeners).await?);
     }
     let Some(first) = nodes.first() else {
         anyhow::bail!("--nodes must be at least 1");
