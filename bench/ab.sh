@@ -12,35 +12,20 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-5s}; RATE=${RATE:-2000}
 OHA=${OHA:-$(command -v oha || echo "${HOME:-/root}/.cache/tollgate-bench/bin/oha")}
 MOCK=${MOCK:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mock_server}
-KEY=tg-bench-key-0123456789
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
+KEY=$BENCH_KEY
 WORK=$(mktemp -d /tmp/tollgate-ab.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-cat >"$WORK/body.json" <<'JSON'
-{"model":"mock-gpt","messages":[{"role":"system","content":"You are a concise assistant for an online store."},{"role":"user","content":"Where is my order #48213? It was supposed to arrive on Monday and the tracking page has not changed since."}],"temperature":0.2,"max_tokens":256,"user":"cust-48213"}
-JSON
+bench_body >"$WORK/body.json"
 
 run() { # label binary
     rm -f "$WORK/mock.port"
     chrt -f 10 taskset -c 0 "$MOCK" "$WORK/mock.port" >"$WORK/mock.log" 2>&1 &
     local mock=$! _
     for _ in $(seq 100); do [[ -s "$WORK/mock.port" ]] && break; sleep 0.05; done
-    cat >"$WORK/tollgate.toml" <<TOML
-[node]
-listen = "127.0.0.1:18181"
-admin_listen = "127.0.0.1:18191"
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:$(cat "$WORK/mock.port")/v1"
-api_key = "sk-upstream-bench"
-[[models]]
-name = "mock-gpt"
-targets = [ { provider = "mock", model = "mock-gpt" } ]
-[[keys]]
-key = "$KEY"
-name = "bench"
-org = "bench"
-TOML
+    printf '[node]\nlisten = "127.0.0.1:18181"\nadmin_listen = "127.0.0.1:18191"\n' >"$WORK/tollgate.toml"
+    bench_routes_toml "$(cat "$WORK/mock.port")" >>"$WORK/tollgate.toml"
     TOKIO_WORKER_THREADS=1 RUST_LOG=warn chrt -f 10 taskset -c 1 "$2" serve --config "$WORK/tollgate.toml" >"$WORK/gw.log" 2>&1 &
     local gw=$! mode t0 t1 n
     sleep 1.5

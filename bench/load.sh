@@ -48,9 +48,10 @@ case $PRIO in
     *) echo "PRIO must be nice or rt" >&2; exit 2 ;;
 esac
 BENCH_CACHE=${BENCH_CACHE:-${HOME:-/root}/.cache/tollgate-bench}
-KEY="tg-bench-key-0123456789"
-
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/common.sh
+source "$ROOT/bench/common.sh"
+KEY=$BENCH_KEY
 WORK=$(mktemp -d /tmp/tollgate-load.XXXXXX)
 PIDS=()
 
@@ -136,9 +137,7 @@ fi
 
 BODY="$WORK/body.json"
 STREAM_BODY="$WORK/stream.json"
-cat >"$BODY" <<'EOF'
-{"model":"mock-gpt","messages":[{"role":"system","content":"You are a concise assistant for an online store."},{"role":"user","content":"Where is my order #48213? It was supposed to arrive on Monday and the tracking page has not changed since."}],"temperature":0.2,"max_tokens":256,"user":"cust-48213"}
-EOF
+bench_body >"$BODY"
 # Tollgate always asks the upstream for usage on streams; asking everywhere keeps the three streams identical.
 cat >"$STREAM_BODY" <<'EOF'
 {"model":"mock-gpt","messages":[{"role":"system","content":"You are a concise assistant for an online store."},{"role":"user","content":"Where is my order #48213? It was supposed to arrive on Monday?"}],"temperature":0.2,"max_tokens":256,"stream":true,"stream_options":{"include_usage":true}}
@@ -248,23 +247,7 @@ peers = { 1 = "127.0.0.1:$TOLLGATE_RAFT_PORT" }
 admin_token = "bench-admin"
 EOF
     fi
-    cat >>"$WORK/tollgate.toml" <<EOF
-
-[[providers]]
-name = "mock"
-kind = "openai"
-base_url = "http://127.0.0.1:$MOCK_PORT/v1"
-api_key = "sk-upstream-bench"
-
-[[models]]
-name = "mock-gpt"
-targets = [ { provider = "mock", model = "mock-gpt" } ]
-
-[[keys]]
-key = "$KEY"
-name = "bench"
-org = "bench"
-EOF
+    bench_routes_toml "$MOCK_PORT" >>"$WORK/tollgate.toml"
     if [[ $mode == budget ]]; then
         cat >>"$WORK/tollgate.toml" <<EOF
 

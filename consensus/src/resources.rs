@@ -46,6 +46,25 @@ pub struct ProviderConfig {
     pub mock: Option<MockConfig>,
 }
 
+impl ProviderConfig {
+    /// A built-in `mock` provider with these settings (none: the defaults) and nothing else set.
+    pub fn mock(name: &str, mock: Option<MockConfig>) -> ProviderConfig {
+        ProviderConfig {
+            name: name.into(),
+            kind: ProviderKind::Mock,
+            base_url: None,
+            api_key: None,
+            api_key_env: None,
+            metrics_url: None,
+            headers: BTreeMap::new(),
+            connect_timeout_ms: None,
+            first_byte_timeout_ms: None,
+            idle_timeout_ms: None,
+            mock,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum MockStyle {

@@ -1,21 +1,9 @@
 use super::*;
 use crate::ledger::{BudgetSpec, Scope};
-use crate::resources::{ProviderKind, TeamConfig};
+use crate::resources::TeamConfig;
 
 fn provider(name: &str) -> ProviderConfig {
-    ProviderConfig {
-        name: name.into(),
-        kind: ProviderKind::Mock,
-        base_url: None,
-        api_key: None,
-        api_key_env: None,
-        metrics_url: None,
-        headers: Default::default(),
-        connect_timeout_ms: None,
-        first_byte_timeout_ms: None,
-        idle_timeout_ms: None,
-        mock: None,
-    }
+    ProviderConfig::mock(name, None)
 }
 
 fn model(name: &str, provider: &str) -> ModelConfig {

@@ -6,9 +6,7 @@ use std::fmt::Write as _;
 use rand::Rng;
 
 use crate::cli::DevArgs;
-use crate::config::{
-    Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig, ProviderKind,
-};
+use crate::config::{Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig};
 use crate::server::RunningNode;
 
 pub struct DevSetup {
@@ -29,19 +27,7 @@ fn random_token(prefix: &str) -> String {
 }
 
 fn mock_provider(name: &str, style: MockStyle, token_delay_ms: u64) -> ProviderConfig {
-    ProviderConfig {
-        name: name.into(),
-        kind: ProviderKind::Mock,
-        base_url: None,
-        api_key: None,
-        api_key_env: None,
-        metrics_url: None,
-        headers: Default::default(),
-        connect_timeout_ms: None,
-        first_byte_timeout_ms: None,
-        idle_timeout_ms: None,
-        mock: Some(MockConfig { style, reply: None, first_token_delay_ms: 0, token_delay_ms }),
-    }
+    ProviderConfig::mock(name, Some(MockConfig { style, reply: None, first_token_delay_ms: 0, token_delay_ms }))
 }
 
 fn model(name: &str, provider: &str, window: u64, price: Price) -> ModelConfig {

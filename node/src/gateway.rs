@@ -86,22 +86,7 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let endpoints = endpoint_registry(config);
         let snapshot = ControlSnapshot::build(config, &metrics, &endpoints)?;
-        Ok(Gateway {
-            endpoints,
-            gossip: std::sync::OnceLock::new(),
-            snapshot: ArcSwap::from_pointee(snapshot),
-            consensus: None,
-            budget: None,
-            usage: None,
-            admin_token: config.admin_token()?,
-            loaded: AtomicBool::new(true),
-            metrics,
-            limits: config.limits.clone(),
-            node_id: config.node.id,
-            node_header: HeaderValue::from(config.node.id),
-            shutting_down: AtomicBool::new(false),
-            loaded_state: Mutex::new(None),
-        })
+        Self::assemble(config, metrics, endpoints, snapshot, None)
     }
 
     /// A cluster-mode gateway: routes and keys come from the replicated state, not the file.
@@ -109,15 +94,29 @@ impl Gateway {
         let metrics = Arc::new(Metrics::default());
         let endpoints = endpoint_registry(config);
         let snapshot = ControlSnapshot::from_state(&ControlState::default(), &config.limits, &metrics, &endpoints)?;
+        Self::assemble(config, metrics, endpoints, snapshot, Some(consensus))
+    }
+
+    /// Standalone (no consensus: loaded from the file at once) or clustered (budgets and usage reporting
+    /// through Raft; loaded when the replicated state arrives).
+    fn assemble(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        endpoints: Arc<EndpointRegistry>,
+        snapshot: ControlSnapshot,
+        consensus: Option<ConsensusNode>,
+    ) -> anyhow::Result<Gateway> {
         Ok(Gateway {
             endpoints,
             gossip: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(snapshot),
-            budget: Some(BudgetManager::new(config.node.id, consensus.clone(), budget_config(config))),
-            usage: Some(UsageAggregator::new(config.node.id, consensus.clone())),
-            consensus: Some(consensus),
+            budget: consensus
+                .as_ref()
+                .map(|consensus| BudgetManager::new(config.node.id, consensus.clone(), budget_config(config))),
+            usage: consensus.as_ref().map(|consensus| UsageAggregator::new(config.node.id, consensus.clone())),
+            loaded: AtomicBool::new(consensus.is_none()),
+            consensus,
             admin_token: config.admin_token()?,
-            loaded: AtomicBool::new(false),
             metrics,
             limits: config.limits.clone(),
             node_id: config.node.id,
