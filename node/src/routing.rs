@@ -52,7 +52,7 @@ impl Target {
 }
 
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
     pub context_window: Option<u64>,
     pub max_output_tokens: Option<u64>,
     pub price: Price,
@@ -188,7 +188,7 @@ impl ControlSnapshot {
             routes.insert(
                 model.name.clone(),
                 Arc::new(Route {
-                    name: model.name.clone(),
+                    name: model.name.as_str().into(),
                     context_window: model.context_window,
                     max_output_tokens: model.max_output_tokens,
                     price: model.price_per_mtok,

@@ -172,11 +172,15 @@ impl HttpBackend {
                 .parse()
                 .map_err(|err| GatewayError::internal(format!("upstream URI for {path}: {err}")))?,
         };
+        // Static values: a `&str` would be copied into a new buffer on every request.
         let mut builder = http::Request::post(uri)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, concat!("tollgate/", env!("CARGO_PKG_VERSION")));
+            .header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(
+                http::header::USER_AGENT,
+                HeaderValue::from_static(concat!("tollgate/", env!("CARGO_PKG_VERSION"))),
+            );
         if request.stream {
-            builder = builder.header(http::header::ACCEPT, "text/event-stream");
+            builder = builder.header(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
         }
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
@@ -228,20 +232,33 @@ fn api_key(config: &ProviderConfig) -> anyhow::Result<Option<String>> {
 
 /// Reads a whole body with a size cap and an idle timeout between chunks.
 pub async fn read_body(mut body: UpstreamBody, limit: usize, idle: Duration) -> GatewayResult<Bytes> {
+    // A body that comes in one frame (the usual small JSON answer) is passed on as it is, without a copy.
+    let mut first: Option<Bytes> = None;
     let mut out = bytes::BytesMut::new();
     loop {
         let frame = tokio::time::timeout(idle, body.frame()).await.map_err(|_| {
             GatewayError::upstream_timeout(format!("upstream body stalled for {} ms", idle.as_millis()))
         })?;
         match frame {
+            None if out.is_empty() => return Ok(first.unwrap_or_default()),
             None => return Ok(out.freeze()),
             Some(Err(err)) => return Err(GatewayError::upstream_invalid(format!("upstream body failed: {err}"))),
             Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if out.len() + data.len() > limit {
-                        return Err(GatewayError::upstream_invalid(format!("upstream response exceeds {limit} bytes")));
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let held = first.as_ref().map_or(0, Bytes::len) + out.len();
+                if held + data.len() > limit {
+                    return Err(GatewayError::upstream_invalid(format!("upstream response exceeds {limit} bytes")));
+                }
+                match first.take() {
+                    None if out.is_empty() => first = Some(data),
+                    earlier => {
+                        if let Some(earlier) = earlier {
+                            out.extend_from_slice(&earlier);
+                        }
+                        out.extend_from_slice(&data);
                     }
-                    out.extend_from_slice(&data);
                 }
             }
         }
@@ -279,4 +296,33 @@ pub fn upstream_error(
         err = err.with_upstream_body(protocol, body);
     }
     err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    fn body_of(chunks: &[&'static [u8]]) -> UpstreamBody {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> =
+            chunks.iter().map(|chunk| Ok(Frame::data(Bytes::from_static(chunk)))).collect();
+        StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    #[tokio::test]
+    async fn read_body_passes_one_frame_on_uncopied_and_joins_several() {
+        let idle = Duration::from_secs(1);
+        let one: &'static [u8] = b"{\"ok\":true}";
+        let read = read_body(body_of(&[one]), 1024, idle).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read.as_ptr(), one.as_ptr(), "a single frame is not copied");
+        let read = read_body(body_of(&[b"{\"a\":", b"", b"1,", b"\"b\":2}"]), 1024, idle).await;
+        assert_eq!(read.unwrap_or_else(|e| panic!("{e}")), Bytes::from_static(b"{\"a\":1,\"b\":2}"));
+        assert_eq!(read_body(body_of(&[]), 1024, idle).await.unwrap_or_else(|e| panic!("{e}")), Bytes::new());
+        let Err(err) = read_body(body_of(&[b"12345", b"67890"]), 8, idle).await else {
+            panic!("a body over the limit is refused");
+        };
+        assert!(err.message.contains("exceeds 8 bytes"), "{}", err.message);
+        assert!(read_body(body_of(&[b"12345", b"678"]), 8, idle).await.is_ok(), "exactly the limit is fine");
+    }
 }

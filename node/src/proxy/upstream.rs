@@ -181,15 +181,14 @@ async fn attempt(
     let body = target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
     let sent_at = Instant::now();
     let estimator = UsageEstimator { encoding: route.encoding, request_body: context.body.clone() };
-    let mut meter =
-        RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.as_str().into());
+    let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.clone());
     meter.set_admission(admission);
     meter.set_endpoint(target.endpoint.begin());
     if let (Some(aggregator), Some(principal)) = (&gateway.usage, &context.principal) {
         meter.set_usage_sink(Some(crate::budget::UsageSink {
             aggregator: aggregator.clone(),
             principal: principal.clone(),
-            model: route.name.as_str().into(),
+            model: route.name.clone(),
         }));
     }
     let upstream_request =
