@@ -34,7 +34,7 @@ pub fn build_request(backend: &HttpBackend, request: &UpstreamRequest<'_>) -> Ga
         .unwrap_or_else(|| http::HeaderValue::from_static(DEFAULT_VERSION));
     backend
         .post(path, request)?
-        .header("anthropic-version", version)
+        .header(crate::proxy::names::ANTHROPIC_VERSION, version)
         .body(Full::new(request.body.clone()))
         .map_err(|err| GatewayError::internal(format!("building upstream request: {err}")))
 }

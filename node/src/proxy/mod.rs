@@ -37,6 +37,23 @@ use crate::routing::{ControlSnapshot, Route};
 
 pub use ingress::Endpoint;
 
+/// Header names the gateway sets on every response. As `HeaderName` constants they go into a map without a
+/// copy; a `&str` name that is not one of `http`'s standard headers is copied into a new buffer per insert.
+pub mod names {
+    use http::HeaderName;
+
+    pub const X_TOLLGATE_NODE: HeaderName = HeaderName::from_static("x-tollgate-node");
+    pub const X_TOLLGATE_OVERHEAD_US: HeaderName = HeaderName::from_static("x-tollgate-overhead-us");
+    pub const X_TOLLGATE_TARGET: HeaderName = HeaderName::from_static("x-tollgate-target");
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+    pub const X_RATELIMIT_LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+    pub const X_RATELIMIT_REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+    pub const X_RATELIMIT_RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+    pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+    pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+}
+
 /// What the phases share for one request.
 pub struct RequestContext {
     pub started: Instant,
@@ -74,9 +91,9 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         Err(err) => error_response(&err, context.caller),
     };
     let headers = response.headers_mut();
-    headers.insert("x-tollgate-node", gateway.node_header.clone());
+    headers.insert(names::X_TOLLGATE_NODE, gateway.node_header.clone());
     let overhead = started.elapsed().saturating_sub(context.upstream_wait);
-    headers.insert("x-tollgate-overhead-us", HeaderValue::from(overhead.as_micros() as u64));
+    headers.insert(names::X_TOLLGATE_OVERHEAD_US, HeaderValue::from(overhead.as_micros() as u64));
     gateway.metrics.overhead.observe(overhead);
     gateway.metrics.record_response(response.status().as_u16());
     gateway.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);

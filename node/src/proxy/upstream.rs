@@ -116,7 +116,7 @@ pub async fn forward(
             match attempt(gateway, context, request, &route, target, operation).await {
                 Ok(mut response) => {
                     target.endpoint.record_success();
-                    response.headers_mut().insert("x-tollgate-target", target.header.clone());
+                    response.headers_mut().insert(super::names::X_TOLLGATE_TARGET, target.header.clone());
                     return Ok(response);
                 }
                 Err(err) => {
@@ -226,18 +226,18 @@ async fn attempt(
     };
     context.upstream_wait += sent_at.elapsed();
     if let Ok(response) = &mut response {
-        for name in ["x-request-id", "request-id"] {
-            if let Some(value) = parts.headers.get(name) {
+        for name in [super::names::X_REQUEST_ID, super::names::REQUEST_ID] {
+            if let Some(value) = parts.headers.get(&name) {
                 response.headers_mut().insert(name, value.clone());
             }
         }
         if let Some((limit, remaining, reset)) = rate_headers {
             let headers = response.headers_mut();
-            headers.insert("x-ratelimit-limit-tokens", HeaderValue::from(limit));
-            headers.insert("x-ratelimit-remaining-tokens", HeaderValue::from(remaining));
+            headers.insert(super::names::X_RATELIMIT_LIMIT_TOKENS, HeaderValue::from(limit));
+            headers.insert(super::names::X_RATELIMIT_REMAINING_TOKENS, HeaderValue::from(remaining));
             if let Some(reset) = reset {
                 if let Ok(value) = HeaderValue::from_str(&format!("{reset}s")) {
-                    headers.insert("x-ratelimit-reset-tokens", value);
+                    headers.insert(super::names::X_RATELIMIT_RESET_TOKENS, value);
                 }
             }
         }
@@ -306,7 +306,7 @@ async fn stream_response(
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(super::names::X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     Ok(response)
 }
 
