@@ -310,10 +310,12 @@ async fn unsupported_content_type_is_415() {
         .await;
         assert_eq!(error["type"], "invalid_request_error");
     }
-    // JSON with a charset parameter is still JSON.
-    let response = post_raw(&h, "openai", CHAT, "application/json; charset=utf-8", body).await;
-    assert_eq!(response.status(), 200);
-    assert_eq!(h.mock.request_count(), 1);
+    // JSON with a charset parameter is still JSON, media types are case-insensitive, and `+json` types are JSON.
+    for content_type in ["application/json; charset=utf-8", "Application/JSON", "application/vnd.api+JSON"] {
+        let response = post_raw(&h, "openai", CHAT, content_type, body.clone()).await;
+        assert_eq!(response.status(), 200, "{content_type}");
+    }
+    assert_eq!(h.mock.request_count(), 3);
     still_serving(&h).await;
 }
 

@@ -21,7 +21,7 @@ pub fn backend(config: &ProviderConfig, timeouts: Timeouts) -> anyhow::Result<Ht
     )
 }
 
-pub fn build_request(backend: &HttpBackend, request: &UpstreamRequest<'_>) -> GatewayResult<Request<Full<Bytes>>> {
+pub fn build_request(backend: &HttpBackend, request: UpstreamRequest<'_>) -> GatewayResult<Request<Full<Bytes>>> {
     let path = match request.operation {
         Operation::Chat => "/v1/messages",
         Operation::CountTokens => "/v1/messages/count_tokens",
@@ -33,8 +33,8 @@ pub fn build_request(backend: &HttpBackend, request: &UpstreamRequest<'_>) -> Ga
         .cloned()
         .unwrap_or_else(|| http::HeaderValue::from_static(DEFAULT_VERSION));
     backend
-        .post(path, request)?
+        .post(path, &request)?
         .header(crate::proxy::names::ANTHROPIC_VERSION, version)
-        .body(Full::new(request.body.clone()))
+        .body(Full::new(request.body))
         .map_err(|err| GatewayError::internal(format!("building upstream request: {err}")))
 }

@@ -66,6 +66,8 @@ pub struct HttpBackend {
     base_url: String,
     /// `base_url` + each path the adapter calls, parsed once (a clone is a few reference counts).
     uris: Vec<(&'static str, http::Uri)>,
+    /// The `Host` header for `base_url`, as hyper-util would otherwise format it on every request.
+    host: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -99,8 +101,8 @@ impl Provider {
             Backend::Http(backend) => backend,
         };
         let http_request = match self.protocol {
-            Protocol::OpenAi => openai::build_request(backend, &request)?,
-            Protocol::Anthropic => anthropic::build_request(backend, &request)?,
+            Protocol::OpenAi => openai::build_request(backend, request)?,
+            Protocol::Anthropic => anthropic::build_request(backend, request)?,
         };
         let response = tokio::time::timeout(self.timeouts.first_byte, backend.client.request(http_request))
             .await
@@ -154,14 +156,15 @@ impl HttpBackend {
             .pool_max_idle_per_host(1024)
             .build(https);
         let base_url = base_url.trim_end_matches('/').to_owned();
-        let uris = paths
+        let uris: Vec<(&'static str, http::Uri)> = paths
             .iter()
             .map(|path| {
                 let uri = format!("{base_url}{path}").parse::<http::Uri>();
                 uri.map(|uri| (*path, uri)).map_err(|err| anyhow::anyhow!("base_url `{base_url}`: {err}"))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(HttpBackend { client, base_url, uris, headers })
+        let host = uris.first().and_then(|(_, uri)| host_header(uri));
+        Ok(HttpBackend { client, base_url, uris, host, headers })
     }
 
     /// A POST of a JSON body to `base_url + path`, with the static and forwarded headers.
@@ -182,6 +185,9 @@ impl HttpBackend {
         if request.stream {
             builder = builder.header(http::header::ACCEPT, HeaderValue::from_static("text/event-stream"));
         }
+        if let Some(host) = &self.host {
+            builder = builder.header(http::header::HOST, host.clone());
+        }
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }
@@ -192,6 +198,21 @@ impl HttpBackend {
         }
         Ok(builder)
     }
+}
+
+/// `host[:port]` (the port only when it is not the scheme's default), exactly what hyper-util's client adds
+/// when a request has no `Host`.
+fn host_header(uri: &http::Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match uri.port_u16() {
+        Some(port) if port != default_port => HeaderValue::from_str(&format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
+    };
+    value.ok()
 }
 
 /// Static headers from config plus the credential header, validated once at load.
@@ -308,6 +329,17 @@ mod tests {
         let frames: Vec<Result<Frame<Bytes>, BoxError>> =
             chunks.iter().map(|chunk| Ok(Frame::data(Bytes::from_static(chunk)))).collect();
         StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    #[test]
+    fn host_header_is_what_hyper_util_would_send() {
+        let host = |uri: &str| uri.parse::<http::Uri>().ok().as_ref().and_then(host_header);
+        assert_eq!(host("http://127.0.0.1:8000/v1").unwrap_or_else(|| panic!()), "127.0.0.1:8000");
+        assert_eq!(host("https://api.openai.com/v1").unwrap_or_else(|| panic!()), "api.openai.com");
+        assert_eq!(host("http://vllm:80/v1").unwrap_or_else(|| panic!()), "vllm", "default port left out");
+        assert_eq!(host("https://gpu.internal:443").unwrap_or_else(|| panic!()), "gpu.internal");
+        assert_eq!(host("https://gpu.internal:8443").unwrap_or_else(|| panic!()), "gpu.internal:8443");
+        assert_eq!(host("http://[::1]:9000/v1").unwrap_or_else(|| panic!()), "[::1]:9000");
     }
 
     #[tokio::test]

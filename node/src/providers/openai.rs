@@ -21,7 +21,7 @@ pub fn backend(config: &ProviderConfig, timeouts: Timeouts) -> anyhow::Result<Ht
     )
 }
 
-pub fn build_request(backend: &HttpBackend, request: &UpstreamRequest<'_>) -> GatewayResult<Request<Full<Bytes>>> {
+pub fn build_request(backend: &HttpBackend, request: UpstreamRequest<'_>) -> GatewayResult<Request<Full<Bytes>>> {
     let path = match request.operation {
         Operation::Chat => "/chat/completions",
         Operation::Embeddings => "/embeddings",
@@ -30,7 +30,7 @@ pub fn build_request(backend: &HttpBackend, request: &UpstreamRequest<'_>) -> Ga
         }
     };
     backend
-        .post(path, request)?
-        .body(Full::new(request.body.clone()))
+        .post(path, &request)?
+        .body(Full::new(request.body))
         .map_err(|err| GatewayError::internal(format!("building upstream request: {err}")))
 }

@@ -50,10 +50,10 @@ pub fn authenticate(context: &RequestContext) -> GatewayResult<Arc<Principal>> {
 /// Phase 3: JSON only, at most `limit` bytes (413 beyond, checked before reading when the length is known).
 pub async fn read_body(headers: &HeaderMap, incoming: Incoming, limit: usize) -> GatewayResult<Bytes> {
     if let Some(content_type) = headers.get(http::header::CONTENT_TYPE) {
-        let value = content_type.to_str().unwrap_or("").to_ascii_lowercase();
-        let essence = value.split(';').next().unwrap_or("").trim();
-        if !(essence == "application/json" || essence.ends_with("+json") || essence.is_empty()) {
-            return Err(GatewayError::unsupported_media_type(essence));
+        let essence = content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
+        let json_suffix = essence.len() >= 5 && essence.as_bytes()[essence.len() - 5..].eq_ignore_ascii_case(b"+json");
+        if !(essence.eq_ignore_ascii_case("application/json") || json_suffix || essence.is_empty()) {
+            return Err(GatewayError::unsupported_media_type(&essence.to_ascii_lowercase()));
         }
     }
     let declared =

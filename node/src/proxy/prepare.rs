@@ -148,11 +148,14 @@ pub fn target_body(
     let cap_text = output_cap.map(|cap| cap.to_string());
     match (caller, upstream) {
         (Protocol::OpenAi, Protocol::OpenAi) => {
-            let mut overrides: Vec<(&str, &str)> = vec![("model", target.upstream_model_json.as_str())];
+            // At most three overrides: kept on the stack.
+            let mut overrides = [("model", target.upstream_model_json.as_str()), ("", ""), ("", "")];
+            let mut count = 1;
             if request.stream {
                 // Always ask for usage so streams can be metered; the chunk is stripped for callers that
                 // did not ask for it.
-                overrides.push(("stream_options", r#"{"include_usage":true}"#));
+                overrides[count] = ("stream_options", r#"{"include_usage":true}"#);
+                count += 1;
             }
             if let Some(cap) = &cap_text {
                 // The budget's output cap: the provider cannot generate past what was reserved.
@@ -161,16 +164,17 @@ pub fn target_body(
                 } else {
                     "max_tokens"
                 };
-                overrides.push((field, cap.as_str()));
+                overrides[count] = (field, cap.as_str());
+                count += 1;
             }
-            request.object.write_with(&overrides, &[], &mut out);
+            request.object.write_with(&overrides[..count], &[], &mut out);
         }
         (Protocol::Anthropic, Protocol::Anthropic) => {
-            let mut overrides: Vec<(&str, &str)> = vec![("model", target.upstream_model_json.as_str())];
-            if let Some(cap) = &cap_text {
-                overrides.push(("max_tokens", cap.as_str()));
+            let model = ("model", target.upstream_model_json.as_str());
+            match &cap_text {
+                Some(cap) => request.object.write_with(&[model, ("max_tokens", cap.as_str())], &[], &mut out),
+                None => request.object.write_with(&[model], &[], &mut out),
             }
-            request.object.write_with(&overrides, &[], &mut out);
         }
         (Protocol::OpenAi, Protocol::Anthropic) => {
             if endpoint == Endpoint::Embeddings {
