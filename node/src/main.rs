@@ -6,10 +6,16 @@ use tollgate::{signals, Config, Listeners};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `tollgate dev` starts three nodes at once: openraft's warnings about the first election's crossing
+    // vote messages are expected there and would bury the banner. `RUST_LOG` overrides either default.
+    let default_filter = match cli.command {
+        Command::Dev(_) => "info,openraft=error",
+        _ => "info,openraft=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
