@@ -66,7 +66,7 @@ pub struct HttpBackend {
     base_url: String,
     /// `base_url` + each path the adapter calls, parsed once (a clone is a few reference counts).
     uris: Vec<(&'static str, http::Uri)>,
-    /// The `Host` header for `base_url`, as hyper-util would otherwise format it on every request.
+    /// The `Host` header for an `http://` `base_url`, as hyper-util would otherwise format it on every request.
     host: Option<HeaderValue>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -163,7 +163,11 @@ impl HttpBackend {
                 uri.map(|uri| (*path, uri)).map_err(|err| anyhow::anyhow!("base_url `{base_url}`: {err}"))
             })
             .collect::<anyhow::Result<_>>()?;
-        let host = uris.first().and_then(|(_, uri)| host_header(uri));
+        // Plain `http://` upstreams always speak HTTP/1.1 here, where hyper-util would add this same header.
+        // Over `https://` the version is negotiated (HTTP/2 carries `:authority` instead), so that is left to
+        // hyper-util.
+        let host =
+            uris.first().filter(|(_, uri)| uri.scheme_str() == Some("http")).and_then(|(_, uri)| host_header(uri));
         Ok(HttpBackend { client, base_url, uris, host, headers })
     }
 
