@@ -255,36 +255,35 @@ fn api_key(config: &ProviderConfig) -> anyhow::Result<Option<String>> {
     }
 }
 
-/// Reads a whole body with a size cap and an idle timeout between chunks.
+/// Reads a whole body with a size cap and an idle timeout between chunks. A body that comes in one frame
+/// (the usual small JSON answer) is passed on as it is; only a second frame starts a joined copy.
 pub async fn read_body(mut body: UpstreamBody, limit: usize, idle: Duration) -> GatewayResult<Bytes> {
-    // A body that comes in one frame (the usual small JSON answer) is passed on as it is, without a copy.
-    let mut first: Option<Bytes> = None;
-    let mut out = bytes::BytesMut::new();
+    let mut single = Bytes::new();
+    let mut joined: Option<bytes::BytesMut> = None;
     loop {
         let frame = tokio::time::timeout(idle, body.frame()).await.map_err(|_| {
             GatewayError::upstream_timeout(format!("upstream body stalled for {} ms", idle.as_millis()))
         })?;
-        match frame {
-            None if out.is_empty() => return Ok(first.unwrap_or_default()),
-            None => return Ok(out.freeze()),
+        let data = match frame {
+            None => return Ok(joined.map_or(single, bytes::BytesMut::freeze)),
             Some(Err(err)) => return Err(GatewayError::upstream_invalid(format!("upstream body failed: {err}"))),
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                let held = first.as_ref().map_or(0, Bytes::len) + out.len();
-                if held + data.len() > limit {
-                    return Err(GatewayError::upstream_invalid(format!("upstream response exceeds {limit} bytes")));
-                }
-                match first.take() {
-                    None if out.is_empty() => first = Some(data),
-                    earlier => {
-                        if let Some(earlier) = earlier {
-                            out.extend_from_slice(&earlier);
-                        }
-                        out.extend_from_slice(&data);
-                    }
-                }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+        };
+        let held = joined.as_ref().map_or(single.len(), bytes::BytesMut::len);
+        if held + data.len() > limit {
+            return Err(GatewayError::upstream_invalid(format!("upstream response exceeds {limit} bytes")));
+        }
+        match joined.as_mut() {
+            Some(buffer) => buffer.extend_from_slice(&data),
+            None if single.is_empty() => single = data,
+            None => {
+                let mut buffer = bytes::BytesMut::with_capacity(single.len() + data.len());
+                buffer.extend_from_slice(&single);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
             }
         }
     }

@@ -37,8 +37,8 @@ use crate::routing::{ControlSnapshot, Route};
 
 pub use ingress::Endpoint;
 
-/// Header names the gateway sets on every response. As `HeaderName` constants they go into a map without a
-/// copy; a `&str` name that is not one of `http`'s standard headers is copied into a new buffer per insert.
+/// Header names the gateway sets on responses and upstream requests. As `HeaderName` constants they go into a
+/// map without a copy; a `&str` name that is not one of `http`'s standard headers is copied on every insert.
 pub mod names {
     use http::HeaderName;
 
