@@ -126,7 +126,7 @@ fn bench_admission(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let mut admission = budget.admit(&budgets, &principal, price, 120, 256).await.unwrap().unwrap();
-                admission.settle(Some((118, 97)));
+                admission.settle(tollgate::budget::Settlement::Reported { input: 118, output: 97 });
             })
         })
     });

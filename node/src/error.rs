@@ -57,6 +57,9 @@ pub struct GatewayError {
     pub retry_after: Option<u64>,
     /// Name of the offending request field, when there is one.
     pub param: Option<&'static str>,
+    /// The request reached the upstream before it failed (a timeout, a connection lost after sending): the
+    /// provider may have generated, and billed, output for it.
+    pub upstream_may_bill: bool,
 }
 
 pub type GatewayResult<T> = Result<T, GatewayError>;
@@ -71,6 +74,7 @@ impl GatewayError {
             upstream_body: None,
             retry_after: None,
             param: None,
+            upstream_may_bill: false,
         }
     }
 
@@ -146,7 +150,16 @@ impl GatewayError {
     }
 
     pub fn upstream_timeout(message: impl Into<String>) -> Self {
-        Self::new(ErrorKind::UpstreamTimeout, ErrorSource::Upstream, true, message)
+        let mut err = Self::new(ErrorKind::UpstreamTimeout, ErrorSource::Upstream, true, message);
+        err.upstream_may_bill = true;
+        err
+    }
+
+    /// The connection failed after the request may have been sent (reset, closed before the response).
+    pub fn upstream_lost(message: impl Into<String>) -> Self {
+        let mut err = Self::upstream_connect(message);
+        err.upstream_may_bill = true;
+        err
     }
 
     /// The upstream sent something that is not the protocol (garbage JSON, a broken stream).

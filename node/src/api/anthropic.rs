@@ -324,6 +324,10 @@ pub enum BlockDelta {
     InputJsonDelta {
         partial_json: String,
     },
+    /// Extended thinking: billed as output, not forwarded to OpenAI callers.
+    ThinkingDelta {
+        thinking: String,
+    },
     #[serde(other)]
     Other,
 }

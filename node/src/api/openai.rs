@@ -329,6 +329,12 @@ pub struct ChunkChoice {
 pub struct Delta {
     #[serde(default)]
     pub content: Option<String>,
+    /// Reasoning text of OpenAI-compatible servers (vLLM, SGLang, DeepSeek: `reasoning_content`; others
+    /// `reasoning`). Not forwarded to Anthropic callers, but generated and billed.
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub reasoning: Option<String>,
     #[serde(default)]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
 }

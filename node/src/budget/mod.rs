@@ -80,24 +80,44 @@ pub struct Admission {
     pub reset_seconds: Option<u64>,
 }
 
+/// How an attempt ended, as far as billing goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The provider's final usage (input, output tokens).
+    Reported { input: u64, output: u64 },
+    /// The upstream never received the request, or refused it with an error status: it billed nothing.
+    NotBilled,
+    /// The outcome is not known — a client that went away mid-stream, a stream cut before its final usage,
+    /// a timeout after the request was sent. The upstream bills what it generated, which may be up to the
+    /// whole reservation: charged in full, or at `at_least` (what was seen delivered) if that is more.
+    Unknown { at_least_input: u64, at_least_output: u64 },
+}
+
 impl Admission {
-    /// Settles against the provider-reported token usage; `None` (unknown: client gone, stream cut)
-    /// charges the full reservation.
-    pub fn settle(&mut self, usage: Option<(u64, u64)>) {
+    /// Settles the reservation once; later calls do nothing.
+    pub fn settle(&mut self, settlement: Settlement) {
         if self.settled {
             return;
         }
         self.settled = true;
+        let tokens = |reserved: u64| match settlement {
+            Settlement::Reported { input, output } => input + output,
+            Settlement::NotBilled => 0,
+            Settlement::Unknown { at_least_input, at_least_output } => reserved.max(at_least_input + at_least_output),
+        };
         for reservation in &self.reservations {
-            let actual = match usage {
-                Some((input, output)) => units(&reservation.account.spec(), &self.price, input, output),
-                None => reservation.units,
+            let spec = reservation.account.spec();
+            let actual = match settlement {
+                Settlement::Reported { input, output } => units(&spec, &self.price, input, output),
+                Settlement::NotBilled => 0,
+                Settlement::Unknown { at_least_input, at_least_output } => {
+                    reservation.units.max(units(&spec, &self.price, at_least_input, at_least_output))
+                }
             };
             reservation.account.settle(reservation.units, actual);
         }
         for reservation in &self.rate_reservations {
-            let actual = usage.map_or(reservation.tokens, |(input, output)| input + output);
-            reservation.window.settle(reservation.at_ms, reservation.tokens, actual);
+            reservation.window.settle(reservation.at_ms, reservation.tokens, tokens(reservation.tokens));
         }
     }
 }
@@ -105,7 +125,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         // Never leak a reservation: an attempt that ended without a verdict is charged in full.
-        self.settle(None);
+        self.settle(Settlement::Unknown { at_least_input: 0, at_least_output: 0 });
     }
 }
 
@@ -502,3 +522,7 @@ fn max_output_within(spec: &BudgetSpec, price: &Price, input: u64, available: u6
         available.saturating_sub(input)
     }
 }
+
+#[cfg(test)]
+#[path = "settle_tests.rs"]
+mod settle_tests;

@@ -130,7 +130,7 @@ fn transport_error(provider: &str, err: &hyper_util::client::legacy::Error) -> G
     if err.is_connect() {
         GatewayError::upstream_connect(format!("cannot connect to provider `{provider}`: {detail}"))
     } else {
-        GatewayError::upstream_connect(format!("request to provider `{provider}` failed: {detail}"))
+        GatewayError::upstream_lost(format!("request to provider `{provider}` failed: {detail}"))
     }
 }
 

@@ -154,10 +154,8 @@ impl StreamingBody {
     pub fn abandon(mut self, err: &GatewayError) {
         self.upstream = None;
         self.finished = true;
-        let text = self.translator.facts().text.clone();
-        let usage = self.translator.facts().usage;
         tracing::debug!(%err, "stream failed before its first event");
-        self.meter.finish(Outcome::UpstreamError, usage, &text);
+        self.finish(Outcome::UpstreamError);
     }
 
     /// Sends every event that is ready now in one frame (one write), and each event as soon as it is
@@ -311,17 +309,23 @@ impl StreamingBody {
         }
         self.finished = true;
         self.upstream = None;
+        self.finish(Outcome::Ok);
+    }
+
+    /// Meters the stream as it stands: settled at the provider's final usage if it arrived, else as
+    /// unknown (the whole reservation, or what was seen generated if more).
+    fn finish(&mut self, outcome: Outcome) {
         let facts = self.translator.facts();
-        let (usage, text) = (facts.usage, facts.text.clone());
-        self.meter.finish(Outcome::Ok, usage, &text);
+        let (final_usage, partial) = (facts.final_usage(), facts.usage);
+        // The text is read only to count it when usage is unknown.
+        let text = if final_usage.is_some() { String::new() } else { facts.text.clone() };
+        self.meter.finish_with_partial(outcome, final_usage, partial, &text);
     }
 
     fn fail(&mut self, err: GatewayError) -> Step {
         self.finished = true;
         self.upstream = None; // cancel the upstream request now
-        let facts = self.translator.facts();
-        let (usage, text) = (facts.usage, facts.text.clone());
-        self.meter.finish(Outcome::UpstreamError, usage, &text);
+        self.finish(Outcome::UpstreamError);
         Step::Failed(err)
     }
 }
@@ -329,10 +333,9 @@ impl StreamingBody {
 impl Drop for StreamingBody {
     fn drop(&mut self) {
         if !self.meter.is_recorded() {
-            // The client went away mid-stream: charge what was generated so far (estimated if unknown).
-            let facts = self.translator.facts();
-            let (usage, text) = (facts.usage, facts.text.clone());
-            self.meter.finish(Outcome::Cancelled, usage, &text);
+            // The client went away mid-stream. Unless the provider's final usage already passed, the upstream
+            // may have generated (and will bill) up to the whole reservation: charged as unknown.
+            self.finish(Outcome::Cancelled);
         }
     }
 }

@@ -1,12 +1,14 @@
 //! Per-request metering: outcome, usage (provider-reported, else a local estimate), cost, TTFT and
 //! latency, recorded exactly once — when the response completes, fails, or is dropped by a client that
-//! went away (then the tokens generated so far are estimated and charged).
+//! went away. The budget reservation settles at the same moment: at the provider's final usage when it
+//! arrived, at nothing when the upstream never generated, and otherwise (usage unknown) at the whole
+//! reservation or the count of what was seen generated, whichever is more.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::Usage;
-use crate::budget::{Admission, UsageSink};
+use crate::budget::{Admission, Settlement, UsageSink};
 use crate::config::Price;
 use crate::gossip::tracker::InFlightGuard;
 use crate::metrics::{Outcome, TargetMetrics};
@@ -73,13 +75,59 @@ impl RequestMeter {
         }
     }
 
-    /// Records the request. `usage` is the provider's; when absent it is estimated from `output_text`.
-    pub fn finish(&mut self, outcome: Outcome, usage: Option<Usage>, output_text: &str) -> Usage {
+    /// Records an attempt the upstream never received or refused with an error status: nothing billed.
+    pub fn finish_not_billed(&mut self, outcome: Outcome) -> Usage {
         if let Some(admission) = self.admission.as_mut() {
-            // Provider-reported usage settles the reservation; unknown usage is charged in full.
-            admission.settle(usage.map(|u| (u.input_tokens, u.output_tokens)));
+            admission.settle(Settlement::NotBilled);
         }
-        let usage = usage.unwrap_or_else(|| self.estimator.estimate(output_text));
+        self.record(outcome, Usage::default())
+    }
+
+    /// Records the request with the provider's final usage, or (`None`) with usage unknown: then the
+    /// reservation is charged in full, or at what `output_text` shows was generated if that is more, and
+    /// the metrics get a local count (`partial`: what the provider reported so far, e.g. Anthropic's input
+    /// count from `message_start`).
+    pub fn finish(&mut self, outcome: Outcome, usage: Option<Usage>, output_text: &str) -> Usage {
+        self.finish_with_partial(outcome, usage, None, output_text)
+    }
+
+    pub fn finish_with_partial(
+        &mut self,
+        outcome: Outcome,
+        usage: Option<Usage>,
+        partial: Option<Usage>,
+        output_text: &str,
+    ) -> Usage {
+        if self.recorded {
+            return usage.unwrap_or_default();
+        }
+        let usage = match usage {
+            Some(usage) => {
+                if let Some(admission) = self.admission.as_mut() {
+                    admission.settle(Settlement::Reported { input: usage.input_tokens, output: usage.output_tokens });
+                }
+                usage
+            }
+            None => {
+                let mut estimate = self.estimator.estimate(output_text);
+                if let Some(partial) = partial {
+                    estimate.input_tokens = partial.input_tokens;
+                    estimate.cached_input_tokens = partial.cached_input_tokens;
+                    estimate.output_tokens = estimate.output_tokens.max(partial.output_tokens);
+                }
+                if let Some(admission) = self.admission.as_mut() {
+                    admission.settle(Settlement::Unknown {
+                        at_least_input: estimate.input_tokens,
+                        at_least_output: estimate.output_tokens,
+                    });
+                }
+                estimate
+            }
+        };
+        self.record(outcome, usage)
+    }
+
+    fn record(&mut self, outcome: Outcome, usage: Usage) -> Usage {
         if !self.recorded {
             self.recorded = true;
             let duration = self.started.elapsed();

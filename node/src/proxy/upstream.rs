@@ -198,7 +198,13 @@ async fn attempt(
         Ok(response) => response,
         Err(err) => {
             context.upstream_wait += sent_at.elapsed();
-            meter.finish(Outcome::UpstreamError, Some(Default::default()), "");
+            if err.upstream_may_bill {
+                // The request went out (a timeout, a connection lost after sending): the provider may be
+                // generating and will bill it.
+                meter.finish(Outcome::UpstreamError, None, "");
+            } else {
+                meter.finish_not_billed(Outcome::UpstreamError);
+            }
             return Err(err);
         }
     };
@@ -208,7 +214,7 @@ async fn attempt(
     if !parts.status.is_success() {
         let error_body = read_body(upstream_body, 1024 * 1024, timeouts.idle).await.unwrap_or_default();
         context.upstream_wait += sent_at.elapsed();
-        meter.finish(Outcome::UpstreamError, Some(Default::default()), "");
+        meter.finish_not_billed(Outcome::UpstreamError);
         return Err(upstream_error(
             upstream_protocol,
             &target.provider.name,

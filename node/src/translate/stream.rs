@@ -16,8 +16,14 @@ use crate::sse::SseEvent;
 /// What every translator learns while a stream passes through.
 #[derive(Debug, Default)]
 pub struct StreamFacts {
+    /// Usage as far as the provider has reported it (Anthropic sends input in `message_start`, output in
+    /// `message_delta`).
     pub usage: Option<Usage>,
-    /// Generated text, kept for a local token estimate when the provider reports no usage.
+    /// `usage` holds the provider's final counts. Until then the output count is only a lower bound: a
+    /// stream that ends without them is settled as unknown (see `proxy::meter`).
+    pub usage_final: bool,
+    /// Everything generated so far — text, tool-call arguments, reasoning — kept for a local token count
+    /// when the provider reports no final usage.
     pub text: String,
     /// The upstream sent its terminal event.
     pub complete: bool,
@@ -29,6 +35,18 @@ pub enum StreamTranslator {
     AnthropicPassthrough(AnthropicPassthrough),
     AnthropicToOpenAi(AnthropicToOpenAi),
     OpenAiToAnthropic(OpenAiToAnthropic),
+}
+
+impl StreamFacts {
+    /// The provider's final usage, if the stream got that far.
+    pub fn final_usage(&self) -> Option<Usage> {
+        self.usage.filter(|_| self.usage_final)
+    }
+
+    fn set_final(&mut self, usage: Usage) {
+        self.usage = Some(usage);
+        self.usage_final = true;
+    }
 }
 
 impl StreamTranslator {
@@ -138,6 +156,28 @@ struct PassthroughChoice<'a> {
 struct PassthroughDelta<'a> {
     #[serde(default, borrow)]
     content: Option<std::borrow::Cow<'a, str>>,
+    /// Reasoning text some OpenAI-compatible servers stream (vLLM, SGLang, DeepSeek: `reasoning_content`;
+    /// others `reasoning`): generated and billed like content.
+    #[serde(default, borrow)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    reasoning: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<PassthroughToolCall<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PassthroughToolCall<'a> {
+    #[serde(default, borrow)]
+    function: Option<PassthroughFunction<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PassthroughFunction<'a> {
+    #[serde(default, borrow)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Debug)]
@@ -161,12 +201,21 @@ impl OpenAiPassthrough {
             }
         }
         for choice in &chunk.choices {
-            if let Some(content) = &choice.delta.content {
-                self.facts.text.push_str(content);
+            let delta = &choice.delta;
+            for text in [&delta.content, &delta.reasoning_content, &delta.reasoning].into_iter().flatten() {
+                self.facts.text.push_str(text);
+            }
+            for call in delta.tool_calls.iter().flatten() {
+                if let Some(function) = &call.function {
+                    for text in [&function.name, &function.arguments].into_iter().flatten() {
+                        self.facts.text.push_str(text);
+                    }
+                }
             }
         }
         if let Some(usage) = &chunk.usage {
-            self.facts.usage = Some(usage.to_usage());
+            // OpenAI sends usage once, in the last chunk before `[DONE]`: it is final.
+            self.facts.set_final(usage.to_usage());
             // The gateway always asks for usage; a client that did not gets no usage-only chunk.
             if chunk.choices.is_empty() && !self.include_usage {
                 return Ok(());
@@ -190,11 +239,11 @@ impl AnthropicPassthrough {
     fn on_event(&mut self, event: &SseEvent, out: &mut BytesMut) -> Result<(), GatewayError> {
         let parsed: StreamEvent = serde_json::from_slice(&event.data).map_err(malformed)?;
         match &parsed {
-            StreamEvent::MessageStart { message } => self.merge_usage(message.usage),
-            StreamEvent::MessageDelta { usage, .. } => self.merge_usage(*usage),
-            StreamEvent::ContentBlockDelta { delta: BlockDelta::TextDelta { text }, .. } => {
-                self.facts.text.push_str(text)
-            }
+            // `message_start` carries the input count and a placeholder output count (often 1): only
+            // `message_delta` has the final output.
+            StreamEvent::MessageStart { message } => self.merge_usage(message.usage, false),
+            StreamEvent::MessageDelta { usage, .. } => self.merge_usage(*usage, true),
+            StreamEvent::ContentBlockDelta { delta, .. } => collect_generated(delta, &mut self.facts.text),
             StreamEvent::MessageStop => self.facts.complete = true,
             StreamEvent::Error { error } => {
                 return Err(upstream_stream_error(Protocol::Anthropic, &event.data, error));
@@ -205,12 +254,23 @@ impl AnthropicPassthrough {
         Ok(())
     }
 
-    fn merge_usage(&mut self, usage: Option<anthropic::UsageWire>) {
+    fn merge_usage(&mut self, usage: Option<anthropic::UsageWire>, last: bool) {
         if let Some(usage) = usage {
             self.usage.merge(usage);
             self.saw_usage = true;
             self.facts.usage = Some(self.usage.to_usage());
+            self.facts.usage_final |= last;
         }
+    }
+}
+
+/// Generated text of an Anthropic content delta (text, tool input, thinking), for a local count.
+fn collect_generated(delta: &BlockDelta, text: &mut String) {
+    match delta {
+        BlockDelta::TextDelta { text: part } => text.push_str(part),
+        BlockDelta::InputJsonDelta { partial_json } => text.push_str(partial_json),
+        BlockDelta::ThinkingDelta { thinking } => text.push_str(thinking),
+        BlockDelta::Other => {}
     }
 }
 
@@ -251,6 +311,7 @@ impl AnthropicToOpenAi {
                 if let Some(usage) = message.usage {
                     self.usage.merge(usage);
                     self.saw_usage = true;
+                    self.facts.usage = Some(self.usage.to_usage());
                 }
                 write_json_data(out, &self.chunk(json!({"role": "assistant", "content": ""}), Value::Null));
             }
@@ -268,7 +329,9 @@ impl AnthropicToOpenAi {
                     self.facts.text.push_str(&text);
                     write_json_data(out, &self.chunk(json!({"content": text}), Value::Null));
                 }
+                BlockDelta::ThinkingDelta { thinking } => self.facts.text.push_str(&thinking),
                 BlockDelta::InputJsonDelta { partial_json } => {
+                    self.facts.text.push_str(&partial_json);
                     let tool_index =
                         self.tool_indexes.iter().find(|(block, _)| *block == index).map(|(_, tool)| *tool).ok_or_else(
                             || GatewayError::upstream_invalid("upstream sent tool input for an unknown content block"),
@@ -283,6 +346,7 @@ impl AnthropicToOpenAi {
                 if let Some(usage) = usage {
                     self.usage.merge(usage);
                     self.saw_usage = true;
+                    self.facts.set_final(self.usage.to_usage());
                 }
             }
             StreamEvent::MessageStop => {
@@ -290,7 +354,6 @@ impl AnthropicToOpenAi {
                 write_json_data(out, &self.chunk(json!({}), json!(finish.openai())));
                 if self.saw_usage {
                     let usage = self.usage.to_usage();
-                    self.facts.usage = Some(usage);
                     if self.include_usage {
                         let chunk = json!({
                             "id": self.id, "object": "chat.completion.chunk", "created": self.created,
@@ -371,9 +434,12 @@ impl OpenAiToAnthropic {
         }
         self.start(out);
         if let Some(usage) = &chunk.usage {
-            self.facts.usage = Some(usage.to_usage());
+            self.facts.set_final(usage.to_usage());
         }
         for choice in chunk.choices {
+            for reasoning in [&choice.delta.reasoning_content, &choice.delta.reasoning].into_iter().flatten() {
+                self.facts.text.push_str(reasoning);
+            }
             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                 if self.open != Some(OpenBlock::Text) {
                     self.close_block(out);
@@ -399,6 +465,7 @@ impl OpenAiToAnthropic {
                     );
                 }
                 if let Some(arguments) = call.function.and_then(|f| f.arguments).filter(|a| !a.is_empty()) {
+                    self.facts.text.push_str(&arguments);
                     let index = self.next_block - 1;
                     write_named(
                         out,

@@ -95,8 +95,8 @@ fn anthropic_stream_becomes_openai_chunks_with_summed_usage() {
     assert!(error.is_none());
     let facts = translator.facts();
     assert!(facts.complete);
-    assert_eq!(facts.text, "Hello");
-    assert_eq!(facts.usage.map(|u| (u.input_tokens, u.output_tokens)), Some((12, 9)));
+    assert_eq!(facts.text, "Hello{\"a\":1}", "tool input is generated output too");
+    assert_eq!(facts.final_usage().map(|u| (u.input_tokens, u.output_tokens)), Some((12, 9)));
     let data: Vec<&Value> = events.iter().map(|(_, v)| v).collect();
     assert_eq!(data[0]["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(data[1]["choices"][0]["delta"]["content"], "Hel");
@@ -234,4 +234,50 @@ fn openai_passthrough_stops_on_an_error_chunk_and_keeps_escaped_text() {
     let error = error.unwrap_or_else(|| GatewayError::internal("none"));
     let body: Value = serde_json::from_slice(&error.body(Protocol::OpenAi)).unwrap_or_default();
     assert!(body["error"]["message"].as_str().unwrap_or_default().contains("overloaded"), "{body}");
+}
+
+/// The events of `anthropic_stream()` up to (not including) the one whose type is `until`.
+fn anthropic_stream_until(until: &str) -> String {
+    let full = anthropic_stream();
+    let cut = full.find(&format!("event: {until}\n")).unwrap_or(full.len());
+    full[..cut].to_owned()
+}
+
+#[test]
+fn message_start_usage_is_not_final_until_message_delta() {
+    for caller in [Protocol::Anthropic, Protocol::OpenAi] {
+        let (_, translator, error) = run(Protocol::Anthropic, caller, true, &anthropic_stream_until("message_delta"));
+        assert!(error.is_none());
+        let facts = translator.facts();
+        assert!(!facts.complete);
+        assert_eq!(facts.final_usage(), None, "{caller:?}: a cut stream's output count is unknown");
+        assert_eq!(facts.usage.map(|u| u.input_tokens), Some(12), "{caller:?}: the input count is kept");
+        assert_eq!(facts.text, "Hello{\"a\":1}");
+        let (_, translator, _) = run(Protocol::Anthropic, caller, true, &anthropic_stream_until("message_stop"));
+        assert_eq!(translator.facts().final_usage().map(|u| u.output_tokens), Some(9), "{caller:?}");
+    }
+}
+
+#[test]
+fn tool_arguments_and_reasoning_count_as_generated_output() {
+    let raw = sse(&[
+        (
+            None,
+            json!({"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"think "}}]}),
+        ),
+        (None, json!({"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"hi "}}]})),
+        (
+            None,
+            json!({"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"t","type":"function","function":{"name":"f","arguments":"{\"x\":"}}]}}]}),
+        ),
+        (
+            None,
+            json!({"id":"c","model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"2}"}}]}}]}),
+        ),
+    ]);
+    let (_, to_anthropic, _) = run(Protocol::OpenAi, Protocol::Anthropic, false, &raw);
+    assert_eq!(to_anthropic.facts().text, "think hi {\"x\":2}");
+    assert_eq!(to_anthropic.facts().final_usage(), None);
+    let (_, passthrough, _) = run(Protocol::OpenAi, Protocol::OpenAi, false, &raw);
+    assert_eq!(passthrough.facts().text, "think hi f{\"x\":2}");
 }

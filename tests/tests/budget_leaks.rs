@@ -1,0 +1,127 @@
+//! Every path that serves tokens charges for them. Each test drives real traffic through a three-node
+//! cluster and counts what the mock upstream generated (its ground truth, not Tollgate's ledger) against
+//! the budget: S1 — tokens the upstream generated for the org ≤ the limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use tollgate_tests::cluster::*;
+use tollgate_tests::{Script, KEY};
+
+async fn set_budget(cluster: &TestCluster, limit: u64) {
+    let body = json!({"scope": {"org": "acme"}, "limit_tokens": limit, "period": "day"});
+    let (status, out) = cluster.admin(cluster.node(2), Method::PUT, "/admin/v1/budgets", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    for node in cluster.running() {
+        eventually_async("budget loaded", || async {
+            node.gateway.snapshot().budgets.get("org:acme").is_some_and(|spec| spec.limit_tokens == Some(limit))
+        })
+        .await;
+    }
+}
+
+fn generated(cluster: &TestCluster) -> u64 {
+    cluster.mock.input_tokens_served() + cluster.mock.output_tokens_served()
+}
+
+/// A reply of `words` pieces, so `max_tokens` (not the text) bounds every stream.
+fn long_reply(words: usize) -> String {
+    (0..words).map(|i| format!(" w{i}")).collect()
+}
+
+/// Opens a `/v1/messages` stream, reads `deltas` text deltas and hangs up. Returns the status.
+async fn stream_and_hang_up(client: &reqwest::Client, url: &str, deltas: usize) -> u16 {
+    let body = json!({"model": "claude-direct", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "tell me a long story"}]});
+    let Ok(mut response) = client.post(format!("{url}/v1/messages")).header("x-api-key", KEY).json(&body).send().await
+    else {
+        return 0;
+    };
+    let status = response.status().as_u16();
+    if status != 200 {
+        return status;
+    }
+    let mut seen = 0;
+    let mut text = String::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        seen = text.matches("\"text_delta\"").count();
+        if seen >= deltas {
+            break;
+        }
+    }
+    assert!(seen >= deltas, "the stream ended after {seen} deltas: {text}");
+    drop(response); // hang up mid-stream
+    status
+}
+
+/// Issue 11.1: clients that read part of an Anthropic stream and hang up used to be charged the
+/// placeholder `output_tokens: 1` of `message_start`, so the cluster served several times the budget.
+#[tokio::test]
+async fn clients_hanging_up_mid_stream_cannot_spend_past_the_budget() {
+    let cluster = TestCluster::start(3).await;
+    cluster.mock.set_default(Script {
+        reply: Some(long_reply(200)),
+        delay_between_events: Some(Duration::from_millis(5)),
+        ..Script::default()
+    });
+    let limit = 2_000;
+    set_budget(&cluster, limit).await;
+    let cluster = Arc::new(cluster);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut workers = Vec::new();
+    for worker in 0..6u64 {
+        let cluster = cluster.clone();
+        workers.push(tokio::spawn(async move {
+            let url = cluster.node(worker % 3 + 1).api_url();
+            let (mut admitted, mut refused) = (0, 0);
+            while refused < 3 {
+                assert!(Instant::now() < deadline, "budget never refused hung-up streams ({admitted} admitted)");
+                match stream_and_hang_up(&cluster.client, &url, 40).await {
+                    200 => admitted += 1,
+                    429 => refused += 1,
+                    503 => tokio::time::sleep(Duration::from_millis(20)).await,
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for worker in workers {
+        admitted += worker.await.unwrap();
+    }
+    // Let cancelled upstream streams wind down before reading the upstream's count.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let generated = generated(&cluster);
+    println!("{admitted} streams admitted, upstream generated {generated} tokens against a limit of {limit}");
+    assert!(admitted > 0);
+    assert!(generated <= limit, "S1 violated: the upstream generated {generated} tokens > limit {limit}");
+}
+
+/// Issue 11.1, the ledger side: a hung-up stream is charged its whole reservation (the upstream may have
+/// generated up to `max_tokens` before it noticed), never the placeholder count of `message_start`.
+#[tokio::test]
+async fn a_hung_up_stream_is_charged_its_whole_reservation() {
+    let cluster = TestCluster::start(3).await;
+    cluster.mock.set_default(Script {
+        reply: Some(long_reply(200)),
+        delay_between_events: Some(Duration::from_millis(5)),
+        ..Script::default()
+    });
+    set_budget(&cluster, 50_000).await;
+    assert_eq!(stream_and_hang_up(&cluster.client, &cluster.node(1).api_url(), 10).await, 200);
+    let mut used = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while used < 100 {
+        assert!(Instant::now() < deadline, "the hung-up stream was charged only {used} tokens");
+        let budget = cluster.admin_get(cluster.node(1), "/admin/v1/budgets?org=acme").await.unwrap();
+        used = budget["used"].as_u64().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let budget: Value = cluster.admin_get(cluster.node(1), "/admin/v1/budgets?org=acme").await.unwrap();
+    assert!(budget["used"].as_u64().unwrap() >= 100, "max_tokens 100 is charged in full: {budget}");
+}
