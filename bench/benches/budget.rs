@@ -121,11 +121,11 @@ fn bench_admission(c: &mut Criterion) {
     let none: HashMap<String, BudgetSpec> = HashMap::new();
     let price = Price { input: 0.15, output: 0.6 };
     // The first admission asks the ledger for allowance; later ones spend it locally.
-    runtime.block_on(budget.admit(&budgets, &principal, price, 120, 256)).unwrap();
+    runtime.block_on(budget.admit(&budgets, &principal, price, 120, 256, 1)).unwrap();
     group.bench_function("admit_and_settle/budgeted", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let mut admission = budget.admit(&budgets, &principal, price, 120, 256).await.unwrap().unwrap();
+                let mut admission = budget.admit(&budgets, &principal, price, 120, 256, 1).await.unwrap().unwrap();
                 admission.settle(tollgate::budget::Settlement::Reported { input: 118, output: 97 });
             })
         })
@@ -133,7 +133,7 @@ fn bench_admission(c: &mut Criterion) {
     group.bench_function("admit_and_settle/no_budget", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                assert!(budget.admit(&none, &principal, price, 120, 256).await.unwrap().is_none());
+                assert!(budget.admit(&none, &principal, price, 120, 256, 1).await.unwrap().is_none());
             })
         })
     });

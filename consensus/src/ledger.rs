@@ -149,11 +149,20 @@ pub struct Account {
 }
 
 impl Account {
-    /// Allowance handed out and not returned: what S2 bounds by the limit.
+    /// Allowance handed out and not returned, or (for a node whose reported use ran past its grants, an
+    /// overrun its reservation did not bound) the use itself: what S2 bounds by the limit. Counting the
+    /// overrun here means no node is granted the tokens it already consumed.
     pub fn outstanding(&self) -> u64 {
-        let granted: u64 = self.granted.values().sum();
-        let released: u64 = self.released.values().sum();
-        granted.saturating_sub(released)
+        let nodes: std::collections::BTreeSet<NodeId> = self.granted.keys().chain(self.used.keys()).copied().collect();
+        nodes.into_iter().map(|node| self.committed_by(node)).sum()
+    }
+
+    /// What `node` holds or has consumed: the larger of its grants net of releases and its reported use.
+    pub fn committed_by(&self, node: NodeId) -> u64 {
+        let granted = self.granted.get(&node).copied().unwrap_or(0);
+        let released = self.released.get(&node).copied().unwrap_or(0);
+        let used = self.used.get(&node).copied().unwrap_or(0);
+        granted.saturating_sub(released).max(used)
     }
 
     pub fn available(&self) -> u64 {

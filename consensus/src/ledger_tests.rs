@@ -118,3 +118,14 @@ fn a_budget_cannot_switch_between_tokens_and_cost_while_it_has_accounts() {
     ledger.set_budget(cost).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ledger.grant(&id, 0, 1, 1_000_000, 1), Ok((1_000_000, 4_000_000)));
 }
+
+#[test]
+fn an_overrun_reported_past_the_grants_counts_against_the_limit() {
+    let (mut ledger, id) = ledger(1000);
+    ledger.grant(&id, 0, 1, 400, 1).unwrap_or_default();
+    // Node 1 consumed 700 against a grant of 400 (a reservation that did not bound the cost).
+    ledger.report(&id, 0, 1, 700).unwrap_or_default();
+    assert_eq!(ledger.accounts[&id][&0].outstanding(), 700);
+    assert_eq!(ledger.grant(&id, 0, 2, 600, 1), Ok((300, 0)), "the overrun is not granted again");
+    assert_eq!(ledger.release(&id, 0, 1, 100), Ok(0), "nothing held to release");
+}

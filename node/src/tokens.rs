@@ -52,6 +52,40 @@ pub fn warm_up() {
     });
 }
 
+/// Most tokens one image, audio, document or file part is assumed to cost. Its bytes do not bound it (an
+/// image by URL is a few bytes; providers bill images by pixels): Claude caps an image at ~1,600 tokens,
+/// GPT-4o/4.1 high detail at ~1,500–2,500, a PDF page costs ~1,500–3,000. Parts that cost more (long PDFs
+/// by URL; gpt-4o-mini, which bills images at ~33× the tokens at a lower price) can overrun a reservation:
+/// the overrun is charged to the ledger when the provider reports it (DESIGN.md §6).
+pub const MEDIA_PART_TOKENS: u64 = 6_000;
+
+/// Keys that open a media part in either protocol: OpenAI `image_url`, `input_audio`, `file`; Anthropic
+/// image and document blocks carry a `source`.
+const MEDIA_KEYS: [&[u8]; 4] = [b"\"image_url\"", b"\"input_audio\"", b"\"file\"", b"\"source\""];
+
+/// Counts media parts in a request body without parsing it: occurrences of a media key used as a key (the
+/// next non-blank byte is `:`). A string value that merely equals a key name is not counted; a tool schema
+/// with a property of that name is (an over-count only makes the reservation larger).
+pub fn media_parts(body: &[u8]) -> u64 {
+    let mut parts = 0;
+    for key in MEDIA_KEYS {
+        for at in memchr::memmem::find_iter(body, key) {
+            let rest = &body[at + key.len()..];
+            if rest.iter().find(|byte| !byte.is_ascii_whitespace()) == Some(&b':') {
+                parts += 1;
+            }
+        }
+    }
+    parts
+}
+
+/// A free upper bound on a chat request's input tokens: every byte-level BPE token covers at least one
+/// byte, so the whole body's length bounds the text of every field the provider tokenizes (messages,
+/// system, tools, response format), plus per-message overhead and [`MEDIA_PART_TOKENS`] per media part.
+pub fn chat_input_bound(body: &[u8], message_count: u64) -> u64 {
+    body.len() as u64 + TOKENS_PER_MESSAGE * message_count + TOKENS_PER_REPLY + MEDIA_PART_TOKENS * media_parts(body)
+}
+
 /// Tokens a chat format adds per message (role markers) and per reply, as OpenAI documents them.
 const TOKENS_PER_MESSAGE: u64 = 4;
 const TOKENS_PER_REPLY: u64 = 3;
@@ -64,7 +98,7 @@ pub fn count_prompt(encoding: Encoding, body: &[u8]) -> u64 {
     };
     let mut text = String::new();
     let mut messages = 0u64;
-    for field in ["system", "messages", "tools", "input"] {
+    for field in ["system", "messages", "tools", "functions", "tool_choice", "response_format", "input"] {
         if let Some(part) = value.get(field) {
             if field == "messages" {
                 messages = part.as_array().map_or(0, |m| m.len() as u64);
@@ -122,6 +156,19 @@ pub type SharedEstimator = Arc<UsageEstimator>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_bound_covers_tools_and_media_parts() {
+        let plain = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+        assert_eq!(media_parts(plain), 0);
+        let tools = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","description":"a long description of the tool"}}]}"#;
+        assert!(chat_input_bound(tools, 1) > count_prompt(Encoding::O200k, tools), "tool definitions are bounded");
+        let images =
+            br#"{"messages":[{"role":"user","content":[{"type": "image_url", "image_url" : {"url":"https://x/y.png"}},
+            {"type":"image","source":{"type":"url","url":"https://x/z.png"}},{"type":"text","text":""image_url""}]}]}"#;
+        assert_eq!(media_parts(images), 2, "keys count, a string equal to a key name does not");
+        assert!(chat_input_bound(images, 1) >= 2 * MEDIA_PART_TOKENS);
+    }
 
     #[test]
     fn picks_encodings_by_model_family() {

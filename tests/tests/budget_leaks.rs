@@ -53,7 +53,9 @@ async fn stream_and_hang_up(client: &reqwest::Client, url: &str, deltas: usize) 
             break;
         }
     }
-    assert!(seen >= deltas, "the stream ended after {seen} deltas: {text}");
+    // Near exhaustion the gateway caps max_tokens to what the allowance covers: such a stream may end
+    // normally before `deltas`.
+    assert!(seen >= deltas || text.contains("message_stop"), "the stream broke after {seen} deltas: {text}");
     drop(response); // hang up mid-stream
     status
 }
@@ -124,4 +126,85 @@ async fn a_hung_up_stream_is_charged_its_whole_reservation() {
     }
     let budget: Value = cluster.admin_get(cluster.node(1), "/admin/v1/budgets?org=acme").await.unwrap();
     assert!(budget["used"].as_u64().unwrap() >= 100, "max_tokens 100 is charged in full: {budget}");
+}
+
+/// Sends `body` to `/v1/chat/completions` on every node in turn until the budget refuses 3 times in a
+/// row; returns how many were admitted.
+async fn spend_until_refused(cluster: &TestCluster, body: &Value) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut admitted, mut refused, mut turn) = (0, 0, 0u64);
+    while refused < 3 {
+        assert!(Instant::now() < deadline, "budget never refused ({admitted} admitted)");
+        turn += 1;
+        let url = cluster.node(turn % 3 + 1).api_url();
+        let response =
+            cluster.client.post(format!("{url}/v1/chat/completions")).bearer_auth(KEY).json(body).send().await.unwrap();
+        match response.status().as_u16() {
+            200 => {
+                admitted += 1;
+                refused = 0;
+            }
+            429 => refused += 1,
+            503 => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
+        }
+    }
+    admitted
+}
+
+/// A tool definition of about `bytes` bytes (the provider bills it as input).
+fn big_tool(bytes: usize) -> Value {
+    let description: String = "Looks things up in the catalogue. ".repeat(bytes / 34 + 1);
+    json!([{"type": "function", "function": {"name": "lookup", "description": description,
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}])
+}
+
+/// Issue 11.2: tool definitions are billed as input; the reservation counted only `messages`, so an org
+/// with a 10,000-token budget was billed ~16,000 when each request carried a ~9 KB tool definition.
+#[tokio::test]
+async fn tool_definitions_are_reserved_so_the_billed_input_stays_within_the_budget() {
+    let cluster = TestCluster::start(3).await;
+    let limit = 10_000;
+    set_budget(&cluster, limit).await;
+    let body = json!({"model": "gpt-direct", "max_tokens": 20, "tools": big_tool(9_000),
+        "messages": [{"role": "user", "content": "find me a book"}]});
+    let admitted = spend_until_refused(&cluster, &body).await;
+    let billed = generated(&cluster);
+    println!("{admitted} requests with ~9 KB of tools admitted; upstream billed {billed} of {limit}");
+    assert!(admitted > 0);
+    assert!(billed <= limit, "S1 violated: billed {billed} > limit {limit}");
+}
+
+/// Issue 11.2: `n` choices each generate up to `max_tokens`; the reservation covered one.
+#[tokio::test]
+async fn n_choices_are_reserved_n_times() {
+    let cluster = TestCluster::start(3).await;
+    let limit = 10_000;
+    set_budget(&cluster, limit).await;
+    let body = json!({"model": "gpt-direct", "max_tokens": 20, "n": 8,
+        "messages": [{"role": "user", "content": "give me eight ideas"}]});
+    let admitted = spend_until_refused(&cluster, &body).await;
+    let billed = generated(&cluster);
+    println!("{admitted} requests with n = 8 admitted; upstream billed {billed} of {limit}");
+    assert!(admitted > 0);
+    assert!(billed <= limit, "S1 violated: billed {billed} > limit {limit}");
+    let last = cluster.mock.requests().pop().unwrap();
+    assert_eq!(last.body["n"], 8, "n is passed through");
+}
+
+/// Issue 11.2: image parts cost tokens their URL's bytes do not bound.
+#[tokio::test]
+async fn image_parts_are_reserved_beyond_their_bytes() {
+    let cluster = TestCluster::start(3).await;
+    let limit = 10_000;
+    set_budget(&cluster, limit).await;
+    let body = json!({"model": "gpt-direct", "max_tokens": 20, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is in these?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}}]}]});
+    let admitted = spend_until_refused(&cluster, &body).await;
+    let billed = generated(&cluster);
+    println!("{admitted} requests with two images admitted; upstream billed {billed} of {limit}");
+    assert!(admitted > 0);
+    assert!(billed <= limit, "S1 violated: billed {billed} > limit {limit}");
 }

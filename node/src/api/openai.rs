@@ -22,6 +22,8 @@ pub struct ChatProbe<'a> {
     /// Bytes of the raw `messages` array: a free upper bound on the prompt's tokens.
     pub messages_bytes: usize,
     pub message_count: usize,
+    /// `n`: choices generated, each up to the output cap.
+    pub choices: u64,
 }
 
 #[derive(Deserialize)]
@@ -68,10 +70,9 @@ pub fn probe_chat(body: &[u8]) -> GatewayResult<ChatProbe<'_>> {
         Some(value) => Some(value),
         None => object.field::<u64>("max_tokens")?,
     };
-    if let Some(n) = object.field::<u64>("n")? {
-        if n == 0 {
-            return Err(GatewayError::invalid_param("n", "`n` must be at least 1"));
-        }
+    let choices = object.field::<u64>("n")?.unwrap_or(1);
+    if choices == 0 {
+        return Err(GatewayError::invalid_param("n", "`n` must be at least 1"));
     }
     Ok(ChatProbe {
         model,
@@ -80,6 +81,7 @@ pub fn probe_chat(body: &[u8]) -> GatewayResult<ChatProbe<'_>> {
         max_output_tokens,
         messages_bytes: messages_raw.get().len(),
         message_count: messages.len(),
+        choices,
         object,
     })
 }

@@ -133,6 +133,12 @@ impl LocalAccount {
         self.recent.fetch_add(actual, Ordering::Relaxed);
     }
 
+    /// All use is reported and confirmed by the ledger.
+    pub fn fully_reported(&self) -> bool {
+        self.unreported.load(Ordering::Acquire) == 0
+            && self.pending_report.lock().map(|pending| pending.is_none()).unwrap_or(false)
+    }
+
     pub fn take_unreported(&self) -> u64 {
         self.unreported.swap(0, Ordering::AcqRel)
     }

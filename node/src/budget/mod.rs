@@ -224,22 +224,25 @@ impl BudgetManager {
         price: Price,
         input_tokens: u64,
         wanted_output: u64,
+        choices: u64,
     ) -> GatewayResult<Option<Admission>> {
         let specs = self.applicable(budgets, principal);
         if specs.is_empty() {
             return Ok(None);
         }
         let now = now_ms();
+        // `output_cap` caps each of the `choices`; what is reserved is their total.
+        let choices = choices.max(1);
         let min_output = self.config.min_output_tokens.min(wanted_output).max(1);
         let mut output_cap = wanted_output;
-        let rate_reservations = self.admit_rates(&specs, now, input_tokens + wanted_output)?;
+        let rate_reservations = self.admit_rates(&specs, now, input_tokens + wanted_output.saturating_mul(choices))?;
         let mut accounts = Vec::with_capacity(specs.len());
         let ledger_specs: Vec<BudgetSpec> = specs.iter().filter(|s| s.limit_units().is_some()).cloned().collect();
         let specs = ledger_specs;
         for spec in &specs {
             let account = self.account(spec, now);
-            let full = units(spec, &price, input_tokens, output_cap);
-            let minimum = units(spec, &price, input_tokens, min_output);
+            let full = units(spec, &price, input_tokens, output_cap.saturating_mul(choices));
+            let minimum = units(spec, &price, input_tokens, min_output.saturating_mul(choices));
             if account.available() < full as i64 {
                 if let Err(err) = self.refill(&account, full).await {
                     // Cut off from the ledger: still serve (with a smaller cap) from what this node holds.
@@ -254,13 +257,14 @@ impl BudgetManager {
             }
             if available < full {
                 // No over-refusal: shrink max_tokens to what the allowance covers.
-                output_cap = output_cap.min(max_output_within(spec, &price, input_tokens, available).max(min_output));
+                let within = max_output_within(spec, &price, input_tokens, available) / choices;
+                output_cap = output_cap.min(within.max(min_output));
             }
             accounts.push(account);
         }
         let mut reservations: Vec<Reservation> = Vec::with_capacity(accounts.len());
         for (account, spec) in accounts.iter().zip(&specs) {
-            let needed = units(spec, &price, input_tokens, output_cap);
+            let needed = units(spec, &price, input_tokens, output_cap.saturating_mul(choices));
             // Another request may have taken the allowance since the check above: refill and retry
             // rather than refuse while the ledger still has room (no over-refusal under concurrency).
             let mut reserved = account.try_reserve(needed);
@@ -422,7 +426,8 @@ impl BudgetManager {
                 self.release(&account).await;
             }
             self.release_lowered(&account).await;
-            if expired && account.available() <= 0 {
+            // Kept until its use is reported: dropping it earlier would forgive that use (and any overrun).
+            if expired && account.available() <= 0 && account.fully_reported() {
                 if let Ok(mut map) = self.accounts.write() {
                     map.retain(|_, held| !Arc::ptr_eq(held, &account));
                 }

@@ -9,7 +9,7 @@ use super::{Endpoint, RequestContext};
 use crate::api::{anthropic, openai, Protocol, RawObject};
 use crate::error::{GatewayError, GatewayResult};
 use crate::routing::{Route, Target};
-use crate::tokens::count_prompt;
+use crate::tokens::{chat_input_bound, count_prompt};
 use crate::translate;
 
 /// The validated request. Borrows the body; untouched fields stay raw.
@@ -20,9 +20,15 @@ pub struct ParsedRequest<'a> {
     /// OpenAI callers: they asked for the usage chunk.
     pub include_usage: bool,
     pub max_output_tokens: Option<u64>,
-    /// Raw bytes of the prompt fields: a free upper bound on prompt tokens.
+    /// Raw bytes of the prompt fields (messages, system): for routing's estimates.
     pub prompt_bytes: usize,
     pub message_count: usize,
+    /// An upper bound on the input tokens the provider can bill (every field it tokenizes, media parts):
+    /// what budget admission reserves and the context-window check starts from. See
+    /// [`crate::tokens::chat_input_bound`].
+    pub input_bound: u64,
+    /// Choices the provider generates, each up to the output cap (OpenAI `n`).
+    pub choices: u64,
 }
 
 /// Phase 4.
@@ -40,6 +46,8 @@ pub fn parse<'a>(endpoint: Endpoint, body: &'a [u8]) -> GatewayResult<ParsedRequ
                 max_output_tokens: probe.max_output_tokens,
                 prompt_bytes: probe.messages_bytes,
                 message_count: probe.message_count,
+                input_bound: chat_input_bound(body, probe.message_count as u64),
+                choices: probe.choices,
                 object: probe.object,
             })
         }
@@ -56,6 +64,8 @@ pub fn parse<'a>(endpoint: Endpoint, body: &'a [u8]) -> GatewayResult<ParsedRequ
                 max_output_tokens: (endpoint == Endpoint::Messages).then_some(probe.max_tokens),
                 prompt_bytes: probe.prompt_bytes,
                 message_count: probe.message_count,
+                input_bound: chat_input_bound(body, probe.message_count as u64),
+                choices: 1,
                 object: probe.object,
             })
         }
@@ -81,6 +91,9 @@ pub fn parse<'a>(endpoint: Endpoint, body: &'a [u8]) -> GatewayResult<ParsedRequ
                 max_output_tokens: None,
                 prompt_bytes: input.get().len(),
                 message_count: 0,
+                // Text bytes bound text tokens; token arrays spend at least a digit and a comma per token.
+                input_bound: input.get().len() as u64,
+                choices: 1,
                 object,
             })
         }
@@ -116,10 +129,8 @@ pub fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) -> Gatew
     }
     if let Some(window) = route.context_window {
         let output = request.max_output_tokens.unwrap_or(0);
-        // Every BPE token covers at least one byte, so bytes + per-message overhead bounds the prompt.
-        // Only when that bound does not fit do we pay for an exact count.
-        let bound = request.prompt_bytes as u64 + 4 * request.message_count as u64 + 3;
-        if bound + output > window {
+        // Only when the free bound does not fit do we pay for an exact count.
+        if request.input_bound + output > window {
             let exact = count_prompt(route.encoding, &context.body);
             if exact + output > window {
                 return Err(GatewayError::context_window_exceeded(format!(

@@ -73,8 +73,14 @@ pub async fn forward(
         Operation::Chat => request.max_output_tokens.unwrap_or(0),
         _ => 0,
     };
-    let hints =
-        RequestHints::new(request.prompt_bytes as u64, request.message_count as u64, output, reserved, &exact_prompt);
+    let hints = RequestHints::new(
+        request.prompt_bytes as u64,
+        request.message_count as u64,
+        request.input_bound,
+        output,
+        reserved,
+        &exact_prompt,
+    );
     let rounds = 1 + route.retry.map_or(0, |policy| policy.attempts);
     let mut last_error: Option<GatewayError> = None;
     for round in 0..rounds {
@@ -251,9 +257,10 @@ async fn attempt(
     response
 }
 
-/// Budget admission for one attempt. The input is reserved at a free upper bound (bytes of the prompt
-/// fields plus per-message overhead); only when that does not fit is the prompt counted exactly (with a
-/// margin for tokenizer differences), so near exhaustion no request is refused for a loose estimate.
+/// Budget admission for one attempt: the reservation is an upper bound of what the provider can bill — the
+/// input at a free bound (every tokenized field, media parts, capped by the context window), and `n` ×
+/// the output cap. Only when that does not fit is the prompt counted exactly (with a margin for tokenizer
+/// differences), so near exhaustion no request is refused for a loose bound.
 async fn admit(
     gateway: &Gateway,
     context: &RequestContext,
@@ -271,15 +278,19 @@ async fn admit(
         Operation::Embeddings => 0,
         _ => request.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
     };
-    let bound = request.prompt_bytes as u64 + 4 * request.message_count as u64 + 3;
-    match budget.admit(&context.snapshot.budgets, principal, route.price, bound, wanted_output).await {
+    // The provider refuses a prompt longer than the context window, so it never bills more input than that.
+    let window = route.context_window.unwrap_or(u64::MAX);
+    let bound = request.input_bound.min(window);
+    let budgets = &context.snapshot.budgets;
+    match budget.admit(budgets, principal, route.price, bound, wanted_output, request.choices).await {
         Err(err) if err.kind == crate::error::ErrorKind::BudgetExhausted => {
             let exact = count_prompt(route.encoding, &context.body);
-            let with_margin = exact + exact / 4 + 8;
+            let media = crate::tokens::MEDIA_PART_TOKENS * crate::tokens::media_parts(&context.body);
+            let with_margin = (exact + exact / 4 + 8 + media).min(window);
             if with_margin >= bound {
                 return Err(err);
             }
-            budget.admit(&context.snapshot.budgets, principal, route.price, with_margin, wanted_output).await
+            budget.admit(budgets, principal, route.price, with_margin, wanted_output, request.choices).await
         }
         other => other,
     }

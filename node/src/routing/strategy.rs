@@ -29,13 +29,14 @@ impl<'a> RequestHints<'a> {
     pub fn new(
         prompt_bytes: u64,
         message_count: u64,
+        input_bound: u64,
         output: u64,
         reserved_output: u64,
         exact_input: &'a (dyn Fn() -> u64 + Sync),
     ) -> Self {
         RequestHints {
             input_estimate: prompt_bytes / 4 + 4 * message_count + 3,
-            input_bound: prompt_bytes + 4 * message_count + 3,
+            input_bound,
             output,
             reserved_output,
             exact_input,

@@ -10,7 +10,7 @@ use crate::gossip::tracker::{monotonic_ms, wall_ms, BreakerConfig, GpuLoad};
 /// Hints for a prompt of `prompt_bytes` bytes in one message (≈ 4 bytes a token) and `output` tokens.
 pub fn hints(prompt_bytes: u64, output: u64) -> RequestHints<'static> {
     let exact: &'static (dyn Fn() -> u64 + Sync) = Box::leak(Box::new(move || prompt_bytes / 4));
-    RequestHints::new(prompt_bytes, 1, output, output, exact)
+    RequestHints::new(prompt_bytes, 1, prompt_bytes + 7, output, output, exact)
 }
 
 fn route(models: &str) -> (Arc<Route>, Arc<EndpointRegistry>) {

@@ -5,7 +5,7 @@ use hyper::Response;
 use serde_json::{json, Value};
 
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
-use super::text::{input_tokens, plan_output, string_list, Finish, Output};
+use super::text::{billed_input_tokens, plan_output, string_list, Finish, Output};
 use super::{
     add_header, check_auth, error_response, json_response, prelude, sse_response, text_response, Api, Ctx, RespBody,
     Script,
@@ -94,7 +94,7 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
             return r;
         }
     };
-    let prompt_tokens = input_tokens(v.messages, body.get("system"));
+    let prompt_tokens = billed_input_tokens(body, v.messages, body.get("system"));
     let stops = string_list(body.get("stop_sequences"));
     let output = plan_output(&script, false, Some(v.max_tokens), &stops);
     let stop_sequence = match &output {
@@ -188,7 +188,9 @@ pub fn count_tokens(ctx: &Ctx) -> Response<RespBody> {
     }
     let body = &ctx.req.body;
     match validate(body, false) {
-        Ok(v) => json_response(200, &json!({"input_tokens": input_tokens(v.messages, body.get("system"))})),
+        Ok(v) => {
+            json_response(200, &json!({"input_tokens": billed_input_tokens(body, v.messages, body.get("system"))}))
+        }
         Err(r) => r,
     }
 }

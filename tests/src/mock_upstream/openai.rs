@@ -5,7 +5,7 @@ use hyper::Response;
 use serde_json::{json, Value};
 
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
-use super::text::{bytes_to_tokens, input_tokens, plan_output, string_list, Finish, Output};
+use super::text::{billed_input_tokens, bytes_to_tokens, plan_output, string_list, Finish, Output};
 use super::{add_header, json_response, prelude, sse_response, text_response, unix_now, Api, Ctx, RespBody, Script};
 
 fn invalid(message: &str, param: Option<&str>) -> Response<RespBody> {
@@ -91,7 +91,7 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
             return r;
         }
     };
-    let prompt_tokens = input_tokens(messages, None);
+    let prompt_tokens = billed_input_tokens(body, messages, None);
     let json_mode =
         matches!(body.pointer("/response_format/type").and_then(Value::as_str), Some("json_object" | "json_schema"));
     let max_tokens = body
@@ -99,6 +99,8 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
         .and_then(Value::as_u64)
         .or_else(|| body.get("max_tokens").and_then(Value::as_u64));
     let output = plan_output(&script, json_mode, max_tokens, &string_list(body.get("stop")));
+    // `n` choices, each generating up to max_tokens (and billed for it).
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128);
     let id = format!("chatcmpl-{}", ctx.shared.next_id());
     let call_id = format!("call_{}", ctx.shared.next_id());
     let created = unix_now();
@@ -106,7 +108,7 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
     let mut resp = match guard {
         None if script.garbage_body => text_response(200, "application/json", "<html>oops</html>"),
         None => {
-            let completion_tokens = output.tokens();
+            let completion_tokens = output.tokens() * n;
             let message = match &output {
                 Output::Text { pieces, .. } => {
                     json!({"role": "assistant", "content": pieces.concat(),
@@ -117,10 +119,15 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                         "function": {"name": name, "arguments": arguments}}],
                     "refusal": null, "annotations": []}),
             };
+            let choices: Vec<Value> = (0..n)
+                .map(|index| {
+                    json!({"index": index, "message": message, "logprobs": null,
+                    "finish_reason": finish_reason(output.finish())})
+                })
+                .collect();
             let mut v = json!({
                 "id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": message, "logprobs": null,
-                    "finish_reason": finish_reason(output.finish())}],
+                "choices": choices,
                 "service_tier": "default",
                 "system_fingerprint": "fp_mock",
             });
@@ -150,32 +157,34 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                 }
                 o
             };
-            let choice = |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
             let mut events = Vec::new();
-            match &output {
-                Output::Text { pieces, .. } => {
-                    let first = json!({"role": "assistant", "content": "", "refusal": null});
-                    events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
-                    for p in pieces {
-                        let c = chunk(choice(json!({"content": p}), Value::Null), None);
-                        events.push(Event::data(&c, 1));
+            for index in 0..n {
+                let choice = |delta: Value, finish: Value| json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+                match &output {
+                    Output::Text { pieces, .. } => {
+                        let first = json!({"role": "assistant", "content": "", "refusal": null});
+                        events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
+                        for p in pieces {
+                            let c = chunk(choice(json!({"content": p}), Value::Null), None);
+                            events.push(Event::data(&c, 1));
+                        }
                     }
-                }
-                Output::Tool { name, pieces, .. } => {
-                    let first = json!({"role": "assistant", "content": null, "refusal": null,
+                    Output::Tool { name, pieces, .. } => {
+                        let first = json!({"role": "assistant", "content": null, "refusal": null,
                         "tool_calls": [{"index": 0, "id": call_id, "type": "function",
                             "function": {"name": name, "arguments": ""}}]});
-                    events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
-                    for p in pieces {
-                        let d = json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]});
-                        events.push(Event::data(&chunk(choice(d, Value::Null), None), 1));
+                        events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
+                        for p in pieces {
+                            let d = json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]});
+                            events.push(Event::data(&chunk(choice(d, Value::Null), None), 1));
+                        }
                     }
                 }
+                let fin = json!(finish_reason(output.finish()));
+                events.push(Event::data(&chunk(choice(json!({}), fin), None), 0));
             }
-            let fin = json!(finish_reason(output.finish()));
-            events.push(Event::data(&chunk(choice(json!({}), fin), None), 0));
             if with_usage {
-                let u = usage(prompt_tokens, output.tokens());
+                let u = usage(prompt_tokens, output.tokens() * n);
                 events.push(Event::data(&chunk(json!([]), Some(u)), 0));
             }
             events.push(Event::raw("data: [DONE]\n\n"));

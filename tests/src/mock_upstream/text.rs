@@ -5,11 +5,14 @@
 //! * input tokens  = ceil(total UTF-8 bytes of all message text content
 //!   (+ the system prompt) / 4) + 3 per message, minimum 1. "Text content" is
 //!   a string `content`, the `text` of content blocks / parts, and (recursively)
-//!   the `content` of Anthropic `tool_result` blocks. Images, tool_use inputs
-//!   and OpenAI `tool_calls` are not counted.
+//!   the `content` of Anthropic `tool_result` blocks. Tool_use inputs and OpenAI
+//!   `tool_calls` are not counted. Like the real APIs, the mock also bills the
+//!   request's tool definitions (ceil(bytes of the `tools` JSON / 4)) and
+//!   [`IMAGE_TOKENS`] per image part (OpenAI `image_url`, Anthropic `image`).
 //! * output tokens = number of content pieces generated: word pieces of the
 //!   reply text (see [`pieces`]), or for a tool call the number of pieces the
-//!   arguments string is split into (see [`split_args`]).
+//!   arguments string is split into (see [`split_args`]); OpenAI `n` choices
+//!   each generate that many.
 
 use serde_json::Value;
 
@@ -109,6 +112,28 @@ fn block_bytes(b: &Value) -> usize {
         }
         _ => 0,
     }
+}
+
+/// Tokens billed per image part, whatever its size (real APIs bill by pixels: ~85–1,600).
+pub const IMAGE_TOKENS: u64 = 1_000;
+
+fn count_images(v: &Value) -> u64 {
+    match v {
+        Value::Array(items) => items.iter().map(count_images).sum(),
+        Value::Object(o) => {
+            let own = u64::from(matches!(o.get("type").and_then(Value::as_str), Some("image_url" | "image")));
+            own + o.values().map(count_images).sum::<u64>()
+        }
+        _ => 0,
+    }
+}
+
+/// Input tokens the request is billed: its messages and system prompt (see [`input_tokens`]), tool
+/// definitions and image parts.
+pub fn billed_input_tokens(body: &Value, messages: &[Value], system: Option<&Value>) -> u64 {
+    let tools = body.get("tools").filter(|t| !t.is_null()).map_or(0, |t| bytes_to_tokens(t.to_string().len()));
+    let images: u64 = messages.iter().map(|m| count_images(m.get("content").unwrap_or(&Value::Null))).sum();
+    input_tokens(messages, system) + tools + images * IMAGE_TOKENS
 }
 
 /// Input tokens for a request with the given messages and optional system prompt.
