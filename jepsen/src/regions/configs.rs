@@ -11,8 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::{Layout, ADMIN_PORT, API_PORT, GOSSIP_PORT, RAFT_PORT};
 use crate::linkproxy::{Protocol, ProxyConfig, Route};
 
-/// Raft timing and WAN shape. Defaults follow the README's advice for ~50 ms RTT: heartbeat ≈ 4× RTT,
-/// elections ≈ 5–10× the heartbeat.
+/// Raft timing and WAN shape (defaults and why: `jepsen regions up --help`, jepsen/README.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     pub delay_ms: u64,

@@ -49,8 +49,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<RegionsState> {
     let leftovers = net::leftovers(&layout)?;
     if !leftovers.is_empty() {
         bail!(
-            "leftovers of an earlier run exist ({}); run `jepsen regions down --dir {}` (it removes them even \
-             without a state file)",
+            "leftovers exist ({}): regions of another --dir, or an earlier run that crashed; run `jepsen regions \
+             down --dir {}` (it removes them even without a state file)",
             leftovers.join(", "),
             dir.display()
         );
@@ -314,7 +314,7 @@ pub fn down(dir: &Path) -> anyhow::Result<()> {
     let mut failures = match &state {
         Some(state) => teardown(state, &layout),
         None => {
-            stop_stray_proxies(dir);
+            stop_stray_proxies();
             teardown_network(&layout)
         }
     };
@@ -348,7 +348,7 @@ fn teardown(state: &RegionsState, layout: &Layout) -> Vec<String> {
     if let Some(pid) = state.proxy_pid {
         procs::stop(pid, PROXY_MARKER, Duration::from_secs(2));
     }
-    stop_stray_proxies(&state.dir);
+    stop_stray_proxies();
     teardown_network(layout)
 }
 
@@ -362,14 +362,15 @@ fn teardown_network(layout: &Layout) -> Vec<String> {
     net::destroy(layout)
 }
 
-/// A link proxy of this directory that the state file does not name (the harness crashed before saving).
-fn stop_stray_proxies(dir: &Path) {
-    let config = dir.join("link-proxy.json");
-    let marker = format!("{PROXY_MARKER} {}", config.display());
+/// Link proxies the state file does not name (the harness crashed before saving, or the regions were
+/// started with another --dir): any `jepsen link-proxy --config …/link-proxy.json` process. There is one
+/// regions network per machine, so such a proxy is serving addresses that `down` is removing.
+fn stop_stray_proxies() {
+    let marker = "/link-proxy.json";
     let Ok(entries) = std::fs::read_dir("/proc") else { return };
     for entry in entries.flatten() {
         if let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) {
-            if pid != std::process::id() && procs::is_ours(pid, &marker) {
+            if pid != std::process::id() && procs::is_ours(pid, PROXY_MARKER) && procs::is_ours(pid, marker) {
                 procs::stop(pid, PROXY_MARKER, Duration::from_secs(2));
             }
         }
