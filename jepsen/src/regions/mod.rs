@@ -71,6 +71,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<RegionsState> {
         Err(err) => {
             let failures = teardown(&state, &layout);
             let cleanup = if failures.is_empty() {
+                remove_runtime_files(&state.dir, &layout);
                 "everything it built was removed".to_owned()
             } else {
                 format!("cleanup also failed: {}", failures.join("; "))
@@ -318,13 +319,7 @@ pub fn down(dir: &Path) -> anyhow::Result<()> {
             teardown_network(&layout)
         }
     };
-    for name in ["state.json", "state.json.tmp", "link-proxy.sock", "link-proxy.json", "admin-token", "cluster-secret"]
-    {
-        let _ = std::fs::remove_file(dir.join(name));
-    }
-    for node in layout.nodes() {
-        let _ = std::fs::remove_dir_all(dir.join(format!("n{node}")).join("data"));
-    }
+    remove_runtime_files(dir, &layout);
     // veth pairs die asynchronously after their namespace; give the kernel a moment before judging.
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut remaining = net::leftovers(&layout)?;
@@ -337,6 +332,17 @@ pub fn down(dir: &Path) -> anyhow::Result<()> {
         bail!("`jepsen regions down` could not remove everything: {}", failures.join("; "));
     }
     Ok(())
+}
+
+/// Everything but the logs and the generated configs (useful next to the logs in a post-mortem).
+fn remove_runtime_files(dir: &Path, layout: &Layout) {
+    let files = ["state.json", "state.json.tmp", "link-proxy.sock", "link-proxy.json", "admin-token", "cluster-secret"];
+    for name in files {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    for node in layout.nodes() {
+        let _ = std::fs::remove_dir_all(dir.join(format!("n{node}")).join("data"));
+    }
 }
 
 fn teardown(state: &RegionsState, layout: &Layout) -> Vec<String> {
