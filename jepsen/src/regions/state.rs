@@ -1,0 +1,72 @@
+//! What `up` built, on disk (`DIR/state.json`), so `down` can remove it even after the harness crashed.
+//! Written before each resource is created (intent first), rewritten atomically (temp file + rename).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: u64,
+    pub namespace: String,
+    pub ip: String,
+    pub api_url: String,
+    pub admin_url: String,
+    pub pid: Option<u32>,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RegionsState {
+    pub dir: PathBuf,
+    pub bridge: String,
+    pub namespace_prefix: String,
+    pub subnet: [u8; 3],
+    pub tollgate: PathBuf,
+    pub proxy_pid: Option<u32>,
+    pub proxy_config: PathBuf,
+    pub control_socket: PathBuf,
+    pub admin_token_file: PathBuf,
+    pub key: String,
+    pub nodes: Vec<NodeRecord>,
+    /// Raft timing and link delay the configs were generated with (for the record).
+    pub settings: serde_json::Value,
+}
+
+pub fn state_path(dir: &Path) -> PathBuf {
+    dir.join("state.json")
+}
+
+impl RegionsState {
+    pub fn load(dir: &Path) -> anyhow::Result<Option<RegionsState>> {
+        let path = state_path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
+        };
+        let state = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a regions state file; remove it by hand", path.display()))?;
+        Ok(Some(state))
+    }
+
+    pub fn save(&self) -> anyhow::Result<()> {
+        let path = state_path(&self.dir);
+        let temp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self)?;
+        write_private(&temp, &text)?;
+        std::fs::rename(&temp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+}
+
+/// Writes a file readable by its owner only (tokens, keys, state naming them).
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 600 {}", path.display()))?;
+    Ok(())
+}
