@@ -95,8 +95,8 @@ fn bench_ledger(c: &mut Criterion) {
 
 fn bench_admission(c: &mut Criterion) {
     let mut group = c.benchmark_group("admission");
-    let account = LocalAccount::new("org:acme".into(), 0, spec(u64::MAX / 4));
-    account.add_granted(u64::MAX / 8);
+    let account = LocalAccount::new("org:acme".into(), 0, spec(u64::MAX / 4), 1);
+    account.observe_granted_total(u64::MAX / 8);
     group.bench_function("local_account/reserve_and_settle", |b| {
         b.iter(|| {
             assert!(account.try_reserve(black_box(1_300)));

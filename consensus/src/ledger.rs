@@ -146,6 +146,42 @@ pub struct Account {
     pub released: BTreeMap<NodeId, u64>,
     /// Reported consumption (monotone; billed ≥ served).
     pub used: BTreeMap<NodeId, u64>,
+    /// Per node, per incarnation of its local account (a process start, or a limit lowered under it): the
+    /// running totals that node has been granted, released and used. Releases and reports carry totals, so
+    /// applying one twice changes nothing; a grant's result carries the incarnation's granted total, which
+    /// the node can also read from its applied state when the answer was lost (a grant that committed after
+    /// the node stopped waiting).
+    #[serde(default)]
+    pub incarnations: BTreeMap<NodeId, BTreeMap<u64, IncarnationTotals>>,
+}
+
+/// What one incarnation of a node's local account was granted, released and used (running totals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncarnationTotals {
+    pub granted: u64,
+    pub released: u64,
+    pub used: u64,
+}
+
+impl IncarnationTotals {
+    /// Allowance this incarnation holds: granted, not released, not used.
+    pub fn held(&self) -> u64 {
+        self.granted.saturating_sub(self.released).saturating_sub(self.used)
+    }
+}
+
+/// How far a grant's period may stray from the period of the leader's clock: a node whose clock is this
+/// close to a boundary may still be granted for its side of it. Beyond it, grants are refused: a fast
+/// clock cannot spend the next period early, a slow one cannot take allowance returned at rollover.
+pub const PERIOD_SKEW_MS: u64 = 5_000;
+
+/// Whether `period_start` is the period of `at_ms` (the leader's clock), give or take [`PERIOD_SKEW_MS`].
+/// `at_ms == 0` (entries written before the leader stamped time) is not checked.
+pub fn period_is_current(period: Period, period_start: u64, at_ms: u64) -> bool {
+    at_ms == 0
+        || [at_ms, at_ms.saturating_sub(PERIOD_SKEW_MS), at_ms + PERIOD_SKEW_MS]
+            .iter()
+            .any(|at| period.start_ms(*at) == period_start)
 }
 
 impl Account {
@@ -248,14 +284,103 @@ impl Ledger {
         let accounts = self.accounts.entry(scope_id.to_owned()).or_default();
         if !accounts.contains_key(&period_start) {
             accounts.insert(period_start, Account { limit, ..Default::default() });
+            // Evict the oldest of the *other* periods: after a change of period kind (day → month) the new
+            // account's start can be the smallest, and evicting it would lock the scope out.
             while accounts.len() > PERIODS_KEPT {
-                let Some(oldest) = accounts.get_min().map(|(period, _)| *period) else {
+                let Some(oldest) = accounts.keys().copied().find(|start| *start != period_start) else {
                     break;
                 };
                 accounts.remove(&oldest);
             }
         }
         accounts.get_mut(&period_start).ok_or_else(|| "period is too old".to_owned())
+    }
+
+    /// An existing account (releases and reports never create one: for a period already evicted, or a
+    /// budget deleted since, there is nothing to return to).
+    fn existing_account(&mut self, scope_id: &str, period_start: u64) -> Option<&mut Account> {
+        self.accounts.get_mut(scope_id)?.get_mut(&period_start)
+    }
+
+    /// Grants up to `amount` to one incarnation of `node`'s local account (see [`Account::incarnations`]),
+    /// for the period the leader's clock `at_ms` is in. Refused for another period (beyond the skew
+    /// allowance) and for an incarnation older than the node's newest (a stale request). Returns (granted,
+    /// still available, the incarnation's granted total).
+    #[allow(clippy::too_many_arguments)]
+    pub fn grant_to_incarnation(
+        &mut self,
+        scope_id: &str,
+        period_start: u64,
+        node: NodeId,
+        incarnation: u64,
+        amount: u64,
+        min_amount: u64,
+        at_ms: u64,
+    ) -> Result<(u64, u64, u64), String> {
+        let period =
+            self.budgets.get(scope_id).map(|spec| spec.period).ok_or_else(|| format!("no budget for {scope_id}"))?;
+        if !period_is_current(period, period_start, at_ms) {
+            return Err(format!(
+                "period {period_start} of {scope_id} is not the current one by the leader's clock ({at_ms}): check this node's clock"
+            ));
+        }
+        let account = self.account(scope_id, period_start)?;
+        let newest = account.incarnations.get(&node).and_then(|i| i.keys().next_back().copied()).unwrap_or(0);
+        if incarnation < newest {
+            return Err(format!("stale grant: node {node} has a newer incarnation than {incarnation}"));
+        }
+        let available = account.available();
+        let granted = if available >= amount {
+            amount
+        } else if available >= min_amount.max(1) {
+            available
+        } else {
+            0
+        };
+        *account.granted.entry(node).or_default() += granted;
+        let totals = account.incarnations.entry(node).or_default().entry(incarnation).or_default();
+        totals.granted += granted;
+        let node_total = totals.granted;
+        debug_assert!(granted == 0 || account.outstanding() <= account.limit, "S2: outstanding within the limit");
+        Ok((granted, account.available(), node_total))
+    }
+
+    /// Raises an incarnation's released total to `released_total` (never lowers it: a resent release is a
+    /// no-op). What it returns to the ledger is bounded by what the incarnation holds. Returns that amount.
+    pub fn release_up_to(
+        &mut self,
+        scope_id: &str,
+        period_start: u64,
+        node: NodeId,
+        incarnation: u64,
+        released_total: u64,
+    ) -> u64 {
+        let Some(account) = self.existing_account(scope_id, period_start) else {
+            return 0;
+        };
+        let totals = account.incarnations.entry(node).or_default().entry(incarnation).or_default();
+        let returned = released_total.saturating_sub(totals.released).min(totals.held());
+        totals.released = totals.released.max(released_total);
+        *account.released.entry(node).or_default() += returned;
+        returned
+    }
+
+    /// Raises an incarnation's used total to `used_total` (monotone: a resent report is a no-op).
+    pub fn report_used_total(
+        &mut self,
+        scope_id: &str,
+        period_start: u64,
+        node: NodeId,
+        incarnation: u64,
+        used_total: u64,
+    ) {
+        let Some(account) = self.existing_account(scope_id, period_start) else {
+            return;
+        };
+        let totals = account.incarnations.entry(node).or_default().entry(incarnation).or_default();
+        let delta = used_total.saturating_sub(totals.used);
+        totals.used += delta;
+        *account.used.entry(node).or_default() += delta;
     }
 
     /// Grants up to `amount` (never below `min_amount`: then nothing) while S2 holds. Returns

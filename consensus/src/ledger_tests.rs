@@ -129,3 +129,70 @@ fn an_overrun_reported_past_the_grants_counts_against_the_limit() {
     assert_eq!(ledger.grant(&id, 0, 2, 600, 1), Ok((300, 0)), "the overrun is not granted again");
     assert_eq!(ledger.release(&id, 0, 1, 100), Ok(0), "nothing held to release");
 }
+
+const DAY: u64 = 24 * 3_600_000;
+
+#[test]
+fn totals_applied_twice_change_nothing() {
+    let (mut ledger, id) = ledger(1000);
+    assert_eq!(ledger.grant_to_incarnation(&id, 0, 1, 7, 400, 1, 0), Ok((400, 600, 400)));
+    assert_eq!(ledger.grant_to_incarnation(&id, 0, 1, 7, 100, 1, 0), Ok((100, 500, 500)), "the total grows");
+    ledger.report_used_total(&id, 0, 1, 7, 120);
+    ledger.report_used_total(&id, 0, 1, 7, 120);
+    ledger.report_used_total(&id, 0, 1, 7, 90);
+    assert_eq!(ledger.release_up_to(&id, 0, 1, 7, 200), 200);
+    assert_eq!(ledger.release_up_to(&id, 0, 1, 7, 200), 0, "a resent release is a no-op");
+    let account = &ledger.accounts[&id][&0];
+    assert_eq!(account.used[&1], 120, "a resent or older report is a no-op");
+    assert_eq!(account.released[&1], 200);
+    assert_eq!(account.outstanding(), 300);
+}
+
+#[test]
+fn a_release_never_returns_more_than_the_incarnation_holds() {
+    let (mut ledger, id) = ledger(1000);
+    ledger.grant_to_incarnation(&id, 0, 1, 7, 300, 1, 0).unwrap_or_default();
+    ledger.grant_to_incarnation(&id, 0, 1, 8, 300, 1, 0).unwrap_or_default();
+    ledger.report_used_total(&id, 0, 1, 7, 100);
+    assert_eq!(ledger.release_up_to(&id, 0, 1, 7, 1_000), 200, "only what incarnation 7 holds");
+    assert_eq!(ledger.release_up_to(&id, 0, 1, 9, 50), 0, "an incarnation never granted holds nothing");
+    assert_eq!(ledger.accounts[&id][&0].outstanding(), 400);
+}
+
+#[test]
+fn grants_to_an_older_incarnation_are_refused_but_its_releases_count() {
+    let (mut ledger, id) = ledger(1000);
+    ledger.grant_to_incarnation(&id, 0, 1, 7, 300, 1, 0).unwrap_or_default();
+    ledger.grant_to_incarnation(&id, 0, 1, 8, 100, 1, 0).unwrap_or_default();
+    assert!(ledger.grant_to_incarnation(&id, 0, 1, 7, 100, 1, 0).is_err(), "stale");
+    assert_eq!(ledger.release_up_to(&id, 0, 1, 7, 300), 300);
+    assert_eq!(ledger.grant_to_incarnation(&id, 0, 2, 1, 900, 1, 0), Ok((900, 0, 900)));
+}
+
+#[test]
+fn the_leaders_clock_decides_the_period() {
+    let (mut ledger, id) = ledger(1000);
+    let now = 100 * DAY + 12 * 3_600_000;
+    let today = 100 * DAY;
+    assert!(ledger.grant_to_incarnation(&id, today, 1, 1, 10, 1, now).is_ok());
+    let tomorrow = today + DAY;
+    assert!(ledger.grant_to_incarnation(&id, tomorrow, 2, 1, 10, 1, now).is_err(), "a fast clock");
+    assert!(ledger.grant_to_incarnation(&id, today - DAY, 3, 1, 10, 1, now).is_err(), "a slow clock");
+    // Within the skew allowance of a boundary, either side is accepted.
+    let just_after_midnight = tomorrow + PERIOD_SKEW_MS / 2;
+    assert!(ledger.grant_to_incarnation(&id, today, 3, 1, 10, 1, just_after_midnight).is_ok());
+    assert!(ledger.grant_to_incarnation(&id, tomorrow, 3, 1, 10, 1, just_after_midnight).is_ok());
+}
+
+#[test]
+fn changing_the_period_kind_never_evicts_the_new_account() {
+    let (mut ledger, id) = ledger(1000);
+    let month_start = Period::Month.start_ms(100 * DAY);
+    ledger.grant_to_incarnation(&id, month_start + 3 * DAY, 1, 1, 10, 1, 0).unwrap_or_default();
+    ledger.grant_to_incarnation(&id, month_start + 4 * DAY, 1, 1, 10, 1, 0).unwrap_or_default();
+    let mut spec = ledger.budgets[&id].clone();
+    spec.period = Period::Month;
+    ledger.set_budget(spec).unwrap_or_default();
+    assert_eq!(ledger.grant_to_incarnation(&id, month_start, 1, 2, 10, 1, 0).map(|g| g.0), Ok(10));
+    assert!(ledger.accounts[&id].contains_key(&month_start), "the month's account stays");
+}

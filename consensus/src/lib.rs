@@ -4,6 +4,7 @@
 //! Split the openraft way: `state` (pure apply), `store` (sled log and state machine storage), `network`
 //! (Raft RPC client and server over tonic), and `node` (the handle the gateway uses).
 
+pub mod clock;
 mod cluster_service;
 pub mod ledger;
 pub mod network;

@@ -93,6 +93,32 @@ pub enum Command {
         node: u64,
         delta: u64,
     },
+    /// A node asks for allowance for one incarnation of its local account (see
+    /// [`Account::incarnations`](crate::ledger::Account)); refused for a period other than the leader's.
+    GrantForIncarnation {
+        scope_id: String,
+        period_start: u64,
+        node: u64,
+        incarnation: u64,
+        amount: u64,
+        min_amount: u64,
+    },
+    /// An incarnation's running total of released allowance: applying it twice changes nothing.
+    ReleaseUpTo {
+        scope_id: String,
+        period_start: u64,
+        node: u64,
+        incarnation: u64,
+        released_total: u64,
+    },
+    /// An incarnation's running total of used units: applying it twice changes nothing.
+    ReportUsedTotal {
+        scope_id: String,
+        period_start: u64,
+        node: u64,
+        incarnation: u64,
+        used_total: u64,
+    },
     /// A node's aggregated usage rows for reports.
     RecordUsage {
         node: u64,
@@ -105,8 +131,20 @@ impl Command {
     fn is_ledger_traffic(&self) -> bool {
         matches!(
             self,
-            Command::Grant { .. } | Command::Release { .. } | Command::Report { .. } | Command::RecordUsage { .. }
+            Command::Grant { .. }
+                | Command::Release { .. }
+                | Command::Report { .. }
+                | Command::RecordUsage { .. }
+                | Command::GrantForIncarnation { .. }
+                | Command::ReleaseUpTo { .. }
+                | Command::ReportUsedTotal { .. }
         )
+    }
+
+    /// Idempotent by construction (running totals): kept out of the de-duplication window, which is then
+    /// left to commands that need it, so a report resent after a long partition cannot count twice.
+    fn is_idempotent_total(&self) -> bool {
+        matches!(self, Command::ReleaseUpTo { .. } | Command::ReportUsedTotal { .. })
     }
 }
 
@@ -126,8 +164,15 @@ pub struct Request {
 pub enum Response {
     /// Applied at this log index.
     Applied { index: u64 },
-    /// A grant: how much was granted (possibly less than asked, or 0) and what is left for everyone.
-    Granted { index: u64, amount: u64, available: u64 },
+    /// A grant: how much was granted (possibly less than asked, or 0), what is left for everyone, and (for
+    /// an incarnation's grant) its granted total so far.
+    Granted {
+        index: u64,
+        amount: u64,
+        available: u64,
+        #[serde(default)]
+        node_total: u64,
+    },
     /// The state was left unchanged because the command is invalid against it.
     Rejected { reason: String },
     /// Membership changes and blank entries carry no command.
@@ -183,8 +228,10 @@ impl ControlState {
             return previous.clone();
         }
         if request.command.is_ledger_traffic() {
-            let result = self.apply_ledger(index, &request.command);
-            self.remember_request(&request.request_id, result.clone());
+            let result = self.apply_ledger(index, request);
+            if !request.command.is_idempotent_total() {
+                self.remember_request(&request.request_id, result.clone());
+            }
             return result;
         }
         let result = {
@@ -223,12 +270,24 @@ impl ControlState {
     }
 
     /// Grant, release and report touch one account: applied in place (no copy of the state).
-    fn apply_ledger(&mut self, index: u64, command: &Command) -> Response {
-        let result = match command {
+    fn apply_ledger(&mut self, index: u64, request: &Request) -> Response {
+        let result = match &request.command {
             Command::Grant { scope_id, period_start, node, amount, min_amount } => self
                 .ledger
                 .grant(scope_id, *period_start, *node, *amount, *min_amount)
-                .map(|(amount, available)| Response::Granted { index, amount, available }),
+                .map(|(amount, available)| Response::Granted { index, amount, available, node_total: 0 }),
+            Command::GrantForIncarnation { scope_id, period_start, node, incarnation, amount, min_amount } => self
+                .ledger
+                .grant_to_incarnation(scope_id, *period_start, *node, *incarnation, *amount, *min_amount, request.at_ms)
+                .map(|(amount, available, node_total)| Response::Granted { index, amount, available, node_total }),
+            Command::ReleaseUpTo { scope_id, period_start, node, incarnation, released_total } => {
+                self.ledger.release_up_to(scope_id, *period_start, *node, *incarnation, *released_total);
+                Ok(Response::Applied { index })
+            }
+            Command::ReportUsedTotal { scope_id, period_start, node, incarnation, used_total } => {
+                self.ledger.report_used_total(scope_id, *period_start, *node, *incarnation, *used_total);
+                Ok(Response::Applied { index })
+            }
             Command::Release { scope_id, period_start, node, amount } => {
                 self.ledger.release(scope_id, *period_start, *node, *amount).map(|_| Response::Applied { index })
             }
@@ -390,7 +449,13 @@ impl ControlState {
                 self.ledger.set_budget(budget.clone())?;
             }
             Command::DeleteBudget { scope } => self.ledger.delete_budget(scope)?,
-            Command::Grant { .. } | Command::Release { .. } | Command::Report { .. } | Command::RecordUsage { .. } => {
+            Command::Grant { .. }
+            | Command::Release { .. }
+            | Command::Report { .. }
+            | Command::RecordUsage { .. }
+            | Command::GrantForIncarnation { .. }
+            | Command::ReleaseUpTo { .. }
+            | Command::ReportUsedTotal { .. } => {
                 return Err("ledger commands cannot be batched".into());
             }
         }
@@ -423,6 +488,15 @@ impl Command {
             }
             Command::Report { scope_id, node, delta, .. } => {
                 format!("report {delta} of {scope_id} used by node {node}")
+            }
+            Command::GrantForIncarnation { scope_id, node, incarnation, amount, .. } => {
+                format!("grant {amount} of {scope_id} to node {node} (incarnation {incarnation})")
+            }
+            Command::ReleaseUpTo { scope_id, node, incarnation, released_total, .. } => {
+                format!("node {node} (incarnation {incarnation}) released {released_total} of {scope_id} in all")
+            }
+            Command::ReportUsedTotal { scope_id, node, incarnation, used_total, .. } => {
+                format!("node {node} (incarnation {incarnation}) used {used_total} of {scope_id} in all")
             }
             Command::RecordUsage { node, rows } => format!("record {} usage rows from node {node}", rows.len()),
         }

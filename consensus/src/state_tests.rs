@@ -149,14 +149,17 @@ fn ledger_commands_apply_in_place_deduplicate_and_skip_the_audit() {
     let grant = Command::Grant { scope_id: scope.id(), period_start: 0, node: 1, amount: 60, min_amount: 1 };
     assert_eq!(
         state.apply(3, &request("g1", grant.clone())),
-        Response::Granted { index: 3, amount: 60, available: 40 }
+        Response::Granted { index: 3, amount: 60, available: 40, node_total: 0 }
     );
     assert_eq!(
         state.apply(4, &request("g1", grant.clone())),
-        Response::Granted { index: 3, amount: 60, available: 40 },
+        Response::Granted { index: 3, amount: 60, available: 40, node_total: 0 },
         "a retried grant is not granted twice"
     );
-    assert_eq!(state.apply(5, &request("g2", grant)), Response::Granted { index: 5, amount: 40, available: 0 });
+    assert_eq!(
+        state.apply(5, &request("g2", grant)),
+        Response::Granted { index: 5, amount: 40, available: 0, node_total: 0 }
+    );
     assert_eq!(state.audit.len(), 2, "grants are not audited");
     let unknown = Scope { org: "nope".into(), team: None, key_id: None };
     let bad = BudgetSpec {

@@ -159,18 +159,15 @@ pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
 }
 
 /// How far this process's wall clock for budget periods and usage hours is moved ahead (0 in production).
-static CLOCK_OFFSET_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Wall-clock milliseconds as budget periods and usage rows see them.
+/// Wall-clock milliseconds as budget periods and usage rows see them (see [`tollgate_consensus::clock`]).
 pub fn now_ms() -> u64 {
-    let system = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    system + CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed)
+    tollgate_consensus::clock::wall_ms()
 }
 
-/// Moves this process's budget clock forward by `ms`, for tests of period rollover (an hour passes at once
-/// for every in-process node). Only forward: periods never run backwards.
+/// Moves this process's clock forward by `ms`, for tests of period rollover (an hour passes at once for
+/// every in-process node, leaders included). Only forward: periods never run backwards.
 pub fn advance_clock_for_tests(ms: u64) {
-    CLOCK_OFFSET_MS.fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
+    tollgate_consensus::clock::advance_for_tests(ms);
 }
 
 pub fn new_request_id() -> String {

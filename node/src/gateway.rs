@@ -12,9 +12,6 @@ use tollgate_consensus::{ConsensusNode, ControlState};
 use crate::budget::{BudgetConfig, BudgetManager, UsageAggregator};
 use crate::config::{Config, LimitsConfig};
 
-fn budget_config(config: &Config) -> BudgetConfig {
-    BudgetConfig { nodes: config.node.peers.len().max(1) as u64, ..BudgetConfig::default() }
-}
 use crate::gossip::tracker::{BreakerConfig, EndpointRegistry};
 use crate::gossip::Cluster;
 use crate::metrics::Metrics;
@@ -112,7 +109,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             budget: consensus
                 .as_ref()
-                .map(|consensus| BudgetManager::new(config.node.id, consensus.clone(), budget_config(config))),
+                .map(|consensus| BudgetManager::new(config.node.id, consensus.clone(), BudgetConfig::default())),
             usage: consensus.as_ref().map(|consensus| UsageAggregator::new(config.node.id, consensus.clone())),
             loaded: AtomicBool::new(consensus.is_none()),
             consensus,

@@ -29,6 +29,8 @@ pub(crate) struct Inner {
     pub(crate) config: ConsensusConfig,
     channels: Mutex<HashMap<String, Channel>>,
     faults: crate::network::Faults,
+    /// Test hook: this node's clock skew (see [`ConsensusNode::skew_clock_for_tests`]).
+    clock_skew_ms: std::sync::atomic::AtomicI64,
 }
 
 /// The gRPC server task and the signal that stops it.
@@ -88,6 +90,7 @@ impl ConsensusNode {
             config: config.clone(),
             channels: Mutex::new(HashMap::new()),
             faults,
+            clock_skew_ms: std::sync::atomic::AtomicI64::new(0),
         });
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -186,6 +189,22 @@ impl ConsensusNode {
     /// Every applied change, for hot reload.
     pub fn subscribe(&self) -> watch::Receiver<Arc<ControlState>> {
         self.inner.state_machine.subscribe()
+    }
+
+    /// This node's wall clock: the process clock plus its own skew (for tests of clock skew).
+    pub fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+
+    /// Skews this node's clock by `ms` (negative: behind), for tests: a whole in-process cluster shares one
+    /// process clock, and clock-skew faults need one node's to differ.
+    pub fn skew_clock_for_tests(&self, ms: i64) {
+        self.inner.clock_skew_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Members of the current Raft membership, voters and learners: the nodes that serve traffic.
+    pub fn member_count(&self) -> u64 {
+        self.inner.raft.metrics().borrow().membership_config.membership().nodes().count() as u64
     }
 
     pub fn leader(&self) -> Option<NodeId> {
@@ -306,6 +325,11 @@ fn unreachable(err: tonic::Status) -> ClusterError {
 }
 
 impl Inner {
+    pub(crate) fn now_ms(&self) -> u64 {
+        let skew = self.clock_skew_ms.load(std::sync::atomic::Ordering::Relaxed);
+        crate::clock::wall_ms().saturating_add_signed(skew)
+    }
+
     pub(crate) fn is_leader(&self) -> bool {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
@@ -367,7 +391,11 @@ impl Inner {
                     return decode::<Result<Response, ClusterError>>(reply.get_ref())?;
                 }
             }
-            match self.raft.client_write(request.clone()).await {
+            // The leader's clock stamps every entry it proposes: the ledger decides a grant's period by it,
+            // not by the clock of the node that asked (DESIGN.md §6).
+            let mut stamped = request.clone();
+            stamped.at_ms = self.now_ms();
+            match self.raft.client_write(stamped).await {
                 Ok(reply) => return Ok(reply.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
                     // Lost leadership between the check and the write: wait for the next leader and retry

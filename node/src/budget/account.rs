@@ -1,6 +1,11 @@
 //! One scope's allowance on this node for one period: lock-free reservation on the request path.
+//!
+//! The account is one *incarnation* in the ledger (`tollgate_consensus::ledger::Account::incarnations`):
+//! everything it tells the ledger is a running total — granted (as observed), used, released — so a
+//! message sent twice, or answered after the node stopped waiting, is never counted twice, and a grant
+//! whose answer was lost is picked up from the applied ledger.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -11,40 +16,54 @@ pub struct LocalAccount {
     pub scope_id: String,
     pub period_start: u64,
     pub period_end: Option<u64>,
-    /// The budget as this node last saw it; replaced in place when an admin changes the limit.
+    /// This account's identity in the ledger: unique per process start and per limit lowered under it.
+    pub incarnation: u64,
+    /// The budget as this node last saw it; replaced in place when an admin raises the limit.
     spec: ArcSwap<BudgetSpec>,
-    /// Allowance taken out of circulation after the limit was lowered, waiting to go back to the ledger.
-    /// Never spendable again on this node (even if the release cannot be sent yet).
-    pending_release: AtomicU64,
-    /// Granted to this node and not yet reserved (may go negative after a usage overrun: debt).
+    /// The limit was lowered under this account: nothing it gets back (refunds of requests in flight,
+    /// grants answered late) becomes spendable again — it all goes back to the ledger, and a new
+    /// incarnation serves new requests with grants made under the new limit.
+    draining: AtomicBool,
+    /// Granted and not reserved (negative after a usage overrun: debt paid before the next admission).
     available: AtomicI64,
-    /// Consumption not yet reported to the ledger.
-    unreported: AtomicU64,
+    /// Units reserved by requests in flight.
+    reserved: AtomicU64,
+    /// The incarnation's granted total as last observed (from a grant's answer or the applied ledger).
+    granted_total: AtomicU64,
+    /// Units consumed (settled), and how much of that the ledger has confirmed.
+    consumed_total: AtomicU64,
+    reported_total: AtomicU64,
+    /// Units handed back (decided: never spendable again), and how much of that the ledger has confirmed.
+    released_total: AtomicU64,
+    release_confirmed: AtomicU64,
     /// Units consumed since the last refill decision (for sizing chunks by recent rate).
     recent: AtomicU64,
     /// The ledger's unallocated remainder as of our last grant (`u64::MAX` before the first).
     pub ledger_available: AtomicU64,
     /// One grant in flight at a time.
     pub grant_lock: tokio::sync::Mutex<()>,
-    /// A report sent but not confirmed: retried with the same request id so it is counted once.
-    pub pending_report: Mutex<Option<(String, u64)>>,
     last_used: Mutex<Instant>,
 }
 
 impl LocalAccount {
-    pub fn new(scope_id: String, period_start: u64, spec: BudgetSpec) -> Self {
+    pub fn new(scope_id: String, period_start: u64, spec: BudgetSpec, incarnation: u64) -> Self {
         LocalAccount {
             period_end: spec.period.end_ms(period_start),
             scope_id,
             period_start,
+            incarnation,
             spec: ArcSwap::from_pointee(spec),
-            pending_release: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
             available: AtomicI64::new(0),
-            unreported: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
+            granted_total: AtomicU64::new(0),
+            consumed_total: AtomicU64::new(0),
+            reported_total: AtomicU64::new(0),
+            released_total: AtomicU64::new(0),
+            release_confirmed: AtomicU64::new(0),
             recent: AtomicU64::new(0),
             ledger_available: AtomicU64::new(u64::MAX),
             grant_lock: tokio::sync::Mutex::new(()),
-            pending_report: Mutex::new(None),
             last_used: Mutex::new(Instant::now()),
         }
     }
@@ -57,29 +76,27 @@ impl LocalAccount {
         **self.spec.load() == *spec
     }
 
-    /// Adopts a changed budget. A lowered limit takes this node's unreserved allowance out of circulation at
-    /// once (see [`take_pending_release`](Self::take_pending_release)): spending it could pass the new limit.
     pub fn update_spec(&self, spec: BudgetSpec) {
-        let lowered = match (self.spec.load().limit_units(), spec.limit_units()) {
+        self.spec.store(Arc::new(spec));
+    }
+
+    /// Whether `spec` lowers this account's limit (then the account must drain, see [`start_draining`]).
+    pub fn is_lowered_by(&self, spec: &BudgetSpec) -> bool {
+        match (self.spec.load().limit_units(), spec.limit_units()) {
             (Some(old), Some(new)) => new < old,
             (None, Some(_)) => true,
             _ => false,
-        };
-        self.spec.store(Arc::new(spec));
-        if lowered {
-            let taken = self.take_unreserved(u64::MAX);
-            self.pending_release.fetch_add(taken, Ordering::AcqRel);
         }
     }
 
-    /// Allowance to hand back to the ledger because the limit was lowered.
-    pub fn take_pending_release(&self) -> u64 {
-        self.pending_release.swap(0, Ordering::AcqRel)
+    /// The limit was lowered: hand back everything unreserved now, and everything that comes back later.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.release_unreserved();
     }
 
-    /// A release that could not be sent: keep it out of circulation and try again later.
-    pub fn restore_pending_release(&self, units: u64) {
-        self.pending_release.fetch_add(units, Ordering::AcqRel);
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     pub fn available(&self) -> i64 {
@@ -96,6 +113,7 @@ impl LocalAccount {
             }
             match self.available.compare_exchange_weak(current, current - units, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
+                    self.reserved.fetch_add(units as u64, Ordering::AcqRel);
                     if let Ok(mut last) = self.last_used.lock() {
                         *last = Instant::now();
                     }
@@ -106,41 +124,84 @@ impl LocalAccount {
         }
     }
 
-    pub fn add_granted(&self, units: u64) {
-        self.available.fetch_add(units as i64, Ordering::AcqRel);
+    /// The ledger says this incarnation has been granted `total` in all: adds what this node has not seen
+    /// yet (to the allowance, or back to the ledger when draining). Returns what was new.
+    pub fn observe_granted_total(&self, total: u64) -> u64 {
+        let previous = self.granted_total.fetch_max(total, Ordering::AcqRel);
+        let new = total.saturating_sub(previous);
+        if new > 0 {
+            if self.is_draining() {
+                self.released_total.fetch_add(new, Ordering::AcqRel);
+            } else {
+                self.available.fetch_add(new as i64, Ordering::AcqRel);
+            }
+        }
+        new
     }
 
-    /// Takes back up to `units` of unreserved allowance (for a release); returns what was taken.
-    pub fn take_unreserved(&self, units: u64) -> u64 {
-        let cap = units.min(i64::MAX as u64) as i64;
+    pub fn granted_total(&self) -> u64 {
+        self.granted_total.load(Ordering::Acquire)
+    }
+
+    /// Hands back everything unreserved (for a release); returns what was taken. It is never spendable on
+    /// this node again, whether or not the release reaches the ledger at once.
+    pub fn release_unreserved(&self) -> u64 {
         let mut current = self.available.load(Ordering::Acquire);
         loop {
-            let take = current.clamp(0, cap);
+            let take = current.max(0);
             if take == 0 {
                 return 0;
             }
             match self.available.compare_exchange_weak(current, current - take, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return take as u64,
+                Ok(_) => {
+                    self.released_total.fetch_add(take as u64, Ordering::AcqRel);
+                    return take as u64;
+                }
                 Err(actual) => current = actual,
             }
         }
     }
 
-    /// Settles a reservation: unused units return to the allowance, an overrun becomes debt.
+    /// Settles a reservation: unused units return to the allowance (or to the ledger when draining), an
+    /// overrun becomes debt.
     pub fn settle(&self, reserved: u64, actual: u64) {
-        self.available.fetch_add(reserved as i64 - actual as i64, Ordering::AcqRel);
-        self.unreported.fetch_add(actual, Ordering::AcqRel);
+        let _ = self.reserved.fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| Some(r.saturating_sub(reserved)));
+        self.consumed_total.fetch_add(actual, Ordering::AcqRel);
         self.recent.fetch_add(actual, Ordering::Relaxed);
+        if self.is_draining() {
+            let refund = reserved.saturating_sub(actual);
+            self.released_total.fetch_add(refund, Ordering::AcqRel);
+            let overrun = actual.saturating_sub(reserved);
+            self.available.fetch_sub(overrun as i64, Ordering::AcqRel);
+        } else {
+            self.available.fetch_add(reserved as i64 - actual as i64, Ordering::AcqRel);
+        }
     }
 
-    /// All use is reported and confirmed by the ledger.
-    pub fn fully_reported(&self) -> bool {
-        self.unreported.load(Ordering::Acquire) == 0
-            && self.pending_report.lock().map(|pending| pending.is_none()).unwrap_or(false)
+    /// The used total to report, if the ledger has not confirmed it yet.
+    pub fn report_due(&self) -> Option<u64> {
+        let consumed = self.consumed_total.load(Ordering::Acquire);
+        (consumed > self.reported_total.load(Ordering::Acquire)).then_some(consumed)
     }
 
-    pub fn take_unreported(&self) -> u64 {
-        self.unreported.swap(0, Ordering::AcqRel)
+    pub fn confirm_report(&self, total: u64) {
+        self.reported_total.fetch_max(total, Ordering::AcqRel);
+    }
+
+    /// The released total to send, if the ledger has not confirmed it yet.
+    pub fn release_due(&self) -> Option<u64> {
+        let released = self.released_total.load(Ordering::Acquire);
+        (released > self.release_confirmed.load(Ordering::Acquire)).then_some(released)
+    }
+
+    pub fn confirm_release(&self, total: u64) {
+        self.release_confirmed.fetch_max(total, Ordering::AcqRel);
+    }
+
+    /// Nothing in flight, every use reported and every release confirmed: the account can be forgotten
+    /// without the ledger losing anything.
+    pub fn is_settled(&self) -> bool {
+        self.reserved.load(Ordering::Acquire) == 0 && self.report_due().is_none() && self.release_due().is_none()
     }
 
     pub fn take_recent(&self) -> u64 {
@@ -160,67 +221,5 @@ impl LocalAccount {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tollgate_consensus::{Period, Scope};
-
-    fn account() -> LocalAccount {
-        let spec = BudgetSpec {
-            scope: Scope { org: "a".into(), team: None, key_id: None },
-            limit_tokens: Some(1000),
-            limit_cost: None,
-            period: Period::Day,
-            tokens_per_minute: None,
-            requests_per_minute: None,
-        };
-        LocalAccount::new("org:a".into(), 0, spec)
-    }
-
-    #[test]
-    fn reservations_never_take_more_than_is_there() {
-        let account = account();
-        account.add_granted(100);
-        assert!(account.try_reserve(60));
-        assert!(!account.try_reserve(60));
-        assert!(account.try_reserve(40));
-        assert_eq!(account.available(), 0);
-    }
-
-    #[test]
-    fn settle_returns_the_unused_part_and_records_debt() {
-        let account = account();
-        account.add_granted(100);
-        assert!(account.try_reserve(100));
-        account.settle(100, 30);
-        assert_eq!(account.available(), 70);
-        assert!(account.try_reserve(70));
-        account.settle(70, 90);
-        assert_eq!(account.available(), -20, "overrun is debt paid before the next admission");
-        assert!(!account.try_reserve(1));
-        assert_eq!(account.take_unreported(), 120);
-    }
-
-    #[test]
-    fn taking_everything_back_works_with_any_bound() {
-        let account = account();
-        assert_eq!(account.take_unreserved(u64::MAX), 0);
-        account.add_granted(50);
-        assert_eq!(account.take_unreserved(u64::MAX), 50);
-        account.add_granted(50);
-        assert_eq!(account.take_unreserved(20), 20);
-    }
-
-    #[test]
-    fn concurrent_reservations_are_exact() {
-        let account = std::sync::Arc::new(account());
-        account.add_granted(10_000);
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let account = account.clone();
-                std::thread::spawn(move || (0..10_000).filter(|_| account.try_reserve(1)).count())
-            })
-            .collect();
-        let total: usize = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-        assert_eq!(total, 10_000);
-    }
-}
+#[path = "account_tests.rs"]
+mod tests;

@@ -8,19 +8,20 @@
 
 mod account;
 mod rate;
+mod sync;
 mod usage;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use tollgate_consensus::{BudgetSpec, ClusterError, Command, ConsensusNode, Period, Request, Response};
+use tollgate_consensus::{BudgetSpec, ConsensusNode, Period};
 
 pub use account::LocalAccount;
 pub use usage::{UsageAggregator, UsageSink};
 
 use crate::auth::Principal;
-use crate::cluster::now_ms;
 use crate::config::Price;
 use crate::error::{GatewayError, GatewayResult};
 
@@ -35,8 +36,6 @@ pub struct BudgetConfig {
     pub report_interval: Duration,
     /// Allowance unused this long goes back to the ledger for other nodes.
     pub idle_release_after: Duration,
-    /// Number of nodes sharing budgets (chunks are capped at remaining / (2 × nodes)).
-    pub nodes: u64,
 }
 
 impl Default for BudgetConfig {
@@ -47,7 +46,6 @@ impl Default for BudgetConfig {
             grant_timeout: Duration::from_secs(2),
             report_interval: Duration::from_secs(1),
             idle_release_after: Duration::from_secs(3),
-            nodes: 3,
         }
     }
 }
@@ -143,19 +141,29 @@ pub struct BudgetManager {
     node_id: u64,
     consensus: ConsensusNode,
     config: BudgetConfig,
-    accounts: RwLock<HashMap<(String, u64, Period), Arc<LocalAccount>>>,
+    /// The account serving new requests, per (scope, period start, period kind).
+    accounts: RwLock<HashMap<AccountKey, Arc<LocalAccount>>>,
+    /// Accounts a lowered limit replaced: kept until everything they hold or get back is returned.
+    draining: Mutex<Vec<Arc<LocalAccount>>>,
+    /// The next incarnation (see [`LocalAccount::incarnation`]): starts at this process's start time in
+    /// microseconds, so a restarted node's incarnations are newer than its previous life's.
+    next_incarnation: AtomicU64,
     rate_windows: RwLock<HashMap<String, Arc<rate::RateWindow>>>,
     /// This manager, for tasks it spawns (a release must not wait for the next tick).
     me: std::sync::Weak<BudgetManager>,
 }
 
+type AccountKey = (String, u64, Period);
+
 impl BudgetManager {
     pub fn new(node_id: u64, consensus: ConsensusNode, config: BudgetConfig) -> Arc<Self> {
         let manager = Arc::new_cyclic(|me| BudgetManager {
             node_id,
+            next_incarnation: AtomicU64::new(consensus.now_ms().saturating_mul(1000)),
             consensus,
             config,
             accounts: RwLock::new(HashMap::new()),
+            draining: Mutex::new(Vec::new()),
             rate_windows: RwLock::new(HashMap::new()),
             me: me.clone(),
         });
@@ -173,6 +181,23 @@ impl BudgetManager {
         ids.iter().filter_map(|id| budgets.get(id).cloned()).collect()
     }
 
+    /// A new local account: an incarnation newer than any this node has in the applied ledger (its clock
+    /// may have gone back since its previous life).
+    fn new_account(&self, key: &AccountKey, spec: &BudgetSpec) -> Arc<LocalAccount> {
+        let state = self.consensus.current();
+        let newest_known = state
+            .ledger
+            .accounts
+            .get(&key.0)
+            .and_then(|periods| periods.get(&key.1))
+            .and_then(|account| account.incarnations.get(&self.node_id))
+            .and_then(|incarnations| incarnations.keys().next_back().copied())
+            .unwrap_or(0);
+        self.next_incarnation.fetch_max(newest_known + 1, Ordering::AcqRel);
+        let incarnation = self.next_incarnation.fetch_add(1, Ordering::AcqRel);
+        Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone(), incarnation))
+    }
+
     fn account(&self, spec: &BudgetSpec, now: u64) -> Arc<LocalAccount> {
         // Keyed by period kind too: a budget moved from `month` to `day` starts a new local account (with its
         // own period end) while the old one is reported and released by the background loop.
@@ -183,36 +208,63 @@ impl BudgetManager {
             }
         }
         let mut accounts = self.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = accounts
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(LocalAccount::new(key.0.clone(), key.1, spec.clone())));
-        if !entry.spec_is(spec) {
-            // The budget changed (e.g. lowered under load). The same account keeps settling in-flight
-            // reservations and reporting; a lowered limit puts the unreserved allowance up for release.
-            entry.update_spec(spec.clone());
-            self.spawn_release_lowered(entry.clone());
+        match accounts.get(&key).cloned() {
+            None => {
+                let account = self.new_account(&key, spec);
+                accounts.insert(key, account.clone());
+                account
+            }
+            Some(account) if account.spec_is(spec) => account,
+            Some(account) => self.adopt_spec(&mut accounts, key, account, spec),
         }
-        entry.clone()
+    }
+
+    /// A changed budget. A raised limit is adopted in place. A lowered one binds at once: the account
+    /// drains (everything it holds or gets back goes to the ledger) and a new incarnation, which can only
+    /// be granted within the new limit, serves new requests.
+    fn adopt_spec(
+        &self,
+        accounts: &mut HashMap<AccountKey, Arc<LocalAccount>>,
+        key: AccountKey,
+        account: Arc<LocalAccount>,
+        spec: &BudgetSpec,
+    ) -> Arc<LocalAccount> {
+        if !account.is_lowered_by(spec) {
+            account.update_spec(spec.clone());
+            return account;
+        }
+        account.start_draining();
+        self.draining.lock().unwrap_or_else(|p| p.into_inner()).push(account.clone());
+        let fresh = self.new_account(&key, spec);
+        accounts.insert(key, fresh.clone());
+        self.spawn_sync(account);
+        fresh
     }
 
     /// Called when the applied budgets change: accounts adopt the new specs at once (not at their next
-    /// request), and allowance a lowered limit took out of circulation goes back to the ledger right away,
-    /// where the other nodes can be granted it.
+    /// request); a deleted budget's accounts are forgotten (its ledger accounts are gone too, and a budget
+    /// created again under the same scope starts from nothing).
     pub fn budgets_changed(&self, budgets: &HashMap<String, BudgetSpec>) {
-        let accounts: Vec<Arc<LocalAccount>> =
-            self.accounts.read().map(|accounts| accounts.values().cloned().collect()).unwrap_or_default();
-        for account in accounts {
-            let Some(spec) = budgets.get(&account.scope_id) else { continue };
-            if spec.period == account.spec().period && !account.spec_is(spec) {
-                account.update_spec(spec.clone());
-                self.spawn_release_lowered(account);
+        let mut accounts = self.accounts.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys: Vec<AccountKey> = accounts.keys().cloned().collect();
+        for key in keys {
+            let Some(account) = accounts.get(&key).cloned() else { continue };
+            match budgets.get(&account.scope_id) {
+                None => {
+                    accounts.remove(&key);
+                }
+                Some(spec) if spec.period == key.2 && !account.spec_is(spec) => {
+                    self.adopt_spec(&mut accounts, key, account, spec);
+                }
+                Some(_) => {}
             }
         }
     }
 
-    fn spawn_release_lowered(&self, account: Arc<LocalAccount>) {
+    /// Syncs one account with the ledger now rather than at the next tick.
+    fn spawn_sync(&self, account: Arc<LocalAccount>) {
         let Some(manager) = self.me.upgrade() else { return };
-        tokio::spawn(async move { manager.release_lowered(&account).await });
+        tokio::spawn(async move { manager.sync_account(&account).await });
     }
 
     /// Admits one upstream attempt or refuses it (429 budget exhausted, 503 budget service unavailable).
@@ -230,7 +282,7 @@ impl BudgetManager {
         if specs.is_empty() {
             return Ok(None);
         }
-        let now = now_ms();
+        let now = self.consensus.now_ms();
         // `output_cap` caps each of the `choices`; what is reserved is their total.
         let choices = choices.max(1);
         let min_output = self.config.min_output_tokens.min(wanted_output).max(1);
@@ -322,7 +374,7 @@ impl BudgetManager {
     fn admit_rates(&self, specs: &[BudgetSpec], now: u64, tokens: u64) -> GatewayResult<Vec<RateReservation>> {
         let mut reservations: Vec<RateReservation> = Vec::new();
         for spec in specs.iter().filter(|s| s.tokens_per_minute.is_some() || s.requests_per_minute.is_some()) {
-            let nodes = self.config.nodes.max(1);
+            let nodes = self.consensus.member_count().max(1);
             let window = self.rate_window(&spec.scope.id());
             let token_share = spec.tokens_per_minute.map(|limit| limit / nodes);
             let request_share = spec.requests_per_minute.map(|limit| limit / nodes);
@@ -339,179 +391,6 @@ impl BudgetManager {
             });
         }
         Ok(reservations)
-    }
-
-    /// Asks the ledger for at least `needed` more (a chunk sized to recent use, capped so one node
-    /// cannot hoard what others need). Bounded by `grant_timeout`.
-    async fn refill(&self, account: &Arc<LocalAccount>, needed: u64) -> GatewayResult<()> {
-        let _guard = match tokio::time::timeout(self.config.grant_timeout, account.grant_lock.lock()).await {
-            Ok(guard) => guard,
-            Err(_) => return Err(GatewayError::budget_unavailable("timed out waiting for a budget grant")),
-        };
-        let shortfall = needed as i64 - account.available();
-        if shortfall <= 0 {
-            return Ok(()); // another request refilled it meanwhile
-        }
-        let amount = self.chunk_size(account).max(shortfall as u64);
-        match self.grant(account, amount, shortfall as u64).await {
-            Ok(_) => Ok(()),
-            Err(ClusterError::NoQuorum(reason)) | Err(ClusterError::Internal(reason)) => {
-                Err(GatewayError::budget_unavailable(&format!("budget authority unreachable: {reason}")))
-            }
-            Err(err) => Err(GatewayError::budget_unavailable(&err.to_string())),
-        }
-    }
-
-    fn chunk_size(&self, account: &LocalAccount) -> u64 {
-        let recent = account.take_recent();
-        let ledger = account.ledger_available.load(std::sync::atomic::Ordering::Relaxed);
-        let ledger = if ledger == u64::MAX { account.spec().limit_units().unwrap_or(0) } else { ledger };
-        // ~10 s of recent use, at least the minimum, at most remaining / (2N) (strict near exhaustion).
-        let rate_chunk = recent.saturating_mul(10).max(self.config.min_chunk);
-        rate_chunk.min(ledger / (2 * self.config.nodes.max(1)))
-    }
-
-    async fn grant(&self, account: &LocalAccount, amount: u64, min_amount: u64) -> Result<u64, ClusterError> {
-        let request = Request {
-            request_id: crate::cluster::new_request_id(),
-            actor: format!("node-{}", self.node_id),
-            at_ms: now_ms(),
-            command: Command::Grant {
-                scope_id: account.scope_id.clone(),
-                period_start: account.period_start,
-                node: self.node_id,
-                amount,
-                min_amount,
-            },
-        };
-        let write = tokio::time::timeout(self.config.grant_timeout, self.consensus.write(request));
-        match write.await {
-            Ok(Ok(Response::Granted { amount, available, .. })) => {
-                account.add_granted(amount);
-                account.ledger_available.store(available, std::sync::atomic::Ordering::Relaxed);
-                Ok(amount)
-            }
-            Ok(Ok(Response::Rejected { reason })) => Err(ClusterError::Invalid(reason)),
-            Ok(Ok(_)) => Ok(0),
-            Ok(Err(err)) => Err(err),
-            Err(_) => Err(ClusterError::NoQuorum("grant timed out".into())),
-        }
-    }
-
-    fn spawn_background(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        let interval = self.config.report_interval;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(manager) = weak.upgrade() else {
-                    return;
-                };
-                manager.tick().await;
-            }
-        });
-    }
-
-    /// Reports use, releases idle or expired allowance, forgets finished periods.
-    async fn tick(&self) {
-        let accounts: Vec<Arc<LocalAccount>> =
-            self.accounts.read().map(|accounts| accounts.values().cloned().collect()).unwrap_or_default();
-        let now = now_ms();
-        for account in accounts {
-            self.report(&account).await;
-            let expired = account.period_end.is_some_and(|end| now >= end);
-            if expired || account.idle_for() >= self.config.idle_release_after {
-                self.release(&account).await;
-            }
-            self.release_lowered(&account).await;
-            // Kept until its use is reported: dropping it earlier would forgive that use (and any overrun).
-            if expired && account.available() <= 0 && account.fully_reported() {
-                if let Ok(mut map) = self.accounts.write() {
-                    map.retain(|_, held| !Arc::ptr_eq(held, &account));
-                }
-            }
-        }
-    }
-
-    async fn report(&self, account: &LocalAccount) {
-        let pending = {
-            let mut slot = account.pending_report.lock().unwrap_or_else(|p| p.into_inner());
-            if slot.is_none() {
-                let delta = account.take_unreported();
-                if delta > 0 {
-                    *slot = Some((crate::cluster::new_request_id(), delta));
-                }
-            }
-            slot.clone()
-        };
-        let Some((request_id, delta)) = pending else {
-            return;
-        };
-        let request = Request {
-            request_id,
-            actor: format!("node-{}", self.node_id),
-            at_ms: now_ms(),
-            command: Command::Report {
-                scope_id: account.scope_id.clone(),
-                period_start: account.period_start,
-                node: self.node_id,
-                delta,
-            },
-        };
-        // Retried with the same id until it lands, so it is counted exactly once.
-        if self.consensus.write(request).await.is_ok() {
-            if let Ok(mut slot) = account.pending_report.lock() {
-                *slot = None;
-            }
-        }
-    }
-
-    async fn release(&self, account: &LocalAccount) {
-        let Ok(_guard) = account.grant_lock.try_lock() else {
-            return;
-        };
-        let amount = account.take_unreserved(u64::MAX);
-        if amount > 0 && !self.send_release(account, amount).await {
-            // Not released: keep it (spending it later is still within the grant).
-            account.add_granted(amount);
-        }
-    }
-
-    /// Hands back allowance a lowered limit took out of circulation; kept out of circulation until it lands.
-    async fn release_lowered(&self, account: &LocalAccount) {
-        let amount = account.take_pending_release();
-        if amount > 0 && !self.send_release(account, amount).await {
-            account.restore_pending_release(amount);
-        }
-    }
-
-    /// Returns `amount` of this node's allowance to the ledger; false if the write did not go through.
-    async fn send_release(&self, account: &LocalAccount, amount: u64) -> bool {
-        let request = Request {
-            request_id: crate::cluster::new_request_id(),
-            actor: format!("node-{}", self.node_id),
-            at_ms: now_ms(),
-            command: Command::Release {
-                scope_id: account.scope_id.clone(),
-                period_start: account.period_start,
-                node: self.node_id,
-                amount,
-            },
-        };
-        self.consensus.write(request).await.is_ok()
-    }
-
-    /// On clean shutdown: report what was used and hand back what was not.
-    pub async fn flush(&self) {
-        let accounts: Vec<Arc<LocalAccount>> =
-            self.accounts.read().map(|accounts| accounts.values().cloned().collect()).unwrap_or_default();
-        for account in accounts {
-            self.report(&account).await;
-            self.release(&account).await;
-            self.release_lowered(&account).await;
-        }
     }
 }
 

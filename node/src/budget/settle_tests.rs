@@ -10,8 +10,8 @@ fn reserve(reserved: u64) -> (Admission, Arc<LocalAccount>) {
         tokens_per_minute: None,
         requests_per_minute: None,
     };
-    let account = Arc::new(LocalAccount::new("org:a".into(), 0, spec));
-    account.add_granted(10_000);
+    let account = Arc::new(LocalAccount::new("org:a".into(), 0, spec, 1));
+    account.observe_granted_total(10_000);
     assert!(account.try_reserve(reserved));
     let admission = Admission {
         reservations: vec![Reservation { account: account.clone(), units: reserved }],
