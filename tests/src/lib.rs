@@ -2,6 +2,7 @@
 //! in-process on port 0 (or as real processes) and talk to them over real sockets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod budget;
 pub mod cluster;
 pub mod conformance;
 pub mod mock_upstream;

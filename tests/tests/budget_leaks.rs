@@ -6,26 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
 use serde_json::{json, Value};
+use tollgate_tests::budget::{generated, set_org_budget, spend_until_refused};
 use tollgate_tests::cluster::*;
 use tollgate_tests::{Script, KEY};
-
-async fn set_budget(cluster: &TestCluster, limit: u64) {
-    let body = json!({"scope": {"org": "acme"}, "limit_tokens": limit, "period": "day"});
-    let (status, out) = cluster.admin(cluster.node(2), Method::PUT, "/admin/v1/budgets", Some(body)).await;
-    assert_eq!(status, 200, "{out}");
-    for node in cluster.running() {
-        eventually_async("budget loaded", || async {
-            node.gateway.snapshot().budgets.get("org:acme").is_some_and(|spec| spec.limit_tokens == Some(limit))
-        })
-        .await;
-    }
-}
-
-fn generated(cluster: &TestCluster) -> u64 {
-    cluster.mock.input_tokens_served() + cluster.mock.output_tokens_served()
-}
 
 /// A reply of `words` pieces, so `max_tokens` (not the text) bounds every stream.
 fn long_reply(words: usize) -> String {
@@ -71,7 +55,7 @@ async fn clients_hanging_up_mid_stream_cannot_spend_past_the_budget() {
         ..Script::default()
     });
     let limit = 2_000;
-    set_budget(&cluster, limit).await;
+    set_org_budget(&cluster, 2, limit, "day").await;
     let cluster = Arc::new(cluster);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut workers = Vec::new();
@@ -114,7 +98,7 @@ async fn a_hung_up_stream_is_charged_its_whole_reservation() {
         delay_between_events: Some(Duration::from_millis(5)),
         ..Script::default()
     });
-    set_budget(&cluster, 50_000).await;
+    set_org_budget(&cluster, 2, 50_000, "day").await;
     assert_eq!(stream_and_hang_up(&cluster.client, &cluster.node(1).api_url(), 10).await, 200);
     let mut used = 0;
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -126,30 +110,6 @@ async fn a_hung_up_stream_is_charged_its_whole_reservation() {
     }
     let budget: Value = cluster.admin_get(cluster.node(1), "/admin/v1/budgets?org=acme").await.unwrap();
     assert!(budget["used"].as_u64().unwrap() >= 100, "max_tokens 100 is charged in full: {budget}");
-}
-
-/// Sends `body` to `/v1/chat/completions` on every node in turn until the budget refuses 3 times in a
-/// row; returns how many were admitted.
-async fn spend_until_refused(cluster: &TestCluster, body: &Value) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut admitted, mut refused, mut turn) = (0, 0, 0u64);
-    while refused < 3 {
-        assert!(Instant::now() < deadline, "budget never refused ({admitted} admitted)");
-        turn += 1;
-        let url = cluster.node(turn % 3 + 1).api_url();
-        let response =
-            cluster.client.post(format!("{url}/v1/chat/completions")).bearer_auth(KEY).json(body).send().await.unwrap();
-        match response.status().as_u16() {
-            200 => {
-                admitted += 1;
-                refused = 0;
-            }
-            429 => refused += 1,
-            503 => tokio::time::sleep(Duration::from_millis(20)).await,
-            other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
-        }
-    }
-    admitted
 }
 
 /// A tool definition of about `bytes` bytes (the provider bills it as input).
@@ -165,10 +125,10 @@ fn big_tool(bytes: usize) -> Value {
 async fn tool_definitions_are_reserved_so_the_billed_input_stays_within_the_budget() {
     let cluster = TestCluster::start(3).await;
     let limit = 10_000;
-    set_budget(&cluster, limit).await;
+    set_org_budget(&cluster, 2, limit, "day").await;
     let body = json!({"model": "gpt-direct", "max_tokens": 20, "tools": big_tool(9_000),
         "messages": [{"role": "user", "content": "find me a book"}]});
-    let admitted = spend_until_refused(&cluster, &body).await;
+    let admitted = spend_until_refused(&cluster, &[1, 2, 3], &body).await;
     let billed = generated(&cluster);
     println!("{admitted} requests with ~9 KB of tools admitted; upstream billed {billed} of {limit}");
     assert!(admitted > 0);
@@ -180,10 +140,10 @@ async fn tool_definitions_are_reserved_so_the_billed_input_stays_within_the_budg
 async fn n_choices_are_reserved_n_times() {
     let cluster = TestCluster::start(3).await;
     let limit = 10_000;
-    set_budget(&cluster, limit).await;
+    set_org_budget(&cluster, 2, limit, "day").await;
     let body = json!({"model": "gpt-direct", "max_tokens": 20, "n": 8,
         "messages": [{"role": "user", "content": "give me eight ideas"}]});
-    let admitted = spend_until_refused(&cluster, &body).await;
+    let admitted = spend_until_refused(&cluster, &[1, 2, 3], &body).await;
     let billed = generated(&cluster);
     println!("{admitted} requests with n = 8 admitted; upstream billed {billed} of {limit}");
     assert!(admitted > 0);
@@ -197,12 +157,12 @@ async fn n_choices_are_reserved_n_times() {
 async fn image_parts_are_reserved_beyond_their_bytes() {
     let cluster = TestCluster::start(3).await;
     let limit = 10_000;
-    set_budget(&cluster, limit).await;
+    set_org_budget(&cluster, 2, limit, "day").await;
     let body = json!({"model": "gpt-direct", "max_tokens": 20, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "what is in these?"},
         {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
         {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}}]}]});
-    let admitted = spend_until_refused(&cluster, &body).await;
+    let admitted = spend_until_refused(&cluster, &[1, 2, 3], &body).await;
     let billed = generated(&cluster);
     println!("{admitted} requests with two images admitted; upstream billed {billed} of {limit}");
     assert!(admitted > 0);
