@@ -28,6 +28,7 @@ fn spec(limit: u64) -> BudgetSpec {
         period: Period::Month,
         tokens_per_minute: None,
         requests_per_minute: None,
+        epoch: 0,
     }
 }
 

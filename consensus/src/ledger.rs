@@ -121,6 +121,10 @@ pub struct BudgetSpec {
     pub tokens_per_minute: Option<u64>,
     #[serde(default)]
     pub requests_per_minute: Option<u64>,
+    /// Which creation of this scope's budget this is, set by the ledger (whatever a client sends): a budget
+    /// deleted and created again has a new epoch, so a node drops allowance it held under the old one.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl BudgetSpec {
@@ -222,6 +226,9 @@ impl Account {
 pub struct Ledger {
     /// Budgets by scope id.
     pub budgets: OrdMap<String, BudgetSpec>,
+    /// Budgets created so far: the next one's epoch.
+    #[serde(default)]
+    pub budgets_created: u64,
     /// Accounts by scope id, then period start.
     pub accounts: OrdMap<String, OrdMap<u64, Account>>,
 }
@@ -243,6 +250,14 @@ impl Ledger {
             return Err("limit_cost: must be a non-negative number".into());
         }
         let id = spec.scope.id();
+        let mut spec = spec;
+        match self.budgets.get(&id) {
+            Some(existing) => spec.epoch = existing.epoch,
+            None => {
+                self.budgets_created += 1;
+                spec.epoch = self.budgets_created;
+            }
+        }
         if let Some(existing) = self.budgets.get(&id) {
             let counted = existing.limit_units().is_some() && spec.limit_units().is_some();
             if counted && existing.is_cost() != spec.is_cost() {

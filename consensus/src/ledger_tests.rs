@@ -11,6 +11,7 @@ fn ledger(limit: u64) -> (Ledger, String) {
             period: Period::Day,
             tokens_per_minute: None,
             requests_per_minute: None,
+            epoch: 0,
         })
         .unwrap_or_else(|e| panic!("{e}"));
     (ledger, scope.id())
@@ -68,6 +69,7 @@ fn lowering_a_budget_stops_further_grants() {
             period: Period::Day,
             tokens_per_minute: None,
             requests_per_minute: None,
+            epoch: 0,
         })
         .unwrap_or_default();
     assert_eq!(ledger.grant(&id, 0, 2, 10, 1), Ok((0, 0)));
@@ -84,6 +86,7 @@ fn unknown_scopes_and_bad_specs_are_errors() {
         period: Period::Day,
         tokens_per_minute: None,
         requests_per_minute: None,
+        epoch: 0,
     };
     assert!(ledger.set_budget(spec).is_err());
 }
@@ -111,6 +114,7 @@ fn a_budget_cannot_switch_between_tokens_and_cost_while_it_has_accounts() {
         period: Period::Day,
         tokens_per_minute: None,
         requests_per_minute: None,
+        epoch: 0,
     };
     let Err(err) = ledger.set_budget(cost.clone()) else { panic!("unit switch must be refused") };
     assert!(err.contains("delete it"), "{err}");

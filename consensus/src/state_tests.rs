@@ -144,6 +144,7 @@ fn ledger_commands_apply_in_place_deduplicate_and_skip_the_audit() {
         period: crate::ledger::Period::Day,
         tokens_per_minute: None,
         requests_per_minute: None,
+        epoch: 0,
     };
     assert_eq!(state.apply(2, &request("b", Command::SetBudget { budget })), Response::Applied { index: 2 });
     let grant = Command::Grant { scope_id: scope.id(), period_start: 0, node: 1, amount: 60, min_amount: 1 };
@@ -169,6 +170,7 @@ fn ledger_commands_apply_in_place_deduplicate_and_skip_the_audit() {
         period: crate::ledger::Period::Day,
         tokens_per_minute: None,
         requests_per_minute: None,
+        epoch: 0,
     };
     assert!(matches!(state.apply(6, &request("bad", Command::SetBudget { budget: bad })), Response::Rejected { .. }));
 }
@@ -205,6 +207,7 @@ fn the_whole_state_round_trips_through_json() {
         period: crate::ledger::Period::Day,
         tokens_per_minute: None,
         requests_per_minute: None,
+        epoch: 0,
     };
     state.apply(7, &request("b", Command::SetBudget { budget }));
     state.apply(

@@ -209,6 +209,7 @@ mod tests {
             period: Period::Total,
             tokens_per_minute: None,
             requests_per_minute: None,
+            epoch: 0,
         };
         let budgeted = apply(&state, 101, Command::SetBudget { budget });
         assert_eq!(classify(&state, &budgeted), StateChange::Budgets);

@@ -172,3 +172,26 @@ async fn per_minute_shares_follow_the_membership_after_a_node_joins() {
     }
     assert_eq!(admitted, 3, "a quarter of 12 per minute on each of 4 members");
 }
+
+/// Issue 11.7: a budget deleted and created again let a node spend the allowance it held under the old one
+/// outside the new account. The new budget has a new epoch, and nodes start it from nothing.
+#[tokio::test]
+async fn a_budget_created_again_starts_from_nothing_on_every_node() {
+    let cluster = TestCluster::start(3).await;
+    let limit = 4_000;
+    set_org_budget(&cluster, 1, limit, "day").await;
+    let epoch = || cluster.node(3).gateway.snapshot().budgets["org:acme"].epoch;
+    let first = epoch();
+    for node in 1..=3 {
+        assert_eq!(chat_status(&cluster, node, &small_chat()).await, 200, "node {node} takes an allowance");
+    }
+    let (status, out) = cluster.admin(cluster.node(2), Method::DELETE, "/admin/v1/budgets?org=acme", None).await;
+    assert_eq!(status, 200, "{out}");
+    set_org_budget(&cluster, 2, limit, "day").await;
+    eventually_async("node 3 sees the new budget", || async { epoch() != first }).await;
+    let before = generated(&cluster);
+    spend_until_refused(&cluster, &[1, 2, 3], &small_chat()).await;
+    let served = generated(&cluster) - before;
+    println!("served {served} under the new budget of {limit}");
+    assert!(served <= limit, "allowance of the deleted budget was spent: {served} > {limit}");
+}

@@ -9,6 +9,7 @@ fn account() -> LocalAccount {
         period: Period::Day,
         tokens_per_minute: None,
         requests_per_minute: None,
+        epoch: 0,
     };
     LocalAccount::new("org:a".into(), 0, spec, 1)
 }

@@ -221,7 +221,7 @@ impl BudgetManager {
 
     /// A changed budget. A raised limit is adopted in place. A lowered one binds at once: the account
     /// drains (everything it holds or gets back goes to the ledger) and a new incarnation, which can only
-    /// be granted within the new limit, serves new requests.
+    /// be granted within the new limit, serves new requests. So does a budget created again.
     fn adopt_spec(
         &self,
         accounts: &mut HashMap<AccountKey, Arc<LocalAccount>>,
@@ -229,7 +229,8 @@ impl BudgetManager {
         account: Arc<LocalAccount>,
         spec: &BudgetSpec,
     ) -> Arc<LocalAccount> {
-        if !account.is_lowered_by(spec) {
+        // A budget deleted and created again (a new epoch) starts from nothing, like a lowered one.
+        if !account.is_lowered_by(spec) && account.spec().epoch == spec.epoch {
             account.update_spec(spec.clone());
             return account;
         }

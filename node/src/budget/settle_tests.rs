@@ -9,6 +9,7 @@ fn reserve(reserved: u64) -> (Admission, Arc<LocalAccount>) {
         period: Period::Day,
         tokens_per_minute: None,
         requests_per_minute: None,
+        epoch: 0,
     };
     let account = Arc::new(LocalAccount::new("org:a".into(), 0, spec, 1));
     account.observe_granted_total(10_000);
