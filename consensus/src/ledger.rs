@@ -137,6 +137,11 @@ impl BudgetSpec {
         }
     }
 
+    /// The same budget as `other` but for the epoch the ledger assigns (what a config file can state).
+    pub fn same_terms(&self, other: &BudgetSpec) -> bool {
+        BudgetSpec { epoch: other.epoch, ..self.clone() } == *other
+    }
+
     pub fn is_cost(&self) -> bool {
         self.limit_tokens.is_none() && self.limit_cost.is_some()
     }

@@ -20,11 +20,29 @@ use crate::types::{NodeId, Raft, TypeConfig};
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft,
+    /// Closed while the node checks that it may take part (see `node::wiped`): a node whose data dir was
+    /// wiped must not answer a single vote. RPCs wait for it briefly, then fail as unavailable.
+    admitted: tokio::sync::watch::Receiver<bool>,
 }
 
 impl RaftService {
     pub fn new(raft: Raft) -> Self {
-        Self { raft }
+        Self::gated(raft, tokio::sync::watch::channel(true).1)
+    }
+
+    pub fn gated(raft: Raft, admitted: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { raft, admitted }
+    }
+
+    async fn wait_admitted(&self) -> Result<(), Status> {
+        let mut admitted = self.admitted.clone();
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(2), admitted.wait_for(|open| *open));
+        let open = matches!(wait.await.map(|waited| waited.is_ok()), Ok(true));
+        if open {
+            Ok(())
+        } else {
+            Err(Status::unavailable("this node does not take part in Raft (yet): see its log"))
+        }
     }
 
     pub fn raft(&self) -> &Raft {
@@ -35,7 +53,12 @@ impl RaftService {
 /// The tonic service for `raft`, with message limits large enough for snapshot chunks
 /// ([`MAX_MESSAGE_SIZE`]). Add it to a `tonic::transport::Server` next to the cluster service.
 pub fn raft_server(raft: Raft) -> RaftServer<RaftService> {
-    RaftServer::new(RaftService::new(raft))
+    raft_server_gated(raft, tokio::sync::watch::channel(true).1)
+}
+
+/// [`raft_server`] whose RPCs wait until `admitted` is true.
+pub fn raft_server_gated(raft: Raft, admitted: tokio::sync::watch::Receiver<bool>) -> RaftServer<RaftService> {
+    RaftServer::new(RaftService::gated(raft, admitted))
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
 }
@@ -61,18 +84,21 @@ fn reply<T: Serialize>(rpc: &str, result: &T) -> Result<Response<RaftPayload>, S
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.wait_admitted().await?;
         let req: AppendEntriesRequest<TypeConfig> = decode("append_entries", request)?;
         let result = self.raft.append_entries(req).await;
         reply("append_entries", &result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.wait_admitted().await?;
         let req: VoteRequest<NodeId> = decode("vote", request)?;
         let result = self.raft.vote(req).await;
         reply("vote", &result)
     }
 
     async fn install_snapshot(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.wait_admitted().await?;
         let req: InstallSnapshotRequest<TypeConfig> = decode("install_snapshot", request)?;
         let result = self.raft.install_snapshot(req).await;
         reply("install_snapshot", &result)

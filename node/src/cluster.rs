@@ -140,7 +140,7 @@ pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
         }
     }
     for budget in orgs.iter().filter_map(org_budget) {
-        if current.ledger.budgets.get(&budget.scope.id()) != Some(&budget) {
+        if !current.ledger.budgets.get(&budget.scope.id()).is_some_and(|existing| existing.same_terms(&budget)) {
             commands.push(Command::SetBudget { budget });
         }
     }
@@ -158,7 +158,6 @@ pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
     commands
 }
 
-/// How far this process's wall clock for budget periods and usage hours is moved ahead (0 in production).
 /// Wall-clock milliseconds as budget periods and usage rows see them (see [`tollgate_consensus::clock`]).
 pub fn now_ms() -> u64 {
     tollgate_consensus::clock::wall_ms()

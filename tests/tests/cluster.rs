@@ -260,3 +260,25 @@ async fn idempotency_keys_make_admin_retries_safe() {
     assert_eq!(keys["data"].as_array().unwrap().iter().filter(|k| k["id"] == first["id"]).count(), 1);
     assert_eq!(keys["data"].as_array().unwrap().len(), 3, "test + limited + one new key");
 }
+
+/// Issue 11.7: a member restarted with a wiped data dir and the same id went undetected; it could vote
+/// again in a term it had voted in, and it holds none of the log the cluster counted it for. It now
+/// refuses to take part (no Raft RPC answered) and says how to recover; the others carry on.
+#[tokio::test]
+async fn a_member_restarted_with_a_wiped_data_dir_refuses_to_rejoin() {
+    let mut cluster = TestCluster::start(3).await;
+    let victim = (1..=3).find(|id| *id != 1).unwrap_or(3);
+    cluster.stop(victim).await;
+    std::fs::remove_dir_all(cluster.data_dir(victim)).unwrap();
+    cluster.restart(victim).await;
+    let consensus = cluster.node(victim).gateway.consensus.clone().unwrap();
+    eventually_async("the wiped node refuses", || async { consensus.rejoin_refusal().is_some() }).await;
+    let refusal = consensus.rejoin_refusal().unwrap_or_default();
+    assert!(refusal.contains("data dir") && refusal.contains("remove-node"), "{refusal}");
+    assert!(consensus.current().models.is_empty(), "it never received the log");
+    // The two others keep a quorum and accept writes.
+    let (status, out) = cluster
+        .admin(cluster.node(1), Method::PUT, "/admin/v1/orgs/after-wipe", Some(json!({"name": "after-wipe"})))
+        .await;
+    assert_eq!(status, 200, "{out}");
+}

@@ -21,6 +21,7 @@ use crate::store::StateMachineStore;
 use crate::types::{NodeId, NodeInfo, Raft};
 
 mod api;
+mod wiped;
 pub use api::{ClusterError, ClusterStatus, ConsensusConfig, MemberStatus};
 
 pub(crate) struct Inner {
@@ -31,6 +32,8 @@ pub(crate) struct Inner {
     faults: crate::network::Faults,
     /// Test hook: this node's clock skew (see [`ConsensusNode::skew_clock_for_tests`]).
     clock_skew_ms: std::sync::atomic::AtomicI64,
+    /// Set when this node refused to take part in Raft (see `wiped`).
+    rejoin_refusal: Mutex<Option<String>>,
 }
 
 /// The gRPC server task and the signal that stops it.
@@ -47,6 +50,7 @@ impl ConsensusNode {
     /// Opens the store in `data_dir`, starts Raft and its gRPC server on `listener`, and initializes a fresh
     /// cluster if this node has the lowest id among `initial_members`.
     pub async fn start(config: ConsensusConfig, listener: tokio::net::TcpListener) -> anyhow::Result<ConsensusNode> {
+        let new_data_dir = wiped::is_new_data_dir(&config.data_dir);
         std::fs::create_dir_all(&config.data_dir)?;
         // A node restarted right after stopping may find its previous instance still releasing the sled
         // lock for a few milliseconds: retry briefly instead of failing the start.
@@ -91,12 +95,14 @@ impl ConsensusNode {
             channels: Mutex::new(HashMap::new()),
             faults,
             clock_skew_ms: std::sync::atomic::AtomicI64::new(0),
+            rejoin_refusal: Mutex::new(None),
         });
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (admit, admitted) = watch::channel(!new_data_dir);
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let router = tonic::transport::Server::builder()
-            .add_service(crate::raft_service::raft_server(raft.clone()))
+            .add_service(crate::raft_service::raft_server_gated(raft.clone(), admitted))
             .add_service(crate::cluster_service::cluster_server(inner.clone()));
         let server = tokio::spawn(async move {
             let shutdown = async move {
@@ -107,9 +113,35 @@ impl ConsensusNode {
             }
         });
         let node = ConsensusNode { inner, server: Arc::new(Mutex::new(Some((stop_tx, server)))) };
-        node.initialize_if_first().await?;
-        node.spawn_registration();
+        if !new_data_dir {
+            node.initialize_if_first().await?;
+            node.spawn_registration();
+            return Ok(node);
+        }
+        // A new data dir: take part in Raft only once no peer knows this id as a member that ran before
+        // (see `wiped`). Checked in the background, so nodes started one after another do not wait on
+        // each other's listeners; until then this node answers no Raft RPC at all.
+        let starting = node.clone();
+        tokio::spawn(async move {
+            if let Err(err) = wiped::refuse_if_rejoining_without_data(&starting.inner.config).await {
+                tracing::error!("{err:#}");
+                if let Ok(mut refusal) = starting.inner.rejoin_refusal.lock() {
+                    *refusal = Some(format!("{err:#}"));
+                }
+                return;
+            }
+            let _ = admit.send(true);
+            if let Err(err) = starting.initialize_if_first().await {
+                tracing::error!(%err, "cluster initialization failed");
+            }
+            starting.spawn_registration();
+        });
         Ok(node)
+    }
+
+    /// Why this node refused to take part in Raft, if it did (a member restarted with a wiped data dir).
+    pub fn rejoin_refusal(&self) -> Option<String> {
+        self.inner.rejoin_refusal.lock().ok().and_then(|refusal| refusal.clone())
     }
 
     /// Announces this node's addresses in the replicated state (so `status` can show every node's API and
