@@ -168,3 +168,29 @@ async fn image_parts_are_reserved_beyond_their_bytes() {
     assert!(admitted > 0);
     assert!(billed <= limit, "S1 violated: billed {billed} > limit {limit}");
 }
+
+/// Issue 11.7: a request that timed out after it was sent was settled at zero, though the provider may
+/// still be generating it (and will bill it). It is charged its reservation now; a request the upstream
+/// refused with an error status is still charged nothing.
+#[tokio::test]
+async fn a_timeout_after_sending_is_charged_and_an_upstream_refusal_is_not() {
+    let cluster = TestCluster::start(3).await;
+    set_org_budget(&cluster, 1, 100_000, "day").await;
+    let used = || async {
+        let budget = cluster.admin_get(cluster.node(1), "/admin/v1/budgets?org=acme").await.unwrap();
+        budget["used"].as_u64().unwrap()
+    };
+    let body = json!({"model": "gpt-direct", "max_tokens": 50, "messages": [{"role": "user", "content": "slow"}]});
+    cluster.mock.push(Script { status: Some(400), ..Script::default() });
+    assert_eq!(tollgate_tests::budget::chat_status(&cluster, 1, &body).await, 400);
+    // The test config's first-byte timeout is 2 s.
+    cluster.mock.push(Script { delay_headers: Some(Duration::from_secs(4)), ..Script::default() });
+    assert_eq!(tollgate_tests::budget::chat_status(&cluster, 1, &body).await, 504);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while used().await < 50 {
+        assert!(Instant::now() < deadline, "the timed-out request was charged only {}", used().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let charged = used().await;
+    assert!((50..200).contains(&charged), "one reservation (input bound + 50), not the refused request: {charged}");
+}
