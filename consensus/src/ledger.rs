@@ -214,6 +214,18 @@ impl Account {
         self.limit.saturating_sub(self.outstanding())
     }
 
+    /// What a grant of `amount` gets: all of it, or what is left if that is at least `min_amount`, or 0.
+    fn grantable(&self, amount: u64, min_amount: u64) -> u64 {
+        let available = self.available();
+        if available >= amount {
+            amount
+        } else if available >= min_amount.max(1) {
+            available
+        } else {
+            0
+        }
+    }
+
     pub fn used_total(&self) -> u64 {
         self.used.values().sum()
     }
@@ -349,14 +361,7 @@ impl Ledger {
         if incarnation < newest {
             return Err(format!("stale grant: node {node} has a newer incarnation than {incarnation}"));
         }
-        let available = account.available();
-        let granted = if available >= amount {
-            amount
-        } else if available >= min_amount.max(1) {
-            available
-        } else {
-            0
-        };
+        let granted = account.grantable(amount, min_amount);
         *account.granted.entry(node).or_default() += granted;
         let totals = account.incarnations.entry(node).or_default().entry(incarnation).or_default();
         totals.granted += granted;
@@ -414,14 +419,7 @@ impl Ledger {
         min_amount: u64,
     ) -> Result<(u64, u64), String> {
         let account = self.account(scope_id, period_start)?;
-        let available = account.available();
-        let granted = if available >= amount {
-            amount
-        } else if available >= min_amount.max(1) {
-            available
-        } else {
-            0
-        };
+        let granted = account.grantable(amount, min_amount);
         *account.granted.entry(node).or_default() += granted;
         // S2. (A limit lowered below what is already outstanding is the one case it can be above: then
         // nothing more is granted.)

@@ -449,15 +449,10 @@ impl ControlState {
                 self.ledger.set_budget(budget.clone())?;
             }
             Command::DeleteBudget { scope } => self.ledger.delete_budget(scope)?,
-            Command::Grant { .. }
-            | Command::Release { .. }
-            | Command::Report { .. }
-            | Command::RecordUsage { .. }
-            | Command::GrantForIncarnation { .. }
-            | Command::ReleaseUpTo { .. }
-            | Command::ReportUsedTotal { .. } => {
+            ledger_command if ledger_command.is_ledger_traffic() => {
                 return Err("ledger commands cannot be batched".into());
             }
+            _ => return Err("not a configuration command".into()),
         }
         Ok(())
     }
