@@ -37,8 +37,8 @@ pub struct ChatSpec {
 }
 
 /// Draws an operation: OpenAI-shaped mostly (the only shape that may omit `max_tokens`), half of them
-/// streaming, one in five streams hung up part-way.
-pub fn random_spec(rng: &mut StdRng, org: &OrgPlan, region: u64) -> ChatSpec {
+/// streaming, a share `hangup` of the streams hung up part-way.
+pub fn random_spec(rng: &mut StdRng, org: &OrgPlan, region: u64, hangup: f64) -> ChatSpec {
     let [gpt, claude] = org.models();
     let api = if rng.random_bool(0.25) { Api::Anthropic } else { Api::Openai };
     let model = if rng.random_bool(0.5) { gpt } else { claude };
@@ -47,7 +47,7 @@ pub fn random_spec(rng: &mut StdRng, org: &OrgPlan, region: u64) -> ChatSpec {
         Api::Openai if rng.random_bool(0.3) => None,
         _ => Some(rng.random_range(4..=64)),
     };
-    let hangup_after = (stream && rng.random_bool(0.2)).then(|| rng.random_range(1..1500));
+    let hangup_after = (stream && rng.random_bool(hangup.clamp(0.0, 1.0))).then(|| rng.random_range(1..1500));
     ChatSpec {
         org: org.name.clone(),
         region,
@@ -189,7 +189,7 @@ mod tests {
     fn classifies_refusals_streams_and_errors() {
         let mut rng = StdRng::seed_from_u64(1);
         let org = OrgPlan { name: "acme".into(), limit: Some(10), port: 1, key: "k".into() };
-        let mut spec = random_spec(&mut rng, &org, 1);
+        let mut spec = random_spec(&mut rng, &org, 1, 0.2);
         spec.api = Api::Openai;
         spec.stream = false;
         let refused = answer(

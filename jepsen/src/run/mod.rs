@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Config (register) clients.
     #[arg(long, default_value_t = 2)]
     pub config_clients: u64,
+    /// Share of streaming requests whose client hangs up part-way (the gateway bills them in full).
+    #[arg(long, default_value_t = 0.2)]
+    pub hangup_share: f64,
     /// Delay between streamed tokens of the mock upstreams.
     #[arg(long, default_value_t = 5)]
     pub token_delay_ms: u64,
@@ -180,6 +183,7 @@ async fn run_up(
         mocks: Arc::new(mocks),
         history: history.clone(),
         stop: stop.clone(),
+        hangup: args.hangup_share,
     };
     let mut tasks = tokio::task::JoinSet::new();
     for region in 1..=state.nodes.len() as u64 {
@@ -242,6 +246,7 @@ async fn run_up(
         served: &served,
         utilisation,
         heal_errors: &heal_errors,
+        anomalies: report::anomalies(&ops),
     };
     let mut json = report.to_json();
     json["convergence"] = json!(convergence);

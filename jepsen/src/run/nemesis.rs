@@ -55,13 +55,17 @@ impl FromStr for Kind {
     fn from_str(text: &str) -> anyhow::Result<Kind> {
         ALL.iter().copied().find(|kind| kind.name() == text).ok_or_else(|| {
             let names: Vec<&str> = ALL.iter().map(|kind| kind.name()).collect();
-            anyhow::anyhow!("unknown nemesis `{text}`; one of {}, or `mixed` (all of them)", names.join(", "))
+            anyhow::anyhow!("unknown nemesis `{text}`; one of {}, `mixed` (all of them) or `none`", names.join(", "))
         })
     }
 }
 
-/// `partition-leader,kill` or `mixed` → the kinds to draw from (no duplicates, order kept).
+/// `partition-leader,kill` or `mixed` → the kinds to draw from (no duplicates, order kept); `none` → no
+/// faults at all (a baseline: utilisation and over-billing without faults).
 pub fn parse_list(text: &str) -> anyhow::Result<Vec<Kind>> {
+    if text.trim() == "none" {
+        return Ok(Vec::new());
+    }
     let mut kinds = Vec::new();
     for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
         let more = if part == "mixed" { ALL.to_vec() } else { vec![part.parse()?] };
@@ -92,6 +96,9 @@ pub struct Planned {
 /// 3-6 s of calm, every kind used in turn before repeats (so a short run still sees each listed kind),
 /// ending at least `tail_s` before the time limit.
 pub fn schedule(kinds: &[Kind], time_limit_s: f64, seed: u64) -> Vec<Planned> {
+    if kinds.is_empty() {
+        return Vec::new();
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     let tail_s = (time_limit_s * 0.1).clamp(2.0, 10.0);
     let mut t = (time_limit_s * 0.1).clamp(2.0, 8.0);
@@ -130,6 +137,8 @@ mod tests {
         let err = parse_list("partition-leader,bogus").unwrap_err().to_string();
         assert!(err.contains("unknown nemesis `bogus`") && err.contains("cut-link"), "{err}");
         assert!(parse_list(" , ").is_err());
+        assert!(parse_list("none").unwrap().is_empty());
+        assert!(schedule(&[], 60.0, 1).is_empty());
     }
 
     #[test]

@@ -43,6 +43,27 @@ pub fn op_counts(ops: &[Op]) -> Value {
     out
 }
 
+/// Answers a correct gateway never gives our clients, whatever the faults: the keys are valid and the
+/// requests well-formed all run, so any 4xx but a budget refusal (401 for a valid key, 400, 404) is a
+/// product anomaly. Not a checker (no invariant of DESIGN.md §6 names it), but shown in the report.
+pub fn anomalies(ops: &[Op]) -> Value {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut examples = Vec::new();
+    for op in ops.iter().filter(|op| op.f == "chat") {
+        let Some(complete) = &op.complete else { continue };
+        let status = complete.value["status"].as_u64().unwrap_or(0);
+        let code = complete.value["code"].as_str().unwrap_or("");
+        let refusal = matches!(code, "budget_exceeded" | "budget_unavailable");
+        if (400..500).contains(&status) && !refusal {
+            *counts.entry(format!("{status} {code}")).or_default() += 1;
+            if examples.len() < 5 {
+                examples.push(json!({"invoke": op.invoke, "complete": complete}));
+            }
+        }
+    }
+    json!({"counts": counts, "examples": examples})
+}
+
 pub struct Report<'a> {
     pub seed: u64,
     pub nemeses_requested: String,
@@ -54,6 +75,7 @@ pub struct Report<'a> {
     pub served: &'a [Served],
     pub utilisation: Value,
     pub heal_errors: &'a [String],
+    pub anomalies: Value,
 }
 
 impl Report<'_> {
@@ -76,6 +98,7 @@ impl Report<'_> {
             "served": self.served,
             "utilisation": self.utilisation,
             "heal_errors": self.heal_errors,
+            "anomalies": self.anomalies,
         })
     }
 
@@ -137,6 +160,15 @@ impl Report<'_> {
             );
         }
         let _ = writeln!(out, "utilisation (informational): {}", self.utilisation);
+        if let Some(counts) = self.anomalies["counts"].as_object().filter(|counts| !counts.is_empty()) {
+            let _ = writeln!(out, "\nANOMALIES (answers a correct gateway never gives these clients):");
+            for (label, count) in counts {
+                let _ = writeln!(out, "  {count:>6}  {label}");
+            }
+            for example in self.anomalies["examples"].as_array().into_iter().flatten().take(3) {
+                let _ = writeln!(out, "      e.g. {example}");
+            }
+        }
         let _ = writeln!(out, "\ncheckers:");
         for check in self.checks {
             let verdict = match check.verdict {

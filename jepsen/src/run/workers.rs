@@ -30,6 +30,8 @@ pub struct Shared {
     pub mocks: Arc<Vec<Arc<MockUpstream>>>,
     pub history: History,
     pub stop: Arc<AtomicBool>,
+    /// Share of streaming requests whose client hangs up part-way.
+    pub hangup: f64,
 }
 
 impl Shared {
@@ -69,7 +71,7 @@ pub async fn chat_client(shared: Shared, region: u64, worker: u64, seed: u64) {
             _ => 2,
         };
         let Some(org) = shared.orgs.get(org_index).cloned() else { return };
-        let spec = chat::random_spec(&mut rng, &org, region);
+        let spec = chat::random_spec(&mut rng, &org, region, shared.hangup);
         shared.history.record(&process, OpType::Invoke, "chat", json!(spec));
         let result = chat::perform(&api_addr, &org.key, &spec, CHAT_TIMEOUT).await;
         shared.history.record(&process, result.kind, "chat", result.value);
