@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::linkproxy::control::{self, Command as LinkCommand};
 use crate::linkproxy::{LinkProxy, ProxyConfig};
+pub use crate::regions::DirArg;
 use crate::regions::{self, configs::Settings, state::RegionsState};
 
 #[derive(Parser, Debug)]
@@ -44,13 +45,6 @@ pub enum Command {
     /// A chaos test: regions up, workload + nemesis schedule, heal, checkers (S1-S3, L1,
     /// linearizability), report; regions down. Needs root. Exit 0 only when every checker passed.
     Run(crate::run::RunArgs),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DirArg {
-    /// State directory of the regions (configs, data, logs, state.json).
-    #[arg(long, default_value = "/tmp/tollgate-regions", env = "TOLLGATE_REGIONS_DIR")]
-    pub dir: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

@@ -22,6 +22,15 @@ use crate::linkproxy::control::{self, Command};
 pub const NODE_MARKER: &str = "serve --config";
 const PROXY_MARKER: &str = "link-proxy --config";
 
+/// `--dir`: where the regions keep their state (shared by `regions`, `link` and `measure`; lives here, below
+/// the command line, so the subcommands' modules need not import `cli`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DirArg {
+    /// State directory of the regions (configs, data, logs, state.json).
+    #[arg(long, default_value = "/tmp/tollgate-regions", env = "TOLLGATE_REGIONS_DIR")]
+    pub dir: PathBuf,
+}
+
 pub struct UpOptions {
     pub dir: PathBuf,
     pub tollgate: PathBuf,

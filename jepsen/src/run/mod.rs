@@ -28,7 +28,7 @@ use crate::regions::{self, configs::Settings, layout::Layout, net, state::Region
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Faults to draw from, comma-separated: partition-leader, partition-follower, cut-link, kill, pause,
-    /// flap, or `mixed` (all of them).
+    /// flap, `mixed` (all of them), or `none` (a fault-free baseline).
     #[arg(long, default_value = "mixed")]
     pub nemesis: String,
     /// Seconds of workload (faults stop before the end; heal, convergence and checks come after).
