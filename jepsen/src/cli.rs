@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::linkproxy::control::{self, Command as LinkCommand};
 use crate::linkproxy::{LinkProxy, ProxyConfig};
+pub use crate::regions::DirArg;
 use crate::regions::{self, configs::Settings, state::RegionsState};
 
 #[derive(Parser, Debug)]
@@ -41,13 +42,9 @@ pub enum Command {
     },
     /// WAN measurements against running regions (config propagation, leader failover).
     Measure(crate::measure::MeasureArgs),
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct DirArg {
-    /// State directory of the regions (configs, data, logs, state.json).
-    #[arg(long, default_value = "/tmp/tollgate-regions", env = "TOLLGATE_REGIONS_DIR")]
-    pub dir: PathBuf,
+    /// A chaos test: regions up, workload + nemesis schedule, heal, checkers (S1-S3, L1,
+    /// linearizability), report; regions down. Needs root. Exit 0 only when every checker passed.
+    Run(crate::run::RunArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -192,6 +189,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Regions { command } => run_regions(command).await,
         Command::Measure(args) => crate::measure::run(args).await.map(|()| true),
+        Command::Run(args) => crate::run::run(args).await,
     }
 }
 
@@ -212,6 +210,7 @@ async fn run_regions(command: RegionsCommand) -> anyhow::Result<bool> {
                 settings,
                 env_file: args.env_file,
                 ready_timeout: Duration::from_secs(args.ready_timeout_s),
+                extra_config: String::new(),
             };
             let state = regions::up(options).await?;
             println!("three regions up ({} ms one-way between them); state in {}", args.delay_ms, state.dir.display());

@@ -73,7 +73,7 @@ async fn request_inner(method: &str, url: &str, bearer: Option<&str>, body: Opti
     parse_response(&raw).with_context(|| format!("{method} {url}: malformed answer"))
 }
 
-fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
+pub fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {
     let Some(split) = raw.windows(4).position(|window| window == b"\r\n\r\n") else {
         bail!("no end of headers in {} bytes", raw.len());
     };

@@ -1,8 +1,11 @@
 //! Tollgate's chaos harness (DESIGN.md §8): three regions in network namespaces joined by a userspace WAN
 //! ([`linkproxy`]), each running a real `tollgate serve` ([`regions`]), and WAN measurements ([`measure`]).
 
+pub mod checker;
 pub mod cli;
+pub mod history;
 pub mod http;
 pub mod linkproxy;
 pub mod measure;
 pub mod regions;
+pub mod run;

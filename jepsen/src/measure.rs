@@ -13,9 +13,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 
-use crate::cli::DirArg;
 use crate::http;
 use crate::linkproxy::control::{self, Command};
+use crate::regions::DirArg;
 use crate::regions::{self, state::RegionsState};
 
 #[derive(Args, Debug)]

@@ -191,7 +191,17 @@ impl MockUpstream {
     /// Bind 127.0.0.1:0 and spawn the server task on the current runtime.
     pub async fn start() -> MockUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("mock upstream: bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("mock upstream: local_addr");
+        Self::serve(listener).expect("mock upstream: local_addr")
+    }
+
+    /// Bind `addr` (e.g. a bridge address other network namespaces reach, for the chaos harness) and
+    /// spawn the server task on the current runtime; binding errors are returned, not panicked on.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<MockUpstream> {
+        Self::serve(TcpListener::bind(addr).await?)
+    }
+
+    fn serve(listener: TcpListener) -> std::io::Result<MockUpstream> {
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 queue: VecDeque::new(),
@@ -211,7 +221,7 @@ impl MockUpstream {
             sim_running: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
-        MockUpstream { addr, shared, task }
+        Ok(MockUpstream { addr, shared, task })
     }
 
     pub fn addr(&self) -> SocketAddr {

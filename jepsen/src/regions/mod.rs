@@ -19,8 +19,17 @@ use crate::http;
 use crate::linkproxy::control::{self, Command};
 
 /// Marks processes as ours in their command line before we signal them.
-const NODE_MARKER: &str = "serve --config";
+pub const NODE_MARKER: &str = "serve --config";
 const PROXY_MARKER: &str = "link-proxy --config";
+
+/// `--dir`: where the regions keep their state (shared by `regions`, `link` and `measure`; lives here, below
+/// the command line, so the subcommands' modules need not import `cli`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DirArg {
+    /// State directory of the regions (configs, data, logs, state.json).
+    #[arg(long, default_value = "/tmp/tollgate-regions", env = "TOLLGATE_REGIONS_DIR")]
+    pub dir: PathBuf,
+}
 
 pub struct UpOptions {
     pub dir: PathBuf,
@@ -28,6 +37,9 @@ pub struct UpOptions {
     pub settings: Settings,
     pub env_file: Option<PathBuf>,
     pub ready_timeout: Duration,
+    /// TOML appended to every node's config (more providers, models, orgs and keys; `jepsen run` routes
+    /// its orgs to the harness's own mock upstreams this way).
+    pub extra_config: String,
 }
 
 fn layout_of(state: &RegionsState) -> Layout {
@@ -103,7 +115,9 @@ fn prepare_files(options: &UpOptions, layout: &Layout, tollgate: &Path) -> anyho
         let _ = std::fs::remove_dir_all(&node_dir);
         std::fs::create_dir_all(&node_dir)?;
         let config = node_dir.join("tollgate.toml");
-        write_private(&config, &configs::node_config(layout, node, &dir, &token_file, &key, &options.settings))?;
+        let mut text = configs::node_config(layout, node, &dir, &token_file, &key, &options.settings);
+        text.push_str(&options.extra_config);
+        write_private(&config, &text)?;
         nodes.push(NodeRecord {
             id: node,
             namespace: layout.namespace(node),
@@ -165,25 +179,32 @@ async fn start(state: &mut RegionsState, layout: &Layout, ready_timeout: Duratio
     state.proxy_pid = Some(procs::spawn_detached(&harness, &proxy_args, &[], &proxy_log)?);
     state.save()?;
     wait_for_proxy(&state.control_socket, &proxy_log).await?;
-    let secret = std::fs::read_to_string(state.dir.join("cluster-secret"))?;
-    let tollgate = state.tollgate.to_string_lossy().into_owned();
     for index in 0..state.nodes.len() {
-        let record = &state.nodes[index];
-        let args = vec![
-            "netns".into(),
-            "exec".into(),
-            record.namespace.clone(),
-            tollgate.clone(),
-            "serve".into(),
-            "--config".into(),
-            record.config.to_string_lossy().into_owned(),
-        ];
-        // The contract's peer-authentication secret, for builds that have it (ignored by those that do not).
-        let pid = procs::spawn_detached("ip", &args, &[("TOLLGATE_CLUSTER_SECRET", secret.trim())], &record.log)?;
-        state.nodes[index].pid = Some(pid);
-        state.save()?;
+        spawn_node(state, index)?;
     }
     wait_until_ready(state, ready_timeout).await
+}
+
+/// Starts (or restarts, with its data directory) the node at `index` inside its namespace and records
+/// its pid (`ip netns exec` execs the node, so the pid is the node's own).
+pub fn spawn_node(state: &mut RegionsState, index: usize) -> anyhow::Result<u32> {
+    let secret = std::fs::read_to_string(state.dir.join("cluster-secret")).context("reading the cluster secret")?;
+    let tollgate = state.tollgate.to_string_lossy().into_owned();
+    let record = state.nodes.get(index).with_context(|| format!("no node at index {index}"))?;
+    let args = vec![
+        "netns".into(),
+        "exec".into(),
+        record.namespace.clone(),
+        tollgate,
+        "serve".into(),
+        "--config".into(),
+        record.config.to_string_lossy().into_owned(),
+    ];
+    // The contract's peer-authentication secret, for builds that have it (ignored by those that do not).
+    let pid = procs::spawn_detached("ip", &args, &[("TOLLGATE_CLUSTER_SECRET", secret.trim())], &record.log)?;
+    state.nodes[index].pid = Some(pid);
+    state.save()?;
+    Ok(pid)
 }
 
 async fn wait_for_proxy(socket: &Path, log: &Path) -> anyhow::Result<()> {

@@ -81,6 +81,15 @@ pub fn kill(pid: u32) {
     signal(pid, Signal::KILL);
 }
 
+/// SIGSTOP (`pause`) or SIGCONT (resume) a process we started, checked by `marker` like [`stop`].
+pub fn pause(pid: u32, marker: &str, paused: bool) -> bool {
+    if !is_ours(pid, marker) {
+        return false;
+    }
+    signal(pid, if paused { Signal::STOP } else { Signal::CONT });
+    true
+}
+
 /// The last `lines` lines of a log file, for error messages.
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The short chaos run for CI: three regions, a `partition-leader,kill` schedule for $JEPSEN_TIME_LIMIT
+# seconds (default 60), every checker (S1-S3, L1, linearizability) must pass. About 70 s of run plus the
+# build. Skips (exit 0, saying why) when not root, when `ip` is missing, or when network namespaces
+# cannot be created here (e.g. a container without CAP_NET_ADMIN).
+#
+#   sudo jepsen/ci.sh
+#
+# Env: JEPSEN_SEED (default 1: the same schedule every time), JEPSEN_TIME_LIMIT, JEPSEN_NEMESIS
+# (default partition-leader,kill), JEPSEN_RESULTS (default ${TMPDIR:-/tmp}/tollgate-jepsen-ci),
+# JEPSEN_PROFILE (debug or release; default debug), CARGO_TARGET_DIR, JEPSEN_FORCE=1 (bring down regions
+# left over by a crashed run instead of failing). The run directory (history.jsonl, report.json, node
+# logs) is printed last.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+skip() {
+  echo "jepsen/ci.sh: SKIPPED: $*" >&2
+  exit 0
+}
+
+[ "$(id -u)" = 0 ] || skip "needs root (network namespaces, veths, a bridge)"
+command -v ip > /dev/null || skip "\`ip\` (iproute2) not found"
+probe="tg-ci-probe-$$"
+if ! ip netns add "$probe" 2> /dev/null; then
+  skip "cannot create a network namespace here (no CAP_NET_ADMIN?)"
+fi
+ip netns del "$probe"
+
+profile="${JEPSEN_PROFILE:-debug}"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+build_flags=()
+[ "$profile" = release ] && build_flags=(--release)
+(cd "$repo" && cargo build "${build_flags[@]}" -p tollgate --bin tollgate -p tollgate-jepsen --bin jepsen)
+
+force=()
+[ "${JEPSEN_FORCE:-0}" = 1 ] && force=(--force)
+exec "$target/$profile/jepsen" run \
+  --nemesis "${JEPSEN_NEMESIS:-partition-leader,kill}" \
+  --time-limit "${JEPSEN_TIME_LIMIT:-60}" \
+  --seed "${JEPSEN_SEED:-1}" \
+  --dir "${JEPSEN_RESULTS:-${TMPDIR:-/tmp}/tollgate-jepsen-ci}" \
+  --tollgate "$target/$profile/tollgate" \
+  "${force[@]}"

@@ -1,0 +1,297 @@
+//! The checkers of a run, each named after the invariant it checks (DESIGN.md §6):
+//! - **S1** tokens the mock upstream served to a budgeted org ≤ its limit (the mock is the ground truth);
+//! - **S2** the ledger as sampled during the run: `used + held ≤ limit`, `used` (total and per node)
+//!   never decreases within a period;
+//! - **S3** after heal and settling, billed (`used` in the ledger) ≥ served (the mock);
+//! - **L1** after faults stop: one leader all agree on, applied indexes converge, a budgeted request with
+//!   room succeeds on every region within 10 s (measured live by the run, judged here);
+//! - **linearizability** of config writes and reads, register by register ([`linear`]).
+
+pub mod linear;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::history::{Event, Op, OpType};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub name: String,
+    pub verdict: Verdict,
+    /// One line with the numbers.
+    pub summary: String,
+    /// The first violating operations or samples (empty on PASS).
+    pub evidence: Vec<Value>,
+}
+
+impl CheckResult {
+    fn new(name: &str, verdict: Verdict, summary: String, evidence: Vec<Value>) -> Self {
+        CheckResult { name: name.to_owned(), verdict, summary, evidence }
+    }
+}
+
+/// Ground truth for one org, from its mock upstream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Served {
+    pub org: String,
+    pub limit: Option<u64>,
+    pub input: u64,
+    pub output: u64,
+}
+
+impl Served {
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+/// One ledger sample (`GET /admin/v1/budgets?org=`), recorded as an `ok` event of the `sampler`.
+#[derive(Debug, Clone)]
+struct Sample {
+    event: Event,
+    org: String,
+    period_start: u64,
+    limit: u64,
+    used: u64,
+    held: u64,
+    used_by_node: BTreeMap<String, u64>,
+    /// The mock's count for the org when the sample was taken.
+    served: Option<u64>,
+}
+
+fn samples(events: &[Event]) -> Vec<Sample> {
+    events
+        .iter()
+        .filter(|event| event.f == "budget" && event.kind == OpType::Ok)
+        .filter_map(|event| {
+            let value = &event.value;
+            Some(Sample {
+                event: event.clone(),
+                org: value["org"].as_str()?.to_owned(),
+                period_start: value["period_start"].as_u64().unwrap_or(0),
+                limit: value["limit"].as_u64()?,
+                used: value["used"].as_u64()?,
+                held: value["held"].as_u64()?,
+                used_by_node: value["used_by_node"]
+                    .as_object()
+                    .map(|map| map.iter().filter_map(|(node, used)| Some((node.clone(), used.as_u64()?))).collect())
+                    .unwrap_or_default(),
+                served: value["served"].as_u64(),
+            })
+        })
+        .collect()
+}
+
+/// S1 per budgeted org; evidence: the first sample at which the mock had served more than the limit,
+/// and the chat operations of that org completed just before it.
+pub fn s1(served: &[Served], events: &[Event], ops: &[Op]) -> CheckResult {
+    let mut parts = Vec::new();
+    let mut evidence = Vec::new();
+    for org in served {
+        let Some(limit) = org.limit else {
+            parts.push(format!("{} (no budget) served {}", org.org, org.total()));
+            continue;
+        };
+        parts.push(format!("{} served {} of {limit}", org.org, org.total()));
+        if org.total() <= limit {
+            continue;
+        }
+        evidence.push(json!({"org": org.org, "served_input": org.input, "served_output": org.output, "limit": limit}));
+        let first_over = samples(events).into_iter().find(|s| s.org == org.org && s.served.is_some_and(|n| n > limit));
+        let before_ms = first_over.as_ref().map_or(f64::INFINITY, |sample| sample.event.time_ms);
+        if let Some(sample) = first_over {
+            evidence.push(json!({"first_sample_over_limit": sample.event}));
+        }
+        let recent: Vec<&Op> = ops
+            .iter()
+            .filter(|op| op.f == "chat" && op.invoke.value["org"] == org.org.as_str())
+            .filter(|op| matches!(op.outcome(), OpType::Ok | OpType::Info))
+            .filter(|op| op.complete.as_ref().is_some_and(|c| c.time_ms <= before_ms))
+            .collect();
+        for op in recent.iter().rev().take(5).rev() {
+            evidence.push(json!({"invoke": op.invoke, "complete": op.complete}));
+        }
+    }
+    let verdict = if evidence.is_empty() { Verdict::Pass } else { Verdict::Fail };
+    CheckResult::new("S1", verdict, parts.join("; "), evidence)
+}
+
+/// S2 over every ledger sample, in history order (the sampler reads one at a time, so each read
+/// happened after the previous one returned: a linearizable ledger never shows `used` going down).
+pub fn s2(events: &[Event]) -> CheckResult {
+    let all = samples(events);
+    let mut evidence = Vec::new();
+    let mut last: BTreeMap<(String, u64), Sample> = BTreeMap::new();
+    for sample in &all {
+        if sample.used + sample.held > sample.limit {
+            evidence.push(json!({"violation": "used + held > limit", "sample": sample.event}));
+        }
+        let key = (sample.org.clone(), sample.period_start);
+        if let Some(previous) = last.get(&key) {
+            let node_went_down = sample
+                .used_by_node
+                .iter()
+                .any(|(node, used)| previous.used_by_node.get(node).is_some_and(|before| used < before));
+            if sample.used < previous.used || node_went_down {
+                evidence.push(json!({"violation": "used decreased", "before": previous.event, "after": sample.event}));
+            }
+        }
+        last.insert(key, sample.clone());
+    }
+    let orgs: Vec<String> =
+        last.values().map(|s| format!("{}: last used {} held {} of {}", s.org, s.used, s.held, s.limit)).collect();
+    let verdict = match (all.is_empty(), evidence.is_empty()) {
+        (true, _) => Verdict::Unknown,
+        (false, true) => Verdict::Pass,
+        (false, false) => Verdict::Fail,
+    };
+    evidence.truncate(10);
+    CheckResult::new("S2", verdict, format!("{} samples; {}", all.len(), orgs.join("; ")), evidence)
+}
+
+/// S3 from the settled ledger (`billed`: org → used) against the mocks.
+pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>) -> CheckResult {
+    let mut parts = Vec::new();
+    let mut evidence = Vec::new();
+    let mut unknown = false;
+    for org in served.iter().filter(|org| org.limit.is_some()) {
+        match billed.get(&org.org).copied().flatten() {
+            Some(used) => {
+                let relation = if used >= org.total() { "≥" } else { "<" };
+                parts.push(format!("{} billed {used} {relation} served {}", org.org, org.total()));
+                if used < org.total() {
+                    evidence.push(json!({"org": org.org, "billed": used, "served": org.total()}));
+                }
+            }
+            None => {
+                unknown = true;
+                parts.push(format!("{}: no ledger reading after heal", org.org));
+            }
+        }
+    }
+    let verdict = if !evidence.is_empty() {
+        Verdict::Fail
+    } else if unknown {
+        Verdict::Unknown
+    } else {
+        Verdict::Pass
+    };
+    CheckResult::new("S3", verdict, parts.join("; "), evidence)
+}
+
+/// What the run measured after the faults stopped.
+#[derive(Debug, Clone, Serialize)]
+pub struct Convergence {
+    /// Seconds from heal until every region named the same leader and their applied indexes matched.
+    pub agreed_after_s: Option<f64>,
+    pub leader: Option<u64>,
+    pub applied_indexes: Vec<Option<u64>>,
+    /// Per region: seconds from heal until a budgeted request with room succeeded (None: not within the
+    /// deadline), and the last error seen.
+    pub probes: Vec<(u64, Option<f64>, Option<String>)>,
+}
+
+pub fn l1(convergence: &Convergence, deadline_s: f64) -> CheckResult {
+    let mut evidence = Vec::new();
+    if convergence.agreed_after_s.is_none() {
+        evidence.push(json!({"violation": "regions did not agree on one leader and applied index",
+            "leader": convergence.leader, "applied_indexes": convergence.applied_indexes}));
+    }
+    for (region, after, error) in &convergence.probes {
+        if after.is_none_or(|seconds| seconds > deadline_s) {
+            evidence.push(json!({"violation": format!("no successful request within {deadline_s} s"),
+                "region": region, "after_s": after, "last_error": error}));
+        }
+    }
+    let probes: Vec<String> = convergence
+        .probes
+        .iter()
+        .map(|(region, after, _)| format!("r{region} {}", after.map_or("-".into(), |s| format!("{s:.1}s"))))
+        .collect();
+    let summary = format!(
+        "leader {} agreed after {}; first request ok: {}",
+        convergence.leader.map_or("-".into(), |l| l.to_string()),
+        convergence.agreed_after_s.map_or("never".into(), |s| format!("{s:.1} s")),
+        probes.join(", ")
+    );
+    let verdict = if evidence.is_empty() { Verdict::Pass } else { Verdict::Fail };
+    CheckResult::new("L1", verdict, summary, evidence)
+}
+
+/// Linearizability of the register operations (`write`/`read` ops of any process).
+pub fn linearizability(ops: &[Op], max_steps: u64) -> CheckResult {
+    let mut per_key: BTreeMap<u64, Vec<linear::TimedOp>> = BTreeMap::new();
+    let mut by_id: BTreeMap<usize, &Op> = BTreeMap::new();
+    let mut counted = 0;
+    for op in ops.iter().filter(|op| op.f == "write" || op.f == "read") {
+        let Some(key) = op.invoke.value["key"].as_u64() else { continue };
+        let returned = op.complete.as_ref().map(|c| c.time_ms);
+        let timed = match (op.f.as_str(), op.outcome()) {
+            ("write", OpType::Ok) | ("write", OpType::Info) => {
+                let Some(value) = op.invoke.value["value"].as_u64() else { continue };
+                let return_ms =
+                    if op.outcome() == OpType::Ok { returned.unwrap_or(f64::INFINITY) } else { f64::INFINITY };
+                linear::TimedOp {
+                    id: op.invoke.index,
+                    op: linear::RegisterOp::Write(value),
+                    call_ms: op.invoke.time_ms,
+                    return_ms,
+                }
+            }
+            ("read", OpType::Ok) => {
+                let Some(complete) = &op.complete else { continue };
+                let seen = complete.value["value"].as_u64();
+                linear::TimedOp {
+                    id: op.invoke.index,
+                    op: linear::RegisterOp::Read(seen),
+                    call_ms: op.invoke.time_ms,
+                    return_ms: complete.time_ms,
+                }
+            }
+            _ => continue,
+        };
+        counted += 1;
+        by_id.insert(op.invoke.index, op);
+        per_key.entry(key).or_default().push(timed);
+    }
+    let mut evidence = Vec::new();
+    let mut verdict = Verdict::Pass;
+    let mut parts = Vec::new();
+    for (key, timed) in &per_key {
+        match linear::check(timed, None, max_steps) {
+            linear::Verdict::Linearizable => parts.push(format!("reg {key}: {} ops ok", timed.len())),
+            linear::Verdict::Unknown { steps } => {
+                if verdict == Verdict::Pass {
+                    verdict = Verdict::Unknown;
+                }
+                parts.push(format!("reg {key}: gave up after {steps} steps"));
+            }
+            linear::Verdict::NotLinearizable { blocked, prefix } => {
+                verdict = Verdict::Fail;
+                parts.push(format!("reg {key}: NOT linearizable"));
+                let show = |id: &usize| by_id.get(id).map(|op| json!({"invoke": op.invoke, "complete": op.complete}));
+                evidence.push(json!({"register": key, "cannot_linearize": show(&blocked),
+                    "after_linearizing_last": prefix.iter().rev().take(5).rev().filter_map(show).collect::<Vec<_>>()}));
+            }
+        }
+    }
+    if counted == 0 {
+        verdict = Verdict::Unknown;
+        parts.push("no completed register operations".into());
+    }
+    CheckResult::new("linearizability", verdict, parts.join("; "), evidence)
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,97 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use super::*;
+use crate::history::{pair, History};
+
+fn sample(history: &History, org: &str, used: u64, held: u64, limit: u64, served: u64) {
+    history.record("sampler", OpType::Invoke, "budget", json!({"org": org}));
+    history.record(
+        "sampler",
+        OpType::Ok,
+        "budget",
+        json!({"org": org, "node": 1, "period_start": 5, "limit": limit, "used": used, "held": held,
+            "used_by_node": {"1": used}, "served": served}),
+    );
+}
+
+#[test]
+fn s1_passes_within_the_limit_and_shows_operations_when_over() {
+    let history = History::new(Instant::now());
+    history.record("chat-1-0", OpType::Invoke, "chat", json!({"org": "acme"}));
+    history.record("chat-1-0", OpType::Ok, "chat", json!({"status": 200}));
+    sample(&history, "acme", 90, 0, 100, 120);
+    let events = history.events();
+    let ops = pair(&events);
+    let within = [Served { org: "acme".into(), limit: Some(100), input: 40, output: 60 }];
+    assert_eq!(s1(&within, &events, &ops).verdict, Verdict::Pass);
+    let over = [
+        Served { org: "acme".into(), limit: Some(100), input: 41, output: 60 },
+        Served { org: "ctl".into(), limit: None, input: 1000, output: 1000 },
+    ];
+    let result = s1(&over, &events, &ops);
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert!(result.summary.contains("acme served 101 of 100"), "{}", result.summary);
+    assert_eq!(result.evidence.len(), 3, "totals, the first sample over, the chat op: {:?}", result.evidence);
+}
+
+#[test]
+fn s2_catches_overcommit_and_used_going_backwards() {
+    let good = History::new(Instant::now());
+    sample(&good, "acme", 10, 50, 100, 0);
+    sample(&good, "acme", 40, 60, 100, 0);
+    assert_eq!(s2(&good.events()).verdict, Verdict::Pass);
+    let bad = History::new(Instant::now());
+    sample(&bad, "acme", 40, 61, 100, 0);
+    sample(&bad, "acme", 30, 0, 100, 0);
+    let result = s2(&bad.events());
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert_eq!(result.evidence.len(), 2, "{:?}", result.evidence);
+    assert_eq!(s2(&[]).verdict, Verdict::Unknown);
+}
+
+#[test]
+fn s3_needs_billed_at_least_served() {
+    let served = [Served { org: "acme".into(), limit: Some(100), input: 10, output: 20 }];
+    let billed = |used: Option<u64>| BTreeMap::from([("acme".to_owned(), used)]);
+    assert_eq!(s3(&served, &billed(Some(30))).verdict, Verdict::Pass);
+    assert_eq!(s3(&served, &billed(Some(29))).verdict, Verdict::Fail);
+    assert_eq!(s3(&served, &billed(None)).verdict, Verdict::Unknown);
+}
+
+#[test]
+fn l1_requires_agreement_and_every_region_serving_in_time() {
+    let good = Convergence {
+        agreed_after_s: Some(1.0),
+        leader: Some(2),
+        applied_indexes: vec![Some(9); 3],
+        probes: vec![(1, Some(0.1), None), (2, Some(0.2), None), (3, Some(4.0), None)],
+    };
+    assert_eq!(l1(&good, 10.0).verdict, Verdict::Pass);
+    let mut late = good.clone();
+    late.probes[2] = (3, None, Some("503 budget_unavailable".into()));
+    assert_eq!(l1(&late, 10.0).verdict, Verdict::Fail);
+    let mut split = good;
+    split.agreed_after_s = None;
+    assert_eq!(l1(&split, 10.0).verdict, Verdict::Fail);
+}
+
+#[test]
+fn linearizability_reads_the_history_and_honours_indeterminate_writes() {
+    let history = History::new(Instant::now());
+    history.record("config-0", OpType::Invoke, "write", json!({"key": 1, "value": 7}));
+    history.record("config-0", OpType::Info, "write", json!({"key": 1, "value": 7, "error": "timeout"}));
+    history.record("config-1", OpType::Invoke, "write", json!({"key": 1, "value": 8}));
+    history.record("config-1", OpType::Fail, "write", json!({"key": 1, "value": 8, "status": 400}));
+    history.record("config-1", OpType::Invoke, "read", json!({"key": 1}));
+    history.record("config-1", OpType::Ok, "read", json!({"key": 1, "value": 7}));
+    let ops = pair(&history.events());
+    assert_eq!(linearizability(&ops, 100_000).verdict, Verdict::Pass);
+    // The failed write's value showing up is a violation.
+    history.record("config-1", OpType::Invoke, "read", json!({"key": 1}));
+    history.record("config-1", OpType::Ok, "read", json!({"key": 1, "value": 8}));
+    let result = linearizability(&pair(&history.events()), 100_000);
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert_eq!(result.evidence[0]["cannot_linearize"]["complete"]["value"]["value"], 8);
+}

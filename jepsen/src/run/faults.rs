@@ -1,0 +1,209 @@
+//! Applies the nemesis schedule to the running regions: link proxy commands for partitions, signals for
+//! kills and pauses, a restart on the node's own data directory after a kill.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::json;
+
+use super::nemesis::{flap_interval, Kind, Planned};
+use crate::history::{History, OpType};
+use crate::http;
+use crate::linkproxy::control::{self, Command};
+use crate::regions::{self, procs, state::RegionsState, NODE_MARKER};
+
+/// A fault as it happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub kind: Kind,
+    pub start_ms: f64,
+    pub end_ms: f64,
+    pub target: String,
+    /// Errors applying or undoing it (the run goes on; the report shows them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+pub struct Nemesis {
+    pub state: RegionsState,
+    pub token: String,
+    pub history: History,
+}
+
+/// The leader most regions name (`None` when no majority answers).
+pub async fn leader(state: &RegionsState, token: &str) -> Option<u64> {
+    let mut votes: Vec<u64> = Vec::new();
+    for node in &state.nodes {
+        let url = format!("{}/admin/v1/cluster", node.admin_url);
+        if let Ok(cluster) = http::request("GET", &url, Some(token), None, Duration::from_secs(1)).await {
+            if let Some(leader) = cluster.json().ok().and_then(|value| value["leader"].as_u64()) {
+                votes.push(leader);
+            }
+        }
+    }
+    let majority = state.nodes.len() / 2 + 1;
+    votes.iter().copied().find(|candidate| votes.iter().filter(|vote| *vote == candidate).count() >= majority)
+}
+
+fn note(errors: &mut Vec<String>, result: anyhow::Result<()>) {
+    if let Err(err) = result {
+        errors.push(format!("{err:#}"));
+    }
+}
+
+impl Nemesis {
+    fn record(&self, f: &str, value: serde_json::Value) {
+        self.history.record("nemesis", OpType::Info, f, value);
+    }
+
+    async fn link(&self, command: Command) -> anyhow::Result<()> {
+        control::send(&self.state.control_socket, &command).await.map(|_| ())
+    }
+
+    /// The leader (or, when none is known, a node drawn from `choice`) if `want_leader`, else a follower.
+    async fn pick_node(&self, want_leader: bool, choice: u64) -> u64 {
+        let ids: Vec<u64> = self.state.nodes.iter().map(|node| node.id).collect();
+        let leader = leader(&self.state, &self.token).await;
+        let candidates: Vec<u64> = match (want_leader, leader) {
+            (true, Some(leader)) => vec![leader],
+            (false, Some(leader)) => ids.iter().copied().filter(|id| *id != leader).collect(),
+            (_, None) => ids,
+        };
+        candidates[(choice % candidates.len() as u64) as usize]
+    }
+
+    fn index_of(&self, node: u64) -> anyhow::Result<usize> {
+        self.state.nodes.iter().position(|record| record.id == node).with_context(|| format!("no node {node}"))
+    }
+
+    fn pid_of(&self, node: u64) -> anyhow::Result<u32> {
+        let index = self.index_of(node)?;
+        self.state.nodes[index].pid.with_context(|| format!("node {node} has no recorded pid"))
+    }
+
+    async fn kill(&mut self, node: u64) -> anyhow::Result<()> {
+        let pid = self.pid_of(node)?;
+        if !procs::is_ours(pid, NODE_MARKER) {
+            anyhow::bail!("node {node} (pid {pid}) is not running");
+        }
+        procs::kill(pid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while procs::cmdline(pid).is_some() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self, node: u64) -> anyhow::Result<u32> {
+        let index = self.index_of(node)?;
+        regions::spawn_node(&mut self.state, index)
+    }
+
+    /// Runs the whole schedule, then heals everything; returns what was applied.
+    pub async fn run(&mut self, plan: &[Planned], started: Instant) -> Vec<Applied> {
+        let mut applied = Vec::new();
+        for planned in plan {
+            let at = started + Duration::from_secs_f64(planned.start_s);
+            tokio::time::sleep_until(at.into()).await;
+            applied.push(self.apply(planned).await);
+        }
+        applied
+    }
+
+    async fn apply(&mut self, planned: &Planned) -> Applied {
+        let start_ms = self.history.elapsed_ms();
+        let window = Duration::from_secs_f64(planned.duration_s);
+        let end = Instant::now() + window;
+        let mut errors = Vec::new();
+        let target = match planned.kind {
+            Kind::PartitionLeader | Kind::PartitionFollower => {
+                let node = self.pick_node(planned.kind == Kind::PartitionLeader, planned.choice).await;
+                self.record("start", json!({"kind": planned.kind, "isolate": node}));
+                note(&mut errors, self.link(Command::Isolate { node }).await);
+                tokio::time::sleep_until(end.into()).await;
+                note(&mut errors, self.link(Command::Heal { a: None, b: None }).await);
+                format!("isolate region {node}")
+            }
+            Kind::CutLink => {
+                let pairs = [(1, 2), (1, 3), (2, 3)];
+                let (a, b) = pairs[(planned.choice % 3) as usize];
+                self.record("start", json!({"kind": planned.kind, "cut": [a, b]}));
+                note(&mut errors, self.link(Command::Cut { a, b }).await);
+                tokio::time::sleep_until(end.into()).await;
+                note(&mut errors, self.link(Command::Heal { a: Some(a), b: Some(b) }).await);
+                format!("cut link {a}-{b}")
+            }
+            Kind::Kill => {
+                let node = self.pick_node(planned.choice % 2 == 0, planned.choice / 2).await;
+                self.record("start", json!({"kind": planned.kind, "kill": node}));
+                note(&mut errors, self.kill(node).await);
+                tokio::time::sleep_until(end.into()).await;
+                let restarted = self.restart(node);
+                let pid = restarted.as_ref().ok().copied();
+                note(&mut errors, restarted.map(|_| ()));
+                self.record("restart", json!({"node": node, "pid": pid}));
+                format!("kill -9 node {node}, restarted after {:.1} s", planned.duration_s)
+            }
+            Kind::Pause => {
+                let node = self.pick_node(planned.choice % 2 == 0, planned.choice / 2).await;
+                self.record("start", json!({"kind": planned.kind, "pause": node}));
+                let pid = self.pid_of(node);
+                match &pid {
+                    Ok(pid) if procs::pause(*pid, NODE_MARKER, true) => {}
+                    Ok(pid) => errors.push(format!("node {node} (pid {pid}) is not running")),
+                    Err(err) => errors.push(format!("{err:#}")),
+                }
+                tokio::time::sleep_until(end.into()).await;
+                if let Ok(pid) = pid {
+                    procs::pause(pid, NODE_MARKER, false);
+                }
+                format!("SIGSTOP node {node} for {:.1} s", planned.duration_s)
+            }
+            Kind::Flap => {
+                let mut rng = StdRng::seed_from_u64(planned.choice);
+                let mut flaps = Vec::new();
+                self.record("start", json!({"kind": planned.kind}));
+                while Instant::now() < end {
+                    let node = rng.random_range(1..=3u64);
+                    flaps.push(node);
+                    note(&mut errors, self.link(Command::Isolate { node }).await);
+                    tokio::time::sleep(flap_interval(&mut rng).min(end.saturating_duration_since(Instant::now())))
+                        .await;
+                    note(&mut errors, self.link(Command::Heal { a: None, b: None }).await);
+                    tokio::time::sleep(flap_interval(&mut rng).min(end.saturating_duration_since(Instant::now())))
+                        .await;
+                }
+                format!("flap: isolated regions {flaps:?} in turn")
+            }
+        };
+        let end_ms = self.history.elapsed_ms();
+        self.record("stop", json!({"kind": planned.kind, "target": target, "errors": errors}));
+        Applied { kind: planned.kind, start_ms, end_ms, target, errors }
+    }
+
+    /// Every link up, every paused node continued, every dead node restarted.
+    pub async fn heal_everything(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(err) = self.link(Command::Heal { a: None, b: None }).await {
+            errors.push(format!("{err:#}"));
+        }
+        let ids: Vec<u64> = self.state.nodes.iter().map(|node| node.id).collect();
+        let mut restarted = Vec::new();
+        for node in ids {
+            match self.pid_of(node) {
+                Ok(pid) if procs::is_ours(pid, NODE_MARKER) => {
+                    procs::pause(pid, NODE_MARKER, false);
+                }
+                _ => match self.restart(node) {
+                    Ok(_) => restarted.push(node),
+                    Err(err) => errors.push(format!("restarting node {node}: {err:#}")),
+                },
+            }
+        }
+        self.record("heal", json!({"restarted": restarted, "errors": errors}));
+        errors
+    }
+}

@@ -1,0 +1,283 @@
+//! `jepsen run`: regions up, budgets set, concurrent clients in every region and config clients for the
+//! time limit while a seeded nemesis schedule injects faults; then heal, converge, check (S1–S3, L1,
+//! linearizability), write `history.jsonl` and `report.json` into a per-run directory, print the report
+//! and the directory; regions down at the end whatever happened (errors and Ctrl-C included).
+
+pub mod chat;
+pub mod faults;
+pub mod nemesis;
+pub mod registers;
+pub mod report;
+pub mod settle;
+pub mod setup;
+pub mod workers;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::json;
+
+use crate::checker::{self, Served};
+use crate::history::{pair, History, OpType};
+use crate::regions::{self, configs::Settings, layout::Layout, net, state::RegionsState};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Faults to draw from, comma-separated: partition-leader, partition-follower, cut-link, kill, pause,
+    /// flap, `mixed` (all of them), or `none` (a fault-free baseline).
+    #[arg(long, default_value = "mixed")]
+    pub nemesis: String,
+    /// Seconds of workload (faults stop before the end; heal, convergence and checks come after).
+    #[arg(long, default_value_t = 60)]
+    pub time_limit: u64,
+    /// Seed of the schedule and the clients (default: drawn and printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Results directory; each run gets its own subdirectory.
+    #[arg(long, default_value = "/tmp/tollgate-jepsen")]
+    pub dir: PathBuf,
+    /// State directory of the regions.
+    #[arg(long, default_value = "/tmp/tollgate-regions", env = "TOLLGATE_REGIONS_DIR")]
+    pub regions_dir: PathBuf,
+    /// The tollgate binary (default: $CARGO_TARGET_DIR/release/tollgate, else target/release/tollgate).
+    #[arg(long)]
+    pub tollgate: Option<PathBuf>,
+    /// Bring down regions left over by another run (or a crash) instead of refusing to start.
+    #[arg(long)]
+    pub force: bool,
+    /// Token limit of org `acme` (default: 600 per second of time limit, so with the default clients it
+    /// runs out around the middle of the run, while faults go on).
+    #[arg(long)]
+    pub acme_limit: Option<u64>,
+    /// Token limit of org `beta` (a budget with room; the L1 probes use it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub beta_limit: u64,
+    /// Chat clients per region.
+    #[arg(long, default_value_t = 2)]
+    pub clients_per_region: u64,
+    /// Config (register) clients.
+    #[arg(long, default_value_t = 2)]
+    pub config_clients: u64,
+    /// Share of streaming requests whose client hangs up part-way (the gateway bills them in full).
+    #[arg(long, default_value_t = 0.2)]
+    pub hangup_share: f64,
+    /// Delay between streamed tokens of the mock upstreams.
+    #[arg(long, default_value_t = 5)]
+    pub token_delay_ms: u64,
+}
+
+fn default_tollgate() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    target.join("release").join("tollgate")
+}
+
+fn tollgate_version(binary: &Path) -> String {
+    let version = std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{} ({})", binary.display(), if version.is_empty() { "version unknown" } else { &version })
+}
+
+/// Runs one test; `Ok(true)` when every checker passed. Prints the run directory last.
+pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
+    net::check_privileges().context("jepsen run builds the regions")?;
+    let kinds = nemesis::parse_list(&args.nemesis)?;
+    if args.time_limit < 20 {
+        bail!("--time-limit {} is too short: at least 20 s (faults need calm before and after)", args.time_limit);
+    }
+    let regions_dir = args.regions_dir.clone();
+    let layout = Layout::default();
+    let leftovers = net::leftovers(&layout)?;
+    if RegionsState::load(&regions_dir)?.is_some() || !leftovers.is_empty() {
+        if !args.force {
+            bail!(
+                "regions are already up (another run, `jepsen regions up`, or a crash left them: {}); bring them \
+                 down with `jepsen regions down --dir {}`, or pass --force to do it now",
+                if leftovers.is_empty() { "state.json exists".to_owned() } else { leftovers.join(", ") },
+                regions_dir.display()
+            );
+        }
+        eprintln!("--force: bringing down the regions left over ({})", leftovers.join(", "));
+        regions::down(&regions_dir)?;
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let run_dir = args.dir.join(format!("{now}-{}-seed{seed}", args.nemesis.replace(',', "+")));
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let tollgate = args.tollgate.clone().unwrap_or_else(default_tollgate);
+    let acme_limit = args.acme_limit.unwrap_or(600 * args.time_limit);
+    let orgs = setup::plan_orgs(acme_limit, args.beta_limit);
+    let settings = Settings {
+        delay_ms: 25,
+        jitter_ms: 2,
+        heartbeat_ms: 100,
+        election_timeout_min_ms: 500,
+        election_timeout_max_ms: 1000,
+        token_delay_ms: 5,
+    };
+    eprintln!(
+        "jepsen run: nemesis {} seed {seed} time limit {} s; results in {}",
+        args.nemesis,
+        args.time_limit,
+        run_dir.display()
+    );
+    let options = regions::UpOptions {
+        dir: regions_dir.clone(),
+        tollgate: tollgate.clone(),
+        settings,
+        env_file: None,
+        ready_timeout: Duration::from_secs(60),
+        extra_config: setup::extra_config(&layout, &orgs),
+    };
+    let state = regions::up(options).await?;
+    let outcome = tokio::select! {
+        outcome = run_up(&args, &kinds, seed, state, orgs, &run_dir, &tollgate) => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); the regions are being brought down")),
+    };
+    let down = regions::down(&regions_dir);
+    keep_logs(&regions_dir, &run_dir);
+    let passed = outcome?;
+    down?;
+    println!("{}", run_dir.display());
+    Ok(passed)
+}
+
+fn keep_logs(regions_dir: &Path, run_dir: &Path) {
+    for node in Layout::default().nodes() {
+        let _ = std::fs::copy(
+            regions_dir.join(format!("n{node}")).join("tollgate.log"),
+            run_dir.join(format!("n{node}.log")),
+        );
+    }
+    let _ = std::fs::copy(regions_dir.join("link-proxy.log"), run_dir.join("link-proxy.log"));
+}
+
+async fn run_up(
+    args: &RunArgs,
+    kinds: &[nemesis::Kind],
+    seed: u64,
+    state: RegionsState,
+    orgs: Vec<setup::OrgPlan>,
+    run_dir: &Path,
+    tollgate: &Path,
+) -> anyhow::Result<bool> {
+    let layout = Layout::default();
+    let mocks = setup::start_mocks(&layout, &orgs, Duration::from_millis(args.token_delay_ms)).await?;
+    let token = regions::admin_token(&state)?;
+    setup::set_budgets(&state, &token, &orgs).await?;
+    let plan = nemesis::schedule(kinds, args.time_limit as f64, seed);
+    std::fs::write(run_dir.join("schedule.json"), serde_json::to_string_pretty(&plan)?)?;
+    let history = History::new(Instant::now());
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared = workers::Shared {
+        state: Arc::new(state.clone()),
+        token: Arc::new(token.clone()),
+        orgs: Arc::new(orgs),
+        mocks: Arc::new(mocks),
+        history: history.clone(),
+        stop: stop.clone(),
+        hangup: args.hangup_share,
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for region in 1..=state.nodes.len() as u64 {
+        for worker in 0..args.clients_per_region {
+            tasks.spawn(workers::chat_client(shared.clone(), region, worker, seed ^ (region << 32) ^ worker));
+        }
+    }
+    let next_value = Arc::new(AtomicU64::new(1));
+    for worker in 0..args.config_clients {
+        tasks.spawn(workers::config_client(shared.clone(), worker, seed.rotate_left(17) ^ worker, next_value.clone()));
+    }
+    tasks.spawn(workers::sampler(shared.clone()));
+    tasks.spawn(workers::progress(shared.clone(), args.time_limit));
+
+    let mut nemesis = faults::Nemesis { state, token, history: history.clone() };
+    let applied = nemesis.run(&plan, history.started()).await;
+    tokio::time::sleep_until((history.started() + Duration::from_secs(args.time_limit)).into()).await;
+    stop.store(true, Ordering::SeqCst);
+    let heal_errors = nemesis.heal_everything().await;
+    let healed = Instant::now();
+    eprintln!("time limit reached: healed everything; waiting for clients and for the cluster to converge");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(workers::CHAT_TIMEOUT + Duration::from_secs(5), drain).await.is_err() {
+        tasks.abort_all();
+    }
+    let convergence = settle::converge(&shared, healed, Duration::from_secs(30)).await;
+    settle::final_reads(&shared).await;
+    let billed = settle::settle_ledger(&shared, Duration::from_secs(20)).await;
+
+    let served: Vec<Served> = shared
+        .orgs
+        .iter()
+        .zip(shared.mocks.iter())
+        .map(|(org, mock)| Served {
+            org: org.name.clone(),
+            limit: org.limit,
+            input: mock.input_tokens_served(),
+            output: mock.output_tokens_served(),
+        })
+        .collect();
+    let events = history.events();
+    let ops = pair(&events);
+    let checks = vec![
+        checker::s1(&served, &events, &ops),
+        checker::s2(&events),
+        checker::s3(&served, &billed),
+        checker::l1(&convergence, 10.0),
+        checker::linearizability(&ops, 5_000_000),
+    ];
+    let utilisation = utilisation(&served, &ops, &applied);
+    history.write_jsonl(&run_dir.join("history.jsonl"))?;
+    let report = report::Report {
+        seed,
+        nemeses_requested: args.nemesis.clone(),
+        time_limit_s: args.time_limit,
+        tollgate: tollgate_version(tollgate),
+        applied: &applied,
+        ops: report::op_counts(&ops),
+        checks: &checks,
+        served: &served,
+        utilisation,
+        heal_errors: &heal_errors,
+        anomalies: report::anomalies(&ops),
+    };
+    let mut json = report.to_json();
+    json["convergence"] = json!(convergence);
+    json["schedule"] = json!(plan);
+    std::fs::write(run_dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
+    print!("{}", report.terminal());
+    Ok(report.passed())
+}
+
+/// Informational: the share of each budget served by the end, and for `acme` when refusals began and
+/// whether a fault was active then (refusals in a fault-free phase with most of the budget unserved would
+/// mean over-refusal).
+fn utilisation(served: &[Served], ops: &[crate::history::Op], applied: &[faults::Applied]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for org in served {
+        let Some(limit) = org.limit else { continue };
+        let first_refusal = ops
+            .iter()
+            .filter(|op| op.f == "chat" && op.invoke.value["org"] == org.org.as_str() && op.outcome() == OpType::Fail)
+            .filter_map(|op| op.complete.as_ref())
+            .find(|complete| complete.value["code"] == "budget_exceeded" || complete.value["status"] == 429)
+            .map(|complete| complete.time_ms);
+        let during_fault =
+            first_refusal.map(|t| applied.iter().any(|fault| fault.start_ms <= t && t <= fault.end_ms + 1000.0));
+        out.insert(
+            org.org.clone(),
+            json!({"served": org.total(), "limit": limit,
+                "share": ((org.total() as f64 / limit.max(1) as f64) * 1000.0).round() / 1000.0,
+                "first_budget_refusal_s": first_refusal.map(|t| (t / 100.0).round() / 10.0),
+                "first_refusal_during_fault": during_fault}),
+        );
+    }
+    serde_json::Value::Object(out)
+}

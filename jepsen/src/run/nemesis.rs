@@ -1,0 +1,163 @@
+//! Faults, as a schedule drawn from the seed before the run (kinds, start times, durations and a choice
+//! number per fault), then applied to whatever the cluster looks like at that moment (e.g. whichever node
+//! leads when `partition-leader` starts). Every action is recorded in the history (process `nemesis`).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::bail;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Cut every link of the leader's region.
+    PartitionLeader,
+    /// Cut every link of one follower's region.
+    PartitionFollower,
+    /// Cut one link (both directions) between two regions; the third still sees both.
+    CutLink,
+    /// `kill -9` a node (the leader or a follower), restart it on its data directory after the window.
+    Kill,
+    /// SIGSTOP a node past the election timeout, then SIGCONT.
+    Pause,
+    /// Isolate a random region, heal, isolate another, … every 0.3-1.5 s.
+    Flap,
+}
+
+pub const ALL: [Kind; 6] =
+    [Kind::PartitionLeader, Kind::PartitionFollower, Kind::CutLink, Kind::Kill, Kind::Pause, Kind::Flap];
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::PartitionLeader => "partition-leader",
+            Kind::PartitionFollower => "partition-follower",
+            Kind::CutLink => "cut-link",
+            Kind::Kill => "kill",
+            Kind::Pause => "pause",
+            Kind::Flap => "flap",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> anyhow::Result<Kind> {
+        ALL.iter().copied().find(|kind| kind.name() == text).ok_or_else(|| {
+            let names: Vec<&str> = ALL.iter().map(|kind| kind.name()).collect();
+            anyhow::anyhow!("unknown nemesis `{text}`; one of {}, `mixed` (all of them) or `none`", names.join(", "))
+        })
+    }
+}
+
+/// `partition-leader,kill` or `mixed` → the kinds to draw from (no duplicates, order kept); `none` → no
+/// faults at all (a baseline: utilisation and over-billing without faults).
+pub fn parse_list(text: &str) -> anyhow::Result<Vec<Kind>> {
+    if text.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    let mut kinds = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        let more = if part == "mixed" { ALL.to_vec() } else { vec![part.parse()?] };
+        for kind in more {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+    }
+    if kinds.is_empty() {
+        bail!("--nemesis needs at least one name (or `mixed`)");
+    }
+    Ok(kinds)
+}
+
+/// One planned fault.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub kind: Kind,
+    /// Seconds after the workload starts.
+    pub start_s: f64,
+    pub duration_s: f64,
+    /// Picks the target among the candidates at run time (follower, link, leader or not, flap order).
+    pub choice: u64,
+}
+
+/// Draws the schedule: a fault-free start (utilisation baseline), then faults of 3-8 s separated by
+/// 3-6 s of calm, every kind used in turn before repeats (so a short run still sees each listed kind),
+/// ending at least `tail_s` before the time limit.
+pub fn schedule(kinds: &[Kind], time_limit_s: f64, seed: u64) -> Vec<Planned> {
+    if kinds.is_empty() {
+        return Vec::new();
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tail_s = (time_limit_s * 0.1).clamp(2.0, 10.0);
+    let mut t = (time_limit_s * 0.1).clamp(2.0, 8.0);
+    let mut plan = Vec::new();
+    let mut bag: Vec<Kind> = Vec::new();
+    loop {
+        if bag.is_empty() {
+            bag = kinds.to_vec();
+        }
+        let kind = bag.remove(rng.random_range(0..bag.len()));
+        let duration_s = rng.random_range(3.0..8.0_f64);
+        if t + duration_s > time_limit_s - tail_s {
+            break;
+        }
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        plan.push(Planned { kind, start_s: round(t), duration_s: round(duration_s), choice: rng.random() });
+        t += duration_s + rng.random_range(3.0..6.0_f64);
+    }
+    plan
+}
+
+/// Pause period between flaps.
+pub fn flap_interval(rng: &mut StdRng) -> Duration {
+    Duration::from_millis(rng.random_range(300..1500))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn parses_names_and_mixed() {
+        assert_eq!(parse_list("partition-leader,kill").unwrap(), vec![Kind::PartitionLeader, Kind::Kill]);
+        assert_eq!(parse_list("mixed").unwrap().len(), ALL.len());
+        let err = parse_list("partition-leader,bogus").unwrap_err().to_string();
+        assert!(err.contains("unknown nemesis `bogus`") && err.contains("cut-link"), "{err}");
+        assert!(parse_list(" , ").is_err());
+        assert!(parse_list("none").unwrap().is_empty());
+        assert!(schedule(&[], 60.0, 1).is_empty());
+    }
+
+    #[test]
+    fn schedules_are_reproducible_and_leave_a_calm_tail() {
+        let kinds = parse_list("mixed").unwrap();
+        let a = schedule(&kinds, 120.0, 7);
+        let b = schedule(&kinds, 120.0, 7);
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        assert_ne!(format!("{a:?}"), format!("{:?}", schedule(&kinds, 120.0, 8)));
+        assert!(a.len() >= 6, "{a:?}");
+        let first_six: std::collections::HashSet<_> = a.iter().take(6).map(|p| p.kind).collect();
+        assert_eq!(first_six.len(), 6, "each kind once before repeats");
+        for pair in a.windows(2) {
+            assert!(pair[0].start_s + pair[0].duration_s < pair[1].start_s);
+        }
+        let last = a.last().unwrap();
+        assert!(last.start_s + last.duration_s <= 120.0 - 10.0);
+        // A CI-sized run still gets both kinds.
+        let short = schedule(&parse_list("partition-leader,kill").unwrap(), 60.0, 1);
+        assert!(short.len() >= 2, "{short:?}");
+    }
+}
