@@ -221,6 +221,7 @@ pub fn spawn_bootstrap(config: &Config, consensus: ConsensusNode) {
 /// Holds the gateway weakly: the gateway owns the consensus node, which owns the sender of `changes`, so a
 /// strong reference here would keep the whole node (and its sled lock) alive forever.
 pub fn spawn_state_watcher(gateway: &Arc<Gateway>, consensus: &ConsensusNode) {
+    spawn_catch_up(gateway, consensus);
     let mut changes = consensus.subscribe();
     let gateway = Arc::downgrade(gateway);
     tokio::spawn(async move {
@@ -238,6 +239,35 @@ pub fn spawn_state_watcher(gateway: &Arc<Gateway>, consensus: &ConsensusNode) {
             drop(gateway);
             if changes.changed().await.is_err() {
                 return;
+            }
+        }
+    });
+}
+
+/// A restarted node's applied state comes back from its last snapshot and may lag the cluster by keys
+/// created or revoked since. It serves nothing (503 `not_ready`, `/readyz` 503) until one linearizable read
+/// barrier has passed: then it has applied everything the cluster had committed when it came back.
+fn spawn_catch_up(gateway: &Arc<Gateway>, consensus: &ConsensusNode) {
+    let gateway = Arc::downgrade(gateway);
+    let consensus = consensus.clone();
+    tokio::spawn(async move {
+        loop {
+            let Some(alive) = gateway.upgrade() else { return };
+            if alive.is_shutting_down() {
+                return;
+            }
+            drop(alive);
+            match consensus.read_linearizable().await {
+                Ok(_) => {
+                    if let Some(gateway) = gateway.upgrade() {
+                        gateway.mark_caught_up();
+                    }
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "not caught up with the cluster yet");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
             }
         }
     });

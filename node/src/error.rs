@@ -42,6 +42,8 @@ pub enum ErrorKind {
     UpstreamTimeout,
     UpstreamInvalidResponse,
     ShuttingDown,
+    /// A clustered node that has not caught up with the cluster since it started (503, retry shortly).
+    NotReady,
     Internal,
 }
 
@@ -195,6 +197,17 @@ impl GatewayError {
         )
     }
 
+    pub fn not_ready() -> Self {
+        let mut err = Self::new(
+            ErrorKind::NotReady,
+            ErrorSource::Internal,
+            true,
+            "this node is catching up with the cluster; retry in a moment",
+        );
+        err.retry_after = Some(1);
+        err
+    }
+
     pub fn shutting_down() -> Self {
         Self::new(ErrorKind::ShuttingDown, ErrorSource::Internal, true, "the gateway is shutting down")
     }
@@ -227,7 +240,7 @@ impl GatewayError {
             ErrorKind::UpstreamStatus(status) => status,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamInvalidResponse => 502,
             ErrorKind::UpstreamTimeout => 504,
-            ErrorKind::ShuttingDown => 503,
+            ErrorKind::ShuttingDown | ErrorKind::NotReady => 503,
             ErrorKind::Internal => 500,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -255,6 +268,7 @@ impl GatewayError {
             ErrorKind::UpstreamTimeout => ("api_error", Some("upstream_timeout")),
             ErrorKind::UpstreamInvalidResponse => ("api_error", Some("upstream_invalid_response")),
             ErrorKind::ShuttingDown => ("api_error", Some("shutting_down")),
+            ErrorKind::NotReady => ("api_error", Some("not_ready")),
             ErrorKind::Internal => ("api_error", Some("internal_error")),
         }
     }
@@ -272,7 +286,7 @@ impl GatewayError {
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::UpstreamStatus(429) | ErrorKind::BudgetExhausted | ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::BudgetUnavailable => "api_error",
-            ErrorKind::UpstreamStatus(529) | ErrorKind::ShuttingDown => "overloaded_error",
+            ErrorKind::UpstreamStatus(529) | ErrorKind::ShuttingDown | ErrorKind::NotReady => "overloaded_error",
             ErrorKind::UpstreamStatus(401) => "authentication_error",
             ErrorKind::UpstreamStatus(403) => "permission_error",
             ErrorKind::UpstreamStatus(404) => "not_found_error",

@@ -38,6 +38,9 @@ pub struct Gateway {
     pub admin_token: Option<String>,
     /// False until the first control state is loaded (cluster mode); `/readyz` reports it.
     loaded: AtomicBool,
+    /// Clustered: false until one linearizable read barrier passed since start, so a restarted node never
+    /// answers from a snapshot older than the cluster (keys created or revoked since).
+    caught_up: AtomicBool,
     pub metrics: Arc<Metrics>,
     /// Per-endpoint health and load (this node's observations and the peers' merged view).
     pub endpoints: Arc<EndpointRegistry>,
@@ -112,6 +115,7 @@ impl Gateway {
                 .map(|consensus| BudgetManager::new(config.node.id, consensus.clone(), BudgetConfig::default())),
             usage: consensus.as_ref().map(|consensus| UsageAggregator::new(config.node.id, consensus.clone())),
             loaded: AtomicBool::new(consensus.is_none()),
+            caught_up: AtomicBool::new(consensus.is_none()),
             consensus,
             admin_token: config.admin_token()?,
             metrics,
@@ -149,8 +153,14 @@ impl Gateway {
         Ok(())
     }
 
+    /// The control state is loaded and (clustered) caught up with the cluster: requests may be served.
     pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Relaxed)
+        self.loaded.load(Ordering::Relaxed) && self.caught_up.load(Ordering::Relaxed)
+    }
+
+    /// A linearizable read barrier passed since start (see `cluster::spawn_catch_up`).
+    pub fn mark_caught_up(&self) {
+        self.caught_up.store(true, Ordering::SeqCst);
     }
 
     /// The control state as of now; requests hold it for their whole life, so a swap never tears one.

@@ -282,3 +282,45 @@ async fn a_member_restarted_with_a_wiped_data_dir_refuses_to_rejoin() {
         .await;
     assert_eq!(status, 200, "{out}");
 }
+
+/// Found by `jepsen run --nemesis kill`: a restarted node answered 401 to a valid key — its state came back
+/// from a snapshot older than the key. Until it has caught up with the cluster it now answers 503
+/// `not_ready` (retryable), never 401. Made deterministic here: the key is created while node 3 is down,
+/// and node 3 comes back cut off from the others.
+#[tokio::test]
+async fn a_restarted_node_never_refuses_a_key_it_has_not_caught_up_with() {
+    let mut cluster = TestCluster::start_with(3, "snapshot_after_logs = 5").await;
+    for index in 0..8 {
+        let org = json!({"name": format!("filler-{index}")});
+        let (status, out) =
+            cluster.admin(cluster.node(1), Method::PUT, &format!("/admin/v1/orgs/filler-{index}"), Some(org)).await;
+        assert_eq!(status, 200, "{out}");
+    }
+    // Node 3 has a bootstrapped snapshot on disk.
+    eventually_async("node 3 applied the fillers", || async {
+        cluster.node(3).gateway.snapshot().routes.contains_key("gpt-direct")
+            && cluster.node(3).gateway.consensus.as_ref().is_some_and(|c| c.current().orgs.contains_key("filler-7"))
+    })
+    .await;
+    cluster.stop(3).await;
+    let (status, created) =
+        cluster.admin(cluster.node(1), Method::POST, "/admin/v1/keys", Some(json!({"org": "acme"}))).await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    let node3 = cluster.members[2].raft_addr.to_string();
+    for id in [1, 2] {
+        cluster.node(id).gateway.consensus.as_ref().unwrap().faults().block(&node3);
+    }
+    cluster.restart(3).await;
+    cluster.partition(&[3]);
+    for _ in 0..10 {
+        let status = cluster.chat(cluster.node(3), "gpt-direct", &key).await;
+        assert_eq!(status, 503, "a node that has not caught up must not judge keys (401 would be wrong)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.heal();
+    eventually_async("node 3 catches up and serves the key", || async {
+        cluster.chat(cluster.node(3), "gpt-direct", &key).await == 200
+    })
+    .await;
+}

@@ -108,6 +108,10 @@ async fn run_phases(
     if gateway.is_shutting_down() {
         return Err(GatewayError::shutting_down());
     }
+    if !gateway.is_loaded() {
+        // Before a key can be checked against a current state (see `cluster::spawn_catch_up`).
+        return Err(GatewayError::not_ready());
+    }
     if context.endpoint == Endpoint::NotFound {
         return Err(GatewayError::not_found(
             "no such endpoint; see /v1/chat/completions, /v1/messages, /v1/embeddings, /v1/models",
