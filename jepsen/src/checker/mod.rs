@@ -5,7 +5,9 @@
 //! - **S3** after heal and settling, billed (`used` in the ledger) ≥ served (the mock);
 //! - **L1** after faults stop: one leader all agree on, applied indexes converge, a budgeted request with
 //!   room succeeds on every region within 10 s (measured live by the run, judged here);
-//! - **linearizability** of config writes and reads, register by register ([`linear`]).
+//! - **linearizability** of config writes and reads, register by register ([`linear`]);
+//! - **valid-requests**: the clients' keys are valid and their requests well formed, so no answer may be a
+//!   4xx other than a budget refusal (a 401 for a valid key from a node that has not caught up, say).
 
 pub mod linear;
 
@@ -38,6 +40,22 @@ impl CheckResult {
     fn new(name: &str, verdict: Verdict, summary: String, evidence: Vec<Value>) -> Self {
         CheckResult { name: name.to_owned(), verdict, summary, evidence }
     }
+}
+
+/// Fails when any chat answer was a 4xx other than a budget refusal (see `report::anomalies`).
+pub fn valid_requests(anomalies: &Value) -> CheckResult {
+    let counts = anomalies["counts"].as_object().cloned().unwrap_or_default();
+    if counts.is_empty() {
+        return CheckResult::new(
+            "valid-requests",
+            Verdict::Pass,
+            "no valid request refused as invalid".into(),
+            Vec::new(),
+        );
+    }
+    let summary = counts.iter().map(|(answer, n)| format!("{n} × {answer}")).collect::<Vec<_>>().join(", ");
+    let evidence = anomalies["examples"].as_array().cloned().unwrap_or_default();
+    CheckResult::new("valid-requests", Verdict::Fail, format!("valid requests refused: {summary}"), evidence)
 }
 
 /// Ground truth for one org, from its mock upstream.

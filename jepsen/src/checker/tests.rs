@@ -95,3 +95,14 @@ fn linearizability_reads_the_history_and_honours_indeterminate_writes() {
     assert_eq!(result.verdict, Verdict::Fail);
     assert_eq!(result.evidence[0]["cannot_linearize"]["complete"]["value"]["value"], 8);
 }
+
+#[test]
+fn valid_requests_fails_on_any_non_budget_4xx() {
+    let clean = serde_json::json!({"counts": {}, "examples": []});
+    assert_eq!(super::valid_requests(&clean).verdict, super::Verdict::Pass);
+    let bad = serde_json::json!({"counts": {"401 invalid_api_key": 2}, "examples": [{"invoke": 1}]});
+    let result = super::valid_requests(&bad);
+    assert_eq!(result.verdict, super::Verdict::Fail);
+    assert!(result.summary.contains("2 × 401 invalid_api_key"), "{}", result.summary);
+    assert_eq!(result.evidence.len(), 1);
+}

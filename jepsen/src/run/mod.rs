@@ -226,12 +226,14 @@ async fn run_up(
         .collect();
     let events = history.events();
     let ops = pair(&events);
+    let anomalies = report::anomalies(&ops);
     let checks = vec![
         checker::s1(&served, &events, &ops),
         checker::s2(&events),
         checker::s3(&served, &billed),
         checker::l1(&convergence, 10.0),
         checker::linearizability(&ops, 5_000_000),
+        checker::valid_requests(&anomalies),
     ];
     let utilisation = utilisation(&served, &ops, &applied);
     history.write_jsonl(&run_dir.join("history.jsonl"))?;
@@ -246,7 +248,7 @@ async fn run_up(
         served: &served,
         utilisation,
         heal_errors: &heal_errors,
-        anomalies: report::anomalies(&ops),
+        anomalies,
     };
     let mut json = report.to_json();
     json["convergence"] = json!(convergence);

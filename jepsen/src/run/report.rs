@@ -45,7 +45,7 @@ pub fn op_counts(ops: &[Op]) -> Value {
 
 /// Answers a correct gateway never gives our clients, whatever the faults: the keys are valid and the
 /// requests well-formed all run, so any 4xx but a budget refusal (401 for a valid key, 400, 404) is a
-/// product anomaly. Not a checker (no invariant of DESIGN.md §6 names it), but shown in the report.
+/// product anomaly; the `valid-requests` checker fails on any.
 pub fn anomalies(ops: &[Op]) -> Value {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut examples = Vec::new();
