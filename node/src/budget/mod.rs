@@ -70,6 +70,8 @@ pub struct Admission {
     /// The `max_tokens` the upstream request must carry.
     pub output_cap: u64,
     pub input_tokens: u64,
+    /// Choices the provider generates, each up to `output_cap`.
+    choices: u64,
     price: Price,
     settled: bool,
     /// For `x-ratelimit-*`: the tightest budget's limit, remaining estimate and seconds to reset.
@@ -88,7 +90,9 @@ pub enum Settlement {
     /// The outcome is not known — a client that went away mid-stream, a stream cut before its final usage,
     /// a timeout after the request was sent. The upstream bills what it generated, which may be up to the
     /// whole reservation: charged in full, or at `at_least` (what was seen delivered) if that is more.
-    Unknown { at_least_input: u64, at_least_output: u64 },
+    /// When the provider already reported the input count (Anthropic's `message_start`), the input part of
+    /// the reservation is that count instead of the free bound: the output may still reach its cap.
+    Unknown { at_least_input: u64, at_least_output: u64, provider_input: Option<u64> },
 }
 
 impl Admission {
@@ -101,15 +105,22 @@ impl Admission {
         let tokens = |reserved: u64| match settlement {
             Settlement::Reported { input, output } => input + output,
             Settlement::NotBilled => 0,
-            Settlement::Unknown { at_least_input, at_least_output } => reserved.max(at_least_input + at_least_output),
+            Settlement::Unknown { at_least_input, at_least_output, .. } => {
+                reserved.max(at_least_input + at_least_output)
+            }
         };
+        let cap_output = self.output_cap.saturating_mul(self.choices);
         for reservation in &self.reservations {
             let spec = reservation.account.spec();
             let actual = match settlement {
                 Settlement::Reported { input, output } => units(&spec, &self.price, input, output),
                 Settlement::NotBilled => 0,
-                Settlement::Unknown { at_least_input, at_least_output } => {
-                    reservation.units.max(units(&spec, &self.price, at_least_input, at_least_output))
+                Settlement::Unknown { at_least_input, at_least_output, provider_input } => {
+                    let ceiling = match provider_input {
+                        Some(input) if input <= self.input_tokens => units(&spec, &self.price, input, cap_output),
+                        _ => reservation.units,
+                    };
+                    ceiling.max(units(&spec, &self.price, at_least_input, at_least_output))
                 }
             };
             reservation.account.settle(reservation.units, actual);
@@ -123,7 +134,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         // Never leak a reservation: an attempt that ended without a verdict is charged in full.
-        self.settle(Settlement::Unknown { at_least_input: 0, at_least_output: 0 });
+        self.settle(Settlement::Unknown { at_least_input: 0, at_least_output: 0, provider_input: None });
     }
 }
 
@@ -355,6 +366,7 @@ impl BudgetManager {
             rate_reservations,
             output_cap,
             input_tokens,
+            choices,
             price,
             settled: false,
             limit,

@@ -119,6 +119,7 @@ impl RequestMeter {
                     admission.settle(Settlement::Unknown {
                         at_least_input: estimate.input_tokens,
                         at_least_output: estimate.output_tokens,
+                        provider_input: partial.map(|partial| partial.input_tokens),
                     });
                 }
                 estimate
