@@ -245,6 +245,7 @@ data_dir = "$WORK/raft-data"
 raft_listen = "127.0.0.1:$TOLLGATE_RAFT_PORT"
 peers = { 1 = "127.0.0.1:$TOLLGATE_RAFT_PORT" }
 admin_token = "bench-admin"
+cluster_secret = "bench-cluster-secret-0123456789"
 EOF
     fi
     bench_routes_toml "$MOCK_PORT" >>"$WORK/tollgate.toml"

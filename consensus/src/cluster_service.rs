@@ -28,7 +28,12 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<GrpcResponse<RaftPayload>, St
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn write(&self, request: GrpcRequest<RaftPayload>) -> Result<GrpcResponse<RaftPayload>, Status> {
-        let command: Request = decode(request.get_ref()).map_err(|err| Status::invalid_argument(err.to_string()))?;
+        let mut command: Request =
+            decode(request.get_ref()).map_err(|err| Status::invalid_argument(err.to_string()))?;
+        // The audit trail names the node that forwarded the write, as the authenticated peer says.
+        let forwarder =
+            crate::auth::ClusterAuth::caller(&request).map_or("an unnamed peer".to_owned(), |id| format!("node-{id}"));
+        command.actor = format!("{} (forwarded by {forwarder})", command.actor);
         // One hop only: a forwarded write that lands on a non-leader fails rather than bouncing around.
         let result: Result<_, ClusterError> = self.inner.write(command, 0).await;
         reply(&result)

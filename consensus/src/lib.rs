@@ -4,6 +4,7 @@
 //! Split the openraft way: `state` (pure apply), `store` (sled log and state machine storage), `network`
 //! (Raft RPC client and server over tonic), and `node` (the handle the gateway uses).
 
+pub mod auth;
 pub mod clock;
 mod cluster_service;
 pub mod ledger;
@@ -16,6 +17,7 @@ pub mod store;
 pub mod types;
 pub mod usage;
 
+pub use auth::ClusterAuth;
 pub use ledger::{BudgetSpec, Period, Scope};
 pub use node::{ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus};
 pub use state::{Command, ControlState, Request, Response};

@@ -82,6 +82,8 @@ impl Faults {
 pub struct Network {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     faults: Faults,
+    /// Signs every outgoing RPC with the cluster secret (see [`crate::auth`]).
+    auth: Option<crate::auth::ClusterAuth>,
 }
 
 impl Network {
@@ -91,6 +93,12 @@ impl Network {
 
     pub fn with_faults(faults: Faults) -> Self {
         Network { faults, ..Self::default() }
+    }
+
+    /// Signs every RPC with `auth`'s cluster secret.
+    pub fn with_auth(mut self, auth: crate::auth::ClusterAuth) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// The cached channel to `raft_addr` (`host:port`), created lazily (no I/O here). Must be called inside a
@@ -139,7 +147,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 Err(BadAddress { addr: node.raft_addr.clone(), reason: err.to_string() })
             }
         };
-        PeerClient { target, node: node.clone(), client, faults: self.faults.clone() }
+        PeerClient { target, node: node.clone(), client, faults: self.faults.clone(), auth: self.auth.clone() }
     }
 }
 
@@ -166,6 +174,7 @@ pub struct PeerClient {
     node: NodeInfo,
     client: Result<RaftClient<Channel>, BadAddress>,
     faults: Faults,
+    auth: Option<crate::auth::ClusterAuth>,
 }
 
 /// The link to a peer was cut by [`Faults`].
@@ -215,6 +224,9 @@ impl PeerClient {
         }
         let ttl = option.hard_ttl();
         let mut request = tonic::Request::new(RaftPayload { json });
+        if let Some(auth) = &self.auth {
+            request = auth.sign(request);
+        }
         // Sent as `grpc-timeout`: tonic's client enforces it, and so does the peer's server.
         request.set_timeout(ttl);
 

@@ -45,6 +45,33 @@ pub fn consensus_config(
     consensus
 }
 
+/// Re-reads `node.cluster_secret_file` every few seconds and hands a changed set of secrets to the Raft
+/// port: a secret rotates without a restart (add the new one as a second line everywhere, then first, then
+/// drop the old). A file that cannot be read or holds no valid secret keeps the current set, with a warning.
+pub fn spawn_secret_reload(config: &Config, consensus: &ConsensusNode) {
+    if config.node.cluster_secret_file.is_none() || config.node.cluster_secret.is_some() {
+        return;
+    }
+    let config = config.clone();
+    let auth = consensus.auth().clone();
+    tokio::spawn(async move {
+        let mut current = config.cluster_secrets().unwrap_or_default();
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            ticker.tick().await;
+            match config.cluster_secrets() {
+                Ok(secrets) if secrets != current && !secrets.is_empty() => {
+                    tracing::info!(count = secrets.len(), "cluster secrets reloaded");
+                    auth.set_secrets(secrets.clone());
+                    current = secrets;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "keeping the current cluster secrets"),
+            }
+        }
+    });
+}
+
 /// A key from a config file as the cluster stores it (hash only).
 pub fn key_record(index: usize, key: &KeyConfig) -> KeyRecord {
     let key_sha256 = match (&key.key, &key.key_sha256) {

@@ -54,6 +54,13 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// The secret every peer RPC must carry (required with `peers`): a file with one secret per line (the
+    /// first signs, all are accepted: rotation), else `TOLLGATE_CLUSTER_SECRET`. `cluster_secret` inline is
+    /// for tests and `tollgate dev`.
+    #[serde(default)]
+    pub cluster_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub cluster_secret: Option<String>,
     /// Address other nodes use for this node's Raft port (default: `raft_listen`).
     #[serde(default)]
     pub advertise_raft: Option<String>,
@@ -160,6 +167,8 @@ impl Default for NodeConfig {
             peers: BTreeMap::new(),
             admin_token: None,
             admin_token_file: None,
+            cluster_secret_file: None,
+            cluster_secret: None,
             advertise_raft: None,
             heartbeat_ms: default_heartbeat(),
             election_timeout_min_ms: default_election_min(),
@@ -280,16 +289,52 @@ impl Config {
     }
 
     /// The admin token: `node.admin_token`, else the file `node.admin_token_file`, else `TOLLGATE_ADMIN_TOKEN`.
+    /// An empty or blank token from any source is an error (it would let an empty `Bearer` in).
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        if let Some(token) = &self.node.admin_token {
-            return Ok(Some(token.clone()));
-        }
-        if let Some(path) = &self.node.admin_token_file {
+        let (source, token) = if let Some(token) = &self.node.admin_token {
+            ("node.admin_token", token.clone())
+        } else if let Some(path) = &self.node.admin_token_file {
             let token = std::fs::read_to_string(path)
                 .with_context(|| format!("node.admin_token_file: reading {}", path.display()))?;
-            return Ok(Some(token.trim().to_owned()));
+            ("node.admin_token_file", token)
+        } else {
+            match std::env::var("TOLLGATE_ADMIN_TOKEN") {
+                Ok(token) => ("TOLLGATE_ADMIN_TOKEN", token),
+                Err(_) => return Ok(None),
+            }
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            anyhow::bail!("{source}: the admin token is empty; set a token or remove the setting");
         }
-        Ok(std::env::var("TOLLGATE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()))
+        Ok(Some(token))
+    }
+
+    /// The cluster secrets (the first signs; all are accepted): `node.cluster_secret`, else the file
+    /// `node.cluster_secret_file` (one per line), else `TOLLGATE_CLUSTER_SECRET` (one per line or comma).
+    /// Required when `peers` is set; each at least 16 characters.
+    pub fn cluster_secrets(&self) -> anyhow::Result<Vec<String>> {
+        let (source, text) = if let Some(secret) = &self.node.cluster_secret {
+            ("node.cluster_secret", secret.clone())
+        } else if let Some(path) = &self.node.cluster_secret_file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("node.cluster_secret_file: reading {}", path.display()))?;
+            ("node.cluster_secret_file", text)
+        } else {
+            ("TOLLGATE_CLUSTER_SECRET", std::env::var("TOLLGATE_CLUSTER_SECRET").unwrap_or_default())
+        };
+        let secrets: Vec<String> =
+            text.split(['\n', ',']).map(str::trim).filter(|secret| !secret.is_empty()).map(str::to_owned).collect();
+        if secrets.is_empty() && self.is_clustered() {
+            anyhow::bail!(
+                "node.peers is set, so peers must authenticate: set node.cluster_secret_file (or TOLLGATE_CLUSTER_SECRET) to the same secret on every node"
+            );
+        }
+        let min = tollgate_consensus::auth::MIN_SECRET_LEN;
+        if secrets.iter().any(|secret| secret.len() < min) {
+            anyhow::bail!("{source}: every cluster secret must be at least {min} characters");
+        }
+        Ok(secrets)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {

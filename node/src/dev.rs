@@ -42,6 +42,9 @@ fn model(name: &str, provider: &str, window: u64, price: Price) -> ModelConfig {
 pub fn setup(args: &DevArgs) -> DevSetup {
     let key = random_token("tg-dev-");
     let admin_token = random_token("tga-");
+    // Peers of the dev cluster authenticate with a secret made for this run (CONTRACT: `tollgate dev`
+    // makes one itself).
+    let cluster_secret = random_token("tgc-");
     let data_root = std::env::temp_dir().join(format!("tollgate-dev-{}-{}", std::process::id(), args.base_port));
     let nodes = args.nodes.max(1);
     let raft_port = |index: u16| args.base_port.saturating_sub(1010) + index;
@@ -64,6 +67,7 @@ pub fn setup(args: &DevArgs) -> DevSetup {
         config.node.peers = peers.clone();
         config.node.data_dir = Some(data_root.join(format!("n{}", index + 1)));
         config.node.admin_token = Some(admin_token.clone());
+        config.node.cluster_secret = Some(cluster_secret.clone());
         config.providers = vec![
             mock_provider("mock-openai", MockStyle::Openai, args.token_delay_ms),
             mock_provider("mock-anthropic", MockStyle::Anthropic, args.token_delay_ms),

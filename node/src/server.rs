@@ -94,13 +94,15 @@ async fn build_control_plane(config: &Config, listeners: &mut Listeners) -> anyh
     let Some(raft_listener) = listeners.raft.take() else {
         return Ok(Arc::new(Gateway::new(config)?));
     };
-    let consensus_config = crate::cluster::consensus_config(
+    let mut consensus_config = crate::cluster::consensus_config(
         config,
         raft_listener.local_addr()?,
         listeners.api.local_addr()?,
         listeners.admin.local_addr()?,
     );
+    consensus_config.cluster_secrets = config.cluster_secrets()?;
     let consensus = tollgate_consensus::ConsensusNode::start(consensus_config, raft_listener).await?;
+    crate::cluster::spawn_secret_reload(config, &consensus);
     let gateway = Arc::new(Gateway::clustered(config, consensus.clone())?);
     crate::cluster::spawn_state_watcher(&gateway, &consensus);
     crate::cluster::spawn_bootstrap(config, consensus);

@@ -12,6 +12,8 @@ use tollgate::{Config, Listeners, RunningNode};
 use crate::{config_toml, init_tracing, MockUpstream, KEY};
 
 pub const ADMIN_TOKEN: &str = "tga-test-admin";
+/// The secret test clusters' peers authenticate with.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
 
 /// One member's fixed addresses (a restart reuses them) and its running node, if up.
 pub struct Member {
@@ -80,6 +82,7 @@ impl TestCluster {
             config.node.raft_listen = raft_addr.to_string();
             config.node.data_dir = Some(dir.path().join(format!("n{id}")));
             config.node.admin_token = Some(ADMIN_TOKEN.into());
+            config.node.cluster_secret = Some(CLUSTER_SECRET.into());
             config.node.heartbeat_ms = 50;
             config.node.election_timeout_min_ms = 300;
             config.node.election_timeout_max_ms = 600;

@@ -69,6 +69,8 @@ async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Pr
         .map(|(i, p)| format!("{} = \"127.0.0.1:{p}\"", i + 1))
         .collect::<Vec<_>>()
         .join(", ");
+    let secret_file = dir.path().join("cluster-secret");
+    std::fs::write(&secret_file, "process-test-cluster-secret-42\n").unwrap();
     let mut procs = Vec::new();
     for (index, raft) in raft_ports.iter().enumerate() {
         let (api, admin) = (free_port(), free_port());
@@ -77,10 +79,11 @@ async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Pr
         let rest = base.split_once("[limits]").map(|(_, rest)| rest).unwrap();
         let text = format!(
             "[node]\nid = {id}\nlisten = \"127.0.0.1:{api}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nraft_listen = \"127.0.0.1:{raft}\"\n\
-             data_dir = \"{data}\"\nadmin_token = \"{TOKEN}\"\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
+             data_dir = \"{data}\"\nadmin_token = \"{TOKEN}\"\ncluster_secret_file = \"{secret}\"\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
              write_timeout_ms = 3000\npeers = {{ {peers} }}\n\n[limits]{rest}",
             id = index + 1,
             data = dir.path().join(format!("n{}", index + 1)).display(),
+            secret = secret_file.display(),
         );
         let config = dir.path().join(format!("n{}.toml", index + 1));
         std::fs::write(&config, text).unwrap();

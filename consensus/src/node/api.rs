@@ -23,6 +23,8 @@ pub struct ConsensusConfig {
     pub write_timeout: Duration,
     /// Build a snapshot (and purge the log) after this many applied entries.
     pub snapshot_after_logs: u64,
+    /// Secrets every peer RPC must carry (the first signs ours); none refuses every peer RPC.
+    pub cluster_secrets: Vec<String>,
 }
 
 impl ConsensusConfig {
@@ -37,6 +39,7 @@ impl ConsensusConfig {
             election_timeout_max_ms: 1000,
             write_timeout: Duration::from_secs(5),
             snapshot_after_logs: 1000,
+            cluster_secrets: Vec::new(),
         }
     }
 }

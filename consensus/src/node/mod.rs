@@ -34,6 +34,8 @@ pub(crate) struct Inner {
     clock_skew_ms: std::sync::atomic::AtomicI64,
     /// Set when this node refused to take part in Raft (see `wiped`).
     rejoin_refusal: Mutex<Option<String>>,
+    /// Signs this node's RPCs to peers and checks theirs (see [`crate::auth`]).
+    pub(crate) auth: crate::auth::ClusterAuth,
 }
 
 /// The gRPC server task and the signal that stops it.
@@ -80,10 +82,11 @@ impl ConsensusNode {
         }
         .validate()?;
         let faults = crate::network::Faults::default();
+        let auth = crate::auth::ClusterAuth::new(config.node_id, config.cluster_secrets.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            crate::network::Network::with_faults(faults.clone()),
+            crate::network::Network::with_faults(faults.clone()).with_auth(auth.clone()),
             log_store,
             state_machine.clone(),
         )
@@ -96,12 +99,16 @@ impl ConsensusNode {
             faults,
             clock_skew_ms: std::sync::atomic::AtomicI64::new(0),
             rejoin_refusal: Mutex::new(None),
+            auth: auth.clone(),
         });
 
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (admit, admitted) = watch::channel(!new_data_dir);
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Every RPC on this port (Raft and cluster) must carry the cluster secret.
+        let check = auth.clone();
         let router = tonic::transport::Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(move |request| check.check(request)))
             .add_service(crate::raft_service::raft_server_gated(raft.clone(), admitted))
             .add_service(crate::cluster_service::cluster_server(inner.clone()));
         let server = tokio::spawn(async move {
@@ -123,7 +130,8 @@ impl ConsensusNode {
         // each other's listeners; until then this node answers no Raft RPC at all.
         let starting = node.clone();
         tokio::spawn(async move {
-            if let Err(err) = wiped::refuse_if_rejoining_without_data(&starting.inner.config).await {
+            let config = &starting.inner.config;
+            if let Err(err) = wiped::refuse_if_rejoining_without_data(config, &starting.inner.auth).await {
                 tracing::error!("{err:#}");
                 if let Ok(mut refusal) = starting.inner.rejoin_refusal.lock() {
                     *refusal = Some(format!("{err:#}"));
@@ -137,6 +145,11 @@ impl ConsensusNode {
             starting.spawn_registration();
         });
         Ok(node)
+    }
+
+    /// The cluster secrets this node signs with and accepts; replace them to rotate without a restart.
+    pub fn auth(&self) -> &crate::auth::ClusterAuth {
+        &self.inner.auth
     }
 
     /// Why this node refused to take part in Raft, if it did (a member restarted with a wiped data dir).
@@ -419,7 +432,11 @@ impl Inner {
                     if hops == 0 {
                         return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
                     }
-                    let reply = self.client(&addr)?.write(encode(&request)?).await.map_err(unreachable)?;
+                    let reply = self
+                        .client(&addr)?
+                        .write(self.auth.sign(tonic::Request::new(encode(&request)?)))
+                        .await
+                        .map_err(unreachable)?;
                     return decode::<Result<Response, ClusterError>>(reply.get_ref())?;
                 }
             }
@@ -452,7 +469,12 @@ impl Inner {
             self.read_index().await?
         } else {
             let (_, addr) = self.leader_addr().await?;
-            self.client(&addr)?.read_index(Empty {}).await.map_err(unreachable)?.into_inner().read_index
+            self.client(&addr)?
+                .read_index(self.auth.sign(tonic::Request::new(Empty {})))
+                .await
+                .map_err(unreachable)?
+                .into_inner()
+                .read_index
         };
         self.raft
             .wait(None)
@@ -474,7 +496,11 @@ impl Inner {
                 api_addr: info.api_addr,
                 admin_addr: info.admin_addr,
             };
-            let reply = self.client(&addr)?.add_node(request).await.map_err(unreachable)?;
+            let reply = self
+                .client(&addr)?
+                .add_node(self.auth.sign(tonic::Request::new(request)))
+                .await
+                .map_err(unreachable)?;
             return decode::<Result<(), ClusterError>>(reply.get_ref())?;
         }
         let voters: BTreeSet<NodeId> =
@@ -499,8 +525,11 @@ impl Inner {
             if hops == 0 {
                 return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
             }
-            let reply =
-                self.client(&addr)?.remove_node(RemoveNodeRequest { node_id: id }).await.map_err(unreachable)?;
+            let reply = self
+                .client(&addr)?
+                .remove_node(self.auth.sign(tonic::Request::new(RemoveNodeRequest { node_id: id })))
+                .await
+                .map_err(unreachable)?;
             return decode::<Result<(), ClusterError>>(reply.get_ref())?;
         }
         let membership = self.raft.metrics().borrow().membership_config.clone();
@@ -579,7 +608,7 @@ impl Inner {
     }
 
     async fn remote_status(&self, addr: &str) -> Result<ClusterStatus, ClusterError> {
-        let mut request = tonic::Request::new(Empty {});
+        let mut request = self.auth.sign(tonic::Request::new(Empty {}));
         request.set_timeout(Duration::from_secs(1));
         let reply = self.client(addr)?.status(request).await.map_err(unreachable)?;
         decode(reply.get_ref())

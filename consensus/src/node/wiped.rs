@@ -10,6 +10,7 @@ use tollgate_proto::v1::Empty;
 use tonic::transport::Endpoint;
 
 use super::{ClusterStatus, ConsensusConfig};
+use crate::auth::ClusterAuth;
 
 /// Whether `data_dir` has never held this node's store (sled creates its `db` file on first open).
 pub(super) fn is_new_data_dir(data_dir: &std::path::Path) -> bool {
@@ -19,7 +20,10 @@ pub(super) fn is_new_data_dir(data_dir: &std::path::Path) -> bool {
 /// Fails when a reachable peer's view of the cluster lists this node as a member that has registered its
 /// addresses, i.e. it ran with data before. Peers that do not answer are skipped: a brand-new cluster
 /// starts with none of them up, and that must not block it.
-pub(super) async fn refuse_if_rejoining_without_data(config: &ConsensusConfig) -> anyhow::Result<()> {
+pub(super) async fn refuse_if_rejoining_without_data(
+    config: &ConsensusConfig,
+    auth: &ClusterAuth,
+) -> anyhow::Result<()> {
     let peers: Vec<(u64, String)> = config
         .initial_members
         .iter()
@@ -29,7 +33,7 @@ pub(super) async fn refuse_if_rejoining_without_data(config: &ConsensusConfig) -
     // Asked at once, and for at most a second in all: peers that are still starting must not hold this
     // node's start up.
     let asks = peers.iter().map(|(peer, addr)| async move {
-        (*peer, addr, tokio::time::timeout(Duration::from_secs(1), peer_status(addr)).await.ok().flatten())
+        (*peer, addr, tokio::time::timeout(Duration::from_secs(1), peer_status(addr, auth)).await.ok().flatten())
     });
     for (peer, addr, status) in futures_util::future::join_all(asks).await {
         let Some(status) = status else { continue };
@@ -48,14 +52,14 @@ pub(super) async fn refuse_if_rejoining_without_data(config: &ConsensusConfig) -
     Ok(())
 }
 
-async fn peer_status(addr: &str) -> Option<ClusterStatus> {
+async fn peer_status(addr: &str, auth: &ClusterAuth) -> Option<ClusterStatus> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .ok()?
         .connect_timeout(Duration::from_millis(500))
         .connect()
         .await
         .ok()?;
-    let mut request = tonic::Request::new(Empty {});
+    let mut request = auth.sign(tonic::Request::new(Empty {}));
     request.set_timeout(Duration::from_secs(1));
     let reply = ClusterClient::new(channel).status(request).await.ok()?;
     super::decode::<ClusterStatus>(reply.get_ref()).ok()

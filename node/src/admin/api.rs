@@ -78,7 +78,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
 }
 
 fn authorize(gateway: &Gateway, request: &Request<Incoming>) -> Result<(), AdminError> {
-    let Some(expected) = &gateway.admin_token else {
+    let Some(expected) = gateway.admin_token.as_ref().filter(|token| !token.trim().is_empty()) else {
         return Err(AdminError(
             StatusCode::UNAUTHORIZED,
             "the admin API is disabled: set node.admin_token, node.admin_token_file or TOLLGATE_ADMIN_TOKEN".into(),
@@ -89,7 +89,8 @@ fn authorize(gateway: &Gateway, request: &Request<Incoming>) -> Result<(), Admin
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+        .filter(|token| !token.is_empty());
     // Compare hashes so the comparison time does not depend on where the strings differ.
     match presented {
         Some(token) if hash_key(token) == hash_key(expected) => Ok(()),
@@ -227,7 +228,7 @@ async fn cluster_status(node: &ConsensusNode) -> Value {
 /// Proposes one command and maps the replicated result to a response. An `Idempotency-Key` header becomes
 /// the request id, so a client that retries after a timeout cannot apply the same change twice.
 async fn write(node: &ConsensusNode, command: Command, idempotency_key: Option<&str>) -> Result<u64, AdminError> {
-    let mut request = request(command, "admin-api");
+    let mut request = request(command, &format!("admin-api@node-{}", node.id()));
     if let Some(key) = idempotency_key {
         request.request_id = format!("idem-{key}");
     }

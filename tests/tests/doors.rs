@@ -1,0 +1,157 @@
+//! Every door has a lock (issue 12): the Raft and cluster gRPC port refuses peers without the cluster
+//! secret, secrets rotate without downtime, and an empty admin token is refused at start and at the door.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use tollgate_consensus::{Command as ClusterCommand, Request};
+use tollgate_proto::v1::cluster_client::ClusterClient;
+use tollgate_proto::v1::raft_client::RaftClient;
+use tollgate_proto::v1::{Empty, RaftPayload};
+use tollgate_tests::cluster::*;
+use tollgate_tests::process::{free_port, tollgate_binary};
+
+/// A `Cluster/Write` that would create a key with a secret of the caller's choosing.
+fn forged_key_write() -> RaftPayload {
+    let key = tollgate_consensus::resources::KeyRecord {
+        id: "forged".into(),
+        name: Some("forged".into()),
+        org: "acme".into(),
+        team: None,
+        key_sha256: "00".repeat(32),
+        models: None,
+        created_at_ms: 0,
+    };
+    let request = Request {
+        request_id: "forged-1".into(),
+        actor: "stranger".into(),
+        at_ms: 0,
+        command: ClusterCommand::CreateKey { key },
+    };
+    RaftPayload { json: serde_json::to_vec(&request).unwrap() }
+}
+
+fn with_secret<T>(message: T, secret: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(secret) = secret {
+        request.metadata_mut().insert("x-tollgate-cluster-secret", secret.parse().unwrap());
+    }
+    request
+}
+
+async fn cluster_client(cluster: &TestCluster, id: u64) -> ClusterClient<tonic::transport::Channel> {
+    let addr = cluster.members[(id - 1) as usize].raft_addr;
+    ClusterClient::connect(format!("http://{addr}")).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_cluster_port_refuses_rpcs_without_the_cluster_secret() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let mut client = cluster_client(&cluster, leader).await;
+    for secret in [None, Some("wrong-secret-0123456789"), Some("")] {
+        let refused = client.write(with_secret(forged_key_write(), secret)).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "secret {secret:?}: {refused:?}");
+        assert!(!refused.message().contains("0123456789"), "a refusal never echoes what was sent");
+    }
+    let status = client.status(with_secret(Empty {}, None)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "membership is not readable either");
+    let addr = cluster.members[(leader - 1) as usize].raft_addr;
+    let mut raft = RaftClient::connect(format!("http://{addr}")).await.unwrap();
+    let vote = raft.vote(with_secret(RaftPayload { json: b"{}".to_vec() }, None)).await.unwrap_err();
+    assert_eq!(vote.code(), tonic::Code::Unauthenticated, "Raft RPCs too");
+    let keys = cluster.admin_get(cluster.node(1), "/admin/v1/keys").await.unwrap();
+    assert!(!keys.to_string().contains("forged"), "no key was created: {keys}");
+    // A member's own RPCs go through: the cluster still writes.
+    let (status, out) = cluster
+        .admin(cluster.node(2), Method::PUT, "/admin/v1/orgs/still-works", Some(json!({"name": "still-works"})))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    let audit = cluster.admin_get(cluster.node(1), "/admin/v1/audit").await.unwrap().to_string();
+    assert!(audit.contains("admin-api@node-2"), "the audit trail names the node that took the write: {audit}");
+}
+
+#[tokio::test]
+async fn the_cluster_secret_rotates_without_downtime() {
+    let cluster = TestCluster::start(3).await;
+    let old = CLUSTER_SECRET.to_owned();
+    let new = "rotated-cluster-secret-987654321".to_owned();
+    // 1. Every node accepts the new secret too; 2. every node signs with it; 3. the old one is retired.
+    for secrets in [vec![old.clone(), new.clone()], vec![new.clone(), old.clone()], vec![new.clone()]] {
+        for node in cluster.running() {
+            node.gateway.consensus.as_ref().unwrap().auth().set_secrets(secrets.clone());
+        }
+        let name = if secrets.len() == 1 { "after-rotation" } else { "during-rotation" };
+        let (status, out) = cluster
+            .admin(cluster.node(3), Method::PUT, &format!("/admin/v1/orgs/{name}"), Some(json!({"name": name})))
+            .await;
+        assert_eq!(status, 200, "{name} with {} secrets: {out}", secrets.len());
+    }
+    let leader = cluster.wait_leader().await;
+    let mut client = cluster_client(&cluster, leader).await;
+    let refused = client.status(with_secret(Empty {}, Some(&old))).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "the retired secret no longer opens the port");
+    assert!(client.status(with_secret(Empty {}, Some(&new))).await.is_ok());
+}
+
+/// Runs `tollgate serve` with `node_toml` as its `[node]` section (plus `env`) and returns its exit code
+/// and stderr: it must refuse to start.
+fn serve_refuses(node_toml: &str, env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    let text = format!(
+        "[node]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\nraft_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n{node_toml}\n\n[[providers]]\nname = \"m\"\nkind = \"mock\"\n[[models]]\nname = \"x\"\ntargets = [ {{ provider = \"m\" }} ]\n",
+        free_port(),
+        free_port(),
+        free_port(),
+        dir.path().join("data").display(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut command = Command::new(tollgate_binary());
+    command
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .env_remove("TOLLGATE_CLUSTER_SECRET");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    assert!(!output.status.success(), "tollgate serve started with {node_toml:?} {env:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn an_empty_admin_token_or_a_missing_cluster_secret_refuses_to_start() {
+    let blank = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(blank.path(), "  \n").unwrap();
+    let cases = [
+        ("admin_token = \"\"".to_owned(), vec![], "node.admin_token"),
+        (format!("admin_token_file = \"{}\"", blank.path().display()), vec![], "node.admin_token_file"),
+        (String::new(), vec![("TOLLGATE_ADMIN_TOKEN", " ")], "TOLLGATE_ADMIN_TOKEN"),
+        ("id = 1\npeers = { 1 = \"127.0.0.1:1\" }".to_owned(), vec![], "cluster_secret_file"),
+        ("id = 1\npeers = { 1 = \"127.0.0.1:1\" }\ncluster_secret = \"short\"".to_owned(), vec![], "at least 16"),
+    ];
+    for (node, env, named) in cases {
+        let stderr = serve_refuses(&node, &env);
+        assert!(stderr.contains(named), "{node:?} {env:?} must name {named}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn an_empty_bearer_token_is_refused_over_http2() {
+    let cluster = TestCluster::start(1).await;
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let url = format!("{}/admin/v1/cluster", cluster.node(1).admin_url());
+    for header in ["Bearer ", "Bearer", "Bearer    "] {
+        let response = client.get(&url).header("authorization", header).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{header:?}");
+    }
+    let ok = client.get(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
