@@ -83,7 +83,10 @@ pub fn media_parts(body: &[u8]) -> u64 {
 /// byte, so the whole body's length bounds the text of every field the provider tokenizes (messages,
 /// system, tools, response format), plus per-message overhead and [`MEDIA_PART_TOKENS`] per media part.
 pub fn chat_input_bound(body: &[u8], message_count: u64) -> u64 {
-    body.len() as u64 + TOKENS_PER_MESSAGE * message_count + TOKENS_PER_REPLY + MEDIA_PART_TOKENS * media_parts(body)
+    (body.len() as u64)
+        .saturating_add(TOKENS_PER_MESSAGE.saturating_mul(message_count))
+        .saturating_add(TOKENS_PER_REPLY)
+        .saturating_add(MEDIA_PART_TOKENS.saturating_mul(media_parts(body)))
 }
 
 /// Tokens a chat format adds per message (role markers) and per reply, as OpenAI documents them.

@@ -155,3 +155,36 @@ async fn an_empty_bearer_token_is_refused_over_http2() {
     assert_eq!(ok.status(), 200);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Issue 12.3: one request with `max_tokens` near 2^64 on a route without its own cap wrapped the
+/// tokens-per-minute window's arithmetic and the limit started over. It is refused (400, naming the field)
+/// and the per-minute share still holds.
+#[tokio::test]
+async fn a_max_tokens_near_two_to_the_64_is_refused_and_the_minute_limit_holds() {
+    let cluster = TestCluster::start(3).await;
+    let body = json!({"scope": {"org": "acme"}, "tokens_per_minute": 3000});
+    let (status, out) = cluster.admin(cluster.node(1), Method::PUT, "/admin/v1/budgets", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    for node in cluster.running() {
+        eventually_async("budget loaded", || async { !node.gateway.snapshot().budgets.is_empty() }).await;
+    }
+    let now = tollgate::cluster::now_ms();
+    if now % 60_000 > 50_000 {
+        tokio::time::sleep(Duration::from_millis(60_000 - now % 60_000 + 100)).await;
+    }
+    let cluster = &cluster;
+    let chat = |max_tokens: u64| async move {
+        let body = json!({"model": "claude-via-gpt", "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hi"}]});
+        tollgate_tests::budget::chat_status(cluster, 1, &body).await
+    };
+    assert_eq!(chat(u64::MAX).await, 400);
+    assert_eq!(chat(u64::MAX - 3).await, 400);
+    // Node 1's share is 1,000 tokens a minute; each of these uses ~310 and reserves ~400.
+    cluster.mock.set_default(tollgate_tests::Script {
+        reply: Some((0..400).map(|i| format!(" w{i}")).collect()),
+        ..tollgate_tests::Script::default()
+    });
+    let statuses = [chat(300).await, chat(300).await, chat(300).await];
+    assert_eq!(statuses, [200, 200, 429], "the per-minute share still holds");
+}

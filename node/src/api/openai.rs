@@ -71,8 +71,8 @@ pub fn probe_chat(body: &[u8]) -> GatewayResult<ChatProbe<'_>> {
         None => object.field::<u64>("max_tokens")?,
     };
     let choices = object.field::<u64>("n")?.unwrap_or(1);
-    if choices == 0 {
-        return Err(GatewayError::invalid_param("n", "`n` must be at least 1"));
+    if choices == 0 || choices > 128 {
+        return Err(GatewayError::invalid_param("n", format!("`n` must be between 1 and 128, got {choices}")));
     }
     Ok(ChatProbe {
         model,

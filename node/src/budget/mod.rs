@@ -103,10 +103,10 @@ impl Admission {
         }
         self.settled = true;
         let tokens = |reserved: u64| match settlement {
-            Settlement::Reported { input, output } => input + output,
+            Settlement::Reported { input, output } => input.saturating_add(output),
             Settlement::NotBilled => 0,
             Settlement::Unknown { at_least_input, at_least_output, .. } => {
-                reserved.max(at_least_input + at_least_output)
+                reserved.max(at_least_input.saturating_add(at_least_output))
             }
         };
         let cap_output = self.output_cap.saturating_mul(self.choices);
@@ -142,9 +142,10 @@ impl Drop for Admission {
 /// so tokens × price is exactly micro-USD).
 fn units(spec: &BudgetSpec, price: &Price, input: u64, output: u64) -> u64 {
     if spec.is_cost() {
+        // `as` saturates: a cost beyond u64 is u64::MAX, never a wrapped small number.
         (input as f64 * price.input + output as f64 * price.output).ceil() as u64
     } else {
-        input + output
+        input.saturating_add(output)
     }
 }
 
@@ -299,7 +300,8 @@ impl BudgetManager {
         let choices = choices.max(1);
         let min_output = self.config.min_output_tokens.min(wanted_output).max(1);
         let mut output_cap = wanted_output;
-        let rate_reservations = self.admit_rates(&specs, now, input_tokens + wanted_output.saturating_mul(choices))?;
+        let rate_reservations =
+            self.admit_rates(&specs, now, input_tokens.saturating_add(wanted_output.saturating_mul(choices)))?;
         let mut accounts = Vec::with_capacity(specs.len());
         let ledger_specs: Vec<BudgetSpec> = specs.iter().filter(|s| s.limit_units().is_some()).cloned().collect();
         let specs = ledger_specs;

@@ -55,9 +55,11 @@ impl RateWindow {
             }
         }
         if let Some(share) = token_share {
-            let before = self.tokens.fetch_add(tokens, Ordering::AcqRel);
-            if before + tokens > share {
-                self.tokens.fetch_sub(tokens, Ordering::AcqRel);
+            // Checked, never wrapping: a request claiming ~2^64 tokens must not reset the window.
+            let reserved = self.tokens.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(tokens).filter(|total| *total <= share)
+            });
+            if reserved.is_err() {
                 if request_share.is_some() {
                     self.requests.fetch_sub(1, Ordering::AcqRel);
                 }
@@ -72,7 +74,9 @@ impl RateWindow {
         let minute = self.minute.lock().map(|m| *m).unwrap_or(0);
         if minute == reserved_at_ms / 60_000 {
             if actual >= reserved {
-                self.tokens.fetch_add(actual - reserved, Ordering::AcqRel);
+                let _ = self
+                    .tokens
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| Some(t.saturating_add(actual - reserved)));
             } else {
                 let _ = self
                     .tokens
@@ -85,6 +89,17 @@ impl RateWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_token_count_is_refused_and_never_wraps_the_window() {
+        let window = RateWindow::default();
+        let t0 = 1_800_000_000_000;
+        assert!(window.admit(t0, 900, Some(1_000), None).is_ok());
+        assert!(window.admit(t0, u64::MAX - 100, Some(1_000), None).is_err());
+        assert!(window.admit(t0, 200, Some(1_000), None).is_err(), "the 900 already used still count");
+        window.settle(t0, 900, u64::MAX);
+        assert!(window.admit(t0, 1, Some(1_000), None).is_err(), "an overrun saturates, it does not wrap");
+    }
 
     #[test]
     fn shares_are_enforced_per_window_and_reset() {

@@ -12,6 +12,9 @@ use crate::routing::{Route, Target};
 use crate::tokens::{chat_input_bound, count_prompt};
 use crate::translate;
 
+/// The largest `max_tokens` accepted on a route that sets no `max_output_tokens`.
+pub const MAX_OUTPUT_TOKENS_CEILING: u64 = 1 << 20;
+
 /// The validated request. Borrows the body; untouched fields stay raw.
 pub struct ParsedRequest<'a> {
     pub object: RawObject<'a>,
@@ -119,7 +122,10 @@ pub fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) -> Gatew
             )));
         }
     }
-    if let (Some(cap), Some(asked)) = (route.max_output_tokens, request.max_output_tokens) {
+    // A route without its own cap still has a ceiling: no model generates millions of tokens, and a value
+    // near 2^64 must never reach arithmetic on budgets and windows.
+    let cap = route.max_output_tokens.or(Some(MAX_OUTPUT_TOKENS_CEILING));
+    if let (Some(cap), Some(asked)) = (cap, request.max_output_tokens) {
         if asked > cap {
             return Err(GatewayError::invalid_param(
                 "max_tokens",
@@ -130,9 +136,9 @@ pub fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) -> Gatew
     if let Some(window) = route.context_window {
         let output = request.max_output_tokens.unwrap_or(0);
         // Only when the free bound does not fit do we pay for an exact count.
-        if request.input_bound + output > window {
+        if request.input_bound.saturating_add(output) > window {
             let exact = count_prompt(route.encoding, &context.body);
-            if exact + output > window {
+            if exact.saturating_add(output) > window {
                 return Err(GatewayError::context_window_exceeded(format!(
                     "This model's maximum context length is {window} tokens. However, you requested {} tokens ({exact} in the messages, {output} in the completion).",
                     exact + output
