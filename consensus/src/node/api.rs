@@ -74,6 +74,10 @@ pub struct MemberStatus {
     pub lag: Option<u64>,
     /// Whether the leader has heard from it (it has a matched log).
     pub alive: bool,
+    /// It announced its addresses itself (`RegisterNode`), i.e. it has run with its data at least once; a
+    /// member only added (`add-node`) has not yet.
+    #[serde(default)]
+    pub registered: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

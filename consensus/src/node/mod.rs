@@ -566,7 +566,8 @@ impl Inner {
         let members = membership
             .nodes()
             .map(|(id, info)| {
-                let info = registered.nodes.get(id).unwrap_or(info);
+                let announced = registered.nodes.get(id);
+                let info = announced.unwrap_or(info);
                 let matched = match &metrics.replication {
                     Some(replication) => replication.get(id).copied().flatten().map(|log_id| log_id.index),
                     None if *id == metrics.id => metrics.last_applied.map(|log_id| log_id.index),
@@ -594,6 +595,7 @@ impl Inner {
                         _ => None,
                     },
                     alive: matched.is_some() || *id == metrics.id,
+                    registered: announced.is_some(),
                 }
             })
             .collect();

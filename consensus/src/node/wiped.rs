@@ -18,7 +18,8 @@ pub(super) fn is_new_data_dir(data_dir: &std::path::Path) -> bool {
 }
 
 /// Fails when a reachable peer's view of the cluster lists this node as a member that has registered its
-/// addresses, i.e. it ran with data before. Peers that do not answer are skipped: a brand-new cluster
+/// addresses itself (`RegisterNode`, written once it runs), i.e. it ran with data before; a member only
+/// added with `add-node` and starting for the first time is let in. Peers that do not answer are skipped: a brand-new cluster
 /// starts with none of them up, and that must not block it.
 pub(super) async fn refuse_if_rejoining_without_data(
     config: &ConsensusConfig,
@@ -37,7 +38,7 @@ pub(super) async fn refuse_if_rejoining_without_data(
     });
     for (peer, addr, status) in futures_util::future::join_all(asks).await {
         let Some(status) = status else { continue };
-        let known = status.members.iter().any(|member| member.id == config.node_id && !member.api_addr.is_empty());
+        let known = status.members.iter().any(|member| member.id == config.node_id && member.registered);
         if known {
             anyhow::bail!(
                 "node {id} is a member of a running cluster (node {peer} at {addr} lists it) but its data dir {dir} is \
