@@ -343,7 +343,14 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|err| anyhow::anyhow!("{err}"))?;
+        // Not the error's Display: it quotes the offending line, which may hold a secret (an api_key).
+        let config: Config = toml::from_str(text).map_err(|err| {
+            let line = err.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(line) => anyhow::anyhow!("line {line}: {}", err.message()),
+                None => anyhow::anyhow!("{}", err.message()),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }

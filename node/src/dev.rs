@@ -124,7 +124,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             key = setup.key,
             token = setup.admin_token
         );
-        std::fs::write(path, text).map_err(|err| anyhow::anyhow!("--env-file {}: {err}", path.display()))?;
+        write_private(path, &text).map_err(|err| anyhow::anyhow!("--env-file {}: {err}", path.display()))?;
     }
     let key = &setup.key;
     let token = &setup.admin_token;
@@ -168,4 +168,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&setup.data_root);
     Ok(())
+}
+
+/// Writes `text` to `path` readable by its owner only (it holds an API key and the admin token), also
+/// when the file already existed with wider permissions.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())
 }

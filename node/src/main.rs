@@ -5,6 +5,9 @@ use tollgate::cli::{Cli, Command};
 use tollgate::{signals, Config, Listeners};
 
 fn main() -> std::process::ExitCode {
+    // Everything this process creates — the Raft data dir, sled's files, env files — is for its owner
+    // only: the data dir holds provider keys and the audit trail.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     // `tollgate dev` starts three nodes at once: openraft's warnings about the first election's crossing
     // vote messages are expected there and would bury the banner. `RUST_LOG` overrides either default.

@@ -188,3 +188,47 @@ async fn a_max_tokens_near_two_to_the_64_is_refused_and_the_minute_limit_holds()
     let statuses = [chat(300).await, chat(300).await, chat(300).await];
     assert_eq!(statuses, [200, 200, 429], "the per-minute share still holds");
 }
+
+/// Issue 12.6: secrets never come back in answers, and the data dir is its owner's only.
+#[tokio::test]
+async fn provider_secrets_never_come_back_and_the_data_dir_is_private() {
+    let cluster = TestCluster::start(1).await;
+    let provider = json!({"name": "leaky", "kind": "openai", "base_url": "http://127.0.0.1:9/v1",
+        "api_key": "sk-PLANTED-SECRET-1", "headers": {"api-key": "PLANTED-SECRET-2", "x-trace": "PLANTED-SECRET-3"},
+        "metrics_url": "http://scraper:PLANTED-SECRET-4@127.0.0.1:9/metrics"});
+    let (status, out) = cluster.admin(cluster.node(1), Method::PUT, "/admin/v1/providers/leaky", Some(provider)).await;
+    assert_eq!(status, 200, "{out}");
+    for path in ["/admin/v1/providers/leaky", "/admin/v1/providers", "/admin/v1/audit"] {
+        let answer = cluster.admin_get(cluster.node(1), path).await.unwrap().to_string();
+        assert!(!answer.contains("PLANTED-SECRET"), "{path} leaks a secret: {answer}");
+        if path.ends_with("leaky") {
+            assert!(answer.contains("\"api-key\"") && answer.contains("127.0.0.1:9/metrics"), "{answer}");
+        }
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = cluster.data_dir(1);
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.path().display());
+        }
+    }
+}
+
+#[test]
+fn a_config_parse_error_never_quotes_the_secret_on_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"p\"\nkind = \"openai\"\napi_key = \"sk-PLANTED-SECRET-5\nbase_url = \"x\"\n",
+    )
+    .unwrap();
+    let output = Command::new(tollgate_binary()).arg("check-config").arg("--config").arg(&config).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 4"), "the error still says where: {stderr}");
+    assert!(!stderr.contains("PLANTED-SECRET"), "{stderr}");
+}

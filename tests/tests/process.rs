@@ -95,6 +95,9 @@ async fn dev_starts_a_working_node_and_writes_the_env_file() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let text = std::fs::read_to_string(&env_file).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the env file holds the API key and admin token: owner only");
     let value = |name: &str| {
         text.lines().find_map(|line| line.strip_prefix(&format!("{name}="))).map(str::to_owned).unwrap_or_default()
     };

@@ -67,6 +67,9 @@ impl ConsensusNode {
                 Err(err) => return Err(err),
             }
         };
+        // The store holds provider keys and the audit trail: owner only (files sled creates later follow
+        // the process umask, which the binary sets to 077).
+        crate::store::restrict_permissions(&config.data_dir)?;
         let raft_config = openraft::Config {
             cluster_name: "tollgate".into(),
             heartbeat_interval: config.heartbeat_ms,

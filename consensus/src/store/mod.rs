@@ -37,6 +37,27 @@ pub const SNAPSHOT_TREE: &str = "snapshot";
 ///
 /// sled allows one open `Db` per directory per process: call this once and clone the stores (both are
 /// cheap handles). To share the `Db` with other users, open it yourself and call [`from_db`].
+/// Makes `dir` 0700 and every file below it 0600 (directories 0700).
+pub fn restrict_permissions(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if metadata.file_type().is_symlink() {
+            continue;
+        }
+        let mode = if metadata.is_dir() { 0o700 } else { 0o600 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting {} to its owner", path.display()))?;
+        if metadata.is_dir() {
+            for entry in std::fs::read_dir(&path).with_context(|| format!("listing {}", path.display()))? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn open(dir: &Path) -> anyhow::Result<(LogStore, StateMachineStore)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let db = sled::open(dir).with_context(|| format!("opening sled database at {}", dir.display()))?;

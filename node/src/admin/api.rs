@@ -262,13 +262,30 @@ fn collection(state: &ControlState, kind: &str) -> Value {
     }
 }
 
-/// Provider API keys are never returned by the API.
+/// Secrets in a provider are never returned by the API: the API key, every extra header's value (they
+/// carry keys such as `api-key`), and credentials in the metrics URL.
 fn redact_provider(provider: &ProviderConfig) -> Value {
     let mut value = json!(provider);
     if provider.api_key.is_some() {
         value["api_key"] = json!("<redacted>");
     }
+    for name in provider.headers.keys() {
+        value["headers"][name] = json!("<redacted>");
+    }
+    if let Some(url) = &provider.metrics_url {
+        value["metrics_url"] = json!(redact_url_credentials(url));
+    }
     value
+}
+
+/// `scheme://user:password@host/...` → `scheme://<redacted>@host/...`.
+fn redact_url_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>{}", &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 async fn list(node: &ConsensusNode, kind: &str) -> AdminResult {
