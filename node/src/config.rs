@@ -345,10 +345,14 @@ impl Config {
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         // Not the error's Display: it quotes the offending line, which may hold a secret (an api_key).
         let config: Config = toml::from_str(text).map_err(|err| {
-            let line = err.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(line) => anyhow::anyhow!("line {line}: {}", err.message()),
-                None => anyhow::anyhow!("{}", err.message()),
+            let Some(span) = err.span() else { return anyhow::anyhow!("{}", err.message()) };
+            let start = span.start.min(text.len());
+            let line = text[..start].matches('\n').count() + 1;
+            // The key of the offending line names the field; its value is never shown.
+            let line_text = text.lines().nth(line - 1).unwrap_or_default();
+            match line_text.split_once('=') {
+                Some((key, _)) => anyhow::anyhow!("line {line}, `{}`: {}", key.trim(), err.message()),
+                None => anyhow::anyhow!("line {line}: {}", err.message()),
             }
         })?;
         config.validate()?;
