@@ -23,7 +23,7 @@ async fn admin(state: &RegionsState, token: &str, method: &str, path: &str, body
         let node = &state.nodes[attempt % state.nodes.len()];
         let url = format!("{}{path}", node.admin_url);
         match http::request(method, &url, Some(token), Some(body), TIMEOUT).await {
-            Ok(response) if response.status == 200 => return response.json(),
+            Ok(response) if (200..300).contains(&response.status) => return response.json(),
             Ok(response) => last = format!("{} {}", response.status, response.body),
             Err(err) => last = format!("{err:#}"),
         }
