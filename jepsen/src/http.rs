@@ -49,17 +49,38 @@ pub async fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> anyhow::Result<Response> {
-    tokio::time::timeout(timeout, request_inner(method, url, bearer, body))
+    request_with_headers(method, url, bearer, body, &[], timeout).await
+}
+
+/// [`request`] with extra headers (e.g. `Idempotency-Key`).
+pub async fn request_with_headers(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> anyhow::Result<Response> {
+    tokio::time::timeout(timeout, request_inner(method, url, bearer, body, headers))
         .await
         .with_context(|| format!("{method} {url}: no answer within {timeout:?}"))?
 }
 
-async fn request_inner(method: &str, url: &str, bearer: Option<&str>, body: Option<&str>) -> anyhow::Result<Response> {
+async fn request_inner(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Response> {
     let (host, path) = split_url(url)?;
     let mut stream = TcpStream::connect(host).await.with_context(|| format!("{method} {url}: connecting"))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if let Some(token) = bearer {
         head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = body.unwrap_or("");
     if !body.is_empty() || matches!(method, "POST" | "PUT") {

@@ -7,5 +7,6 @@ pub mod history;
 pub mod http;
 pub mod linkproxy;
 pub mod measure;
+pub mod measure_budget;
 pub mod regions;
 pub mod run;

@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::http;
 use crate::linkproxy::control::{self, Command};
+use crate::measure_budget;
 use crate::regions::DirArg;
 use crate::regions::{self, state::RegionsState};
 
@@ -28,6 +29,15 @@ pub struct MeasureArgs {
     /// Leader failovers to provoke (0 to skip).
     #[arg(long, default_value_t = 3)]
     pub failovers: u32,
+    /// Only the budget latency figure: this many budgeted and unbudgeted requests per region, alternating.
+    #[arg(long)]
+    pub latency: Option<u32>,
+    /// Only the budget share figure: clients in all three regions draw on one budget of this many tokens.
+    #[arg(long)]
+    pub share: Option<u64>,
+    /// Clients per region of `--share`.
+    #[arg(long, default_value_t = 3)]
+    pub share_clients: u32,
     /// Also write the figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -50,6 +60,22 @@ pub async fn run(args: MeasureArgs) -> anyhow::Result<()> {
     let state = RegionsState::load(&dir)?.with_context(|| format!("no regions are up in {}", dir.display()))?;
     let token = regions::admin_token(&state)?;
     let ctx = Ctx { state, token };
+    if args.latency.is_some() || args.share.is_some() {
+        let leader = leader_seen_by(&ctx, &ctx.state.nodes[0].admin_url).await;
+        let mut report = json!({"settings": ctx.state.settings, "leader": leader});
+        if let Some(requests) = args.latency {
+            report["latency"] = measure_budget::latency(&ctx.state, &ctx.token, requests, leader).await?;
+        }
+        if let Some(limit) = args.share {
+            report["share"] = measure_budget::share(&ctx.state, &ctx.token, limit, args.share_clients).await?;
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        if let Some(path) = args.json {
+            std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("{}", path.display()))?;
+        }
+        return Ok(());
+    }
     let chat = chat_each_region(&ctx).await?;
     let mut propagation = Vec::new();
     for round in 0..args.rounds {

@@ -9,7 +9,9 @@
 //! - **valid-requests**: the clients' keys are valid and their requests well formed, so no answer may be a
 //!   4xx other than a budget refusal (a 401 for a valid key from a node that has not caught up, say).
 
+pub mod budget;
 pub mod linear;
+pub mod types;
 
 use std::collections::BTreeMap;
 
@@ -17,30 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::history::{Event, Op, OpType};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    Unknown,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckResult {
-    pub name: String,
-    pub verdict: Verdict,
-    /// One line with the numbers.
-    pub summary: String,
-    /// The first violating operations or samples (empty on PASS).
-    pub evidence: Vec<Value>,
-}
-
-impl CheckResult {
-    fn new(name: &str, verdict: Verdict, summary: String, evidence: Vec<Value>) -> Self {
-        CheckResult { name: name.to_owned(), verdict, summary, evidence }
-    }
-}
+pub use types::{CheckResult, Served, Verdict};
 
 /// Fails when any chat answer was a 4xx other than a budget refusal (see `report::anomalies`).
 pub fn valid_requests(anomalies: &Value) -> CheckResult {
@@ -56,21 +35,6 @@ pub fn valid_requests(anomalies: &Value) -> CheckResult {
     let summary = counts.iter().map(|(answer, n)| format!("{n} × {answer}")).collect::<Vec<_>>().join(", ");
     let evidence = anomalies["examples"].as_array().cloned().unwrap_or_default();
     CheckResult::new("valid-requests", Verdict::Fail, format!("valid requests refused: {summary}"), evidence)
-}
-
-/// Ground truth for one org, from its mock upstream.
-#[derive(Debug, Clone, Serialize)]
-pub struct Served {
-    pub org: String,
-    pub limit: Option<u64>,
-    pub input: u64,
-    pub output: u64,
-}
-
-impl Served {
-    pub fn total(&self) -> u64 {
-        self.input + self.output
-    }
 }
 
 /// One ledger sample (`GET /admin/v1/budgets?org=`), recorded as an `ok` event of the `sampler`.
@@ -121,6 +85,9 @@ pub fn s1(served: &[Served], events: &[Event], ops: &[Op]) -> CheckResult {
             continue;
         };
         parts.push(format!("{} served {} of {limit}", org.org, org.total()));
+        let (lowered_parts, lowered_evidence) = budget::s1_lowered(org, events, ops);
+        parts.extend(lowered_parts);
+        evidence.extend(lowered_evidence);
         if org.total() <= limit {
             continue;
         }
@@ -150,9 +117,19 @@ pub fn s2(events: &[Event]) -> CheckResult {
     let all = samples(events);
     let mut evidence = Vec::new();
     let mut last: BTreeMap<(String, u64), Sample> = BTreeMap::new();
+    // Per org: the highest limit seen. Once a limit was lowered, outstanding allowance (used + held) may
+    // stay above the new limit while nodes drain, but must not grow while above it.
+    let mut highest_limit: BTreeMap<String, u64> = BTreeMap::new();
     for sample in &all {
-        if sample.used + sample.held > sample.limit {
-            evidence.push(json!({"violation": "used + held > limit", "sample": sample.event}));
+        let highest = highest_limit.entry(sample.org.clone()).or_insert(sample.limit);
+        let lowered = sample.limit < *highest;
+        *highest = (*highest).max(sample.limit);
+        let outstanding = sample.used + sample.held;
+        let previous = last.get(&(sample.org.clone(), sample.period_start));
+        let grew_while_over = previous.is_none_or(|before| outstanding > before.used + before.held);
+        if outstanding > sample.limit && (!lowered || grew_while_over) {
+            evidence.push(json!({"violation": if lowered { "used + held grew above a lowered limit" }
+                else { "used + held > limit" }, "sample": sample.event}));
         }
         let key = (sample.org.clone(), sample.period_start);
         if let Some(previous) = last.get(&key) {

@@ -188,6 +188,12 @@ async fn start(state: &mut RegionsState, layout: &Layout, ready_timeout: Duratio
 /// Starts (or restarts, with its data directory) the node at `index` inside its namespace and records
 /// its pid (`ip netns exec` execs the node, so the pid is the node's own).
 pub fn spawn_node(state: &mut RegionsState, index: usize) -> anyhow::Result<u32> {
+    spawn_node_with_env(state, index, &[])
+}
+
+/// [`spawn_node`] with extra environment variables (e.g. `TOLLGATE_CLOCK_SKEW_MS` for the clock-skew
+/// nemesis).
+pub fn spawn_node_with_env(state: &mut RegionsState, index: usize, extra_env: &[(&str, &str)]) -> anyhow::Result<u32> {
     let secret = std::fs::read_to_string(state.dir.join("cluster-secret")).context("reading the cluster secret")?;
     let tollgate = state.tollgate.to_string_lossy().into_owned();
     let record = state.nodes.get(index).with_context(|| format!("no node at index {index}"))?;
@@ -201,7 +207,9 @@ pub fn spawn_node(state: &mut RegionsState, index: usize) -> anyhow::Result<u32>
         record.config.to_string_lossy().into_owned(),
     ];
     // The contract's peer-authentication secret, for builds that have it (ignored by those that do not).
-    let pid = procs::spawn_detached("ip", &args, &[("TOLLGATE_CLUSTER_SECRET", secret.trim())], &record.log)?;
+    let mut env = vec![("TOLLGATE_CLUSTER_SECRET", secret.trim())];
+    env.extend_from_slice(extra_env);
+    let pid = procs::spawn_detached("ip", &args, &env, &record.log)?;
     state.nodes[index].pid = Some(pid);
     state.save()?;
     Ok(pid)

@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
 
+use super::app_faults;
 use super::nemesis::{flap_interval, Kind, Planned};
+use super::workers::Shared;
 use crate::history::{History, OpType};
 use crate::http;
 use crate::linkproxy::control::{self, Command};
@@ -31,6 +33,10 @@ pub struct Nemesis {
     pub state: RegionsState,
     pub token: String,
     pub history: History,
+    /// What the clients share (mocks, the retry switch, the orgs).
+    pub shared: Shared,
+    /// The node currently running with a skewed clock, if any.
+    pub skewed: Option<u64>,
 }
 
 /// The leader most regions name (`None` when no majority answers).
@@ -178,6 +184,63 @@ impl Nemesis {
                 }
                 format!("flap: isolated regions {flaps:?} in turn")
             }
+            Kind::Bridge => {
+                let leader = leader(&self.state, &self.token).await;
+                let (a, b) = match leader {
+                    Some(leader) => {
+                        let others: Vec<u64> = (1..=3u64).filter(|id| *id != leader).collect();
+                        (leader, others[(planned.choice % 2) as usize])
+                    }
+                    None => [(1, 2), (1, 3), (2, 3)][(planned.choice % 3) as usize],
+                };
+                let bridge = (1..=3u64).find(|id| *id != a && *id != b).unwrap_or(3);
+                self.record("start", json!({"kind": planned.kind, "cut": [a, b], "bridge": bridge, "leader": leader}));
+                note(&mut errors, self.link(Command::Cut { a, b }).await);
+                tokio::time::sleep_until(end.into()).await;
+                note(&mut errors, self.link(Command::Heal { a: Some(a), b: Some(b) }).await);
+                format!("cut link {a}-{b} (leader then: {leader:?}); region {bridge} sees both sides")
+            }
+            Kind::ClockSkew => {
+                let skew = app_faults::skew_for(planned.choice);
+                let node = self.pick_node(false, planned.choice / 4).await;
+                self.record("start", json!({"kind": planned.kind, "node": node, "skew_ms": skew}));
+                let restarted = app_faults::restart_with_skew(&mut self.state, node, Some(skew)).await;
+                self.record("restart", json!({"node": node, "skew_ms": skew, "pid": restarted.as_ref().ok()}));
+                note(&mut errors, restarted.map(|_| ()));
+                self.skewed = Some(node);
+                tokio::time::sleep_until(end.into()).await;
+                let led = leader(&self.state, &self.token).await == Some(node);
+                let restarted = app_faults::restart_with_skew(&mut self.state, node, None).await;
+                self.record("restart", json!({"node": node, "skew_ms": 0, "pid": restarted.as_ref().ok()}));
+                note(&mut errors, restarted.map(|_| ()));
+                self.skewed = None;
+                format!(
+                    "node {node} ran with clock skew {skew} ms for {:.1} s{}",
+                    planned.duration_s,
+                    if led { " (and led at the end of it)" } else { "" }
+                )
+            }
+            Kind::BudgetLower => {
+                self.record("start", json!({"kind": planned.kind}));
+                let lowered = app_faults::lower_budget(&self.shared, "acme", planned.choice).await;
+                let target = match lowered {
+                    Ok(target) => target,
+                    Err(err) => {
+                        errors.push(format!("{err:#}"));
+                        "acme: not lowered".to_owned()
+                    }
+                };
+                tokio::time::sleep_until(end.into()).await;
+                target
+            }
+            Kind::UpstreamFaults => {
+                self.record("start", json!({"kind": planned.kind}));
+                app_faults::upstream_faults(&self.shared, planned.choice, end).await
+            }
+            Kind::IdempotentRetry => {
+                self.record("start", json!({"kind": planned.kind}));
+                app_faults::idempotent_retry(&self.shared, planned.choice, end).await
+            }
         };
         let end_ms = self.history.elapsed_ms();
         self.record("stop", json!({"kind": planned.kind, "target": target, "errors": errors}));
@@ -190,8 +253,16 @@ impl Nemesis {
         if let Err(err) = self.link(Command::Heal { a: None, b: None }).await {
             errors.push(format!("{err:#}"));
         }
-        let ids: Vec<u64> = self.state.nodes.iter().map(|node| node.id).collect();
+        app_faults::restore_upstreams(&self.shared);
+        self.shared.retry.on.store(false, std::sync::atomic::Ordering::SeqCst);
         let mut restarted = Vec::new();
+        if let Some(node) = self.skewed.take() {
+            match app_faults::restart_with_skew(&mut self.state, node, None).await {
+                Ok(_) => restarted.push(node),
+                Err(err) => errors.push(format!("restarting node {node} without skew: {err:#}")),
+            }
+        }
+        let ids: Vec<u64> = self.state.nodes.iter().map(|node| node.id).collect();
         for node in ids {
             match self.pid_of(node) {
                 Ok(pid) if procs::is_ours(pid, NODE_MARKER) => {

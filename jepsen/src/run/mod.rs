@@ -3,6 +3,7 @@
 //! linearizability), write `history.jsonl` and `report.json` into a per-run directory, print the report
 //! and the directory; regions down at the end whatever happened (errors and Ctrl-C included).
 
+pub mod app_faults;
 pub mod chat;
 pub mod faults;
 pub mod nemesis;
@@ -10,6 +11,7 @@ pub mod registers;
 pub mod report;
 pub mod settle;
 pub mod setup;
+pub mod timeline;
 pub mod workers;
 
 use std::path::{Path, PathBuf};
@@ -22,13 +24,14 @@ use clap::Args;
 use serde_json::json;
 
 use crate::checker::{self, Served};
-use crate::history::{pair, History, OpType};
+use crate::history::{pair, History};
 use crate::regions::{self, configs::Settings, layout::Layout, net, state::RegionsState};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Faults to draw from, comma-separated: partition-leader, partition-follower, cut-link, kill, pause,
-    /// flap, `mixed` (all of them), or `none` (a fault-free baseline).
+    /// flap, bridge, clock-skew, budget-lower, upstream-faults, idempotent-retry, `mixed` (all of them),
+    /// or `none` (a fault-free baseline; with --hangup-share 0 the utilisation checker applies).
     #[arg(long, default_value = "mixed")]
     pub nemesis: String,
     /// Seconds of workload (faults stop before the end; heal, convergence and checks come after).
@@ -184,6 +187,8 @@ async fn run_up(
         history: history.clone(),
         stop: stop.clone(),
         hangup: args.hangup_share,
+        retry: Arc::new(workers::RetryMode::default()),
+        token_delay: Duration::from_millis(args.token_delay_ms),
     };
     let mut tasks = tokio::task::JoinSet::new();
     for region in 1..=state.nodes.len() as u64 {
@@ -198,7 +203,7 @@ async fn run_up(
     tasks.spawn(workers::sampler(shared.clone()));
     tasks.spawn(workers::progress(shared.clone(), args.time_limit));
 
-    let mut nemesis = faults::Nemesis { state, token, history: history.clone() };
+    let mut nemesis = faults::Nemesis { state, token, history: history.clone(), shared: shared.clone(), skewed: None };
     let applied = nemesis.run(&plan, history.started()).await;
     tokio::time::sleep_until((history.started() + Duration::from_secs(args.time_limit)).into()).await;
     stop.store(true, Ordering::SeqCst);
@@ -227,7 +232,7 @@ async fn run_up(
     let events = history.events();
     let ops = pair(&events);
     let anomalies = report::anomalies(&ops);
-    let checks = vec![
+    let mut checks = vec![
         checker::s1(&served, &events, &ops),
         checker::s2(&events),
         checker::s3(&served, &billed),
@@ -235,8 +240,23 @@ async fn run_up(
         checker::linearizability(&ops, 5_000_000),
         checker::valid_requests(&anomalies),
     ];
-    let utilisation = utilisation(&served, &ops, &applied);
+    // A checker only where it can hold: no faults and no hang-ups (each hang-up bills a whole reservation
+    // the upstream never served). Otherwise reported next to the informational figures.
+    let utilisation_check = checker::budget::utilisation(&served, &ops, 0.9);
+    let utilisation_is_checked = kinds.is_empty() && args.hangup_share == 0.0;
+    let mut utilisation = utilisation(&served, &ops, &applied);
+    utilisation["check"] = json!(utilisation_check);
+    utilisation["checked"] = json!(utilisation_is_checked);
+    if utilisation_is_checked {
+        checks.push(utilisation_check);
+    }
     history.write_jsonl(&run_dir.join("history.jsonl"))?;
+    let timeline_path = run_dir.join("timeline.html");
+    std::fs::write(
+        &timeline_path,
+        timeline::html(&events, &applied, &served, &format!("{} seed {seed}", args.nemesis)),
+    )
+    .with_context(|| format!("writing {}", timeline_path.display()))?;
     let report = report::Report {
         seed,
         nemeses_requested: args.nemesis.clone(),
@@ -255,6 +275,7 @@ async fn run_up(
     json["schedule"] = json!(plan);
     std::fs::write(run_dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
     print!("{}", report.terminal());
+    println!("timeline: {}", timeline_path.display());
     Ok(report.passed())
 }
 
@@ -265,12 +286,8 @@ fn utilisation(served: &[Served], ops: &[crate::history::Op], applied: &[faults:
     let mut out = serde_json::Map::new();
     for org in served {
         let Some(limit) = org.limit else { continue };
-        let first_refusal = ops
-            .iter()
-            .filter(|op| op.f == "chat" && op.invoke.value["org"] == org.org.as_str() && op.outcome() == OpType::Fail)
-            .filter_map(|op| op.complete.as_ref())
-            .find(|complete| complete.value["code"] == "budget_exceeded" || complete.value["status"] == 429)
-            .map(|complete| complete.time_ms);
+        let refusal = checker::budget::first_refusal(ops, &org.org);
+        let first_refusal = refusal.map(|(at, _)| at);
         let during_fault =
             first_refusal.map(|t| applied.iter().any(|fault| fault.start_ms <= t && t <= fault.end_ms + 1000.0));
         out.insert(
@@ -278,6 +295,7 @@ fn utilisation(served: &[Served], ops: &[crate::history::Op], applied: &[faults:
             json!({"served": org.total(), "limit": limit,
                 "share": ((org.total() as f64 / limit.max(1) as f64) * 1000.0).round() / 1000.0,
                 "first_budget_refusal_s": first_refusal.map(|t| (t / 100.0).round() / 10.0),
+                "served_at_first_refusal": refusal.and_then(|(_, served)| served),
                 "first_refusal_during_fault": during_fault}),
         );
     }

@@ -26,10 +26,33 @@ pub enum Kind {
     Pause,
     /// Isolate a random region, heal, isolate another, … every 0.3-1.5 s.
     Flap,
+    /// Cut the link between the leader and one follower: the other follower sees both sides.
+    Bridge,
+    /// Restart one node with `TOLLGATE_CLOCK_SKEW_MS` (± one `day` period, or a few seconds), then restart
+    /// it without.
+    ClockSkew,
+    /// Lower `acme`'s limit under load to a little above what it has used (`PUT /admin/v1/budgets`).
+    BudgetLower,
+    /// The mock upstreams abort streams mid-way, stall, omit usage or answer late; then behave again.
+    UpstreamFaults,
+    /// Config writes get timeouts shorter than a forwarded write and are retried with the same
+    /// `Idempotency-Key` on other regions.
+    IdempotentRetry,
 }
 
-pub const ALL: [Kind; 6] =
-    [Kind::PartitionLeader, Kind::PartitionFollower, Kind::CutLink, Kind::Kill, Kind::Pause, Kind::Flap];
+pub const ALL: [Kind; 11] = [
+    Kind::PartitionLeader,
+    Kind::PartitionFollower,
+    Kind::CutLink,
+    Kind::Kill,
+    Kind::Pause,
+    Kind::Flap,
+    Kind::Bridge,
+    Kind::ClockSkew,
+    Kind::BudgetLower,
+    Kind::UpstreamFaults,
+    Kind::IdempotentRetry,
+];
 
 impl Kind {
     pub fn name(self) -> &'static str {
@@ -40,6 +63,11 @@ impl Kind {
             Kind::Kill => "kill",
             Kind::Pause => "pause",
             Kind::Flap => "flap",
+            Kind::Bridge => "bridge",
+            Kind::ClockSkew => "clock-skew",
+            Kind::BudgetLower => "budget-lower",
+            Kind::UpstreamFaults => "upstream-faults",
+            Kind::IdempotentRetry => "idempotent-retry",
         }
     }
 }
@@ -144,18 +172,18 @@ mod tests {
     #[test]
     fn schedules_are_reproducible_and_leave_a_calm_tail() {
         let kinds = parse_list("mixed").unwrap();
-        let a = schedule(&kinds, 120.0, 7);
-        let b = schedule(&kinds, 120.0, 7);
+        let a = schedule(&kinds, 150.0, 7);
+        let b = schedule(&kinds, 150.0, 7);
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
-        assert_ne!(format!("{a:?}"), format!("{:?}", schedule(&kinds, 120.0, 8)));
+        assert_ne!(format!("{a:?}"), format!("{:?}", schedule(&kinds, 150.0, 8)));
         assert!(a.len() >= 6, "{a:?}");
-        let first_six: std::collections::HashSet<_> = a.iter().take(6).map(|p| p.kind).collect();
-        assert_eq!(first_six.len(), 6, "each kind once before repeats");
+        let first: std::collections::HashSet<_> = a.iter().take(ALL.len()).map(|p| p.kind).collect();
+        assert_eq!(first.len(), ALL.len().min(a.len()), "each kind once before repeats");
         for pair in a.windows(2) {
             assert!(pair[0].start_s + pair[0].duration_s < pair[1].start_s);
         }
         let last = a.last().unwrap();
-        assert!(last.start_s + last.duration_s <= 120.0 - 10.0);
+        assert!(last.start_s + last.duration_s <= 150.0 - 10.0);
         // A CI-sized run still gets both kinds.
         let short = schedule(&parse_list("partition-leader,kill").unwrap(), 60.0, 1);
         assert!(short.len() >= 2, "{short:?}");

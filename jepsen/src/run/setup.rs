@@ -26,6 +26,11 @@ pub fn long_reply() -> String {
     (0..80).map(|index| words[index % words.len()]).collect::<Vec<_>>().join(" ")
 }
 
+/// How the mocks behave outside `upstream-faults`: [`long_reply`], `token_delay` between streamed events.
+pub fn normal_script(token_delay: Duration) -> Script {
+    Script { reply: Some(long_reply()), delay_between_events: Some(token_delay), ..Script::default() }
+}
+
 #[derive(Debug, Clone)]
 pub struct OrgPlan {
     pub name: String,
@@ -120,11 +125,7 @@ pub async fn start_mocks(
         let mock = MockUpstream::start_on(addr)
             .await
             .with_context(|| format!("starting the mock upstream of org {} on {addr}", org.name))?;
-        mock.set_default(Script {
-            reply: Some(long_reply()),
-            delay_between_events: Some(token_delay),
-            ..Script::default()
-        });
+        mock.set_default(normal_script(token_delay));
         mocks.push(Arc::new(mock));
     }
     Ok(mocks)

@@ -32,6 +32,19 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// Share of streaming requests whose client hangs up part-way.
     pub hangup: f64,
+    /// Set by the `idempotent-retry` nemesis: config clients use short timeouts and retry.
+    pub retry: Arc<RetryMode>,
+    /// The mocks' delay between streamed events (their normal script).
+    pub token_delay: Duration,
+}
+
+/// The `idempotent-retry` nemesis's switch: while `on`, each config write starts with a timeout of
+/// `first_timeout_ms` (shorter than a forwarded write over the WAN) and is retried with the same
+/// `Idempotency-Key` on other regions, with doubling timeouts.
+#[derive(Debug, Default)]
+pub struct RetryMode {
+    pub on: AtomicBool,
+    pub first_timeout_ms: AtomicU64,
 }
 
 impl Shared {
@@ -73,7 +86,11 @@ pub async fn chat_client(shared: Shared, region: u64, worker: u64, seed: u64) {
         let Some(org) = shared.orgs.get(org_index).cloned() else { return };
         let spec = chat::random_spec(&mut rng, &org, region, shared.hangup);
         shared.history.record(&process, OpType::Invoke, "chat", json!(spec));
-        let result = chat::perform(&api_addr, &org.key, &spec, CHAT_TIMEOUT).await;
+        let mut result = chat::perform(&api_addr, &org.key, &spec, CHAT_TIMEOUT).await;
+        if result.kind == OpType::Fail {
+            // What the org's mock had served when this refusal came (the utilisation checker's evidence).
+            result.value["served_then"] = json!(shared.served(&org.name));
+        }
         shared.history.record(&process, result.kind, "chat", result.value);
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..150))).await;
     }
@@ -95,7 +112,15 @@ pub async fn config_client(shared: Shared, worker: u64, seed: u64, next_value: A
                 "write",
                 json!({"key": key, "value": value, "region": region}),
             );
-            let (kind, result) = registers::write(&admin, &shared.token, key, value, ADMIN_TIMEOUT).await;
+            let (kind, result) = if shared.retry.on.load(Ordering::SeqCst) {
+                let first = Duration::from_millis(shared.retry.first_timeout_ms.load(Ordering::SeqCst).max(10));
+                let regions = shared.state.nodes.len() as u64;
+                let urls: Vec<String> =
+                    (0..regions).map(|offset| shared.admin_url((region - 1 + offset) % regions + 1)).collect();
+                registers::write_retrying(&urls, &shared.token, key, value, first, 6).await
+            } else {
+                registers::write(&admin, &shared.token, key, value, ADMIN_TIMEOUT).await
+            };
             shared.history.record(&process, kind, "write", result);
         } else {
             read_register(&shared, &process, region, key).await;
