@@ -83,6 +83,9 @@ pub enum Outcome {
     UpstreamError,
     /// The client left before the response finished.
     Cancelled,
+    /// The upstream refused the request as the caller's mistake (a 4xx other than 401/403/408/429): not
+    /// the endpoint's fault, so it never counts against its error rate, canary verdict or breaker.
+    Rejected,
 }
 
 /// Counters for one (route, provider, upstream model) target.
@@ -92,6 +95,7 @@ pub struct TargetMetrics {
     pub requests_ok: AtomicU64,
     pub requests_error: AtomicU64,
     pub requests_cancelled: AtomicU64,
+    pub requests_rejected: AtomicU64,
     pub fallbacks: AtomicU64,
     /// Fallbacks by why the attempt failed, indexed like [`FailureReason::ALL`].
     fallback_reasons: [AtomicU64; 6],
@@ -123,6 +127,7 @@ impl TargetMetrics {
             Outcome::Ok => &self.requests_ok,
             Outcome::UpstreamError => &self.requests_error,
             Outcome::Cancelled => &self.requests_cancelled,
+            Outcome::Rejected => &self.requests_rejected,
         }
         .fetch_add(1, Ordering::Relaxed);
         if let Some(usage) = usage {
@@ -186,6 +191,7 @@ impl Metrics {
                     requests_ok: AtomicU64::new(0),
                     requests_error: AtomicU64::new(0),
                     requests_cancelled: AtomicU64::new(0),
+                    requests_rejected: AtomicU64::new(0),
                     fallbacks: AtomicU64::new(0),
                     fallback_reasons: Default::default(),
                     input_tokens: AtomicU64::new(0),
@@ -262,6 +268,7 @@ impl Metrics {
                 ("ok", &target.requests_ok),
                 ("error", &target.requests_error),
                 ("cancelled", &target.requests_cancelled),
+                ("rejected", &target.requests_rejected),
             ] {
                 let _ = writeln!(
                     out,

@@ -340,3 +340,45 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
     }
     assert_eq!(canary.request_count(), before, "the rolled-back canary gets no traffic");
 }
+
+/// Issue 12.7: requests only the canary rejects (400: the caller's mistake) counted against its error
+/// rate, so one tenant could force a rollback for everyone. They are counted as `rejected`, not errors.
+#[tokio::test]
+async fn requests_the_canary_rejects_as_invalid_do_not_roll_it_back() {
+    let canary = MockUpstream::start().await;
+    canary.set_default(Script { status: Some(400), ..Default::default() });
+    let extra = format!(
+        r#"
+[[providers]]
+name = "next"
+kind = "openai"
+base_url = "{}"
+
+[[models]]
+name = "rollout"
+strategy = "weighted"
+canary = {{ target = 1, max_error_rate_delta = 0.05, window_secs = 30, min_requests = 5 }}
+targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ provider = "next", model = "next", weight = 50 }} ]
+"#,
+        canary.openai_base_url()
+    );
+    let h = Harness::start_with(&extra).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while canary.request_count() < 8 || h.mock.request_count() < 8 {
+        let status = h.openai("/v1/chat/completions", &chat("rollout")).await.status();
+        assert!(status == 200 || status == 400, "{status}");
+        assert!(tokio::time::Instant::now() < deadline, "traffic did not reach both targets");
+    }
+    // Give the canary judge (every second) time to see the window.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let metrics = h.metrics().await;
+    let rollbacks =
+        metric_value(&metrics, "tollgate_canary_rollbacks_total", &["route=\"rollout\"", "target=\"next\""]);
+    assert!(rollbacks.is_none_or(|n| n == 0.0), "rolled back for the caller's 400s:\n{metrics}");
+    let rejected = metric_value(
+        &metrics,
+        "tollgate_upstream_requests_total",
+        &["gen_ai_provider_name=\"next\"", "outcome=\"rejected\""],
+    );
+    assert!(rejected.is_some_and(|n| n >= 8.0), "{rejected:?}\n{metrics}");
+}

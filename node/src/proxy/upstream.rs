@@ -220,7 +220,11 @@ async fn attempt(
     if !parts.status.is_success() {
         let error_body = read_body(upstream_body, 1024 * 1024, timeouts.idle).await.unwrap_or_default();
         context.upstream_wait += sent_at.elapsed();
-        meter.finish_not_billed(Outcome::UpstreamError);
+        // A request the upstream refused as malformed is the caller's doing: it must not move the
+        // endpoint's error rate (a tenant could otherwise force a canary rollback for everyone).
+        let status = parts.status.as_u16();
+        let callers_fault = (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429);
+        meter.finish_not_billed(if callers_fault { Outcome::Rejected } else { Outcome::UpstreamError });
         return Err(upstream_error(
             upstream_protocol,
             &target.provider.name,
