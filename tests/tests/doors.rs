@@ -232,3 +232,43 @@ fn a_config_parse_error_never_quotes_the_secret_on_its_line() {
     assert!(stderr.contains("line 4"), "the error still says where: {stderr}");
     assert!(!stderr.contains("PLANTED-SECRET"), "{stderr}");
 }
+
+/// Issue 12.4: exact token counting ran on the runtime's workers; a few multi-megabyte prompts stalled
+/// `/healthz` (and everything else, Raft included) for seconds. Large prompts are counted on the blocking
+/// pool, one at a time. Judged relative to how long the counting itself takes, so a slow machine scales.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_prompts_are_counted_off_the_runtime_and_health_checks_stay_fast() {
+    let h = tollgate_tests::Harness::start_tweaked("", |config| config.limits.max_body_bytes = 16 << 20).await;
+    // ~6 MB of varied words: far over gpt-direct's 4,096-token window, so the gateway counts exactly.
+    let text: String = (0..800_000).map(|i| format!("w{} ", i % 9973)).collect();
+    let body = json!({"model": "gpt-direct", "max_tokens": 10, "messages": [{"role": "user", "content": text}]});
+    let started = std::time::Instant::now();
+    let big = |body: serde_json::Value| {
+        let client = h.client.clone();
+        let url = h.url("/v1/chat/completions");
+        tokio::spawn(async move {
+            let response = client.post(url).bearer_auth(tollgate_tests::KEY).json(&body).send().await.unwrap();
+            response.status().as_u16()
+        })
+    };
+    let requests = [big(body.clone()), big(body)];
+    let mut slowest_health = Duration::ZERO;
+    while requests.iter().any(|r| !r.is_finished()) {
+        let asked = std::time::Instant::now();
+        let health = h.client.get(h.admin_url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200);
+        slowest_health = slowest_health.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counting = started.elapsed();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 400, "over the context window");
+    }
+    println!("two huge prompts took {counting:?}; the slowest /healthz took {slowest_health:?}");
+    if counting > Duration::from_millis(400) {
+        assert!(
+            slowest_health * 4 < counting,
+            "health checks waited for the counting: {slowest_health:?} of {counting:?}"
+        );
+    }
+}

@@ -127,7 +127,7 @@ async fn run_phases(
     context.body = ingress::read_body(&context.headers, incoming, gateway.limits.max_body_bytes).await?;
     let body = context.body.clone();
     let request = prepare::parse(context.endpoint, &body)?;
-    prepare::route(context, &request)?;
+    prepare::route(context, &request).await?;
     upstream::forward(gateway, context, &request).await
 }
 

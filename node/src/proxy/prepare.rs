@@ -9,7 +9,7 @@ use super::{Endpoint, RequestContext};
 use crate::api::{anthropic, openai, Protocol, RawObject};
 use crate::error::{GatewayError, GatewayResult};
 use crate::routing::{Route, Target};
-use crate::tokens::{chat_input_bound, count_prompt};
+use crate::tokens::{chat_input_bound, count_prompt_off_reactor};
 use crate::translate;
 
 /// The largest `max_tokens` accepted on a route that sets no `max_output_tokens`.
@@ -107,7 +107,7 @@ pub fn parse<'a>(endpoint: Endpoint, body: &'a [u8]) -> GatewayResult<ParsedRequ
 }
 
 /// Phase 5: the route for the model, the key's model allowlist, and the model's limits.
-pub fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) -> GatewayResult<()> {
+pub async fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) -> GatewayResult<()> {
     let route = context
         .snapshot
         .routes
@@ -137,7 +137,7 @@ pub fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) -> Gatew
         let output = request.max_output_tokens.unwrap_or(0);
         // Only when the free bound does not fit do we pay for an exact count.
         if request.input_bound.saturating_add(output) > window {
-            let exact = count_prompt(route.encoding, &context.body);
+            let exact = count_prompt_off_reactor(route.encoding, &context.body).await;
             if exact.saturating_add(output) > window {
                 return Err(GatewayError::context_window_exceeded(format!(
                     "This model's maximum context length is {window} tokens. However, you requested {} tokens ({exact} in the messages, {output} in the completion).",

@@ -58,13 +58,24 @@ pub async fn forward(
     if operation == Operation::CountTokens && !route.targets.iter().any(|t| t.provider.protocol == Protocol::Anthropic)
     {
         // No Anthropic upstream to ask: count locally with the model's tokenizer.
-        let tokens = count_prompt(route.encoding, &context.body);
+        let tokens = crate::tokens::count_prompt_off_reactor(route.encoding, &context.body).await;
         return Ok(json_response(StatusCode::OK, Bytes::from(format!("{{\"input_tokens\":{tokens}}}"))));
     }
 
     let encoding = route.encoding;
     let prompt = context.body.clone();
-    let exact_prompt = move || count_prompt(encoding, &prompt);
+    // Routing asks for the exact count only when a target's context window is tight; for a large prompt
+    // that count is done here, off the runtime workers, instead of inside the (synchronous) strategy.
+    let reserved_output = request.max_output_tokens.unwrap_or(0);
+    let tight = route
+        .targets
+        .iter()
+        .any(|t| t.context_window.is_some_and(|window| request.input_bound.saturating_add(reserved_output) > window));
+    let precounted = match tight && prompt.len() >= 64 * 1024 {
+        true => Some(crate::tokens::count_prompt_off_reactor(encoding, &prompt).await),
+        false => None,
+    };
+    let exact_prompt = move || precounted.unwrap_or_else(|| count_prompt(encoding, &prompt));
     let output = match operation {
         Operation::Embeddings | Operation::CountTokens => 0,
         Operation::Chat => request.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
@@ -288,9 +299,9 @@ async fn admit(
     let budgets = &context.snapshot.budgets;
     match budget.admit(budgets, principal, route.price, bound, wanted_output, request.choices).await {
         Err(err) if err.kind == crate::error::ErrorKind::BudgetExhausted => {
-            let exact = count_prompt(route.encoding, &context.body);
+            let exact = crate::tokens::count_prompt_off_reactor(route.encoding, &context.body).await;
             let media = crate::tokens::MEDIA_PART_TOKENS * crate::tokens::media_parts(&context.body);
-            let with_margin = (exact + exact / 4 + 8 + media).min(window);
+            let with_margin = exact.saturating_add(exact / 4).saturating_add(8).saturating_add(media).min(window);
             if with_margin >= bound {
                 return Err(err);
             }
