@@ -62,3 +62,22 @@ pub async fn spend_until_refused(cluster: &TestCluster, nodes: &[u64], body: &Va
     }
     admitted
 }
+
+/// Sets org `acme`'s per-minute limits (`{"tokens_per_minute": …}` / `{"requests_per_minute": …}`), waits
+/// until every running node has them, and then until the current minute has at least 10 s left, so the
+/// window does not reset under the test.
+pub async fn set_org_rate_limits(cluster: &TestCluster, limits: Value) {
+    let mut body = json!({"scope": {"org": "acme"}});
+    if let (Some(body), Some(limits)) = (body.as_object_mut(), limits.as_object()) {
+        body.extend(limits.clone());
+    }
+    let (status, out) = cluster.admin(cluster.node(1), Method::PUT, "/admin/v1/budgets", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    for node in cluster.running() {
+        eventually_async("budget loaded", || async { !node.gateway.snapshot().budgets.is_empty() }).await;
+    }
+    let now = tollgate::cluster::now_ms();
+    if now % 60_000 > 50_000 {
+        tokio::time::sleep(Duration::from_millis(60_000 - now % 60_000 + 100)).await;
+    }
+}

@@ -153,17 +153,7 @@ async fn per_minute_shares_follow_the_membership_after_a_node_joins() {
         "api_addr": joiner.api_addr.to_string(), "admin_addr": joiner.admin_addr.to_string()});
     let (status, out) = cluster.admin(cluster.node(1), Method::POST, "/admin/v1/cluster/nodes", Some(body)).await;
     assert_eq!(status, 200, "{out}");
-    let body = json!({"scope": {"org": "acme"}, "requests_per_minute": 12});
-    let (status, out) = cluster.admin(cluster.node(1), Method::PUT, "/admin/v1/budgets", Some(body)).await;
-    assert_eq!(status, 200, "{out}");
-    for node in cluster.running() {
-        eventually_async("budget loaded", || async { !node.gateway.snapshot().budgets.is_empty() }).await;
-    }
-    // Stay clear of a minute boundary, where the window resets.
-    let now = tollgate::cluster::now_ms();
-    if now % 60_000 > 50_000 {
-        tokio::time::sleep(Duration::from_millis(60_000 - now % 60_000 + 100)).await;
-    }
+    tollgate_tests::budget::set_org_rate_limits(&cluster, json!({"requests_per_minute": 12})).await;
     let mut admitted = 0;
     for _ in 0..6 {
         if chat_status(&cluster, 1, &small_chat()).await == 200 {

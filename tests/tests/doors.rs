@@ -162,16 +162,7 @@ async fn an_empty_bearer_token_is_refused_over_http2() {
 #[tokio::test]
 async fn a_max_tokens_near_two_to_the_64_is_refused_and_the_minute_limit_holds() {
     let cluster = TestCluster::start(3).await;
-    let body = json!({"scope": {"org": "acme"}, "tokens_per_minute": 3000});
-    let (status, out) = cluster.admin(cluster.node(1), Method::PUT, "/admin/v1/budgets", Some(body)).await;
-    assert_eq!(status, 200, "{out}");
-    for node in cluster.running() {
-        eventually_async("budget loaded", || async { !node.gateway.snapshot().budgets.is_empty() }).await;
-    }
-    let now = tollgate::cluster::now_ms();
-    if now % 60_000 > 50_000 {
-        tokio::time::sleep(Duration::from_millis(60_000 - now % 60_000 + 100)).await;
-    }
+    tollgate_tests::budget::set_org_rate_limits(&cluster, json!({"tokens_per_minute": 3000})).await;
     let cluster = &cluster;
     let chat = |max_tokens: u64| async move {
         let body = json!({"model": "claude-via-gpt", "max_tokens": max_tokens,
