@@ -208,6 +208,32 @@ pub struct LimitsConfig {
     /// How long a shutdown waits for in-flight requests and streams.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace_ms: u64,
+    /// From accepting a client connection to its first complete request headers (protocol detection, the
+    /// HTTP/2 preface, TLS later): a connection that sends nothing, or half a preface, is closed after this.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+    /// A client connection with no request in flight and no bytes either way for this long is closed.
+    #[serde(default = "default_client_idle_timeout")]
+    pub client_idle_timeout_ms: u64,
+    /// Open client connections per listener; beyond it a new connection gets 503 and is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest request head (HTTP/1 headers buffer, HTTP/2 header list); bigger is refused.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+}
+
+fn default_handshake_timeout() -> u64 {
+    10_000
+}
+fn default_client_idle_timeout() -> u64 {
+    120_000
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
 }
 
 fn default_max_body() -> usize {
@@ -238,6 +264,10 @@ impl Default for LimitsConfig {
             first_byte_timeout_ms: default_first_byte_timeout(),
             idle_timeout_ms: default_idle_timeout(),
             shutdown_grace_ms: default_shutdown_grace(),
+            handshake_timeout_ms: default_handshake_timeout(),
+            client_idle_timeout_ms: default_client_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod canary;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod connection;
 pub mod dev;
 pub mod error;
 pub mod gateway;

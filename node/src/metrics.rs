@@ -155,6 +155,10 @@ pub struct Metrics {
     /// Responses by HTTP status code (index = code).
     responses: Vec<AtomicU64>,
     pub in_flight: AtomicI64,
+    /// Client connections refused because a listener was at `limits.max_connections`.
+    pub connections_refused: AtomicU64,
+    /// Client connections closed by the handshake or idle deadline.
+    pub connections_timed_out: AtomicU64,
     pub overhead: Histogram,
     targets: Mutex<HashMap<(String, String, String), Arc<TargetMetrics>>>,
     /// Canary rollbacks by (route, target, reason); rare, so a lock is fine.
@@ -166,6 +170,8 @@ impl Default for Metrics {
         Metrics {
             responses: (0..600).map(|_| AtomicU64::new(0)).collect(),
             in_flight: AtomicI64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connections_timed_out: AtomicU64::new(0),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_SECONDS),
             targets: Mutex::new(HashMap::new()),
             canary_rollbacks: Mutex::new(Vec::new()),
@@ -239,6 +245,20 @@ impl Metrics {
         out.push_str("# HELP tollgate_requests_in_flight API requests being served now.\n");
         out.push_str("# TYPE tollgate_requests_in_flight gauge\n");
         let _ = writeln!(out, "tollgate_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        out.push_str(
+            "# HELP tollgate_connections_closed_total Client connections refused at the cap or closed by a deadline.\n",
+        );
+        out.push_str("# TYPE tollgate_connections_closed_total counter\n");
+        let _ = writeln!(
+            out,
+            "tollgate_connections_closed_total{{reason=\"over_capacity\"}} {}",
+            self.connections_refused.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "tollgate_connections_closed_total{{reason=\"deadline\"}} {}",
+            self.connections_timed_out.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP tollgate_gateway_overhead_seconds Time the gateway itself spent before the response headers, upstream wait excluded.\n");
         out.push_str("# TYPE tollgate_gateway_overhead_seconds histogram\n");
         self.overhead.render(&mut out, "tollgate_gateway_overhead_seconds", "");

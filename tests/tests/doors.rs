@@ -263,3 +263,59 @@ async fn huge_prompts_are_counted_off_the_runtime_and_health_checks_stay_fast() 
         );
     }
 }
+
+/// Reads from `stream` until the server closes it; `Err` when it is still open after `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Result<Vec<u8>, ()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read_all).await.map_err(|_| ())?;
+    Ok(seen)
+}
+
+/// Issue 12.5: connections that sent nothing, half an HTTP/2 preface, or went idle after a request lived
+/// forever; there was no cap; a 200 KB header was served. Deadlines close them, the cap answers 503.
+#[tokio::test]
+async fn idle_half_open_and_excess_connections_are_closed_and_huge_headers_refused() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = tollgate_tests::Harness::start_tweaked("", |config| {
+        config.limits.handshake_timeout_ms = 300;
+        config.limits.client_idle_timeout_ms = 300;
+    })
+    .await;
+    let addr = h.node.api_addr;
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)).await.is_ok(), "a silent connection stays open");
+    let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    assert!(closed_within(&mut half, Duration::from_secs(5)).await.is_ok(), "half a preface stays open");
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\nauthorization: Bearer tg-test-key\r\n\r\n").await.unwrap();
+    let answered =
+        closed_within(&mut idle, Duration::from_secs(5)).await.expect("an idle keep-alive connection stays open");
+    assert!(answered.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answered));
+    let huge = format!("GET /v1/models HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "a".repeat(200 * 1024));
+    let mut big = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = big.write_all(huge.as_bytes()).await;
+    let answer = closed_within(&mut big, Duration::from_secs(5)).await.unwrap_or_default();
+    assert!(!answer.starts_with(b"HTTP/1.1 200"), "a 200 KB header was served");
+    assert!(h.metrics().await.contains("tollgate_connections_closed_total{reason=\"deadline\"}"));
+
+    let capped = tollgate_tests::Harness::start_tweaked("", |config| config.limits.max_connections = 2).await;
+    let (_first, _second) = (
+        tokio::net::TcpStream::connect(capped.node.api_addr).await.unwrap(),
+        tokio::net::TcpStream::connect(capped.node.api_addr).await.unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(capped.node.api_addr).await.unwrap();
+    let answer = closed_within(&mut third, Duration::from_secs(5)).await.expect("the over-cap connection is closed");
+    assert!(answer.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
+}
