@@ -215,6 +215,9 @@ pub struct LimitsConfig {
     /// A client connection with no request in flight and no bytes either way for this long is closed.
     #[serde(default = "default_client_idle_timeout")]
     pub client_idle_timeout_ms: u64,
+    /// The whole request body must arrive within this (408 after).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_ms: u64,
     /// Open client connections per listener; beyond it a new connection gets 503 and is closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -228,6 +231,9 @@ fn default_handshake_timeout() -> u64 {
 }
 fn default_client_idle_timeout() -> u64 {
     120_000
+}
+fn default_body_timeout() -> u64 {
+    60_000
 }
 fn default_max_connections() -> usize {
     10_000
@@ -266,6 +272,7 @@ impl Default for LimitsConfig {
             shutdown_grace_ms: default_shutdown_grace(),
             handshake_timeout_ms: default_handshake_timeout(),
             client_idle_timeout_ms: default_client_idle_timeout(),
+            body_timeout_ms: default_body_timeout(),
             max_connections: default_max_connections(),
             max_header_bytes: default_max_header_bytes(),
         }

@@ -42,6 +42,8 @@ pub enum ErrorKind {
     UpstreamTimeout,
     UpstreamInvalidResponse,
     ShuttingDown,
+    /// The client did not send its request body in time (408).
+    RequestTimeout,
     /// A clustered node that has not caught up with the cluster since it started (503, retry shortly).
     NotReady,
     Internal,
@@ -197,6 +199,10 @@ impl GatewayError {
         )
     }
 
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::RequestTimeout, ErrorSource::Downstream, false, message)
+    }
+
     pub fn not_ready() -> Self {
         let mut err = Self::new(
             ErrorKind::NotReady,
@@ -241,6 +247,7 @@ impl GatewayError {
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamInvalidResponse => 502,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::ShuttingDown | ErrorKind::NotReady => 503,
+            ErrorKind::RequestTimeout => 408,
             ErrorKind::Internal => 500,
         };
         StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -269,6 +276,7 @@ impl GatewayError {
             ErrorKind::UpstreamInvalidResponse => ("api_error", Some("upstream_invalid_response")),
             ErrorKind::ShuttingDown => ("api_error", Some("shutting_down")),
             ErrorKind::NotReady => ("api_error", Some("not_ready")),
+            ErrorKind::RequestTimeout => ("invalid_request_error", Some("request_timeout")),
             ErrorKind::Internal => ("api_error", Some("internal_error")),
         }
     }
@@ -279,7 +287,8 @@ impl GatewayError {
             ErrorKind::InvalidRequest
             | ErrorKind::ContextWindowExceeded
             | ErrorKind::MethodNotAllowed
-            | ErrorKind::UnsupportedMediaType => "invalid_request_error",
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::Unauthenticated => "authentication_error",
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",

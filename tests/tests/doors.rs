@@ -319,3 +319,20 @@ async fn idle_half_open_and_excess_connections_are_closed_and_huge_headers_refus
     let answer = closed_within(&mut third, Duration::from_secs(5)).await.expect("the over-cap connection is closed");
     assert!(answer.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
 }
+
+/// Issue 12.5: the request body was read with no deadline; a client trickling it held the connection.
+#[tokio::test]
+async fn a_body_that_never_finishes_arriving_gets_408() {
+    use tokio::io::AsyncWriteExt as _;
+    let h = tollgate_tests::Harness::start_tweaked("", |config| config.limits.body_timeout_ms = 300).await;
+    let mut slow = tokio::net::TcpStream::connect(h.node.api_addr).await.unwrap();
+    slow.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer tg-test-key\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    let answer = closed_within(&mut slow, Duration::from_secs(5)).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+}

@@ -47,8 +47,14 @@ pub fn authenticate(context: &RequestContext) -> GatewayResult<Arc<Principal>> {
     auth::authenticate(context.snapshot.keys.as_ref(), &context.headers)
 }
 
-/// Phase 3: JSON only, at most `limit` bytes (413 beyond, checked before reading when the length is known).
-pub async fn read_body(headers: &HeaderMap, incoming: Incoming, limit: usize) -> GatewayResult<Bytes> {
+/// Phase 3: JSON only, at most `limit` bytes (413 beyond, checked before reading when the length is known),
+/// all of it within `deadline` (408 after: a client trickling a body must not hold a connection forever).
+pub async fn read_body(
+    headers: &HeaderMap,
+    incoming: Incoming,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> GatewayResult<Bytes> {
     if let Some(content_type) = headers.get(http::header::CONTENT_TYPE) {
         let essence = content_type.to_str().unwrap_or("").split(';').next().unwrap_or("").trim();
         let json_suffix = essence.len() >= 5 && essence.as_bytes()[essence.len() - 5..].eq_ignore_ascii_case(b"+json");
@@ -61,7 +67,13 @@ pub async fn read_body(headers: &HeaderMap, incoming: Incoming, limit: usize) ->
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(GatewayError::payload_too_large(limit));
     }
-    match Limited::new(incoming, limit).collect().await {
+    let Ok(collected) = tokio::time::timeout(deadline, Limited::new(incoming, limit).collect()).await else {
+        return Err(GatewayError::request_timeout(format!(
+            "the request body did not arrive within {} ms",
+            deadline.as_millis()
+        )));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(GatewayError::payload_too_large(limit))

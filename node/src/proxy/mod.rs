@@ -124,7 +124,8 @@ async fn run_phases(
     if context.endpoint == Endpoint::Models {
         return Ok(upstream::list_models(context));
     }
-    context.body = ingress::read_body(&context.headers, incoming, gateway.limits.max_body_bytes).await?;
+    let body_deadline = Duration::from_millis(gateway.limits.body_timeout_ms);
+    context.body = ingress::read_body(&context.headers, incoming, gateway.limits.max_body_bytes, body_deadline).await?;
     let body = context.body.clone();
     let request = prepare::parse(context.endpoint, &body)?;
     prepare::route(context, &request).await?;
