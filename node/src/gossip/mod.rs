@@ -66,13 +66,33 @@ impl GossipSettings {
             advertise,
             seeds: node.effective_gossip_seeds(),
             interval: Duration::from_millis(node.gossip_interval_ms),
-            cluster_id: node.gossip_cluster_id.clone(),
+            cluster_id: gossip_cluster_id(&node.gossip_cluster_id, config.cluster_secrets()?.first()),
             api_addr: None,
             admin_addr: None,
             raft_addr: None,
         })
     }
 }
+
+/// chitchat drops every message whose cluster id differs from its own. In a cluster, the id carries a
+/// digest of the cluster secret, so a process without the secret cannot join the gossip or feed it forged
+/// endpoint health or GPU load (gossip holds hints only; budgets never depend on it). After a secret
+/// rotation, nodes re-form the gossip as they restart with the new first secret.
+pub fn gossip_cluster_id(configured: &str, secret: Option<&String>) -> String {
+    use sha2::{Digest, Sha256};
+    match secret {
+        Some(secret) => {
+            let digest = Sha256::digest(format!("tollgate-gossip\0{secret}").as_bytes());
+            let tag: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+            format!("{configured}-{tag}")
+        }
+        None => configured.to_owned(),
+    }
+}
+
+/// A sample stamped further in the future than this is forged or from a broken clock: ignored, so it
+/// cannot outlive its time to live.
+const MAX_FUTURE_SKEW_MS: u64 = 5_000;
 
 /// One node as gossip sees it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -368,9 +388,10 @@ async fn collect(chitchat: &Mutex<Chitchat>, registry: &EndpointRegistry) -> Clu
             }
         }
         for (endpoint, value) in &node.gpus {
-            if let Some(load) =
-                keys::decode_gpu(value).filter(|l| now_wall.saturating_sub(l.at_ms) <= registry.gpu_ttl_ms)
-            {
+            if let Some(load) = keys::decode_gpu(value).filter(|l| {
+                l.at_ms <= now_wall.saturating_add(MAX_FUTURE_SKEW_MS)
+                    && now_wall.saturating_sub(l.at_ms) <= registry.gpu_ttl_ms
+            }) {
                 view.endpoints.entry(endpoint.clone()).or_default().gpu.insert(node_name.clone(), load);
             }
         }

@@ -193,3 +193,15 @@ async fn an_endpoint_removed_from_the_config_is_withdrawn_from_gossip() {
     wait_for("node 1's gpu-a report withdrawn", Duration::from_secs(2), || !reported_by_one(&nodes[1])).await;
     assert!(nodes[1].cluster.view().endpoints["gpu-b"].reports.contains_key("1"), "gpu-b is still reported");
 }
+
+#[test]
+fn the_gossip_cluster_id_carries_a_digest_of_the_cluster_secret() {
+    let secret = "a-cluster-secret-0123456789".to_owned();
+    let id = super::gossip_cluster_id("tollgate", Some(&secret));
+    assert!(id.starts_with("tollgate-") && id.len() > "tollgate-".len() + 16, "{id}");
+    assert!(!id.contains("secret"), "the secret itself never travels: {id}");
+    let other = "another-cluster-secret-98765".to_owned();
+    assert_ne!(id, super::gossip_cluster_id("tollgate", Some(&other)), "without the secret, no way in");
+    assert_eq!(id, super::gossip_cluster_id("tollgate", Some(&secret)), "every member derives the same id");
+    assert_eq!(super::gossip_cluster_id("tollgate", None), "tollgate", "standalone nodes keep the configured id");
+}
