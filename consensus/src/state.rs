@@ -15,6 +15,14 @@ use crate::usage::{UsageKey, UsageLog, UsageTotals};
 
 /// How many applied request ids are remembered for de-duplication, and how many audit entries are kept.
 pub const DEDUP_WINDOW: usize = 10_000;
+
+/// Request ids that start with this are client idempotency keys (`Idempotency-Key` on the admin API): kept
+/// for [`IDEMPOTENCY_KEEP_MS`] of leader time, apart from the shared window, so a retry a minute later
+/// under heavy ledger traffic still applies once.
+pub const IDEMPOTENCY_PREFIX: &str = "idem-";
+pub const IDEMPOTENCY_KEEP_MS: u64 = 24 * 3_600_000;
+/// At most this many idempotency keys are kept (the oldest go first), bounding the state.
+pub const IDEMPOTENCY_MAX_KEYS: usize = 100_000;
 pub const AUDIT_WINDOW: usize = 1_000;
 
 /// One control-plane change.
@@ -219,12 +227,21 @@ pub struct ControlState {
     /// request id → result, for de-duplicating retried commands; `dedup_order` evicts the oldest.
     pub applied_requests: OrdMap<String, Response>,
     pub dedup_order: Vector<String>,
+    /// Client idempotency keys → (leader time applied, result), kept for a day (see
+    /// [`IDEMPOTENCY_KEEP_MS`]); `idempotency_order` evicts the oldest.
+    #[serde(default)]
+    pub idempotency: OrdMap<String, (u64, Response)>,
+    #[serde(default)]
+    pub idempotency_order: Vector<String>,
 }
 
 impl ControlState {
     /// Applies one request at log `index`. Pure: the same state and request always give the same result.
     pub fn apply(&mut self, index: u64, request: &Request) -> Response {
         if let Some(previous) = self.applied_requests.get(&request.request_id) {
+            return previous.clone();
+        }
+        if let Some((_, previous)) = self.idempotency.get(&request.request_id) {
             return previous.clone();
         }
         if request.command.is_ledger_traffic() {
@@ -313,8 +330,29 @@ impl ControlState {
         }
     }
 
+    fn remember_idempotency_key(&mut self, request: &Request, result: &Response) {
+        self.idempotency.insert(request.request_id.clone(), (request.at_ms, result.clone()));
+        self.idempotency_order.push_back(request.request_id.clone());
+        // Keys expire by the leader time in the log (deterministic on every node), and by count.
+        while let Some(oldest) = self.idempotency_order.front().cloned() {
+            let expired = self
+                .idempotency
+                .get(&oldest)
+                .is_none_or(|(at, _)| request.at_ms.saturating_sub(*at) > IDEMPOTENCY_KEEP_MS);
+            if !expired && self.idempotency_order.len() <= IDEMPOTENCY_MAX_KEYS {
+                break;
+            }
+            self.idempotency_order.pop_front();
+            self.idempotency.remove(&oldest);
+        }
+    }
+
     fn remember(&mut self, index: u64, request: &Request, result: Response) {
-        self.remember_request(&request.request_id, result.clone());
+        if request.request_id.starts_with(IDEMPOTENCY_PREFIX) {
+            self.remember_idempotency_key(request, &result);
+        } else {
+            self.remember_request(&request.request_id, result.clone());
+        }
         self.audit.push_back(AuditEntry {
             index,
             at_ms: request.at_ms,

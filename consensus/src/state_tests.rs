@@ -224,3 +224,23 @@ fn the_whole_state_round_trips_through_json() {
     let back: ControlState = serde_json::from_slice(&json).unwrap_or_else(|e| panic!("state must deserialize: {e}"));
     assert_eq!(back, state);
 }
+
+#[test]
+fn idempotency_keys_outlive_the_dedup_window_for_a_day() {
+    let mut state = ControlState::default();
+    let at =
+        |ms: u64, id: &str, command: Command| Request { request_id: id.into(), actor: "t".into(), at_ms: ms, command };
+    let put = |name: &str| Command::PutOrg { org: OrgConfig { name: name.into(), budget: None } };
+    let first = state.apply(1, &at(1_000, "idem-create-acme", put("acme")));
+    assert_eq!(first, Response::Applied { index: 1 });
+    // Far more commands than the shared window holds.
+    for index in 0..(DEDUP_WINDOW as u64 + 500) {
+        state.apply(index + 2, &at(2_000, &format!("r{index}"), put("filler")));
+    }
+    state.apply(20_000, &at(3_000, "delete", Command::DeleteOrg { name: "acme".into() }));
+    assert_eq!(state.apply(20_001, &at(60_000, "idem-create-acme", put("acme"))), first, "the retry applies once");
+    assert!(!state.orgs.contains_key("acme"), "and did not re-create what was deleted since");
+    // A day later the key is forgotten.
+    state.apply(20_002, &at(1_000 + IDEMPOTENCY_KEEP_MS + 1, "idem-other", put("other")));
+    assert!(!state.idempotency.contains_key("idem-create-acme"));
+}

@@ -230,7 +230,7 @@ async fn cluster_status(node: &ConsensusNode) -> Value {
 async fn write(node: &ConsensusNode, command: Command, idempotency_key: Option<&str>) -> Result<u64, AdminError> {
     let mut request = request(command, &format!("admin-api@node-{}", node.id()));
     if let Some(key) = idempotency_key {
-        request.request_id = format!("idem-{key}");
+        request.request_id = format!("{}{key}", tollgate_consensus::state::IDEMPOTENCY_PREFIX);
     }
     match node.write(request).await? {
         CommandResponse::Applied { index } | CommandResponse::Granted { index, .. } => Ok(index),
