@@ -299,21 +299,7 @@ targets = [ {{ provider = "fast", model = "m" }} ]
 async fn a_slow_canary_is_rolled_back_on_a_standalone_node() {
     let canary = MockUpstream::start().await;
     canary.set_default(Script { delay_headers: Some(Duration::from_millis(200)), ..Default::default() });
-    let extra = format!(
-        r#"
-[[providers]]
-name = "next"
-kind = "openai"
-base_url = "{}"
-
-[[models]]
-name = "rollout"
-strategy = "weighted"
-canary = {{ target = 1, max_p95_latency_ratio = 2.0, window_secs = 30, min_requests = 5 }}
-targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ provider = "next", model = "next", weight = 50 }} ]
-"#,
-        canary.openai_base_url()
-    );
+    let extra = canary_rollout(&canary, "max_p95_latency_ratio = 2.0");
     let h = Harness::start_with(&extra).await;
     // Both sides need `min_requests` in the window before the SLO is judged.
     while canary.request_count() < 6 || h.mock.request_count() < 6 {
@@ -347,21 +333,7 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
 async fn requests_the_canary_rejects_as_invalid_do_not_roll_it_back() {
     let canary = MockUpstream::start().await;
     canary.set_default(Script { status: Some(400), ..Default::default() });
-    let extra = format!(
-        r#"
-[[providers]]
-name = "next"
-kind = "openai"
-base_url = "{}"
-
-[[models]]
-name = "rollout"
-strategy = "weighted"
-canary = {{ target = 1, max_error_rate_delta = 0.05, window_secs = 30, min_requests = 5 }}
-targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ provider = "next", model = "next", weight = 50 }} ]
-"#,
-        canary.openai_base_url()
-    );
+    let extra = canary_rollout(&canary, "max_error_rate_delta = 0.05");
     let h = Harness::start_with(&extra).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while canary.request_count() < 8 || h.mock.request_count() < 8 {
@@ -381,4 +353,24 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
         &["gen_ai_provider_name=\"next\"", "outcome=\"rejected\""],
     );
     assert!(rejected.is_some_and(|n| n >= 8.0), "{rejected:?}\n{metrics}");
+}
+
+/// A `rollout` model splitting 50/50 between the harness's mock (`stable`) and `canary` (`next`), with the
+/// canary's SLO given as TOML (`max_error_rate_delta = …` or `max_p95_latency_ratio = …`).
+fn canary_rollout(canary: &MockUpstream, slo: &str) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "next"
+kind = "openai"
+base_url = "{}"
+
+[[models]]
+name = "rollout"
+strategy = "weighted"
+canary = {{ target = 1, {slo}, window_secs = 30, min_requests = 5 }}
+targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ provider = "next", model = "next", weight = 50 }} ]
+"#,
+        canary.openai_base_url()
+    )
 }

@@ -12,9 +12,10 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_consensus::{
-    BudgetSpec, ClusterError, Command, ConsensusNode, ControlState, NodeInfo, Response as CommandResponse, Scope,
+    BudgetSpec, ClusterError, Command, ConsensusNode, NodeInfo, Response as CommandResponse, Scope,
 };
 
+use super::redact::{collection, redact_provider};
 use crate::auth::{generate_key, hash_key, hex};
 use crate::cluster::{diff, new_request_id, now_ms, request};
 use crate::config::{Config, KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
@@ -249,42 +250,6 @@ fn kind_name(kind: &str) -> Result<&'static str, AdminError> {
         other => Err(AdminError::not_found(format!(
             "unknown resource kind `{other}`; one of providers, models, routes, orgs, teams, keys"
         ))),
-    }
-}
-
-fn collection(state: &ControlState, kind: &str) -> Value {
-    match kind {
-        "providers" => json!(state.providers.values().map(redact_provider).collect::<Vec<_>>()),
-        "models" => json!(state.models.values().collect::<Vec<_>>()),
-        "orgs" => json!(state.orgs.values().collect::<Vec<_>>()),
-        "teams" => json!(state.teams.values().collect::<Vec<_>>()),
-        _ => json!(state.keys.values().collect::<Vec<_>>()),
-    }
-}
-
-/// Secrets in a provider are never returned by the API: the API key, every extra header's value (they
-/// carry keys such as `api-key`), and credentials in the metrics URL.
-fn redact_provider(provider: &ProviderConfig) -> Value {
-    let mut value = json!(provider);
-    if provider.api_key.is_some() {
-        value["api_key"] = json!("<redacted>");
-    }
-    for name in provider.headers.keys() {
-        value["headers"][name] = json!("<redacted>");
-    }
-    if let Some(url) = &provider.metrics_url {
-        value["metrics_url"] = json!(redact_url_credentials(url));
-    }
-    value
-}
-
-/// `scheme://user:password@host/...` → `scheme://<redacted>@host/...`.
-fn redact_url_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://<redacted>{}", &rest[at..]),
-        None => url.to_owned(),
     }
 }
 

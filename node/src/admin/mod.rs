@@ -2,6 +2,7 @@
 //! `/admin/v1/*` control-plane API (bearer admin token; see `api.rs`).
 
 mod api;
+mod redact;
 
 use std::sync::Arc;
 
