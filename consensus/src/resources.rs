@@ -201,6 +201,10 @@ pub struct ModelConfig {
     /// Cap on `max_tokens`; also the default `max_tokens` sent to providers that require one.
     #[serde(default)]
     pub max_output_tokens: Option<u64>,
+    /// Cap on the prompt's size in bytes (messages, system, tools…), checked before any token counting:
+    /// a larger request gets 413 without costing the node CPU. Unset: only `limits.max_body_bytes` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_bytes: Option<u64>,
     #[serde(default)]
     pub price_per_mtok: Price,
     /// Tokenizer used for local estimates: `o200k_base` or `cl100k_base` (default: guessed from the name).
@@ -250,6 +254,7 @@ impl ModelConfig {
             name: name.into(),
             context_window: None,
             max_output_tokens: None,
+            max_prompt_bytes: None,
             price_per_mtok: Price::default(),
             encoding: None,
             strategy: Strategy::default(),

@@ -525,6 +525,9 @@ fn validate_routing(model: &ModelConfig, at: &str) -> anyhow::Result<()> {
             bail!("{at}.targets[{index}].context_window: must be greater than 0");
         }
     }
+    if model.max_prompt_bytes == Some(0) || model.context_window == Some(0) {
+        bail!("{at}: context_window and max_prompt_bytes must be greater than 0 when set");
+    }
     for status in &model.fallback_on {
         if !(400..=499).contains(status) {
             bail!("{at}.fallback_on: {status} is not a 4xx status (429, 5xx, timeouts and connect errors always fall back)");

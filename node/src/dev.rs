@@ -34,6 +34,7 @@ fn model(name: &str, provider: &str, window: u64, price: Price) -> ModelConfig {
     ModelConfig {
         context_window: Some(window),
         max_output_tokens: Some(8192),
+        max_prompt_bytes: None,
         price_per_mtok: price,
         ..ModelConfig::single_target(name, provider)
     }

@@ -124,6 +124,18 @@ impl GatewayError {
         )
     }
 
+    /// The prompt is larger than its route accepts (`max_prompt_bytes`): refused before it is tokenized.
+    pub fn prompt_too_large(route: &str, size: u64, limit: u64) -> Self {
+        let mut err = Self::new(
+            ErrorKind::PayloadTooLarge,
+            ErrorSource::Downstream,
+            false,
+            format!("the prompt is {size} bytes; the model `{route}` accepts prompts of at most {limit} bytes"),
+        );
+        err.param = Some("messages");
+        err
+    }
+
     pub fn unsupported_media_type(got: &str) -> Self {
         Self::new(
             ErrorKind::UnsupportedMediaType,

@@ -159,6 +159,8 @@ pub struct Metrics {
     pub connections_refused: AtomicU64,
     /// Client connections closed by the handshake or idle deadline.
     pub connections_timed_out: AtomicU64,
+    /// Failed `accept` calls (descriptor exhaustion and the like); the loop backs off and goes on.
+    pub accept_errors: AtomicU64,
     pub overhead: Histogram,
     targets: Mutex<HashMap<(String, String, String), Arc<TargetMetrics>>>,
     /// Canary rollbacks by (route, target, reason); rare, so a lock is fine.
@@ -172,6 +174,7 @@ impl Default for Metrics {
             in_flight: AtomicI64::new(0),
             connections_refused: AtomicU64::new(0),
             connections_timed_out: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_SECONDS),
             targets: Mutex::new(HashMap::new()),
             canary_rollbacks: Mutex::new(Vec::new()),
@@ -259,6 +262,9 @@ impl Metrics {
             "tollgate_connections_closed_total{{reason=\"deadline\"}} {}",
             self.connections_timed_out.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP tollgate_accept_errors_total Failed accepts on the API and admin listeners (e.g. out of file descriptors).\n");
+        out.push_str("# TYPE tollgate_accept_errors_total counter\n");
+        let _ = writeln!(out, "tollgate_accept_errors_total {}", self.accept_errors.load(Ordering::Relaxed));
         out.push_str("# HELP tollgate_gateway_overhead_seconds Time the gateway itself spent before the response headers, upstream wait excluded.\n");
         out.push_str("# TYPE tollgate_gateway_overhead_seconds histogram\n");
         self.overhead.render(&mut out, "tollgate_gateway_overhead_seconds", "");

@@ -55,6 +55,8 @@ pub struct Route {
     pub name: Arc<str>,
     pub context_window: Option<u64>,
     pub max_output_tokens: Option<u64>,
+    /// Prompts larger than this many bytes are refused before any token is counted.
+    pub max_prompt_bytes: Option<u64>,
     pub price: Price,
     pub encoding: Encoding,
     pub strategy: Strategy,
@@ -191,6 +193,7 @@ impl ControlSnapshot {
                     name: model.name.as_str().into(),
                     context_window: model.context_window,
                     max_output_tokens: model.max_output_tokens,
+                    max_prompt_bytes: model.max_prompt_bytes,
                     price: model.price_per_mtok,
                     encoding: Encoding::for_model(&model.name, model.encoding.as_deref()),
                     strategy: model.strategy,

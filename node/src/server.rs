@@ -152,7 +152,8 @@ pub async fn run_gateway(
             Ok((stream, _peer)) => stream,
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(%err, "accept failed");
+                gateway.metrics.accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%err, admin = is_admin, "accept failed; backing off 50 ms");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -264,6 +264,39 @@ async fn huge_prompts_are_counted_off_the_runtime_and_health_checks_stay_fast() 
     }
 }
 
+/// Issue 12.4: a route can cap the prompt's size; a request over it is refused with 413 in the caller's
+/// shape before it is tokenized or sent anywhere, while requests under it are served as before.
+#[tokio::test]
+async fn a_route_caps_the_prompt_size_before_counting_it() {
+    let h = tollgate_tests::Harness::start_tweaked("", |config| {
+        config.limits.max_body_bytes = 16 << 20;
+        let model = config.models.iter_mut().find(|m| m.name == "gpt-direct").expect("gpt-direct");
+        model.max_prompt_bytes = Some(100_000);
+    })
+    .await;
+    let text = "word ".repeat(400_000);
+    let body = json!({"model": "gpt-direct", "max_tokens": 10, "messages": [{"role": "user", "content": text}]});
+    let response = h.openai("/v1/chat/completions", &body).await;
+    assert_eq!(response.status(), 413);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "request_too_large", "{error}");
+    assert_eq!(error["error"]["param"], "messages", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("100000") && message.contains("gpt-direct"), "{message}");
+    let response = h.anthropic("/v1/messages", &body).await;
+    assert_eq!(response.status(), 413);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["error"]["type"], "request_too_large", "{error}");
+    assert_eq!(h.mock.request_count(), 0, "nothing over the cap reached the provider");
+    // Under the cap, and on routes without one, the same prompt size is served as before.
+    let small = json!({"model": "gpt-direct", "max_tokens": 10, "messages": [{"role": "user", "content": "word ".repeat(100)}]});
+    assert_eq!(h.openai("/v1/chat/completions", &small).await.status(), 200);
+    let uncapped = json!({"model": "claude-direct", "max_tokens": 10, "messages": [{"role": "user", "content": "word ".repeat(30_000)}]});
+    assert_eq!(h.anthropic("/v1/messages", &uncapped).await.status(), 200);
+    assert_eq!(h.mock.request_count(), 2);
+}
+
 /// Reads from `stream` until the server closes it; `Err` when it is still open after `within`.
 async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Result<Vec<u8>, ()> {
     use tokio::io::AsyncReadExt as _;
@@ -335,4 +368,95 @@ async fn a_body_that_never_finishes_arriving_gets_408() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("request_timeout"), "{text}");
+}
+
+/// Issue 12.5: out of file descriptors, `accept` fails; the loop must back off (not spin, not stop), count
+/// the failures in a metric, and serve again once descriptors are free. A real process under `ulimit -n`.
+#[tokio::test]
+async fn descriptor_exhaustion_is_counted_and_the_node_recovers() {
+    use tollgate_tests::process::{wait_healthy, ChildGuard};
+    let dir = tempfile::tempdir().unwrap();
+    let (api, admin) = (free_port(), free_port());
+    let config = format!(
+        r#"[node]
+id = 1
+listen = "127.0.0.1:{api}"
+admin_listen = "127.0.0.1:{admin}"
+data_dir = "{data}"
+admin_token = "tga-descriptor-test-token"
+
+[[providers]]
+name = "mock"
+kind = "mock"
+
+[[models]]
+name = "m"
+targets = [ {{ provider = "mock" }} ]
+
+[[keys]]
+key = "tg-descriptor-key"
+org = "acme"
+"#,
+        data = dir.path().join("data").display(),
+    );
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let script = format!("ulimit -n 128 && exec '{}' serve --config '{}'", tollgate_binary().display(), path.display());
+    let mut child = ChildGuard::spawn(
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    let client = reqwest::Client::new();
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    wait_healthy(&client, &format!("{admin_url}/readyz")).await;
+    // Far more connections than the node has descriptors: the kernel completes them (backlog), the node's
+    // accepts fail with EMFILE.
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        connects
+            .spawn(tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(("127.0.0.1", api))));
+    }
+    let mut held = Vec::new();
+    while let Some(connected) = connects.join_next().await {
+        if let Ok(Ok(Ok(stream))) = connected {
+            held.push(stream);
+        }
+    }
+    println!("holding {} connections", held.len());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(held);
+    let chat = || {
+        client
+            .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
+            .bearer_auth("tg-descriptor-key")
+            .json(&json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+            .timeout(Duration::from_secs(5))
+            .send()
+    };
+    // Served again once descriptors are free (the idle deadline closes the held connections' slots).
+    let flooded = std::time::Instant::now();
+    let deadline = flooded + Duration::from_secs(30);
+    loop {
+        match chat().await {
+            Ok(response) if response.status() == 200 => break,
+            other => {
+                assert!(std::time::Instant::now() < deadline, "not serving 30 s after the flood: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    println!("serving again {:?} after the flood ended", flooded.elapsed());
+    let metrics = client.get(format!("{admin_url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let failures: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("tollgate_accept_errors_total "))
+        .expect("the accept-failure metric is exported")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(failures > 0, "the flood exhausted descriptors, so some accepts failed:\n{metrics}");
+    child.signal("TERM");
+    assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0), "still shuts down cleanly");
 }

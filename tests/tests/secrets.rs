@@ -94,7 +94,13 @@ org = "acme"
     };
     for (model, key) in [("refused", "tg-client-key"), ("down", "tg-client-key"), ("refused", "tg-wrong")] {
         let response = chat(model, key).await.unwrap();
-        answers.push_str(&format!("{} {}\n", response.status(), response.text().await.unwrap()));
+        let answer = format!("{} {}\n", response.status(), response.text().await.unwrap());
+        if model == "down" {
+            // Clients learn which provider and what kind of failure, never an internal address.
+            assert!(answer.contains("provider `unreachable`: connection refused"), "{answer}");
+            assert!(!answer.contains("127.0.0.1") && !answer.contains("os error"), "{answer}");
+        }
+        answers.push_str(&answer);
     }
     for path in [
         "/admin/v1/providers",

@@ -118,19 +118,37 @@ impl Provider {
     }
 }
 
+/// A transport failure as the caller sees it: the provider's configured name and the kind of failure, never
+/// the lower layers' text, which can name internal hosts, addresses and resolver details. The full chain
+/// goes to the operator's log.
 fn transport_error(provider: &str, err: &hyper_util::client::legacy::Error) -> GatewayError {
     use std::error::Error as _;
     let mut detail = err.to_string();
+    let mut kind = None;
     let mut source = err.source();
     while let Some(inner) = source {
         detail.push_str(": ");
         detail.push_str(&inner.to_string());
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            kind = kind.or(Some(io.kind()));
+        }
         source = inner.source();
     }
+    let what = match kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused",
+        Some(std::io::ErrorKind::TimedOut) => "connection timed out",
+        Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted) => "connection reset",
+        Some(std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::UnexpectedEof) => "connection closed",
+        _ if detail.contains("dns error") => "name resolution failed",
+        _ if detail.to_ascii_lowercase().contains("tls") || detail.contains("certificate") => "TLS failed",
+        _ if err.is_connect() => "connect failed",
+        _ => "connection lost",
+    };
+    tracing::warn!(provider, detail = %detail, "upstream transport error");
     if err.is_connect() {
-        GatewayError::upstream_connect(format!("cannot connect to provider `{provider}`: {detail}"))
+        GatewayError::upstream_connect(format!("cannot connect to provider `{provider}`: {what}"))
     } else {
-        GatewayError::upstream_lost(format!("request to provider `{provider}` failed: {detail}"))
+        GatewayError::upstream_lost(format!("request to provider `{provider}` failed: {what}"))
     }
 }
 

@@ -133,6 +133,14 @@ pub async fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) ->
             ));
         }
     }
+    // Before any counting: a prompt over the route's size cap costs no tokenizer CPU.
+    if let Some(limit) = route.max_prompt_bytes {
+        // The whole body: everything in it (messages, system, tools, schemas) is tokenized.
+        let size = context.body.len() as u64;
+        if size > limit {
+            return Err(GatewayError::prompt_too_large(&route.name, size, limit));
+        }
+    }
     if let Some(window) = route.context_window {
         let output = request.max_output_tokens.unwrap_or(0);
         // Only when the free bound does not fit do we pay for an exact count.
