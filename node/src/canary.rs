@@ -1,10 +1,21 @@
 //! Canary auto-rollback. Every second each node samples its per-target counters; for each route with a
 //! `canary` whose weight is still above 0 it compares the canary with the stable targets (every other
 //! target with weight > 0) over the SLO window: error rate (canary − stable > `max_error_rate_delta`) and
-//! p95 latency (canary / stable > `max_p95_latency_ratio`), once both sides have `min_requests`. A broken
-//! SLO sets the canary's weight to 0 on this node at once and cluster-wide through a Raft write of the
-//! model (visible in the audit trail). Each node judges the traffic it served; any node may write, and
-//! the write is skipped when the replicated weight is already 0.
+//! p95 latency (canary / stable > `max_p95_latency_ratio`), once both sides have `min_requests`.
+//!
+//! Latency means what the endpoint controls, not what the caller asked for: time to first token of
+//! streams and time per output token of successful responses. Whole-request duration grows with the
+//! output a caller requests, so a tenant sending long generations only to the canary could otherwise
+//! force a rollback. Errors are only those the endpoint is to blame for (4xx rejections are `rejected`,
+//! not `error`, in the metrics).
+//!
+//! An open circuit breaker on the canary's endpoint, here or on a live peer (gossip), is a breach by
+//! itself while a stable target is still routable: once it opens the canary only sees a half-open probe
+//! per cooldown, so its error count would take minutes to reach `min_requests`.
+//!
+//! A broken SLO sets the canary's weight to 0 on this node at once and cluster-wide through a Raft write
+//! of the model (visible in the audit trail). Each node judges the traffic it served; any node may write,
+//! and the write is skipped when the replicated weight is already 0.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -22,20 +33,39 @@ const TICK: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 struct Sample {
     at: Instant,
-    ok: u64,
-    errors: u64,
-    buckets: Vec<u64>,
+    counts: WindowStats,
 }
 
 impl Sample {
     fn of(metrics: &TargetMetrics, at: Instant) -> Sample {
         Sample {
             at,
-            ok: metrics.requests_ok.load(Ordering::Relaxed),
-            errors: metrics.requests_error.load(Ordering::Relaxed),
-            buckets: metrics.duration.bucket_counts(),
+            counts: WindowStats {
+                ok: metrics.requests_ok.load(Ordering::Relaxed),
+                errors: metrics.requests_error.load(Ordering::Relaxed),
+                ttft: metrics.ttft.bucket_counts(),
+                per_token: metrics.time_per_output_token.bucket_counts(),
+            },
         }
     }
+
+    /// Counters at zero, shaped like `like`.
+    fn zero(at: Instant, like: &Sample) -> Sample {
+        let counts = WindowStats {
+            ok: 0,
+            errors: 0,
+            ttft: vec![0; like.counts.ttft.len()],
+            per_token: vec![0; like.counts.per_token.len()],
+        };
+        Sample { at, counts }
+    }
+}
+
+/// Histogram bucket bounds of the two latency signals.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds<'a> {
+    pub ttft: &'a [f64],
+    pub per_token: &'a [f64],
 }
 
 /// What happened over a window (the difference of two samples, or a sum of them).
@@ -43,27 +73,41 @@ impl Sample {
 pub struct WindowStats {
     pub ok: u64,
     pub errors: u64,
-    pub buckets: Vec<u64>,
+    /// Time-to-first-token histogram buckets.
+    pub ttft: Vec<u64>,
+    /// Time-per-output-token histogram buckets.
+    pub per_token: Vec<u64>,
+}
+
+fn bucket_diff(new: &[u64], old: &[u64]) -> Vec<u64> {
+    new.iter().zip(old).map(|(n, o)| n.saturating_sub(*o)).collect()
+}
+
+fn bucket_add(mine: &mut Vec<u64>, theirs: &[u64]) {
+    if mine.len() < theirs.len() {
+        mine.resize(theirs.len(), 0);
+    }
+    for (mine, theirs) in mine.iter_mut().zip(theirs) {
+        *mine += theirs;
+    }
 }
 
 impl WindowStats {
     fn between(old: &Sample, new: &Sample) -> WindowStats {
+        let (old, new) = (&old.counts, &new.counts);
         WindowStats {
             ok: new.ok.saturating_sub(old.ok),
             errors: new.errors.saturating_sub(old.errors),
-            buckets: new.buckets.iter().zip(&old.buckets).map(|(n, o)| n.saturating_sub(*o)).collect(),
+            ttft: bucket_diff(&new.ttft, &old.ttft),
+            per_token: bucket_diff(&new.per_token, &old.per_token),
         }
     }
 
     fn add(&mut self, other: &WindowStats) {
         self.ok += other.ok;
         self.errors += other.errors;
-        if self.buckets.len() < other.buckets.len() {
-            self.buckets.resize(other.buckets.len(), 0);
-        }
-        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
-            *mine += theirs;
-        }
+        bucket_add(&mut self.ttft, &other.ttft);
+        bucket_add(&mut self.per_token, &other.per_token);
     }
 
     pub fn requests(&self) -> u64 {
@@ -77,27 +121,28 @@ impl WindowStats {
             self.errors as f64 / self.requests() as f64
         }
     }
+}
 
-    /// The 95th percentile in seconds, interpolated inside its bucket (overflow counts as twice the last bound).
-    pub fn p95(&self, bounds: &[f64]) -> Option<f64> {
-        let total: u64 = self.buckets.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = 0.95 * total as f64;
-        let mut seen = 0.0;
-        let mut lower = 0.0;
-        for (index, count) in self.buckets.iter().enumerate() {
-            let upper = bounds.get(index).copied().unwrap_or_else(|| bounds.last().map_or(1.0, |b| b * 2.0));
-            let count = *count as f64;
-            if count > 0.0 && seen + count >= rank {
-                return Some(lower + (upper - lower) * ((rank - seen) / count).clamp(0.0, 1.0));
-            }
-            seen += count;
-            lower = upper;
-        }
-        Some(lower)
+/// The 95th percentile in seconds of histogram `buckets`, interpolated inside its bucket (overflow counts
+/// as twice the last bound); `None` with fewer than `min_samples` samples.
+pub fn p95(buckets: &[u64], bounds: &[f64], min_samples: u64) -> Option<f64> {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 || total < min_samples {
+        return None;
     }
+    let rank = 0.95 * total as f64;
+    let mut seen = 0.0;
+    let mut lower = 0.0;
+    for (index, count) in buckets.iter().enumerate() {
+        let upper = bounds.get(index).copied().unwrap_or_else(|| bounds.last().map_or(1.0, |b| b * 2.0));
+        let count = *count as f64;
+        if count > 0.0 && seen + count >= rank {
+            return Some(lower + (upper - lower) * ((rank - seen) / count).clamp(0.0, 1.0));
+        }
+        seen += count;
+        lower = upper;
+    }
+    Some(lower)
 }
 
 /// Why a canary was rolled back (the metric's `reason` label).
@@ -106,19 +151,38 @@ pub enum Verdict {
     Healthy,
     ErrorRate,
     Latency,
+    BreakerOpen,
 }
 
-/// The SLO check, pure.
-pub fn judge(config: &CanaryConfig, canary: &WindowStats, stable: &WindowStats, bounds: &[f64]) -> Verdict {
+impl Verdict {
+    /// The metric's `reason` label and the audit actor's note.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::ErrorRate => "error_rate",
+            Verdict::Latency => "p95_latency",
+            Verdict::BreakerOpen => "breaker_open",
+        }
+    }
+}
+
+/// The SLO check on the window's counts, pure. Each latency signal is compared once both sides have
+/// `min_requests` samples of it.
+pub fn judge(config: &CanaryConfig, canary: &WindowStats, stable: &WindowStats, bounds: Bounds<'_>) -> Verdict {
     if canary.requests() < config.min_requests || stable.requests() < config.min_requests {
         return Verdict::Healthy;
     }
     if canary.error_rate() - stable.error_rate() > config.max_error_rate_delta {
         return Verdict::ErrorRate;
     }
-    if let (Some(canary_p95), Some(stable_p95)) = (canary.p95(bounds), stable.p95(bounds)) {
-        if stable_p95 > 0.0 && canary_p95 / stable_p95 > config.max_p95_latency_ratio {
-            return Verdict::Latency;
+    let min = config.min_requests;
+    for (ours, theirs, bounds) in
+        [(&canary.ttft, &stable.ttft, bounds.ttft), (&canary.per_token, &stable.per_token, bounds.per_token)]
+    {
+        if let (Some(canary_p95), Some(stable_p95)) = (p95(ours, bounds, min), p95(theirs, bounds, min)) {
+            if stable_p95 > 0.0 && canary_p95 / stable_p95 > config.max_p95_latency_ratio {
+                return Verdict::Latency;
+            }
         }
     }
     Verdict::Healthy
@@ -167,7 +231,7 @@ async fn tick(gateway: &Weak<Gateway>, history: &mut HashMap<usize, VecDeque<Sam
             if samples.is_empty() {
                 // First sight (the node or the route just started): counters began at zero, so compare
                 // against zero rather than wait a tick for a baseline.
-                samples.push_back(Sample { at: now, ok: 0, errors: 0, buckets: vec![0; sample.buckets.len()] });
+                samples.push_back(Sample::zero(now, &sample));
             }
             samples.push_back(sample);
             while samples.len() > 2 && samples.get(1).is_some_and(|s| now.duration_since(s.at) >= window) {
@@ -192,14 +256,30 @@ async fn tick(gateway: &Weak<Gateway>, history: &mut HashMap<usize, VecDeque<Sam
         if canary.effective_weight() == 0 {
             continue;
         }
-        let bounds = canary.metrics.duration.bounds();
-        let verdict = judge(config, &canary_stats, &stable_stats, bounds);
+        let bounds =
+            Bounds { ttft: canary.metrics.ttft.bounds(), per_token: canary.metrics.time_per_output_token.bounds() };
+        let mut verdict = judge(config, &canary_stats, &stable_stats, bounds);
+        if verdict == Verdict::Healthy && breaker_open(route, *canary_index) {
+            verdict = Verdict::BreakerOpen;
+        }
         if verdict != Verdict::Healthy {
             roll_back(&gateway, route, *canary_index, verdict, &canary_stats, &stable_stats).await;
         }
     }
     history.retain(|key, _| seen.contains(key));
     true
+}
+
+/// The canary's endpoint has an open breaker (here or on a live peer) while some stable target is still
+/// routable: its traffic already goes elsewhere, so the rollout is over. When every target is down the
+/// canary is no worse than the rest and keeps its weight.
+fn breaker_open(route: &Route, canary_index: usize) -> bool {
+    let now = crate::gossip::tracker::monotonic_ms();
+    let canary = &route.targets[canary_index];
+    !canary.endpoint.is_routable(now)
+        && route.targets.iter().enumerate().any(|(index, target)| {
+            index != canary_index && target.effective_weight() > 0 && target.endpoint.is_routable(now)
+        })
 }
 
 async fn roll_back(
@@ -211,21 +291,22 @@ async fn roll_back(
     stable: &WindowStats,
 ) {
     let target = &route.targets[index];
-    let reason = match verdict {
-        Verdict::ErrorRate => "error_rate",
-        Verdict::Latency => "p95_latency",
-        Verdict::Healthy => return,
-    };
+    if verdict == Verdict::Healthy {
+        return;
+    }
+    let reason = verdict.label();
     target.rolled_back.store(true, Ordering::Relaxed);
-    let bounds = target.metrics.duration.bounds();
+    let (ttft, per_token) = (target.metrics.ttft.bounds(), target.metrics.time_per_output_token.bounds());
     tracing::warn!(
         route = %route.name,
         target = %target.provider.name,
         reason,
         canary_error_rate = canary.error_rate(),
         stable_error_rate = stable.error_rate(),
-        canary_p95_s = canary.p95(bounds),
-        stable_p95_s = stable.p95(bounds),
+        canary_ttft_p95_s = p95(&canary.ttft, ttft, 1),
+        stable_ttft_p95_s = p95(&stable.ttft, ttft, 1),
+        canary_per_token_p95_s = p95(&canary.per_token, per_token, 1),
+        stable_per_token_p95_s = p95(&stable.per_token, per_token, 1),
         canary_requests = canary.requests(),
         stable_requests = stable.requests(),
         "canary broke its SLO; rolling it back to weight 0"
@@ -276,29 +357,46 @@ mod tests {
         }
     }
 
-    fn stats(ok: u64, errors: u64, buckets: [u64; 5]) -> WindowStats {
-        WindowStats { ok, errors, buckets: buckets.to_vec() }
+    fn stats(ok: u64, errors: u64, ttft: [u64; 5]) -> WindowStats {
+        WindowStats { ok, errors, ttft: ttft.to_vec(), per_token: vec![0; 5] }
     }
+
+    const BOTH: Bounds<'static> = Bounds { ttft: &BOUNDS, per_token: &BOUNDS };
 
     #[test]
     fn judges_error_rate_and_latency_against_the_stable_target() {
         let stable = stats(100, 1, [101, 0, 0, 0, 0]);
-        assert_eq!(judge(&config(), &stats(20, 0, [20, 0, 0, 0, 0]), &stable, &BOUNDS), Verdict::Healthy);
-        assert_eq!(judge(&config(), &stats(15, 5, [20, 0, 0, 0, 0]), &stable, &BOUNDS), Verdict::ErrorRate);
-        assert_eq!(judge(&config(), &stats(20, 0, [0, 0, 20, 0, 0]), &stable, &BOUNDS), Verdict::Latency);
+        assert_eq!(judge(&config(), &stats(20, 0, [20, 0, 0, 0, 0]), &stable, BOTH), Verdict::Healthy);
+        assert_eq!(judge(&config(), &stats(15, 5, [20, 0, 0, 0, 0]), &stable, BOTH), Verdict::ErrorRate);
+        assert_eq!(judge(&config(), &stats(20, 0, [0, 0, 20, 0, 0]), &stable, BOTH), Verdict::Latency);
         assert_eq!(
-            judge(&config(), &stats(5, 4, [0, 0, 9, 0, 0]), &stable, &BOUNDS),
+            judge(&config(), &stats(5, 4, [0, 0, 9, 0, 0]), &stable, BOTH),
             Verdict::Healthy,
             "not enough canary requests yet"
         );
     }
 
     #[test]
+    fn latency_is_judged_per_token_not_per_request() {
+        // Non-streamed traffic: no TTFT samples. The canary's requests took longer in total (long outputs)
+        // but each token came as fast as on the stable side: healthy.
+        let stable = WindowStats { ok: 50, errors: 0, ttft: vec![0; 5], per_token: vec![50, 0, 0, 0, 0] };
+        let canary = WindowStats { ok: 20, errors: 0, ttft: vec![0; 5], per_token: vec![20, 0, 0, 0, 0] };
+        assert_eq!(judge(&config(), &canary, &stable, BOTH), Verdict::Healthy);
+        // Tokens three times slower: a breach.
+        let slow = WindowStats { per_token: vec![0, 0, 20, 0, 0], ..canary.clone() };
+        assert_eq!(judge(&config(), &slow, &stable, BOTH), Verdict::Latency);
+        // Too few pace samples on one side: no verdict on latency.
+        let few = WindowStats { per_token: vec![0, 0, 5, 0, 0], ..canary };
+        assert_eq!(judge(&config(), &few, &stable, BOTH), Verdict::Healthy);
+    }
+
+    #[test]
     fn p95_interpolates_inside_its_bucket() {
-        let window = stats(100, 0, [50, 50, 0, 0, 0]);
-        let p95 = window.p95(&BOUNDS).unwrap_or_default();
-        assert!((p95 - 0.19).abs() < 1e-9, "{p95}");
-        assert_eq!(stats(0, 0, [0; 5]).p95(&BOUNDS), None);
-        assert_eq!(stats(1, 0, [0, 0, 0, 0, 1]).p95(&BOUNDS).map(|p| p > 1.0), Some(true), "overflow");
+        let p = p95(&[50, 50, 0, 0, 0], &BOUNDS, 1).unwrap_or_default();
+        assert!((p - 0.19).abs() < 1e-9, "{p}");
+        assert_eq!(p95(&[0; 5], &BOUNDS, 1), None);
+        assert_eq!(p95(&[0, 0, 0, 0, 1], &BOUNDS, 1).map(|p| p > 1.0), Some(true), "overflow");
+        assert_eq!(p95(&[3, 0, 0, 0, 0], &BOUNDS, 4), None, "fewer samples than asked for");
     }
 }

@@ -13,6 +13,8 @@ use crate::gossip::tracker::FailureReason;
 
 const LATENCY_BUCKETS_SECONDS: [f64; 14] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+const PER_TOKEN_BUCKETS_SECONDS: [f64; 12] =
+    [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5];
 const OVERHEAD_BUCKETS_SECONDS: [f64; 10] =
     [0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05];
 
@@ -106,6 +108,10 @@ pub struct TargetMetrics {
     pub cost_nano_usd: AtomicU64,
     pub duration: Histogram,
     pub ttft: Histogram,
+    /// Decode pace of successful responses (`gen_ai.server.time_per_output_token`): after the first token
+    /// for streams, over the whole response otherwise. Unlike `duration`, it does not grow with the length
+    /// of the output, so the canary's latency SLO can judge it.
+    pub time_per_output_token: Histogram,
 }
 
 impl TargetMetrics {
@@ -142,6 +148,23 @@ impl TargetMetrics {
         if let Some(ttft) = ttft {
             self.ttft.observe(ttft);
         }
+        if let (Outcome::Ok, Some(usage)) = (outcome, usage) {
+            if let Some(pace) = time_per_output_token(duration, ttft, usage.output_tokens) {
+                self.time_per_output_token.observe(pace);
+            }
+        }
+    }
+}
+
+/// Streams: the time after the first token over the tokens after it; otherwise the whole duration over
+/// all tokens. `None` when there are too few tokens to say.
+fn time_per_output_token(duration: Duration, ttft: Option<Duration>, output_tokens: u64) -> Option<Duration> {
+    match ttft {
+        Some(ttft) if output_tokens >= 2 => {
+            Some(duration.saturating_sub(ttft) / u32::try_from(output_tokens - 1).unwrap_or(u32::MAX))
+        }
+        None if output_tokens >= 1 => Some(duration / u32::try_from(output_tokens).unwrap_or(u32::MAX)),
+        _ => None,
     }
 }
 
@@ -209,6 +232,7 @@ impl Metrics {
                     cost_nano_usd: AtomicU64::new(0),
                     duration: Histogram::new(&LATENCY_BUCKETS_SECONDS),
                     ttft: Histogram::new(&LATENCY_BUCKETS_SECONDS),
+                    time_per_output_token: Histogram::new(&PER_TOKEN_BUCKETS_SECONDS),
                 })
             })
             .clone()
@@ -366,6 +390,16 @@ impl Metrics {
                 target.ttft.render(&mut out, "gen_ai_server_time_to_first_token_seconds", &target.labels);
             }
         }
+        let _ = writeln!(out, "# HELP gen_ai_server_time_per_output_token_seconds Decode time per output token of successful responses (after the first token when streamed).\n# TYPE gen_ai_server_time_per_output_token_seconds histogram");
+        for target in &targets {
+            if target.time_per_output_token.count() > 0 {
+                target.time_per_output_token.render(
+                    &mut out,
+                    "gen_ai_server_time_per_output_token_seconds",
+                    &target.labels,
+                );
+            }
+        }
         out
     }
 }
@@ -377,6 +411,15 @@ fn escape_label(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_per_output_token_excludes_the_first_token_of_streams() {
+        let ms = Duration::from_millis;
+        assert_eq!(time_per_output_token(ms(1_100), Some(ms(100)), 11), Some(ms(100)));
+        assert_eq!(time_per_output_token(ms(1_000), None, 10), Some(ms(100)));
+        assert_eq!(time_per_output_token(ms(500), Some(ms(100)), 1), None, "one streamed token has no pace");
+        assert_eq!(time_per_output_token(ms(500), None, 0), None);
+    }
 
     #[test]
     fn records_and_renders_usage_and_cost() {

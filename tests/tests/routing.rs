@@ -299,7 +299,7 @@ targets = [ {{ provider = "fast", model = "m" }} ]
 async fn a_slow_canary_is_rolled_back_on_a_standalone_node() {
     let canary = MockUpstream::start().await;
     canary.set_default(Script { delay_headers: Some(Duration::from_millis(200)), ..Default::default() });
-    let extra = canary_rollout(&canary, "max_p95_latency_ratio = 2.0");
+    let extra = canary_rollout(&canary, "max_p95_latency_ratio = 2.0, min_requests = 5");
     let h = Harness::start_with(&extra).await;
     // Both sides need `min_requests` in the window before the SLO is judged.
     while canary.request_count() < 6 || h.mock.request_count() < 6 {
@@ -333,7 +333,7 @@ async fn a_slow_canary_is_rolled_back_on_a_standalone_node() {
 async fn requests_the_canary_rejects_as_invalid_do_not_roll_it_back() {
     let canary = MockUpstream::start().await;
     canary.set_default(Script { status: Some(400), ..Default::default() });
-    let extra = canary_rollout(&canary, "max_error_rate_delta = 0.05");
+    let extra = canary_rollout(&canary, "max_error_rate_delta = 0.05, min_requests = 5");
     let h = Harness::start_with(&extra).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while canary.request_count() < 8 || h.mock.request_count() < 8 {
@@ -355,8 +355,105 @@ async fn requests_the_canary_rejects_as_invalid_do_not_roll_it_back() {
     assert!(rejected.is_some_and(|n| n >= 8.0), "{rejected:?}\n{metrics}");
 }
 
+/// Issue 12.7: the latency SLO judged whole-request duration, which grows with the output the caller asks
+/// for, so long generations landing on the canary looked like a slow canary. It now judges time to first
+/// token and time per output token: here the canary generates 20× more tokens per answer at the same pace.
+#[tokio::test]
+async fn long_outputs_on_the_canary_are_not_slowness() {
+    let pace = Duration::from_millis(10);
+    let canary = MockUpstream::start().await;
+    canary.set_default(Script {
+        reply: Some("word ".repeat(60)),
+        delay_between_events: Some(pace),
+        ..Default::default()
+    });
+    let extra = canary_rollout(&canary, "max_p95_latency_ratio = 2.0, min_requests = 5");
+    let h = Harness::start_with(&extra).await;
+    h.mock.set_default(Script {
+        reply: Some("a short one".into()),
+        delay_between_events: Some(pace),
+        ..Default::default()
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while canary.request_count() < 6 || h.mock.request_count() < 6 {
+        assert!(tokio::time::Instant::now() < deadline, "traffic did not reach both targets");
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (client, url) = (h.client.clone(), h.url("/v1/chat/completions"));
+            let mut body = chat("rollout");
+            body["stream"] = json!(true);
+            batch.spawn(async move {
+                let response = client.post(url).bearer_auth(tollgate_tests::KEY).json(&body).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                response.text().await.unwrap()
+            });
+        }
+        while let Some(text) = batch.join_next().await {
+            assert!(text.unwrap().contains("[DONE]"));
+        }
+    }
+    // Let the judge (every second) see the whole window.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let metrics = h.metrics().await;
+    let mean_duration = |provider: &str| {
+        let labels = ["route=\"rollout\"".to_owned(), format!("gen_ai_provider_name=\"{provider}\"")];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        let sum = metric_value(&metrics, "gen_ai_server_request_duration_seconds_sum", &labels).unwrap();
+        let count = metric_value(&metrics, "gen_ai_server_request_duration_seconds_count", &labels).unwrap();
+        sum / count
+    };
+    let (canary_mean, stable_mean) = (mean_duration("next"), mean_duration("up-openai"));
+    assert!(
+        canary_mean > 3.0 * stable_mean,
+        "the old whole-duration judge would have rolled back: {canary_mean} vs {stable_mean}"
+    );
+    let paced =
+        metric_value(&metrics, "gen_ai_server_time_per_output_token_seconds_count", &["gen_ai_provider_name=\"next\""]);
+    assert!(paced.is_some_and(|n| n >= 5.0), "{paced:?}\n{metrics}");
+    let rollbacks =
+        metric_value(&metrics, "tollgate_canary_rollbacks_total", &["route=\"rollout\"", "target=\"next\""]);
+    assert!(rollbacks.is_none_or(|n| n == 0.0), "rolled back for long outputs:\n{metrics}");
+}
+
+/// Issue 13.2: a canary answering 500 opens its breaker after a few requests; from then on it only gets a
+/// half-open probe per cooldown, so its error count would take minutes to reach `min_requests`. An open
+/// breaker on the canary is a breach by itself: rolled back within seconds, reason `breaker_open`.
+#[tokio::test]
+async fn a_canary_whose_breaker_opens_is_rolled_back_without_waiting_for_min_requests() {
+    let canary = MockUpstream::start().await;
+    canary.set_default(Script { status: Some(500), ..Default::default() });
+    let extra = canary_rollout(&canary, "max_error_rate_delta = 0.05, min_requests = 50");
+    let h = Harness::start_with(&extra).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Clients never see the canary's errors (fallback to the stable target).
+    while canary.request_count() < 5 {
+        assert_eq!(h.openai("/v1/chat/completions", &chat("rollout")).await.status(), 200);
+        assert!(tokio::time::Instant::now() < deadline, "the canary got no traffic");
+    }
+    let opened = tokio::time::Instant::now();
+    loop {
+        let metrics = h.metrics().await;
+        let rollbacks = metric_value(
+            &metrics,
+            "tollgate_canary_rollbacks_total",
+            &["route=\"rollout\"", "target=\"next\"", "reason=\"breaker_open\""],
+        );
+        if rollbacks == Some(1.0) {
+            break;
+        }
+        assert!(opened.elapsed() < Duration::from_secs(5), "not rolled back 5 s after the breaker opened:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = canary.request_count();
+    for _ in 0..10 {
+        let response = h.openai("/v1/chat/completions", &chat("rollout")).await;
+        assert_eq!(target(&response), "up-openai/stable");
+    }
+    assert_eq!(canary.request_count(), before, "the rolled-back canary gets no traffic, not even probes");
+}
+
 /// A `rollout` model splitting 50/50 between the harness's mock (`stable`) and `canary` (`next`), with the
-/// canary's SLO given as TOML (`max_error_rate_delta = …` or `max_p95_latency_ratio = …`).
+/// canary's SLO given as TOML (`max_error_rate_delta = …` or `max_p95_latency_ratio = …`, `min_requests = …`).
 fn canary_rollout(canary: &MockUpstream, slo: &str) -> String {
     format!(
         r#"
@@ -368,7 +465,7 @@ base_url = "{}"
 [[models]]
 name = "rollout"
 strategy = "weighted"
-canary = {{ target = 1, {slo}, window_secs = 30, min_requests = 5 }}
+canary = {{ target = 1, {slo}, window_secs = 30 }}
 targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ provider = "next", model = "next", weight = 50 }} ]
 "#,
         canary.openai_base_url()
