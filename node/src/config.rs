@@ -77,7 +77,8 @@ pub struct NodeConfig {
     /// Snapshot the state machine and purge the Raft log after this many entries.
     #[serde(default = "default_snapshot_after")]
     pub snapshot_after_logs: u64,
-    /// Run chitchat gossip (UDP on `gossip_listen`). Default: on when `gossip_seeds` is set.
+    /// Run chitchat gossip (UDP on `gossip_listen`). Default: on when `peers` names another node or
+    /// `gossip_seeds` is set; `false` turns it off.
     #[serde(default)]
     pub gossip: Option<bool>,
     /// Address peers use for this node's gossip port (default: the bound `gossip_listen` address).
@@ -280,25 +281,44 @@ impl Default for LimitsConfig {
 }
 
 impl NodeConfig {
-    /// Whether this node runs gossip: `gossip` when set, else whether it has seeds to join.
+    /// Whether this node runs gossip: `gossip` when set; otherwise on for a cluster member (`peers` names
+    /// another node) or when it has seeds to join. `gossip = false` is the way out.
     pub fn gossip_enabled(&self) -> bool {
-        self.gossip.unwrap_or(!self.gossip_seeds.is_empty())
+        self.gossip.unwrap_or_else(|| !self.gossip_seeds.is_empty() || self.has_other_peers())
     }
 
-    /// Where to join: `gossip_seeds`, else (cluster mode) the other peers' Raft hosts with this node's
-    /// gossip port — the usual layout of one node per host with the same ports everywhere.
+    /// `peers` names a node other than this one.
+    pub fn has_other_peers(&self) -> bool {
+        let me = self.id.to_string();
+        self.peers.keys().any(|id| *id != me)
+    }
+
+    /// Where to join: `gossip_seeds`, else (cluster mode) each other peer's Raft host with its gossip port,
+    /// taken to sit at the same distance from its Raft port as this node's: the same port everywhere in
+    /// the usual one-node-per-host layout, and consecutive ports when several nodes share a host.
     pub fn effective_gossip_seeds(&self) -> Vec<String> {
         if !self.gossip_seeds.is_empty() {
             return self.gossip_seeds.clone();
         }
-        let Some(port) = self.gossip_listen.parse::<SocketAddr>().ok().map(|addr| addr.port()).filter(|p| *p != 0)
-        else {
+        let port_of = |addr: &str| addr.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok());
+        let Some(gossip_port) = port_of(&self.gossip_listen).filter(|p| *p != 0) else {
             return Vec::new();
         };
+        let me = self.id.to_string();
+        let my_raft_port = self.peers.get(&me).and_then(|addr| port_of(addr));
         self.peers
             .iter()
-            .filter(|(id, _)| **id != self.id.to_string())
-            .filter_map(|(_, raft)| raft.rsplit_once(':').map(|(host, _)| format!("{host}:{port}")))
+            .filter(|(id, _)| **id != me)
+            .filter_map(|(_, raft)| {
+                let (host, raft_port) = raft.rsplit_once(':')?;
+                let port = match (my_raft_port, raft_port.parse::<u16>()) {
+                    (Some(mine), Ok(theirs)) => {
+                        u16::try_from(i32::from(theirs) + i32::from(gossip_port) - i32::from(mine)).ok()?
+                    }
+                    _ => gossip_port,
+                };
+                Some(format!("{host}:{port}"))
+            })
             .collect()
     }
 
@@ -502,7 +522,8 @@ impl Config {
         if node.breaker_failures == 0 {
             bail!("node.breaker_failures: must be at least 1");
         }
-        if node.gossip_enabled() && node.gossip_advertise_addr().is_none() {
+        // On by default only: a node that cannot tell its gossip address runs without gossip and says so.
+        if node.gossip == Some(true) && node.gossip_advertise_addr().is_none() {
             bail!(
                 "node.gossip_advertise: required when node.gossip_listen (`{}`) binds every interface and this \
                  node's Raft address (advertise_raft or its peers entry) is not an IP address",

@@ -75,6 +75,27 @@ fn routing_and_gossip_options_name_the_bad_field() {
     assert_eq!(seeds.ok(), Some(vec!["n2.local:7947".to_owned()]), "seeds default to the other peers' hosts");
 }
 
+/// Issue 13.1: a cluster member gossips without being told to; `gossip = false` is the way out.
+#[test]
+fn cluster_members_gossip_by_default() {
+    let node = |extra: &str| GOOD.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:0\"\n{extra}"));
+    let three = "peers = { 1 = \"10.0.1.10:7070\", 2 = \"10.0.2.10:7070\", 3 = \"10.0.3.10:7070\" }";
+    let enabled = |extra: &str| Config::parse(&node(extra)).map(|c| c.node.gossip_enabled()).ok();
+    assert_eq!(enabled(""), Some(false), "standalone");
+    assert_eq!(enabled("peers = { 1 = \"10.0.1.10:7070\" }"), Some(false), "a cluster of one has no one to tell");
+    assert_eq!(enabled(three), Some(true));
+    assert_eq!(enabled(&format!("{three}\ngossip = false")), Some(false));
+    // Several nodes on one host: the peers' gossip ports keep the distance from their Raft ports.
+    let seeds = Config::parse(&node(
+        "gossip_listen = \"127.0.0.1:7946\"\npeers = { 1 = \"127.0.0.1:7071\", 2 = \"127.0.0.1:7072\", 3 = \"127.0.0.1:7073\" }",
+    ))
+    .map(|c| c.node.effective_gossip_seeds());
+    assert_eq!(seeds.ok(), Some(vec!["127.0.0.1:7947".to_owned(), "127.0.0.1:7948".to_owned()]));
+    // By default, a node that cannot tell its gossip address still starts (and runs without gossip).
+    let unknown = format!("{three}\ngossip_listen = \"0.0.0.0:7946\"").replace("10.0.1.10", "n1.local");
+    assert_eq!(enabled(&unknown), Some(true));
+}
+
 #[test]
 fn names_the_bad_field() {
     assert!(error_of(&GOOD.replace("provider = \"openai\"", "provider = \"nope\""))

@@ -59,12 +59,9 @@ pub fn setup(args: &DevArgs) -> DevSetup {
         config.node.listen = format!("127.0.0.1:{}", args.base_port + index);
         config.node.admin_listen = format!("127.0.0.1:{}", args.base_port + 1010 + index);
         config.node.raft_listen = format!("127.0.0.1:{}", raft_port(index));
-        config.node.gossip = Some(true);
+        // Gossip is on by default with peers; the seeds follow from them (each peer's gossip port sits at
+        // the same distance from its Raft port as this node's), as in a hand-written cluster config.
         config.node.gossip_listen = format!("127.0.0.1:{}", gossip_port(index));
-        config.node.gossip_seeds = (0..nodes)
-            .filter(|other| *other != index)
-            .map(|other| format!("127.0.0.1:{}", gossip_port(other)))
-            .collect();
         config.node.peers = peers.clone();
         config.node.data_dir = Some(data_root.join(format!("n{}", index + 1)));
         config.node.admin_token = Some(admin_token.clone());

@@ -46,6 +46,8 @@ pub struct Gateway {
     pub endpoints: Arc<EndpointRegistry>,
     /// Gossip, when enabled; set once at startup.
     pub gossip: std::sync::OnceLock<Cluster>,
+    /// Why gossip is not running although it is on by default (it could not bind): shown in status.
+    pub gossip_error: std::sync::OnceLock<String>,
     pub limits: LimitsConfig,
     pub node_id: u64,
     pub node_header: HeaderValue,
@@ -109,6 +111,7 @@ impl Gateway {
         Ok(Gateway {
             endpoints,
             gossip: std::sync::OnceLock::new(),
+            gossip_error: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(snapshot),
             budget: consensus
                 .as_ref()

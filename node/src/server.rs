@@ -79,15 +79,98 @@ async fn start_routing_feeds(
     )?;
     crate::canary::spawn(gateway);
     if config.node.gossip_enabled() {
-        let mut settings = crate::gossip::GossipSettings::from_config(config)?;
+        let mut settings = match crate::gossip::GossipSettings::from_config(config) {
+            Ok(settings) => settings,
+            Err(err) if config.node.gossip == Some(true) => return Err(err),
+            Err(err) => {
+                gossip_not_running(gateway, &err);
+                return Ok(());
+            }
+        };
         settings.api_addr = Some(listeners.api.local_addr()?.to_string());
         settings.admin_addr = Some(listeners.admin.local_addr()?.to_string());
         settings.raft_addr =
             raft_addr.map(|addr| config.node.advertise_raft.clone().unwrap_or_else(|| addr.to_string()));
-        let cluster = crate::gossip::Cluster::start(settings, gateway.endpoints.clone()).await?;
-        let _ = gateway.gossip.set(cluster);
+        if let Some(consensus) = &gateway.consensus {
+            settings.accept = Some(raft_member_filter(consensus.clone()));
+        }
+        match crate::gossip::Cluster::start(settings, gateway.endpoints.clone()).await {
+            Ok(cluster) => {
+                let _ = gateway.gossip.set(cluster);
+                if let Some(consensus) = &gateway.consensus {
+                    spawn_gossip_reachability(gateway, consensus.clone());
+                }
+            }
+            // Asked for explicitly: refuse to start without it.
+            Err(err) if config.node.gossip == Some(true) => return Err(err),
+            // On by default: the node still serves (routing falls back to its own observations), and
+            // says why in the log and in `GET /admin/v1/cluster/gossip`.
+            Err(err) => gossip_not_running(gateway, &err),
+        }
     }
     Ok(())
+}
+
+/// Gossip is on by default for cluster members but could not start: the node still serves (routing uses
+/// its own observations only) and says why in the log and in `GET /admin/v1/cluster/gossip`.
+fn gossip_not_running(gateway: &Gateway, err: &anyhow::Error) {
+    tracing::error!(
+        error = %format!("{err:#}"),
+        "gossip is on by default for cluster members but could not start; routing uses this node's own \
+         observations only (fix node.gossip_listen / gossip_advertise, or set node.gossip = false)"
+    );
+    let _ = gateway.gossip_error.set(format!("{err:#}"));
+}
+
+/// Logs when gossip stops seeing Raft members (or sees them again): routing then lacks their health and
+/// load reports. The same list is in `GET /admin/v1/cluster/gossip` as `unreachable_members`.
+fn spawn_gossip_reachability(gateway: &Arc<Gateway>, consensus: tollgate_consensus::ConsensusNode) {
+    let weak = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        // Give the first gossip rounds time to find everyone.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut reported: Vec<u64> = Vec::new();
+        loop {
+            let Some(gateway) = weak.upgrade() else { return };
+            if gateway.is_shutting_down() {
+                return;
+            }
+            let missing = crate::admin::gossip_unreachable_members(&gateway, &consensus);
+            if missing != reported {
+                if missing.is_empty() {
+                    tracing::info!("gossip reaches every Raft member again");
+                } else {
+                    tracing::warn!(
+                        ?missing,
+                        "gossip does not reach these Raft members: their endpoint health and load are missing \
+                         from routing (check node.gossip_listen / gossip_advertise and UDP between the nodes)"
+                    );
+                }
+                reported = missing;
+            }
+            drop(gateway);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+}
+
+/// Gossip reports count only from Raft members (voters and learners), and only from the host of the
+/// member's Raft address when that is an IP: a process that learned the gossip cluster id, or that reuses
+/// a member's id from elsewhere, is listed but never steers routing.
+fn raft_member_filter(consensus: tollgate_consensus::ConsensusNode) -> crate::gossip::MemberFilter {
+    std::sync::Arc::new(move |node_id: &str, gossip_addr: SocketAddr| {
+        let Ok(id) = node_id.parse::<u64>() else {
+            return false;
+        };
+        consensus.members().iter().any(|(member, info)| {
+            *member == id
+                && match info.raft_addr.parse::<SocketAddr>() {
+                    Ok(raft) if !raft.ip().is_unspecified() => raft.ip() == gossip_addr.ip(),
+                    // A DNS name (or an unspecified address): the id has to do.
+                    _ => true,
+                }
+        })
+    })
 }
 
 async fn build_control_plane(config: &Config, listeners: &mut Listeners) -> anyhow::Result<Arc<Gateway>> {

@@ -91,6 +91,10 @@ impl TestCluster {
             if !node_extra.is_empty() {
                 apply_node_extra(&mut config, node_extra);
             }
+            if !gossip {
+                // Cluster members gossip by default; these tests run without it.
+                config.node.gossip = Some(false);
+            }
             if gossip {
                 // Gossip on a free UDP port, joining through the nodes started before.
                 config.node.gossip = Some(true);

@@ -60,8 +60,11 @@ async fn leader_of(procs: &[Proc]) -> Option<usize> {
     None
 }
 
-/// Starts three `tollgate serve` processes in front of `mock`; waits until all are ready.
-async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Proc> {
+/// Starts three `tollgate serve` processes in front of `mock` (with `extra` appended to the harness's
+/// providers and models); waits until all are ready. Configured as CONTRACT.md shows a cluster: `id`,
+/// listeners, `peers`, `gossip_listen`, the cluster secret and admin token, and no gossip flags (cluster
+/// members gossip by default; each node's gossip port is its Raft port + 1, so the seeds follow from `peers`).
+async fn start_processes_with(mock: &MockUpstream, dir: &tempfile::TempDir, extra: &str) -> Vec<Proc> {
     let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peers = raft_ports
         .iter()
@@ -74,14 +77,16 @@ async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Pr
     let mut procs = Vec::new();
     for (index, raft) in raft_ports.iter().enumerate() {
         let (api, admin) = (free_port(), free_port());
-        let base = config_toml(mock, "");
+        let base = config_toml(mock, extra);
         // Replace the harness's [node] section with this process's.
         let rest = base.split_once("[limits]").map(|(_, rest)| rest).unwrap();
         let text = format!(
             "[node]\nid = {id}\nlisten = \"127.0.0.1:{api}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nraft_listen = \"127.0.0.1:{raft}\"\n\
+             gossip_listen = \"127.0.0.1:{gossip}\"\n\
              data_dir = \"{data}\"\nadmin_token = \"{TOKEN}\"\ncluster_secret_file = \"{secret}\"\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
              write_timeout_ms = 3000\npeers = {{ {peers} }}\n\n[limits]{rest}",
             id = index + 1,
+            gossip = raft + 1,
             data = dir.path().join(format!("n{}", index + 1)).display(),
             secret = secret_file.display(),
         );
@@ -95,6 +100,10 @@ async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Pr
     }
 
     procs
+}
+
+async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Proc> {
+    start_processes_with(mock, dir, "").await
 }
 
 #[tokio::test]
@@ -256,6 +265,107 @@ async fn budget_holds_when_a_node_is_killed_mid_stream() {
     for proc in &mut procs {
         if let Some(child) = proc.child.as_ref() {
             child.signal("TERM");
+        }
+    }
+}
+
+/// Issue 13, as a new user meets it: three processes configured as CONTRACT.md shows (no gossip flags).
+/// They gossip: three live, trusted members within seconds. An endpoint whose breaker opens on one node is
+/// avoided by the other two before they send it anything. A canary answering 500 behind a breaker is
+/// rolled back to weight 0 on every node within 5 s of the breaker opening, though `min_requests` (50) is
+/// far from reached.
+#[tokio::test]
+async fn cluster_members_gossip_by_default_and_a_failing_canary_is_rolled_back() {
+    let mock = MockUpstream::start().await;
+    let broken = MockUpstream::start().await;
+    broken.set_default(Script { status: Some(500), ..Default::default() });
+    let extra = format!(
+        r#"
+[[providers]]
+name = "gpu-next"
+kind = "openai"
+base_url = "{}"
+
+[[models]]
+name = "llama"
+strategy = "weighted"
+canary = {{ target = "gpu-next", max_error_rate_delta = 0.05, window_secs = 60, min_requests = 50 }}
+targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ provider = "gpu-next", model = "next", weight = 50 }} ]
+"#,
+        broken.openai_base_url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = start_processes_with(&mock, &dir, &extra).await;
+    let client = reqwest::Client::new();
+    let admin_get = |admin: u16, path: &str| {
+        let request = client.get(format!("http://127.0.0.1:{admin}{path}")).bearer_auth(TOKEN).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    for proc in &procs {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let view = admin_get(proc.admin, "/admin/v1/cluster/gossip").await;
+            let trusted_live = view["view"]["members"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["alive"] == true && m["trusted"] == true).count());
+            if view["enabled"] == true && trusted_live == 3 && view["unreachable_members"] == json!([]) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "port {}: no three-member gossip: {view}", proc.admin);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Node 1 alone sends the canary requests until its breaker opens (5 failures); clients see only 200s.
+    let chat = |api: u16| {
+        client
+            .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "llama", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while broken.request_count() < 5 {
+        assert_eq!(chat(procs[0].api).await.unwrap().status(), 200);
+        assert!(Instant::now() < deadline, "the canary got no traffic");
+    }
+    let opened = Instant::now();
+    assert_eq!(broken.request_count(), 5);
+    // Every node ends with the canary at weight 0 (replicated through Raft), within 5 s.
+    for proc in &procs {
+        loop {
+            let model = admin_get(proc.admin, "/admin/v1/models/llama").await;
+            if model["targets"][1]["weight"] == 0 {
+                assert_eq!(model["targets"][0]["weight"], 50, "{model}");
+                break;
+            }
+            assert!(
+                opened.elapsed() < Duration::from_secs(5),
+                "port {}: still routed to the canary: {model}",
+                proc.admin
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!("canary at weight 0 everywhere {:?} after its breaker opened", opened.elapsed());
+    // Nodes 2 and 3 knew the endpoint was down from gossip: they never sent it a request.
+    for proc in &procs[1..] {
+        let view = admin_get(proc.admin, "/admin/v1/cluster/gossip").await;
+        assert_eq!(view["local"]["gpu-next"]["open_on_a_peer"], true, "{view}");
+        for _ in 0..5 {
+            assert_eq!(chat(proc.api).await.unwrap().status(), 200);
+        }
+    }
+    assert_eq!(broken.request_count(), 5, "only node 1's five requests ever reached the broken canary");
+    let audit = admin_get(procs[0].admin, "/admin/v1/audit").await;
+    assert!(audit.to_string().contains("(breaker_open)"), "{audit}");
+    for proc in &mut procs {
+        if let Some(child) = proc.child.as_ref() {
+            child.signal("TERM");
+        }
+    }
+    for proc in &mut procs {
+        if let Some(mut child) = proc.child.take() {
+            assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
         }
     }
 }

@@ -256,6 +256,12 @@ impl ConsensusNode {
         self.inner.raft.metrics().borrow().membership_config.membership().nodes().count() as u64
     }
 
+    /// The current Raft membership (voters and learners) with each member's addresses.
+    pub fn members(&self) -> Vec<(NodeId, crate::types::NodeInfo)> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        metrics.membership_config.membership().nodes().map(|(id, info)| (*id, info.clone())).collect()
+    }
+
     pub fn leader(&self) -> Option<NodeId> {
         self.inner.raft.metrics().borrow().current_leader
     }

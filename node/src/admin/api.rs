@@ -139,7 +139,16 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
     let idem = idempotency.as_deref();
     if method == Method::GET && segments.as_slice() == ["cluster", "gossip"] {
         // Works in standalone mode too: this node's own endpoint observations.
-        let view = crate::gossip::admin_view(&gateway.endpoints, gateway.gossip.get());
+        let mut view = crate::gossip::admin_view(&gateway.endpoints, gateway.gossip.get());
+        if let Some(object) = view.as_object_mut() {
+            if let Some(error) = gateway.gossip_error.get() {
+                object.insert("error".into(), serde_json::json!(error));
+            }
+            if let (Some(consensus), Some(_)) = (&gateway.consensus, gateway.gossip.get()) {
+                let missing = super::gossip_unreachable_members(gateway, consensus);
+                object.insert("unreachable_members".into(), serde_json::json!(missing));
+            }
+        }
         return Ok(json_response(StatusCode::OK, &view));
     }
     let node = consensus(gateway)?;

@@ -85,16 +85,37 @@ fn status_page(gateway: &Gateway) -> String {
             signal.latency_ms,
         ));
     }
-    let members = gateway.gossip.get().map_or(0, |cluster| cluster.view().live_members().count());
+    let members = match (gateway.gossip.get(), gateway.gossip_error.get()) {
+        (Some(cluster), _) => format!("{} live members", cluster.view().live_members().count()),
+        (None, Some(error)) => format!("not running: {}", html_escape(error)),
+        (None, None) => "off".to_owned(),
+    };
     format!(
         "<!doctype html><html><head><title>Tollgate node {id}</title></head><body><h1>Tollgate node {id}</h1>\
          <p>version {version}</p><table border=1><tr><th>model</th><th>strategy</th><th>targets</th></tr>{rows}</table>\
-         <h2>Endpoints</h2><p>gossip: {members} live members</p><table border=1><tr><th>endpoint</th><th>breaker</th>\
+         <h2>Endpoints</h2><p>gossip: {members}</p><table border=1><tr><th>endpoint</th><th>breaker</th>\
          <th>open on a peer</th><th>outstanding (cluster)</th><th>latency (peak EWMA)</th></tr>{endpoints}</table>\
          <p><a href=\"/metrics\">metrics</a></p></body></html>",
         id = gateway.node_id,
         version = env!("CARGO_PKG_VERSION"),
     )
+}
+
+/// Raft members (other than this node) that gossip does not see alive and trusted.
+pub fn gossip_unreachable_members(gateway: &Gateway, consensus: &tollgate_consensus::ConsensusNode) -> Vec<u64> {
+    let Some(cluster) = gateway.gossip.get() else {
+        return Vec::new();
+    };
+    let view = cluster.view();
+    let mut missing: Vec<u64> = consensus
+        .members()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| *id != gateway.node_id)
+        .filter(|id| !view.live_members().any(|m| m.trusted && m.node_id == id.to_string()))
+        .collect();
+    missing.sort_unstable();
+    missing
 }
 
 fn html_escape(text: &str) -> String {

@@ -30,8 +30,12 @@ use tokio::task::JoinHandle;
 
 use tracker::{monotonic_ms, wall_ms, EndpointRegistry, EndpointReport, GpuLoad, RemoteSummary};
 
+/// Which gossip members' reports count: given a member's node id and advertised gossip address, whether it
+/// is one of ours. Policy comes from outside (the Raft membership); gossip only applies it.
+pub type MemberFilter = Arc<dyn Fn(&str, SocketAddr) -> bool + Send + Sync>;
+
 /// How this node joins the gossip and what it tells the others about itself.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GossipSettings {
     pub node_id: u64,
     pub listen: SocketAddr,
@@ -43,6 +47,21 @@ pub struct GossipSettings {
     pub api_addr: Option<String>,
     pub admin_addr: Option<String>,
     pub raft_addr: Option<String>,
+    /// `None`: every member that shares the cluster id counts (standalone gossip without Raft).
+    pub accept: Option<MemberFilter>,
+}
+
+impl std::fmt::Debug for GossipSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GossipSettings")
+            .field("node_id", &self.node_id)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("seeds", &self.seeds)
+            .field("interval", &self.interval)
+            .field("filtered", &self.accept.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GossipSettings {
@@ -70,6 +89,7 @@ impl GossipSettings {
             api_addr: None,
             admin_addr: None,
             raft_addr: None,
+            accept: None,
         })
     }
 }
@@ -106,6 +126,8 @@ pub struct MemberView {
     pub raft_addr: Option<String>,
     pub roles: Vec<String>,
     pub version: Option<String>,
+    /// Passes the member filter (a Raft member at its address): only then do its reports count.
+    pub trusted: bool,
 }
 
 /// Everything the cluster says about one endpoint.
@@ -226,7 +248,14 @@ impl Cluster {
                 })
                 .forever();
         }
-        let task = tokio::spawn(refresh_loop(chitchat.clone(), registry, view.clone(), changed, interval));
+        let task = tokio::spawn(refresh_loop(
+            chitchat.clone(),
+            registry,
+            view.clone(),
+            changed,
+            interval,
+            settings.accept.clone(),
+        ));
         tracing::info!(node_id = settings.node_id, gossip = %advertise, seeds = ?settings.seeds, "gossip started");
         Ok(Cluster { chitchat, handle: std::sync::Mutex::new(Some(handle)), view, gossip_addr: advertise, task })
     }
@@ -273,6 +302,7 @@ async fn refresh_loop(
     view: Arc<ArcSwap<ClusterView>>,
     changed: Arc<Notify>,
     interval: Duration,
+    accept: Option<MemberFilter>,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -281,7 +311,7 @@ async fn refresh_loop(
             _ = ticker.tick() => publish(&chitchat, &registry).await,
             () = changed.notified() => {}
         }
-        let merged = collect(&chitchat, &registry).await;
+        let merged = collect(&chitchat, &registry, accept.as_ref()).await;
         view.store(Arc::new(merged));
     }
 }
@@ -321,7 +351,11 @@ async fn publish(chitchat: &Mutex<Chitchat>, registry: &EndpointRegistry) {
 }
 
 /// Reads the peers' keys under the lock (copying strings only), then merges outside it.
-async fn collect(chitchat: &Mutex<Chitchat>, registry: &EndpointRegistry) -> ClusterView {
+async fn collect(
+    chitchat: &Mutex<Chitchat>,
+    registry: &EndpointRegistry,
+    accept: Option<&MemberFilter>,
+) -> ClusterView {
     struct Raw {
         id: ChitchatId,
         alive: bool,
@@ -367,6 +401,9 @@ async fn collect(chitchat: &Mutex<Chitchat>, registry: &EndpointRegistry) -> Clu
         ClusterView { self_node: self_id.node_id.to_string(), refreshed_at_ms: now_wall, ..ClusterView::default() };
     for node in &raw {
         let [api, admin, raft, roles, version] = node.node_keys.clone();
+        let node_name = node.id.node_id.to_string();
+        let trusted =
+            node.id == self_id || accept.is_none_or(|accept| accept(&node_name, node.id.gossip_advertise_addr));
         view.members.push(MemberView {
             node_id: node.id.node_id.to_string(),
             generation: node.id.generation_id,
@@ -377,11 +414,11 @@ async fn collect(chitchat: &Mutex<Chitchat>, registry: &EndpointRegistry) -> Clu
             raft_addr: raft,
             roles: roles.map(|r| r.split(',').map(str::to_owned).collect()).unwrap_or_default(),
             version,
+            trusted,
         });
-        if !node.alive {
+        if !node.alive || !trusted {
             continue;
         }
-        let node_name = node.id.node_id.to_string();
         for (endpoint, value) in &node.endpoints {
             if let Some(report) = keys::decode_report(value) {
                 view.endpoints.entry(endpoint.clone()).or_default().reports.insert(node_name.clone(), report);

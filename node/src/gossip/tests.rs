@@ -28,6 +28,7 @@ fn settings(node_id: u64, listen: SocketAddr, seeds: Vec<String>) -> GossipSetti
         api_addr: Some(format!("127.0.0.1:{}", 8000 + node_id)),
         admin_addr: None,
         raft_addr: None,
+        accept: None,
     }
 }
 
@@ -103,6 +104,43 @@ async fn members_discover_each_other_and_an_open_breaker_spreads_within_two_seco
         let endpoint = node.registry.endpoint("gpu-a");
         wait_for("peers see gpu-a closed", Duration::from_secs(2), || !endpoint.remote_open()).await;
     }
+}
+
+/// Issue 12.8: a process that shares the cluster id (say it leaked) but is not a Raft member may gossip,
+/// yet its reports never count: a forged open breaker does not steer traffic away.
+#[tokio::test]
+async fn reports_from_members_the_filter_refuses_are_ignored() {
+    let transport = ChannelTransport::default();
+    let members =
+        |id: &str, addr: SocketAddr| matches!(id, "1" | "2") && addr.ip() != std::net::Ipv4Addr::new(10, 0, 0, 66);
+    let mut nodes = Vec::new();
+    for (id, ip) in [(1u64, 1u8), (2, 2), (9, 9), (2, 66)] {
+        let addr: SocketAddr = ([10, 0, 0, ip], 7946).into();
+        let seeds = if id == 1 { Vec::new() } else { vec!["10.0.0.1:7946".to_owned()] };
+        let mut settings = settings(id, addr, seeds);
+        settings.accept = Some(Arc::new(members));
+        let registry = registry();
+        let cluster = Cluster::start_with_transport(settings, addr, registry.clone(), &transport).await.unwrap();
+        nodes.push(Node { registry, cluster, addr });
+    }
+    wait_for("four live members", Duration::from_secs(5), || nodes[0].cluster.view().live_members().count() == 4).await;
+    // The stranger (id 9) and an impostor using member 2's id from another address both claim gpu-a is down.
+    break_endpoint(&nodes[2].registry, "gpu-a");
+    break_endpoint(&nodes[3].registry, "gpu-a");
+    // The real member 2 says gpu-b is down: that one counts.
+    break_endpoint(&nodes[1].registry, "gpu-b");
+    let gpu_b = nodes[0].registry.endpoint("gpu-b");
+    wait_for("member 2's report arrives", Duration::from_secs(3), || gpu_b.remote_open()).await;
+    // Several more rounds for the others' reports, which have long arrived if they were counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!nodes[0].registry.endpoint("gpu-a").remote_open(), "a stranger steered routing");
+    let view = nodes[0].cluster.view();
+    let trusted: Vec<(&str, bool)> = view.members.iter().map(|m| (m.node_id.as_str(), m.trusted)).collect();
+    assert!(
+        trusted.contains(&("9", false)) && trusted.contains(&("2", true)) && trusted.contains(&("2", false)),
+        "{trusted:?}"
+    );
+    assert!(!view.endpoints.get("gpu-a").is_some_and(|e| e.open_somewhere), "{view:?}");
 }
 
 #[tokio::test]
