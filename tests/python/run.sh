@@ -44,8 +44,11 @@ trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$wor
 # file is complete once its last line, TOLLGATE_ADMIN_TOKEN, is there with its newline.
 deadline=$(( $(date +%s) + 40 ))
 until grep -q '^TOLLGATE_ADMIN_TOKEN=.' "$work/env" 2>/dev/null && [ "$(tail -c1 "$work/env" | wc -l)" = 1 ]; do
-  if ! kill -0 "$pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
-    cat "$work/dev.log"; echo "tollgate dev did not start (within 40 s)"; exit 1
+  if ! kill -0 "$pid" 2>/dev/null; then
+    cat "$work/dev.log"; echo "tollgate dev exited before writing $work/env"; exit 1
+  fi
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    cat "$work/dev.log"; echo "tollgate dev did not write $work/env within 40 s"; exit 1
   fi
   sleep 0.05
 done
