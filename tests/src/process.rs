@@ -15,7 +15,7 @@ pub fn tollgate_binary() -> PathBuf {
     BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tollgate", "--bin", "tollgate"])
+            .args(["build", "--quiet", "--locked", "-p", "tollgate", "--bin", "tollgate"])
             .status()
             .expect("cargo build runs");
         assert!(status.success(), "building the tollgate binary failed");
