@@ -120,7 +120,9 @@ async fn reports_from_members_the_filter_refuses_are_ignored() {
         let mut settings = settings(id, addr, seeds);
         settings.accept = Some(Arc::new(members));
         let registry = registry();
-        let cluster = Cluster::start_with_transport(settings, addr, registry.clone(), &transport).await.unwrap();
+        let cluster = Cluster::start_with_transport(settings, addr, registry.clone(), &transport)
+            .await
+            .unwrap_or_else(|e| panic!("node {id} starts: {e:#}"));
         nodes.push(Node { registry, cluster, addr });
     }
     wait_for("four live members", Duration::from_secs(5), || nodes[0].cluster.view().live_members().count() == 4).await;
