@@ -369,3 +369,88 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
         }
     }
 }
+
+/// Issue 12.8, black-box: two stranger processes gossip at a cluster. One has a different cluster secret:
+/// chitchat drops its messages, it never appears. The other has the right secret (say it leaked) but is
+/// not a Raft member: it is listed as untrusted, and the open breaker it reports for an endpoint the
+/// cluster uses never makes a member avoid that endpoint.
+#[tokio::test]
+async fn strangers_cannot_steer_cluster_routing_through_gossip() {
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = start_processes(&mock, &dir).await;
+    let client = reqwest::Client::new();
+    let get = |url: String, token: &'static str| {
+        let request = client.get(url).bearer_auth(token).send();
+        async move { request.await.unwrap().json::<Value>().await.unwrap_or(Value::Null) }
+    };
+    let seed = get(format!("http://127.0.0.1:{}/admin/v1/cluster/gossip", procs[0].admin), TOKEN).await["gossip_addr"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stranger = |id: u64, secret: &str| {
+        let (api, admin, gossip) = (free_port(), free_port(), free_port());
+        let text = format!(
+            "[node]\nid = {id}\nlisten = \"127.0.0.1:{api}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             gossip = true\ngossip_listen = \"127.0.0.1:{gossip}\"\ngossip_seeds = [\"{seed}\"]\n\
+             cluster_secret = \"{secret}\"\nadmin_token = \"{TOKEN}\"\n\n\
+             [[providers]]\nname = \"up-openai\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\n\
+             [[models]]\nname = \"m\"\ntargets = [ {{ provider = \"up-openai\", model = \"x\" }} ]\n\n\
+             [[keys]]\nkey = \"tg-stranger\"\norg = \"evil\"\n"
+        );
+        let path = dir.path().join(format!("stranger-{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        (api, admin, spawn(&path))
+    };
+    let (leaked_api, leaked_admin, _leaked) = stranger(7, "process-test-cluster-secret-42");
+    let (_, wrong_admin, _wrong) = stranger(8, "some-other-cluster-secret-99");
+    for admin in [leaked_admin, wrong_admin] {
+        wait_healthy(&client, &format!("http://127.0.0.1:{admin}/readyz")).await;
+    }
+    // The leaked-secret stranger trips its breaker on `up-openai` (its copy points nowhere).
+    for _ in 0..5 {
+        let response = client
+            .post(format!("http://127.0.0.1:{leaked_api}/v1/chat/completions"))
+            .bearer_auth("tg-stranger")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 502);
+    }
+    // It is in the gossip (it sees the three members) and reports the breaker open.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = get(format!("http://127.0.0.1:{leaked_admin}/admin/v1/cluster/gossip"), TOKEN).await;
+        let live = view["view"]["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["alive"] == true).count());
+        if live == 4 && view["local"]["up-openai"]["report"]["state"] == "open" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stranger never joined the gossip: {view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Many gossip rounds later, no member avoids up-openai, and each lists the stranger as untrusted.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for proc in &procs {
+        let view = get(format!("http://127.0.0.1:{}/admin/v1/cluster/gossip", proc.admin), TOKEN).await;
+        assert_eq!(view["local"]["up-openai"]["open_on_a_peer"], false, "{view}");
+        assert_eq!(view["local"]["up-openai"]["routable"], true, "{view}");
+        let members = view["view"]["members"].as_array().unwrap();
+        let stranger: Vec<&Value> = members.iter().filter(|m| m["node_id"] == "7").collect();
+        assert!(stranger.len() == 1 && stranger[0]["trusted"] == false, "{view}");
+        assert!(!members.iter().any(|m| m["node_id"] == "8"), "a node with another secret got in: {view}");
+        let response = client
+            .post(format!("http://127.0.0.1:{}/v1/chat/completions", proc.api))
+            .bearer_auth(KEY)
+            .json(&json!({"model": "gpt-direct", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-tollgate-target"], "up-openai/mock-gpt");
+    }
+    for proc in &mut procs {
+        if let Some(child) = proc.child.as_ref() {
+            child.signal("TERM");
+        }
+    }
+}
