@@ -9,7 +9,7 @@ use imbl::OrdMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::NodeId;
+use crate::member::NodeId;
 
 /// Who a budget applies to. The tightest of the org, team and key budgets applies to a request.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -6,8 +6,8 @@
 
 pub mod auth;
 pub mod clock;
-mod cluster_service;
 pub mod ledger;
+pub mod member;
 pub mod network;
 pub mod node;
 pub mod raft_service;

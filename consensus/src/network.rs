@@ -38,10 +38,7 @@ use tonic::Code;
 
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
-/// The largest gRPC message a Raft peer sends or accepts (both directions, client and server). Snapshot
-/// chunks travel as JSON arrays of bytes (~3.5× their size), so this bounds
-/// `Config::snapshot_max_chunk_size` to well under 16 MiB; openraft's default chunk is 3 MiB.
-pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+pub use crate::types::MAX_MESSAGE_SIZE;
 
 /// How long establishing a TCP connection to a peer may take before the RPC fails as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

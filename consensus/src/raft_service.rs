@@ -2,7 +2,7 @@
 //! service by decoding openraft requests from `RaftPayload.json`, handing them to the local
 //! [`Raft`](crate::types::Raft), and replying with the JSON of the whole `Result` — the response, or the
 //! `RaftError` (for example `Fatal::Stopped` on a node that is shutting down) — which
-//! [`crate::network::PeerClient`] turns back into `Ok` or `RPCError::RemoteError`.
+//! the peer client (`network.rs`) turns back into `Ok` or `RPCError::RemoteError`.
 //!
 //! A payload that is not valid JSON for the request type is rejected with `INVALID_ARGUMENT`.
 
@@ -13,7 +13,7 @@ use tollgate_proto::v1::raft_server::{self, RaftServer};
 use tollgate_proto::v1::RaftPayload;
 use tonic::{Request, Response, Status};
 
-use crate::network::MAX_MESSAGE_SIZE;
+use crate::types::MAX_MESSAGE_SIZE;
 use crate::types::{NodeId, Raft, TypeConfig};
 
 /// Serves Raft RPCs from peers into the local Raft node.

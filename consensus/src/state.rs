@@ -9,8 +9,8 @@ use imbl::{OrdMap, Vector};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::{BudgetSpec, Ledger, Scope};
+use crate::member::NodeInfo;
 use crate::resources::{KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
-use crate::types::NodeInfo;
 use crate::usage::{UsageKey, UsageLog, UsageTotals};
 
 /// How many applied request ids are remembered for de-duplication, and how many audit entries are kept.

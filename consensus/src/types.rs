@@ -1,32 +1,12 @@
 //! openraft type configuration for Tollgate's control plane.
 
-use std::fmt;
 use std::io::Cursor;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::member::{NodeId, NodeInfo};
 use crate::state::{Request, Response};
 
-pub type NodeId = u64;
-
-/// A cluster member's addresses, replicated in the Raft membership config.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeInfo {
-    /// Raft and cluster gRPC, `host:port`.
-    pub raft_addr: String,
-    /// The LLM API listener, `host:port` (for status output).
-    #[serde(default)]
-    pub api_addr: String,
-    /// The admin listener, `host:port` (followers forward admin writes through gRPC, not here).
-    #[serde(default)]
-    pub admin_addr: String,
-}
-
-impl fmt::Display for NodeInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "raft={} api={} admin={}", self.raft_addr, self.api_addr, self.admin_addr)
-    }
-}
+/// The largest gRPC message a peer sends or accepts (an append-entries batch or a snapshot chunk).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 openraft::declare_raft_types!(
     /// Tollgate's Raft types: commands are [`Request`]s, results [`Response`]s, snapshots JSON bytes.

@@ -274,7 +274,7 @@ async fn tick(gateway: &Weak<Gateway>, history: &mut HashMap<usize, VecDeque<Sam
 /// routable: its traffic already goes elsewhere, so the rollout is over. When every target is down the
 /// canary is no worse than the rest and keeps its weight.
 fn breaker_open(route: &Route, canary_index: usize) -> bool {
-    let now = crate::gossip::tracker::monotonic_ms();
+    let now = crate::clock::monotonic_ms();
     let canary = &route.targets[canary_index];
     !canary.endpoint.is_routable(now)
         && route.targets.iter().enumerate().any(|(index, target)| {
@@ -332,7 +332,7 @@ async fn replicate(gateway: &Gateway, route: &Route, index: usize, reason: &str)
         _ => return,
     }
     let actor = format!("canary-rollback node-{} ({reason})", gateway.node_id);
-    let request = crate::cluster::request(tollgate_consensus::Command::PutModel { model }, &actor);
+    let request = crate::command::request(tollgate_consensus::Command::PutModel { model }, &actor);
     match consensus.write(request).await {
         Ok(response) => tracing::info!(route = %route.name, ?response, "canary rollback replicated"),
         // The local rollback stands; the next tick tries the write again.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tollgate_consensus::{BudgetSpec, Command, ConsensusConfig, ConsensusNode, ControlState, NodeInfo, Request};
 
 use crate::auth::{hash_key, hex};
+use crate::clock::ledger_ms as now_ms;
 use crate::config::{Config, KeyConfig, KeyRecord, OrgConfig, TeamConfig};
 use crate::gateway::Gateway;
 
@@ -185,27 +186,6 @@ pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
     commands
 }
 
-/// Wall-clock milliseconds as budget periods and usage rows see them (see [`tollgate_consensus::clock`]).
-pub fn now_ms() -> u64 {
-    tollgate_consensus::clock::wall_ms()
-}
-
-/// Moves this process's clock forward by `ms`, for tests of period rollover (an hour passes at once for
-/// every in-process node, leaders included). Only forward: periods never run backwards.
-pub fn advance_clock_for_tests(ms: u64) {
-    tollgate_consensus::clock::advance_for_tests(ms);
-}
-
-pub fn new_request_id() -> String {
-    use rand::Rng;
-    let bytes: [u8; 12] = rand::rng().random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn request(command: Command, actor: &str) -> Request {
-    Request { request_id: new_request_id(), actor: actor.to_owned(), at_ms: now_ms(), command }
-}
-
 /// The lowest-id initial member proposes the file's config once, when the cluster has never been
 /// bootstrapped. Retries until it lands (the cluster may still be electing its first leader).
 pub fn spawn_bootstrap(config: &Config, consensus: ConsensusNode) {
@@ -303,6 +283,7 @@ fn spawn_catch_up(gateway: &Arc<Gateway>, consensus: &ConsensusNode) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::request;
 
     const FILE: &str = r#"
 [[providers]]

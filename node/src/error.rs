@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use crate::api::Protocol;
+use crate::protocol::Protocol;
 
 /// Where an error originated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

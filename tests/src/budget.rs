@@ -76,7 +76,7 @@ pub async fn set_org_rate_limits(cluster: &TestCluster, limits: Value) {
     for node in cluster.running() {
         eventually_async("budget loaded", || async { !node.gateway.snapshot().budgets.is_empty() }).await;
     }
-    let now = tollgate::cluster::now_ms();
+    let now = tollgate::clock::ledger_ms();
     if now % 60_000 > 50_000 {
         tokio::time::sleep(Duration::from_millis(60_000 - now % 60_000 + 100)).await;
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
-use tollgate::cluster::{advance_clock_for_tests, now_ms};
+use tollgate::clock::{advance_ledger_clock_for_tests as advance_clock_for_tests, ledger_ms as now_ms};
 use tollgate_tests::cluster::*;
 use tollgate_tests::KEY;
 

@@ -138,7 +138,7 @@ async fn a_node_whose_clock_is_a_period_off_gets_no_allowance() {
     assert_eq!(chat_status(&cluster, leader, &small_chat()).await, 200, "nodes with the right time are served");
     let state = cluster.node(leader).gateway.consensus.clone().unwrap().current();
     let periods: Vec<u64> = state.ledger.accounts["org:acme"].keys().copied().collect();
-    let now = tollgate::cluster::now_ms();
+    let now = tollgate::clock::ledger_ms();
     assert_eq!(periods, vec![now - now % DAY_MS], "no account for another day was opened");
 }
 

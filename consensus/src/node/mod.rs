@@ -21,6 +21,7 @@ use crate::store::StateMachineStore;
 use crate::types::{NodeId, NodeInfo, Raft};
 
 mod api;
+mod cluster_service;
 mod status;
 mod wiped;
 pub use api::{ClusterError, ClusterStatus, ConsensusConfig, MemberStatus};
@@ -114,7 +115,7 @@ impl ConsensusNode {
         let router = tonic::transport::Server::builder()
             .layer(tonic::service::InterceptorLayer::new(move |request| check.check(request)))
             .add_service(crate::raft_service::raft_server_gated(raft.clone(), admitted))
-            .add_service(crate::cluster_service::cluster_server(inner.clone()));
+            .add_service(cluster_service::cluster_server(inner.clone()));
         let server = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_rx.await;

@@ -71,8 +71,8 @@ fn status_page(gateway: &Gateway) -> String {
             ));
         }
     }
-    let now = crate::gossip::tracker::monotonic_ms();
-    let now_wall = crate::gossip::tracker::wall_ms();
+    let now = crate::clock::monotonic_ms();
+    let now_wall = crate::clock::wall_ms();
     let mut endpoints = String::new();
     for endpoint in gateway.endpoints.active() {
         let signal = endpoint.load_signal(now_wall, gateway.endpoints.gpu_ttl_ms);

@@ -14,21 +14,7 @@ use serde_json::value::RawValue;
 
 use crate::error::{GatewayError, GatewayResult};
 
-/// The wire protocol a client or an upstream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    OpenAi,
-    Anthropic,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::OpenAi => "openai",
-            Protocol::Anthropic => "anthropic",
-        }
-    }
-}
+pub use crate::protocol::Protocol;
 
 /// A JSON object as an ordered list of keys and unparsed values, borrowed from the request body.
 #[derive(Debug, Default)]

@@ -46,7 +46,7 @@ impl BudgetManager {
 
     fn request(&self, command: Command) -> Request {
         Request {
-            request_id: crate::cluster::new_request_id(),
+            request_id: crate::command::new_request_id(),
             actor: format!("node-{}", self.node_id),
             at_ms: self.consensus.now_ms(),
             command,

@@ -9,7 +9,8 @@ use tollgate_consensus::{Command, ConsensusNode, Request, UsageKey, UsageTotals}
 
 use crate::api::Usage;
 use crate::auth::Principal;
-use crate::cluster::{new_request_id, now_ms};
+use crate::clock::ledger_ms as now_ms;
+use crate::command::new_request_id;
 use crate::config::Price;
 use crate::metrics::cost_usd;
 

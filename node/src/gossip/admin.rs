@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::tracker::{self, monotonic_ms, wall_ms, EndpointRegistry};
+use super::tracker::{self, EndpointRegistry};
 use super::Cluster;
+use crate::clock::{monotonic_ms, wall_ms};
 
 /// The gossip view as the admin API shows it: this node's own observations even without gossip.
 pub fn admin_view(registry: &EndpointRegistry, cluster: Option<&Cluster>) -> serde_json::Value {

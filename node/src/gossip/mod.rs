@@ -28,7 +28,8 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
-use tracker::{monotonic_ms, wall_ms, EndpointRegistry, EndpointReport, GpuLoad, RemoteSummary};
+use crate::clock::{monotonic_ms, wall_ms};
+use tracker::{EndpointRegistry, EndpointReport, GpuLoad, RemoteSummary};
 
 /// Which gossip members' reports count: given a member's node id and advertised gossip address, whether it
 /// is one of ours. Policy comes from outside (the Raft membership); gossip only applies it.

@@ -10,7 +10,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::tracker::{wall_ms, EndpointRegistry, GpuLoad};
+use super::tracker::{EndpointRegistry, GpuLoad};
+use crate::clock::wall_ms;
 
 /// Largest metrics page read (vLLM with many models and histograms stays well below).
 const MAX_METRICS_BYTES: usize = 4 * 1024 * 1024;

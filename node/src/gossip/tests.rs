@@ -89,7 +89,7 @@ async fn members_discover_each_other_and_an_open_breaker_spreads_within_two_seco
     for node in &nodes[1..] {
         let endpoint = node.registry.endpoint("gpu-a");
         wait_for("peers see gpu-a open", Duration::from_secs(2), || endpoint.remote_open()).await;
-        assert!(!endpoint.is_routable(tracker::monotonic_ms()), "peers avoid it without failing themselves");
+        assert!(!endpoint.is_routable(crate::clock::monotonic_ms()), "peers avoid it without failing themselves");
         assert!(!node.registry.endpoint("gpu-b").remote_open(), "only the broken endpoint");
     }
     let spread = started.elapsed();
@@ -149,16 +149,16 @@ async fn reports_from_members_the_filter_refuses_are_ignored() {
 async fn gpu_load_and_in_flight_are_shared() {
     let transport = ChannelTransport::default();
     let nodes = channel_nodes(&transport, 2).await;
-    let sample = GpuLoad { waiting: 7.0, running: 3.0, kv_use: 0.5, at_ms: tracker::wall_ms() };
+    let sample = GpuLoad { waiting: 7.0, running: 3.0, kv_use: 0.5, at_ms: crate::clock::wall_ms() };
     nodes[0].registry.endpoint("gpu-b").set_local_gpu(Some(sample));
     let _outstanding = [nodes[0].registry.endpoint("gpu-b").begin(), nodes[0].registry.endpoint("gpu-b").begin()];
     let remote = nodes[1].registry.endpoint("gpu-b");
     wait_for("node 2 sees node 1's scrape", Duration::from_secs(2), || {
-        remote.fresh_gpu(tracker::wall_ms(), 3_000).is_some_and(|g| g.waiting == 7.0 && g.kv_use == 0.5)
+        remote.fresh_gpu(crate::clock::wall_ms(), 3_000).is_some_and(|g| g.waiting == 7.0 && g.kv_use == 0.5)
     })
     .await;
     wait_for("node 2 counts node 1's in-flight requests", Duration::from_secs(2), || {
-        remote.load_signal(tracker::wall_ms(), 3_000).outstanding == 2.0
+        remote.load_signal(crate::clock::wall_ms(), 3_000).outstanding == 2.0
     })
     .await;
 }

@@ -4,26 +4,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use crate::clock::monotonic_ms;
 use crate::error::{ErrorKind, GatewayError};
 
 /// Decay time of the latency EWMAs (Finagle's peak-EWMA uses 10 s).
 const LATENCY_DECAY: Duration = Duration::from_secs(10);
 /// Weight of one outcome in the error-rate EWMA.
 const ERROR_RATE_ALPHA: f64 = 0.1;
-
-/// Milliseconds on a process-wide monotonic clock (never 0, so 0 can mean "unset").
-pub fn monotonic_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
-}
-
-/// Milliseconds since the Unix epoch: timestamps that cross nodes (GPU samples).
-pub fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Why an attempt on an endpoint failed; the label of the fallback-reason metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -34,7 +34,7 @@ pub fn build_request(backend: &HttpBackend, request: UpstreamRequest<'_>) -> Gat
         .unwrap_or_else(|| http::HeaderValue::from_static(DEFAULT_VERSION));
     backend
         .post(path, &request)?
-        .header(crate::proxy::names::ANTHROPIC_VERSION, version)
+        .header(crate::names::ANTHROPIC_VERSION, version)
         .body(Full::new(request.body))
         .map_err(|err| GatewayError::internal(format!("building upstream request: {err}")))
 }

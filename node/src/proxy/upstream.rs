@@ -11,9 +11,9 @@ use super::meter::RequestMeter;
 use super::prepare::{target_body, ParsedRequest};
 use super::{Endpoint, RequestContext};
 use crate::api::Protocol;
+use crate::clock::monotonic_ms;
 use crate::error::{GatewayError, GatewayResult};
 use crate::gateway::Gateway;
-use crate::gossip::tracker::monotonic_ms;
 use crate::metrics::Outcome;
 use crate::providers::{read_body, upstream_error, Operation, UpstreamBody, UpstreamRequest};
 use crate::routing::{models_list_anthropic, models_list_openai, RequestHints, Route, Target};
@@ -133,7 +133,7 @@ pub async fn forward(
             match attempt(gateway, context, request, &route, target, operation).await {
                 Ok(mut response) => {
                     target.endpoint.record_success();
-                    response.headers_mut().insert(super::names::X_TOLLGATE_TARGET, target.header.clone());
+                    response.headers_mut().insert(crate::names::X_TOLLGATE_TARGET, target.header.clone());
                     return Ok(response);
                 }
                 Err(err) => {
@@ -253,18 +253,18 @@ async fn attempt(
     };
     context.upstream_wait += sent_at.elapsed();
     if let Ok(response) = &mut response {
-        for name in [super::names::X_REQUEST_ID, super::names::REQUEST_ID] {
+        for name in [crate::names::X_REQUEST_ID, crate::names::REQUEST_ID] {
             if let Some(value) = parts.headers.get(&name) {
                 response.headers_mut().insert(name, value.clone());
             }
         }
         if let Some((limit, remaining, reset)) = rate_headers {
             let headers = response.headers_mut();
-            headers.insert(super::names::X_RATELIMIT_LIMIT_TOKENS, HeaderValue::from(limit));
-            headers.insert(super::names::X_RATELIMIT_REMAINING_TOKENS, HeaderValue::from(remaining));
+            headers.insert(crate::names::X_RATELIMIT_LIMIT_TOKENS, HeaderValue::from(limit));
+            headers.insert(crate::names::X_RATELIMIT_REMAINING_TOKENS, HeaderValue::from(remaining));
             if let Some(reset) = reset {
                 if let Ok(value) = HeaderValue::from_str(&format!("{reset}s")) {
-                    headers.insert(super::names::X_RATELIMIT_RESET_TOKENS, value);
+                    headers.insert(crate::names::X_RATELIMIT_RESET_TOKENS, value);
                 }
             }
         }
@@ -338,7 +338,7 @@ async fn stream_response(
     let headers = response.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(super::names::X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    headers.insert(crate::names::X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
     Ok(response)
 }
 

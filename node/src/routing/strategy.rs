@@ -8,8 +8,9 @@ use std::cell::Cell;
 use rand::Rng;
 
 use super::Route;
+use crate::clock::{monotonic_ms, wall_ms};
 use crate::config::Strategy;
-use crate::gossip::tracker::{monotonic_ms, wall_ms, LoadSignal};
+use crate::gossip::tracker::LoadSignal;
 
 /// What the strategies know about the request, computed without parsing more than phase 4 did.
 pub struct RequestHints<'a> {

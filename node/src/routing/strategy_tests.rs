@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use super::strategy::RequestHints;
 use super::*;
+use crate::clock::{monotonic_ms, wall_ms};
 use crate::error::GatewayError;
-use crate::gossip::tracker::{monotonic_ms, wall_ms, BreakerConfig, GpuLoad};
+use crate::gossip::tracker::{BreakerConfig, GpuLoad};
 
 /// Hints for a prompt of `prompt_bytes` bytes in one message (≈ 4 bytes a token) and `output` tokens.
 pub fn hints(prompt_bytes: u64, output: u64) -> RequestHints<'static> {

@@ -7,9 +7,9 @@ use tollgate_proto::v1::cluster_server::{Cluster, ClusterServer};
 use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, ReadIndexReply, RemoveNodeRequest};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
-use crate::node::{decode, ClusterError, Inner};
+use super::{decode, ClusterError, Inner};
+use crate::member::NodeInfo;
 use crate::state::Request;
-use crate::types::NodeInfo;
 
 pub(crate) struct ClusterService {
     inner: Arc<Inner>,
