@@ -12,8 +12,8 @@ use tollgate_consensus::{ConsensusNode, ControlState};
 use crate::budget::{BudgetConfig, BudgetManager, UsageAggregator};
 use crate::config::{Config, LimitsConfig};
 
-use crate::gossip::tracker::{BreakerConfig, EndpointRegistry};
-use crate::gossip::Cluster;
+use crate::gossip::Gossip;
+use crate::health::{BreakerConfig, EndpointRegistry};
 use crate::metrics::Metrics;
 use crate::routing::ControlSnapshot;
 
@@ -45,7 +45,7 @@ pub struct Gateway {
     /// Per-endpoint health and load (this node's observations and the peers' merged view).
     pub endpoints: Arc<EndpointRegistry>,
     /// Gossip, when enabled; set once at startup.
-    pub gossip: std::sync::OnceLock<Cluster>,
+    pub gossip: std::sync::OnceLock<Gossip>,
     /// Why gossip is not running although it is on by default (it could not bind): shown in status.
     pub gossip_error: std::sync::OnceLock<String>,
     pub limits: LimitsConfig,
@@ -161,7 +161,7 @@ impl Gateway {
         self.loaded.load(Ordering::Relaxed) && self.caught_up.load(Ordering::Relaxed)
     }
 
-    /// A linearizable read barrier passed since start (see `cluster::spawn_catch_up`).
+    /// A linearizable read barrier passed since start (see `control::spawn_catch_up`).
     pub fn mark_caught_up(&self) {
         self.caught_up.store(true, Ordering::SeqCst);
     }
@@ -209,7 +209,7 @@ mod tests {
         let config = Config::parse(text).unwrap_or_else(|e| panic!("{e:#}"));
         let mut state = ControlState::default();
         let mut index = 0;
-        for command in crate::cluster::file_commands(&config) {
+        for command in crate::control::file_commands(&config) {
             index += 1;
             state = apply(&state, index, command);
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::api::Usage;
 use crate::config::Price;
-use crate::gossip::tracker::FailureReason;
+use crate::health::FailureReason;
 
 const LATENCY_BUCKETS_SECONDS: [f64; 14] =
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];

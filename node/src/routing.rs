@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::auth::{KeyStore, StaticKeyStore};
 use crate::config::{CanaryConfig, Config, LimitsConfig, ModelConfig, Price, ProviderConfig, RetryPolicy, Strategy};
-use crate::gossip::tracker::{EndpointRegistry, EndpointStats};
+use crate::health::{EndpointRegistry, EndpointStats};
 use crate::metrics::{Metrics, TargetMetrics};
 use crate::providers::Provider;
 use crate::tokens::Encoding;

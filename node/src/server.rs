@@ -54,7 +54,7 @@ pub async fn run(config: Config, mut listeners: Listeners, shutdown: impl Future
     run_gateway(gateway, listeners, shutdown).await
 }
 
-/// Standalone: the file is the config. Cluster mode: start the Raft member, bootstrap once, and follow
+/// Standalone: the file is the config. Gossip mode: start the Raft member, bootstrap once, and follow
 /// the replicated state.
 async fn build_gateway(config: &Config, listeners: &mut Listeners) -> anyhow::Result<Arc<Gateway>> {
     let raft_addr = match &listeners.raft {
@@ -73,7 +73,7 @@ async fn start_routing_feeds(
     listeners: &Listeners,
     raft_addr: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
-    crate::gossip::scrape::spawn_scraper(
+    crate::health::scrape::spawn_scraper(
         Arc::downgrade(&gateway.endpoints),
         Duration::from_millis(config.node.gpu_scrape_interval_ms),
     )?;
@@ -94,7 +94,7 @@ async fn start_routing_feeds(
         if let Some(consensus) = &gateway.consensus {
             settings.accept = Some(raft_member_filter(consensus.clone()));
         }
-        match crate::gossip::Cluster::start(settings, gateway.endpoints.clone()).await {
+        match crate::gossip::Gossip::start(settings, gateway.endpoints.clone()).await {
             Ok(cluster) => {
                 let _ = gateway.gossip.set(cluster);
                 if let Some(consensus) = &gateway.consensus {
@@ -177,7 +177,7 @@ async fn build_control_plane(config: &Config, listeners: &mut Listeners) -> anyh
     let Some(raft_listener) = listeners.raft.take() else {
         return Ok(Arc::new(Gateway::new(config)?));
     };
-    let mut consensus_config = crate::cluster::consensus_config(
+    let mut consensus_config = crate::control::consensus_config(
         config,
         raft_listener.local_addr()?,
         listeners.api.local_addr()?,
@@ -185,10 +185,10 @@ async fn build_control_plane(config: &Config, listeners: &mut Listeners) -> anyh
     );
     consensus_config.cluster_secrets = config.cluster_secrets()?;
     let consensus = tollgate_consensus::ConsensusNode::start(consensus_config, raft_listener).await?;
-    crate::cluster::spawn_secret_reload(config, &consensus);
+    crate::control::spawn_secret_reload(config, &consensus);
     let gateway = Arc::new(Gateway::clustered(config, consensus.clone())?);
-    crate::cluster::spawn_state_watcher(&gateway, &consensus);
-    crate::cluster::spawn_bootstrap(config, consensus);
+    crate::control::spawn_state_watcher(&gateway, &consensus);
+    crate::control::spawn_bootstrap(config, consensus);
     Ok(gateway)
 }
 

@@ -18,9 +18,9 @@ use tollgate_consensus::{
 use super::redact::{collection, redact_provider};
 use crate::auth::{generate_key, hash_key, hex};
 use crate::clock::ledger_ms as now_ms;
-use crate::cluster::diff;
 use crate::command::{new_request_id, request};
 use crate::config::{Config, KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
+use crate::control::diff;
 use crate::gateway::Gateway;
 use crate::proxy::ResponseBody;
 

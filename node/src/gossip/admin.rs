@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use super::tracker::{self, EndpointRegistry};
-use super::Cluster;
+use super::Gossip;
 use crate::clock::{monotonic_ms, wall_ms};
+use crate::health::{BreakerState, EndpointRegistry};
 
 /// The gossip view as the admin API shows it: this node's own observations even without gossip.
-pub fn admin_view(registry: &EndpointRegistry, cluster: Option<&Cluster>) -> serde_json::Value {
+pub fn admin_view(registry: &EndpointRegistry, cluster: Option<&Gossip>) -> serde_json::Value {
     let now = monotonic_ms();
     let now_wall = wall_ms();
     let local: BTreeMap<String, serde_json::Value> = registry
@@ -35,7 +35,7 @@ pub fn admin_view(registry: &EndpointRegistry, cluster: Option<&Cluster>) -> ser
 }
 
 /// Prometheus lines about endpoints and gossip (appended to the node's `/metrics`).
-pub fn render_metrics(registry: &EndpointRegistry, cluster: Option<&Cluster>, out: &mut String) {
+pub fn render_metrics(registry: &EndpointRegistry, cluster: Option<&Gossip>, out: &mut String) {
     use std::fmt::Write as _;
     let now = monotonic_ms();
     let now_wall = wall_ms();
@@ -44,7 +44,7 @@ pub fn render_metrics(registry: &EndpointRegistry, cluster: Option<&Cluster>, ou
     out.push_str("# HELP tollgate_endpoint_breaker_state This node's circuit breaker per endpoint (1 = current state).\n# TYPE tollgate_endpoint_breaker_state gauge\n");
     for endpoint in &endpoints {
         let current = endpoint.local_breaker(now);
-        for state in [tracker::BreakerState::Closed, tracker::BreakerState::Open, tracker::BreakerState::HalfOpen] {
+        for state in [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen] {
             let _ = writeln!(
                 out,
                 "tollgate_endpoint_breaker_state{{endpoint=\"{}\",state=\"{}\"}} {}",

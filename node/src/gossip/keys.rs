@@ -8,7 +8,7 @@
 //! | `endpoint:{provider}` | [`EndpointReport`] | this node's view of the endpoint: breaker, EWMA latency and TTFT, error rate, in-flight |
 //! | `gpu:{provider}` | [`GpuLoad`] | this node's latest scrape of the engine's `/metrics` (absent when it failed) |
 
-use super::tracker::{EndpointReport, GpuLoad};
+use crate::health::{EndpointReport, GpuLoad};
 
 pub const NODE_API: &str = "node:api";
 pub const NODE_ADMIN: &str = "node:admin";
@@ -45,8 +45,8 @@ pub fn decode_gpu(value: &str) -> Option<GpuLoad> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tracker::BreakerState;
     use super::*;
+    use crate::health::BreakerState;
 
     #[test]
     fn values_round_trip_and_garbage_is_ignored() {

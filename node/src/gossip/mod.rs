@@ -1,15 +1,13 @@
-//! Gossip (chitchat over UDP) behind a typed [`Cluster`] handle: membership, and per upstream endpoint the
+//! Gossip (chitchat over UDP) behind a typed [`Gossip`] handle: membership, and per upstream endpoint the
 //! health, latency, error rate, in-flight count and GPU load that every node observes, merged by all.
 //!
-//! The request path never locks chitchat: it records into lock-free [`tracker::EndpointStats`] and reads
+//! The request path never locks chitchat: it records into lock-free [`crate::health::EndpointStats`] and reads
 //! the peers' merged numbers from the same atomics. One background task per node publishes this node's
 //! observations into its own keys and rebuilds the [`ClusterView`] (an `ArcSwap`) every gossip interval,
 //! and right away when a peer's endpoint key changes. Only [`keys`] knows the key names.
 
 mod admin;
 pub mod keys;
-pub mod scrape;
-pub mod tracker;
 
 pub use admin::{admin_view, render_metrics};
 
@@ -29,7 +27,7 @@ use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
 use crate::clock::{monotonic_ms, wall_ms};
-use tracker::{EndpointRegistry, EndpointReport, GpuLoad, RemoteSummary};
+use crate::health::{EndpointRegistry, EndpointReport, GpuLoad, RemoteSummary};
 
 /// Which gossip members' reports count: given a member's node id and advertised gossip address, whether it
 /// is one of ours. Policy comes from outside (the Raft membership); gossip only applies it.
@@ -159,7 +157,7 @@ impl ClusterView {
 }
 
 /// The gossip handle a node keeps. Dropping it stops gossip.
-pub struct Cluster {
+pub struct Gossip {
     chitchat: Arc<Mutex<Chitchat>>,
     handle: std::sync::Mutex<Option<ChitchatHandle>>,
     view: Arc<ArcSwap<ClusterView>>,
@@ -167,10 +165,10 @@ pub struct Cluster {
     task: JoinHandle<()>,
 }
 
-impl Cluster {
+impl Gossip {
     /// Binds `settings.listen` (UDP) and joins through the seeds. Port 0 picks a free port first (tests):
     /// chitchat binds by address, so the port is probed, released and bound again by chitchat.
-    pub async fn start(mut settings: GossipSettings, registry: Arc<EndpointRegistry>) -> anyhow::Result<Cluster> {
+    pub async fn start(mut settings: GossipSettings, registry: Arc<EndpointRegistry>) -> anyhow::Result<Gossip> {
         let configured = settings.listen;
         let bind_error = move |err: &dyn std::fmt::Display| {
             anyhow::anyhow!("node.gossip_listen: cannot bind {configured}/udp: {err}")
@@ -191,7 +189,7 @@ impl Cluster {
         advertise: SocketAddr,
         registry: Arc<EndpointRegistry>,
         transport: &dyn Transport,
-    ) -> anyhow::Result<Cluster> {
+    ) -> anyhow::Result<Gossip> {
         // Must grow on every restart so peers replace the old incarnation's state.
         let generation = wall_ms();
         let chitchat_id = ChitchatId::new(settings.node_id.to_string(), generation, advertise);
@@ -258,7 +256,7 @@ impl Cluster {
             settings.accept.clone(),
         ));
         tracing::info!(node_id = settings.node_id, gossip = %advertise, seeds = ?settings.seeds, "gossip started");
-        Ok(Cluster { chitchat, handle: std::sync::Mutex::new(Some(handle)), view, gossip_addr: advertise, task })
+        Ok(Gossip { chitchat, handle: std::sync::Mutex::new(Some(handle)), view, gossip_addr: advertise, task })
     }
 
     /// The latest merged view (cheap; no lock).
@@ -285,7 +283,7 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
+impl Drop for Gossip {
     fn drop(&mut self) {
         self.task.abort();
         if let Ok(mut handle) = self.handle.lock() {
@@ -449,7 +447,7 @@ async fn collect(
         endpoint.set_remote(&RemoteSummary::merge(peers.map(|(_, report)| report), newest_gpu));
     }
     for endpoint in view.endpoints.values_mut() {
-        endpoint.open_somewhere = endpoint.reports.values().any(|r| r.state == tracker::BreakerState::Open);
+        endpoint.open_somewhere = endpoint.reports.values().any(|r| r.state == crate::health::BreakerState::Open);
         endpoint.in_flight_total = endpoint.reports.values().map(|r| r.in_flight.max(0)).sum();
     }
     view

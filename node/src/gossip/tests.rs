@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use chitchat::transport::ChannelTransport;
 
-use super::tracker::{BreakerConfig, EndpointRegistry, GpuLoad};
 use super::*;
 use crate::error::GatewayError;
+use crate::health::{BreakerConfig, EndpointRegistry, GpuLoad};
 
 struct Node {
     registry: Arc<EndpointRegistry>,
-    cluster: Cluster,
+    cluster: Gossip,
     addr: SocketAddr,
 }
 
@@ -47,7 +47,7 @@ async fn channel_nodes(transport: &ChannelTransport, n: u64) -> Vec<Node> {
         let addr: SocketAddr = ([10, 0, 0, id as u8], 7946).into();
         let seeds = if id == 1 { Vec::new() } else { vec!["10.0.0.1:7946".to_owned()] };
         let registry = registry();
-        let cluster = Cluster::start_with_transport(settings(id, addr, seeds), addr, registry.clone(), transport)
+        let cluster = Gossip::start_with_transport(settings(id, addr, seeds), addr, registry.clone(), transport)
             .await
             .unwrap_or_else(|e| panic!("node {id} starts: {e:#}"));
         nodes.push(Node { registry, cluster, addr });
@@ -120,7 +120,7 @@ async fn reports_from_members_the_filter_refuses_are_ignored() {
         let mut settings = settings(id, addr, seeds);
         settings.accept = Some(Arc::new(members));
         let registry = registry();
-        let cluster = Cluster::start_with_transport(settings, addr, registry.clone(), &transport)
+        let cluster = Gossip::start_with_transport(settings, addr, registry.clone(), &transport)
             .await
             .unwrap_or_else(|e| panic!("node {id} starts: {e:#}"));
         nodes.push(Node { registry, cluster, addr });
@@ -201,13 +201,13 @@ async fn a_partitioned_node_is_declared_dead_and_its_reports_stop_counting() {
 #[tokio::test]
 async fn gossips_over_real_udp_on_loopback() {
     let first_registry = registry();
-    let first = Cluster::start(settings(1, ([127, 0, 0, 1], 0).into(), Vec::new()), first_registry.clone())
+    let first = Gossip::start(settings(1, ([127, 0, 0, 1], 0).into(), Vec::new()), first_registry.clone())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     let seed = first.gossip_addr().to_string();
     assert_ne!(first.gossip_addr().port(), 0, "the bound port is advertised");
     let second_registry = registry();
-    let second = Cluster::start(settings(2, ([127, 0, 0, 1], 0).into(), vec![seed]), second_registry.clone())
+    let second = Gossip::start(settings(2, ([127, 0, 0, 1], 0).into(), vec![seed]), second_registry.clone())
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
     wait_for("both see two live members", Duration::from_secs(5), || {

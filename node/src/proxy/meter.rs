@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::api::Usage;
 use crate::budget::{Admission, Settlement, UsageSink};
 use crate::config::Price;
-use crate::gossip::tracker::InFlightGuard;
+use crate::health::InFlightGuard;
 use crate::metrics::{Outcome, TargetMetrics};
 use crate::tokens::UsageEstimator;
 

@@ -93,7 +93,7 @@ async fn run_phases(
         return Err(GatewayError::shutting_down());
     }
     if !gateway.is_loaded() {
-        // Before a key can be checked against a current state (see `cluster::spawn_catch_up`).
+        // Before a key can be checked against a current state (see `control::spawn_catch_up`).
         return Err(GatewayError::not_ready());
     }
     if context.endpoint == Endpoint::NotFound {

@@ -10,7 +10,7 @@ use rand::Rng;
 use super::Route;
 use crate::clock::{monotonic_ms, wall_ms};
 use crate::config::Strategy;
-use crate::gossip::tracker::LoadSignal;
+use crate::health::LoadSignal;
 
 /// What the strategies know about the request, computed without parsing more than phase 4 did.
 pub struct RequestHints<'a> {

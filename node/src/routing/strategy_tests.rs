@@ -6,7 +6,7 @@ use super::strategy::RequestHints;
 use super::*;
 use crate::clock::{monotonic_ms, wall_ms};
 use crate::error::GatewayError;
-use crate::gossip::tracker::{BreakerConfig, GpuLoad};
+use crate::health::{BreakerConfig, GpuLoad};
 
 /// Hints for a prompt of `prompt_bytes` bytes in one message (≈ 4 bytes a token) and `output` tokens.
 pub fn hints(prompt_bytes: u64, output: u64) -> RequestHints<'static> {
@@ -153,7 +153,7 @@ targets = [ { provider = "a", weight = 0 }, { provider = "b", weight = 1 } ]
 
 #[test]
 fn least_load_corrects_a_lagging_scrape_with_live_outstanding_counts() {
-    use crate::gossip::tracker::LoadSignal;
+    use crate::health::LoadSignal;
     let sample = GpuLoad { waiting: 0.0, running: 2.0, kv_use: 0.5, at_ms: 0 };
     // Capacity ≈ running / kv_use = 4; 2 running, nothing waiting.
     let at_scrape = LoadSignal { outstanding: 2.0, gpu: Some(sample), outstanding_at_gpu: 2.0, latency_ms: 0.0 };

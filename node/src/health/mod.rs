@@ -1,6 +1,14 @@
-//! Lock-free per-endpoint observations (endpoint = provider): in-flight requests, peak-EWMA latency, TTFT,
-//! error rate and the circuit breaker, plus the merged remote view the gossip refresher writes in. The
-//! request path only touches atomics here; the publisher reads them into this node's gossip keys.
+//! Endpoint health (endpoint = provider): lock-free per-endpoint observations — in-flight requests,
+//! peak-EWMA latency, TTFT, error rate — and the policy built on them: which failures are the endpoint's
+//! fault, when its circuit breaker opens, when a half-open probe may go. Plus the merged remote view the
+//! gossip refresher writes in, and GPU-load scraping ([`scrape`]). Gossip only carries these numbers
+//! between nodes; the request path only touches atomics here.
+//!
+//! The breaker is hand-written (a consecutive-failure counter, an open timestamp and a probe slot in
+//! atomics) rather than taken from a crate: it must merge peers' states from gossip and admit at most one
+//! probe per cooldown without a lock on the request path, which the general-purpose breaker crates do not offer.
+
+pub mod scrape;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};

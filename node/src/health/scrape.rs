@@ -10,7 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::tracker::{EndpointRegistry, GpuLoad};
+use super::{EndpointRegistry, GpuLoad};
 use crate::clock::wall_ms;
 
 /// Largest metrics page read (vLLM with many models and histograms stays well below).

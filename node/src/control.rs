@@ -1,4 +1,4 @@
-//! Cluster mode glue between the gateway and the Raft control plane: start the consensus node, bootstrap
+//! The control plane as the gateway uses it (Raft through `tollgate_consensus`): start the consensus node, bootstrap
 //! the replicated config from the first node's file, turn a declarative file into commands (diff), and
 //! hot-reload the data plane's snapshot whenever the applied state changes.
 
