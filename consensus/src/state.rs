@@ -199,12 +199,24 @@ pub struct AuditEntry {
 
 /// Everything the cluster agrees on. Cloned into snapshots; the data plane reads a converted copy.
 ///
+/// Two halves: [`ControlConfig`], what commands change (a configuration command is applied to a copy of it
+/// and committed with one assignment, so a new field cannot be left behind), and [`ControlHistory`], what
+/// the log leaves behind (audit trail, de-duplication windows, usage rows). On the wire both halves are one
+/// flat JSON object, the shape snapshots had before the split (see `mod wire` below).
+///
 /// Every collection is persistent (`imbl`: B-trees and RRB vectors with structural sharing), so cloning the
 /// state is O(1) and an applied command copies only the O(log n) path it changes. The state machine clones
 /// the published state once per applied batch; with plain `BTreeMap`s that copied the whole state, including
 /// the de-duplication window and usage history, on every budget grant and report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ControlState {
+    pub config: ControlConfig,
+    pub history: ControlHistory,
+}
+
+/// The replicated configuration and budget ledger: what commands change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlConfig {
     pub providers: OrdMap<String, ProviderConfig>,
     pub models: OrdMap<String, ModelConfig>,
     pub orgs: OrdMap<String, OrgConfig>,
@@ -217,13 +229,19 @@ pub struct ControlState {
     /// Budgets and the per-period accounts of grants, releases and reported use.
     #[serde(default)]
     pub ledger: Ledger,
+    /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
+    #[serde(default)]
+    pub bootstrapped: bool,
+}
+
+/// What the log leaves behind besides the configuration: the audit trail, the windows that make retried
+/// commands apply once, and usage rows for reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlHistory {
     /// Usage by hour, org, team, key and model, for reports.
     #[serde(default)]
     pub usage: UsageLog,
     pub audit: Vector<AuditEntry>,
-    /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
-    #[serde(default)]
-    pub bootstrapped: bool,
     /// request id → result, for de-duplicating retried commands; `dedup_order` evicts the oldest.
     pub applied_requests: OrdMap<String, Response>,
     pub dedup_order: Vector<String>,
@@ -238,86 +256,67 @@ pub struct ControlState {
 impl ControlState {
     /// Applies one request at log `index`. Pure: the same state and request always give the same result.
     pub fn apply(&mut self, index: u64, request: &Request) -> Response {
-        if let Some(previous) = self.applied_requests.get(&request.request_id) {
-            return previous.clone();
-        }
-        if let Some((_, previous)) = self.idempotency.get(&request.request_id) {
-            return previous.clone();
+        if let Some(previous) = self.history.previous_result(&request.request_id) {
+            return previous;
         }
         if request.command.is_ledger_traffic() {
             let result = self.apply_ledger(index, request);
             if !request.command.is_idempotent_total() {
-                self.remember_request(&request.request_id, result.clone());
+                self.history.remember_request(&request.request_id, result.clone());
             }
             return result;
         }
-        let result = {
-            let mut scratch = self.clone_without_history();
-            match scratch.apply_command(&request.command) {
-                Ok(()) => {
-                    self.providers = scratch.providers;
-                    self.models = scratch.models;
-                    self.orgs = scratch.orgs;
-                    self.teams = scratch.teams;
-                    self.keys = scratch.keys;
-                    self.nodes = scratch.nodes;
-                    self.ledger = scratch.ledger;
-                    self.bootstrapped = scratch.bootstrapped;
-                    Response::Applied { index }
-                }
-                Err(reason) => Response::Rejected { reason },
+        // All or nothing: applied to a copy (O(1) with persistent maps), committed with one assignment.
+        let mut scratch = self.config.clone();
+        let result = match scratch.apply_command(&request.command) {
+            Ok(()) => {
+                self.config = scratch;
+                Response::Applied { index }
             }
+            Err(reason) => Response::Rejected { reason },
         };
-        self.remember(index, request, result.clone());
+        self.history.remember(index, request, result.clone());
         result
-    }
-
-    fn clone_without_history(&self) -> ControlState {
-        ControlState {
-            providers: self.providers.clone(),
-            models: self.models.clone(),
-            orgs: self.orgs.clone(),
-            teams: self.teams.clone(),
-            keys: self.keys.clone(),
-            nodes: self.nodes.clone(),
-            ledger: self.ledger.clone(),
-            bootstrapped: self.bootstrapped,
-            ..Default::default()
-        }
     }
 
     /// Grant, release and report touch one account: applied in place (no copy of the state).
     fn apply_ledger(&mut self, index: u64, request: &Request) -> Response {
+        let ledger = &mut self.config.ledger;
         let result = match &request.command {
-            Command::Grant { scope_id, period_start, node, amount, min_amount } => self
-                .ledger
+            Command::Grant { scope_id, period_start, node, amount, min_amount } => ledger
                 .grant(scope_id, *period_start, *node, *amount, *min_amount)
                 .map(|(amount, available)| Response::Granted { index, amount, available, node_total: 0 }),
-            Command::GrantForIncarnation { scope_id, period_start, node, incarnation, amount, min_amount } => self
-                .ledger
+            Command::GrantForIncarnation { scope_id, period_start, node, incarnation, amount, min_amount } => ledger
                 .grant_to_incarnation(scope_id, *period_start, *node, *incarnation, *amount, *min_amount, request.at_ms)
                 .map(|(amount, available, node_total)| Response::Granted { index, amount, available, node_total }),
             Command::ReleaseUpTo { scope_id, period_start, node, incarnation, released_total } => {
-                self.ledger.release_up_to(scope_id, *period_start, *node, *incarnation, *released_total);
+                ledger.release_up_to(scope_id, *period_start, *node, *incarnation, *released_total);
                 Ok(Response::Applied { index })
             }
             Command::ReportUsedTotal { scope_id, period_start, node, incarnation, used_total } => {
-                self.ledger.report_used_total(scope_id, *period_start, *node, *incarnation, *used_total);
+                ledger.report_used_total(scope_id, *period_start, *node, *incarnation, *used_total);
                 Ok(Response::Applied { index })
             }
             Command::Release { scope_id, period_start, node, amount } => {
-                self.ledger.release(scope_id, *period_start, *node, *amount).map(|_| Response::Applied { index })
+                ledger.release(scope_id, *period_start, *node, *amount).map(|_| Response::Applied { index })
             }
             Command::Report { scope_id, period_start, node, delta } => {
-                self.ledger.report(scope_id, *period_start, *node, *delta).map(|()| Response::Applied { index })
+                ledger.report(scope_id, *period_start, *node, *delta).map(|()| Response::Applied { index })
             }
             Command::RecordUsage { rows, .. } => {
-                self.usage.record(rows);
+                self.history.usage.record(rows);
                 Ok(Response::Applied { index })
             }
             _ => Err("not a ledger command".into()),
         };
         result.unwrap_or_else(|reason| Response::Rejected { reason })
+    }
+}
+
+impl ControlHistory {
+    /// The result a request id already got: a retried command or a client idempotency key.
+    fn previous_result(&self, request_id: &str) -> Option<Response> {
+        self.applied_requests.get(request_id).or_else(|| self.idempotency.get(request_id).map(|(_, r)| r)).cloned()
     }
 
     fn remember_request(&mut self, request_id: &str, result: Response) {
@@ -365,13 +364,15 @@ impl ControlState {
             self.audit.pop_front();
         }
     }
+}
 
+impl ControlConfig {
+    /// One configuration command, validated against the current config. Callers apply it to a copy and
+    /// commit only on `Ok` (all or nothing, also for batches).
     fn apply_command(&mut self, command: &Command) -> Result<(), String> {
         match command {
             Command::PutProvider { provider } => {
-                if provider.name.is_empty() {
-                    return Err("provider.name: must not be empty".into());
-                }
+                non_empty("provider.name", &provider.name)?;
                 self.providers.insert(provider.name.clone(), provider.clone());
             }
             Command::DeleteProvider { name } => {
@@ -380,48 +381,18 @@ impl ControlState {
                 }
                 self.providers.remove(name).ok_or_else(|| format!("no provider `{name}`"))?;
             }
-            Command::PutModel { model } => {
-                if model.name.is_empty() {
-                    return Err("model.name: must not be empty".into());
-                }
-                if model.targets.is_empty() {
-                    return Err("model.targets: a model needs at least one target".into());
-                }
-                for (index, target) in model.targets.iter().enumerate() {
-                    if !self.providers.contains_key(&target.provider) {
-                        return Err(format!("model.targets[{index}].provider: unknown provider `{}`", target.provider));
-                    }
-                }
-                self.models.insert(model.name.clone(), model.clone());
-            }
+            Command::PutModel { model } => self.put_model(model)?,
             Command::DeleteModel { name } => {
                 self.models.remove(name).ok_or_else(|| format!("no model `{name}`"))?;
             }
             Command::PutOrg { org } => {
-                if org.name.is_empty() {
-                    return Err("org.name: must not be empty".into());
-                }
+                non_empty("org.name", &org.name)?;
                 self.orgs.insert(org.name.clone(), org.clone());
             }
-            Command::DeleteOrg { name } => {
-                if self.keys.values().any(|k| &k.org == name) {
-                    return Err(format!("org `{name}` still has keys; revoke them first"));
-                }
-                self.orgs.remove(name).ok_or_else(|| format!("no org `{name}`"))?;
-                self.teams = self
-                    .teams
-                    .iter()
-                    .filter(|(_, team)| &team.org != name)
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-            }
+            Command::DeleteOrg { name } => self.delete_org(name)?,
             Command::PutTeam { team } => {
-                if !self.orgs.contains_key(&team.org) {
-                    return Err(format!("team.org: unknown org `{}`", team.org));
-                }
-                if team.name.is_empty() {
-                    return Err("team.name: must not be empty".into());
-                }
+                self.known_org("team.org", &team.org)?;
+                non_empty("team.name", &team.name)?;
                 self.teams.insert(format!("{}/{}", team.org, team.name), team.clone());
             }
             Command::DeleteTeam { org, name } => {
@@ -430,60 +401,23 @@ impl ControlState {
                 }
                 self.teams.remove(&format!("{org}/{name}")).ok_or_else(|| format!("no team `{org}/{name}`"))?;
             }
-            Command::CreateKey { key } => {
-                if !self.orgs.contains_key(&key.org) {
-                    return Err(format!("key.org: unknown org `{}`", key.org));
-                }
-                if let Some(team) = &key.team {
-                    if !self.teams.contains_key(&format!("{}/{team}", key.org)) {
-                        return Err(format!("key.team: unknown team `{}/{team}`", key.org));
-                    }
-                }
-                if key.key_sha256.len() != 64 || !key.key_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err("key.key_sha256: must be 64 hex characters".into());
-                }
-                if self.keys.contains_key(&key.id) {
-                    return Err(format!("key id `{}` already exists", key.id));
-                }
-                if self.keys.values().any(|k| k.key_sha256 == key.key_sha256) {
-                    return Err("a key with this secret already exists".into());
-                }
-                self.keys.insert(key.id.clone(), key.clone());
-            }
+            Command::CreateKey { key } => self.create_key(key)?,
             Command::RevokeKey { id } => {
                 self.keys.remove(id).ok_or_else(|| format!("no key `{id}`"))?;
             }
-            Command::Batch { commands } => {
-                for (index, command) in commands.iter().enumerate() {
-                    self.apply_command(command).map_err(|reason| format!("commands[{index}]: {reason}"))?;
-                }
-            }
+            Command::Batch { commands } => self.apply_all(commands, "commands")?,
             Command::Bootstrap { commands } => {
                 if self.bootstrapped {
                     return Err("the cluster is already bootstrapped; use `tollgate apply` to change its config".into());
                 }
-                for (index, command) in commands.iter().enumerate() {
-                    self.apply_command(command).map_err(|reason| format!("bootstrap commands[{index}]: {reason}"))?;
-                }
+                self.apply_all(commands, "bootstrap commands")?;
                 self.bootstrapped = true;
             }
             Command::RegisterNode { id, info } => {
                 self.nodes.insert(*id, info.clone());
             }
             Command::SetBudget { budget } => {
-                if !self.orgs.contains_key(&budget.scope.org) {
-                    return Err(format!("scope.org: unknown org `{}`", budget.scope.org));
-                }
-                if let Some(team) = &budget.scope.team {
-                    if !self.teams.contains_key(&format!("{}/{team}", budget.scope.org)) {
-                        return Err(format!("scope.team: unknown team `{}/{team}`", budget.scope.org));
-                    }
-                }
-                if let Some(key) = &budget.scope.key_id {
-                    if !self.keys.contains_key(key) {
-                        return Err(format!("scope.key_id: unknown key `{key}`"));
-                    }
-                }
+                self.known_scope(&budget.scope)?;
                 self.ledger.set_budget(budget.clone())?;
             }
             Command::DeleteBudget { scope } => self.ledger.delete_budget(scope)?,
@@ -492,6 +426,90 @@ impl ControlState {
             }
             _ => return Err("not a configuration command".into()),
         }
+        Ok(())
+    }
+
+    fn apply_all(&mut self, commands: &[Command], what: &str) -> Result<(), String> {
+        for (index, command) in commands.iter().enumerate() {
+            self.apply_command(command).map_err(|reason| format!("{what}[{index}]: {reason}"))?;
+        }
+        Ok(())
+    }
+
+    fn put_model(&mut self, model: &ModelConfig) -> Result<(), String> {
+        non_empty("model.name", &model.name)?;
+        if model.targets.is_empty() {
+            return Err("model.targets: a model needs at least one target".into());
+        }
+        for (index, target) in model.targets.iter().enumerate() {
+            if !self.providers.contains_key(&target.provider) {
+                return Err(format!("model.targets[{index}].provider: unknown provider `{}`", target.provider));
+            }
+        }
+        self.models.insert(model.name.clone(), model.clone());
+        Ok(())
+    }
+
+    /// An org goes with its teams, once it has no keys left.
+    fn delete_org(&mut self, name: &str) -> Result<(), String> {
+        if self.keys.values().any(|k| k.org == name) {
+            return Err(format!("org `{name}` still has keys; revoke them first"));
+        }
+        self.orgs.remove(name).ok_or_else(|| format!("no org `{name}`"))?;
+        self.teams =
+            self.teams.iter().filter(|(_, team)| team.org != name).map(|(k, v)| (k.clone(), v.clone())).collect();
+        Ok(())
+    }
+
+    fn create_key(&mut self, key: &KeyRecord) -> Result<(), String> {
+        self.known_org("key.org", &key.org)?;
+        if let Some(team) = &key.team {
+            if !self.teams.contains_key(&format!("{}/{team}", key.org)) {
+                return Err(format!("key.team: unknown team `{}/{team}`", key.org));
+            }
+        }
+        if key.key_sha256.len() != 64 || !key.key_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err("key.key_sha256: must be 64 hex characters".into());
+        }
+        if self.keys.contains_key(&key.id) {
+            return Err(format!("key id `{}` already exists", key.id));
+        }
+        if self.keys.values().any(|k| k.key_sha256 == key.key_sha256) {
+            return Err("a key with this secret already exists".into());
+        }
+        self.keys.insert(key.id.clone(), key.clone());
+        Ok(())
+    }
+
+    fn known_org(&self, field: &str, org: &str) -> Result<(), String> {
+        if self.orgs.contains_key(org) {
+            Ok(())
+        } else {
+            Err(format!("{field}: unknown org `{org}`"))
+        }
+    }
+
+    /// A budget's scope names an org, team and key that exist.
+    fn known_scope(&self, scope: &crate::ledger::Scope) -> Result<(), String> {
+        self.known_org("scope.org", &scope.org)?;
+        if let Some(team) = &scope.team {
+            if !self.teams.contains_key(&format!("{}/{team}", scope.org)) {
+                return Err(format!("scope.team: unknown team `{}/{team}`", scope.org));
+            }
+        }
+        if let Some(key) = &scope.key_id {
+            if !self.keys.contains_key(key) {
+                return Err(format!("scope.key_id: unknown key `{key}`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        Err(format!("{field}: must not be empty"))
+    } else {
         Ok(())
     }
 }
@@ -532,6 +550,106 @@ impl Command {
                 format!("node {node} (incarnation {incarnation}) used {used_total} of {scope_id} in all")
             }
             Command::RecordUsage { node, rows } => format!("record {} usage rows from node {node}", rows.len()),
+        }
+    }
+}
+
+/// The snapshot encoding of [`ControlState`]: one flat object, as before the split. Not `#[serde(flatten)]`,
+/// which buffers maps and turns integer keys into strings it then cannot read back. Both directions
+/// destructure every field, so a field added to either half without its wire name does not compile.
+mod wire {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    #[derive(Serialize)]
+    struct Out<'a> {
+        providers: &'a OrdMap<String, ProviderConfig>,
+        models: &'a OrdMap<String, ModelConfig>,
+        orgs: &'a OrdMap<String, OrgConfig>,
+        teams: &'a OrdMap<String, TeamConfig>,
+        keys: &'a OrdMap<String, KeyRecord>,
+        nodes: &'a OrdMap<u64, NodeInfo>,
+        ledger: &'a Ledger,
+        usage: &'a UsageLog,
+        audit: &'a Vector<AuditEntry>,
+        bootstrapped: bool,
+        applied_requests: &'a OrdMap<String, Response>,
+        dedup_order: &'a Vector<String>,
+        idempotency: &'a OrdMap<String, (u64, Response)>,
+        idempotency_order: &'a Vector<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct In {
+        providers: OrdMap<String, ProviderConfig>,
+        models: OrdMap<String, ModelConfig>,
+        orgs: OrdMap<String, OrgConfig>,
+        teams: OrdMap<String, TeamConfig>,
+        keys: OrdMap<String, KeyRecord>,
+        #[serde(default)]
+        nodes: OrdMap<u64, NodeInfo>,
+        #[serde(default)]
+        ledger: Ledger,
+        #[serde(default)]
+        usage: UsageLog,
+        audit: Vector<AuditEntry>,
+        #[serde(default)]
+        bootstrapped: bool,
+        applied_requests: OrdMap<String, Response>,
+        dedup_order: Vector<String>,
+        #[serde(default)]
+        idempotency: OrdMap<String, (u64, Response)>,
+        #[serde(default)]
+        idempotency_order: Vector<String>,
+    }
+
+    impl Serialize for ControlState {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let ControlConfig { providers, models, orgs, teams, keys, nodes, ledger, bootstrapped } = &self.config;
+            let ControlHistory { usage, audit, applied_requests, dedup_order, idempotency, idempotency_order } =
+                &self.history;
+            Out {
+                providers,
+                models,
+                orgs,
+                teams,
+                keys,
+                nodes,
+                ledger,
+                usage,
+                audit,
+                bootstrapped: *bootstrapped,
+                applied_requests,
+                dedup_order,
+                idempotency,
+                idempotency_order,
+            }
+            .serialize(serializer)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ControlState {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let In {
+                providers,
+                models,
+                orgs,
+                teams,
+                keys,
+                nodes,
+                ledger,
+                usage,
+                audit,
+                bootstrapped,
+                applied_requests,
+                dedup_order,
+                idempotency,
+                idempotency_order,
+            } = In::deserialize(deserializer)?;
+            Ok(ControlState {
+                config: ControlConfig { providers, models, orgs, teams, keys, nodes, ledger, bootstrapped },
+                history: ControlHistory { usage, audit, applied_requests, dedup_order, idempotency, idempotency_order },
+            })
         }
     }
 }

@@ -31,7 +31,7 @@ fn models_need_existing_providers_and_providers_in_use_cannot_go() {
     let mut state = ControlState::default();
     let rejected = state.apply(1, &request("r1", Command::PutModel { model: model("m", "p") }));
     assert!(matches!(rejected, Response::Rejected { ref reason } if reason.contains("unknown provider")));
-    assert!(state.models.is_empty());
+    assert!(state.config.models.is_empty());
     assert_eq!(
         state.apply(2, &request("r2", Command::PutProvider { provider: provider("p") })),
         Response::Applied { index: 2 }
@@ -42,7 +42,7 @@ fn models_need_existing_providers_and_providers_in_use_cannot_go() {
     );
     let rejected = state.apply(4, &request("r4", Command::DeleteProvider { name: "p".into() }));
     assert!(matches!(rejected, Response::Rejected { .. }));
-    assert!(state.providers.contains_key("p"));
+    assert!(state.config.providers.contains_key("p"));
 }
 
 #[test]
@@ -70,8 +70,8 @@ fn batches_are_all_or_nothing() {
     };
     let result = state.apply(1, &request("b", batch));
     assert!(matches!(result, Response::Rejected { ref reason } if reason.starts_with("commands[2]")));
-    assert!(state.providers.is_empty() && state.models.is_empty());
-    assert_eq!(state.audit.len(), 1, "rejections are audited too");
+    assert!(state.config.providers.is_empty() && state.config.models.is_empty());
+    assert_eq!(state.history.audit.len(), 1, "rejections are audited too");
 }
 
 #[test]
@@ -110,9 +110,9 @@ fn dedup_window_and_audit_are_bounded() {
             &request(&format!("r{index}"), Command::PutOrg { org: OrgConfig { name: "o".into(), budget: None } }),
         );
     }
-    assert_eq!(state.applied_requests.len(), DEDUP_WINDOW);
-    assert_eq!(state.audit.len(), AUDIT_WINDOW);
-    assert!(!state.applied_requests.contains_key("r0"));
+    assert_eq!(state.history.applied_requests.len(), DEDUP_WINDOW);
+    assert_eq!(state.history.audit.len(), AUDIT_WINDOW);
+    assert!(!state.history.applied_requests.contains_key("r0"));
 }
 
 #[test]
@@ -127,9 +127,9 @@ fn bootstrap_applies_once() {
         )
     };
     assert_eq!(state.apply(1, &boot("b1", "first")), Response::Applied { index: 1 });
-    assert!(state.bootstrapped);
+    assert!(state.config.bootstrapped);
     assert!(matches!(state.apply(2, &boot("b2", "second")), Response::Rejected { .. }));
-    assert!(state.orgs.contains_key("first") && !state.orgs.contains_key("second"));
+    assert!(state.config.orgs.contains_key("first") && !state.config.orgs.contains_key("second"));
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn ledger_commands_apply_in_place_deduplicate_and_skip_the_audit() {
         state.apply(5, &request("g2", grant)),
         Response::Granted { index: 5, amount: 40, available: 0, node_total: 0 }
     );
-    assert_eq!(state.audit.len(), 2, "grants are not audited");
+    assert_eq!(state.history.audit.len(), 2, "grants are not audited");
     let unknown = Scope { org: "nope".into(), team: None, key_id: None };
     let bad = BudgetSpec {
         scope: unknown,
@@ -219,7 +219,7 @@ fn the_whole_state_round_trips_through_json() {
         crate::usage::UsageKey { hour_ms: 0, org: "acme".into(), team: None, key_id: "k1".into(), model: "m".into() };
     let totals = crate::usage::UsageTotals { requests: 1, input_tokens: 2, output_tokens: 3, cost_micro_usd: 4 };
     state.apply(10, &request("u", Command::RecordUsage { node: 1, rows: vec![(usage_key, totals)] }));
-    assert!(!state.usage.rows.is_empty() && !state.ledger.accounts.is_empty());
+    assert!(!state.history.usage.rows.is_empty() && !state.config.ledger.accounts.is_empty());
     let json = serde_json::to_vec(&state).unwrap_or_else(|e| panic!("state must serialize: {e}"));
     let back: ControlState = serde_json::from_slice(&json).unwrap_or_else(|e| panic!("state must deserialize: {e}"));
     assert_eq!(back, state);
@@ -239,8 +239,30 @@ fn idempotency_keys_outlive_the_dedup_window_for_a_day() {
     }
     state.apply(20_000, &at(3_000, "delete", Command::DeleteOrg { name: "acme".into() }));
     assert_eq!(state.apply(20_001, &at(60_000, "idem-create-acme", put("acme"))), first, "the retry applies once");
-    assert!(!state.orgs.contains_key("acme"), "and did not re-create what was deleted since");
+    assert!(!state.config.orgs.contains_key("acme"), "and did not re-create what was deleted since");
     // A day later the key is forgotten.
     state.apply(20_002, &at(1_000 + IDEMPOTENCY_KEEP_MS + 1, "idem-other", put("other")));
-    assert!(!state.idempotency.contains_key("idem-create-acme"));
+    assert!(!state.history.idempotency.contains_key("idem-create-acme"));
+}
+
+/// Snapshots written before the state was split into config and history still load: the two halves are
+/// flattened into one object with the same keys as before.
+#[test]
+fn the_split_state_keeps_its_snapshot_shape() {
+    let mut state = ControlState::default();
+    state.apply(1, &request("p", Command::PutProvider { provider: provider("p") }));
+    let json = serde_json::to_value(&state).unwrap_or_default();
+    for key in ["providers", "models", "ledger", "bootstrapped", "audit", "applied_requests", "idempotency"] {
+        assert!(json.get(key).is_some(), "top-level `{key}` in {json}");
+    }
+    assert!(json.get("config").is_none() && json.get("history").is_none(), "{json}");
+    let old_shape = serde_json::json!({
+        "providers": {"p": serde_json::to_value(provider("p")).unwrap_or_default()},
+        "models": {}, "orgs": {}, "teams": {}, "keys": {}, "audit": [],
+        "applied_requests": {}, "dedup_order": []
+    });
+    let loaded: ControlState = serde_json::from_value(old_shape).unwrap_or_default();
+    assert!(loaded.config.providers.contains_key("p"));
+    let round_trip: ControlState = serde_json::from_value(json).unwrap_or_default();
+    assert_eq!(round_trip, state);
 }

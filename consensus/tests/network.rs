@@ -80,7 +80,7 @@ impl TestNode {
     }
 
     fn has_org(&self, name: &str) -> bool {
-        self.sm.current().orgs.contains_key(name)
+        self.sm.current().config.orgs.contains_key(name)
     }
 }
 

@@ -84,7 +84,7 @@ async fn apply_answers_in_order_and_publishes_each_batch() {
     assert_eq!(responses, vec![Response::Noop, Response::Noop, Response::Applied { index: 3 }]);
     assert!(changes.has_changed().unwrap());
     let published = changes.borrow_and_update().clone();
-    assert!(published.orgs.contains_key("acme"));
+    assert!(published.config.orgs.contains_key("acme"));
     assert!(Arc::ptr_eq(&published, &reader.current()), "clones see the published state");
 
     let responses = sm.apply(entries[3..].to_vec()).await.unwrap();
@@ -94,8 +94,8 @@ async fn apply_answers_in_order_and_publishes_each_batch() {
     assert_eq!(responses[2], Response::Applied { index: 3 }, "a retried request id returns its first result");
     changes.changed().await.unwrap();
     let published = changes.borrow_and_update().clone();
-    assert_eq!(published.orgs.keys().collect::<Vec<_>>(), ["acme", "globex"]);
-    assert_eq!(published.audit.len(), 3);
+    assert_eq!(published.config.orgs.keys().collect::<Vec<_>>(), ["acme", "globex"]);
+    assert_eq!(published.history.audit.len(), 3);
 
     let (applied, members) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(1, 6)));
@@ -157,8 +157,8 @@ async fn restart_restores_the_snapshot_and_the_log_state() {
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta.snapshot_id, snapshot_id);
     let restored = sm.current();
-    assert_eq!(restored.orgs, expected_state.orgs);
-    assert_eq!(restored.audit.len(), 3);
+    assert_eq!(restored.config.orgs, expected_state.config.orgs);
+    assert_eq!(restored.history.audit.len(), 3);
 
     let replay = logs.try_get_log_entries(6..7).await.unwrap();
     assert_eq!(sm.apply(replay).await.unwrap(), vec![Response::Applied { index: 3 }]);

@@ -322,7 +322,7 @@ async fn replicate(gateway: &Gateway, route: &Route, index: usize, reason: &str)
         return;
     };
     let current = consensus.current();
-    let Some(mut model) = current.models.get(&*route.name).cloned() else {
+    let Some(mut model) = current.config.models.get(&*route.name).cloned() else {
         return;
     };
     match model.targets.get_mut(index) {

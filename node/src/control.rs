@@ -138,48 +138,48 @@ pub fn file_commands(config: &Config) -> Vec<Command> {
 pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
     let mut commands = Vec::new();
     for provider in &desired.providers {
-        if current.providers.get(&provider.name) != Some(provider) {
+        if current.config.providers.get(&provider.name) != Some(provider) {
             commands.push(Command::PutProvider { provider: provider.clone() });
         }
     }
     for model in &desired.models {
-        if current.models.get(&model.name) != Some(model) {
+        if current.config.models.get(&model.name) != Some(model) {
             commands.push(Command::PutModel { model: model.clone() });
         }
     }
-    for name in current.models.keys() {
+    for name in current.config.models.keys() {
         if !desired.models.iter().any(|m| &m.name == name) {
             commands.push(Command::DeleteModel { name: name.clone() });
         }
     }
-    for name in current.providers.keys() {
+    for name in current.config.providers.keys() {
         if !desired.providers.iter().any(|p| &p.name == name) {
             commands.push(Command::DeleteProvider { name: name.clone() });
         }
     }
     let (orgs, teams) = declared_orgs_and_teams(desired);
     for org in &orgs {
-        if current.orgs.get(&org.name) != Some(org)
+        if current.config.orgs.get(&org.name) != Some(org)
             && !(org.budget.is_none()
-                && current.orgs.contains_key(&org.name)
+                && current.config.orgs.contains_key(&org.name)
                 && !desired.orgs.iter().any(|o| o.name == org.name))
         {
             commands.push(Command::PutOrg { org: org.clone() });
         }
     }
     for budget in orgs.iter().filter_map(org_budget) {
-        if !current.ledger.budgets.get(&budget.scope.id()).is_some_and(|existing| existing.same_terms(&budget)) {
+        if !current.config.ledger.budgets.get(&budget.scope.id()).is_some_and(|existing| existing.same_terms(&budget)) {
             commands.push(Command::SetBudget { budget });
         }
     }
     for team in &teams {
-        if !current.teams.contains_key(&format!("{}/{}", team.org, team.name)) {
+        if !current.config.teams.contains_key(&format!("{}/{}", team.org, team.name)) {
             commands.push(Command::PutTeam { team: team.clone() });
         }
     }
     for (index, key) in desired.keys.iter().enumerate() {
         let record = key_record(index, key);
-        if !current.keys.values().any(|k| k.key_sha256 == record.key_sha256) {
+        if !current.config.keys.values().any(|k| k.key_sha256 == record.key_sha256) {
             commands.push(Command::CreateKey { key: record });
         }
     }
@@ -196,7 +196,7 @@ pub fn spawn_bootstrap(config: &Config, consensus: ConsensusNode) {
     let commands = file_commands(config);
     tokio::spawn(async move {
         loop {
-            if consensus.current().bootstrapped {
+            if consensus.current().config.bootstrapped {
                 return;
             }
             let request = Request {
@@ -311,7 +311,7 @@ team = "ml"
         let mut state = ControlState::default();
         let result = state.apply(1, &request(Command::Bootstrap { commands: file_commands(&config) }, "test"));
         assert!(matches!(result, tollgate_consensus::Response::Applied { .. }), "{result:?}");
-        assert_eq!(state.ledger.budgets["org:acme"].limit_tokens, Some(5_000_000));
+        assert_eq!(state.config.ledger.budgets["org:acme"].limit_tokens, Some(5_000_000));
         assert!(diff(&state, &config).is_empty(), "a bootstrapped file has nothing left to apply");
     }
 }

@@ -70,13 +70,13 @@ enum StateChange {
 fn classify(previous: &ControlState, next: &ControlState) -> StateChange {
     // The state's maps are persistent: an unchanged map shares its root with the previous state, so these
     // checks are O(1) and most applied batches (grants, reports, usage) skip the rebuild entirely.
-    let config_same = previous.providers.ptr_eq(&next.providers)
-        && previous.models.ptr_eq(&next.models)
-        && previous.keys.ptr_eq(&next.keys)
-        && previous.bootstrapped == next.bootstrapped;
+    let config_same = previous.config.providers.ptr_eq(&next.config.providers)
+        && previous.config.models.ptr_eq(&next.config.models)
+        && previous.config.keys.ptr_eq(&next.config.keys)
+        && previous.config.bootstrapped == next.config.bootstrapped;
     if !config_same {
         StateChange::Config
-    } else if !previous.ledger.budgets.ptr_eq(&next.ledger.budgets) {
+    } else if !previous.config.ledger.budgets.ptr_eq(&next.config.ledger.budgets) {
         StateChange::Budgets
     } else {
         StateChange::Nothing
@@ -150,7 +150,7 @@ impl Gateway {
             }
         }
         *loaded = Some(state.clone());
-        if state.bootstrapped {
+        if state.config.bootstrapped {
             self.loaded.store(true, Ordering::SeqCst);
         }
         Ok(())
@@ -235,7 +235,7 @@ mod tests {
         let reported =
             apply(&granted, 103, Command::Report { scope_id: "org:acme".into(), period_start: 0, node: 1, delta: 5 });
         assert_eq!(classify(&granted, &reported), StateChange::Nothing);
-        let provider = granted.providers["p"].clone();
+        let provider = granted.config.providers["p"].clone();
         let changed = apply(&reported, 104, Command::PutProvider { provider });
         assert_eq!(classify(&reported, &changed), StateChange::Config);
     }

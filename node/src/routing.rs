@@ -124,13 +124,13 @@ impl ControlSnapshot {
         metrics: &Metrics,
         endpoints: &EndpointRegistry,
     ) -> anyhow::Result<ControlSnapshot> {
-        let providers: Vec<_> = state.providers.values().cloned().collect();
-        let models: Vec<_> = state.models.values().cloned().collect();
+        let providers: Vec<_> = state.config.providers.values().cloned().collect();
+        let models: Vec<_> = state.config.models.values().cloned().collect();
         let mut snapshot = Self::from_parts(
             limits,
             &providers,
             &models,
-            Arc::new(StaticKeyStore::from_records(state.keys.values())),
+            Arc::new(StaticKeyStore::from_records(state.config.keys.values())),
             metrics,
             endpoints,
         )?;
@@ -141,7 +141,7 @@ impl ControlSnapshot {
     pub fn budgets_from(
         state: &tollgate_consensus::ControlState,
     ) -> Arc<HashMap<String, tollgate_consensus::BudgetSpec>> {
-        Arc::new(state.ledger.budgets.iter().map(|(id, spec)| (id.clone(), spec.clone())).collect())
+        Arc::new(state.config.ledger.budgets.iter().map(|(id, spec)| (id.clone(), spec.clone())).collect())
     }
 
     pub fn from_parts(

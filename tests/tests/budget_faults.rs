@@ -82,7 +82,7 @@ async fn drive(
 /// S2 for every account of the scope, straight from a node's applied ledger.
 fn assert_s2(cluster: &TestCluster, node: u64) {
     let state = cluster.node(node).gateway.consensus.as_ref().unwrap().current();
-    if let Some(accounts) = state.ledger.accounts.get("org:acme") {
+    if let Some(accounts) = state.config.ledger.accounts.get("org:acme") {
         for (period, account) in accounts.iter() {
             assert!(account.outstanding() <= account.limit, "S2 violated in period {period}: {account:?}");
         }
@@ -193,7 +193,7 @@ async fn a_period_rolls_over_while_a_node_is_partitioned() {
     let node = cluster.node(leader);
     eventually_async("first period billed", || async {
         let state = node.gateway.consensus.as_ref().unwrap().current();
-        let accounts = state.ledger.accounts.get("org:acme").cloned().unwrap_or_default();
+        let accounts = state.config.ledger.accounts.get("org:acme").cloned().unwrap_or_default();
         let billed_first = accounts.get(&first_period).map_or(0, |a| a.used_total());
         let billed_second = accounts.get(&(first_period + HOUR_MS)).map_or(0, |a| a.used_total());
         billed_first >= served_first && billed_second >= served_second
@@ -230,7 +230,7 @@ async fn setting_a_budget_answers_once_every_node_applied_it_or_names_those_that
     assert_eq!(out["pending_on"], json!([]), "{out}");
     for node in cluster.running() {
         let state = node.gateway.consensus.as_ref().unwrap().current();
-        assert!(state.ledger.budgets.contains_key("org:acme"), "a node answered before applying");
+        assert!(state.config.ledger.budgets.contains_key("org:acme"), "a node answered before applying");
     }
 
     // A partitioned member cannot apply it: the answer names it (the write itself commits on the majority).

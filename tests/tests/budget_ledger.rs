@@ -23,7 +23,7 @@ fn small_chat() -> Value {
 fn incarnations(cluster: &TestCluster, via: u64, node: u64) -> Vec<u64> {
     let consensus = cluster.node(via).gateway.consensus.clone().expect("clustered");
     let state = consensus.current();
-    let periods = state.ledger.accounts.get("org:acme").cloned().unwrap_or_default();
+    let periods = state.config.ledger.accounts.get("org:acme").cloned().unwrap_or_default();
     periods
         .values()
         .flat_map(|account| account.incarnations.get(&node).map(|i| i.keys().copied().collect::<Vec<_>>()))
@@ -137,7 +137,7 @@ async fn a_node_whose_clock_is_a_period_off_gets_no_allowance() {
     consensus.skew_clock_for_tests(0);
     assert_eq!(chat_status(&cluster, leader, &small_chat()).await, 200, "nodes with the right time are served");
     let state = cluster.node(leader).gateway.consensus.clone().unwrap().current();
-    let periods: Vec<u64> = state.ledger.accounts["org:acme"].keys().copied().collect();
+    let periods: Vec<u64> = state.config.ledger.accounts["org:acme"].keys().copied().collect();
     let now = tollgate::clock::ledger_ms();
     assert_eq!(periods, vec![now - now % DAY_MS], "no account for another day was opened");
 }

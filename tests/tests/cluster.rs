@@ -101,7 +101,10 @@ async fn a_restarted_node_catches_up_from_disk_and_snapshot() {
     // snapshot builds fail and stopped Raft on every node).
     assert_eq!(cluster.chat_default(cluster.node(1), "gpt-direct").await, 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(!cluster.node(1).gateway.consensus.as_ref().unwrap().current().usage.rows.is_empty(), "usage was recorded");
+    assert!(
+        !cluster.node(1).gateway.consensus.as_ref().unwrap().current().history.usage.rows.is_empty(),
+        "usage was recorded"
+    );
     cluster.stop(3).await;
     // Enough writes to snapshot and purge the log past what node 3 has.
     for index in 0..12 {
@@ -112,11 +115,11 @@ async fn a_restarted_node_catches_up_from_disk_and_snapshot() {
     cluster.restart(3).await;
     cluster.wait_ready().await;
     eventually_async("node 3 has every org", || async {
-        cluster.node(3).gateway.consensus.as_ref().unwrap().current().orgs.contains_key("org-11")
+        cluster.node(3).gateway.consensus.as_ref().unwrap().current().config.orgs.contains_key("org-11")
     })
     .await;
     let state = cluster.node(3).gateway.consensus.as_ref().unwrap().current();
-    assert_eq!(state.orgs.len(), 13, "acme + 12");
+    assert_eq!(state.config.orgs.len(), 13, "acme + 12");
     assert_eq!(cluster.chat_default(cluster.node(3), "gpt-direct").await, 200);
 }
 
@@ -275,7 +278,7 @@ async fn a_member_restarted_with_a_wiped_data_dir_refuses_to_rejoin() {
     eventually_async("the wiped node refuses", || async { consensus.rejoin_refusal().is_some() }).await;
     let refusal = consensus.rejoin_refusal().unwrap_or_default();
     assert!(refusal.contains("data dir") && refusal.contains("remove-node"), "{refusal}");
-    assert!(consensus.current().models.is_empty(), "it never received the log");
+    assert!(consensus.current().config.models.is_empty(), "it never received the log");
     // The two others keep a quorum and accept writes.
     let (status, out) = cluster
         .admin(cluster.node(1), Method::PUT, "/admin/v1/orgs/after-wipe", Some(json!({"name": "after-wipe"})))
@@ -299,7 +302,12 @@ async fn a_restarted_node_never_refuses_a_key_it_has_not_caught_up_with() {
     // Node 3 has a bootstrapped snapshot on disk.
     eventually_async("node 3 applied the fillers", || async {
         cluster.node(3).gateway.snapshot().routes.contains_key("gpt-direct")
-            && cluster.node(3).gateway.consensus.as_ref().is_some_and(|c| c.current().orgs.contains_key("filler-7"))
+            && cluster
+                .node(3)
+                .gateway
+                .consensus
+                .as_ref()
+                .is_some_and(|c| c.current().config.orgs.contains_key("filler-7"))
     })
     .await;
     cluster.stop(3).await;

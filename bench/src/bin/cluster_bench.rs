@@ -79,7 +79,11 @@ async fn main() {
     let state = cluster.node(1).gateway.consensus.as_ref().unwrap().current();
     let disk: Vec<String> =
         (1..=3).map(|id| format!("{:.1} MB", dir_bytes(&cluster.data_dir(id)) as f64 / 1e6)).collect();
-    println!("at the end: {} orgs in the replicated state; sled data dirs {}", state.orgs.len(), disk.join(", "));
+    println!(
+        "at the end: {} orgs in the replicated state; sled data dirs {}",
+        state.config.orgs.len(),
+        disk.join(", ")
+    );
     for id in 1..=3 {
         cluster.stop(id).await;
     }
@@ -147,7 +151,10 @@ async fn propagation(cluster: &TestCluster, client: &reqwest::Client, runs: usiz
                 let mut changes = cluster.node(*id).gateway.consensus.as_ref().unwrap().subscribe();
                 let name = name.clone();
                 tokio::spawn(async move {
-                    changes.wait_for(|state| state.models.contains_key(&name)).await.expect("state channel open");
+                    changes
+                        .wait_for(|state| state.config.models.contains_key(&name))
+                        .await
+                        .expect("state channel open");
                     Instant::now()
                 })
             })
@@ -251,7 +258,7 @@ async fn failover(cluster: &mut TestCluster, client: &reqwest::Client, runs: usi
         cluster.wait_ready().await;
         let rejoined = cluster.node(old).gateway.consensus.clone().unwrap();
         let deadline = Instant::now() + PATIENCE;
-        while !rejoined.current().orgs.contains_key(&org) {
+        while !rejoined.current().config.orgs.contains_key(&org) {
             assert!(Instant::now() < deadline, "node {old} did not catch up");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

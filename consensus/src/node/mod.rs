@@ -176,7 +176,7 @@ impl ConsensusNode {
                     return;
                 };
                 let node = ConsensusNode { inner, server: Arc::new(Mutex::new(None)) };
-                if node.current().nodes.get(&id) == Some(&info) {
+                if node.current().config.nodes.get(&id) == Some(&info) {
                     return;
                 }
                 let request = Request {

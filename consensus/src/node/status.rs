@@ -20,7 +20,7 @@ impl Inner {
         let members = membership
             .nodes()
             .map(|(id, info)| {
-                let announced = registered.nodes.get(id);
+                let announced = registered.config.nodes.get(id);
                 let info = announced.unwrap_or(info);
                 let matched = match &metrics.replication {
                     Some(replication) => replication.get(id).copied().flatten().map(|log_id| log_id.index),

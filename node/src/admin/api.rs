@@ -181,7 +181,7 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
         }
         (Method::GET, ["audit"]) => {
             let state = node.read_linearizable().await?;
-            Ok(json_response(StatusCode::OK, &json!({"entries": state.audit})))
+            Ok(json_response(StatusCode::OK, &json!({"entries": state.history.audit})))
         }
         (Method::POST, ["apply"]) => apply(node, request, query.contains("dry_run=true"), idem).await,
         (Method::POST, ["keys"]) => create_key(node, request, idem).await,
@@ -274,11 +274,11 @@ async fn get(node: &ConsensusNode, kind: &str, name: &str) -> AdminResult {
     let kind = kind_name(kind)?;
     let state = node.read_linearizable().await?;
     let found = match kind {
-        "providers" => state.providers.get(name).map(redact_provider),
-        "models" => state.models.get(name).map(|m| json!(m)),
-        "orgs" => state.orgs.get(name).map(|o| json!(o)),
-        "teams" => state.teams.get(name).map(|t| json!(t)),
-        _ => state.keys.get(name).map(|k| json!(k)),
+        "providers" => state.config.providers.get(name).map(redact_provider),
+        "models" => state.config.models.get(name).map(|m| json!(m)),
+        "orgs" => state.config.orgs.get(name).map(|o| json!(o)),
+        "teams" => state.config.teams.get(name).map(|t| json!(t)),
+        _ => state.config.keys.get(name).map(|k| json!(k)),
     };
     found
         .map(|value| json_response(StatusCode::OK, &value))
@@ -323,7 +323,7 @@ async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8], idem: Op
         "models" => {
             let model: ModelConfig = parse_body(&with_name(body, "name", name)?, "model")?;
             let state = node.current();
-            let providers = state.providers.values().cloned().collect();
+            let providers = state.config.providers.values().cloned().collect();
             validate_resource(Config { providers, models: vec![model.clone()], ..Default::default() }, "models[0].")?;
             Command::PutModel { model }
         }
@@ -401,7 +401,7 @@ async fn create_key(node: &ConsensusNode, request: Request<Incoming>, idem: Opti
     // original one was shown once and cannot be shown again.
     let duplicate = match idem {
         // Read after the write is applied on this node (the write may have been forwarded to the leader).
-        Some(_) => node.read_linearizable().await?.keys.get(&id).map(|k| &k.key_sha256) != Some(&secret_hash),
+        Some(_) => node.read_linearizable().await?.config.keys.get(&id).map(|k| &k.key_sha256) != Some(&secret_hash),
         None => false,
     };
     if duplicate {
@@ -458,7 +458,7 @@ async fn get_budgets(node: &ConsensusNode, query: &str) -> AdminResult {
     let describe = |spec: &BudgetSpec| {
         let id = spec.scope.id();
         let period_start = spec.period.start_ms(now);
-        let account = state.ledger.accounts.get(&id).and_then(|accounts| accounts.get(&period_start));
+        let account = state.config.ledger.accounts.get(&id).and_then(|accounts| accounts.get(&period_start));
         let limit = spec.limit_units().unwrap_or(0);
         let used = account.map_or(0, |a| a.used_total());
         let outstanding = account.map_or(0, |a| a.outstanding());
@@ -477,11 +477,12 @@ async fn get_budgets(node: &ConsensusNode, query: &str) -> AdminResult {
         })
     };
     if query_value(query, "org").is_none() {
-        let all: Vec<Value> = state.ledger.budgets.values().map(describe).collect();
+        let all: Vec<Value> = state.config.ledger.budgets.values().map(describe).collect();
         return Ok(json_response(StatusCode::OK, &json!({"data": all})));
     }
     let scope = scope_from_query(query)?;
     let spec = state
+        .config
         .ledger
         .budgets
         .get(&scope.id())
@@ -544,7 +545,7 @@ async fn get_usage(node: &ConsensusNode, query: &str) -> AdminResult {
     type Group = (Option<String>, Option<String>, Option<String>);
     let mut groups: std::collections::BTreeMap<Group, tollgate_consensus::UsageTotals> =
         std::collections::BTreeMap::new();
-    for (key, totals) in &state.usage.rows {
+    for (key, totals) in &state.history.usage.rows {
         // An hour counts when it overlaps [since, until).
         if key.org != org || key.hour_ms + 3_600_000 <= since || key.hour_ms >= until {
             continue;

@@ -7,11 +7,11 @@ use crate::config::ProviderConfig;
 
 pub(super) fn collection(state: &ControlState, kind: &str) -> Value {
     match kind {
-        "providers" => json!(state.providers.values().map(redact_provider).collect::<Vec<_>>()),
-        "models" => json!(state.models.values().collect::<Vec<_>>()),
-        "orgs" => json!(state.orgs.values().collect::<Vec<_>>()),
-        "teams" => json!(state.teams.values().collect::<Vec<_>>()),
-        _ => json!(state.keys.values().collect::<Vec<_>>()),
+        "providers" => json!(state.config.providers.values().map(redact_provider).collect::<Vec<_>>()),
+        "models" => json!(state.config.models.values().collect::<Vec<_>>()),
+        "orgs" => json!(state.config.orgs.values().collect::<Vec<_>>()),
+        "teams" => json!(state.config.teams.values().collect::<Vec<_>>()),
+        _ => json!(state.config.keys.values().collect::<Vec<_>>()),
     }
 }
 

@@ -198,6 +198,7 @@ impl BudgetManager {
     fn new_account(&self, key: &AccountKey, spec: &BudgetSpec) -> Arc<LocalAccount> {
         let state = self.consensus.current();
         let newest_known = state
+            .config
             .ledger
             .accounts
             .get(&key.0)

@@ -186,7 +186,7 @@ impl BudgetManager {
 
     /// This incarnation's granted total in the applied ledger, when its account is there.
     fn applied_granted_total(&self, state: &ControlState, account: &LocalAccount) -> Option<u64> {
-        let ledger_account = state.ledger.accounts.get(&account.scope_id)?.get(&account.period_start)?;
+        let ledger_account = state.config.ledger.accounts.get(&account.scope_id)?.get(&account.period_start)?;
         // Only an incarnation the applied state knows: it may lag a grant this node was just answered (the
         // answer, from the leader, is what detects a reset ledger account).
         ledger_account.incarnations.get(&self.node_id)?.get(&account.incarnation).map(|totals| totals.granted)
