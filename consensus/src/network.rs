@@ -52,27 +52,7 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// `install_snapshot` (`E = InstallSnapshotError`).
 pub type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
-/// Links cut on purpose, for fault-injection tests: every outbound RPC (Raft and cluster service) to a
-/// blocked peer address fails as unreachable, as if the network dropped it. Cutting both directions of a
-/// link (each side blocks the other) is a network partition. Empty, and never consulted beyond one read
-/// lock per RPC, in normal operation.
-#[derive(Clone, Default, Debug)]
-pub struct Faults(Arc<std::sync::RwLock<std::collections::HashSet<String>>>);
-
-impl Faults {
-    pub fn block(&self, raft_addr: &str) {
-        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(raft_addr.to_owned());
-    }
-
-    pub fn heal(&self) {
-        self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
-    }
-
-    pub fn is_blocked(&self, raft_addr: &str) -> bool {
-        let blocked = self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        !blocked.is_empty() && blocked.contains(raft_addr)
-    }
-}
+pub use crate::faults::Faults;
 
 /// openraft's network factory: one [`PeerClient`] per (target, address), sharing cached lazy channels.
 #[derive(Clone, Default)]

@@ -31,7 +31,7 @@ pub(crate) struct Inner {
     pub(crate) state_machine: StateMachineStore,
     pub(crate) config: ConsensusConfig,
     channels: Mutex<HashMap<String, Channel>>,
-    faults: crate::network::Faults,
+    faults: crate::faults::Faults,
     /// Test hook: this node's clock skew (see [`ConsensusNode::skew_clock_for_tests`]).
     clock_skew_ms: std::sync::atomic::AtomicI64,
     /// Set when this node refused to take part in Raft (see `wiped`).
@@ -86,7 +86,7 @@ impl ConsensusNode {
             ..Default::default()
         }
         .validate()?;
-        let faults = crate::network::Faults::default();
+        let faults = crate::faults::Faults::default();
         let auth = crate::auth::ClusterAuth::new(config.node_id, config.cluster_secrets.clone());
         let raft = Raft::new(
             config.node_id,
@@ -268,8 +268,9 @@ impl ConsensusNode {
     }
 
     /// Proposes a command from any node; bounded by `write_timeout`.
-    /// Fault injection for tests: links to block (see [`Faults`](crate::network::Faults)).
-    pub fn faults(&self) -> &crate::network::Faults {
+    /// Fault injection for in-process tests: links to block (see [`Faults`](crate::faults::Faults)).
+    #[cfg(feature = "fault-injection")]
+    pub fn faults(&self) -> &crate::faults::Faults {
         &self.inner.faults
     }
 
