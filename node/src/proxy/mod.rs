@@ -1,17 +1,20 @@
-//! The request path, phase by phase (pingora-style). Each phase is a function in its own module that may
-//! read and write only the fields of [`RequestContext`] named here:
+//! The request path, phase by phase (pingora-style). Each phase is one function that takes what it needs
+//! and returns a typed result; [`run_phases`] lists them in order, so adding a phase (a guardrail, a cache
+//! lookup, a tracing span) is one function and one line there:
 //!
-//! | # | phase | module | reads | writes |
-//! |---|-------|--------|-------|--------|
-//! | 1 | classify endpoint | `ingress::classify` | method, path | `endpoint`, `caller` |
-//! | 2 | authenticate | `ingress::authenticate` | headers, `snapshot.keys` | `principal` |
-//! | 3 | read body | `ingress::read_body` | headers, body, limits | `body` |
-//! | 4 | parse + validate | `prepare::parse` | `body` | `request` (model, stream, limits) |
-//! | 5 | route + limits | `prepare::route` | `request`, `snapshot.routes`, `principal` | `route` |
-//! | 6 | upstream attempts | `upstream::forward` | all of the above | `upstream_wait`, target |
-//! | 7 | respond + meter | `upstream::respond_*`, `body`, `meter` | upstream response | client response, metrics |
+//! | # | phase | function | takes | returns |
+//! |---|-------|----------|-------|---------|
+//! | 1 | classify endpoint | `ingress::classify` | method, path, headers | `Endpoint`, caller `Protocol` |
+//! | 2 | authenticate | `ingress::authenticate` | headers, `snapshot.keys` | `Arc<Principal>` |
+//! | 3 | read body | `ingress::read_body` | headers, body stream, limits | `Bytes` (in the context) |
+//! | 4 | parse + validate | `prepare::parse` | body | `ParsedRequest` (model, stream, limits, bounds) |
+//! | 5 | route + limits | `prepare::route` | principal, parsed request, `snapshot.routes` | [`Routed`] |
+//! | 6 | upstream attempts | `upstream::forward` | `Routed` | the response (fallback, retries, admission) |
+//! | 7 | respond + meter | `upstream` (`stream_response`, `complete_response`), `body`, `meter` | upstream response | client response, metrics |
 //!
-//! Errors from any phase become the caller's API error shape in one place: [`error_response`].
+//! [`RequestContext`] carries only what every phase may read (endpoint, caller, snapshot, headers, body,
+//! upstream wait); its fields are private to this module tree. Errors from any phase become the caller's API error
+//! shape in one place: [`error_response`].
 
 mod body;
 mod ingress;
@@ -40,17 +43,52 @@ pub use ingress::Endpoint;
 
 /// What the phases share for one request.
 pub struct RequestContext {
-    pub started: Instant,
-    pub endpoint: Endpoint,
+    endpoint: Endpoint,
     /// The protocol the caller speaks: errors and responses use its shape.
-    pub caller: Protocol,
-    pub snapshot: Arc<ControlSnapshot>,
-    pub headers: HeaderMap,
-    pub principal: Option<Arc<Principal>>,
-    pub body: Bytes,
-    pub route: Option<Arc<Route>>,
+    caller: Protocol,
+    snapshot: Arc<ControlSnapshot>,
+    headers: HeaderMap,
+    body: Bytes,
     /// Time spent waiting for the upstream, excluded from the gateway's overhead.
-    pub upstream_wait: Duration,
+    upstream_wait: Duration,
+}
+
+/// Phase 5's result: who asks, what they asked, the route it may take, and the prompt's exact token count
+/// once some phase needed it (counted at most once per request).
+pub struct Routed<'a> {
+    principal: Arc<Principal>,
+    request: prepare::ParsedRequest<'a>,
+    route: Arc<Route>,
+    prompt_tokens: PromptTokens,
+}
+
+/// The prompt's exact token count with the route's tokenizer: computed at most once, by whichever phase
+/// needs it first (the context-window check, routing by context window, budget admission near
+/// exhaustion), large prompts off the runtime's workers.
+#[derive(Clone)]
+struct PromptTokens {
+    encoding: crate::tokens::Encoding,
+    body: Bytes,
+    count: Arc<std::sync::OnceLock<u64>>,
+}
+
+impl PromptTokens {
+    fn new(encoding: crate::tokens::Encoding, body: Bytes) -> PromptTokens {
+        PromptTokens { encoding, body, count: Arc::default() }
+    }
+
+    async fn count(&self) -> u64 {
+        if let Some(count) = self.count.get() {
+            return *count;
+        }
+        let counted = crate::tokens::count_prompt_off_reactor(self.encoding, &self.body).await;
+        *self.count.get_or_init(|| counted)
+    }
+
+    /// On this thread: for the synchronous routing strategy, when no phase counted yet.
+    fn count_now(&self) -> u64 {
+        *self.count.get_or_init(|| crate::tokens::count_prompt(self.encoding, &self.body))
+    }
 }
 
 /// Serves one request on the API listener.
@@ -60,14 +98,11 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     let (parts, incoming) = request.into_parts();
     let (endpoint, caller) = ingress::classify(&parts.method, parts.uri.path(), &parts.headers);
     let mut context = RequestContext {
-        started,
         endpoint,
         caller,
         snapshot: gateway.snapshot(),
         headers: parts.headers,
-        principal: None,
         body: Bytes::new(),
-        route: None,
         upstream_wait: Duration::ZERO,
     };
     let mut response = match run_phases(&gateway, &mut context, incoming).await {
@@ -104,16 +139,16 @@ async fn run_phases(
     if context.endpoint == Endpoint::MethodNotAllowed {
         return Err(GatewayError::method_not_allowed());
     }
-    context.principal = Some(ingress::authenticate(context)?);
+    let principal = ingress::authenticate(context)?;
     if context.endpoint == Endpoint::Models {
-        return Ok(upstream::list_models(context));
+        return Ok(upstream::list_models(context, &principal));
     }
     let body_deadline = Duration::from_millis(gateway.limits.body_timeout_ms);
     context.body = ingress::read_body(&context.headers, incoming, gateway.limits.max_body_bytes, body_deadline).await?;
     let body = context.body.clone();
     let request = prepare::parse(context.endpoint, &body)?;
-    prepare::route(context, &request).await?;
-    upstream::forward(gateway, context, &request).await
+    let routed = prepare::route(context, principal, request).await?;
+    upstream::forward(gateway, context, &routed).await
 }
 
 /// The single place an error becomes a response, in the caller's API shape.

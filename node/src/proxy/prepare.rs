@@ -5,11 +5,14 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use super::{Endpoint, RequestContext};
+use std::sync::Arc;
+
+use super::{Endpoint, PromptTokens, RequestContext, Routed};
 use crate::api::{anthropic, openai, Protocol, RawObject};
+use crate::auth::Principal;
 use crate::error::{GatewayError, GatewayResult};
 use crate::routing::{Route, Target};
-use crate::tokens::{chat_input_bound, count_prompt_off_reactor};
+use crate::tokens::chat_input_bound;
 use crate::translate;
 
 /// The largest `max_tokens` accepted on a route that sets no `max_output_tokens`.
@@ -107,25 +110,24 @@ pub fn parse<'a>(endpoint: Endpoint, body: &'a [u8]) -> GatewayResult<ParsedRequ
 }
 
 /// Phase 5: the route for the model, the key's model allowlist, and the model's limits.
-pub async fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) -> GatewayResult<()> {
+pub async fn route<'a>(
+    context: &RequestContext,
+    principal: Arc<Principal>,
+    request: ParsedRequest<'a>,
+) -> GatewayResult<Routed<'a>> {
     let route = context
         .snapshot
         .routes
         .get(request.model.as_ref())
         .cloned()
         .ok_or_else(|| GatewayError::model_not_found(&request.model))?;
-    if let Some(principal) = &context.principal {
-        if !principal.may_use(&route.name) {
-            return Err(GatewayError::permission_denied(format!(
-                "this API key may not use the model `{}`",
-                route.name
-            )));
-        }
+    if !principal.may_use(&route.name) {
+        return Err(GatewayError::permission_denied(format!("this API key may not use the model `{}`", route.name)));
     }
     // A route without its own cap still has a ceiling: no model generates millions of tokens, and a value
     // near 2^64 must never reach arithmetic on budgets and windows.
-    let cap = route.max_output_tokens.or(Some(MAX_OUTPUT_TOKENS_CEILING));
-    if let (Some(cap), Some(asked)) = (cap, request.max_output_tokens) {
+    let cap = route.max_output_tokens.unwrap_or(MAX_OUTPUT_TOKENS_CEILING);
+    if let Some(asked) = request.max_output_tokens {
         if asked > cap {
             return Err(GatewayError::invalid_param(
                 "max_tokens",
@@ -141,11 +143,12 @@ pub async fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) ->
             return Err(GatewayError::prompt_too_large(&route.name, size, limit));
         }
     }
+    let prompt_tokens = PromptTokens::new(route.encoding, context.body.clone());
     if let Some(window) = route.context_window {
         let output = request.max_output_tokens.unwrap_or(0);
         // Only when the free bound does not fit do we pay for an exact count.
         if request.input_bound.saturating_add(output) > window {
-            let exact = count_prompt_off_reactor(route.encoding, &context.body).await;
+            let exact = prompt_tokens.count().await;
             if exact.saturating_add(output) > window {
                 return Err(GatewayError::context_window_exceeded(format!(
                     "This model's maximum context length is {window} tokens. However, you requested {} tokens ({exact} in the messages, {output} in the completion).",
@@ -154,8 +157,7 @@ pub async fn route(context: &mut RequestContext, request: &ParsedRequest<'_>) ->
             }
         }
     }
-    context.route = Some(route);
-    Ok(())
+    Ok(Routed { principal, request, route, prompt_tokens })
 }
 
 /// The request body for one target, in its provider's protocol.

@@ -8,22 +8,23 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::{ResponseBody, StreamingBody};
 use super::meter::RequestMeter;
-use super::prepare::{target_body, ParsedRequest};
-use super::{Endpoint, RequestContext};
+use super::prepare::target_body;
+use super::{Endpoint, RequestContext, Routed};
 use crate::api::Protocol;
+use crate::auth::Principal;
 use crate::clock::monotonic_ms;
 use crate::error::{GatewayError, GatewayResult};
 use crate::gateway::Gateway;
 use crate::metrics::Outcome;
 use crate::providers::{read_body, upstream_error, Operation, UpstreamBody, UpstreamRequest};
-use crate::routing::{models_list_anthropic, models_list_openai, RequestHints, Route, Target};
-use crate::tokens::{count_prompt, UsageEstimator};
+use crate::routing::{models_list_anthropic, models_list_openai, RequestHints, Target};
+use crate::tokens::UsageEstimator;
 use crate::translate::{response as translate_response, stream::StreamTranslator};
 
 /// `GET /v1/models`: the routes this key may use, in the caller's list shape.
-pub fn list_models(context: &RequestContext) -> Response<ResponseBody> {
+pub fn list_models(context: &RequestContext, principal: &Principal) -> Response<ResponseBody> {
     let snapshot = &context.snapshot;
-    let principal = context.principal.as_deref();
+    let principal = Some(principal);
     let restricted = principal.is_some_and(|p| p.allowed_models.is_some());
     let body = match (context.caller, restricted) {
         (Protocol::OpenAi, false) => snapshot.models_openai_json.clone(),
@@ -44,12 +45,13 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     response
 }
 
+/// Phase 6: the route's targets in order, with fallback and retry rounds.
 pub async fn forward(
     gateway: &Gateway,
     context: &mut RequestContext,
-    request: &ParsedRequest<'_>,
+    routed: &Routed<'_>,
 ) -> GatewayResult<Response<ResponseBody>> {
-    let route = context.route.clone().ok_or_else(|| GatewayError::internal("forward called without a route"))?;
+    let (request, route) = (&routed.request, &routed.route);
     let operation = match context.endpoint {
         Endpoint::Embeddings => Operation::Embeddings,
         Endpoint::CountTokens => Operation::CountTokens,
@@ -58,12 +60,10 @@ pub async fn forward(
     if operation == Operation::CountTokens && !route.targets.iter().any(|t| t.provider.protocol == Protocol::Anthropic)
     {
         // No Anthropic upstream to ask: count locally with the model's tokenizer.
-        let tokens = crate::tokens::count_prompt_off_reactor(route.encoding, &context.body).await;
+        let tokens = routed.prompt_tokens.count().await;
         return Ok(json_response(StatusCode::OK, Bytes::from(format!("{{\"input_tokens\":{tokens}}}"))));
     }
 
-    let encoding = route.encoding;
-    let prompt = context.body.clone();
     // Routing asks for the exact count only when a target's context window is tight; for a large prompt
     // that count is done here, off the runtime workers, instead of inside the (synchronous) strategy.
     let reserved_output = request.max_output_tokens.unwrap_or(0);
@@ -71,11 +71,10 @@ pub async fn forward(
         .targets
         .iter()
         .any(|t| t.context_window.is_some_and(|window| request.input_bound.saturating_add(reserved_output) > window));
-    let precounted = match tight && prompt.len() >= 64 * 1024 {
-        true => Some(crate::tokens::count_prompt_off_reactor(encoding, &prompt).await),
-        false => None,
-    };
-    let exact_prompt = move || precounted.unwrap_or_else(|| count_prompt(encoding, &prompt));
+    if tight && context.body.len() >= 64 * 1024 {
+        routed.prompt_tokens.count().await;
+    }
+    let exact_prompt = || routed.prompt_tokens.count_now();
     let output = match operation {
         Operation::Embeddings | Operation::CountTokens => 0,
         Operation::Chat => request.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
@@ -130,7 +129,7 @@ pub async fn forward(
                 deferred.push(index);
                 continue;
             }
-            match attempt(gateway, context, request, &route, target, operation).await {
+            match attempt(gateway, context, routed, target, operation).await {
                 Ok(mut response) => {
                     target.endpoint.record_success();
                     response.headers_mut().insert(crate::names::X_TOLLGATE_TARGET, target.header.clone());
@@ -185,14 +184,14 @@ fn retry_delay(
 async fn attempt(
     gateway: &Gateway,
     context: &mut RequestContext,
-    request: &ParsedRequest<'_>,
-    route: &Route,
+    routed: &Routed<'_>,
     target: &Target,
     operation: Operation,
 ) -> GatewayResult<Response<ResponseBody>> {
+    let (request, route) = (&routed.request, &*routed.route);
     let upstream_protocol = target.provider.protocol;
     // Every attempt is reserved separately: the provider bills each one.
-    let admission = admit(gateway, context, request, route, operation).await?;
+    let admission = admit(gateway, context, routed, operation).await?;
     let output_cap = admission.as_ref().map(|a| a.output_cap);
     let rate_headers = admission.as_ref().map(|a| (a.limit, a.remaining, a.reset_seconds));
     let body = target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
@@ -201,10 +200,10 @@ async fn attempt(
     let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.clone());
     meter.set_admission(admission);
     meter.set_endpoint(target.endpoint.begin());
-    if let (Some(aggregator), Some(principal)) = (&gateway.usage, &context.principal) {
+    if let Some(aggregator) = &gateway.usage {
         meter.set_usage_sink(Some(crate::budget::UsageSink {
             aggregator: aggregator.clone(),
-            principal: principal.clone(),
+            principal: routed.principal.clone(),
             model: route.name.clone(),
         }));
     }
@@ -279,13 +278,13 @@ async fn attempt(
 async fn admit(
     gateway: &Gateway,
     context: &RequestContext,
-    request: &ParsedRequest<'_>,
-    route: &Route,
+    routed: &Routed<'_>,
     operation: Operation,
 ) -> GatewayResult<Option<crate::budget::Admission>> {
-    let (Some(budget), Some(principal)) = (&gateway.budget, &context.principal) else {
+    let Some(budget) = &gateway.budget else {
         return Ok(None);
     };
+    let (principal, request, route) = (&routed.principal, &routed.request, &routed.route);
     if context.snapshot.budgets.is_empty() || operation == Operation::CountTokens {
         return Ok(None);
     }
@@ -299,7 +298,7 @@ async fn admit(
     let budgets = &context.snapshot.budgets;
     match budget.admit(budgets, principal, route.price, bound, wanted_output, request.choices).await {
         Err(err) if err.kind == crate::error::ErrorKind::BudgetExhausted => {
-            let exact = crate::tokens::count_prompt_off_reactor(route.encoding, &context.body).await;
+            let exact = routed.prompt_tokens.count().await;
             let media = crate::tokens::MEDIA_PART_TOKENS * crate::tokens::media_parts(&context.body);
             let with_margin = exact.saturating_add(exact / 4).saturating_add(8).saturating_add(media).min(window);
             if with_margin >= bound {
