@@ -1,4 +1,4 @@
-//! The org-wide budget ledger (DESIGN.md §6): budgets per scope (org, team or key) and, per scope and
+//! The org-wide budget ledger (docs/ARCHITECTURE.md, "Budget invariants"): budgets per scope (org, team or key) and, per scope and
 //! period, an account of what each node was granted, released and reported as used. Nodes spend only from
 //! grants; a grant is applied only while `Σ(granted − released) ≤ limit` stays true (invariant S2), so no
 //! interleaving of nodes, partitions or crashes can let the cluster spend past the limit (S1).

@@ -1,4 +1,4 @@
-//! Command-line interface (CONTRACT.md): `tollgate serve`, `tollgate dev`, `tollgate check-config`.
+//! Command-line interface (README.md, "Running nodes"; the flags are a public interface): `tollgate serve`, `tollgate dev`, `tollgate check-config`.
 
 use std::path::PathBuf;
 

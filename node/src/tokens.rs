@@ -56,7 +56,7 @@ pub fn warm_up() {
 /// image by URL is a few bytes; providers bill images by pixels): Claude caps an image at ~1,600 tokens,
 /// GPT-4o/4.1 high detail at ~1,500–2,500, a PDF page costs ~1,500–3,000. Parts that cost more (long PDFs
 /// by URL; gpt-4o-mini, which bills images at ~33× the tokens at a lower price) can overrun a reservation:
-/// the overrun is charged to the ledger when the provider reports it (DESIGN.md §6).
+/// the overrun is charged to the ledger when the provider reports it (docs/ARCHITECTURE.md, "Budget invariants").
 pub const MEDIA_PART_TOKENS: u64 = 6_000;
 
 /// Keys that open a media part in either protocol: OpenAI `image_url`, `input_audio`, `file`; Anthropic

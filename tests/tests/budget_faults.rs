@@ -1,4 +1,4 @@
-//! Budgets under change and faults, checked against what the mock upstream actually served (DESIGN.md §6):
+//! Budgets under change and faults, checked against what the mock upstream actually served (docs/ARCHITECTURE.md):
 //! a limit lowered while all nodes are under load, and a period rolling over while a node is partitioned.
 //! Invariants: S1 tokens served ≤ limit (per period); S2 Σ(granted − released) ≤ limit; S3 billed ≥ served.
 //!

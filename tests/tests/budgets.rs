@@ -1,5 +1,5 @@
 //! Org-wide token budgets on a 3-node cluster, checked against what the mock upstream actually served.
-//! Invariants (DESIGN.md §6): S1 tokens served ≤ limit; S2 Σ(granted − released) ≤ limit; S3 billed ≥
+//! Invariants (docs/ARCHITECTURE.md): S1 tokens served ≤ limit; S2 Σ(granted − released) ≤ limit; S3 billed ≥
 //! served once reports are in.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

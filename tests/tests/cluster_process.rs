@@ -61,7 +61,7 @@ async fn leader_of(procs: &[Proc]) -> Option<usize> {
 }
 
 /// Starts three `tollgate serve` processes in front of `mock` (with `extra` appended to the harness's
-/// providers and models); waits until all are ready. Configured as CONTRACT.md shows a cluster: `id`,
+/// providers and models); waits until all are ready. Configured as the README shows a cluster: `id`,
 /// listeners, `peers`, `gossip_listen`, the cluster secret and admin token, and no gossip flags (cluster
 /// members gossip by default; each node's gossip port is its Raft port + 1, so the seeds follow from `peers`).
 async fn start_processes_with(mock: &MockUpstream, dir: &tempfile::TempDir, extra: &str) -> Vec<Proc> {
@@ -269,7 +269,7 @@ async fn budget_holds_when_a_node_is_killed_mid_stream() {
     }
 }
 
-/// Issue 13, as a new user meets it: three processes configured as CONTRACT.md shows (no gossip flags).
+/// Issue 13, as a new user meets it: three processes configured as the README shows (no gossip flags).
 /// They gossip: three live, trusted members within seconds. An endpoint whose breaker opens on one node is
 /// avoided by the other two before they send it anything. A canary answering 500 behind a breaker is
 /// rolled back to weight 0 on every node within 5 s of the breaker opening, though `min_requests` (50) is

@@ -453,7 +453,7 @@ impl Inner {
                 }
             }
             // The leader's clock stamps every entry it proposes: the ledger decides a grant's period by it,
-            // not by the clock of the node that asked (DESIGN.md §6).
+            // not by the clock of the node that asked (docs/ARCHITECTURE.md, "Budget invariants").
             let mut stamped = request.clone();
             stamped.at_ms = self.now_ms();
             match self.raft.client_write(stamped).await {

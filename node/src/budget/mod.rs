@@ -1,4 +1,4 @@
-//! Budget admission on the request path (DESIGN.md §6): each node spends only allowance the Raft ledger
+//! Budget admission on the request path (docs/ARCHITECTURE.md, "Budget invariants"): each node spends only allowance the Raft ledger
 //! granted it. A request reserves its worst case (input upper bound + output cap) from local atomics, with
 //! no Raft round trip while the allowance lasts; the gateway then pins `max_tokens` to that cap so the
 //! provider cannot exceed it. At the end the reservation settles against the provider's usage. A

@@ -1,5 +1,5 @@
 //! Request translation between the OpenAI Chat Completions and Anthropic Messages dialects.
-//! The traps (DESIGN.md §2): system messages move to a top-level `system`; tool results are `user` turns
+//! The traps: system messages move to a top-level `system`; tool results are `user` turns
 //! made of `tool_result` blocks (consecutive results merged); Anthropic needs strictly alternating roles
 //! and a `max_tokens`.
 
