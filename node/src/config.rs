@@ -369,6 +369,18 @@ impl Config {
 
     /// Checks cross-references and values; every message names the field.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.validate_node()?;
+        self.validate_gossip()?;
+        if self.limits.max_body_bytes == 0 {
+            bail!("limits.max_body_bytes: must be greater than 0");
+        }
+        let provider_names = self.validate_providers()?;
+        self.validate_models(&provider_names)?;
+        self.validate_tenants()
+    }
+
+    /// Listen addresses, peers and Raft timing.
+    fn validate_node(&self) -> anyhow::Result<()> {
         for (field, value) in [
             ("node.listen", &self.node.listen),
             ("node.admin_listen", &self.node.admin_listen),
@@ -399,10 +411,11 @@ impl Config {
                 "node.election_timeout_min_ms: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
             );
         }
-        self.validate_gossip()?;
-        if self.limits.max_body_bytes == 0 {
-            bail!("limits.max_body_bytes: must be greater than 0");
-        }
+        Ok(())
+    }
+
+    /// Names, URLs and headers of the providers; returns their names.
+    fn validate_providers(&self) -> anyhow::Result<HashSet<&str>> {
         let mut provider_names = HashSet::new();
         for (index, provider) in self.providers.iter().enumerate() {
             let at = format!("providers[{index}]");
@@ -433,6 +446,10 @@ impl Config {
                 }
             }
         }
+        Ok(provider_names)
+    }
+
+    fn validate_models(&self, provider_names: &HashSet<&str>) -> anyhow::Result<()> {
         let mut model_names = HashSet::new();
         for (index, model) in self.models.iter().enumerate() {
             let at = format!("models[{index}]");
@@ -463,6 +480,11 @@ impl Config {
             }
             validate_routing(model, &at)?;
         }
+        Ok(())
+    }
+
+    /// Org budgets and keys.
+    fn validate_tenants(&self) -> anyhow::Result<()> {
         for (index, org) in self.orgs.iter().enumerate() {
             if let Some(budget) = &org.budget {
                 let mut spec = budget.clone();

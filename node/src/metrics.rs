@@ -259,6 +259,13 @@ impl Metrics {
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
+        self.render_node(&mut out);
+        self.render_targets(&mut out);
+        out
+    }
+
+    /// Node-wide series: responses by status, in-flight, connections, overhead.
+    fn render_node(&self, out: &mut String) {
         out.push_str(
             "# HELP tollgate_http_responses_total Responses sent to clients on the API listener, by status.\n",
         );
@@ -291,7 +298,7 @@ impl Metrics {
         let _ = writeln!(out, "tollgate_accept_errors_total {}", self.accept_errors.load(Ordering::Relaxed));
         out.push_str("# HELP tollgate_gateway_overhead_seconds Time the gateway itself spent before the response headers, upstream wait excluded.\n");
         out.push_str("# TYPE tollgate_gateway_overhead_seconds histogram\n");
-        self.overhead.render(&mut out, "tollgate_gateway_overhead_seconds", "");
+        self.overhead.render(out, "tollgate_gateway_overhead_seconds", "");
         if crate::idle_spin::active() {
             let (woken, expired) = crate::idle_spin::counts();
             let _ = writeln!(
@@ -299,7 +306,11 @@ impl Metrics {
                 "# HELP tollgate_idle_spins_total Worker parks that spun first (node.idle_spin_us): `woken` found work within the budget, `expired` parked anyway.\n# TYPE tollgate_idle_spins_total counter\ntollgate_idle_spins_total{{outcome=\"woken\"}} {woken}\ntollgate_idle_spins_total{{outcome=\"expired\"}} {expired}"
             );
         }
+    }
 
+    /// Per-target series (route, provider, model): outcomes, tokens, cost, fallbacks, latency histograms,
+    /// and canary rollbacks.
+    fn render_targets(&self, out: &mut String) {
         let targets: Vec<Arc<TargetMetrics>> = {
             let targets = self.targets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut list: Vec<_> = targets.values().cloned().collect();
@@ -340,17 +351,14 @@ impl Metrics {
             }
         }
         counter(
-            &mut out,
+            out,
             "tollgate_usage_estimated_total",
             "Requests whose usage was counted locally because the provider reported none.",
             &|t| t.estimated_requests.load(Ordering::Relaxed).to_string(),
         );
-        counter(
-            &mut out,
-            "tollgate_fallbacks_total",
-            "Attempts on this target that failed over to the next one.",
-            &|t| t.fallbacks.load(Ordering::Relaxed).to_string(),
-        );
+        counter(out, "tollgate_fallbacks_total", "Attempts on this target that failed over to the next one.", &|t| {
+            t.fallbacks.load(Ordering::Relaxed).to_string()
+        });
         let _ = writeln!(out, "# HELP tollgate_fallbacks_by_reason_total Fallbacks away from this target, by why its attempt failed.\n# TYPE tollgate_fallbacks_by_reason_total counter");
         for target in &targets {
             for (reason, value) in FailureReason::ALL.iter().zip(&target.fallback_reasons) {
@@ -365,7 +373,7 @@ impl Metrics {
                 }
             }
         }
-        counter(&mut out, "tollgate_cost_usd_total", "Cost at the model's configured prices.", &|t| {
+        counter(out, "tollgate_cost_usd_total", "Cost at the model's configured prices.", &|t| {
             format!("{}", t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9)
         });
         {
@@ -382,25 +390,20 @@ impl Metrics {
         }
         let _ = writeln!(out, "# HELP gen_ai_server_request_duration_seconds Upstream request duration, first byte sent to last byte received.\n# TYPE gen_ai_server_request_duration_seconds histogram");
         for target in &targets {
-            target.duration.render(&mut out, "gen_ai_server_request_duration_seconds", &target.labels);
+            target.duration.render(out, "gen_ai_server_request_duration_seconds", &target.labels);
         }
         let _ = writeln!(out, "# HELP gen_ai_server_time_to_first_token_seconds Time to the first streamed token.\n# TYPE gen_ai_server_time_to_first_token_seconds histogram");
         for target in &targets {
             if target.ttft.count() > 0 {
-                target.ttft.render(&mut out, "gen_ai_server_time_to_first_token_seconds", &target.labels);
+                target.ttft.render(out, "gen_ai_server_time_to_first_token_seconds", &target.labels);
             }
         }
         let _ = writeln!(out, "# HELP gen_ai_server_time_per_output_token_seconds Decode time per output token of successful responses (after the first token when streamed).\n# TYPE gen_ai_server_time_per_output_token_seconds histogram");
         for target in &targets {
             if target.time_per_output_token.count() > 0 {
-                target.time_per_output_token.render(
-                    &mut out,
-                    "gen_ai_server_time_per_output_token_seconds",
-                    &target.labels,
-                );
+                target.time_per_output_token.render(out, "gen_ai_server_time_per_output_token_seconds", &target.labels);
             }
         }
-        out
     }
 }
 

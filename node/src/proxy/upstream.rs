@@ -102,52 +102,9 @@ pub async fn forward(
             tracing::debug!(route = %route.name, round, delay_ms = delay.as_millis() as u64, "retrying the route");
             tokio::time::sleep(delay).await;
         }
-        // Endpoints whose breaker refuses (open, or a half-open probe already out) are tried last, only
-        // when everything else failed.
-        let mut queue: std::collections::VecDeque<usize> = route.attempt_order(&hints).into();
-        let mut deferred = Vec::new();
-        let mut last_resort = false;
-        loop {
-            let Some(index) = queue.pop_front() else {
-                if last_resort || deferred.is_empty() {
-                    break;
-                }
-                last_resort = true;
-                queue.extend(deferred.drain(..));
-                continue;
-            };
-            let target = &route.targets[index];
-            let capable = match operation {
-                Operation::Embeddings => target.provider.protocol == Protocol::OpenAi,
-                Operation::CountTokens => target.provider.protocol == Protocol::Anthropic,
-                Operation::Chat => true,
-            };
-            if !capable {
-                continue;
-            }
-            if !last_resort && !target.endpoint.admit(monotonic_ms()) {
-                deferred.push(index);
-                continue;
-            }
-            match attempt(gateway, context, routed, target, operation).await {
-                Ok(mut response) => {
-                    target.endpoint.record_success();
-                    response.headers_mut().insert(crate::names::X_TOLLGATE_TARGET, target.header.clone());
-                    return Ok(response);
-                }
-                Err(err) => {
-                    let reason = target.endpoint.record_failure(&err);
-                    if !route.falls_back_on(&err) {
-                        return Err(err);
-                    }
-                    target.metrics.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Some(reason) = reason {
-                        target.metrics.record_fallback_reason(reason);
-                    }
-                    tracing::info!(route = %route.name, provider = %target.provider.name, model = %target.upstream_model, error = %err, "target failed; trying the next one");
-                    last_error = Some(err);
-                }
-            }
+        let order = route.attempt_order(&hints);
+        if let Some(done) = try_targets(gateway, context, routed, order, operation, &mut last_error).await {
+            return done;
         }
         if last_error.is_none() {
             break;
@@ -156,6 +113,66 @@ pub async fn forward(
     Err(last_error.unwrap_or_else(|| {
         GatewayError::invalid_request(format!("model `{}` has no target that supports this endpoint", route.name))
     }))
+}
+
+/// One round over the route's targets in `order`. `Some` ends the request (served, or an error
+/// that must not fall back); `None` when every target failed, the last failure in `last_error`.
+/// Endpoints whose breaker refuses (open, or a half-open probe already out) are tried last, only when
+/// everything else failed.
+async fn try_targets(
+    gateway: &Gateway,
+    context: &mut RequestContext,
+    routed: &Routed<'_>,
+    order: Vec<usize>,
+    operation: Operation,
+    last_error: &mut Option<GatewayError>,
+) -> Option<GatewayResult<Response<ResponseBody>>> {
+    let route = &routed.route;
+    let mut queue: std::collections::VecDeque<usize> = order.into();
+    let mut deferred = Vec::new();
+    let mut last_resort = false;
+    loop {
+        let Some(index) = queue.pop_front() else {
+            if last_resort || deferred.is_empty() {
+                return None;
+            }
+            last_resort = true;
+            queue.extend(deferred.drain(..));
+            continue;
+        };
+        let target = &route.targets[index];
+        let capable = match operation {
+            Operation::Embeddings => target.provider.protocol == Protocol::OpenAi,
+            Operation::CountTokens => target.provider.protocol == Protocol::Anthropic,
+            Operation::Chat => true,
+        };
+        if !capable {
+            continue;
+        }
+        if !last_resort && !target.endpoint.admit(monotonic_ms()) {
+            deferred.push(index);
+            continue;
+        }
+        match attempt(gateway, context, routed, target, operation).await {
+            Ok(mut response) => {
+                target.endpoint.record_success();
+                response.headers_mut().insert(crate::names::X_TOLLGATE_TARGET, target.header.clone());
+                return Some(Ok(response));
+            }
+            Err(err) => {
+                let reason = target.endpoint.record_failure(&err);
+                if !route.falls_back_on(&err) {
+                    return Some(Err(err));
+                }
+                target.metrics.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(reason) = reason {
+                    target.metrics.record_fallback_reason(reason);
+                }
+                tracing::info!(route = %route.name, provider = %target.provider.name, model = %target.upstream_model, error = %err, "target failed; trying the next one");
+                *last_error = Some(err);
+            }
+        }
+    }
 }
 
 /// The pause before retry round `round` (1-based): exponential backoff with "equal jitter" (between half
