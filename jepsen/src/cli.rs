@@ -175,7 +175,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<bool> {
     let what = match &cli.command {
         Command::Regions { command: RegionsCommand::Up(_) } => Some("jepsen regions up"),
         Command::Regions { command: RegionsCommand::Down(_) } => Some("jepsen regions down"),
-        Command::Run(_) => Some("jepsen run"),
+        Command::Run(args) => {
+            // Bad input fails at once, not after waiting for another run.
+            crate::run::nemesis::parse_list(&args.nemesis)?;
+            Some("jepsen run")
+        }
         _ => None,
     };
     let _lock = match what {
@@ -231,6 +235,7 @@ async fn run_regions(command: RegionsCommand) -> anyhow::Result<bool> {
                 env_file: args.env_file,
                 ready_timeout: Duration::from_secs(args.ready_timeout_s),
                 extra_config: String::new(),
+                clock_skew_ms: 0,
             };
             let state = regions::up(options).await?;
             println!("three regions up ({} ms one-way between them); state in {}", args.delay_ms, state.dir.display());
