@@ -354,7 +354,9 @@ async fn run_up(
     let utilisation_check = checker::budget::utilisation(&served, &ops, 0.9);
     let utilisation_is_checked = kinds.is_empty() && args.hangup_share == 0.0;
     let mut utilisation = utilisation(&served, &ops, &applied);
-    utilisation["check"] = json!(utilisation_check);
+    // The fault-free rule (served at the first refusal) only as a figure where it is not the checker.
+    utilisation["check"] =
+        if utilisation_is_checked { json!(utilisation_check) } else { json!(utilisation_check.summary) };
     utilisation["checked"] = json!(utilisation_is_checked);
     if utilisation_is_checked {
         checks.push(utilisation_check);
