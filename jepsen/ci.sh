@@ -10,7 +10,8 @@
 # (default partition-leader,kill), JEPSEN_RESULTS (default ${TMPDIR:-/tmp}/tollgate-jepsen-ci),
 # JEPSEN_PROFILE (debug or release; default debug), CARGO_TARGET_DIR, JEPSEN_FORCE=1 (bring down regions
 # left over by a crashed run instead of failing). The run directory (history.jsonl, report.json, node
-# logs) is printed last.
+# logs) is printed last. `jepsen run` holds the machine-wide harness lock (/run/tollgate-jepsen.lock): if
+# another harness runs here, it waits up to JEPSEN_LOCK_WAIT seconds (default 600) and then fails.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"

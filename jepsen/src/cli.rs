@@ -19,6 +19,10 @@ use crate::regions::{self, configs::Settings, state::RegionsState};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Seconds `regions up|down` and `run` wait for another jepsen harness on this machine (they hold an
+    /// exclusive lock on /run/tollgate-jepsen.lock while they work) before failing; 0: fail at once.
+    #[arg(long, global = true, default_value_t = 600, env = "JEPSEN_LOCK_WAIT")]
+    pub lock_wait: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,6 +171,26 @@ fn load_state(dir: &Path) -> anyhow::Result<RegionsState> {
 
 /// Runs a command; `Ok(false)` means "ran, but the answer is no" (exit status 1, e.g. `status`).
 pub async fn run(cli: Cli) -> anyhow::Result<bool> {
+    // Regions are machine-wide: only one harness may build, break or remove them at a time.
+    let what = match &cli.command {
+        Command::Regions { command: RegionsCommand::Up(_) } => Some("jepsen regions up"),
+        Command::Regions { command: RegionsCommand::Down(_) } => Some("jepsen regions down"),
+        Command::Run(args) => {
+            // Bad input fails at once, not after waiting for another run.
+            crate::run::nemesis::parse_list(&args.nemesis)?;
+            Some("jepsen run")
+        }
+        _ => None,
+    };
+    let _lock = match what {
+        // Not root: the command itself refuses with a clearer message than the lock file's permissions.
+        Some(what) if rustix::process::geteuid().is_root() => {
+            let wait = Duration::from_secs(cli.lock_wait);
+            let path = crate::lock::lock_path();
+            Some(tokio::task::spawn_blocking(move || crate::lock::acquire(&path, what, wait)).await??)
+        }
+        _ => None,
+    };
     match cli.command {
         Command::LinkProxy { config } => {
             let text = std::fs::read_to_string(&config).with_context(|| format!("reading {}", config.display()))?;
@@ -211,6 +235,7 @@ async fn run_regions(command: RegionsCommand) -> anyhow::Result<bool> {
                 env_file: args.env_file,
                 ready_timeout: Duration::from_secs(args.ready_timeout_s),
                 extra_config: String::new(),
+                clock_skew_ms: 0,
             };
             let state = regions::up(options).await?;
             println!("three regions up ({} ms one-way between them); state in {}", args.delay_ms, state.dir.display());

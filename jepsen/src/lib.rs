@@ -6,6 +6,7 @@ pub mod cli;
 pub mod history;
 pub mod http;
 pub mod linkproxy;
+pub mod lock;
 pub mod measure;
 pub mod measure_budget;
 pub mod regions;

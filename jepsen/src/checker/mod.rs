@@ -84,6 +84,12 @@ pub fn s1(served: &[Served], events: &[Event], ops: &[Op]) -> CheckResult {
             parts.push(format!("{} (no budget) served {}", org.org, org.total()));
             continue;
         };
+        if let Some(boundary) = budget::boundary(events, ops, &org.org) {
+            let (summary, found) = budget::s1_per_period(org, limit, &boundary, events, ops);
+            parts.push(summary);
+            evidence.extend(found);
+            continue;
+        }
         parts.push(format!("{} served {} of {limit}", org.org, org.total()));
         let (lowered_parts, lowered_evidence) = budget::s1_lowered(org, events, ops);
         parts.extend(lowered_parts);
@@ -143,29 +149,89 @@ pub fn s2(events: &[Event]) -> CheckResult {
         }
         last.insert(key, sample.clone());
     }
+    granted_monotone(&all, &mut evidence);
     let orgs: Vec<String> =
         last.values().map(|s| format!("{}: last used {} held {} of {}", s.org, s.used, s.held, s.limit)).collect();
+    let granularity = index_granularity(events);
     let verdict = match (all.is_empty(), evidence.is_empty()) {
         (true, _) => Verdict::Unknown,
         (false, true) => Verdict::Pass,
         (false, false) => Verdict::Fail,
     };
     evidence.truncate(10);
-    CheckResult::new("S2", verdict, format!("{} samples; {}", all.len(), orgs.join("; ")), evidence)
+    CheckResult::new("S2", verdict, format!("{} samples{granularity}; {}", all.len(), orgs.join("; ")), evidence)
 }
 
-/// S3 from the settled ledger (`billed`: org → used) against the mocks.
-pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>) -> CheckResult {
+/// Per org, period and node, `granted` (a running total in the ledger) never decreases.
+fn granted_monotone(all: &[Sample], evidence: &mut Vec<Value>) {
+    let mut last: BTreeMap<(String, u64, String), (u64, &Event)> = BTreeMap::new();
+    for sample in all {
+        let Some(granted) = sample.event.value["granted_by_node"].as_object() else { continue };
+        for (node, total) in granted {
+            let Some(total) = total.as_u64() else { continue };
+            let key = (sample.org.clone(), sample.period_start, node.clone());
+            if let Some((before, event)) = last.get(&key) {
+                if total < *before {
+                    evidence.push(json!({"violation": "granted decreased", "node": node, "before": event,
+                        "after": sample.event}));
+                }
+            }
+            last.insert(key, (total, &sample.event));
+        }
+    }
+}
+
+/// How close together the ledger states S2 saw are, in applied indexes: each sample is the state at some
+/// index between the answering node's applied index just before and just after the read.
+fn index_granularity(events: &[Event]) -> String {
+    let mut brackets: Vec<(u64, u64)> = samples(events)
+        .iter()
+        .filter_map(|s| Some((s.event.value["applied_before"].as_u64()?, s.event.value["applied_after"].as_u64()?)))
+        .collect();
+    if brackets.len() < 2 {
+        return String::new();
+    }
+    brackets.sort_unstable();
+    let first = brackets[0].0;
+    let last = brackets.iter().map(|b| b.1).max().unwrap_or(first);
+    let mut gaps: Vec<u64> = brackets.windows(2).map(|pair| pair[1].0.saturating_sub(pair[0].0)).collect();
+    gaps.sort_unstable();
+    let median = gaps[gaps.len() / 2];
+    let distinct: std::collections::BTreeSet<u64> = brackets.iter().map(|b| b.0).collect();
+    format!(
+        " (ledger states at applied indexes {first}..{last}: {} distinct, one per {median} indexes at the median)",
+        distinct.len()
+    )
+}
+
+/// S3 from the settled ledger (`billed`: org → used in the current period) against the mocks. After a
+/// period rollover the admin API shows only the new period: its bill must cover at least what the new
+/// period was certainly served (the total less what was served by the boundary and what the old period's
+/// requests in flight then could still be served); the old period's bill can no longer be read.
+pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>, events: &[Event], ops: &[Op]) -> CheckResult {
     let mut parts = Vec::new();
     let mut evidence = Vec::new();
     let mut unknown = false;
     for org in served.iter().filter(|org| org.limit.is_some()) {
+        let boundary = budget::boundary(events, ops, &org.org);
+        let (must_cover, what) = match &boundary {
+            Some(b) => (
+                org.total().saturating_sub(b.served_then + b.in_flight_slack),
+                format!(
+                    "served in the new period (≥ {} − {} − {} in flight)",
+                    org.total(),
+                    b.served_then,
+                    b.in_flight_slack
+                ),
+            ),
+            None => (org.total(), "served".to_owned()),
+        };
         match billed.get(&org.org).copied().flatten() {
             Some(used) => {
-                let relation = if used >= org.total() { "≥" } else { "<" };
-                parts.push(format!("{} billed {used} {relation} served {}", org.org, org.total()));
-                if used < org.total() {
-                    evidence.push(json!({"org": org.org, "billed": used, "served": org.total()}));
+                let relation = if used >= must_cover { "≥" } else { "<" };
+                parts.push(format!("{} billed {used} {relation} {what} {must_cover}", org.org));
+                if used < must_cover {
+                    evidence.push(json!({"org": org.org, "billed": used, "served": must_cover, "period_rollover": boundary.is_some()}));
                 }
             }
             None => {

@@ -55,9 +55,9 @@ fn s2_catches_overcommit_and_used_going_backwards() {
 fn s3_needs_billed_at_least_served() {
     let served = [Served { org: "acme".into(), limit: Some(100), input: 10, output: 20 }];
     let billed = |used: Option<u64>| BTreeMap::from([("acme".to_owned(), used)]);
-    assert_eq!(s3(&served, &billed(Some(30))).verdict, Verdict::Pass);
-    assert_eq!(s3(&served, &billed(Some(29))).verdict, Verdict::Fail);
-    assert_eq!(s3(&served, &billed(None)).verdict, Verdict::Unknown);
+    assert_eq!(s3(&served, &billed(Some(30)), &[], &[]).verdict, Verdict::Pass);
+    assert_eq!(s3(&served, &billed(Some(29)), &[], &[]).verdict, Verdict::Fail);
+    assert_eq!(s3(&served, &billed(None), &[], &[]).verdict, Verdict::Unknown);
 }
 
 #[test]
@@ -105,4 +105,68 @@ fn valid_requests_fails_on_any_non_budget_4xx() {
     assert_eq!(result.verdict, super::Verdict::Fail);
     assert!(result.summary.contains("2 × 401 invalid_api_key"), "{}", result.summary);
     assert_eq!(result.evidence.len(), 1);
+}
+
+#[test]
+fn s1_and_s3_count_per_period_across_a_rollover() {
+    let history = History::new(Instant::now());
+    history.record("chat-1-0", OpType::Invoke, "chat", json!({"org": "acme", "prompt_bytes": 20}));
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    // 100 tokens served in the old period, one request (≤ 20 + 16 + 64 = 100 tokens) in flight at the boundary.
+    history.record("nemesis", OpType::Info, "period-boundary", json!({"served": {"acme": 100}}));
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    history.record("chat-1-0", OpType::Ok, "chat", json!({"status": 200}));
+    let events = history.events();
+    let ops = pair(&events);
+    let org = |total: u64| [Served { org: "acme".into(), limit: Some(100), input: 0, output: total }];
+    // 100 + 100 (new period) + up to 100 of the old period's request in flight: within both limits.
+    assert_eq!(s1(&org(300), &events, &ops).verdict, Verdict::Pass, "{:?}", s1(&org(300), &events, &ops));
+    let over = s1(&org(301), &events, &ops);
+    assert_eq!(over.verdict, Verdict::Fail);
+    assert!(over.evidence[0]["violation"].as_str().unwrap().contains("new period"), "{:?}", over.evidence);
+    // The old period over its limit by the boundary.
+    let early = History::new(Instant::now());
+    early.record("nemesis", OpType::Info, "period-boundary", json!({"served": {"acme": 101}}));
+    let result = s1(&org(101), &early.events(), &pair(&early.events()));
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert!(result.evidence[0]["violation"].as_str().unwrap().contains("old period"));
+    // S3: the new period must bill at least 300 − 100 − 100.
+    let billed = |used: u64| BTreeMap::from([("acme".to_owned(), Some(used))]);
+    assert_eq!(s3(&org(300), &billed(100), &events, &ops).verdict, Verdict::Pass);
+    assert_eq!(s3(&org(300), &billed(99), &events, &ops).verdict, Verdict::Fail);
+}
+
+#[test]
+fn calm_windows_leave_out_faults_and_the_time_after_them() {
+    let windows = budget::calm_windows(&[(5_000.0, 9_000.0), (10_000.0, 14_000.0)], 30_000.0, 3_000.0);
+    assert_eq!(windows, vec![(0.0, 5_000.0), (17_000.0, 30_000.0)], "9+3 s is past the second start");
+    assert_eq!(budget::calm_windows(&[], 4_000.0, 3_000.0), vec![(0.0, 4_000.0)]);
+}
+
+#[test]
+fn utilisation_in_calm_phases_judges_refusals_on_the_ledger() {
+    let refused = |history: &History, handed_out: u64| {
+        history.record("chat-1-0", OpType::Invoke, "chat", json!({"org": "acme"}));
+        history.record(
+            "chat-1-0",
+            OpType::Fail,
+            "chat",
+            json!({"status": 429, "code": "budget_exceeded", "served_then": 50}),
+        );
+        sample(history, "acme", handed_out, 0, 100, 50);
+    };
+    let served = [Served { org: "acme".into(), limit: Some(100), input: 0, output: 50 }];
+    let good = History::new(Instant::now());
+    refused(&good, 95);
+    let events = good.events();
+    let result = budget::utilisation_calm(&served, &events, &pair(&events), &[], 60_000.0, 0.9);
+    assert_eq!(result.verdict, Verdict::Pass, "{result:?}");
+    let bad = History::new(Instant::now());
+    refused(&bad, 60);
+    let events = bad.events();
+    let result = budget::utilisation_calm(&served, &events, &pair(&events), &[], 60_000.0, 0.9);
+    assert_eq!(result.verdict, Verdict::Fail, "{result:?}");
+    // The same refusal during a fault (and its margin) is not judged.
+    let result = budget::utilisation_calm(&served, &events, &pair(&events), &[(0.0, 50_000.0)], 60_000.0, 0.9);
+    assert_eq!(result.verdict, Verdict::Pass, "{result:?}");
 }

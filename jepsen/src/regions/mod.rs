@@ -40,6 +40,8 @@ pub struct UpOptions {
     /// TOML appended to every node's config (more providers, models, orgs and keys; `jepsen run` routes
     /// its orgs to the harness's own mock upstreams this way).
     pub extra_config: String,
+    /// Every node's `TOLLGATE_CLOCK_SKEW_MS` (0: none), kept across restarts.
+    pub clock_skew_ms: i64,
 }
 
 fn layout_of(state: &RegionsState) -> Layout {
@@ -146,6 +148,7 @@ fn prepare_files(options: &UpOptions, layout: &Layout, tollgate: &Path) -> anyho
         key,
         nodes,
         settings: serde_json::to_value(&options.settings)?,
+        clock_skew_ms: options.clock_skew_ms,
     })
 }
 
@@ -192,7 +195,7 @@ pub fn spawn_node(state: &mut RegionsState, index: usize) -> anyhow::Result<u32>
 }
 
 /// [`spawn_node`] with extra environment variables (e.g. `TOLLGATE_CLOCK_SKEW_MS` for the clock-skew
-/// nemesis).
+/// nemesis; without it, the cluster's own skew [`RegionsState::clock_skew_ms`] applies).
 pub fn spawn_node_with_env(state: &mut RegionsState, index: usize, extra_env: &[(&str, &str)]) -> anyhow::Result<u32> {
     let secret = std::fs::read_to_string(state.dir.join("cluster-secret")).context("reading the cluster secret")?;
     let tollgate = state.tollgate.to_string_lossy().into_owned();
@@ -208,6 +211,10 @@ pub fn spawn_node_with_env(state: &mut RegionsState, index: usize, extra_env: &[
     ];
     // The contract's peer-authentication secret, for builds that have it (ignored by those that do not).
     let mut env = vec![("TOLLGATE_CLUSTER_SECRET", secret.trim())];
+    let base_skew = state.clock_skew_ms.to_string();
+    if state.clock_skew_ms != 0 && !extra_env.iter().any(|(key, _)| *key == "TOLLGATE_CLOCK_SKEW_MS") {
+        env.push(("TOLLGATE_CLOCK_SKEW_MS", &base_skew));
+    }
     env.extend_from_slice(extra_env);
     let pid = procs::spawn_detached("ip", &args, &env, &record.log)?;
     state.nodes[index].pid = Some(pid);

@@ -34,6 +34,10 @@ pub struct RegionsState {
     pub nodes: Vec<NodeRecord>,
     /// Raft timing and link delay the configs were generated with (for the record).
     pub settings: serde_json::Value,
+    /// `TOLLGATE_CLOCK_SKEW_MS` of every node, from its first start and on every restart (0: none): `jepsen
+    /// run` shifts the whole cluster's clock this way so that a budget period rolls over mid-run.
+    #[serde(default)]
+    pub clock_skew_ms: i64,
 }
 
 pub fn state_path(dir: &Path) -> PathBuf {

@@ -37,8 +37,9 @@ fn record(shared: &Shared, f: &str, value: serde_json::Value) {
     shared.history.record("nemesis", OpType::Info, f, value);
 }
 
-/// Stops `node` (SIGTERM, SIGKILL after 3 s) and starts it again on its data directory, with
-/// `TOLLGATE_CLOCK_SKEW_MS = skew_ms` when given. Returns the new pid.
+/// Stops `node` (SIGTERM, SIGKILL after 3 s) and starts it again on its data directory, its clock off by
+/// `skew_ms` from the cluster's when given (`TOLLGATE_CLOCK_SKEW_MS` = the cluster's skew + `skew_ms`).
+/// Returns the new pid.
 pub async fn restart_with_skew(state: &mut RegionsState, node: u64, skew_ms: Option<i64>) -> anyhow::Result<u32> {
     let index = state.nodes.iter().position(|record| record.id == node).with_context(|| format!("no node {node}"))?;
     if let Some(pid) = state.nodes[index].pid {
@@ -46,7 +47,8 @@ pub async fn restart_with_skew(state: &mut RegionsState, node: u64, skew_ms: Opt
             .await
             .context("stopping the node")?;
     }
-    let skew_text = skew_ms.map(|skew| skew.to_string());
+    // On top of the cluster's own shift (period-rollover runs), if any.
+    let skew_text = skew_ms.map(|skew| (skew + state.clock_skew_ms).to_string());
     let env: Vec<(&str, &str)> =
         skew_text.as_deref().map(|text| vec![("TOLLGATE_CLOCK_SKEW_MS", text)]).unwrap_or_default();
     regions::spawn_node_with_env(state, index, &env)

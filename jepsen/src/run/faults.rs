@@ -37,6 +37,8 @@ pub struct Nemesis {
     pub shared: Shared,
     /// The node currently running with a skewed clock, if any.
     pub skewed: Option<u64>,
+    /// When the budget period rolls over (ms since the workload started), in period-rollover runs.
+    pub boundary_at_ms: Option<f64>,
 }
 
 /// The leader most regions name (`None` when no majority answers).
@@ -106,6 +108,48 @@ impl Nemesis {
     fn restart(&mut self, node: u64) -> anyhow::Result<u32> {
         let index = self.index_of(node)?;
         regions::spawn_node(&mut self.state, index)
+    }
+
+    /// Makes `node` the leader: waits until it is ready, then, while another node leads, isolates that
+    /// one until the other two elect a leader among themselves, and heals (a coin flip each time; up to
+    /// 5 tries). Returns whether `node` leads, and the nodes isolated on the way.
+    async fn make_leader(&mut self, node: u64) -> (bool, Vec<u64>) {
+        let admin = self.state.nodes.iter().find(|record| record.id == node).map(|record| record.admin_url.clone());
+        let ready_by = Instant::now() + Duration::from_secs(15);
+        while let Some(admin) = &admin {
+            let ready = http::request("GET", &format!("{admin}/readyz"), None, None, Duration::from_secs(1)).await;
+            if matches!(ready, Ok(response) if response.status == 200) || Instant::now() > ready_by {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut isolated = Vec::new();
+        for _ in 0..5 {
+            let Some(current) = leader(&self.state, &self.token).await else {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            };
+            if current == node {
+                return (true, isolated);
+            }
+            isolated.push(current);
+            self.record("isolate-to-elect", json!({"isolate": current, "want_leader": node}));
+            if let Err(err) = self.link(Command::Isolate { node: current }).await {
+                tracing::warn!("isolating {current}: {err:#}");
+            }
+            let deadline = Instant::now() + Duration::from_secs(6);
+            while Instant::now() < deadline {
+                if leader(&self.state, &self.token).await.is_some_and(|new| new != current) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if let Err(err) = self.link(Command::Heal { a: None, b: None }).await {
+                tracing::warn!("healing: {err:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        (leader(&self.state, &self.token).await == Some(node), isolated)
     }
 
     /// Runs the whole schedule, then heals everything; returns what was applied.
@@ -202,12 +246,30 @@ impl Nemesis {
             }
             Kind::ClockSkew => {
                 let skew = app_faults::skew_for(planned.choice);
-                let node = self.pick_node(false, planned.choice / 4).await;
-                self.record("start", json!({"kind": planned.kind, "node": node, "skew_ms": skew}));
+                // Half the time the leader: restarted with the skew (so it is a follower for a moment),
+                // then made leader again by isolating whoever leads instead.
+                let want_leader = (planned.choice >> 16) % 2 == 0;
+                let node = self.pick_node(want_leader, planned.choice / 4).await;
+                let role = if want_leader { "the leader" } else { "a follower" };
+                self.record("start", json!({"kind": planned.kind, "node": node, "skew_ms": skew, "role": role}));
                 let restarted = app_faults::restart_with_skew(&mut self.state, node, Some(skew)).await;
                 self.record("restart", json!({"node": node, "skew_ms": skew, "pid": restarted.as_ref().ok()}));
                 note(&mut errors, restarted.map(|_| ()));
                 self.skewed = Some(node);
+                let mut how = String::new();
+                let end = if want_leader {
+                    let (leads, isolated) = self.make_leader(node).await;
+                    how = if leads {
+                        format!(", made leader (isolating {isolated:?} in turn)")
+                    } else {
+                        errors.push(format!("node {node} did not become leader (isolated {isolated:?} in turn)"));
+                        format!(", but it did not become leader (isolated {isolated:?} in turn)")
+                    };
+                    // The window counts from when it leads.
+                    Instant::now() + window
+                } else {
+                    end
+                };
                 tokio::time::sleep_until(end.into()).await;
                 let led = leader(&self.state, &self.token).await == Some(node);
                 let restarted = app_faults::restart_with_skew(&mut self.state, node, None).await;
@@ -215,10 +277,28 @@ impl Nemesis {
                 note(&mut errors, restarted.map(|_| ()));
                 self.skewed = None;
                 format!(
-                    "node {node} ran with clock skew {skew} ms for {:.1} s{}",
+                    "node {node} ({role}) ran with clock skew {skew} ms for {:.1} s{how}{}",
                     planned.duration_s,
-                    if led { " (and led at the end of it)" } else { "" }
+                    if led { "; it led at the end of the window" } else { "; it did not lead at the end" }
                 )
+            }
+            Kind::PeriodRollover => {
+                let leader_wanted = planned.choice % 2 == 0;
+                let node = self.pick_node(leader_wanted, planned.choice / 2).await;
+                let role = if leader_wanted { "the leader" } else { "a follower" };
+                self.record(
+                    "start",
+                    json!({"kind": planned.kind, "isolate": node, "role": role, "boundary_at_ms": self.boundary_at_ms}),
+                );
+                note(&mut errors, self.link(Command::Isolate { node }).await);
+                tokio::time::sleep_until(end.into()).await;
+                note(&mut errors, self.link(Command::Heal { a: None, b: None }).await);
+                let inside = self.boundary_at_ms.is_some_and(|at| start_ms <= at && at <= self.history.elapsed_ms());
+                let at = self.boundary_at_ms.map_or("-".to_owned(), |at| format!("{:.1} s", at / 1000.0));
+                if !inside {
+                    errors.push(format!("the period boundary ({at}) fell outside this window"));
+                }
+                format!("isolate region {node} ({role}) across the period boundary at {at}")
             }
             Kind::BudgetLower => {
                 self.record("start", json!({"kind": planned.kind}));

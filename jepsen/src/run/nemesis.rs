@@ -38,9 +38,13 @@ pub enum Kind {
     /// Config writes get timeouts shorter than a forwarded write and are retried with the same
     /// `Idempotency-Key` on other regions.
     IdempotentRetry,
+    /// The budget period rolls over while the leader's or a follower's region is cut off: the whole
+    /// cluster runs on a clock shifted (`TOLLGATE_CLOCK_SKEW_MS` on every node from the start) so that a
+    /// `day` boundary falls in the middle of this fault's window. At most once per run.
+    PeriodRollover,
 }
 
-pub const ALL: [Kind; 11] = [
+pub const ALL: [Kind; 12] = [
     Kind::PartitionLeader,
     Kind::PartitionFollower,
     Kind::CutLink,
@@ -52,6 +56,7 @@ pub const ALL: [Kind; 11] = [
     Kind::BudgetLower,
     Kind::UpstreamFaults,
     Kind::IdempotentRetry,
+    Kind::PeriodRollover,
 ];
 
 impl Kind {
@@ -68,6 +73,7 @@ impl Kind {
             Kind::BudgetLower => "budget-lower",
             Kind::UpstreamFaults => "upstream-faults",
             Kind::IdempotentRetry => "idempotent-retry",
+            Kind::PeriodRollover => "period-rollover",
         }
     }
 }
@@ -122,8 +128,10 @@ pub struct Planned {
 
 /// Draws the schedule: a fault-free start (utilisation baseline), then faults of 3-8 s separated by
 /// 3-6 s of calm, every kind used in turn before repeats (so a short run still sees each listed kind),
-/// ending at least `tail_s` before the time limit.
+/// ending at least `tail_s` before the time limit. `period-rollover` is planned at most once (the
+/// cluster's clock is shifted for one boundary).
 pub fn schedule(kinds: &[Kind], time_limit_s: f64, seed: u64) -> Vec<Planned> {
+    let mut kinds = kinds.to_vec();
     if kinds.is_empty() {
         return Vec::new();
     }
@@ -134,9 +142,15 @@ pub fn schedule(kinds: &[Kind], time_limit_s: f64, seed: u64) -> Vec<Planned> {
     let mut bag: Vec<Kind> = Vec::new();
     loop {
         if bag.is_empty() {
-            bag = kinds.to_vec();
+            bag = kinds.clone();
+        }
+        if bag.is_empty() {
+            break;
         }
         let kind = bag.remove(rng.random_range(0..bag.len()));
+        if kind == Kind::PeriodRollover {
+            kinds.retain(|other| *other != Kind::PeriodRollover);
+        }
         let duration_s = rng.random_range(3.0..8.0_f64);
         if t + duration_s > time_limit_s - tail_s {
             break;
@@ -146,6 +160,14 @@ pub fn schedule(kinds: &[Kind], time_limit_s: f64, seed: u64) -> Vec<Planned> {
         t += duration_s + rng.random_range(3.0..6.0_f64);
     }
     plan
+}
+
+/// Seconds after the workload starts at which the period rolls over: the middle of the (first)
+/// `period-rollover` fault's window.
+pub fn rollover_at_s(plan: &[Planned]) -> Option<f64> {
+    plan.iter()
+        .find(|planned| planned.kind == Kind::PeriodRollover)
+        .map(|planned| planned.start_s + planned.duration_s / 2.0)
 }
 
 /// Pause period between flaps.
@@ -187,5 +209,16 @@ mod tests {
         // A CI-sized run still gets both kinds.
         let short = schedule(&parse_list("partition-leader,kill").unwrap(), 60.0, 1);
         assert!(short.len() >= 2, "{short:?}");
+    }
+
+    #[test]
+    fn a_period_rolls_over_once_mid_window() {
+        let only = schedule(&[Kind::PeriodRollover], 60.0, 3);
+        assert_eq!(only.len(), 1, "{only:?}");
+        let at = rollover_at_s(&only).unwrap();
+        assert!(only[0].start_s < at && at < only[0].start_s + only[0].duration_s);
+        let mixed = schedule(&parse_list("mixed").unwrap(), 300.0, 5);
+        assert_eq!(mixed.iter().filter(|p| p.kind == Kind::PeriodRollover).count(), 1, "{mixed:?}");
+        assert!(rollover_at_s(&schedule(&[Kind::Kill], 60.0, 3)).is_none());
     }
 }

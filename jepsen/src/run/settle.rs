@@ -101,9 +101,15 @@ pub async fn final_reads(shared: &Shared) {
     }
 }
 
-/// Waits (up to `limit`) until the ledger bills every budgeted org at least what its mock served, then
-/// samples every org on every region once more. Returns org → settled `used` (None: no reading).
-pub async fn settle_ledger(shared: &Shared, limit: Duration) -> BTreeMap<String, Option<u64>> {
+/// Waits (up to `limit`) until the ledger bills every budgeted org at least what its mock served (after a
+/// period rollover: what it served since the boundary, less what the old period's requests in flight then
+/// may account for, `since_boundary[org]` = served then + that slack), then samples every org on every
+/// region once more. Returns org → settled `used` of the current period (None: no reading).
+pub async fn settle_ledger(
+    shared: &Shared,
+    limit: Duration,
+    since_boundary: &BTreeMap<String, u64>,
+) -> BTreeMap<String, Option<u64>> {
     let started = Instant::now();
     let budgeted: Vec<String> =
         shared.orgs.iter().filter(|org| org.limit.is_some()).map(|org| org.name.clone()).collect();
@@ -119,7 +125,7 @@ pub async fn settle_ledger(shared: &Shared, limit: Duration) -> BTreeMap<String,
             if used.is_some() {
                 billed.insert(org.clone(), used);
             }
-            let served = shared.served(org).unwrap_or(0);
+            let served = shared.served(org).unwrap_or(0).saturating_sub(since_boundary.get(org).copied().unwrap_or(0));
             if used.is_none_or(|used| used < served) {
                 settled = false;
             }

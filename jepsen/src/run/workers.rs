@@ -135,12 +135,23 @@ pub async fn read_register(shared: &Shared, process: &str, region: u64, key: u64
     shared.history.record(process, kind, "read", result);
 }
 
-/// One ledger sample of `org` from `region`, with the mock's count at that moment; returns the answer.
+/// The applied index `region` reports (`GET /admin/v1/cluster`), if it answers within 1 s.
+async fn applied_index(shared: &Shared, region: u64) -> Option<u64> {
+    let url = format!("{}/admin/v1/cluster", shared.admin_url(region));
+    let answer = http::request("GET", &url, Some(&shared.token), None, Duration::from_secs(1)).await.ok()?;
+    answer.json().ok()?["applied_index"].as_u64()
+}
+
+/// One ledger sample of `org` from `region`, with the mock's count at that moment and the region's
+/// applied index just before and just after the read (the ledger it shows is the state at some applied
+/// index in between: S2's granularity); returns the answer.
 pub async fn sample_budget(shared: &Shared, process: &str, org: &str, region: u64) -> Option<Value> {
     shared.history.record(process, OpType::Invoke, "budget", json!({"org": org, "region": region}));
+    let applied_before = applied_index(shared, region).await;
     let url = format!("{}/admin/v1/budgets?org={org}", shared.admin_url(region));
     let answer = http::request("GET", &url, Some(&shared.token), None, Duration::from_secs(2)).await;
     let served = shared.served(org);
+    let applied_after = applied_index(shared, region).await;
     match answer.and_then(|response| {
         if response.status == 200 {
             response.json()
@@ -152,7 +163,7 @@ pub async fn sample_budget(shared: &Shared, process: &str, org: &str, region: u6
             let value = json!({"org": org, "region": region, "period_start": budget["period_start"],
                 "limit": budget["limit"], "used": budget["used"], "held": budget["held"],
                 "used_by_node": budget["used_by_node"], "granted_by_node": budget["granted_by_node"],
-                "served": served});
+                "served": served, "applied_before": applied_before, "applied_after": applied_after});
             shared.history.record(process, OpType::Ok, "budget", value.clone());
             Some(value)
         }
@@ -163,7 +174,7 @@ pub async fn sample_budget(shared: &Shared, process: &str, org: &str, region: u6
     }
 }
 
-/// Samples every budgeted org's ledger from a rotating region, one read at a time, every ~400 ms.
+/// Samples every budgeted org's ledger from a rotating region, one read at a time, every ~100 ms.
 pub async fn sampler(shared: Shared) {
     let budgeted: Vec<String> =
         shared.orgs.iter().filter(|org| org.limit.is_some()).map(|org| org.name.clone()).collect();
@@ -174,7 +185,7 @@ pub async fn sampler(shared: Shared) {
             sample_budget(&shared, "sampler", org, turn % regions + 1).await;
             turn += 1;
         }
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
