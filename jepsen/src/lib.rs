@@ -1,4 +1,4 @@
-//! Tollgate's chaos harness (DESIGN.md §8): three regions in network namespaces joined by a userspace WAN
+//! Tollgate's chaos harness (README: jepsen/): three regions in network namespaces joined by a userspace WAN
 //! ([`linkproxy`]), each running a real `tollgate serve` ([`regions`]), and WAN measurements ([`measure`]).
 
 pub mod checker;

@@ -1,4 +1,4 @@
-//! The checkers of a run, each named after the invariant it checks (DESIGN.md §6):
+//! The checkers of a run, each named after the invariant it checks (docs/ARCHITECTURE.md, "Budget invariants"):
 //! - **S1** tokens the mock upstream served to a budgeted org ≤ its limit (the mock is the ground truth);
 //! - **S2** the ledger as sampled during the run: `used + held ≤ limit`, `used` (total and per node)
 //!   never decreases within a period;

@@ -283,7 +283,7 @@ pub fn admin_token(state: &RegionsState) -> anyhow::Result<String> {
     Ok(token.trim().to_owned())
 }
 
-/// `KEY=value` lines for clients (CONTRACT.md: `deploy/local-regions.sh up --env-file`).
+/// `KEY=value` lines for clients (README, public interface: `deploy/local-regions.sh up --env-file`).
 pub fn env_lines(state: &RegionsState) -> String {
     let token = admin_token(state).unwrap_or_default();
     let mut out = format!("TOLLGATE_KEY={}\nTOLLGATE_ADMIN_TOKEN={token}\n", state.key);

@@ -1,4 +1,4 @@
-//! `report.json` (CONTRACT.md: `{"checkers": {"S1": "PASS", ...}, "ops": {...}, "nemeses": [...]}` plus
+//! `report.json` (README, public interface: `{"checkers": {"S1": "PASS", ...}, "ops": {...}, "nemeses": [...]}` plus
 //! details) and the terminal report.
 
 use std::collections::BTreeMap;
