@@ -248,6 +248,10 @@ pub struct Ledger {
     pub budgets_created: u64,
     /// Accounts by scope id, then period start.
     pub accounts: OrdMap<String, OrdMap<u64, Account>>,
+    /// Each node's own clock as of its latest grant request: independent of the leader's, so a leader
+    /// whose clock is off cannot by itself decide that a period has begun.
+    #[serde(default)]
+    pub node_clocks: OrdMap<NodeId, u64>,
 }
 
 /// How many periods of history an account keeps (the current one and the one before).
@@ -328,6 +332,54 @@ impl Ledger {
         accounts.get_mut(&period_start).ok_or_else(|| "period is too old".to_owned())
     }
 
+    /// Records a node's own clock (from its grant request; 0 means not sent).
+    pub fn observe_clock(&mut self, node: NodeId, node_ms: u64) {
+        if node_ms > 0 {
+            self.node_clocks.insert(node, node_ms);
+        }
+    }
+
+    /// Whether most nodes' own clocks agree that `period_start`'s period has begun (give or take
+    /// [`PERIOD_SKEW_MS`]): needed to open its account. The leader's clock alone is not enough: a leader
+    /// a day ahead would otherwise open tomorrow's account and spend tomorrow's budget today (chaos suite,
+    /// leader clock skew, seed 4). An existing account is open already; with no clock reports (entries
+    /// from older nodes) the leader's clock decides as before.
+    fn begun(&self, scope_id: &str, period: Period, period_start: u64) -> bool {
+        if period == Period::Total || self.existing(scope_id, period_start) || self.node_clocks.is_empty() {
+            return true;
+        }
+        self.most_clocks_past(period_start.saturating_sub(PERIOD_SKEW_MS))
+    }
+
+    fn existing(&self, scope_id: &str, period_start: u64) -> bool {
+        self.accounts.get(scope_id).is_some_and(|accounts| accounts.contains_key(&period_start))
+    }
+
+    /// More than half of the nodes that report their clocks last reported `ms` or later.
+    fn most_clocks_past(&self, ms: u64) -> bool {
+        let past = self.node_clocks.values().filter(|clock| **clock >= ms).count();
+        past * 2 > self.node_clocks.len()
+    }
+
+    /// Periods never run backwards: once a later period has begun, nothing more is granted for the earlier
+    /// one. Without this, a leader whose clock went back a day (restarted with a bad clock, or a new leader
+    /// with one) grants yesterday's remaining allowance a second time, today (found by the chaos suite's
+    /// leader clock skew, seeds 2, 4, 23).
+    ///
+    /// "Begun" needs more than an account of the later period: a leader whose clock ran a day *ahead* opens
+    /// tomorrow's account, and if that alone superseded today, today's budget would be locked once its
+    /// clock is fixed. So it also needs a majority of the nodes that report their clocks to have reported
+    /// one inside the later period or after it.
+    fn superseded(&self, scope_id: &str, period: Period, period_start: u64) -> bool {
+        let Some(ends) = period.end_ms(period_start) else {
+            return false;
+        };
+        let Some(accounts) = self.accounts.get(scope_id) else {
+            return false;
+        };
+        !self.node_clocks.is_empty() && accounts.keys().any(|later| *later >= ends && self.most_clocks_past(*later))
+    }
+
     /// An existing account (releases and reports never create one: for a period already evicted, or a
     /// budget deleted since, there is nothing to return to).
     fn existing_account(&mut self, scope_id: &str, period_start: u64) -> Option<&mut Account> {
@@ -354,6 +406,16 @@ impl Ledger {
         if !period_is_current(period, period_start, at_ms) {
             return Err(format!(
                 "period {period_start} of {scope_id} is not the current one by the leader's clock ({at_ms}): check this node's clock"
+            ));
+        }
+        if !self.begun(scope_id, period, period_start) {
+            return Err(format!(
+                "period {period_start} of {scope_id} has not begun by most nodes' clocks (the leader's or this node's clock is ahead)"
+            ));
+        }
+        if self.superseded(scope_id, period, period_start) {
+            return Err(format!(
+                "period {period_start} of {scope_id} has ended: a later period has begun (the leader's clock is behind)"
             ));
         }
         let account = self.account(scope_id, period_start)?;

@@ -200,3 +200,59 @@ fn changing_the_period_kind_never_evicts_the_new_account() {
     assert_eq!(ledger.grant_to_incarnation(&id, month_start, 1, 2, 10, 1, 0).map(|g| g.0), Ok(10));
     assert!(ledger.accounts[&id].contains_key(&month_start), "the month's account stays");
 }
+
+/// Found by the chaos suite (leader clock skew, seeds 2, 4, 23): a leader restarted with its clock a day
+/// behind stamped yesterday's period and granted yesterday's leftover allowance again, today. Once a later
+/// period has begun (its account exists and most nodes' own clocks are in it), the earlier one grants
+/// nothing, whatever the leader's clock says.
+#[test]
+fn a_period_never_grants_again_once_a_later_one_began() {
+    let (mut ledger, id) = ledger(1000);
+    let today = 100 * DAY;
+    let yesterday = today - DAY;
+    for node in 1..=3 {
+        ledger.observe_clock(node, yesterday + 1);
+    }
+    assert_eq!(ledger.grant_to_incarnation(&id, yesterday, 1, 1, 400, 1, yesterday + 1).map(|g| g.0), Ok(400));
+    for node in 1..=3 {
+        ledger.observe_clock(node, today + 1);
+    }
+    assert_eq!(ledger.grant_to_incarnation(&id, today, 1, 2, 1000, 1, today + 1).map(|g| g.0), Ok(1000));
+    // Node 2's leader clock jumps back a day (its own reported clock with it): yesterday had 600 left, and
+    // it stays unspendable, since nodes 1 and 3 are in today.
+    ledger.observe_clock(2, yesterday + 3_600_000);
+    let refused = ledger.grant_to_incarnation(&id, yesterday, 2, 1, 600, 1, yesterday + 3_600_000);
+    assert!(refused.as_ref().is_err_and(|e| e.contains("has ended")), "{refused:?}");
+    // Releases and reports for the old period still land (they only return or account).
+    ledger.release_up_to(&id, yesterday, 1, 1, 400);
+    assert!(ledger.grant_to_incarnation(&id, yesterday, 3, 1, 10, 1, yesterday + 7_200_000).is_err());
+    assert_eq!(ledger.accounts[&id][&today].available(), 0);
+}
+
+/// The other direction (seed 4): a leader a day *ahead* stamped tomorrow and opened tomorrow's account, so
+/// its node spent tomorrow's budget today. A period opens only when most nodes' own clocks are in it;
+/// today is never ended by one fast clock, and a real rollover opens the new day once most nodes see it.
+#[test]
+fn a_fast_leader_alone_opens_no_period() {
+    let (mut ledger, id) = ledger(1000);
+    let today = 100 * DAY;
+    let tomorrow = today + DAY;
+    for node in 1..=3 {
+        ledger.observe_clock(node, today + 1);
+    }
+    assert_eq!(ledger.grant_to_incarnation(&id, today, 2, 1, 100, 1, today + 1).map(|g| g.0), Ok(100));
+    ledger.observe_clock(1, tomorrow + 1);
+    let refused = ledger.grant_to_incarnation(&id, tomorrow, 1, 1, 100, 1, tomorrow + 1);
+    assert!(refused.as_ref().is_err_and(|e| e.contains("has not begun")), "{refused:?}");
+    assert!(!ledger.accounts[&id].contains_key(&tomorrow), "no account was opened");
+    // Its clock fixed, today goes on.
+    ledger.observe_clock(1, today + 2);
+    assert_eq!(ledger.grant_to_incarnation(&id, today, 3, 1, 100, 1, today + 2).map(|g| g.0), Ok(100));
+    // Midnight for real: one node seeing it is not enough, two of three are.
+    ledger.observe_clock(2, tomorrow + 10);
+    assert!(ledger.grant_to_incarnation(&id, tomorrow, 2, 2, 100, 1, tomorrow + 10).is_err());
+    ledger.observe_clock(3, tomorrow + 20);
+    assert_eq!(ledger.grant_to_incarnation(&id, tomorrow, 2, 3, 100, 1, tomorrow + 20).map(|g| g.0), Ok(100));
+    // And from then on today is over.
+    assert!(ledger.grant_to_incarnation(&id, today, 1, 2, 10, 1, today + 3).is_err());
+}

@@ -110,6 +110,10 @@ pub enum Command {
         incarnation: u64,
         amount: u64,
         min_amount: u64,
+        /// The asking node's own clock (the entry's `at_ms` is the leader's): the ledger's independent
+        /// evidence of what time the cluster thinks it is (see `Ledger::superseded`). 0 from older nodes.
+        #[serde(default)]
+        node_ms: u64,
     },
     /// An incarnation's running total of released allowance: applying it twice changes nothing.
     ReleaseUpTo {
@@ -132,6 +136,12 @@ pub enum Command {
         node: u64,
         rows: Vec<(UsageKey, UsageTotals)>,
     },
+    /// A node's own clock, sent at start and when its hour changes: the evidence the ledger needs to
+    /// open a new period (a majority of nodes' clocks must be in it, not only the leader's).
+    ReportClock {
+        node: u64,
+        node_ms: u64,
+    },
 }
 
 impl Command {
@@ -143,6 +153,7 @@ impl Command {
                 | Command::Release { .. }
                 | Command::Report { .. }
                 | Command::RecordUsage { .. }
+                | Command::ReportClock { .. }
                 | Command::GrantForIncarnation { .. }
                 | Command::ReleaseUpTo { .. }
                 | Command::ReportUsedTotal { .. }
@@ -152,7 +163,7 @@ impl Command {
     /// Idempotent by construction (running totals): kept out of the de-duplication window, which is then
     /// left to commands that need it, so a report resent after a long partition cannot count twice.
     fn is_idempotent_total(&self) -> bool {
-        matches!(self, Command::ReleaseUpTo { .. } | Command::ReportUsedTotal { .. })
+        matches!(self, Command::ReleaseUpTo { .. } | Command::ReportUsedTotal { .. } | Command::ReportClock { .. })
     }
 }
 
@@ -286,9 +297,20 @@ impl ControlState {
             Command::Grant { scope_id, period_start, node, amount, min_amount } => ledger
                 .grant(scope_id, *period_start, *node, *amount, *min_amount)
                 .map(|(amount, available)| Response::Granted { index, amount, available, node_total: 0 }),
-            Command::GrantForIncarnation { scope_id, period_start, node, incarnation, amount, min_amount } => ledger
-                .grant_to_incarnation(scope_id, *period_start, *node, *incarnation, *amount, *min_amount, request.at_ms)
-                .map(|(amount, available, node_total)| Response::Granted { index, amount, available, node_total }),
+            Command::GrantForIncarnation { scope_id, period_start, node, incarnation, amount, min_amount, node_ms } => {
+                ledger.observe_clock(*node, *node_ms);
+                ledger
+                    .grant_to_incarnation(
+                        scope_id,
+                        *period_start,
+                        *node,
+                        *incarnation,
+                        *amount,
+                        *min_amount,
+                        request.at_ms,
+                    )
+                    .map(|(amount, available, node_total)| Response::Granted { index, amount, available, node_total })
+            }
             Command::ReleaseUpTo { scope_id, period_start, node, incarnation, released_total } => {
                 ledger.release_up_to(scope_id, *period_start, *node, *incarnation, *released_total);
                 Ok(Response::Applied { index })
@@ -302,6 +324,10 @@ impl ControlState {
             }
             Command::Report { scope_id, period_start, node, delta } => {
                 ledger.report(scope_id, *period_start, *node, *delta).map(|()| Response::Applied { index })
+            }
+            Command::ReportClock { node, node_ms } => {
+                ledger.observe_clock(*node, *node_ms);
+                Ok(Response::Applied { index })
             }
             Command::RecordUsage { rows, .. } => {
                 self.history.usage.record(rows);
@@ -550,6 +576,7 @@ impl Command {
                 format!("node {node} (incarnation {incarnation}) used {used_total} of {scope_id} in all")
             }
             Command::RecordUsage { node, rows } => format!("record {} usage rows from node {node}", rows.len()),
+            Command::ReportClock { node, node_ms } => format!("node {node}'s clock reads {node_ms}"),
         }
     }
 }

@@ -56,6 +56,7 @@ async fn a_grant_whose_answer_was_lost_is_still_spent_by_its_node() {
             incarnation,
             amount: limit,
             min_amount: 1,
+            node_ms: now,
         },
     };
     let granted = consensus.write(request).await.unwrap();

@@ -161,6 +161,8 @@ pub struct BudgetManager {
     /// microseconds, so a restarted node's incarnations are newer than its previous life's.
     next_incarnation: AtomicU64,
     rate_windows: RwLock<HashMap<String, Arc<rate::RateWindow>>>,
+    /// The hour (start, by this node's clock) this node last told the ledger its clock in; 0: not yet.
+    clock_reported_hour: AtomicU64,
     /// This manager, for tasks it spawns (a release must not wait for the next tick).
     me: std::sync::Weak<BudgetManager>,
 }
@@ -177,6 +179,7 @@ impl BudgetManager {
             accounts: RwLock::new(HashMap::new()),
             draining: Mutex::new(Vec::new()),
             rate_windows: RwLock::new(HashMap::new()),
+            clock_reported_hour: AtomicU64::new(0),
             me: me.clone(),
         });
         manager.spawn_background();

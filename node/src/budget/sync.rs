@@ -53,6 +53,21 @@ impl BudgetManager {
         }
     }
 
+    /// Tells the ledger this node's clock at start and once per hour (at most one write an hour): a new
+    /// budget period opens only when most nodes' clocks are in it, so a leader with a skewed clock cannot
+    /// open one alone. Retried next tick when the write fails.
+    async fn report_clock(&self) {
+        let now = self.consensus.now_ms();
+        let hour = tollgate_consensus::Period::Hour.start_ms(now);
+        if self.clock_reported_hour.load(std::sync::atomic::Ordering::Relaxed) == hour {
+            return;
+        }
+        let request = self.request(Command::ReportClock { node: self.node_id, node_ms: now });
+        if let Ok(Ok(_)) = tokio::time::timeout(self.config.grant_timeout, self.consensus.write(request)).await {
+            self.clock_reported_hour.store(hour, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// One grant for `account`'s incarnation. An error is indeterminate: the grant may still commit, and
     /// then the next tick finds it in the applied ledger.
     async fn grant(&self, account: &Arc<LocalAccount>, amount: u64, min_amount: u64) -> Result<(), ClusterError> {
@@ -63,6 +78,7 @@ impl BudgetManager {
             incarnation: account.incarnation,
             amount,
             min_amount,
+            node_ms: self.consensus.now_ms(),
         });
         let write = tokio::time::timeout(self.config.grant_timeout, self.consensus.write(request));
         match write.await {
@@ -121,6 +137,7 @@ impl BudgetManager {
 
     /// Syncs every account; releases idle or expired allowance; forgets accounts with nothing left to tell.
     async fn tick(&self) {
+        self.report_clock().await;
         let current: Vec<Arc<LocalAccount>> =
             self.accounts.read().map(|accounts| accounts.values().cloned().collect()).unwrap_or_default();
         let now = self.consensus.now_ms();
