@@ -91,6 +91,9 @@ pub struct Script {
     pub reply: Option<String>,
     /// Respond with a tool call `(name, arguments JSON string)` instead of text.
     pub tool_call: Option<(String, String)>,
+    /// With `tool_call` (OpenAI flavour): a second, parallel tool call `(name, arguments)`. Streamed, the
+    /// two calls' argument chunks alternate (index 0, 1, 0, 1…), as real OpenAI streams may do.
+    pub second_tool_call: Option<(String, String)>,
     /// Stop as if max_tokens was hit (finish_reason "length" / stop_reason "max_tokens").
     pub finish_max_tokens: bool,
 }

@@ -212,6 +212,69 @@ async fn anthropic_caller_openai_upstream_tools_streamed() {
     assert_eq!(upstream.body["tool_choice"], json!({"type": "function", "function": {"name": "lookup"}}));
 }
 
+/// Issue 14.1, end to end: the upstream streams two parallel tool calls with their argument chunks
+/// alternating (index 0, 1, 0, 1…). The Anthropic caller gets one contiguous tool_use block per call, each
+/// with its id, name and whole input; the non-streamed answer carries both calls too.
+#[tokio::test]
+async fn anthropic_caller_gets_one_block_per_interleaved_openai_tool_call() {
+    let h = Harness::start().await;
+    let script = || Script {
+        tool_call: Some(("weather".into(), r#"{"city":"Paris","unit":"celsius"}"#.into())),
+        second_tool_call: Some(("time".into(), r#"{"zone":"Europe/Paris"}"#.into())),
+        ..Default::default()
+    };
+    h.mock.push(script());
+    let mut body = anthropic_messages("claude-via-gpt", true);
+    body["tools"] = json!([{"name": "weather", "input_schema": {"type": "object"}},
+                           {"name": "time", "input_schema": {"type": "object"}}]);
+    let events = read_events(h.anthropic("/v1/messages", &body).await).await;
+    let mut blocks: Vec<(Value, String)> = Vec::new();
+    let mut open = None;
+    for event in &events {
+        let data = event.json();
+        match event.name.as_deref() {
+            Some("content_block_start") => {
+                assert_eq!(open, None, "blocks must not overlap: {events:?}");
+                open = data["index"].as_u64();
+                assert_eq!(open, Some(blocks.len() as u64));
+                blocks.push((data["content_block"].clone(), String::new()));
+            }
+            Some("content_block_delta") => {
+                assert_eq!(open, data["index"].as_u64(), "delta outside its block");
+                if let Some(part) = data["delta"]["partial_json"].as_str() {
+                    blocks.last_mut().unwrap().1.push_str(part);
+                }
+            }
+            Some("content_block_stop") => open = None,
+            _ => {}
+        }
+    }
+    let calls: Vec<(String, Value)> = blocks
+        .iter()
+        .map(|(block, input)| {
+            assert_eq!(block["type"], "tool_use", "{blocks:?}");
+            assert!(block["id"].as_str().is_some_and(|id| id.starts_with("call_")), "{block}");
+            (block["name"].as_str().unwrap().to_owned(), serde_json::from_str(input).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("weather".to_owned(), json!({"city": "Paris", "unit": "celsius"})),
+            ("time".to_owned(), json!({"zone": "Europe/Paris"})),
+        ]
+    );
+    assert_ne!(blocks[0].0["id"], blocks[1].0["id"]);
+    // Not streamed: both calls as tool_use blocks.
+    h.mock.push(script());
+    let body = json!({"model": "claude-via-gpt", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}],
+                      "tools": [{"name": "weather", "input_schema": {"type": "object"}}, {"name": "time", "input_schema": {"type": "object"}}]});
+    let message: Value = h.anthropic("/v1/messages", &body).await.json().await.unwrap();
+    let names: Vec<&str> = message["content"].as_array().unwrap().iter().filter_map(|b| b["name"].as_str()).collect();
+    assert_eq!(names, ["weather", "time"], "{message}");
+    assert_eq!(message["content"][1]["input"], json!({"zone": "Europe/Paris"}));
+}
+
 #[tokio::test]
 async fn anthropic_caller_sends_tool_results_to_openai() {
     let h = Harness::start().await;

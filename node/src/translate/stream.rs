@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::response::{anthropic_id, anthropic_usage_json, openai_id, openai_usage_json, unix_now};
 use crate::api::anthropic::{self, BlockDelta, StreamEvent};
-use crate::api::openai::Chunk;
+use crate::api::openai::{self, Chunk};
 use crate::api::{FinishReason, Protocol, Usage};
 use crate::error::GatewayError;
 use crate::sse::SseEvent;
@@ -385,6 +385,17 @@ enum OpenBlock {
     Tool(usize),
 }
 
+/// A tool call that cannot stream live yet: another tool's block is open, and Anthropic blocks must be
+/// contiguous (an OpenAI stream may alternate argument chunks of calls 0, 1, 0, 1). Emitted whole, as one
+/// block, when the stream ends.
+#[derive(Debug)]
+struct PendingTool {
+    index: usize,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
 #[derive(Debug, Default)]
 pub struct OpenAiToAnthropic {
     started: bool,
@@ -392,6 +403,11 @@ pub struct OpenAiToAnthropic {
     model: String,
     next_block: usize,
     open: Option<OpenBlock>,
+    /// OpenAI tool indexes that got a block of their own (live): never a second one.
+    streamed_tools: Vec<usize>,
+    pending_tools: Vec<PendingTool>,
+    /// Text that arrived while a tool block was open: emitted as one text block at the end.
+    pending_text: String,
     finish: Option<FinishReason>,
     facts: StreamFacts,
 }
@@ -406,6 +422,7 @@ impl OpenAiToAnthropic {
         if &event.data[..] == b"[DONE]" {
             self.start(out);
             self.close_block(out);
+            self.flush_pending(out);
             let usage = match self.facts.usage {
                 Some(usage) => usage,
                 None => estimate(&self.facts.text),
@@ -441,44 +458,110 @@ impl OpenAiToAnthropic {
                 self.facts.text.push_str(reasoning);
             }
             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                if self.open != Some(OpenBlock::Text) {
-                    self.close_block(out);
-                    self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""}));
-                }
                 self.facts.text.push_str(&text);
-                let index = self.next_block - 1;
-                write_named(
-                    out,
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
-                );
+                self.on_text(out, &text);
             }
             for call in choice.delta.tool_calls.unwrap_or_default() {
-                if self.open != Some(OpenBlock::Tool(call.index)) {
-                    self.close_block(out);
-                    let name = call.function.as_ref().and_then(|f| f.name.clone()).unwrap_or_default();
-                    let id = call.id.clone().unwrap_or_else(|| format!("toolu_{}", call.index));
-                    self.open_block(
-                        out,
-                        OpenBlock::Tool(call.index),
-                        json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
-                    );
-                }
-                if let Some(arguments) = call.function.and_then(|f| f.arguments).filter(|a| !a.is_empty()) {
-                    self.facts.text.push_str(&arguments);
-                    let index = self.next_block - 1;
-                    write_named(
-                        out,
-                        "content_block_delta",
-                        &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
-                    );
-                }
+                self.on_tool_delta(out, call);
             }
             if let Some(reason) = choice.finish_reason {
                 self.finish = Some(FinishReason::from_openai(&reason));
             }
         }
         Ok(())
+    }
+
+    fn on_text(&mut self, out: &mut BytesMut, text: &str) {
+        match self.open {
+            Some(OpenBlock::Tool(_)) => self.pending_text.push_str(text),
+            Some(OpenBlock::Text) => {}
+            None => self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""})),
+        }
+        if self.open == Some(OpenBlock::Text) {
+            let index = self.next_block - 1;
+            write_named(
+                out,
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+            );
+        }
+    }
+
+    /// One tool-call chunk: streamed live into its own block when that block is open or none is, else
+    /// buffered whole until the end (see [`PendingTool`]).
+    fn on_tool_delta(&mut self, out: &mut BytesMut, call: openai::ToolCallDelta) {
+        let (name, arguments) = match call.function {
+            Some(function) => (function.name, function.arguments.unwrap_or_default()),
+            None => (None, String::new()),
+        };
+        self.facts.text.push_str(&arguments);
+        let live = self.open == Some(OpenBlock::Tool(call.index));
+        let can_open = !live
+            && !matches!(self.open, Some(OpenBlock::Tool(_)))
+            && !self.streamed_tools.contains(&call.index)
+            && !self.pending_tools.iter().any(|p| p.index == call.index);
+        if can_open {
+            self.close_block(out);
+            let id = call.id.clone().unwrap_or_else(|| format!("toolu_{}", call.index));
+            let block = json!({"type": "tool_use", "id": id, "name": name.clone().unwrap_or_default(), "input": {}});
+            self.open_block(out, OpenBlock::Tool(call.index), block);
+            self.streamed_tools.push(call.index);
+        }
+        if live || can_open {
+            if !arguments.is_empty() {
+                let index = self.next_block - 1;
+                write_named(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                );
+            }
+            return;
+        }
+        match self.pending_tools.iter_mut().find(|p| p.index == call.index) {
+            Some(pending) => {
+                pending.arguments.push_str(&arguments);
+                if pending.name.is_empty() {
+                    pending.name = name.unwrap_or_default();
+                }
+            }
+            None => self.pending_tools.push(PendingTool {
+                index: call.index,
+                id: call.id.unwrap_or_else(|| format!("toolu_{}", call.index)),
+                name: name.unwrap_or_default(),
+                arguments,
+            }),
+        }
+    }
+
+    /// At the end of the stream: buffered text, then buffered tool calls in index order, each one block.
+    fn flush_pending(&mut self, out: &mut BytesMut) {
+        if !self.pending_text.is_empty() {
+            let text = std::mem::take(&mut self.pending_text);
+            self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""}));
+            let index = self.next_block - 1;
+            write_named(
+                out,
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+            );
+            self.close_block(out);
+        }
+        let mut pending = std::mem::take(&mut self.pending_tools);
+        pending.sort_by_key(|tool| tool.index);
+        for tool in pending {
+            let block = json!({"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}});
+            self.open_block(out, OpenBlock::Tool(tool.index), block);
+            if !tool.arguments.is_empty() {
+                let index = self.next_block - 1;
+                write_named(
+                    out,
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": tool.arguments}}),
+                );
+            }
+            self.close_block(out);
+        }
     }
 
     fn start(&mut self, out: &mut BytesMut) {

@@ -281,3 +281,80 @@ fn tool_arguments_and_reasoning_count_as_generated_output() {
     let (_, passthrough, _) = run(Protocol::OpenAi, Protocol::OpenAi, false, &raw);
     assert_eq!(passthrough.facts().text, "think hi f{\"x\":2}");
 }
+
+/// Issue 14.1: an OpenAI stream may alternate argument chunks of two tool calls (index 0, 1, 0, 1). The
+/// Anthropic caller must get exactly one contiguous `tool_use` block per call, with its id, its name and
+/// its whole JSON input — not a block per chunk with empty names and split JSON.
+#[test]
+fn interleaved_tool_call_streams_keep_one_block_per_call() {
+    let chunk = |delta: Value| (None, json!({"id":"c","model":"m","choices":[{"index":0,"delta":delta}]}));
+    let raw = sse(&[
+        chunk(json!({"role":"assistant","content":"Checking both. "})),
+        chunk(json!({"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"weather","arguments":""}}]})),
+        chunk(json!({"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"time","arguments":""}}]})),
+        chunk(json!({"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]})),
+        chunk(json!({"tool_calls":[{"index":1,"function":{"arguments":"{\"zone\":"}}]})),
+        chunk(json!({"tool_calls":[{"index":0,"function":{"arguments":"\"Paris\"}"}}]})),
+        chunk(json!({"tool_calls":[{"index":1,"function":{"arguments":"\"CET\"}"}}]})),
+        (None, json!({"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]})),
+        (None, json!({"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":18,"total_tokens":38}})),
+        (None, Value::String("[DONE]".into())),
+    ])
+    .replace("data: \"[DONE]\"", "data: [DONE]");
+    let (events, _, error) = run(Protocol::OpenAi, Protocol::Anthropic, false, &raw);
+    assert!(error.is_none(), "{error:?}");
+    // Rebuild the content blocks the way the Anthropic SDK does, checking contiguity as it goes.
+    let mut blocks: Vec<Value> = Vec::new();
+    let mut inputs: Vec<String> = Vec::new();
+    let mut open: Option<u64> = None;
+    for (name, data) in &events {
+        match name.as_str() {
+            "content_block_start" => {
+                assert_eq!(open, None, "a block started while another was open: {events:?}");
+                let index = data["index"].as_u64().unwrap();
+                assert_eq!(index as usize, blocks.len(), "indexes count up from 0");
+                open = Some(index);
+                blocks.push(data["content_block"].clone());
+                inputs.push(String::new());
+            }
+            "content_block_delta" => {
+                let index = data["index"].as_u64().unwrap();
+                assert_eq!(open, Some(index), "a delta for a block that is not open: {events:?}");
+                let delta = &data["delta"];
+                match delta["type"].as_str() {
+                    Some("input_json_delta") => {
+                        inputs[index as usize].push_str(delta["partial_json"].as_str().unwrap())
+                    }
+                    Some("text_delta") => inputs[index as usize].push_str(delta["text"].as_str().unwrap()),
+                    other => panic!("unexpected delta {other:?}"),
+                }
+            }
+            "content_block_stop" => {
+                assert_eq!(open, data["index"].as_u64(), "stop for the open block");
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(blocks.len(), 3, "a text block and one tool_use block per call: {blocks:?}");
+    assert_eq!(blocks[0]["type"], "text");
+    assert_eq!(inputs[0], "Checking both. ");
+    let tools: Vec<(String, String, Value)> = blocks[1..]
+        .iter()
+        .zip(&inputs[1..])
+        .map(|(block, input)| {
+            assert_eq!(block["type"], "tool_use");
+            let parsed: Value = serde_json::from_str(input).unwrap_or_else(|e| panic!("whole JSON input {input}: {e}"));
+            (block["id"].as_str().unwrap().to_owned(), block["name"].as_str().unwrap().to_owned(), parsed)
+        })
+        .collect();
+    assert_eq!(
+        tools,
+        vec![
+            ("call_a".to_owned(), "weather".to_owned(), json!({"city": "Paris"})),
+            ("call_b".to_owned(), "time".to_owned(), json!({"zone": "CET"})),
+        ]
+    );
+    let stop = events.iter().find(|(name, _)| name == "message_delta").map(|(_, data)| data.clone()).unwrap();
+    assert_eq!(stop["delta"]["stop_reason"], "tool_use");
+}

@@ -104,20 +104,35 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
     let id = format!("chatcmpl-{}", ctx.shared.next_id());
     let call_id = format!("call_{}", ctx.shared.next_id());
     let created = unix_now();
+    // A second, parallel tool call (OpenAI only): billed and generated like the first.
+    let second = match (&output, &script.second_tool_call) {
+        (Output::Tool { .. }, Some((name, arguments))) => {
+            Some((name.clone(), arguments.clone(), super::text::split_args(arguments)))
+        }
+        _ => None,
+    };
+    let second_tokens = second.as_ref().map_or(0, |(_, _, pieces)| pieces.len() as u64);
+    let second_id = format!("call_{}", ctx.shared.next_id());
 
     let mut resp = match guard {
         None if script.garbage_body => text_response(200, "application/json", "<html>oops</html>"),
         None => {
-            let completion_tokens = output.tokens() * n;
+            let completion_tokens = (output.tokens() + second_tokens) * n;
             let message = match &output {
                 Output::Text { pieces, .. } => {
                     json!({"role": "assistant", "content": pieces.concat(),
                     "refusal": null, "annotations": []})
                 }
-                Output::Tool { name, arguments, .. } => json!({"role": "assistant", "content": null,
-                    "tool_calls": [{"id": call_id, "type": "function",
-                        "function": {"name": name, "arguments": arguments}}],
-                    "refusal": null, "annotations": []}),
+                Output::Tool { name, arguments, .. } => {
+                    let mut calls = vec![json!({"id": call_id, "type": "function",
+                        "function": {"name": name, "arguments": arguments}})];
+                    if let Some((name, arguments, _)) = &second {
+                        calls.push(json!({"id": second_id, "type": "function",
+                            "function": {"name": name, "arguments": arguments}}));
+                    }
+                    json!({"role": "assistant", "content": null, "tool_calls": calls,
+                        "refusal": null, "annotations": []})
+                }
             };
             let choices: Vec<Value> = (0..n)
                 .map(|index| {
@@ -174,9 +189,25 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                         "tool_calls": [{"index": 0, "id": call_id, "type": "function",
                             "function": {"name": name, "arguments": ""}}]});
                         events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
-                        for p in pieces {
-                            let d = json!({"tool_calls": [{"index": 0, "function": {"arguments": p}}]});
-                            events.push(Event::data(&chunk(choice(d, Value::Null), None), 1));
+                        let no_pieces = Vec::new();
+                        let second_pieces = match &second {
+                            Some((name, _, pieces)) => {
+                                let d = json!({"tool_calls": [{"index": 1, "id": second_id, "type": "function",
+                                    "function": {"name": name, "arguments": ""}}]});
+                                events.push(Event::data(&chunk(choice(d, Value::Null), None), 0));
+                                pieces
+                            }
+                            None => &no_pieces,
+                        };
+                        // Alternate the two calls' chunks while both have some left.
+                        let rounds = pieces.len().max(second_pieces.len());
+                        for round in 0..rounds {
+                            for (call, list) in [(0, pieces), (1, second_pieces)] {
+                                if let Some(p) = list.get(round) {
+                                    let d = json!({"tool_calls": [{"index": call, "function": {"arguments": p}}]});
+                                    events.push(Event::data(&chunk(choice(d, Value::Null), None), 1));
+                                }
+                            }
                         }
                     }
                 }
@@ -184,7 +215,7 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                 events.push(Event::data(&chunk(choice(json!({}), fin), None), 0));
             }
             if with_usage {
-                let u = usage(prompt_tokens, output.tokens() * n);
+                let u = usage(prompt_tokens, (output.tokens() + second_tokens) * n);
                 events.push(Event::data(&chunk(json!([]), Some(u)), 0));
             }
             events.push(Event::raw("data: [DONE]\n\n"));
