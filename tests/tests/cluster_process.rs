@@ -454,3 +454,41 @@ async fn strangers_cannot_steer_cluster_routing_through_gossip() {
         }
     }
 }
+
+/// Issue 13.1: gossip is on by default for a cluster member; when it cannot start (its UDP port is taken)
+/// the node still serves, and says why in the gossip view (and its log) instead of silently running
+/// without the cluster-wide view.
+#[tokio::test]
+async fn a_member_whose_gossip_port_is_taken_says_so() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let gossip = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let (api, admin, raft, other) = (free_port(), free_port(), free_port(), free_port());
+    let text = format!(
+        "[node]\nid = 1\nlisten = \"127.0.0.1:{api}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nraft_listen = \"127.0.0.1:{raft}\"\n\
+         gossip_listen = \"127.0.0.1:{gossip}\"\ndata_dir = \"{data}\"\nadmin_token = \"{TOKEN}\"\n\
+         cluster_secret = \"process-test-cluster-secret-42\"\n\
+         peers = {{ 1 = \"127.0.0.1:{raft}\", 2 = \"127.0.0.1:{other}\" }}\n",
+        data = dir.path().join("n1").display(),
+    );
+    let path = dir.path().join("n1.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut child = spawn(&path);
+    let client = reqwest::Client::new();
+    wait_healthy(&client, &format!("http://127.0.0.1:{admin}/healthz")).await;
+    let view: Value = client
+        .get(format!("http://127.0.0.1:{admin}/admin/v1/cluster/gossip"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["enabled"], false, "{view}");
+    let error = view["error"].as_str().unwrap_or_default();
+    assert!(error.contains("node.gossip_listen") && error.contains(&gossip.to_string()), "{view}");
+    drop(taken);
+    child.signal("TERM");
+    assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0), "it shuts down cleanly");
+}

@@ -345,7 +345,11 @@ fn interleaved_tool_call_streams_keep_one_block_per_call() {
         .map(|(block, input)| {
             assert_eq!(block["type"], "tool_use");
             let parsed: Value = serde_json::from_str(input).unwrap_or_else(|e| panic!("whole JSON input {input}: {e}"));
-            (block["id"].as_str().unwrap_or_default().to_owned(), block["name"].as_str().unwrap_or_default().to_owned(), parsed)
+            (
+                block["id"].as_str().unwrap_or_default().to_owned(),
+                block["name"].as_str().unwrap_or_default().to_owned(),
+                parsed,
+            )
         })
         .collect();
     assert_eq!(
@@ -355,6 +359,7 @@ fn interleaved_tool_call_streams_keep_one_block_per_call() {
             ("call_b".to_owned(), "time".to_owned(), json!({"zone": "CET"})),
         ]
     );
-    let stop = events.iter().find(|(name, _)| name == "message_delta").map(|(_, data)| data.clone()).unwrap_or_default();
+    let stop =
+        events.iter().find(|(name, _)| name == "message_delta").map(|(_, data)| data.clone()).unwrap_or_default();
     assert_eq!(stop["delta"]["stop_reason"], "tool_use");
 }
