@@ -341,3 +341,75 @@ async fn anthropic_same_protocol_passthrough_and_count_tokens() {
         .unwrap();
     assert!(local["input_tokens"].as_u64().unwrap() >= 2);
 }
+
+/// Issue 14.2, 14.4, 14.9 (OpenAI caller, Anthropic upstream), replayed against the mock: what real
+/// Anthropic rejects is either shaped so it accepts it, or refused with a 400 that names the part; content
+/// is never dropped silently.
+#[tokio::test]
+async fn openai_requests_anthropic_would_reject_are_shaped_or_refused_by_name() {
+    let h = Harness::start().await;
+    let pdf = "data:application/pdf;base64,JVBERi0xLjQK";
+    let mut body = openai_chat("gpt-via-claude", false);
+    body["messages"] = json!([
+        {"role": "system", "content": [{"type": "text", "text": "Be terse."}, {"type": "text", "text": "Answer in French."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Summarise this."}, {"type": "text", "text": "  "},
+                                      {"type": "file", "file": {"file_data": pdf, "filename": "report.pdf"}}]}
+    ]);
+    body["temperature"] = json!(0.5);
+    body["top_p"] = json!(1.0);
+    assert_eq!(h.openai("/v1/chat/completions", &body).await.status(), 200);
+    let sent = h.mock.requests().pop().unwrap().body;
+    assert_eq!(sent["system"], "Be terse.\nAnswer in French.", "parts keep their separation");
+    assert_eq!(
+        sent["messages"][0]["content"],
+        json!([{"type": "text", "text": "Summarise this."},
+               {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}, "title": "report.pdf"}]),
+        "the PDF became a document block; the blank text part was left out"
+    );
+    assert_eq!(sent["temperature"], 0.5);
+    assert!(sent.get("top_p").is_none(), "a top_p of 1 has no effect and is left out: {sent}");
+
+    let refused = |mutate: &dyn Fn(&mut Value)| {
+        let mut body = openai_chat("gpt-via-claude", false);
+        mutate(&mut body);
+        body
+    };
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (refused(&|b| b["stop"] = json!("\n")), "stop", "whitespace"),
+        (
+            refused(&|b| {
+                b["temperature"] = json!(0.7);
+                b["top_p"] = json!(0.9);
+            }),
+            "top_p",
+            "not both",
+        ),
+        (
+            refused(&|b| b["messages"][1]["content"] = json!("")),
+            "messages",
+            "messages[1]: a user message needs non-empty content",
+        ),
+        (
+            refused(&|b| b["messages"][1]["content"] = json!([{"type": "file", "file": {"file_id": "file-abc"}}])),
+            "messages",
+            "messages[1].content[0]: a `file_id`",
+        ),
+        (
+            refused(&|b| {
+                b["messages"][1]["content"] =
+                    json!([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}])
+            }),
+            "messages",
+            "messages[1].content[0]: `input_audio` parts have no equivalent",
+        ),
+    ];
+    let before = h.mock.request_count();
+    for (body, param, says) in cases {
+        let response = h.openai("/v1/chat/completions", &body).await;
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["param"], param, "{error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(says), "{error}");
+    }
+    assert_eq!(h.mock.request_count(), before, "nothing refused reached the provider");
+}

@@ -153,12 +153,13 @@ pub enum MessageContent {
 }
 
 impl MessageContent {
-    /// The text of the content, parts joined; images and audio are skipped.
+    /// The text of the content, parts on their own lines (`"Be terse."` and `"Answer in French."` must not
+    /// become `"Be terse.Answer in French."`); images and audio are skipped.
     pub fn text(&self) -> String {
         match self {
             MessageContent::Text(text) => text.clone(),
             MessageContent::Parts(parts) => {
-                parts.iter().filter_map(|part| part.text.as_deref()).collect::<Vec<_>>().join("")
+                parts.iter().filter_map(|part| part.text.as_deref()).collect::<Vec<_>>().join("\n")
             }
         }
     }
@@ -172,6 +173,20 @@ pub struct ContentPart {
     pub text: Option<String>,
     #[serde(default)]
     pub image_url: Option<ImageUrl>,
+    /// `{"type": "file", "file": {"file_data": "data:application/pdf;base64,…", "filename": …}}` or a
+    /// `file_id` of OpenAI's file store.
+    #[serde(default)]
+    pub file: Option<FilePart>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FilePart {
+    #[serde(default)]
+    pub file_data: Option<String>,
+    #[serde(default)]
+    pub file_id: Option<String>,
+    #[serde(default)]
+    pub filename: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

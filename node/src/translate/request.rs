@@ -32,6 +32,12 @@ pub fn openai_to_anthropic(
                     Some(content) => user_blocks(content, index)?,
                     None => Vec::new(),
                 };
+                if blocks.is_empty() {
+                    return Err(GatewayError::invalid_param(
+                        "messages",
+                        format!("messages[{index}]: a user message needs non-empty content"),
+                    ));
+                }
                 push_turn(&mut turns, "user", blocks);
             }
             "assistant" => {
@@ -102,15 +108,16 @@ pub fn openai_to_anthropic(
     if !system_parts.is_empty() {
         body.insert("system".into(), json!(system_parts.join("\n\n")));
     }
-    if let Some(temperature) = request.temperature {
-        // OpenAI's range is 0..2, Anthropic's 0..1.
-        body.insert("temperature".into(), json!(temperature.clamp(0.0, 1.0)));
-    }
-    if let Some(top_p) = request.top_p {
-        body.insert("top_p".into(), json!(top_p));
-    }
+    insert_sampling(&mut body, request.temperature, request.top_p)?;
     if let Some(stop) = request.stop {
-        body.insert("stop_sequences".into(), json!(stop.into_vec()));
+        let stop = stop.into_vec();
+        if let Some(blank) = stop.iter().find(|s| s.trim().is_empty()) {
+            return Err(GatewayError::invalid_param(
+                "stop",
+                format!("stop: {blank:?} is only whitespace, which this model's provider (Anthropic) does not accept as a stop sequence"),
+            ));
+        }
+        body.insert("stop_sequences".into(), json!(stop));
     }
     if let Some(tools) = request.tools {
         let tools: Vec<Value> = tools
@@ -140,6 +147,26 @@ pub fn openai_to_anthropic(
     Ok(Value::Object(body))
 }
 
+/// Temperature (OpenAI's range is 0..2, Anthropic's 0..1) and `top_p`. Newer Claude models refuse both
+/// together: a `top_p` of 1 (no effect) is left out; a real one next to a temperature is refused here, with
+/// a reason, rather than by the provider.
+fn insert_sampling(body: &mut Map<String, Value>, temperature: Option<f64>, top_p: Option<f64>) -> GatewayResult<()> {
+    let top_p = top_p.filter(|p| *p < 1.0);
+    if let (Some(_), Some(_)) = (temperature, top_p) {
+        return Err(GatewayError::invalid_param(
+            "top_p",
+            "set `temperature` or `top_p`, not both: this model's provider (Anthropic) refuses the two together",
+        ));
+    }
+    if let Some(temperature) = temperature {
+        body.insert("temperature".into(), json!(temperature.clamp(0.0, 1.0)));
+    }
+    if let Some(top_p) = top_p {
+        body.insert("top_p".into(), json!(top_p));
+    }
+    Ok(())
+}
+
 /// Appends blocks to the last turn when it has the same role (Anthropic rejects consecutive same-role turns).
 fn push_turn(turns: &mut Vec<(String, Vec<Value>)>, role: &str, blocks: Vec<Value>) {
     match turns.last_mut() {
@@ -148,18 +175,58 @@ fn push_turn(turns: &mut Vec<(String, Vec<Value>)>, role: &str, blocks: Vec<Valu
     }
 }
 
+/// A user message's content as Anthropic blocks. Whitespace-only text is left out (Anthropic refuses empty
+/// text blocks); a part with no Anthropic equivalent is refused with 400 naming it, never dropped.
 fn user_blocks(content: MessageContent, index: usize) -> GatewayResult<Vec<Value>> {
+    let text_block = |text: String| (!text.trim().is_empty()).then(|| json!({"type": "text", "text": text}));
     match content {
-        MessageContent::Text(text) => Ok(vec![json!({"type": "text", "text": text})]),
-        MessageContent::Parts(parts) => parts
-            .into_iter()
-            .filter_map(|part| match part.kind.as_str() {
-                "text" => part.text.map(|text| Ok(json!({"type": "text", "text": text}))),
-                "image_url" => part.image_url.map(|image| image_block(&image.url, index)),
-                _ => None,
-            })
-            .collect(),
+        MessageContent::Text(text) => Ok(text_block(text).into_iter().collect()),
+        MessageContent::Parts(parts) => {
+            let mut blocks = Vec::new();
+            for (part_index, part) in parts.into_iter().enumerate() {
+                let at = format!("messages[{index}].content[{part_index}]");
+                match part.kind.as_str() {
+                    "text" => blocks.extend(part.text.and_then(text_block)),
+                    "image_url" => match part.image_url {
+                        Some(image) => blocks.push(image_block(&image.url, index)?),
+                        None => {
+                            return Err(GatewayError::invalid_param(
+                                "messages",
+                                format!("{at}: `image_url` is missing"),
+                            ))
+                        }
+                    },
+                    "file" => blocks.push(document_block(part.file, &at)?),
+                    other => {
+                        return Err(GatewayError::invalid_param(
+                            "messages",
+                            format!("{at}: `{other}` parts have no equivalent for this model's provider (Anthropic)"),
+                        ))
+                    }
+                }
+            }
+            Ok(blocks)
+        }
     }
+}
+
+/// An OpenAI `file` part as an Anthropic `document` block (inline base64 data: PDFs and plain text).
+/// A `file_id` lives in OpenAI's file store, which an Anthropic upstream cannot read.
+fn document_block(file: Option<crate::api::openai::FilePart>, at: &str) -> GatewayResult<Value> {
+    let invalid = |why: &str| GatewayError::invalid_param("messages", format!("{at}: {why}"));
+    let file = file.ok_or_else(|| invalid("`file` is missing"))?;
+    let Some(data_url) = file.file_data else {
+        return Err(invalid("a `file_id` refers to OpenAI's file store, which this model's provider (Anthropic) cannot read; send the file inline as `file_data`"));
+    };
+    let (media_type, data) = data_url
+        .strip_prefix("data:")
+        .and_then(|rest| rest.split_once(";base64,"))
+        .ok_or_else(|| invalid("`file_data` must be a base64 data URL (data:application/pdf;base64,…)"))?;
+    let mut block = json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}});
+    if let Some(name) = file.filename {
+        block["title"] = json!(name);
+    }
+    Ok(block)
 }
 
 fn image_block(url: &str, index: usize) -> GatewayResult<Value> {
