@@ -413,3 +413,65 @@ async fn openai_requests_anthropic_would_reject_are_shaped_or_refused_by_name() 
     }
     assert_eq!(h.mock.request_count(), before, "nothing refused reached the provider");
 }
+
+/// Issue 14.2 (Anthropic caller, OpenAI upstream): a turn holding only a PDF used to reach the upstream as
+/// `"messages": []`. Documents become OpenAI file (PDF) or text parts; what has no equivalent (Files API
+/// sources, images inside tool results, unknown blocks) is a 400 naming the block, never dropped.
+#[tokio::test]
+async fn anthropic_documents_reach_openai_upstreams_or_are_refused_by_name() {
+    let h = Harness::start().await;
+    let mut body = anthropic_messages("claude-via-gpt", false);
+    body["messages"] = json!([{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}, "title": "q3.pdf"},
+        {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "Revenue rose 4%."}}
+    ]}]);
+    assert_eq!(h.anthropic("/v1/messages", &body).await.status(), 200);
+    let sent = h.mock.requests().pop().unwrap().body;
+    let user = sent["messages"].as_array().unwrap().iter().find(|m| m["role"] == "user").cloned().unwrap();
+    assert_eq!(
+        user["content"],
+        json!([{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0xLjQK", "filename": "q3.pdf"}},
+               {"type": "text", "text": "Revenue rose 4%."}]),
+        "{sent}"
+    );
+    let before = h.mock.request_count();
+    let cases = [
+        (
+            json!([{"type": "image", "source": {"type": "file", "file_id": "file_011"}}]),
+            "messages[0].content[0]: an image from Anthropic's Files API",
+        ),
+        (
+            json!([{"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}]),
+            "messages[0].content[0]: a document by URL",
+        ),
+        (
+            json!([{"type": "search_result", "source": "x", "title": "t", "content": []}]),
+            "messages[0].content[0]: this content block type",
+        ),
+    ];
+    for (content, says) in cases {
+        let mut body = anthropic_messages("claude-via-gpt", false);
+        body["messages"] = json!([{"role": "user", "content": content}]);
+        let response = h.anthropic("/v1/messages", &body).await;
+        assert_eq!(response.status(), 400);
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(says), "{error}");
+    }
+    // An image inside a tool result: OpenAI tool messages carry text only.
+    let mut body = anthropic_messages("claude-via-gpt", false);
+    body["messages"] = json!([
+        {"role": "user", "content": "Take a screenshot"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "screenshot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]}
+    ]);
+    let response = h.anthropic("/v1/messages", &body).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("messages[2].content[0]: tool_result content"),
+        "{error}"
+    );
+    assert_eq!(h.mock.request_count(), before, "nothing refused reached the provider");
+}

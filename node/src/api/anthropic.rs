@@ -184,6 +184,30 @@ pub enum Block {
         #[serde(default)]
         thinking: String,
     },
+    /// A PDF or plain-text document.
+    Document {
+        source: DocumentSource,
+        #[serde(default)]
+        title: Option<String>,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum DocumentSource {
+    Base64 {
+        media_type: String,
+        data: String,
+    },
+    Text {
+        data: String,
+    },
+    Url {
+        url: String,
+    },
+    /// `file` (Anthropic's Files API), `content` blocks and whatever comes next.
     #[serde(other)]
     Other,
 }

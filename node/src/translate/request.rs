@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::api::anthropic::{self, Block, Content, ImageSource, MessagesRequest};
+use crate::api::anthropic::{self, Block, Content, DocumentSource, ImageSource, MessagesRequest, ToolResultContent};
 use crate::api::openai::{ChatRequest, MessageContent};
 use crate::error::{GatewayError, GatewayResult};
 
@@ -167,6 +167,13 @@ fn insert_sampling(body: &mut Map<String, Value>, temperature: Option<f64>, top_
     Ok(())
 }
 
+fn no_equivalent(at: &str, what: &str) -> GatewayError {
+    GatewayError::invalid_param(
+        "messages",
+        format!("{at}: {what} has no equivalent for this model's provider (OpenAI-compatible)"),
+    )
+}
+
 /// Appends blocks to the last turn when it has the same role (Anthropic rejects consecutive same-role turns).
 fn push_turn(turns: &mut Vec<(String, Vec<Value>)>, role: &str, blocks: Vec<Value>) {
     match turns.last_mut() {
@@ -293,7 +300,7 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
             messages.push(json!({"role": "system", "content": text}));
         }
     }
-    for message in request.messages {
+    for (index, message) in request.messages.into_iter().enumerate() {
         let blocks = match message.content {
             Content::Text(text) => {
                 messages.push(json!({"role": message.role, "content": text}));
@@ -306,11 +313,20 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
             continue;
         }
         // A user turn: tool results become `tool` messages (which must directly follow the assistant's
-        // tool calls), the rest one user message.
+        // tool calls), the rest one user message. Content with no OpenAI equivalent is refused by name.
         let mut parts: Vec<Value> = Vec::new();
-        for block in blocks {
+        for (block_index, block) in blocks.into_iter().enumerate() {
+            let at = format!("messages[{index}].content[{block_index}]");
             match block {
                 Block::ToolResult { tool_use_id, content, is_error } => {
+                    if let Some(ToolResultContent::Blocks(inner)) = &content {
+                        if inner.iter().any(|b| !matches!(b, Block::Text { .. })) {
+                            return Err(no_equivalent(
+                                &at,
+                                "tool_result content other than text (an image or document)",
+                            ));
+                        }
+                    }
                     let mut text = content.map(|c| c.text()).unwrap_or_default();
                     if is_error == Some(true) && !text.starts_with("Error") {
                         text = format!("Error: {text}");
@@ -323,9 +339,21 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
                         json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{data}")}}),
                     ),
                     ImageSource::Url { url } => parts.push(json!({"type": "image_url", "image_url": {"url": url}})),
-                    ImageSource::Other => {}
+                    ImageSource::Other => return Err(no_equivalent(&at, "an image from Anthropic's Files API")),
                 },
-                Block::ToolUse { .. } | Block::Thinking { .. } | Block::Other => {}
+                Block::Document { source, title } => match source {
+                    DocumentSource::Base64 { media_type, data } => parts.push(json!({"type": "file", "file": {
+                        "file_data": format!("data:{media_type};base64,{data}"),
+                        "filename": title.unwrap_or_else(|| "document.pdf".to_owned()),
+                    }})),
+                    DocumentSource::Text { data } => parts.push(json!({"type": "text", "text": data})),
+                    DocumentSource::Url { .. } => {
+                        return Err(no_equivalent(&at, "a document by URL (send it as base64)"))
+                    }
+                    DocumentSource::Other => return Err(no_equivalent(&at, "this document source")),
+                },
+                Block::ToolUse { .. } | Block::Thinking { .. } => {}
+                Block::Other => return Err(no_equivalent(&at, "this content block type")),
             }
         }
         if !parts.is_empty() {
