@@ -475,3 +475,30 @@ async fn anthropic_documents_reach_openai_upstreams_or_are_refused_by_name() {
     );
     assert_eq!(h.mock.request_count(), before, "nothing refused reached the provider");
 }
+
+/// Issue 14.3: reasoning models (o-series, gpt-5) refuse `max_tokens`. Whether the caller speaks Anthropic
+/// (whose `max_tokens` is required) or OpenAI with `max_tokens`, the upstream gets `max_completion_tokens`.
+#[tokio::test]
+async fn reasoning_models_get_max_completion_tokens() {
+    let h = Harness::start_with(
+        r#"
+[[models]]
+name = "reasoner"
+targets = [ { provider = "up-openai", model = "o3-mini" } ]
+"#,
+    )
+    .await;
+    let body = json!({"model": "reasoner", "max_tokens": 300, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(h.anthropic("/v1/messages", &body).await.status(), 200);
+    let sent = h.mock.requests().pop().unwrap().body;
+    assert_eq!(sent["max_completion_tokens"], 300, "{sent}");
+    assert!(sent.get("max_tokens").is_none(), "{sent}");
+    assert_eq!(h.openai("/v1/chat/completions", &body).await.status(), 200);
+    let sent = h.mock.requests().pop().unwrap().body;
+    assert_eq!(sent["max_completion_tokens"], 300, "{sent}");
+    assert!(sent.get("max_tokens").is_none(), "{sent}");
+    // Other models keep the caller's field.
+    let body = json!({"model": "gpt-direct", "max_tokens": 30, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(h.openai("/v1/chat/completions", &body).await.status(), 200);
+    assert_eq!(h.mock.requests().pop().unwrap().body["max_tokens"], 30);
+}

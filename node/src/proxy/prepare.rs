@@ -184,17 +184,26 @@ pub fn target_body(
                 overrides[count] = ("stream_options", r#"{"include_usage":true}"#);
                 count += 1;
             }
+            // The budget's output cap: the provider cannot generate past what was reserved. In the field the
+            // target model takes (reasoning models refuse `max_tokens`); the other one is left out.
+            let field = translate::request::openai_output_field(
+                &target.upstream_model,
+                request.object.get("max_completion_tokens").is_some(),
+            );
+            let mut remove: &[&str] = &[];
             if let Some(cap) = &cap_text {
-                // The budget's output cap: the provider cannot generate past what was reserved.
-                let field = if request.object.get("max_completion_tokens").is_some() {
-                    "max_completion_tokens"
-                } else {
-                    "max_tokens"
-                };
                 overrides[count] = (field, cap.as_str());
                 count += 1;
+                remove = if field == "max_tokens" { &["max_completion_tokens"] } else { &["max_tokens"] };
+            } else if field == "max_completion_tokens" {
+                // A reasoning model and a caller's `max_tokens`: moved to the field the model accepts.
+                if let Some(asked) = request.object.get("max_tokens") {
+                    overrides[count] = (field, asked.get());
+                    count += 1;
+                    remove = &["max_tokens"];
+                }
             }
-            request.object.write_with(&overrides[..count], &[], &mut out);
+            request.object.write_with(&overrides[..count], remove, &mut out);
         }
         (Protocol::Anthropic, Protocol::Anthropic) => {
             let model = ("model", target.upstream_model_json.as_str());

@@ -167,6 +167,21 @@ fn insert_sampling(body: &mut Map<String, Value>, temperature: Option<f64>, top_
     Ok(())
 }
 
+/// The output-limit field an OpenAI-compatible model takes: reasoning models (o1, o3, o4, gpt-5…) refuse
+/// `max_tokens` and take `max_completion_tokens`, which also covers their reasoning tokens; other models
+/// get whichever the caller used (`max_tokens` by default, which every OpenAI-compatible server knows).
+pub fn openai_output_field(upstream_model: &str, caller_used_completion: bool) -> &'static str {
+    let model = upstream_model.rsplit('/').next().unwrap_or(upstream_model);
+    let reasoning = ["o1", "o3", "o4", "gpt-5"].iter().any(|family| {
+        model.strip_prefix(family).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
+    });
+    if reasoning || caller_used_completion {
+        "max_completion_tokens"
+    } else {
+        "max_tokens"
+    }
+}
+
 fn no_equivalent(at: &str, what: &str) -> GatewayError {
     GatewayError::invalid_param(
         "messages",
@@ -370,7 +385,7 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
     body.insert("model".into(), json!(upstream_model));
     body.insert("messages".into(), Value::Array(messages));
     if let Some(max_tokens) = request.max_tokens {
-        body.insert("max_tokens".into(), json!(max_tokens));
+        body.insert(openai_output_field(upstream_model, false).into(), json!(max_tokens));
     }
     if let Some(temperature) = request.temperature {
         body.insert("temperature".into(), json!(temperature));

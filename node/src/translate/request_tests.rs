@@ -128,3 +128,14 @@ fn anthropic_request_becomes_openai_with_tools_and_usage_chunk() {
     assert_eq!(out["tools"][0]["function"]["name"], "weather");
     assert_eq!(out["tool_choice"], json!({"type": "function", "function": {"name": "weather"}}));
 }
+
+#[test]
+fn reasoning_models_take_max_completion_tokens() {
+    for model in ["o1", "o3-mini", "o4-mini-2025-04-16", "gpt-5", "gpt-5.1", "openai/o3"] {
+        assert_eq!(openai_output_field(model, false), "max_completion_tokens", "{model}");
+    }
+    for model in ["gpt-4o-mini", "o1x", "gpt-50", "meta-llama/Llama-3.1-8B-Instruct", "omni"] {
+        assert_eq!(openai_output_field(model, false), "max_tokens", "{model}");
+    }
+    assert_eq!(openai_output_field("gpt-4o", true), "max_completion_tokens", "the caller's choice");
+}

@@ -70,6 +70,17 @@ fn validate_chat(body: &Value) -> Result<(&str, &Vec<Value>), Response<RespBody>
         Some(_) => return Err(invalid("Invalid type for 'messages': expected an array.", Some("messages"))),
         None => return Err(invalid("Missing required parameter: 'messages'.", Some("messages"))),
     };
+    // Like OpenAI, reasoning models (o-series, gpt-5) refuse `max_tokens`.
+    let family = model.rsplit('/').next().unwrap_or(model);
+    let reasoning = ["o1", "o3", "o4", "gpt-5"].iter().any(|f| {
+        family.strip_prefix(f).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
+    });
+    if reasoning && body.get("max_tokens").is_some() {
+        return Err(invalid(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            Some("max_tokens"),
+        ));
+    }
     Ok((model, messages))
 }
 
