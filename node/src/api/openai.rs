@@ -346,6 +346,10 @@ pub struct ChunkChoice {
 pub struct Delta {
     #[serde(default)]
     pub content: Option<String>,
+    /// A refusal streamed instead of content: shown to Anthropic callers as the answer's text, as the
+    /// non-streamed path does.
+    #[serde(default)]
+    pub refusal: Option<String>,
     /// Reasoning text of OpenAI-compatible servers (vLLM, SGLang, DeepSeek: `reasoning_content`; others
     /// `reasoning`). Not forwarded to Anthropic callers, but generated and billed.
     #[serde(default)]

@@ -457,7 +457,7 @@ impl OpenAiToAnthropic {
             for reasoning in [&choice.delta.reasoning_content, &choice.delta.reasoning].into_iter().flatten() {
                 self.facts.text.push_str(reasoning);
             }
-            if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+            for text in [choice.delta.content, choice.delta.refusal].into_iter().flatten().filter(|t| !t.is_empty()) {
                 self.facts.text.push_str(&text);
                 self.on_text(out, &text);
             }

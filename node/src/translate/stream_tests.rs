@@ -363,3 +363,22 @@ fn interleaved_tool_call_streams_keep_one_block_per_call() {
         events.iter().find(|(name, _)| name == "message_delta").map(|(_, data)| data.clone()).unwrap_or_default();
     assert_eq!(stop["delta"]["stop_reason"], "tool_use");
 }
+
+/// Issue 14.8: a streamed refusal reaches Anthropic callers as the answer's text (the non-streamed path
+/// already did so), and counts as generated output.
+#[test]
+fn streamed_refusals_reach_anthropic_callers() {
+    let chunk = |delta: Value| (None, json!({"id":"c","model":"m","choices":[{"index":0,"delta":delta}]}));
+    let raw = sse(&[
+        chunk(json!({"role":"assistant","content":null,"refusal":""})),
+        chunk(json!({"refusal":"I can't help "})),
+        chunk(json!({"refusal":"with that."})),
+        (None, json!({"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})),
+    ]) + "data: [DONE]\n\n";
+    let (events, translator, error) = run(Protocol::OpenAi, Protocol::Anthropic, false, &raw);
+    assert!(error.is_none(), "{error:?}");
+    let text: String =
+        events.iter().filter_map(|(_, data)| data["delta"]["text"].as_str().map(str::to_owned)).collect();
+    assert_eq!(text, "I can't help with that.");
+    assert_eq!(translator.facts().text, "I can't help with that.");
+}
