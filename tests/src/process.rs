@@ -75,7 +75,8 @@ impl Drop for ChildGuard {
 
 /// Waits until `url` answers 200.
 pub async fn wait_healthy(client: &reqwest::Client, url: &str) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Wide: on a loaded 2-core CI machine a debug build of a node starting next to a dozen others is slow.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(response) = client.get(url).send().await {
             if response.status().is_success() {

@@ -106,6 +106,26 @@ async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Pr
     start_processes_with(mock, dir, "").await
 }
 
+/// SIGTERM to every running process, then each must exit cleanly (status 0) within 10 s.
+async fn stop_all(procs: &mut [Proc]) {
+    for proc in procs.iter() {
+        if let Some(child) = proc.child.as_ref() {
+            child.signal("TERM");
+        }
+    }
+    for proc in procs.iter_mut() {
+        if let Some(mut child) = proc.child.take() {
+            assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
+        }
+    }
+}
+
+/// `GET` on a node's admin listener with the admin token; `Null` when the answer is not JSON.
+async fn admin_json(client: &reqwest::Client, admin: u16, path: &str) -> Value {
+    let response = client.get(format!("http://127.0.0.1:{admin}{path}")).bearer_auth(TOKEN).send().await.unwrap();
+    response.json().await.unwrap_or(Value::Null)
+}
+
 #[tokio::test]
 async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
     let mock = MockUpstream::start().await;
@@ -186,16 +206,7 @@ async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
         assert!(Instant::now() < deadline, "restarted node never caught up: {orgs}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for proc in &mut procs {
-        if let Some(child) = proc.child.as_ref() {
-            child.signal("TERM");
-        }
-    }
-    for proc in &mut procs {
-        if let Some(mut child) = proc.child.take() {
-            assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
-        }
-    }
+    stop_all(&mut procs).await;
 }
 
 /// S1 with a node killed (-9) in the middle of streams it was serving: its unreported use and unused
@@ -297,14 +308,10 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
     let dir = tempfile::tempdir().unwrap();
     let mut procs = start_processes_with(&mock, &dir, &extra).await;
     let client = reqwest::Client::new();
-    let admin_get = |admin: u16, path: &str| {
-        let request = client.get(format!("http://127.0.0.1:{admin}{path}")).bearer_auth(TOKEN).send();
-        async move { request.await.unwrap().json::<Value>().await.unwrap() }
-    };
     for proc in &procs {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let view = admin_get(proc.admin, "/admin/v1/cluster/gossip").await;
+            let view = admin_json(&client, proc.admin, "/admin/v1/cluster/gossip").await;
             let trusted_live = view["view"]["members"]
                 .as_array()
                 .map_or(0, |m| m.iter().filter(|m| m["alive"] == true && m["trusted"] == true).count());
@@ -333,7 +340,7 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
     // Every node ends with the canary at weight 0 (replicated through Raft), within 5 s.
     for proc in &procs {
         loop {
-            let model = admin_get(proc.admin, "/admin/v1/models/llama").await;
+            let model = admin_json(&client, proc.admin, "/admin/v1/models/llama").await;
             if model["targets"][1]["weight"] == 0 {
                 assert_eq!(model["targets"][0]["weight"], 50, "{model}");
                 break;
@@ -349,25 +356,16 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
     eprintln!("canary at weight 0 everywhere {:?} after its breaker opened", opened.elapsed());
     // Nodes 2 and 3 knew the endpoint was down from gossip: they never sent it a request.
     for proc in &procs[1..] {
-        let view = admin_get(proc.admin, "/admin/v1/cluster/gossip").await;
+        let view = admin_json(&client, proc.admin, "/admin/v1/cluster/gossip").await;
         assert_eq!(view["local"]["gpu-next"]["open_on_a_peer"], true, "{view}");
         for _ in 0..5 {
             assert_eq!(chat(proc.api).await.unwrap().status(), 200);
         }
     }
     assert_eq!(broken.request_count(), 5, "only node 1's five requests ever reached the broken canary");
-    let audit = admin_get(procs[0].admin, "/admin/v1/audit").await;
+    let audit = admin_json(&client, procs[0].admin, "/admin/v1/audit").await;
     assert!(audit.to_string().contains("(breaker_open)"), "{audit}");
-    for proc in &mut procs {
-        if let Some(child) = proc.child.as_ref() {
-            child.signal("TERM");
-        }
-    }
-    for proc in &mut procs {
-        if let Some(mut child) = proc.child.take() {
-            assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
-        }
-    }
+    stop_all(&mut procs).await;
 }
 
 /// Issue 12.8, black-box: two stranger processes gossip at a cluster. One has a different cluster secret:
@@ -380,11 +378,7 @@ async fn strangers_cannot_steer_cluster_routing_through_gossip() {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = start_processes(&mock, &dir).await;
     let client = reqwest::Client::new();
-    let get = |url: String, token: &'static str| {
-        let request = client.get(url).bearer_auth(token).send();
-        async move { request.await.unwrap().json::<Value>().await.unwrap_or(Value::Null) }
-    };
-    let seed = get(format!("http://127.0.0.1:{}/admin/v1/cluster/gossip", procs[0].admin), TOKEN).await["gossip_addr"]
+    let seed = admin_json(&client, procs[0].admin, "/admin/v1/cluster/gossip").await["gossip_addr"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -421,7 +415,7 @@ async fn strangers_cannot_steer_cluster_routing_through_gossip() {
     // It is in the gossip (it sees the three members) and reports the breaker open.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let view = get(format!("http://127.0.0.1:{leaked_admin}/admin/v1/cluster/gossip"), TOKEN).await;
+        let view = admin_json(&client, leaked_admin, "/admin/v1/cluster/gossip").await;
         let live = view["view"]["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["alive"] == true).count());
         if live == 4 && view["local"]["up-openai"]["report"]["state"] == "open" {
             break;
@@ -432,7 +426,7 @@ async fn strangers_cannot_steer_cluster_routing_through_gossip() {
     // Many gossip rounds later, no member avoids up-openai, and each lists the stranger as untrusted.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     for proc in &procs {
-        let view = get(format!("http://127.0.0.1:{}/admin/v1/cluster/gossip", proc.admin), TOKEN).await;
+        let view = admin_json(&client, proc.admin, "/admin/v1/cluster/gossip").await;
         assert_eq!(view["local"]["up-openai"]["open_on_a_peer"], false, "{view}");
         assert_eq!(view["local"]["up-openai"]["routable"], true, "{view}");
         let members = view["view"]["members"].as_array().unwrap();
@@ -448,11 +442,7 @@ async fn strangers_cannot_steer_cluster_routing_through_gossip() {
             .unwrap();
         assert_eq!(response.headers()["x-tollgate-target"], "up-openai/mock-gpt");
     }
-    for proc in &mut procs {
-        if let Some(child) = proc.child.as_ref() {
-            child.signal("TERM");
-        }
-    }
+    stop_all(&mut procs).await;
 }
 
 /// Issue 13.1: gossip is on by default for a cluster member; when it cannot start (its UDP port is taken)
@@ -476,15 +466,7 @@ async fn a_member_whose_gossip_port_is_taken_says_so() {
     let mut child = spawn(&path);
     let client = reqwest::Client::new();
     wait_healthy(&client, &format!("http://127.0.0.1:{admin}/healthz")).await;
-    let view: Value = client
-        .get(format!("http://127.0.0.1:{admin}/admin/v1/cluster/gossip"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = admin_json(&client, admin, "/admin/v1/cluster/gossip").await;
     assert_eq!(view["enabled"], false, "{view}");
     let error = view["error"].as_str().unwrap_or_default();
     assert!(error.contains("node.gossip_listen") && error.contains(&gossip.to_string()), "{view}");
