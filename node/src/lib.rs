@@ -9,6 +9,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod budget;
 pub mod canary;
 pub mod cli;

@@ -179,14 +179,18 @@ async fn declarative_apply_diffs_and_batches() {
         "{}\n[[models]]\nname = \"from-file\"\ntargets = [{{ provider = \"up-openai\", model = \"mock-gpt\" }}]\n",
         tollgate_tests::config_toml(&cluster.mock, "")
     );
-    let response = cluster
-        .client
-        .post(format!("{}/admin/v1/apply", node.admin_url()))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(file.clone())
-        .send()
-        .await
-        .unwrap();
+    let apply = |query: &'static str| {
+        let request =
+            cluster.client.post(format!("{}/admin/v1/apply{query}", node.admin_url())).bearer_auth(ADMIN_TOKEN);
+        request.body(file.clone()).send()
+    };
+    // A dry run says what would change and changes nothing; a flag that is neither true nor false is a 400.
+    let dry: Value = apply("?dry_run=true").await.unwrap().json().await.unwrap();
+    assert_eq!(dry["changes"], json!(["put model from-file"]), "{dry}");
+    assert_eq!(cluster.admin_get(node, "/admin/v1/models/from-file").await.map(|_| ()).ok(), None, "nothing applied");
+    let bad = apply("?dry_run=yes").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let response = apply("").await.unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["changes"], json!(["put model from-file"]), "{body}");

@@ -16,6 +16,7 @@ use tollgate_consensus::{
 };
 
 use super::redact::{collection, redact_provider};
+use super::resource::ResourceKind;
 use crate::auth::{generate_key, hash_key, hex};
 use crate::clock::ledger_ms as now_ms;
 use crate::command::{new_request_id, request};
@@ -183,7 +184,7 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> AdminResult {
             let state = node.read_linearizable().await?;
             Ok(json_response(StatusCode::OK, &json!({"entries": state.history.audit})))
         }
-        (Method::POST, ["apply"]) => apply(node, request, query.contains("dry_run=true"), idem).await,
+        (Method::POST, ["apply"]) => apply(node, request, query_flag(&query, "dry_run")?, idem).await,
         (Method::POST, ["keys"]) => create_key(node, request, idem).await,
         (Method::PUT, ["budgets"]) => {
             let budget: BudgetSpec = read_json(request).await?;
@@ -251,38 +252,35 @@ async fn write(node: &ConsensusNode, command: Command, idempotency_key: Option<&
     }
 }
 
-fn kind_name(kind: &str) -> Result<&'static str, AdminError> {
-    match kind {
-        "providers" => Ok("providers"),
-        "models" | "routes" => Ok("models"),
-        "orgs" => Ok("orgs"),
-        "teams" => Ok("teams"),
-        "keys" => Ok("keys"),
-        other => Err(AdminError::not_found(format!(
-            "unknown resource kind `{other}`; one of providers, models, routes, orgs, teams, keys"
-        ))),
+/// A boolean query flag: absent or `false` is false, `true` is true, anything else is a 400.
+fn query_flag(query: &str, name: &str) -> Result<bool, AdminError> {
+    match query_value(query, name).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") | Some("") => Ok(true),
+        Some(other) => Err(AdminError::bad_request(format!("{name}: `{other}` is not true or false"))),
     }
 }
 
 async fn list(node: &ConsensusNode, kind: &str) -> AdminResult {
-    let kind = kind_name(kind)?;
+    let kind = ResourceKind::parse(kind).map_err(AdminError::not_found)?;
     let state = node.read_linearizable().await?;
     Ok(json_response(StatusCode::OK, &json!({"data": collection(&state, kind)})))
 }
 
 async fn get(node: &ConsensusNode, kind: &str, name: &str) -> AdminResult {
-    let kind = kind_name(kind)?;
+    let kind = ResourceKind::parse(kind).map_err(AdminError::not_found)?;
     let state = node.read_linearizable().await?;
+    let config = &state.config;
     let found = match kind {
-        "providers" => state.config.providers.get(name).map(redact_provider),
-        "models" => state.config.models.get(name).map(|m| json!(m)),
-        "orgs" => state.config.orgs.get(name).map(|o| json!(o)),
-        "teams" => state.config.teams.get(name).map(|t| json!(t)),
-        _ => state.config.keys.get(name).map(|k| json!(k)),
+        ResourceKind::Providers => config.providers.get(name).map(redact_provider),
+        ResourceKind::Models => config.models.get(name).map(|m| json!(m)),
+        ResourceKind::Orgs => config.orgs.get(name).map(|o| json!(o)),
+        ResourceKind::Teams => config.teams.get(name).map(|t| json!(t)),
+        ResourceKind::Keys => config.keys.get(name).map(|k| json!(k)),
     };
     found
         .map(|value| json_response(StatusCode::OK, &value))
-        .ok_or_else(|| AdminError::not_found(format!("no {} named `{name}`", kind.trim_end_matches('s'))))
+        .ok_or_else(|| AdminError::not_found(format!("no {} named `{name}`", kind.singular())))
 }
 
 /// Validates one resource with the same checks as a config file, reporting the field without the
@@ -313,22 +311,22 @@ fn with_name(body: &[u8], field: &str, name: &str) -> Result<Vec<u8>, AdminError
 }
 
 async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8], idem: Option<&str>) -> AdminResult {
-    let kind = kind_name(kind)?;
+    let kind = ResourceKind::parse(kind).map_err(AdminError::not_found)?;
     let command = match kind {
-        "providers" => {
+        ResourceKind::Providers => {
             let provider: ProviderConfig = parse_body(&with_name(body, "name", name)?, "provider")?;
             validate_resource(Config { providers: vec![provider.clone()], ..Default::default() }, "providers[0].")?;
             Command::PutProvider { provider }
         }
-        "models" => {
+        ResourceKind::Models => {
             let model: ModelConfig = parse_body(&with_name(body, "name", name)?, "model")?;
             let state = node.current();
             let providers = state.config.providers.values().cloned().collect();
             validate_resource(Config { providers, models: vec![model.clone()], ..Default::default() }, "models[0].")?;
             Command::PutModel { model }
         }
-        "orgs" => Command::PutOrg { org: parse_body::<OrgConfig>(&with_name(body, "name", name)?, "org")? },
-        "teams" => {
+        ResourceKind::Orgs => Command::PutOrg { org: parse_body::<OrgConfig>(&with_name(body, "name", name)?, "org")? },
+        ResourceKind::Teams => {
             let (org, team) = name
                 .split_once('/')
                 .ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))?;
@@ -337,7 +335,7 @@ async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8], idem: Op
             value["name"] = json!(team);
             Command::PutTeam { team: parse_body::<TeamConfig>(value.to_string().as_bytes(), "team")? }
         }
-        _ => {
+        ResourceKind::Keys => {
             return Err(AdminError(StatusCode::METHOD_NOT_ALLOWED, "keys are created with POST /admin/v1/keys".into()))
         }
     };
@@ -346,18 +344,18 @@ async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8], idem: Op
 }
 
 async fn delete(node: &ConsensusNode, kind: &str, name: &str, idem: Option<&str>) -> AdminResult {
-    let kind = kind_name(kind)?;
+    let kind = ResourceKind::parse(kind).map_err(AdminError::not_found)?;
     let command = match kind {
-        "providers" => Command::DeleteProvider { name: name.to_owned() },
-        "models" => Command::DeleteModel { name: name.to_owned() },
-        "orgs" => Command::DeleteOrg { name: name.to_owned() },
-        "teams" => {
+        ResourceKind::Providers => Command::DeleteProvider { name: name.to_owned() },
+        ResourceKind::Models => Command::DeleteModel { name: name.to_owned() },
+        ResourceKind::Orgs => Command::DeleteOrg { name: name.to_owned() },
+        ResourceKind::Teams => {
             let (org, team) = name
                 .split_once('/')
                 .ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))?;
             Command::DeleteTeam { org: org.to_owned(), name: team.to_owned() }
         }
-        _ => Command::RevokeKey { id: name.to_owned() },
+        ResourceKind::Keys => Command::RevokeKey { id: name.to_owned() },
     };
     match write(node, command, idem).await {
         Ok(index) => Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index}))),

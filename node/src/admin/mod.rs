@@ -3,6 +3,7 @@
 
 mod api;
 mod redact;
+mod resource;
 
 use std::sync::Arc;
 

@@ -3,15 +3,17 @@
 use serde_json::{json, Value};
 use tollgate_consensus::ControlState;
 
+use super::resource::ResourceKind;
 use crate::config::ProviderConfig;
 
-pub(super) fn collection(state: &ControlState, kind: &str) -> Value {
+pub(super) fn collection(state: &ControlState, kind: ResourceKind) -> Value {
+    let config = &state.config;
     match kind {
-        "providers" => json!(state.config.providers.values().map(redact_provider).collect::<Vec<_>>()),
-        "models" => json!(state.config.models.values().collect::<Vec<_>>()),
-        "orgs" => json!(state.config.orgs.values().collect::<Vec<_>>()),
-        "teams" => json!(state.config.teams.values().collect::<Vec<_>>()),
-        _ => json!(state.config.keys.values().collect::<Vec<_>>()),
+        ResourceKind::Providers => json!(config.providers.values().map(redact_provider).collect::<Vec<_>>()),
+        ResourceKind::Models => json!(config.models.values().collect::<Vec<_>>()),
+        ResourceKind::Orgs => json!(config.orgs.values().collect::<Vec<_>>()),
+        ResourceKind::Teams => json!(config.teams.values().collect::<Vec<_>>()),
+        ResourceKind::Keys => json!(config.keys.values().collect::<Vec<_>>()),
     }
 }
 

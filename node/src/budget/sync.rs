@@ -120,19 +120,7 @@ impl BudgetManager {
     }
 
     pub(super) fn spawn_background(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        let interval = self.config.report_interval;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(manager) = weak.upgrade() else {
-                    return;
-                };
-                manager.tick().await;
-            }
-        });
+        crate::background::every(self, self.config.report_interval, |manager| async move { manager.tick().await });
     }
 
     /// Syncs every account; releases idle or expired allowance; forgets accounts with nothing left to tell.

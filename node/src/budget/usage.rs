@@ -63,18 +63,11 @@ impl UsageAggregator {
             rows: Mutex::new(HashMap::new()),
             pending: Mutex::new(None),
         });
-        // Weak: the task must not keep a stopped node's consensus (and its sled lock) alive.
-        let weak = Arc::downgrade(&aggregator);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                ticker.tick().await;
-                let Some(aggregator) = weak.upgrade() else {
-                    return;
-                };
-                aggregator.flush().await;
-            }
-        });
+        crate::background::every(
+            &aggregator,
+            Duration::from_secs(1),
+            |aggregator| async move { aggregator.flush().await },
+        );
         aggregator
     }
 
