@@ -13,3 +13,4 @@ pub const X_RATELIMIT_REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-
 pub const X_RATELIMIT_RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 pub const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 pub const ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+pub const ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");

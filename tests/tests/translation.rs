@@ -316,6 +316,25 @@ async fn anthropic_same_protocol_passthrough_and_count_tokens() {
     let upstream = h.mock.requests().pop().unwrap();
     assert_eq!(upstream.body["metadata"], json!({"user_id": "u-1"}));
     assert_eq!(upstream.header("anthropic-beta"), Some("prompt-caching-2024-07-31"));
+    // Issue 14.11: an OpenAI-compatible upstream never gets Anthropic's beta flags.
+    let mut body = anthropic_messages("claude-via-gpt", false);
+    body["metadata"] = json!({"user_id": "u-1"});
+    let response = h
+        .client
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", KEY)
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "prompt-caching-2024-07-31")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let upstream = h.mock.requests().pop().unwrap();
+    assert_eq!(upstream.path, "/v1/chat/completions");
+    assert_eq!(upstream.header("anthropic-beta"), None);
+    assert_eq!(upstream.header("traceparent"), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
 
     let count: Value = h
         .anthropic(

@@ -32,9 +32,11 @@ pub fn build_request(backend: &HttpBackend, request: UpstreamRequest<'_>) -> Gat
         .get("anthropic-version")
         .cloned()
         .unwrap_or_else(|| http::HeaderValue::from_static(DEFAULT_VERSION));
-    backend
-        .post(path, &request)?
-        .header(crate::names::ANTHROPIC_VERSION, version)
+    let mut builder = backend.post(path, &request)?.header(crate::names::ANTHROPIC_VERSION, version);
+    if let Some(beta) = request.client_headers.get(crate::names::ANTHROPIC_BETA) {
+        builder = builder.header(crate::names::ANTHROPIC_BETA, beta);
+    }
+    builder
         .body(Full::new(request.body))
         .map_err(|err| GatewayError::internal(format!("building upstream request: {err}")))
 }

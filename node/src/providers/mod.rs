@@ -72,7 +72,11 @@ pub struct HttpBackend {
 }
 
 /// Client headers worth passing upstream. Never the caller's credentials.
-const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate", "anthropic-beta"];
+/// Caller headers forwarded to every upstream: trace context. `anthropic-beta` goes to Anthropic upstreams
+/// only (see `anthropic::build_request`). `OpenAI-Organization`/`OpenAI-Project` are deliberately not
+/// forwarded: they choose what the gateway's provider key is billed to, which is the operator's choice
+/// (a provider's `headers` in the config), not the caller's.
+const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate"];
 
 impl Provider {
     pub fn from_config(config: &ProviderConfig, limits: &LimitsConfig) -> anyhow::Result<Provider> {
