@@ -188,6 +188,11 @@ async fn anthropic_caller_openai_upstream_stream_has_the_exact_event_order() {
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
     assert_eq!(delta["usage"]["output_tokens"], 12);
     assert_eq!(h.mock.requests().pop().unwrap().body["stream_options"]["include_usage"], true);
+    // Issue 14.10: message_start announces the prompt's tokens (older SDKs read them only there): the
+    // gateway's count of this request, close to what the provider reports at the end.
+    let announced = events[0].json()["message"]["usage"]["input_tokens"].as_u64().unwrap();
+    let reported = delta["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(announced > 0 && announced <= 2 * reported && reported <= 2 * announced, "{announced} vs {reported}");
 }
 
 #[tokio::test]

@@ -262,7 +262,10 @@ async fn attempt(
     }
 
     let mut response = if request.stream {
-        let translator = StreamTranslator::new(upstream_protocol, context.caller, request.include_usage);
+        let mut translator = StreamTranslator::new(upstream_protocol, context.caller, request.include_usage);
+        if StreamTranslator::announces_input_tokens(upstream_protocol, context.caller) {
+            translator = translator.with_input_tokens(routed.prompt_tokens.count().await);
+        }
         stream_response(upstream_body, translator, context.caller, timeouts, meter, sent_at).await
     } else {
         complete_response(gateway, context, upstream_body, upstream_protocol, operation, timeouts.idle, meter).await

@@ -68,6 +68,21 @@ impl StreamTranslator {
         }
     }
 
+    /// The prompt's token count by the gateway's tokenizer, for translators that must announce it before
+    /// the provider reports its own: Anthropic's `message_start` carries `input_tokens`, and older SDKs
+    /// read it only there.
+    pub fn with_input_tokens(mut self, input_tokens: u64) -> Self {
+        if let StreamTranslator::OpenAiToAnthropic(translator) = &mut self {
+            translator.input_tokens = input_tokens;
+        }
+        self
+    }
+
+    /// Whether [`with_input_tokens`](Self::with_input_tokens) is used: only OpenAI upstream → Anthropic caller.
+    pub fn announces_input_tokens(upstream: Protocol, caller: Protocol) -> bool {
+        upstream == Protocol::OpenAi && caller == Protocol::Anthropic
+    }
+
     /// Handles one upstream event, appending zero or more caller events to `out`.
     /// `estimate` fills in usage at the end of a stream whose provider reported none.
     pub fn on_event(
@@ -408,6 +423,8 @@ pub struct OpenAiToAnthropic {
     pending_tools: Vec<PendingTool>,
     /// Text that arrived while a tool block was open: emitted as one text block at the end.
     pending_text: String,
+    /// The prompt's count, announced in `message_start` (the provider's arrives only at the end).
+    input_tokens: u64,
     finish: Option<FinishReason>,
     facts: StreamFacts,
 }
@@ -575,7 +592,7 @@ impl OpenAiToAnthropic {
                 "id": if self.id.is_empty() { "msg_gateway".to_owned() } else { self.id.clone() },
                 "type": "message", "role": "assistant", "model": self.model, "content": [],
                 "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": 0, "output_tokens": 0},
+                "usage": {"input_tokens": self.input_tokens, "output_tokens": 0},
             },
         });
         write_named(out, "message_start", &message);
