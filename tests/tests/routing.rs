@@ -301,8 +301,11 @@ async fn a_slow_canary_is_rolled_back_on_a_standalone_node() {
     canary.set_default(Script { delay_headers: Some(Duration::from_millis(200)), ..Default::default() });
     let extra = canary_rollout(&canary, "max_p95_latency_ratio = 2.0, min_requests = 5");
     let h = Harness::start_with(&extra).await;
-    // Both sides need `min_requests` in the window before the SLO is judged.
+    // Both sides need `min_requests` in the window before the SLO is judged (a rollback that comes early
+    // ends the canary's traffic: the deadline turns that into a failure, not a hang).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while canary.request_count() < 6 || h.mock.request_count() < 6 {
+        assert!(tokio::time::Instant::now() < deadline, "traffic did not reach both targets 6 times");
         assert_eq!(h.openai("/v1/chat/completions", &chat("rollout")).await.status(), 200);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
