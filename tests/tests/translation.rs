@@ -526,3 +526,32 @@ targets = [ { provider = "up-openai", model = "o3-mini" } ]
     assert_eq!(h.openai("/v1/chat/completions", &body).await.status(), 200);
     assert_eq!(h.mock.requests().pop().unwrap().body["max_tokens"], 30);
 }
+
+/// Issue 14.5 and 14.7: Anthropic server tools (a versioned `type`) pass through to Anthropic upstreams
+/// untouched, and are refused by name for OpenAI-compatible ones (they used to become functions with an
+/// empty schema that nothing could run); more than 4 stop sequences are refused for OpenAI-compatible
+/// upstreams, which take at most 4.
+#[tokio::test]
+async fn server_tools_and_long_stop_lists_reach_only_upstreams_that_take_them() {
+    let h = Harness::start().await;
+    let web_search = json!({"type": "web_search_20250305", "name": "web_search", "max_uses": 3});
+    let mut body = anthropic_messages("claude-direct", false);
+    body["tools"] = json!([web_search, {"name": "lookup", "input_schema": {"type": "object"}}]);
+    assert_eq!(h.anthropic("/v1/messages", &body).await.status(), 200);
+    assert_eq!(h.mock.requests().pop().unwrap().body["tools"][0], web_search, "passed through as sent");
+    body["model"] = json!("claude-via-gpt");
+    let response = h.anthropic("/v1/messages", &body).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("tools[0]") && message.contains("web_search_20250305"), "{error}");
+    let mut body = anthropic_messages("claude-via-gpt", false);
+    body["stop_sequences"] = json!(["a", "b", "c", "d", "e"]);
+    let response = h.anthropic("/v1/messages", &body).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(error["error"]["message"].as_str().unwrap().contains("at most 4"), "{error}");
+    body["stop_sequences"] = json!(["a", "b", "c", "d"]);
+    assert_eq!(h.anthropic("/v1/messages", &body).await.status(), 200);
+    assert_eq!(h.mock.requests().pop().unwrap().body["stop"], json!(["a", "b", "c", "d"]));
+}

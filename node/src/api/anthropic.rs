@@ -229,6 +229,10 @@ pub enum ImageSource {
 #[derive(Debug, Deserialize)]
 pub struct Tool {
     pub name: String,
+    /// Server tools (`web_search_20250305`, `bash_20250124`, `text_editor_…`) carry a versioned type and
+    /// run at Anthropic; client tools have none (or `custom`).
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     #[serde(default)]

@@ -394,11 +394,29 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
         body.insert("top_p".into(), json!(top_p));
     }
     if let Some(stop) = request.stop_sequences {
+        if stop.len() > 4 {
+            return Err(GatewayError::invalid_param(
+                "stop_sequences",
+                format!("stop_sequences: {} given; OpenAI-compatible providers take at most 4", stop.len()),
+            ));
+        }
         if !stop.is_empty() {
             body.insert("stop".into(), json!(stop));
         }
     }
     if let Some(tools) = request.tools {
+        if let Some((index, tool)) =
+            tools.iter().enumerate().find(|(_, tool)| tool.kind.as_deref().is_some_and(|kind| kind != "custom"))
+        {
+            return Err(GatewayError::invalid_param(
+                "tools",
+                format!(
+                    "tools[{index}]: `{}` is an Anthropic server tool (type `{}`); this model's provider (OpenAI-compatible) cannot run it",
+                    tool.name,
+                    tool.kind.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
         let tools: Vec<Value> = tools.into_iter().map(openai_tool).collect();
         body.insert("tools".into(), Value::Array(tools));
     }
