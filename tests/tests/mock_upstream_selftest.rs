@@ -19,8 +19,11 @@ const P_OPENAI: u64 = 5;
 const P_ANTHROPIC: u64 = 7;
 const DONE: &str = "data: [DONE]\n\n";
 
+/// Sends `anthropic-version` like the SDKs do (the mock, like the real API, refuses requests without it).
 fn client() -> reqwest::Client {
-    reqwest::Client::new()
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("anthropic-version", reqwest::header::HeaderValue::from_static("2023-06-01"));
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
 }
 
 async fn send(rb: RequestBuilder) -> Response {
@@ -39,8 +42,9 @@ async fn post_text(url: String, body: Value) -> String {
     post(url, body).await.text().await.unwrap()
 }
 
+/// A plain GET (no `anthropic-version`: `/models` answers in OpenAI's shape then).
 async fn get(url: String) -> Response {
-    send(client().get(url)).await
+    send(reqwest::Client::new().get(url)).await
 }
 
 /// (status, parsed JSON body)
@@ -415,4 +419,33 @@ async fn other_endpoints() {
 
     assert_eq!(pieces("Hello world!"), vec!["Hello", " world", "!"]);
     assert_eq!(m.request_count(), 7);
+}
+
+#[tokio::test]
+async fn anthropic_refuses_what_the_real_api_refuses() {
+    let m = MockUpstream::start().await;
+    let base = json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]});
+    let no_version = reqwest::Client::new().post(messages_url(&m)).json(&base).send().await.unwrap();
+    assert_eq!(no_version.status(), 400, "a missing anthropic-version");
+    let refused = |mutate: fn(&mut Value)| {
+        let mut body = base.clone();
+        mutate(&mut body);
+        body
+    };
+    for body in [
+        refused(|b| b["messages"] = json!([{"role": "system", "content": "x"}, {"role": "user", "content": "Hi"}])),
+        refused(|b| b["messages"] = json!([{"role": "user", "content": [{"type": "text", "text": " "}]}])),
+        refused(|b| b["stop_sequences"] = json!(["\n"])),
+        refused(|b| {
+            b["temperature"] = json!(0.5);
+            b["top_p"] = json!(0.9);
+        }),
+    ] {
+        let response = post(messages_url(&m), body.clone()).await;
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    }
+    assert_eq!(m.request_count(), 5, "recorded, refused, served nothing");
+    assert_eq!(m.output_tokens_served(), 0);
 }

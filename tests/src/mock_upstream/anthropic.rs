@@ -68,7 +68,51 @@ fn validate(body: &Value, need_max_tokens: bool) -> Result<Valid<'_>, Response<R
             return Err(invalid("system: Input should be a valid string or list"));
         }
     }
+    strict_anthropic_checks(body, messages)?;
     Ok(Valid { model, max_tokens, messages })
+}
+
+/// The real API refuses a request without `anthropic-version`.
+fn versioned(version: Option<&str>) -> Result<(), Response<RespBody>> {
+    match version {
+        Some(_) => Ok(()),
+        None => Err(invalid("anthropic-version: header is required")),
+    }
+}
+
+/// What the real Messages API refuses and a translator could produce: a `system` role inside `messages`,
+/// empty or whitespace-only text blocks, whitespace-only stop sequences, `temperature` with `top_p`.
+fn strict_anthropic_checks(body: &Value, messages: &[Value]) -> Result<(), Response<RespBody>> {
+    for (index, message) in messages.iter().enumerate() {
+        match message.get("role").and_then(Value::as_str) {
+            Some("user" | "assistant") => {}
+            Some(other) => {
+                return Err(invalid(&format!(
+                    "messages.{index}.role: Input should be 'user' or 'assistant' (got '{other}')"
+                )))
+            }
+            None => return Err(invalid(&format!("messages.{index}.role: Field required"))),
+        }
+        if let Some(blocks) = message.get("content").and_then(Value::as_array) {
+            for (block_index, block) in blocks.iter().enumerate() {
+                let blank = block.get("type").and_then(Value::as_str) == Some("text")
+                    && block.get("text").and_then(Value::as_str).is_none_or(|t| t.trim().is_empty());
+                if blank {
+                    return Err(invalid(&format!(
+                        "messages.{index}.content.{block_index}.text: text content blocks must contain non-whitespace text"
+                    )));
+                }
+            }
+        }
+    }
+    let stops = body.get("stop_sequences").and_then(Value::as_array).cloned().unwrap_or_default();
+    if stops.iter().any(|s| s.as_str().is_none_or(|s| s.trim().is_empty())) {
+        return Err(invalid("stop_sequences: each stop sequence must contain non-whitespace"));
+    }
+    if body.get("temperature").is_some() && body.get("top_p").is_some() {
+        return Err(invalid("`temperature` and `top_p` cannot both be specified for this model. Please use only one."));
+    }
+    Ok(())
 }
 
 fn usage_full(p: u64, c: u64) -> Value {
@@ -87,7 +131,7 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
         }
     };
     let body = &ctx.req.body;
-    let v = match validate(body, true) {
+    let v = match versioned(ctx.req.header("anthropic-version")).and_then(|()| validate(body, true)) {
         Ok(v) => v,
         Err(r) => {
             guard.iter_mut().for_each(CancelGuard::disarm);
@@ -187,7 +231,7 @@ pub fn count_tokens(ctx: &Ctx) -> Response<RespBody> {
         return r;
     }
     let body = &ctx.req.body;
-    match validate(body, false) {
+    match versioned(ctx.req.header("anthropic-version")).and_then(|()| validate(body, false)) {
         Ok(v) => {
             json_response(200, &json!({"input_tokens": billed_input_tokens(body, v.messages, body.get("system"))}))
         }
