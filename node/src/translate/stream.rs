@@ -129,10 +129,16 @@ fn upstream_stream_error(protocol: Protocol, data: &[u8], error: &Value) -> Gate
         .with_upstream_body(protocol, body)
 }
 
+/// One SSE event's data. An event whose data spans several lines (an upstream may split its JSON over
+/// several `data:` lines, which the parser joins with newlines) keeps one `data:` field per line: a raw
+/// newline inside a single field would end it, and the rest would reach the client as garbage.
 fn write_data(out: &mut BytesMut, data: &[u8]) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\n\n");
+    for line in data.split(|byte| *byte == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.extend_from_slice(b"\n");
+    }
+    out.extend_from_slice(b"\n");
 }
 
 fn write_json_data(out: &mut BytesMut, value: &Value) {

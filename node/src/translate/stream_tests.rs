@@ -382,3 +382,16 @@ fn streamed_refusals_reach_anthropic_callers() {
     assert_eq!(text, "I can't help with that.");
     assert_eq!(translator.facts().text, "I can't help with that.");
 }
+
+/// Issue 14.11: an upstream that splits one event's JSON over several `data:` lines (legal SSE) reached
+/// OpenAI clients as one `data:` line with raw newlines, which ends the field early: the client saw
+/// broken JSON. Each line keeps its own `data:` field, so the client reassembles the same JSON.
+#[test]
+fn multi_line_data_stays_valid_sse_in_passthrough() {
+    let raw = "data: {\"id\":\"c\",\"model\":\"m\",\ndata: \"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n";
+    let (events, translator, error) = run(Protocol::OpenAi, Protocol::OpenAi, false, raw);
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].1["choices"][0]["delta"]["content"], "Hi", "the client parses the same JSON");
+    assert_eq!(translator.facts().text, "Hi");
+}
