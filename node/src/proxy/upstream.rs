@@ -272,23 +272,31 @@ async fn attempt(
     };
     context.upstream_wait += sent_at.elapsed();
     if let Ok(response) = &mut response {
-        for name in [crate::names::X_REQUEST_ID, crate::names::REQUEST_ID] {
-            if let Some(value) = parts.headers.get(&name) {
-                response.headers_mut().insert(name, value.clone());
-            }
+        add_response_headers(response.headers_mut(), &parts.headers, rate_headers);
+    }
+    response
+}
+
+/// The upstream's request id (so callers can quote it to the provider) and the budget's token headers.
+fn add_response_headers(
+    headers: &mut http::HeaderMap,
+    upstream: &http::HeaderMap,
+    rate: Option<(u64, u64, Option<u64>)>,
+) {
+    for name in [crate::names::X_REQUEST_ID, crate::names::REQUEST_ID] {
+        if let Some(value) = upstream.get(&name) {
+            headers.insert(name, value.clone());
         }
-        if let Some((limit, remaining, reset)) = rate_headers {
-            let headers = response.headers_mut();
-            headers.insert(crate::names::X_RATELIMIT_LIMIT_TOKENS, HeaderValue::from(limit));
-            headers.insert(crate::names::X_RATELIMIT_REMAINING_TOKENS, HeaderValue::from(remaining));
-            if let Some(reset) = reset {
-                if let Ok(value) = HeaderValue::from_str(&format!("{reset}s")) {
-                    headers.insert(crate::names::X_RATELIMIT_RESET_TOKENS, value);
-                }
+    }
+    if let Some((limit, remaining, reset)) = rate {
+        headers.insert(crate::names::X_RATELIMIT_LIMIT_TOKENS, HeaderValue::from(limit));
+        headers.insert(crate::names::X_RATELIMIT_REMAINING_TOKENS, HeaderValue::from(remaining));
+        if let Some(reset) = reset {
+            if let Ok(value) = HeaderValue::from_str(&format!("{reset}s")) {
+                headers.insert(crate::names::X_RATELIMIT_RESET_TOKENS, value);
             }
         }
     }
-    response
 }
 
 /// Budget admission for one attempt: the reservation is an upper bound of what the provider can bill — the

@@ -18,73 +18,7 @@ pub fn openai_to_anthropic(
     if request.n.unwrap_or(1) > 1 {
         return Err(GatewayError::invalid_param("n", "`n` > 1 is not supported by this model's provider"));
     }
-    let mut system_parts: Vec<String> = Vec::new();
-    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
-    for (index, message) in request.messages.into_iter().enumerate() {
-        match message.role.as_str() {
-            "system" | "developer" => {
-                if let Some(content) = &message.content {
-                    system_parts.push(content.text());
-                }
-            }
-            "user" => {
-                let blocks = match message.content {
-                    Some(content) => user_blocks(content, index)?,
-                    None => Vec::new(),
-                };
-                if blocks.is_empty() {
-                    return Err(GatewayError::invalid_param(
-                        "messages",
-                        format!("messages[{index}]: a user message needs non-empty content"),
-                    ));
-                }
-                push_turn(&mut turns, "user", blocks);
-            }
-            "assistant" => {
-                let mut blocks = Vec::new();
-                if let Some(content) = &message.content {
-                    let text = content.text();
-                    if !text.is_empty() {
-                        blocks.push(json!({"type": "text", "text": text}));
-                    }
-                }
-                for call in message.tool_calls.unwrap_or_default() {
-                    let input: Value = if call.function.arguments.trim().is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_str(&call.function.arguments).map_err(|err| {
-                            GatewayError::invalid_param(
-                                "messages",
-                                format!("messages[{index}].tool_calls: `arguments` is not valid JSON: {err}"),
-                            )
-                        })?
-                    };
-                    blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
-                }
-                push_turn(&mut turns, "assistant", blocks);
-            }
-            "tool" | "function" => {
-                let tool_use_id = message.tool_call_id.ok_or_else(|| {
-                    GatewayError::invalid_param(
-                        "messages",
-                        format!("messages[{index}].tool_call_id: required for role `tool`"),
-                    )
-                })?;
-                let text = message.content.map(|c| c.text()).unwrap_or_default();
-                push_turn(
-                    &mut turns,
-                    "user",
-                    vec![json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": text})],
-                );
-            }
-            other => {
-                return Err(GatewayError::invalid_param(
-                    "messages",
-                    format!("messages[{index}].role: unknown role `{other}`"),
-                ));
-            }
-        }
-    }
+    let (mut system_parts, turns) = anthropic_turns(request.messages)?;
     if turns.is_empty() {
         return Err(GatewayError::invalid_param("messages", "at least one user or assistant message is required"));
     }
@@ -167,6 +101,58 @@ fn insert_sampling(body: &mut Map<String, Value>, temperature: Option<f64>, top_
     Ok(())
 }
 
+/// One Anthropic user turn as OpenAI messages: tool results become `tool` messages (which must directly
+/// follow the assistant's tool calls), the rest one user message. Content with no OpenAI equivalent is
+/// refused by name.
+fn user_turn(blocks: Vec<Block>, index: usize, messages: &mut Vec<Value>) -> GatewayResult<()> {
+    let mut parts: Vec<Value> = Vec::new();
+    for (block_index, block) in blocks.into_iter().enumerate() {
+        let at = format!("messages[{index}].content[{block_index}]");
+        match block {
+            Block::ToolResult { tool_use_id, content, is_error } => {
+                if let Some(ToolResultContent::Blocks(inner)) = &content {
+                    if inner.iter().any(|b| !matches!(b, Block::Text { .. })) {
+                        return Err(no_equivalent(&at, "tool_result content other than text (an image or document)"));
+                    }
+                }
+                let mut text = content.map(|c| c.text()).unwrap_or_default();
+                if is_error == Some(true) && !text.starts_with("Error") {
+                    text = format!("Error: {text}");
+                }
+                messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
+            }
+            Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
+            Block::Image { source } => match source {
+                ImageSource::Base64 { media_type, data } => parts.push(
+                    json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{data}")}}),
+                ),
+                ImageSource::Url { url } => parts.push(json!({"type": "image_url", "image_url": {"url": url}})),
+                ImageSource::Other => return Err(no_equivalent(&at, "an image from Anthropic's Files API")),
+            },
+            Block::Document { source, title } => match source {
+                DocumentSource::Base64 { media_type, data } => parts.push(json!({"type": "file", "file": {
+                    "file_data": format!("data:{media_type};base64,{data}"),
+                    "filename": title.unwrap_or_else(|| "document.pdf".to_owned()),
+                }})),
+                DocumentSource::Text { data } => parts.push(json!({"type": "text", "text": data})),
+                DocumentSource::Url { .. } => return Err(no_equivalent(&at, "a document by URL (send it as base64)")),
+                DocumentSource::Other => return Err(no_equivalent(&at, "this document source")),
+            },
+            Block::ToolUse { .. } | Block::Thinking { .. } => {}
+            Block::Other => return Err(no_equivalent(&at, "this content block type")),
+        }
+    }
+    if !parts.is_empty() {
+        let content = if parts.iter().all(|p| p["type"] == "text") {
+            json!(parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
+        } else {
+            Value::Array(parts)
+        };
+        messages.push(json!({"role": "user", "content": content}));
+    }
+    Ok(())
+}
+
 /// The output-limit field an OpenAI-compatible model takes: reasoning models (o1, o3, o4, gpt-5…) refuse
 /// `max_tokens` and take `max_completion_tokens`, which also covers their reasoning tokens; other models
 /// get whichever the caller used (`max_tokens` by default, which every OpenAI-compatible server knows).
@@ -187,6 +173,83 @@ fn no_equivalent(at: &str, what: &str) -> GatewayError {
         "messages",
         format!("{at}: {what} has no equivalent for this model's provider (OpenAI-compatible)"),
     )
+}
+
+/// Anthropic turns: (role, content blocks).
+type Turns = Vec<(String, Vec<Value>)>;
+
+/// OpenAI messages as Anthropic turns: system and developer messages become the top-level system text,
+/// tool results `user` turns of `tool_result` blocks, and consecutive same-role turns merge (Anthropic
+/// needs strictly alternating roles).
+fn anthropic_turns(messages: Vec<crate::api::openai::ChatMessage>) -> GatewayResult<(Vec<String>, Turns)> {
+    let mut system_parts: Vec<String> = Vec::new();
+    let mut turns: Turns = Vec::new();
+    for (index, message) in messages.into_iter().enumerate() {
+        match message.role.as_str() {
+            "system" | "developer" => {
+                if let Some(content) = &message.content {
+                    system_parts.push(content.text());
+                }
+            }
+            "user" => {
+                let blocks = match message.content {
+                    Some(content) => user_blocks(content, index)?,
+                    None => Vec::new(),
+                };
+                if blocks.is_empty() {
+                    return Err(GatewayError::invalid_param(
+                        "messages",
+                        format!("messages[{index}]: a user message needs non-empty content"),
+                    ));
+                }
+                push_turn(&mut turns, "user", blocks);
+            }
+            "assistant" => {
+                let mut blocks = Vec::new();
+                if let Some(content) = &message.content {
+                    let text = content.text();
+                    if !text.is_empty() {
+                        blocks.push(json!({"type": "text", "text": text}));
+                    }
+                }
+                for call in message.tool_calls.unwrap_or_default() {
+                    let input: Value = if call.function.arguments.trim().is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_str(&call.function.arguments).map_err(|err| {
+                            GatewayError::invalid_param(
+                                "messages",
+                                format!("messages[{index}].tool_calls: `arguments` is not valid JSON: {err}"),
+                            )
+                        })?
+                    };
+                    blocks.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
+                }
+                push_turn(&mut turns, "assistant", blocks);
+            }
+            "tool" | "function" => {
+                let tool_use_id = message.tool_call_id.ok_or_else(|| {
+                    GatewayError::invalid_param(
+                        "messages",
+                        format!("messages[{index}].tool_call_id: required for role `tool`"),
+                    )
+                })?;
+                let text = message.content.map(|c| c.text()).unwrap_or_default();
+                push_turn(
+                    &mut turns,
+                    "user",
+                    vec![json!({"type": "tool_result", "tool_use_id": tool_use_id, "content": text})],
+                );
+            }
+            other => {
+                return Err(GatewayError::invalid_param(
+                    "messages",
+                    format!("messages[{index}].role: unknown role `{other}`"),
+                ));
+            }
+        }
+    }
+    Ok((system_parts, turns))
 }
 
 /// Appends blocks to the last turn when it has the same role (Anthropic rejects consecutive same-role turns).
@@ -327,58 +390,7 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
             messages.push(assistant_message(blocks));
             continue;
         }
-        // A user turn: tool results become `tool` messages (which must directly follow the assistant's
-        // tool calls), the rest one user message. Content with no OpenAI equivalent is refused by name.
-        let mut parts: Vec<Value> = Vec::new();
-        for (block_index, block) in blocks.into_iter().enumerate() {
-            let at = format!("messages[{index}].content[{block_index}]");
-            match block {
-                Block::ToolResult { tool_use_id, content, is_error } => {
-                    if let Some(ToolResultContent::Blocks(inner)) = &content {
-                        if inner.iter().any(|b| !matches!(b, Block::Text { .. })) {
-                            return Err(no_equivalent(
-                                &at,
-                                "tool_result content other than text (an image or document)",
-                            ));
-                        }
-                    }
-                    let mut text = content.map(|c| c.text()).unwrap_or_default();
-                    if is_error == Some(true) && !text.starts_with("Error") {
-                        text = format!("Error: {text}");
-                    }
-                    messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
-                }
-                Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
-                Block::Image { source } => match source {
-                    ImageSource::Base64 { media_type, data } => parts.push(
-                        json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{data}")}}),
-                    ),
-                    ImageSource::Url { url } => parts.push(json!({"type": "image_url", "image_url": {"url": url}})),
-                    ImageSource::Other => return Err(no_equivalent(&at, "an image from Anthropic's Files API")),
-                },
-                Block::Document { source, title } => match source {
-                    DocumentSource::Base64 { media_type, data } => parts.push(json!({"type": "file", "file": {
-                        "file_data": format!("data:{media_type};base64,{data}"),
-                        "filename": title.unwrap_or_else(|| "document.pdf".to_owned()),
-                    }})),
-                    DocumentSource::Text { data } => parts.push(json!({"type": "text", "text": data})),
-                    DocumentSource::Url { .. } => {
-                        return Err(no_equivalent(&at, "a document by URL (send it as base64)"))
-                    }
-                    DocumentSource::Other => return Err(no_equivalent(&at, "this document source")),
-                },
-                Block::ToolUse { .. } | Block::Thinking { .. } => {}
-                Block::Other => return Err(no_equivalent(&at, "this content block type")),
-            }
-        }
-        if !parts.is_empty() {
-            let content = if parts.iter().all(|p| p["type"] == "text") {
-                json!(parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
-            } else {
-                Value::Array(parts)
-            };
-            messages.push(json!({"role": "user", "content": content}));
-        }
+        user_turn(blocks, index, &mut messages)?;
     }
 
     let mut body = Map::new();
