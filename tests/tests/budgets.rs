@@ -59,12 +59,15 @@ async fn s1_s2_s3_hold_under_concurrent_load_on_all_nodes() {
                 match status {
                     200 => {
                         ok += 1;
-                        assert!(
-                            headers.contains_key("x-ratelimit-limit-tokens"),
-                            "budgeted responses carry rate-limit headers"
-                        );
-                        assert!(headers.contains_key("x-ratelimit-remaining-tokens"));
-                        assert!(headers.contains_key("x-ratelimit-reset-tokens"));
+                        // The headers say what the ledger says: the budget's limit, what is left of it (never
+                        // more than the limit), and when the day's period resets.
+                        let number = |name: &str| {
+                            let value = headers.get(name).unwrap_or_else(|| panic!("budgeted responses carry {name}"));
+                            value.to_str().unwrap().trim_end_matches('s').parse::<u64>().unwrap()
+                        };
+                        assert_eq!(number("x-ratelimit-limit-tokens"), limit);
+                        assert!(number("x-ratelimit-remaining-tokens") <= limit);
+                        assert!(number("x-ratelimit-reset-tokens") <= 86_400, "a day period resets within a day");
                     }
                     429 => {
                         let error: Value = serde_json::from_str(&body).unwrap();
