@@ -336,3 +336,23 @@ async fn a_restarted_node_never_refuses_a_key_it_has_not_caught_up_with() {
     })
     .await;
 }
+
+/// Issue 17.7: `PUT model` through a follower was checked against the follower's applied state, so a model
+/// naming a provider put a moment before through the same follower could be refused. It is checked against
+/// the cluster's latest state.
+#[tokio::test]
+async fn a_model_put_right_after_its_provider_through_a_follower_is_accepted() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let follower = cluster.node(if leader == 1 { 2 } else { 1 });
+    for i in 0..20 {
+        let provider = json!({"kind": "mock"});
+        let (status, body) =
+            cluster.admin(follower, reqwest::Method::PUT, &format!("/admin/v1/providers/p{i}"), Some(provider)).await;
+        assert_eq!(status, 200, "{body}");
+        let model = json!({"targets": [{"provider": format!("p{i}")}]});
+        let (status, body) =
+            cluster.admin(follower, reqwest::Method::PUT, &format!("/admin/v1/models/m{i}"), Some(model)).await;
+        assert_eq!(status, 200, "round {i}: {body}");
+    }
+}

@@ -320,7 +320,9 @@ async fn put(node: &ConsensusNode, kind: &str, name: &str, body: &[u8], idem: Op
         }
         ResourceKind::Models => {
             let model: ModelConfig = parse_body(&with_name(body, "name", name)?, "model")?;
-            let state = node.current();
+            // Checked against the cluster's latest state, not this node's applied copy: a provider put a
+            // moment ago through this follower may not have been applied here yet.
+            let state = node.read_linearizable().await?;
             let providers = state.config.providers.values().cloned().collect();
             validate_resource(Config { providers, models: vec![model.clone()], ..Default::default() }, "models[0].")?;
             Command::PutModel { model }
