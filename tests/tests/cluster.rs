@@ -356,3 +356,18 @@ async fn a_model_put_right_after_its_provider_through_a_follower_is_accepted() {
         assert_eq!(status, 200, "round {i}: {body}");
     }
 }
+
+/// Issue 17.7, second half: a linearizable read through a follower whose leader just died used to fail at
+/// once (its leader hint pointed at the dead node). It waits for the election instead, within the
+/// configured write timeout.
+#[tokio::test]
+async fn a_read_through_a_follower_rides_out_an_election() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader().await;
+    let follower = if leader == 1 { 2 } else { 1 };
+    cluster.stop(leader).await;
+    let started = std::time::Instant::now();
+    let orgs = cluster.admin_get(cluster.node(follower), "/admin/v1/orgs").await;
+    assert!(orgs.is_ok(), "the read failed instead of waiting for the new leader: {orgs:?}");
+    println!("read answered {:?} after the leader stopped", started.elapsed());
+}

@@ -476,17 +476,16 @@ impl Inner {
         Ok(read_log_id.map_or(0, |id| id.index))
     }
 
+    /// Waits until this node has applied everything committed when the read began. A leader hint that
+    /// went stale (an election under way) or an unreachable leader is retried until the caller's
+    /// deadline (`read_linearizable` bounds it by `write_timeout`), instead of failing the read at once.
     async fn read_barrier(&self) -> Result<(), ClusterError> {
-        let index = if self.is_leader() {
-            self.read_index().await?
-        } else {
-            let (_, addr) = self.leader_addr().await?;
-            self.client(&addr)?
-                .read_index(self.auth.sign(tonic::Request::new(Empty {})))
-                .await
-                .map_err(unreachable)?
-                .into_inner()
-                .read_index
+        let index = loop {
+            match self.read_index_anywhere().await {
+                Ok(index) => break index,
+                Err(ClusterError::NoQuorum(_)) => tokio::time::sleep(Duration::from_millis(25)).await,
+                Err(other) => return Err(other),
+            }
         };
         self.raft
             .wait(None)
@@ -494,6 +493,17 @@ impl Inner {
             .await
             .map_err(|err| ClusterError::Internal(err.to_string()))?;
         Ok(())
+    }
+
+    /// The read index from the leader: this node's own when it leads, else asked of the leader it knows.
+    async fn read_index_anywhere(&self) -> Result<u64, ClusterError> {
+        if self.is_leader() {
+            return self.read_index().await;
+        }
+        let (_, addr) = self.leader_addr().await?;
+        let reply =
+            self.client(&addr)?.read_index(self.auth.sign(tonic::Request::new(Empty {}))).await.map_err(unreachable)?;
+        Ok(reply.into_inner().read_index)
     }
 
     pub(crate) async fn add_node(&self, id: NodeId, info: NodeInfo, hops: u8) -> Result<(), ClusterError> {
