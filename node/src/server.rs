@@ -224,6 +224,7 @@ pub async fn run_gateway(
         admin = %listeners.admin.local_addr()?,
         "tollgate node serving"
     );
+    let admin_router = admin::router(gateway.clone());
     tokio::pin!(shutdown);
     loop {
         let (stream, is_admin) = tokio::select! {
@@ -255,13 +256,15 @@ pub async fn run_gateway(
         let activity = connection::Activity::new();
         let io = TokioIo::new(connection::Watched::new(stream, activity.clone()));
         let gateway = gateway.clone();
+        let admin_router = admin_router.clone();
         let requests = activity.clone();
         let service = service_fn(move |request| {
             let gateway = gateway.clone();
+            let admin_router = admin_router.clone();
             let guard = requests.begin_request();
             async move {
                 let response = if is_admin {
-                    admin::handle(gateway, request).await
+                    admin::handle(admin_router, request).await
                 } else {
                     proxy::handle(gateway, request).await
                 };

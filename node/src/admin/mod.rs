@@ -1,57 +1,95 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, a small status page, and the
-//! `/admin/v1/*` control-plane API (bearer admin token; see `api.rs`).
+//! `/admin/v1/*` control-plane API (bearer admin token; see `api.rs`). Paths are matched by an axum
+//! router; the data path stays on raw hyper for speed.
 
 mod api;
+mod budgets;
+mod cluster;
+mod extract;
 mod redact;
 mod resource;
+mod usage;
 
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tower::ServiceExt;
+
+pub use cluster::gossip_unreachable_members;
+pub use usage::parse_rfc3339;
 
 use crate::gateway::Gateway;
 use crate::proxy::ResponseBody;
 
-pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
-    if request.uri().path().starts_with("/admin/") {
-        return api::handle(gateway, request).await;
-    }
-    let path = request.uri().path();
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "application/json", r#"{"error":"method not allowed"}"#.into());
-    }
-    match path {
-        "/metrics" => {
-            let mut body = gateway.metrics.render();
-            crate::gossip::render_metrics(&gateway.endpoints, gateway.gossip.get(), &mut body);
-            text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", body)
-        }
-        "/healthz" => text(StatusCode::OK, "application/json", r#"{"status":"ok"}"#.into()),
-        "/readyz" => {
-            if !gateway.is_loaded() {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json",
-                    r#"{"status":"waiting_for_control_state"}"#.into(),
-                )
-            } else if gateway.is_shutting_down() {
-                text(StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"shutting_down"}"#.into())
-            } else {
-                text(StatusCode::OK, "application/json", r#"{"status":"ready"}"#.into())
-            }
-        }
-        "/" => text(StatusCode::OK, "text/html; charset=utf-8", status_page(&gateway)),
-        _ => text(StatusCode::NOT_FOUND, "application/json", r#"{"error":"not found"}"#.into()),
-    }
+/// The admin listener's routes, built once per node.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { json(StatusCode::OK, r#"{"status":"ok"}"#) }))
+        .route("/readyz", get(readyz))
+        .route("/", get(|State(gateway): State<Arc<Gateway>>| async move { Html(status_page(&gateway)) }))
+        .nest("/admin/v1", api::router(gateway.clone()))
+        .fallback(|| async { json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#) })
+        .method_not_allowed_fallback(|| async {
+            json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"method not allowed"}"#)
+        })
+        .with_state(gateway)
 }
 
-pub(crate) fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+/// Serves one admin request. A trailing slash is ignored (`/admin/v1/models/` lists models).
+pub async fn handle(router: Router, mut request: Request<Incoming>) -> http::Response<ResponseBody> {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = rebuilt.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    let response = match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    // Admin answers are small and built in memory: collecting them is one poll.
+    let (parts, body) = response.into_parts();
+    let body = match body.collect().await {
+        Ok(collected) => ResponseBody::full(collected.to_bytes()),
+        Err(err) => {
+            tracing::warn!(%err, "admin response body failed");
+            ResponseBody::full(Bytes::from_static(br#"{"error":"internal error"}"#))
+        }
+    };
+    http::Response::from_parts(parts, body)
+}
+
+fn json(status: StatusCode, body: &'static str) -> Response {
+    (status, [(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    let mut body = gateway.metrics.render();
+    crate::gossip::render_metrics(&gateway.endpoints, gateway.gossip.get(), &mut body);
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+    if !gateway.is_loaded() {
+        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"waiting_for_control_state"}"#)
+    } else if gateway.is_shutting_down() {
+        json(StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"shutting_down"}"#)
+    } else {
+        json(StatusCode::OK, r#"{"status":"ready"}"#)
+    }
 }
 
 fn status_page(gateway: &Gateway) -> String {
@@ -100,23 +138,6 @@ fn status_page(gateway: &Gateway) -> String {
         id = gateway.node_id,
         version = env!("CARGO_PKG_VERSION"),
     )
-}
-
-/// Raft members (other than this node) that gossip does not see alive and trusted.
-pub fn gossip_unreachable_members(gateway: &Gateway, consensus: &tollgate_consensus::ConsensusNode) -> Vec<u64> {
-    let Some(cluster) = gateway.gossip.get() else {
-        return Vec::new();
-    };
-    let view = cluster.view();
-    let mut missing: Vec<u64> = consensus
-        .members()
-        .into_iter()
-        .map(|(id, _)| id)
-        .filter(|id| *id != gateway.node_id)
-        .filter(|id| !view.live_members().any(|m| m.trusted && m.node_id == id.to_string()))
-        .collect();
-    missing.sort_unstable();
-    missing
 }
 
 fn html_escape(text: &str) -> String {
