@@ -90,6 +90,15 @@ pub struct MockConfig {
     pub token_delay_ms: u64,
 }
 
+/// The tiktoken vocabulary used for a model's local token estimates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TokenEncoding {
+    #[serde(rename = "o200k_base")]
+    O200kBase,
+    #[serde(rename = "cl100k_base")]
+    Cl100kBase,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
@@ -207,9 +216,9 @@ pub struct ModelConfig {
     pub max_prompt_bytes: Option<u64>,
     #[serde(default)]
     pub price_per_mtok: Price,
-    /// Tokenizer used for local estimates: `o200k_base` or `cl100k_base` (default: guessed from the name).
+    /// Tokenizer used for local estimates (default: guessed from the name).
     #[serde(default)]
-    pub encoding: Option<String>,
+    pub encoding: Option<TokenEncoding>,
     #[serde(default)]
     pub strategy: Strategy,
     #[serde(default)]

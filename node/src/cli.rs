@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::config::{parse_peer_ids, parse_socket_addr, Config, Peers};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -322,24 +322,24 @@ impl ServeArgs {
         if let Some(id) = self.node_id {
             node.id = id;
         }
-        for (target, flag) in [
-            (&mut node.listen, &self.listen),
-            (&mut node.admin_listen, &self.admin_listen),
-            (&mut node.raft_listen, &self.raft_listen),
-            (&mut node.gossip_listen, &self.gossip_listen),
+        for (target, flag, name) in [
+            (&mut node.listen.api, &self.listen, "--listen"),
+            (&mut node.listen.admin, &self.admin_listen, "--admin-listen"),
+            (&mut node.listen.raft, &self.raft_listen, "--raft-listen"),
+            (&mut node.listen.gossip, &self.gossip_listen, "--gossip-listen"),
         ] {
             if let Some(value) = flag {
-                *target = value.clone();
+                *target = parse_socket_addr(value).map_err(|err| anyhow::anyhow!("{name}: {err}"))?;
             }
         }
         if let Some(dir) = &self.data_dir {
             node.data_dir = Some(dir.clone());
         }
         if let Some(peers) = &self.peers {
-            node.peers = parse_peers(peers)?;
+            node.raft.peers = parse_peers(peers)?;
         }
         if let Some(seeds) = &self.gossip_seeds {
-            node.gossip_seeds =
+            node.gossip.seeds =
                 seeds.split(',').map(str::trim).filter(|seed| !seed.is_empty()).map(str::to_owned).collect();
         }
         config.validate()?;
@@ -347,18 +347,19 @@ impl ServeArgs {
     }
 }
 
-/// "1=a:7070,2=b:7070" → {"1": "a:7070", "2": "b:7070"}.
-pub fn parse_peers(text: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    text.split(',')
+/// "1=a:7070,2=b:7070" → {1: "a:7070", 2: "b:7070"}.
+pub fn parse_peers(text: &str) -> anyhow::Result<Peers> {
+    let pairs = text
+        .split(',')
         .filter(|part| !part.trim().is_empty())
         .map(|part| {
             let (id, addr) = part
                 .split_once('=')
                 .ok_or_else(|| anyhow::anyhow!("--peers: `{part}` is not of the form ID=HOST:PORT"))?;
-            id.trim().parse::<u64>().map_err(|_| anyhow::anyhow!("--peers: `{id}` is not a node id"))?;
-            Ok((id.trim().to_owned(), addr.trim().to_owned()))
+            Ok((id.to_owned(), addr.to_owned()))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    parse_peer_ids(pairs).map_err(|err| anyhow::anyhow!("--peers: {}", err.trim_start_matches("node.peers: ")))
 }
 
 #[cfg(test)]
@@ -368,7 +369,7 @@ mod tests {
     #[test]
     fn parses_peers() {
         let peers = parse_peers("1=a:1, 2=b:2").unwrap_or_default();
-        assert_eq!(peers.get("2").map(String::as_str), Some("b:2"));
+        assert_eq!(peers.get(&2).map(String::as_str), Some("b:2"));
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("1a:1").is_err());
     }

@@ -1,13 +1,16 @@
 //! The node's TOML configuration: parsed strictly (unknown fields are errors) and validated at load with
 //! messages that name the offending field, e.g. `models[1].targets[0].provider: unknown provider "x"`.
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
+use std::path::Path;
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+pub use node::{
+    parse_peer_ids, parse_socket_addr, GossipConfig, HealthConfig, ListenAddrs, NodeConfig, NodeSecrets, Peers,
+    RaftConfig,
+};
 pub use tollgate_consensus::resources::{
     CanaryConfig, CanaryTarget, KeyConfig, KeyRecord, MockConfig, MockStyle, ModelConfig, OrgConfig, Price,
     ProviderConfig, ProviderKind, RetryPolicy, Strategy, TargetConfig, TeamConfig,
@@ -30,163 +33,6 @@ pub struct Config {
     pub teams: Vec<TeamConfig>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    #[serde(default = "default_node_id")]
-    pub id: u64,
-    #[serde(default)]
-    pub data_dir: Option<PathBuf>,
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    #[serde(default = "default_admin_listen")]
-    pub admin_listen: String,
-    #[serde(default = "default_raft_listen")]
-    pub raft_listen: String,
-    #[serde(default = "default_gossip_listen")]
-    pub gossip_listen: String,
-    /// Raft addresses of the initial voters, by node id (used once the control plane lands).
-    #[serde(default)]
-    pub peers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub admin_token: Option<String>,
-    #[serde(default)]
-    pub admin_token_file: Option<PathBuf>,
-    /// The secret every peer RPC must carry (required with `peers`): a file with one secret per line (the
-    /// first signs, all are accepted: rotation), else `TOLLGATE_CLUSTER_SECRET`. `cluster_secret` inline is
-    /// for tests and `tollgate dev`.
-    #[serde(default)]
-    pub cluster_secret_file: Option<PathBuf>,
-    #[serde(default)]
-    pub cluster_secret: Option<String>,
-    /// Address other nodes use for this node's Raft port (default: `raft_listen`).
-    #[serde(default)]
-    pub advertise_raft: Option<String>,
-    /// Raft timing; across regions use a heartbeat of ~3-5x the RTT and elections ~10x the heartbeat.
-    #[serde(default = "default_heartbeat")]
-    pub heartbeat_ms: u64,
-    #[serde(default = "default_election_min")]
-    pub election_timeout_min_ms: u64,
-    #[serde(default = "default_election_max")]
-    pub election_timeout_max_ms: u64,
-    /// Bound on admin writes and linearizable reads without a quorum (then 503).
-    #[serde(default = "default_write_timeout")]
-    pub write_timeout_ms: u64,
-    /// Snapshot the state machine and purge the Raft log after this many entries.
-    #[serde(default = "default_snapshot_after")]
-    pub snapshot_after_logs: u64,
-    /// Run chitchat gossip (UDP on `gossip_listen`). Default: on when `peers` names another node or
-    /// `gossip_seeds` is set; `false` turns it off.
-    #[serde(default)]
-    pub gossip: Option<bool>,
-    /// Address peers use for this node's gossip port (default: the bound `gossip_listen` address).
-    #[serde(default)]
-    pub gossip_advertise: Option<String>,
-    /// Gossip addresses (`host:port`) of other nodes to join through; DNS names are re-resolved.
-    #[serde(default)]
-    pub gossip_seeds: Vec<String>,
-    #[serde(default = "default_gossip_interval")]
-    pub gossip_interval_ms: u64,
-    /// Nodes only gossip with nodes of the same cluster id.
-    #[serde(default = "default_gossip_cluster_id")]
-    pub gossip_cluster_id: String,
-    /// How often each provider's `metrics_url` is scraped for GPU load.
-    #[serde(default = "default_gpu_scrape_interval")]
-    pub gpu_scrape_interval_ms: u64,
-    /// Consecutive failures of an endpoint that open its circuit breaker.
-    #[serde(default = "default_breaker_failures")]
-    pub breaker_failures: u32,
-    /// How long an open breaker keeps the endpoint out of rotation before one probe request is let through.
-    #[serde(default = "default_breaker_cooldown")]
-    pub breaker_cooldown_ms: u64,
-    /// Microseconds a tokio worker polls for work before it parks (0 = off). Saves the wake-up of an idle
-    /// (v)CPU on the response path at the cost of CPU while lightly loaded; see `idle_spin.rs`.
-    #[serde(default)]
-    pub idle_spin_us: u64,
-}
-
-fn default_gossip_interval() -> u64 {
-    200
-}
-fn default_gossip_cluster_id() -> String {
-    "tollgate".into()
-}
-fn default_gpu_scrape_interval() -> u64 {
-    1_000
-}
-fn default_breaker_failures() -> u32 {
-    5
-}
-fn default_breaker_cooldown() -> u64 {
-    5_000
-}
-
-fn default_snapshot_after() -> u64 {
-    1000
-}
-
-fn default_heartbeat() -> u64 {
-    100
-}
-fn default_election_min() -> u64 {
-    500
-}
-fn default_election_max() -> u64 {
-    1000
-}
-fn default_write_timeout() -> u64 {
-    5000
-}
-
-fn default_node_id() -> u64 {
-    1
-}
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
-fn default_admin_listen() -> String {
-    "127.0.0.1:9090".into()
-}
-fn default_raft_listen() -> String {
-    "127.0.0.1:7070".into()
-}
-fn default_gossip_listen() -> String {
-    "127.0.0.1:7946".into()
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            id: default_node_id(),
-            data_dir: None,
-            listen: default_listen(),
-            admin_listen: default_admin_listen(),
-            raft_listen: default_raft_listen(),
-            gossip_listen: default_gossip_listen(),
-            peers: BTreeMap::new(),
-            admin_token: None,
-            admin_token_file: None,
-            cluster_secret_file: None,
-            cluster_secret: None,
-            advertise_raft: None,
-            heartbeat_ms: default_heartbeat(),
-            election_timeout_min_ms: default_election_min(),
-            election_timeout_max_ms: default_election_max(),
-            write_timeout_ms: default_write_timeout(),
-            snapshot_after_logs: default_snapshot_after(),
-            gossip: None,
-            gossip_advertise: None,
-            gossip_seeds: Vec::new(),
-            gossip_interval_ms: default_gossip_interval(),
-            gossip_cluster_id: default_gossip_cluster_id(),
-            gpu_scrape_interval_ms: default_gpu_scrape_interval(),
-            breaker_failures: default_breaker_failures(),
-            breaker_cooldown_ms: default_breaker_cooldown(),
-            idle_spin_us: 0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -280,69 +126,10 @@ impl Default for LimitsConfig {
     }
 }
 
-impl NodeConfig {
-    /// Whether this node runs gossip: `gossip` when set; otherwise on for a cluster member (`peers` names
-    /// another node) or when it has seeds to join. `gossip = false` is the way out.
-    pub fn gossip_enabled(&self) -> bool {
-        self.gossip.unwrap_or_else(|| !self.gossip_seeds.is_empty() || self.has_other_peers())
-    }
-
-    /// `peers` names a node other than this one.
-    pub fn has_other_peers(&self) -> bool {
-        let me = self.id.to_string();
-        self.peers.keys().any(|id| *id != me)
-    }
-
-    /// Where to join: `gossip_seeds`, else (cluster mode) each other peer's Raft host with its gossip port,
-    /// taken to sit at the same distance from its Raft port as this node's: the same port everywhere in
-    /// the usual one-node-per-host layout, and consecutive ports when several nodes share a host.
-    pub fn effective_gossip_seeds(&self) -> Vec<String> {
-        if !self.gossip_seeds.is_empty() {
-            return self.gossip_seeds.clone();
-        }
-        let port_of = |addr: &str| addr.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok());
-        let Some(gossip_port) = port_of(&self.gossip_listen).filter(|p| *p != 0) else {
-            return Vec::new();
-        };
-        let me = self.id.to_string();
-        let my_raft_port = self.peers.get(&me).and_then(|addr| port_of(addr));
-        self.peers
-            .iter()
-            .filter(|(id, _)| **id != me)
-            .filter_map(|(_, raft)| {
-                let (host, raft_port) = raft.rsplit_once(':')?;
-                let port = match (my_raft_port, raft_port.parse::<u16>()) {
-                    (Some(mine), Ok(theirs)) => {
-                        u16::try_from(i32::from(theirs) + i32::from(gossip_port) - i32::from(mine)).ok()?
-                    }
-                    _ => gossip_port,
-                };
-                Some(format!("{host}:{port}"))
-            })
-            .collect()
-    }
-
-    /// The gossip address peers should use: `gossip_advertise`, else `gossip_listen` when it names one
-    /// interface, else the host of this node's Raft address (`advertise_raft` or its `peers` entry) with
-    /// the gossip port. `None` when none of these is a concrete IP address.
-    pub fn gossip_advertise_addr(&self) -> Option<SocketAddr> {
-        if let Some(advertise) = &self.gossip_advertise {
-            return advertise.parse().ok();
-        }
-        let listen: SocketAddr = self.gossip_listen.parse().ok()?;
-        if !listen.ip().is_unspecified() {
-            return Some(listen);
-        }
-        let raft = self.advertise_raft.as_ref().or_else(|| self.peers.get(&self.id.to_string()))?;
-        let raft: SocketAddr = raft.parse().ok()?;
-        (!raft.ip().is_unspecified()).then(|| SocketAddr::new(raft.ip(), listen.port()))
-    }
-}
-
 impl Config {
     /// Cluster mode: this node runs Raft with the configured peers. Without peers it serves its file alone.
     pub fn is_clustered(&self) -> bool {
-        !self.node.peers.is_empty()
+        !self.node.raft.peers.is_empty()
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -354,12 +141,9 @@ impl Config {
         // Not the error's Display: it quotes the offending line, which may hold a secret (an api_key).
         let config: Config = toml::from_str(text).map_err(|err| {
             let Some(span) = err.span() else { return anyhow::anyhow!("{}", err.message()) };
-            let start = span.start.min(text.len());
-            let line = text[..start].matches('\n').count() + 1;
-            // The key of the offending line names the field; its value is never shown.
-            let line_text = text.lines().nth(line - 1).unwrap_or_default();
-            match line_text.split_once('=') {
-                Some((key, _)) => anyhow::anyhow!("line {line}, `{}`: {}", key.trim(), err.message()),
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            match field_at(text, line) {
+                Some(field) => anyhow::anyhow!("line {line}, `{field}`: {}", err.message()),
                 None => anyhow::anyhow!("line {line}: {}", err.message()),
             }
         })?;
@@ -379,33 +163,16 @@ impl Config {
         self.validate_tenants()
     }
 
-    /// Listen addresses, peers and Raft timing.
+    /// Peers and Raft timing (addresses and peer ids are checked as they are parsed).
     fn validate_node(&self) -> anyhow::Result<()> {
-        for (field, value) in [
-            ("node.listen", &self.node.listen),
-            ("node.admin_listen", &self.node.admin_listen),
-            ("node.raft_listen", &self.node.raft_listen),
-            ("node.gossip_listen", &self.node.gossip_listen),
-        ] {
-            if value.parse::<SocketAddr>().is_err() {
-                bail!("{field}: `{value}` is not a socket address like 127.0.0.1:8080");
-            }
-        }
-        for (id, addr) in &self.node.peers {
-            if id.parse::<u64>().is_err() {
-                bail!("node.peers: `{id}` is not a node id");
-            }
-            if addr.is_empty() {
-                bail!("node.peers.{id}: empty address");
-            }
-        }
-        if !self.node.peers.is_empty() && !self.node.peers.contains_key(&self.node.id.to_string()) {
+        let raft = &self.node.raft;
+        if !raft.peers.is_empty() && !raft.peers.contains_key(&self.node.id) {
             // A node joining an existing cluster lists the current voters; it is added with `cluster add-node`.
             tracing::info!(node_id = self.node.id, "this node is not among node.peers; it will wait to be added");
         }
-        if self.node.heartbeat_ms == 0
-            || self.node.election_timeout_min_ms <= self.node.heartbeat_ms
-            || self.node.election_timeout_max_ms <= self.node.election_timeout_min_ms
+        if raft.heartbeat_ms == 0
+            || raft.election_timeout_min_ms <= raft.heartbeat_ms
+            || raft.election_timeout_max_ms <= raft.election_timeout_min_ms
         {
             bail!(
                 "node.election_timeout_min_ms: need heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms"
@@ -462,11 +229,6 @@ impl Config {
             if model.targets.is_empty() {
                 bail!("{at}.targets: a model needs at least one target");
             }
-            if let Some(encoding) = &model.encoding {
-                if !matches!(encoding.as_str(), "o200k_base" | "cl100k_base") {
-                    bail!("{at}.encoding: `{encoding}` is not one of o200k_base, cl100k_base");
-                }
-            }
             if model.price_per_mtok.input < 0.0 || model.price_per_mtok.output < 0.0 {
                 bail!("{at}.price_per_mtok: prices must not be negative");
             }
@@ -514,12 +276,38 @@ impl Config {
     }
 }
 
+/// The field a TOML line sets, named from the top (`node.listen`, `models[1].encoding`): the key before
+/// its `=` under the nearest table header, counting `[[array]]` headers. Its value is never shown.
+fn field_at(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for header in text.lines().take(line.saturating_sub(1)).map(str::trim) {
+        // `[[models.targets]]` belongs to the latest `[[models]]`: models[1].targets[0].
+        let qualify = |name: &str, arrays: &std::collections::HashMap<String, usize>| match name.split_once('.') {
+            Some((parent, rest)) if arrays.contains_key(parent) => format!("{parent}[{}].{rest}", arrays[parent]),
+            _ => name.to_owned(),
+        };
+        if let Some(name) = header.strip_prefix("[[").and_then(|h| h.split("]]").next()) {
+            let name = qualify(name.trim(), &arrays);
+            let index = *arrays.entry(name.clone()).and_modify(|n| *n += 1).or_insert(0);
+            table = format!("{name}[{index}]");
+        } else if let Some(name) = header.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            table = qualify(name.trim(), &arrays);
+        }
+    }
+    let key = text.lines().nth(line - 1)?.split_once('=')?.0.trim();
+    Some(if table.is_empty() { key.to_owned() } else { format!("{table}.{key}") })
+}
+
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;
 
 #[path = "config_secrets.rs"]
 mod secrets;
+
+#[path = "config_node.rs"]
+mod node;
 
 #[path = "config_checks.rs"]
 mod checks;

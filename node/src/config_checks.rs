@@ -1,8 +1,6 @@
 //! The config checks that have grown past a few lines: gossip addresses and seeds, and each model's routing
 //! options (per-target overrides, fallback statuses, retries, the canary's SLO). Every message names the field.
 
-use std::net::SocketAddr;
-
 use anyhow::bail;
 
 use super::{CanaryTarget, Config, ModelConfig};
@@ -10,39 +8,34 @@ use super::{CanaryTarget, Config, ModelConfig};
 impl Config {
     pub(super) fn validate_gossip(&self) -> anyhow::Result<()> {
         let node = &self.node;
-        if let Some(advertise) = &node.gossip_advertise {
-            if advertise.parse::<SocketAddr>().is_err() {
-                bail!("node.gossip_advertise: `{advertise}` is not a socket address like 10.0.1.10:7946");
-            }
-        }
-        for (index, seed) in node.gossip_seeds.iter().enumerate() {
+        for (index, seed) in node.gossip.seeds.iter().enumerate() {
             let port_ok =
                 seed.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !port_ok {
                 bail!("node.gossip_seeds[{index}]: `{seed}` is not a host:port address");
             }
         }
-        if node.gossip_interval_ms < 10 {
+        if node.gossip.interval_ms < 10 {
             bail!("node.gossip_interval_ms: must be at least 10");
         }
-        if node.gossip_cluster_id.is_empty() {
+        if node.gossip.cluster_id.is_empty() {
             bail!("node.gossip_cluster_id: must not be empty");
         }
-        if node.gpu_scrape_interval_ms < 50 {
+        if node.health.gpu_scrape_interval_ms < 50 {
             bail!("node.gpu_scrape_interval_ms: must be at least 50");
         }
         if node.idle_spin_us > 10_000 {
             bail!("node.idle_spin_us: at most 10000 (10 ms); useful values are tens to hundreds of microseconds");
         }
-        if node.breaker_failures == 0 {
+        if node.health.breaker_failures == 0 {
             bail!("node.breaker_failures: must be at least 1");
         }
         // On by default only: a node that cannot tell its gossip address runs without gossip and says so.
-        if node.gossip == Some(true) && node.gossip_advertise_addr().is_none() {
+        if node.gossip.enabled == Some(true) && node.gossip_advertise_addr().is_none() {
             bail!(
                 "node.gossip_advertise: required when node.gossip_listen (`{}`) binds every interface and this \
                  node's Raft address (advertise_raft or its peers entry) is not an IP address",
-                node.gossip_listen
+                node.listen.gossip
             );
         }
         Ok(())

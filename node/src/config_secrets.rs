@@ -9,9 +9,9 @@ impl Config {
     /// The admin token: `node.admin_token`, else the file `node.admin_token_file`, else `TOLLGATE_ADMIN_TOKEN`.
     /// An empty or blank token from any source is an error (it would let an empty `Bearer` in).
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        let (source, token) = if let Some(token) = &self.node.admin_token {
+        let (source, token) = if let Some(token) = &self.node.secrets.admin_token {
             ("node.admin_token", token.clone())
-        } else if let Some(path) = &self.node.admin_token_file {
+        } else if let Some(path) = &self.node.secrets.admin_token_file {
             let token = std::fs::read_to_string(path)
                 .with_context(|| format!("node.admin_token_file: reading {}", path.display()))?;
             ("node.admin_token_file", token)
@@ -32,9 +32,9 @@ impl Config {
     /// `node.cluster_secret_file` (one per line), else `TOLLGATE_CLUSTER_SECRET` (one per line or comma).
     /// Required when `peers` is set; each at least 16 characters.
     pub fn cluster_secrets(&self) -> anyhow::Result<Vec<String>> {
-        let (source, text) = if let Some(secret) = &self.node.cluster_secret {
+        let (source, text) = if let Some(secret) = &self.node.secrets.cluster_secret {
             ("node.cluster_secret", secret.clone())
-        } else if let Some(path) = &self.node.cluster_secret_file {
+        } else if let Some(path) = &self.node.secrets.cluster_secret_file {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("node.cluster_secret_file: reading {}", path.display()))?;
             ("node.cluster_secret_file", text)

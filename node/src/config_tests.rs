@@ -111,3 +111,36 @@ fn names_the_bad_field() {
     assert!(error_of(&spin(20_000)).contains("node.idle_spin_us"));
     assert!(Config::parse(&spin(150)).is_ok_and(|c| c.node.idle_spin_us == 150));
 }
+
+/// Issue 15: the `[node]` table is typed where it is parsed, and errors still name the field.
+#[test]
+fn node_settings_are_typed_and_errors_name_the_field() {
+    let node = |extra: &str| GOOD.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:0\"\n{extra}"));
+    assert!(error_of(&node("peers = { one = \"10.0.0.1:7070\" }")).contains("node.peers: `one` is not a node id"));
+    assert!(error_of(&node("admin_listen = \"localhost:9090\"")).contains("node.admin_listen"));
+    assert!(error_of(&node("gossip_advertise = \"n1.local\"")).contains("node.gossip_advertise"));
+    let config = Config::parse(&node("peers = { 1 = \"10.0.1.10:7070\", 2 = \"n2:7070\" }\nheartbeat_ms = 40"));
+    let config = config.map_err(|e| format!("{e:#}"));
+    let Ok(config) = config else { panic!("{config:?}") };
+    assert_eq!(config.node.raft.peers.get(&2).map(String::as_str), Some("n2:7070"));
+    assert_eq!(config.node.raft.heartbeat_ms, 40);
+    assert_eq!(config.node.listen.api.port(), 0);
+    // Arrays of tables are counted: the second model's first target.
+    let two_models =
+        format!("{GOOD}\n[[models]]\nname = \"b\"\n[[models.targets]]\nprovider = \"openai\"\nweight = \"heavy\"\n");
+    assert!(error_of(&two_models).contains("`models[1].targets[0].weight`"), "{}", error_of(&two_models));
+    assert!(error_of(&GOOD.replace("name = \"gpt-4o-mini\"", "name = \"gpt-4o-mini\"\nencoding = \"p50k\""))
+        .contains("models[0].encoding"));
+}
+
+#[test]
+fn node_settings_round_trip_and_never_print_secrets() {
+    let text =
+        GOOD.replace("[node]\n", "[node]\nadmin_token = \"hunter2-admin\"\ncluster_secret = \"0123456789abcdef-s\"\n");
+    let Ok(config) = Config::parse(&text) else { panic!("{}", error_of(&text)) };
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("hunter2") && !debug.contains("0123456789abcdef"), "{debug}");
+    let written = toml::to_string(&config.node).unwrap_or_default();
+    let reread: Result<NodeConfig, _> = toml::from_str(&written);
+    assert_eq!(reread.ok().as_ref(), Some(&config.node), "{written}");
+}

@@ -2,7 +2,6 @@
 //! the replicated config from the first node's file, turn a declarative file into commands (diff), and
 //! hot-reload the data plane's snapshot whenever the applied state changes.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,21 +27,18 @@ pub fn consensus_config(
 ) -> ConsensusConfig {
     let node = &config.node;
     let advertise = NodeInfo {
-        raft_addr: node.advertise_raft.clone().unwrap_or_else(|| raft_addr.to_string()),
+        raft_addr: node.raft.advertise.clone().unwrap_or_else(|| raft_addr.to_string()),
         api_addr: api_addr.to_string(),
         admin_addr: admin_addr.to_string(),
     };
     let mut consensus = ConsensusConfig::new(node.id, advertise, data_dir(config));
-    consensus.initial_members = node
-        .peers
-        .iter()
-        .filter_map(|(id, addr)| id.parse::<u64>().ok().map(|id| (id, addr.clone())))
-        .collect::<BTreeMap<_, _>>();
-    consensus.heartbeat_ms = node.heartbeat_ms;
-    consensus.election_timeout_min_ms = node.election_timeout_min_ms;
-    consensus.election_timeout_max_ms = node.election_timeout_max_ms;
-    consensus.write_timeout = Duration::from_millis(node.write_timeout_ms);
-    consensus.snapshot_after_logs = node.snapshot_after_logs.max(2);
+    let raft = &node.raft;
+    consensus.initial_members = raft.peers.clone();
+    consensus.heartbeat_ms = raft.heartbeat_ms;
+    consensus.election_timeout_min_ms = raft.election_timeout_min_ms;
+    consensus.election_timeout_max_ms = raft.election_timeout_max_ms;
+    consensus.write_timeout = Duration::from_millis(raft.write_timeout_ms);
+    consensus.snapshot_after_logs = raft.snapshot_after_logs.max(2);
     consensus
 }
 
@@ -50,7 +46,7 @@ pub fn consensus_config(
 /// port: a secret rotates without a restart (add the new one as a second line everywhere, then first, then
 /// drop the old). A file that cannot be read or holds no valid secret keeps the current set, with a warning.
 pub fn spawn_secret_reload(config: &Config, consensus: &ConsensusNode) {
-    if config.node.cluster_secret_file.is_none() || config.node.cluster_secret.is_some() {
+    if config.node.secrets.cluster_secret_file.is_none() || config.node.secrets.cluster_secret.is_some() {
         return;
     }
     let config = config.clone();
@@ -189,7 +185,7 @@ pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
 /// The lowest-id initial member proposes the file's config once, when the cluster has never been
 /// bootstrapped. Retries until it lands (the cluster may still be electing its first leader).
 pub fn spawn_bootstrap(config: &Config, consensus: ConsensusNode) {
-    let lowest = config.node.peers.keys().filter_map(|id| id.parse::<u64>().ok()).min();
+    let lowest = config.node.raft.peers.keys().min().copied();
     if lowest != Some(config.node.id) {
         return;
     }

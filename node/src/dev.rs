@@ -2,11 +2,12 @@
 //! provider behind an OpenAI-style and an Anthropic-style model, a demo org and a fresh key.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use rand::Rng;
 
 use crate::cli::DevArgs;
-use crate::config::{Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Price, ProviderConfig};
+use crate::config::{Config, KeyConfig, MockConfig, MockStyle, ModelConfig, OrgConfig, Peers, Price, ProviderConfig};
 use crate::server::RunningNode;
 
 pub struct DevSetup {
@@ -50,22 +51,23 @@ pub fn setup(args: &DevArgs) -> DevSetup {
     let nodes = args.nodes.max(1);
     let raft_port = |index: u16| args.base_port.saturating_sub(1010) + index;
     let gossip_port = |index: u16| args.base_port.saturating_sub(134) + index;
-    let peers: std::collections::BTreeMap<String, String> =
-        (0..nodes).map(|index| ((index + 1).to_string(), format!("127.0.0.1:{}", raft_port(index)))).collect();
+    let peers: Peers =
+        (0..nodes).map(|index| (u64::from(index) + 1, format!("127.0.0.1:{}", raft_port(index)))).collect();
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
     let mut configs = Vec::new();
     for index in 0..nodes {
         let mut config = Config::default();
         config.node.id = u64::from(index) + 1;
-        config.node.listen = format!("127.0.0.1:{}", args.base_port + index);
-        config.node.admin_listen = format!("127.0.0.1:{}", args.base_port + 1010 + index);
-        config.node.raft_listen = format!("127.0.0.1:{}", raft_port(index));
+        config.node.listen.api = local(args.base_port + index);
+        config.node.listen.admin = local(args.base_port + 1010 + index);
+        config.node.listen.raft = local(raft_port(index));
         // Gossip is on by default with peers; the seeds follow from them (each peer's gossip port sits at
         // the same distance from its Raft port as this node's), as in a hand-written cluster config.
-        config.node.gossip_listen = format!("127.0.0.1:{}", gossip_port(index));
-        config.node.peers = peers.clone();
+        config.node.listen.gossip = local(gossip_port(index));
+        config.node.raft.peers = peers.clone();
         config.node.data_dir = Some(data_root.join(format!("n{}", index + 1)));
-        config.node.admin_token = Some(admin_token.clone());
-        config.node.cluster_secret = Some(cluster_secret.clone());
+        config.node.secrets.admin_token = Some(admin_token.clone());
+        config.node.secrets.cluster_secret = Some(cluster_secret.clone());
         config.providers = vec![
             mock_provider("mock-openai", MockStyle::Openai, args.token_delay_ms),
             mock_provider("mock-anthropic", MockStyle::Anthropic, args.token_delay_ms),

@@ -20,10 +20,10 @@ use crate::routing::ControlSnapshot;
 fn endpoint_registry(config: &Config) -> Arc<EndpointRegistry> {
     Arc::new(EndpointRegistry::new(
         BreakerConfig {
-            failures: config.node.breaker_failures,
-            cooldown: std::time::Duration::from_millis(config.node.breaker_cooldown_ms),
+            failures: config.node.health.breaker_failures,
+            cooldown: std::time::Duration::from_millis(config.node.health.breaker_cooldown_ms),
         },
-        std::time::Duration::from_millis(config.node.gpu_scrape_interval_ms),
+        std::time::Duration::from_millis(config.node.health.gpu_scrape_interval_ms),
     ))
 }
 

@@ -195,7 +195,7 @@ impl ControlSnapshot {
                     max_output_tokens: model.max_output_tokens,
                     max_prompt_bytes: model.max_prompt_bytes,
                     price: model.price_per_mtok,
-                    encoding: Encoding::for_model(&model.name, model.encoding.as_deref()),
+                    encoding: Encoding::for_model(&model.name, model.encoding),
                     strategy: model.strategy,
                     targets,
                     fallback_on: model.fallback_on.clone(),

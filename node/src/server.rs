@@ -28,16 +28,16 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
-        let api = TcpListener::bind(&config.node.listen)
+        let api = TcpListener::bind(&config.node.listen.api)
             .await
-            .map_err(|err| anyhow::anyhow!("node.listen: cannot bind {}: {err}", config.node.listen))?;
-        let admin = TcpListener::bind(&config.node.admin_listen)
+            .map_err(|err| anyhow::anyhow!("node.listen: cannot bind {}: {err}", config.node.listen.api))?;
+        let admin = TcpListener::bind(&config.node.listen.admin)
             .await
-            .map_err(|err| anyhow::anyhow!("node.admin_listen: cannot bind {}: {err}", config.node.admin_listen))?;
+            .map_err(|err| anyhow::anyhow!("node.admin_listen: cannot bind {}: {err}", config.node.listen.admin))?;
         let raft =
             if config.is_clustered() {
-                Some(TcpListener::bind(&config.node.raft_listen).await.map_err(|err| {
-                    anyhow::anyhow!("node.raft_listen: cannot bind {}: {err}", config.node.raft_listen)
+                Some(TcpListener::bind(&config.node.listen.raft).await.map_err(|err| {
+                    anyhow::anyhow!("node.raft_listen: cannot bind {}: {err}", config.node.listen.raft)
                 })?)
             } else {
                 None
@@ -75,13 +75,13 @@ async fn start_routing_feeds(
 ) -> anyhow::Result<()> {
     crate::health::scrape::spawn_scraper(
         Arc::downgrade(&gateway.endpoints),
-        Duration::from_millis(config.node.gpu_scrape_interval_ms),
+        Duration::from_millis(config.node.health.gpu_scrape_interval_ms),
     )?;
     crate::canary::spawn(gateway);
     if config.node.gossip_enabled() {
         let mut settings = match crate::gossip::GossipSettings::from_config(config) {
             Ok(settings) => settings,
-            Err(err) if config.node.gossip == Some(true) => return Err(err),
+            Err(err) if config.node.gossip.enabled == Some(true) => return Err(err),
             Err(err) => {
                 gossip_not_running(gateway, &err);
                 return Ok(());
@@ -90,7 +90,7 @@ async fn start_routing_feeds(
         settings.api_addr = Some(listeners.api.local_addr()?.to_string());
         settings.admin_addr = Some(listeners.admin.local_addr()?.to_string());
         settings.raft_addr =
-            raft_addr.map(|addr| config.node.advertise_raft.clone().unwrap_or_else(|| addr.to_string()));
+            raft_addr.map(|addr| config.node.raft.advertise.clone().unwrap_or_else(|| addr.to_string()));
         if let Some(consensus) = &gateway.consensus {
             settings.accept = Some(raft_member_filter(consensus.clone()));
         }
@@ -102,7 +102,7 @@ async fn start_routing_feeds(
                 }
             }
             // Asked for explicitly: refuse to start without it.
-            Err(err) if config.node.gossip == Some(true) => return Err(err),
+            Err(err) if config.node.gossip.enabled == Some(true) => return Err(err),
             // On by default: the node still serves (routing falls back to its own observations), and
             // says why in the log and in `GET /admin/v1/cluster/gossip`.
             Err(err) => gossip_not_running(gateway, &err),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
+use tollgate_consensus::resources::TokenEncoding;
 
 use crate::api::Usage;
 
@@ -17,11 +18,11 @@ pub enum Encoding {
 impl Encoding {
     /// The configured encoding, else a guess from the model name: GPT-4o/4.1/5 and o-series use o200k,
     /// everything else (older GPTs, Claude, open models) is approximated with cl100k.
-    pub fn for_model(model: &str, configured: Option<&str>) -> Encoding {
+    pub fn for_model(model: &str, configured: Option<TokenEncoding>) -> Encoding {
         match configured {
-            Some("o200k_base") => return Encoding::O200k,
-            Some("cl100k_base") => return Encoding::Cl100k,
-            _ => {}
+            Some(TokenEncoding::O200kBase) => return Encoding::O200k,
+            Some(TokenEncoding::Cl100kBase) => return Encoding::Cl100k,
+            None => {}
         }
         let model = model.to_ascii_lowercase();
         let o200k = ["gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "chatgpt-4o", "gpt-oss"];
@@ -208,7 +209,7 @@ mod tests {
     fn picks_encodings_by_model_family() {
         assert_eq!(Encoding::for_model("gpt-4o-mini", None), Encoding::O200k);
         assert_eq!(Encoding::for_model("gpt-3.5-turbo", None), Encoding::Cl100k);
-        assert_eq!(Encoding::for_model("claude-3-5-haiku", Some("o200k_base")), Encoding::O200k);
+        assert_eq!(Encoding::for_model("claude-3-5-haiku", Some(TokenEncoding::O200kBase)), Encoding::O200k);
     }
 
     #[test]

@@ -67,10 +67,10 @@ impl TestCluster {
         for _ in 0..n {
             raft_listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind raft"));
         }
-        let peers: BTreeMap<String, String> = raft_listeners
+        let peers: BTreeMap<u64, String> = raft_listeners
             .iter()
             .enumerate()
-            .map(|(index, listener)| ((index + 1).to_string(), listener.local_addr().expect("addr").to_string()))
+            .map(|(index, listener)| (index as u64 + 1, listener.local_addr().expect("addr").to_string()))
             .collect();
         let mut members = Vec::new();
         for (index, raft) in raft_listeners.into_iter().enumerate() {
@@ -78,29 +78,29 @@ impl TestCluster {
             let raft_addr = raft.local_addr().expect("addr");
             let mut config = Config::parse(&config_toml(&mock, models_extra)).expect("test config");
             config.node.id = id;
-            config.node.peers = peers.clone();
-            config.node.raft_listen = raft_addr.to_string();
+            config.node.raft.peers = peers.clone();
+            config.node.listen.raft = raft_addr;
             config.node.data_dir = Some(dir.path().join(format!("n{id}")));
-            config.node.admin_token = Some(ADMIN_TOKEN.into());
-            config.node.cluster_secret = Some(CLUSTER_SECRET.into());
-            config.node.heartbeat_ms = 50;
-            config.node.election_timeout_min_ms = 300;
-            config.node.election_timeout_max_ms = 600;
-            config.node.write_timeout_ms = 2000;
+            config.node.secrets.admin_token = Some(ADMIN_TOKEN.into());
+            config.node.secrets.cluster_secret = Some(CLUSTER_SECRET.into());
+            config.node.raft.heartbeat_ms = 50;
+            config.node.raft.election_timeout_min_ms = 300;
+            config.node.raft.election_timeout_max_ms = 600;
+            config.node.raft.write_timeout_ms = 2000;
             config.limits.shutdown_grace_ms = 1000;
             if !node_extra.is_empty() {
                 apply_node_extra(&mut config, node_extra);
             }
             if !gossip {
                 // Cluster members gossip by default; these tests run without it.
-                config.node.gossip = Some(false);
+                config.node.gossip.enabled = Some(false);
             }
             if gossip {
                 // Gossip on a free UDP port, joining through the nodes started before.
-                config.node.gossip = Some(true);
-                config.node.gossip_listen = "127.0.0.1:0".into();
-                config.node.gossip_interval_ms = 100;
-                config.node.gossip_seeds = members.iter().filter_map(|m: &Member| m.gossip_addr()).collect();
+                config.node.gossip.enabled = Some(true);
+                config.node.listen.gossip = SocketAddr::from(([127, 0, 0, 1], 0));
+                config.node.gossip.interval_ms = 100;
+                config.node.gossip.seeds = members.iter().filter_map(|m: &Member| m.gossip_addr()).collect();
             }
             let node = start_node(config.clone(), raft).await;
             members.push(Member { id, raft_addr, config, node: Some(node) });
@@ -144,9 +144,9 @@ impl TestCluster {
         let raft = TcpListener::bind("127.0.0.1:0").await.expect("bind raft");
         let raft_addr = raft.local_addr().expect("addr");
         let mut config = self.members[0].config.clone();
-        config.node.gossip_seeds = self.gossip_seeds_except(id);
+        config.node.gossip.seeds = self.gossip_seeds_except(id);
         config.node.id = id;
-        config.node.raft_listen = raft_addr.to_string();
+        config.node.listen.raft = raft_addr;
         config.node.data_dir = Some(self._dir.path().join(format!("n{id}")));
         let node = start_node(config.clone(), raft).await;
         self.members.push(Member { id, raft_addr, config, node: Some(node) });
@@ -164,7 +164,7 @@ impl TestCluster {
         let seeds = self.gossip_seeds_except(id);
         let member = &mut self.members[(id - 1) as usize];
         assert!(member.node.is_none(), "node {id} is running");
-        member.config.node.gossip_seeds = seeds;
+        member.config.node.gossip.seeds = seeds;
         let raft = bind_retry(member.raft_addr).await;
         member.node = Some(start_node(member.config.clone(), raft).await);
     }
@@ -270,7 +270,7 @@ impl TestCluster {
 fn apply_node_extra(config: &mut Config, extra: &str) {
     let parsed: toml::Value = toml::from_str(extra).expect("node extra is TOML");
     if let Some(snapshot) = parsed.get("snapshot_after_logs").and_then(toml::Value::as_integer) {
-        config.node.snapshot_after_logs = snapshot as u64;
+        config.node.raft.snapshot_after_logs = snapshot as u64;
     }
 }
 

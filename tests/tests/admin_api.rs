@@ -109,7 +109,8 @@ async fn a_past_period_of_a_budget_can_be_read() {
 
 #[tokio::test]
 async fn a_standalone_node_says_why_the_replicated_api_is_absent() {
-    let harness = Harness::start_tweaked("", |config| config.node.admin_token = Some("standalone-token".into())).await;
+    let harness =
+        Harness::start_tweaked("", |config| config.node.secrets.admin_token = Some("standalone-token".into())).await;
     let get = |path: &str| harness.client.get(harness.admin_url(path)).bearer_auth("standalone-token");
     let (status, body) = send(get("/admin/v1/models")).await;
     assert_eq!((status, error_type(&body)), (409, "conflict"), "{body}");

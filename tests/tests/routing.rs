@@ -65,8 +65,8 @@ targets = [ { provider = "gpu0", model = "llama" }, { provider = "gpu1", model =
 "#,
     );
     let h = Harness::start_tweaked(&extra, |config| {
-        config.node.gpu_scrape_interval_ms = 100;
-        config.node.admin_token = Some("tga-routing".into());
+        config.node.health.gpu_scrape_interval_ms = 100;
+        config.node.secrets.admin_token = Some("tga-routing".into());
     })
     .await;
     gpus[0].set_gpu_metrics(10, 4, 0.5);
@@ -217,8 +217,8 @@ targets = [ { provider = "up-openai", model = "only" } ]
 #[tokio::test]
 async fn an_endpoint_that_keeps_failing_opens_its_breaker_and_is_skipped() {
     let h = Harness::start_tweaked("", |config| {
-        config.node.breaker_failures = 3;
-        config.node.breaker_cooldown_ms = 60_000;
+        config.node.health.breaker_failures = 3;
+        config.node.health.breaker_cooldown_ms = 60_000;
     })
     .await;
     // `gpt-fallback`: the dead provider first, then up-openai.

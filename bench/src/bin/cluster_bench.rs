@@ -59,10 +59,10 @@ async fn main() {
         cluster.stop(id).await;
     }
     for member in &mut cluster.members {
-        member.config.node.heartbeat_ms = 100;
-        member.config.node.election_timeout_min_ms = 500;
-        member.config.node.election_timeout_max_ms = 1000;
-        member.config.node.write_timeout_ms = 5000;
+        member.config.node.raft.heartbeat_ms = 100;
+        member.config.node.raft.election_timeout_min_ms = 500;
+        member.config.node.raft.election_timeout_max_ms = 1000;
+        member.config.node.raft.write_timeout_ms = 5000;
     }
     for id in 1..=3 {
         wait_sled_unlocked(&cluster.data_dir(id)).await;

@@ -42,7 +42,7 @@ async fn main() {
     );
     let harness = Arc::new(
         Harness::start_tweaked(&extra, |config| {
-            config.node.gpu_scrape_interval_ms = 200;
+            config.node.health.gpu_scrape_interval_ms = 200;
             config.limits.first_byte_timeout_ms = 60_000;
         })
         .await,

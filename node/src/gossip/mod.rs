@@ -66,10 +66,7 @@ impl std::fmt::Debug for GossipSettings {
 impl GossipSettings {
     pub fn from_config(config: &crate::Config) -> anyhow::Result<GossipSettings> {
         let node = &config.node;
-        let listen: SocketAddr = node
-            .gossip_listen
-            .parse()
-            .map_err(|_| anyhow::anyhow!("node.gossip_listen: `{}` is not a socket address", node.gossip_listen))?;
+        let listen = node.listen.gossip;
         // Port 0 (tests) is advertised once bound; otherwise the configured or derived address.
         let advertise = if listen.port() == 0 {
             node.gossip_advertise_addr().filter(|a| a.port() != 0)
@@ -83,8 +80,8 @@ impl GossipSettings {
             listen,
             advertise,
             seeds: node.effective_gossip_seeds(),
-            interval: Duration::from_millis(node.gossip_interval_ms),
-            cluster_id: gossip_cluster_id(&node.gossip_cluster_id, config.cluster_secrets()?.first()),
+            interval: Duration::from_millis(node.gossip.interval_ms),
+            cluster_id: gossip_cluster_id(&node.gossip.cluster_id, config.cluster_secrets()?.first()),
             api_addr: None,
             admin_addr: None,
             raft_addr: None,
