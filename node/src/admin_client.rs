@@ -55,182 +55,194 @@ impl AdminClient {
     }
 }
 
+/// What a command got back: the JSON (printed with `--json`) and, for people, a table or summary.
+struct Answer {
+    json: Value,
+    text: Option<String>,
+}
+
+impl Answer {
+    fn json(json: Value) -> Answer {
+        Answer { json, text: None }
+    }
+
+    fn with_text(json: Value, text: impl FnOnce(&Value) -> String) -> Answer {
+        let text = Some(text(&json));
+        Answer { json, text }
+    }
+}
+
 pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
     let client = AdminClient::new(&args.admin, args.token.clone());
-    let json_output = args.json;
-    let output = match command {
+    let answer = match command {
         AdminCommand::Status => {
             let status = client.call(Method::GET, "/admin/v1/cluster", None).await?;
-            if json_output {
-                status
-            } else {
-                return print(&status_table(&status));
-            }
+            Answer::with_text(status, status_table)
         }
-        AdminCommand::Apply { file, dry_run } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            let path = if dry_run { "/admin/v1/apply?dry_run=true" } else { "/admin/v1/apply" };
-            let result = client.call(Method::POST, path, Some(Bytes::from(text))).await?;
-            if json_output {
-                result
-            } else {
-                let changes = result["changes"].as_array().cloned().unwrap_or_default();
-                let mut out = format!("{}: {} change(s)\n", result["result"].as_str().unwrap_or("done"), changes.len());
-                for change in changes {
-                    let _ = writeln!(out, "  {}", change.as_str().unwrap_or_default());
-                }
-                return print(&out);
-            }
+        AdminCommand::Apply { file, dry_run } => apply(&client, &file, dry_run).await?,
+        AdminCommand::Keys(command) => keys(&client, command).await?,
+        AdminCommand::Orgs(command) => named(&client, "orgs", command, &["name", "budget"]).await?,
+        AdminCommand::Routes(command) => named(&client, "routes", command, &["name", "strategy", "targets"]).await?,
+        AdminCommand::Budgets(command) => budgets(&client, command).await?,
+        AdminCommand::Usage { org, since, until, group_by } => {
+            let path = with_query(
+                "/admin/v1/usage",
+                &[("org", Some(org)), ("since", since), ("until", until), ("group_by", group_by.clone())],
+            );
+            let report = client.call(Method::GET, &path, None).await?;
+            Answer::with_text(report, |report| usage_table(report, group_by.as_deref()))
         }
-        AdminCommand::Keys(KeysCommand::Create { org, team, name, models }) => {
+        AdminCommand::Cluster(command) => cluster(&client, command).await?,
+    };
+    match answer.text {
+        Some(text) if !args.json => print(&text),
+        _ => {
+            println!("{}", serde_json::to_string_pretty(&answer.json)?);
+            Ok(())
+        }
+    }
+}
+
+/// `path?name=value&…` for the parameters that are set, each value percent-encoded.
+fn with_query(path: &str, parameters: &[(&str, Option<String>)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in parameters {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
+
+/// One path segment, percent-encoded (a name may hold `/`, `?` or spaces).
+fn segment(name: &str) -> String {
+    form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+fn body(value: &Value) -> Option<Bytes> {
+    Some(Bytes::from(value.to_string()))
+}
+
+async fn apply(client: &AdminClient, file: &std::path::Path, dry_run: bool) -> anyhow::Result<Answer> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let path = if dry_run { "/admin/v1/apply?dry_run=true" } else { "/admin/v1/apply" };
+    let result = client.call(Method::POST, path, Some(Bytes::from(text))).await?;
+    Ok(Answer::with_text(result, |result| {
+        let changes = result["changes"].as_array().cloned().unwrap_or_default();
+        let mut out = format!("{}: {} change(s)\n", result["result"].as_str().unwrap_or("done"), changes.len());
+        for change in changes {
+            let _ = writeln!(out, "  {}", change.as_str().unwrap_or_default());
+        }
+        out
+    }))
+}
+
+async fn keys(client: &AdminClient, command: KeysCommand) -> anyhow::Result<Answer> {
+    match command {
+        KeysCommand::Create { org, team, name, models } => {
             let models: Option<Vec<String>> =
                 models.map(|m| m.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect());
-            let body = json!({"org": org, "team": team, "name": name, "models": models});
-            let created = client.call(Method::POST, "/admin/v1/keys", Some(Bytes::from(body.to_string()))).await?;
-            if json_output {
-                created
-            } else {
-                return print(&format!(
+            let request = json!({"org": org, "team": team, "name": name, "models": models});
+            let created = client.call(Method::POST, "/admin/v1/keys", body(&request)).await?;
+            Ok(Answer::with_text(created, |created| {
+                format!(
                     "key id: {}\nkey:    {}\n(the key is shown once; only its hash is stored)\n",
                     created["id"].as_str().unwrap_or_default(),
                     created["key"].as_str().unwrap_or_default()
-                ));
-            }
+                )
+            }))
         }
-        AdminCommand::Keys(KeysCommand::List { org }) => {
+        KeysCommand::List { org } => {
             let mut keys = client.call(Method::GET, "/admin/v1/keys", None).await?;
             if let (Some(org), Some(list)) = (org, keys["data"].as_array_mut()) {
                 list.retain(|k| k["org"] == org.as_str());
             }
-            if json_output {
-                keys
-            } else {
-                return print(&table(&keys["data"], &["id", "name", "org", "team", "models"]));
-            }
+            Ok(Answer::with_text(keys, |keys| table(&keys["data"], &["id", "name", "org", "team", "models"])))
         }
-        AdminCommand::Keys(KeysCommand::Revoke { id }) => {
-            client.call(Method::DELETE, &format!("/admin/v1/keys/{id}"), None).await?
+        KeysCommand::Revoke { id } => {
+            Ok(Answer::json(client.call(Method::DELETE, &format!("/admin/v1/keys/{}", segment(&id)), None).await?))
         }
-        AdminCommand::Orgs(command) => match named(&client, "orgs", command, json_output, &["name", "budget"]).await? {
-            Some(value) => value,
-            None => return Ok(()),
-        },
-        AdminCommand::Routes(command) => {
-            match named(&client, "routes", command, json_output, &["name", "strategy", "targets"]).await? {
-                Some(value) => value,
-                None => return Ok(()),
-            }
-        }
-        AdminCommand::Budgets(BudgetsCommand::Set { scope, limit_tokens, limit_cost, period }) => {
-            let body = json!({
+    }
+}
+
+async fn budgets(client: &AdminClient, command: BudgetsCommand) -> anyhow::Result<Answer> {
+    match command {
+        BudgetsCommand::Set { scope, limit_tokens, limit_cost, period } => {
+            let request = json!({
                 "scope": {"org": scope.org, "team": scope.team, "key_id": scope.key_id},
                 "limit_tokens": limit_tokens, "limit_cost": limit_cost, "period": period,
             });
-            client.call(Method::PUT, "/admin/v1/budgets", Some(Bytes::from(body.to_string()))).await?
+            Ok(Answer::json(client.call(Method::PUT, "/admin/v1/budgets", body(&request)).await?))
         }
-        AdminCommand::Budgets(BudgetsCommand::Get { org, team, key_id }) => {
-            let mut query = Vec::new();
-            for (name, value) in [("org", org), ("team", team), ("key_id", key_id)] {
-                if let Some(value) = value {
-                    query.push(format!("{name}={value}"));
-                }
-            }
-            let path = if query.is_empty() {
-                "/admin/v1/budgets".to_owned()
-            } else {
-                format!("/admin/v1/budgets?{}", query.join("&"))
-            };
+        BudgetsCommand::Get { org, team, key_id } => {
+            let path = with_query("/admin/v1/budgets", &[("org", org), ("team", team), ("key_id", key_id)]);
             let budgets = client.call(Method::GET, &path, None).await?;
-            if json_output {
-                budgets
-            } else {
+            Ok(Answer::with_text(budgets, |budgets| {
                 let rows = if budgets["data"].is_array() { budgets["data"].clone() } else { json!([budgets]) };
-                return print(&table(&rows, &["scope_id", "period", "unit", "limit", "used", "held", "remaining"]));
-            }
+                table(&rows, &["scope_id", "period", "unit", "limit", "used", "held", "remaining"])
+            }))
         }
-        AdminCommand::Budgets(BudgetsCommand::Delete { scope }) => {
-            let mut path = format!("/admin/v1/budgets?org={}", scope.org);
-            if let Some(team) = scope.team {
-                path.push_str(&format!("&team={team}"));
-            }
-            if let Some(key) = scope.key_id {
-                path.push_str(&format!("&key_id={key}"));
-            }
-            client.call(Method::DELETE, &path, None).await?
+        BudgetsCommand::Delete { scope } => {
+            let parameters = [("org", Some(scope.org)), ("team", scope.team), ("key_id", scope.key_id)];
+            Ok(Answer::json(client.call(Method::DELETE, &with_query("/admin/v1/budgets", &parameters), None).await?))
         }
-        AdminCommand::Usage { org, since, until, group_by } => {
-            let mut path = format!("/admin/v1/usage?org={org}");
-            for (name, value) in [("since", since), ("until", until), ("group_by", group_by.clone())] {
-                if let Some(value) = value {
-                    path.push_str(&format!("&{name}={}", value.replace('+', "%2B")));
-                }
-            }
-            let report = client.call(Method::GET, &path, None).await?;
-            if json_output {
-                report
-            } else {
-                let mut columns = Vec::new();
-                for dimension in group_by.as_deref().unwrap_or("").split(',').map(str::trim) {
-                    match dimension {
-                        "team" => columns.push("team"),
-                        "key" => columns.push("key_id"),
-                        "model" => columns.push("model"),
-                        _ => {}
-                    }
-                }
-                columns.extend(["requests", "input_tokens", "output_tokens", "cost_usd"]);
-                return print(&table(&report["rows"], &columns));
-            }
-        }
-        AdminCommand::Cluster(ClusterCommand::AddNode { id, raft_addr, api_addr, admin_addr }) => {
-            let body = json!({"id": id, "raft_addr": raft_addr, "api_addr": api_addr.unwrap_or_default(), "admin_addr": admin_addr.unwrap_or_default()});
-            let status =
-                client.call(Method::POST, "/admin/v1/cluster/nodes", Some(Bytes::from(body.to_string()))).await?;
-            if json_output {
-                status
-            } else {
-                return print(&status_table(&status));
-            }
-        }
-        AdminCommand::Cluster(ClusterCommand::RemoveNode { id }) => {
-            let status = client.call(Method::DELETE, &format!("/admin/v1/cluster/nodes/{id}"), None).await?;
-            if json_output {
-                status
-            } else {
-                return print(&status_table(&status));
-            }
-        }
-    };
-    println!("{}", serde_json::to_string_pretty(&output)?);
-    Ok(())
+    }
 }
 
-/// `None` when the answer was already printed as a table.
-async fn named(
-    client: &AdminClient,
-    kind: &str,
-    command: NamedCommand,
-    json_output: bool,
-    columns: &[&str],
-) -> anyhow::Result<Option<Value>> {
-    let value = match command {
+fn usage_table(report: &Value, group_by: Option<&str>) -> String {
+    let mut columns = Vec::new();
+    for dimension in group_by.unwrap_or("").split(',').map(str::trim) {
+        match dimension {
+            "team" => columns.push("team"),
+            "key" => columns.push("key_id"),
+            "model" => columns.push("model"),
+            _ => {}
+        }
+    }
+    columns.extend(["requests", "input_tokens", "output_tokens", "cost_usd"]);
+    table(&report["rows"], &columns)
+}
+
+async fn cluster(client: &AdminClient, command: ClusterCommand) -> anyhow::Result<Answer> {
+    let status = match command {
+        ClusterCommand::AddNode { id, raft_addr, api_addr, admin_addr } => {
+            let request = json!({
+                "id": id, "raft_addr": raft_addr,
+                "api_addr": api_addr.unwrap_or_default(), "admin_addr": admin_addr.unwrap_or_default(),
+            });
+            client.call(Method::POST, "/admin/v1/cluster/nodes", body(&request)).await?
+        }
+        ClusterCommand::RemoveNode { id } => {
+            client.call(Method::DELETE, &format!("/admin/v1/cluster/nodes/{id}"), None).await?
+        }
+    };
+    Ok(Answer::with_text(status, status_table))
+}
+
+async fn named(client: &AdminClient, kind: &str, command: NamedCommand, columns: &[&str]) -> anyhow::Result<Answer> {
+    Ok(match command {
         NamedCommand::List => {
             let list = client.call(Method::GET, &format!("/admin/v1/{kind}"), None).await?;
-            if !json_output {
-                print(&table(&list["data"], columns))?;
-                return Ok(None);
-            }
-            list
+            Answer::with_text(list, |list| table(&list["data"], columns))
         }
-        NamedCommand::Get { name } => client.call(Method::GET, &format!("/admin/v1/{kind}/{name}"), None).await?,
+        NamedCommand::Get { name } => {
+            Answer::json(client.call(Method::GET, &format!("/admin/v1/{kind}/{}", segment(&name)), None).await?)
+        }
         NamedCommand::Put { name, body } => {
             let body = body.unwrap_or_else(|| "{}".into());
             serde_json::from_str::<Value>(&body).context("--body must be a JSON object")?;
-            client.call(Method::PUT, &format!("/admin/v1/{kind}/{name}"), Some(Bytes::from(body))).await?
+            let path = format!("/admin/v1/{kind}/{}", segment(&name));
+            Answer::json(client.call(Method::PUT, &path, Some(Bytes::from(body))).await?)
         }
-        NamedCommand::Delete { name } => client.call(Method::DELETE, &format!("/admin/v1/{kind}/{name}"), None).await?,
-    };
-    Ok(Some(value))
+        NamedCommand::Delete { name } => {
+            Answer::json(client.call(Method::DELETE, &format!("/admin/v1/{kind}/{}", segment(&name)), None).await?)
+        }
+    })
 }
 
 fn print(text: &str) -> anyhow::Result<()> {
@@ -296,4 +308,21 @@ fn status_table(status: &Value) -> String {
     );
     out.push_str(&table(&status["members"], &["id", "role", "raft_addr", "api_addr", "applied_index", "lag", "alive"]));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{segment, with_query};
+
+    #[test]
+    fn query_values_and_names_are_percent_encoded() {
+        let path = with_query("/admin/v1/budgets", &[("org", Some("a&b c".into())), ("team", None)]);
+        assert_eq!(path, "/admin/v1/budgets?org=a%26b+c");
+        assert_eq!(
+            with_query("/x", &[("since", Some("2026-01-01T00:00:00+02:00".into()))]),
+            "/x?since=2026-01-01T00%3A00%3A00%2B02%3A00"
+        );
+        assert_eq!(with_query("/x", &[("org", None)]), "/x");
+        assert_eq!(segment("eu west/1?"), "eu%20west%2F1%3F");
+    }
 }

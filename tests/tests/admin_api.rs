@@ -80,6 +80,11 @@ async fn paths_queries_and_bodies_are_parsed_strictly() {
         send(cluster.client.post(url("/admin/v1/keys")).bearer_auth(ADMIN_TOKEN).body("{\"org\": ")).await;
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().starts_with("invalid JSON body"), "{body}");
+    // Names in the path are percent-decoded.
+    let (status, body) = cluster.admin(node, Method::PUT, "/admin/v1/orgs/acme%20eu", Some(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    let org = cluster.admin_get(node, "/admin/v1/orgs/acme%20eu").await.unwrap();
+    assert_eq!(org["name"], "acme eu", "{org}");
     // A bare `?dry_run` is a dry run.
     let dry = cluster.client.post(url("/admin/v1/apply?dry_run")).bearer_auth(ADMIN_TOKEN).body("").send().await;
     let dry: Value = dry.unwrap().json().await.unwrap();
