@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod admin_client;
 pub mod api;

@@ -6,17 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::accept::{Acceptor, Listener};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::{admin, connection, proxy, tokens};
+use crate::tokens;
 
 /// Bound sockets, so callers (and tests on port 0) know the addresses before serving starts.
 pub struct Listeners {
@@ -198,117 +195,30 @@ pub async fn run_gateway(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokens::warm_up();
-    let limits = gateway.limits.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(100);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let (handshake, idle) =
-        (Duration::from_millis(limits.handshake_timeout_ms), Duration::from_millis(limits.client_idle_timeout_ms));
-    let api_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let admin_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let gateway_metrics = gateway.metrics.clone();
-    let graceful = GracefulShutdown::new();
+    let acceptor = Acceptor::new(gateway.clone());
     tracing::info!(
         node_id = gateway.node_id,
         api = %listeners.api.local_addr()?,
         admin = %listeners.admin.local_addr()?,
         "tollgate node serving"
     );
-    let admin_router = admin::router(gateway.clone());
     tokio::pin!(shutdown);
     loop {
-        let (stream, is_admin) = tokio::select! {
-            accepted = listeners.api.accept() => (accepted, false),
-            accepted = listeners.admin.accept() => (accepted, true),
+        let (accepted, listener) = tokio::select! {
+            accepted = listeners.api.accept() => (accepted, Listener::Api),
+            accepted = listeners.admin.accept() => (accepted, Listener::Admin),
             () = &mut shutdown => break,
         };
-        let mut stream = match stream {
-            Ok((stream, _peer)) => stream,
-            Err(err) => {
-                // EMFILE and friends: back off instead of spinning.
-                gateway.metrics.accept_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(%err, admin = is_admin, "accept failed; backing off 50 ms");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let slots = if is_admin { &admin_slots } else { &api_slots };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            gateway.metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(admin = is_admin, "connection refused: listener at limits.max_connections");
-            tokio::spawn(async move {
-                use tokio::io::AsyncWriteExt as _;
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(connection::OVER_CAPACITY)).await;
-            });
-            continue;
-        };
-        let activity = connection::Activity::new();
-        let io = TokioIo::new(connection::Watched::new(stream, activity.clone()));
-        let gateway = gateway.clone();
-        let admin_router = admin_router.clone();
-        let requests = activity.clone();
-        let service = service_fn(move |request| {
-            let gateway = gateway.clone();
-            let admin_router = admin_router.clone();
-            let guard = requests.begin_request();
-            async move {
-                let response = if is_admin {
-                    admin::handle(admin_router, request).await
-                } else {
-                    proxy::handle(gateway, request).await
-                };
-                Ok::<_, std::convert::Infallible>(response.map(|body| connection::Tracked::new(body, guard)))
-            }
-        });
-        let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
-        let metrics = gateway_metrics.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            tokio::pin!(connection);
-            loop {
-                let deadline = activity.deadline(handshake, idle);
-                let expired = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at.into()).await,
-                        // A request in flight: look again a little later.
-                        None => tokio::time::sleep(Duration::from_secs(1)).await,
-                    }
-                };
-                tokio::select! {
-                    result = &mut connection => {
-                        if let Err(err) = result {
-                            tracing::debug!(%err, "connection ended with an error");
-                        }
-                        return;
-                    }
-                    () = expired => {
-                        let now = std::time::Instant::now();
-                        if activity.deadline(handshake, idle).is_some_and(|at| at <= now) {
-                            metrics.connections_timed_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            tracing::debug!("closing a client connection at its handshake or idle deadline");
-                            return; // dropping the connection closes it
-                        }
-                    }
-                }
-            }
-        });
+        match accepted {
+            Ok((stream, _peer)) => acceptor.serve(stream, listener),
+            Err(err) => acceptor.accept_failed(err, listener).await,
+        }
     }
     gateway.begin_shutdown();
     drop(listeners);
     let grace = Duration::from_millis(gateway.limits.shutdown_grace_ms);
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    match tokio::time::timeout(grace, acceptor.graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }

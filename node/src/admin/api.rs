@@ -3,58 +3,23 @@
 //! (followers forward to the leader); reads are linearizable. Without a quorum, calls fail with 503 within
 //! `node.write_timeout_ms`.
 //!
-//! Paths and methods are axum routes; what a handler needs (the Raft member, the resource kind, the
+//! The routes are in `mod.rs`; what a handler needs (the Raft member, the resource kind, the
 //! `Idempotency-Key`, a typed query or JSON body) comes from the extractors in `extract.rs`.
 
-use std::sync::Arc;
-
-use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
-use axum::Router;
-use http::{Method, StatusCode, Uri};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_consensus::{Command, ConsensusNode, Response as CommandResponse};
 
-use super::extract::{
-    flag, json_response, require_admin_token, AdminError, AdminQuery, Body, Consensus, Idempotency, Json, Resource,
-    MAX_ADMIN_BODY,
-};
+use super::extract::{flag, json_response, AdminError, AdminQuery, Body, Consensus, Idempotency, Json, Resource};
 use super::redact::{collection, redact_provider};
 use super::resource::ResourceKind;
-use super::{budgets, cluster, usage};
 use crate::auth::{generate_key, hash_key, hex};
 use crate::clock::ledger_ms as now_ms;
 use crate::command::{new_request_id, request};
 use crate::config::{Config, KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
 use crate::control::diff;
-use crate::gateway::Gateway;
-
-/// The `/admin/v1` routes, behind the admin token.
-pub(super) fn router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
-    Router::new()
-        .route("/cluster", get(cluster::status))
-        .route("/cluster/gossip", get(cluster::gossip))
-        .route("/cluster/nodes", post(cluster::add_node))
-        .route("/cluster/nodes/{id}", delete(cluster::remove_node))
-        .route("/audit", get(cluster::audit))
-        .route("/apply", post(apply))
-        .route("/keys", get(list_keys).post(create_key))
-        .route("/budgets", get(budgets::get_budgets).put(budgets::put_budget).delete(budgets::delete_budget))
-        .route("/usage", get(usage::get_usage))
-        .route("/{kind}", get(list))
-        .route("/{kind}/{*name}", get(get_one).put(put).delete(remove))
-        .fallback(|method: Method, uri: Uri| async move {
-            AdminError::not_found(format!("no admin endpoint {method} {}", uri.path()))
-        })
-        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
-            AdminError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", uri.path()))
-        })
-        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
-        .layer(from_fn_with_state(gateway, require_admin_token))
-}
 
 /// Proposes one command and maps the replicated result to a response. An `Idempotency-Key` header becomes
 /// the request id, so a client that retries after a timeout cannot apply the same change twice.
@@ -83,15 +48,18 @@ async fn list_of(node: &ConsensusNode, kind: ResourceKind) -> Result<Response, A
     Ok(json_response(StatusCode::OK, &json!({"data": collection(&state, kind)})))
 }
 
-async fn list(Consensus(node): Consensus, resource: Resource) -> Result<Response, AdminError> {
+pub(super) async fn list(Consensus(node): Consensus, resource: Resource) -> Result<Response, AdminError> {
     list_of(&node, resource.kind).await
 }
 
-async fn list_keys(Consensus(node): Consensus) -> Result<Response, AdminError> {
+pub(super) async fn list_keys(Consensus(node): Consensus) -> Result<Response, AdminError> {
     list_of(&node, ResourceKind::Keys).await
 }
 
-async fn get_one(Consensus(node): Consensus, Resource { kind, name }: Resource) -> Result<Response, AdminError> {
+pub(super) async fn get_one(
+    Consensus(node): Consensus,
+    Resource { kind, name }: Resource,
+) -> Result<Response, AdminError> {
     let state = node.read_linearizable().await?;
     let config = &state.config;
     let found = match kind {
@@ -138,7 +106,7 @@ fn team_path(name: &str) -> Result<(&str, &str), AdminError> {
     name.split_once('/').ok_or_else(|| AdminError::bad_request("teams are addressed as teams/{org}/{team}"))
 }
 
-async fn put(
+pub(super) async fn put(
     Consensus(node): Consensus,
     Idempotency(idem): Idempotency,
     Resource { kind, name }: Resource,
@@ -176,7 +144,7 @@ async fn put(
     Ok(applied(write(&node, command, idem.as_deref()).await?))
 }
 
-async fn remove(
+pub(super) async fn remove(
     Consensus(node): Consensus,
     Idempotency(idem): Idempotency,
     Resource { kind, name }: Resource,
@@ -201,7 +169,7 @@ async fn remove(
 }
 
 #[derive(Deserialize)]
-struct NewKey {
+pub(super) struct NewKey {
     org: String,
     #[serde(default)]
     team: Option<String>,
@@ -212,7 +180,7 @@ struct NewKey {
 }
 
 /// `POST /admin/v1/keys`: the secret is generated here, shown once, and only its hash is replicated.
-async fn create_key(
+pub(super) async fn create_key(
     Consensus(node): Consensus,
     Idempotency(idem): Idempotency,
     Json(body): Json<NewKey>,
@@ -255,14 +223,14 @@ async fn create_key(
 }
 
 #[derive(Deserialize)]
-struct ApplyQuery {
+pub(super) struct ApplyQuery {
     #[serde(default, deserialize_with = "flag")]
     dry_run: bool,
 }
 
 /// `POST /admin/v1/apply[?dry_run=true]`: a cluster file (TOML, the replicated sections) diffed against
 /// the current state and applied as one all-or-nothing batch.
-async fn apply(
+pub(super) async fn apply(
     Consensus(node): Consensus,
     Idempotency(idem): Idempotency,
     AdminQuery(ApplyQuery { dry_run }): AdminQuery<ApplyQuery>,

@@ -12,18 +12,21 @@ mod usage;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::middleware::from_fn_with_state;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use bytes::Bytes;
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
 pub use cluster::gossip_unreachable_members;
 pub use usage::parse_rfc3339;
+
+use extract::{require_admin_token, AdminError, MAX_ADMIN_BODY};
 
 use crate::gateway::Gateway;
 use crate::proxy::ResponseBody;
@@ -35,12 +38,36 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { json(StatusCode::OK, r#"{"status":"ok"}"#) }))
         .route("/readyz", get(readyz))
         .route("/", get(|State(gateway): State<Arc<Gateway>>| async move { Html(status_page(&gateway)) }))
-        .nest("/admin/v1", api::router(gateway.clone()))
+        .nest("/admin/v1", api_router(gateway.clone()))
         .fallback(|| async { json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#) })
         .method_not_allowed_fallback(|| async {
             json(StatusCode::METHOD_NOT_ALLOWED, r#"{"error":"method not allowed"}"#)
         })
         .with_state(gateway)
+}
+
+/// The `/admin/v1` routes, behind the admin token.
+fn api_router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/cluster", get(cluster::status))
+        .route("/cluster/gossip", get(cluster::gossip))
+        .route("/cluster/nodes", post(cluster::add_node))
+        .route("/cluster/nodes/{id}", delete(cluster::remove_node))
+        .route("/audit", get(cluster::audit))
+        .route("/apply", post(api::apply))
+        .route("/keys", get(api::list_keys).post(api::create_key))
+        .route("/budgets", get(budgets::get_budgets).put(budgets::put_budget).delete(budgets::delete_budget))
+        .route("/usage", get(usage::get_usage))
+        .route("/{kind}", get(api::list))
+        .route("/{kind}/{*name}", get(api::get_one).put(api::put).delete(api::remove))
+        .fallback(|method: Method, uri: Uri| async move {
+            AdminError::not_found(format!("no admin endpoint {method} {}", uri.path()))
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            AdminError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", uri.path()))
+        })
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
+        .layer(from_fn_with_state(gateway, require_admin_token))
 }
 
 /// Serves one admin request. A trailing slash is ignored (`/admin/v1/models/` lists models).
