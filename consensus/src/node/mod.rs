@@ -50,42 +50,74 @@ pub struct ConsensusNode {
     server: Arc<Mutex<Option<ServerHandle>>>,
 }
 
+/// Opens sled. A node restarted right after stopping may find its previous instance still releasing the
+/// lock for a few milliseconds: retried briefly instead of failing the start. The store holds provider
+/// keys and the audit trail, so it is made owner-only (files sled creates later follow the process umask,
+/// which the binary sets to 077).
+async fn open_store(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(crate::store::LogStore, crate::store::StateMachineStore)> {
+    let mut attempts = 0;
+    let stores = loop {
+        match crate::store::open(data_dir) {
+            Ok(stores) => break stores,
+            Err(err) if attempts < 50 && format!("{err:#}").contains("lock") => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    crate::store::restrict_permissions(data_dir)?;
+    Ok(stores)
+}
+
+fn raft_config(config: &ConsensusConfig) -> anyhow::Result<openraft::Config> {
+    Ok(openraft::Config {
+        cluster_name: "tollgate".into(),
+        heartbeat_interval: config.heartbeat_ms,
+        election_timeout_min: config.election_timeout_min_ms,
+        election_timeout_max: config.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
+        max_in_snapshot_log_to_keep: config.snapshot_after_logs / 2,
+        // Snapshot chunks travel as JSON (bytes become number arrays, ~3x larger): keep chunks small and
+        // give each one far longer than the 200 ms default, or cross-region installs never finish.
+        snapshot_max_chunk_size: 512 * 1024,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    }
+    .validate()?)
+}
+
+/// The gRPC server on the Raft port: Raft (answered only once `admitted`) and the cluster service, every
+/// RPC checked for the cluster secret.
+fn serve_grpc(inner: &Arc<Inner>, listener: tokio::net::TcpListener, admitted: watch::Receiver<bool>) -> ServerHandle {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let check = inner.auth.clone();
+    let router = tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(move |request| check.check(request)))
+        .add_service(crate::raft_service::raft_server_gated(inner.raft.clone(), admitted))
+        .add_service(cluster_service::cluster_server(inner.clone()));
+    let server = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop_rx.await;
+        };
+        if let Err(err) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+            tracing::error!(%err, "raft grpc server failed");
+        }
+    });
+    (stop_tx, server)
+}
+
 impl ConsensusNode {
     /// Opens the store in `data_dir`, starts Raft and its gRPC server on `listener`, and initializes a fresh
     /// cluster if this node has the lowest id among `initial_members`.
     pub async fn start(config: ConsensusConfig, listener: tokio::net::TcpListener) -> anyhow::Result<ConsensusNode> {
         let new_data_dir = wiped::is_new_data_dir(&config.data_dir);
         std::fs::create_dir_all(&config.data_dir)?;
-        // A node restarted right after stopping may find its previous instance still releasing the sled
-        // lock for a few milliseconds: retry briefly instead of failing the start.
-        let mut attempts = 0;
-        let (log_store, state_machine) = loop {
-            match crate::store::open(&config.data_dir) {
-                Ok(stores) => break stores,
-                Err(err) if attempts < 50 && format!("{err:#}").contains("lock") => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(err) => return Err(err),
-            }
-        };
-        // The store holds provider keys and the audit trail: owner only (files sled creates later follow
-        // the process umask, which the binary sets to 077).
-        crate::store::restrict_permissions(&config.data_dir)?;
-        let raft_config = openraft::Config {
-            cluster_name: "tollgate".into(),
-            heartbeat_interval: config.heartbeat_ms,
-            election_timeout_min: config.election_timeout_min_ms,
-            election_timeout_max: config.election_timeout_max_ms,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
-            max_in_snapshot_log_to_keep: config.snapshot_after_logs / 2,
-            // Snapshot chunks travel as JSON (bytes become number arrays, ~3x larger): keep chunks small and
-            // give each one far longer than the 200 ms default, or cross-region installs never finish.
-            snapshot_max_chunk_size: 512 * 1024,
-            install_snapshot_timeout: 10_000,
-            ..Default::default()
-        }
-        .validate()?;
+        let (log_store, state_machine) = open_store(&config.data_dir).await?;
+        let raft_config = raft_config(&config)?;
         let faults = crate::faults::Faults::default();
         let auth = crate::auth::ClusterAuth::new(config.node_id, config.cluster_secrets.clone());
         let raft = Raft::new(
@@ -107,24 +139,9 @@ impl ConsensusNode {
             auth: auth.clone(),
         });
 
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (admit, admitted) = watch::channel(!new_data_dir);
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        // Every RPC on this port (Raft and cluster) must carry the cluster secret.
-        let check = auth.clone();
-        let router = tonic::transport::Server::builder()
-            .layer(tonic::service::InterceptorLayer::new(move |request| check.check(request)))
-            .add_service(crate::raft_service::raft_server_gated(raft.clone(), admitted))
-            .add_service(cluster_service::cluster_server(inner.clone()));
-        let server = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop_rx.await;
-            };
-            if let Err(err) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
-                tracing::error!(%err, "raft grpc server failed");
-            }
-        });
-        let node = ConsensusNode { inner, server: Arc::new(Mutex::new(Some((stop_tx, server)))) };
+        let server = serve_grpc(&inner, listener, admitted);
+        let node = ConsensusNode { inner, server: Arc::new(Mutex::new(Some(server))) };
         if !new_data_dir {
             node.initialize_if_first().await?;
             node.spawn_registration();
@@ -133,23 +150,23 @@ impl ConsensusNode {
         // A new data dir: take part in Raft only once no peer knows this id as a member that ran before
         // (see `wiped`). Checked in the background, so nodes started one after another do not wait on
         // each other's listeners; until then this node answers no Raft RPC at all.
-        let starting = node.clone();
-        tokio::spawn(async move {
-            let config = &starting.inner.config;
-            if let Err(err) = wiped::refuse_if_rejoining_without_data(config, &starting.inner.auth).await {
-                tracing::error!("{err:#}");
-                if let Ok(mut refusal) = starting.inner.rejoin_refusal.lock() {
-                    *refusal = Some(format!("{err:#}"));
-                }
-                return;
-            }
-            let _ = admit.send(true);
-            if let Err(err) = starting.initialize_if_first().await {
-                tracing::error!(%err, "cluster initialization failed");
-            }
-            starting.spawn_registration();
-        });
+        tokio::spawn(node.clone().admit_unless_rejoining(admit));
         Ok(node)
+    }
+
+    async fn admit_unless_rejoining(self, admit: watch::Sender<bool>) {
+        if let Err(err) = wiped::refuse_if_rejoining_without_data(&self.inner.config, &self.inner.auth).await {
+            tracing::error!("{err:#}");
+            if let Ok(mut refusal) = self.inner.rejoin_refusal.lock() {
+                *refusal = Some(format!("{err:#}"));
+            }
+            return;
+        }
+        let _ = admit.send(true);
+        if let Err(err) = self.initialize_if_first().await {
+            tracing::error!(%err, "cluster initialization failed");
+        }
+        self.spawn_registration();
     }
 
     /// The cluster secrets this node signs with and accepts; replace them to rotate without a restart.

@@ -303,61 +303,27 @@ impl BudgetManager {
         // `output_cap` caps each of the `choices`; what is reserved is their total.
         let choices = choices.max(1);
         let min_output = self.config.min_output_tokens.min(wanted_output).max(1);
-        let mut output_cap = wanted_output;
         let rate_reservations =
             self.admit_rates(&specs, now, input_tokens.saturating_add(wanted_output.saturating_mul(choices)))?;
-        let mut accounts = Vec::with_capacity(specs.len());
-        let ledger_specs: Vec<BudgetSpec> = specs.iter().filter(|s| s.limit_units().is_some()).cloned().collect();
-        let specs = ledger_specs;
-        for spec in &specs {
-            let account = self.account(spec, now);
-            let full = units(spec, &price, input_tokens, output_cap.saturating_mul(choices));
-            let minimum = units(spec, &price, input_tokens, min_output.saturating_mul(choices));
-            if account.available() < full as i64 {
-                if let Err(err) = self.refill(&account, full).await {
-                    // Cut off from the ledger: still serve (with a smaller cap) from what this node holds.
-                    if account.available() < minimum as i64 {
-                        return Err(err);
-                    }
+        let specs: Vec<BudgetSpec> = specs.iter().filter(|s| s.limit_units().is_some()).cloned().collect();
+        let ask = Ask { price, input_tokens, choices, min_output };
+        let reserved = match self.cap_output(&specs, &ask, wanted_output, now).await {
+            Ok((accounts, output_cap)) => {
+                self.reserve_all(&accounts, &specs, &ask, output_cap).await.map(|r| (accounts, output_cap, r))
+            }
+            Err(err) => Err(err),
+        };
+        let (accounts, output_cap, reservations) = match reserved {
+            Ok(reserved) => reserved,
+            Err(err) => {
+                // Refused by a budget: the request takes nothing from the per-minute windows either.
+                for taken in &rate_reservations {
+                    taken.window.settle(taken.at_ms, taken.tokens, 0);
                 }
+                return Err(err);
             }
-            let available = account.available().max(0) as u64;
-            if available < minimum {
-                return Err(GatewayError::budget_exhausted(&spec.scope.id()));
-            }
-            if available < full {
-                // No over-refusal: shrink max_tokens to what the allowance covers.
-                let within = max_output_within(spec, &price, input_tokens, available) / choices;
-                output_cap = output_cap.min(within.max(min_output));
-            }
-            accounts.push(account);
-        }
-        let mut reservations: Vec<Reservation> = Vec::with_capacity(accounts.len());
-        for (account, spec) in accounts.iter().zip(&specs) {
-            let needed = units(spec, &price, input_tokens, output_cap.saturating_mul(choices));
-            // Another request may have taken the allowance since the check above: refill and retry
-            // rather than refuse while the ledger still has room (no over-refusal under concurrency).
-            let mut reserved = account.try_reserve(needed);
-            for _ in 0..3 {
-                if reserved {
-                    break;
-                }
-                if let Err(err) = self.refill(account, needed).await {
-                    for taken in &reservations {
-                        taken.account.settle(taken.units, 0);
-                    }
-                    return Err(err);
-                }
-                reserved = account.try_reserve(needed);
-            }
-            if !reserved {
-                for taken in &reservations {
-                    taken.account.settle(taken.units, 0);
-                }
-                return Err(GatewayError::budget_exhausted(&spec.scope.id()));
-            }
-            reservations.push(Reservation { account: account.clone(), units: needed });
-        }
+        };
+        // The tightest account speaks for the request in the rate-limit headers.
         let tightest = accounts.iter().min_by_key(|a| a.remaining_estimate()).cloned();
         let (limit, remaining, reset_seconds) = match &tightest {
             Some(account) => (
@@ -379,6 +345,80 @@ impl BudgetManager {
             remaining,
             reset_seconds,
         }))
+    }
+
+    /// Each account's allowance checked (refilled from the ledger when short) and the output cap shrunk
+    /// to what every account covers, never below `min_output` (no over-refusal). Cut off from the ledger, a
+    /// node still serves from what it holds.
+    async fn cap_output(
+        &self,
+        specs: &[BudgetSpec],
+        ask: &Ask,
+        wanted_output: u64,
+        now: u64,
+    ) -> GatewayResult<(Vec<Arc<LocalAccount>>, u64)> {
+        let mut output_cap = wanted_output;
+        let mut accounts = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let account = self.account(spec, now);
+            let full = ask.units(spec, output_cap);
+            let minimum = ask.units(spec, ask.min_output);
+            if account.available() < full as i64 {
+                if let Err(err) = self.refill(&account, full).await {
+                    if account.available() < minimum as i64 {
+                        return Err(err);
+                    }
+                }
+            }
+            let available = account.available().max(0) as u64;
+            if available < minimum {
+                return Err(GatewayError::budget_exhausted(&spec.scope.id()));
+            }
+            if available < full {
+                let within = max_output_within(spec, &ask.price, ask.input_tokens, available) / ask.choices;
+                output_cap = output_cap.min(within.max(ask.min_output));
+            }
+            accounts.push(account);
+        }
+        Ok((accounts, output_cap))
+    }
+
+    /// Reserves the request's units on every account, or none: another request may have taken the
+    /// allowance since the check, so a failed reservation refills and retries (no over-refusal under
+    /// concurrency) before it gives back what it took and refuses.
+    async fn reserve_all(
+        &self,
+        accounts: &[Arc<LocalAccount>],
+        specs: &[BudgetSpec],
+        ask: &Ask,
+        output_cap: u64,
+    ) -> GatewayResult<Vec<Reservation>> {
+        let mut reservations: Vec<Reservation> = Vec::with_capacity(accounts.len());
+        let give_back = |reservations: &[Reservation]| {
+            for taken in reservations {
+                taken.account.settle(taken.units, 0);
+            }
+        };
+        for (account, spec) in accounts.iter().zip(specs) {
+            let needed = ask.units(spec, output_cap);
+            let mut reserved = account.try_reserve(needed);
+            for _ in 0..3 {
+                if reserved {
+                    break;
+                }
+                if let Err(err) = self.refill(account, needed).await {
+                    give_back(&reservations);
+                    return Err(err);
+                }
+                reserved = account.try_reserve(needed);
+            }
+            if !reserved {
+                give_back(&reservations);
+                return Err(GatewayError::budget_exhausted(&spec.scope.id()));
+            }
+            reservations.push(Reservation { account: account.clone(), units: needed });
+        }
+        Ok(reservations)
     }
 
     fn rate_window(&self, scope_id: &str) -> Arc<rate::RateWindow> {
@@ -423,6 +463,21 @@ fn max_output_within(spec: &BudgetSpec, price: &Price, input: u64, available: u6
         (left / price.output).floor().max(0.0) as u64
     } else {
         available.saturating_sub(input)
+    }
+}
+
+/// What one request asks of its budgets: its price, prompt, and how many choices share the output cap.
+struct Ask {
+    price: Price,
+    input_tokens: u64,
+    choices: u64,
+    min_output: u64,
+}
+
+impl Ask {
+    /// Units (tokens or micro-USD) of the prompt plus `output_cap` for each choice.
+    fn units(&self, spec: &BudgetSpec, output_cap: u64) -> u64 {
+        units(spec, &self.price, self.input_tokens, output_cap.saturating_mul(self.choices))
     }
 }
 
