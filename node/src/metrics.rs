@@ -376,33 +376,40 @@ impl Metrics {
         counter(out, "tollgate_cost_usd_total", "Cost at the model's configured prices.", &|t| {
             format!("{}", t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9)
         });
-        {
-            let rollbacks = self.canary_rollbacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let _ = writeln!(out, "# HELP tollgate_canary_rollbacks_total Canary targets set to weight 0 by this node, by the SLO they broke.\n# TYPE tollgate_canary_rollbacks_total counter");
-            for (route, target, reason, count) in rollbacks.iter() {
-                let _ = writeln!(
-                    out,
-                    "tollgate_canary_rollbacks_total{{route=\"{}\",target=\"{}\",reason=\"{reason}\"}} {count}",
-                    escape_label(route),
-                    escape_label(target)
-                );
-            }
+        self.render_canary_rollbacks(out);
+        render_target_histograms(&targets, out);
+    }
+
+    fn render_canary_rollbacks(&self, out: &mut String) {
+        let rollbacks = self.canary_rollbacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = writeln!(out, "# HELP tollgate_canary_rollbacks_total Canary targets set to weight 0 by this node, by the SLO they broke.\n# TYPE tollgate_canary_rollbacks_total counter");
+        for (route, target, reason, count) in rollbacks.iter() {
+            let _ = writeln!(
+                out,
+                "tollgate_canary_rollbacks_total{{route=\"{}\",target=\"{}\",reason=\"{reason}\"}} {count}",
+                escape_label(route),
+                escape_label(target)
+            );
         }
-        let _ = writeln!(out, "# HELP gen_ai_server_request_duration_seconds Upstream request duration, first byte sent to last byte received.\n# TYPE gen_ai_server_request_duration_seconds histogram");
-        for target in &targets {
-            target.duration.render(out, "gen_ai_server_request_duration_seconds", &target.labels);
+    }
+}
+
+/// Request duration, TTFT and time per output token, per target.
+fn render_target_histograms(targets: &[Arc<TargetMetrics>], out: &mut String) {
+    let _ = writeln!(out, "# HELP gen_ai_server_request_duration_seconds Upstream request duration, first byte sent to last byte received.\n# TYPE gen_ai_server_request_duration_seconds histogram");
+    for target in targets {
+        target.duration.render(out, "gen_ai_server_request_duration_seconds", &target.labels);
+    }
+    let _ = writeln!(out, "# HELP gen_ai_server_time_to_first_token_seconds Time to the first streamed token.\n# TYPE gen_ai_server_time_to_first_token_seconds histogram");
+    for target in targets {
+        if target.ttft.count() > 0 {
+            target.ttft.render(out, "gen_ai_server_time_to_first_token_seconds", &target.labels);
         }
-        let _ = writeln!(out, "# HELP gen_ai_server_time_to_first_token_seconds Time to the first streamed token.\n# TYPE gen_ai_server_time_to_first_token_seconds histogram");
-        for target in &targets {
-            if target.ttft.count() > 0 {
-                target.ttft.render(out, "gen_ai_server_time_to_first_token_seconds", &target.labels);
-            }
-        }
-        let _ = writeln!(out, "# HELP gen_ai_server_time_per_output_token_seconds Decode time per output token of successful responses (after the first token when streamed).\n# TYPE gen_ai_server_time_per_output_token_seconds histogram");
-        for target in &targets {
-            if target.time_per_output_token.count() > 0 {
-                target.time_per_output_token.render(out, "gen_ai_server_time_per_output_token_seconds", &target.labels);
-            }
+    }
+    let _ = writeln!(out, "# HELP gen_ai_server_time_per_output_token_seconds Decode time per output token of successful responses (after the first token when streamed).\n# TYPE gen_ai_server_time_per_output_token_seconds histogram");
+    for target in targets {
+        if target.time_per_output_token.count() > 0 {
+            target.time_per_output_token.render(out, "gen_ai_server_time_per_output_token_seconds", &target.labels);
         }
     }
 }
