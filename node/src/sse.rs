@@ -1,6 +1,11 @@
 //! An incremental Server-Sent Events parser. Body chunks arrive split anywhere (mid-line, mid-UTF-8,
 //! between `\r` and `\n`); the parser buffers the partial event and yields only complete ones, so no
 //! event is ever lost or half-forwarded.
+//!
+//! Hand-written rather than taken from a crate (eventsource-stream, sse-codec): those yield owned
+//! `String`s per event and decode UTF-8 up front, while the proxy forwards most events untouched as
+//! `Bytes` slices of the upstream's buffer, and must keep the raw bytes of events it does not understand.
+//! The format is a page of the HTML spec; the parser is fuzzed-by-split in its tests (every split point).
 
 use bytes::{Buf, Bytes, BytesMut};
 

@@ -5,22 +5,11 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{RawObject, Usage};
+use super::{RawObject, RequestProbe, Usage};
 use crate::error::{GatewayError, GatewayResult};
 
 /// Version header sent to Anthropic upstreams when the client gave none.
 pub const DEFAULT_VERSION: &str = "2023-06-01";
-
-#[derive(Debug)]
-pub struct MessagesProbe<'a> {
-    pub object: RawObject<'a>,
-    pub model: Cow<'a, str>,
-    pub stream: bool,
-    pub max_tokens: u64,
-    /// Bytes of the raw `messages` and `system` values: a free upper bound on the prompt's tokens.
-    pub prompt_bytes: usize,
-    pub message_count: usize,
-}
 
 #[derive(Deserialize)]
 struct MessageProbe<'a> {
@@ -32,16 +21,16 @@ struct MessageProbe<'a> {
 }
 
 /// Validates a Messages request the way Anthropic does: `model`, `messages` and `max_tokens` are required.
-pub fn probe_messages(body: &[u8]) -> GatewayResult<MessagesProbe<'_>> {
+pub fn probe_messages(body: &[u8]) -> GatewayResult<RequestProbe<'_>> {
     probe_inner(body, true)
 }
 
 /// `count_tokens` takes the same body without `max_tokens`.
-pub fn probe_count_tokens(body: &[u8]) -> GatewayResult<MessagesProbe<'_>> {
+pub fn probe_count_tokens(body: &[u8]) -> GatewayResult<RequestProbe<'_>> {
     probe_inner(body, false)
 }
 
-fn probe_inner(body: &[u8], require_max_tokens: bool) -> GatewayResult<MessagesProbe<'_>> {
+fn probe_inner(body: &[u8], require_max_tokens: bool) -> GatewayResult<RequestProbe<'_>> {
     let object = RawObject::parse(body)?;
     let model: Cow<'_, str> = object.required("model")?;
     let messages_raw =
@@ -62,12 +51,14 @@ fn probe_inner(body: &[u8], require_max_tokens: bool) -> GatewayResult<MessagesP
             format!("messages.{index}.role: Input should be 'user' or 'assistant', got `{}`", message.role),
         ));
     }
-    let max_tokens = if require_max_tokens {
-        object
-            .field::<u64>("max_tokens")?
-            .ok_or_else(|| GatewayError::invalid_param("max_tokens", "max_tokens: Field required"))?
+    let max_output_tokens = if require_max_tokens {
+        Some(
+            object
+                .field::<u64>("max_tokens")?
+                .ok_or_else(|| GatewayError::invalid_param("max_tokens", "max_tokens: Field required"))?,
+        )
     } else {
-        0
+        None
     };
     let system_bytes = object.get("system").map_or(0, |raw| raw.get().len());
     if let Some(system) = object.get("system") {
@@ -75,10 +66,14 @@ fn probe_inner(body: &[u8], require_max_tokens: bool) -> GatewayResult<MessagesP
             GatewayError::invalid_param("system", format!("system: expected a string or a list of text blocks: {err}"))
         })?;
     }
-    Ok(MessagesProbe {
+    let stream = object.field::<bool>("stream")?.unwrap_or(false);
+    Ok(RequestProbe {
         model,
-        stream: object.field::<bool>("stream")?.unwrap_or(false),
-        max_tokens,
+        // count_tokens answers once, whatever the body says.
+        stream: stream && require_max_tokens,
+        include_usage: false,
+        max_output_tokens,
+        choices: 1,
         prompt_bytes: messages_raw.get().len() + system_bytes,
         message_count: messages.len(),
         object,

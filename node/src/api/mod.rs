@@ -16,6 +16,26 @@ use crate::error::{GatewayError, GatewayResult};
 
 pub use crate::protocol::Protocol;
 
+/// What the gateway needs to know about a request body, validated the way the API it came in on does,
+/// with everything else left raw. Each API's probe (`openai::probe_chat`, `openai::probe_embeddings`,
+/// `anthropic::probe_messages`, `anthropic::probe_count_tokens`) fills the same struct.
+#[derive(Debug)]
+pub struct RequestProbe<'a> {
+    pub object: RawObject<'a>,
+    pub model: std::borrow::Cow<'a, str>,
+    pub stream: bool,
+    /// OpenAI callers: they asked for the final usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+    /// OpenAI `max_completion_tokens`, else `max_tokens`; Anthropic `max_tokens` (none for count_tokens).
+    pub max_output_tokens: Option<u64>,
+    /// Raw bytes of the prompt fields (messages and system; embeddings' input): a free upper bound on the
+    /// prompt's tokens, for routing's estimates.
+    pub prompt_bytes: usize,
+    pub message_count: usize,
+    /// Choices the provider generates, each up to the output cap (OpenAI `n`).
+    pub choices: u64,
+}
+
 /// A JSON object as an ordered list of keys and unparsed values, borrowed from the request body.
 #[derive(Debug, Default)]
 pub struct RawObject<'a> {

@@ -6,25 +6,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{RawObject, Usage};
+use super::{RawObject, RequestProbe, Usage};
 use crate::error::{GatewayError, GatewayResult};
-
-/// What the gateway needs to know about an OpenAI chat request, validated, with the rest left raw.
-#[derive(Debug)]
-pub struct ChatProbe<'a> {
-    pub object: RawObject<'a>,
-    pub model: Cow<'a, str>,
-    pub stream: bool,
-    /// The client asked for the final usage chunk (`stream_options.include_usage`).
-    pub include_usage: bool,
-    /// `max_completion_tokens`, else `max_tokens`.
-    pub max_output_tokens: Option<u64>,
-    /// Bytes of the raw `messages` array: a free upper bound on the prompt's tokens.
-    pub messages_bytes: usize,
-    pub message_count: usize,
-    /// `n`: choices generated, each up to the output cap.
-    pub choices: u64,
-}
 
 #[derive(Deserialize)]
 struct MessageProbe<'a> {
@@ -40,7 +23,8 @@ struct StreamOptionsProbe {
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
-pub fn probe_chat(body: &[u8]) -> GatewayResult<ChatProbe<'_>> {
+/// Validates a chat completion request as OpenAI does.
+pub fn probe_chat(body: &[u8]) -> GatewayResult<RequestProbe<'_>> {
     let object = RawObject::parse(body)?;
     let model: Cow<'_, str> = object.required("model")?;
     let messages_raw = object
@@ -74,14 +58,42 @@ pub fn probe_chat(body: &[u8]) -> GatewayResult<ChatProbe<'_>> {
     if choices == 0 || choices > 128 {
         return Err(GatewayError::invalid_param("n", format!("`n` must be between 1 and 128, got {choices}")));
     }
-    Ok(ChatProbe {
+    Ok(RequestProbe {
         model,
         stream,
         include_usage,
         max_output_tokens,
-        messages_bytes: messages_raw.get().len(),
+        prompt_bytes: messages_raw.get().len(),
         message_count: messages.len(),
         choices,
+        object,
+    })
+}
+
+/// Validates an embeddings request: `model`, and `input` as a string, strings or token arrays.
+pub fn probe_embeddings(body: &[u8]) -> GatewayResult<RequestProbe<'_>> {
+    let object = RawObject::parse(body)?;
+    let model: Cow<'_, str> = object.required("model")?;
+    let input = object
+        .get("input")
+        .ok_or_else(|| GatewayError::invalid_param("input", "missing required parameter `input`"))?;
+    let valid = serde_json::from_str::<OneOrMany>(input.get()).is_ok()
+        || serde_json::from_str::<Vec<Vec<u32>>>(input.get()).is_ok()
+        || serde_json::from_str::<Vec<u32>>(input.get()).is_ok();
+    if !valid {
+        return Err(GatewayError::invalid_param(
+            "input",
+            "`input` must be a string, an array of strings, or token arrays",
+        ));
+    }
+    Ok(RequestProbe {
+        model,
+        stream: false,
+        include_usage: false,
+        max_output_tokens: None,
+        prompt_bytes: input.get().len(),
+        message_count: 0,
+        choices: 1,
         object,
     })
 }

@@ -4,29 +4,19 @@ use bytes::Bytes;
 use http::{HeaderName, Request};
 use http_body_util::Full;
 
-use super::{api_key, static_headers, HttpBackend, Operation, Timeouts, UpstreamRequest};
+use super::{Dialect, HttpBackend, Operation, UpstreamRequest};
 use crate::api::anthropic::DEFAULT_VERSION;
-use crate::config::ProviderConfig;
 use crate::error::{GatewayError, GatewayResult};
 
-pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
-
-pub fn backend(config: &ProviderConfig, timeouts: Timeouts) -> anyhow::Result<HttpBackend> {
-    let credential = api_key(config)?.map(|key| (HeaderName::from_static("x-api-key"), key));
-    HttpBackend::new(
-        config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
-        &["/v1/messages", "/v1/messages/count_tokens"],
-        timeouts,
-        static_headers(config, credential)?,
-    )
-}
+pub const DIALECT: Dialect = Dialect {
+    name: "Anthropic",
+    default_base_url: "https://api.anthropic.com",
+    credential: |key| (HeaderName::from_static("x-api-key"), key.to_owned()),
+    paths: &[(Operation::Chat, "/v1/messages"), (Operation::CountTokens, "/v1/messages/count_tokens")],
+};
 
 pub fn build_request(backend: &HttpBackend, request: UpstreamRequest<'_>) -> GatewayResult<Request<Full<Bytes>>> {
-    let path = match request.operation {
-        Operation::Chat => "/v1/messages",
-        Operation::CountTokens => "/v1/messages/count_tokens",
-        Operation::Embeddings => return Err(GatewayError::internal("Anthropic has no embeddings endpoint")),
-    };
+    let path = DIALECT.path(request.operation)?;
     let version = request
         .client_headers
         .get("anthropic-version")

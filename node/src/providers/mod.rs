@@ -32,6 +32,27 @@ pub enum Operation {
     CountTokens,
 }
 
+/// How one provider API is addressed over HTTP: where it lives by default, how the key is presented, and
+/// the path of each operation it has. `openai::DIALECT` and `anthropic::DIALECT`.
+pub struct Dialect {
+    pub name: &'static str,
+    pub default_base_url: &'static str,
+    /// The header carrying the provider key, and its value for a key.
+    pub credential: fn(&str) -> (HeaderName, String),
+    pub paths: &'static [(Operation, &'static str)],
+}
+
+impl Dialect {
+    /// The path of `operation` under `base_url`, or an error for an operation the API does not have.
+    pub fn path(&self, operation: Operation) -> GatewayResult<&'static str> {
+        self.paths
+            .iter()
+            .find(|(op, _)| *op == operation)
+            .map(|(_, path)| *path)
+            .ok_or_else(|| GatewayError::internal(format!("{} providers have no {operation:?} endpoint", self.name)))
+    }
+}
+
 /// A request ready to send: the body is already in the provider's protocol.
 pub struct UpstreamRequest<'a> {
     pub operation: Operation,
@@ -86,10 +107,14 @@ impl Provider {
             idle: Duration::from_millis(config.idle_timeout_ms.unwrap_or(limits.idle_timeout_ms)),
         };
         let (protocol, backend) = match config.kind {
-            ProviderKind::Openai => (Protocol::OpenAi, Backend::Http(Box::new(openai::backend(config, timeouts)?))),
-            ProviderKind::Anthropic => {
-                (Protocol::Anthropic, Backend::Http(Box::new(anthropic::backend(config, timeouts)?)))
-            }
+            ProviderKind::Openai => (
+                Protocol::OpenAi,
+                Backend::Http(Box::new(HttpBackend::for_dialect(config, timeouts, &openai::DIALECT)?)),
+            ),
+            ProviderKind::Anthropic => (
+                Protocol::Anthropic,
+                Backend::Http(Box::new(HttpBackend::for_dialect(config, timeouts, &anthropic::DIALECT)?)),
+            ),
             ProviderKind::Mock => {
                 let mock = mock::MockProvider::new(config.mock.clone().unwrap_or_default());
                 (mock.protocol(), Backend::Mock(mock))
@@ -157,6 +182,19 @@ fn transport_error(provider: &str, err: &hyper_util::client::legacy::Error) -> G
 }
 
 impl HttpBackend {
+    /// The backend for a provider of this dialect: its base URL (or the dialect's), every operation's URI,
+    /// and the key and configured headers.
+    fn for_dialect(config: &ProviderConfig, timeouts: Timeouts, dialect: &Dialect) -> anyhow::Result<Self> {
+        let credential = api_key(config)?.map(|key| (dialect.credential)(&key));
+        let paths: Vec<&'static str> = dialect.paths.iter().map(|(_, path)| *path).collect();
+        HttpBackend::new(
+            config.base_url.as_deref().unwrap_or(dialect.default_base_url),
+            &paths,
+            timeouts,
+            static_headers(config, credential)?,
+        )
+    }
+
     fn new(
         base_url: &str,
         paths: &[&'static str],

@@ -1,14 +1,12 @@
 //! Phases 4–5: parse and validate the request (only what routing, limits and metering need), pick the
 //! route, enforce the model's `max_tokens` and context-window limits, and build each target's body.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 
 use std::sync::Arc;
 
 use super::{Endpoint, PromptTokens, RequestContext, Routed};
-use crate::api::{anthropic, openai, Protocol, RawObject};
+use crate::api::{anthropic, openai, Protocol, RequestProbe};
 use crate::auth::Principal;
 use crate::error::{GatewayError, GatewayResult};
 use crate::routing::{Route, Target};
@@ -20,21 +18,11 @@ pub const MAX_OUTPUT_TOKENS_CEILING: u64 = 1 << 20;
 
 /// The validated request. Borrows the body; untouched fields stay raw.
 pub struct ParsedRequest<'a> {
-    pub object: RawObject<'a>,
-    pub model: Cow<'a, str>,
-    pub stream: bool,
-    /// OpenAI callers: they asked for the usage chunk.
-    pub include_usage: bool,
-    pub max_output_tokens: Option<u64>,
-    /// Raw bytes of the prompt fields (messages, system): for routing's estimates.
-    pub prompt_bytes: usize,
-    pub message_count: usize,
+    pub probe: RequestProbe<'a>,
     /// An upper bound on the input tokens the provider can bill (every field it tokenizes, media parts):
     /// what budget admission reserves and the context-window check starts from. See
     /// [`crate::tokens::chat_input_bound`].
     pub input_bound: u64,
-    /// Choices the provider generates, each up to the output cap (OpenAI `n`).
-    pub choices: u64,
 }
 
 /// Phase 4.
@@ -42,71 +30,22 @@ pub fn parse<'a>(endpoint: Endpoint, body: &'a [u8]) -> GatewayResult<ParsedRequ
     if body.is_empty() {
         return Err(GatewayError::invalid_request("request body is empty; send a JSON object"));
     }
-    match endpoint {
-        Endpoint::ChatCompletions => {
-            let probe = openai::probe_chat(body)?;
-            Ok(ParsedRequest {
-                model: probe.model,
-                stream: probe.stream,
-                include_usage: probe.include_usage,
-                max_output_tokens: probe.max_output_tokens,
-                prompt_bytes: probe.messages_bytes,
-                message_count: probe.message_count,
-                input_bound: chat_input_bound(body, probe.message_count as u64),
-                choices: probe.choices,
-                object: probe.object,
-            })
-        }
-        Endpoint::Messages | Endpoint::CountTokens => {
-            let probe = if endpoint == Endpoint::Messages {
-                anthropic::probe_messages(body)?
-            } else {
-                anthropic::probe_count_tokens(body)?
-            };
-            Ok(ParsedRequest {
-                model: probe.model,
-                stream: probe.stream && endpoint == Endpoint::Messages,
-                include_usage: false,
-                max_output_tokens: (endpoint == Endpoint::Messages).then_some(probe.max_tokens),
-                prompt_bytes: probe.prompt_bytes,
-                message_count: probe.message_count,
-                input_bound: chat_input_bound(body, probe.message_count as u64),
-                choices: 1,
-                object: probe.object,
-            })
-        }
+    let probe = match endpoint {
+        Endpoint::ChatCompletions => openai::probe_chat(body)?,
+        Endpoint::Messages => anthropic::probe_messages(body)?,
+        Endpoint::CountTokens => anthropic::probe_count_tokens(body)?,
         Endpoint::Embeddings => {
-            let object = RawObject::parse(body)?;
-            let model: Cow<'a, str> = object.required("model")?;
-            let input = object
-                .get("input")
-                .ok_or_else(|| GatewayError::invalid_param("input", "missing required parameter `input`"))?;
-            let valid = serde_json::from_str::<openai::OneOrMany>(input.get()).is_ok()
-                || serde_json::from_str::<Vec<Vec<u32>>>(input.get()).is_ok()
-                || serde_json::from_str::<Vec<u32>>(input.get()).is_ok();
-            if !valid {
-                return Err(GatewayError::invalid_param(
-                    "input",
-                    "`input` must be a string, an array of strings, or token arrays",
-                ));
-            }
-            Ok(ParsedRequest {
-                model,
-                stream: false,
-                include_usage: false,
-                max_output_tokens: None,
-                prompt_bytes: input.get().len(),
-                message_count: 0,
-                // Text bytes bound text tokens; token arrays spend at least a digit and a comma per token.
-                input_bound: input.get().len() as u64,
-                choices: 1,
-                object,
-            })
+            let probe = openai::probe_embeddings(body)?;
+            // Text bytes bound text tokens; token arrays spend at least a digit and a comma per token.
+            let input_bound = probe.prompt_bytes as u64;
+            return Ok(ParsedRequest { probe, input_bound });
         }
         Endpoint::Models | Endpoint::NotFound | Endpoint::MethodNotAllowed => {
-            Err(GatewayError::internal("parse called for an endpoint without a body"))
+            return Err(GatewayError::internal("parse called for an endpoint without a body"));
         }
-    }
+    };
+    let input_bound = chat_input_bound(body, probe.message_count as u64);
+    Ok(ParsedRequest { probe, input_bound })
 }
 
 /// Phase 5: the route for the model, the key's model allowlist, and the model's limits.
@@ -118,16 +57,16 @@ pub async fn route<'a>(
     let route = context
         .snapshot
         .routes
-        .get(request.model.as_ref())
+        .get(request.probe.model.as_ref())
         .cloned()
-        .ok_or_else(|| GatewayError::model_not_found(&request.model))?;
+        .ok_or_else(|| GatewayError::model_not_found(&request.probe.model))?;
     if !principal.may_use(&route.name) {
         return Err(GatewayError::permission_denied(format!("this API key may not use the model `{}`", route.name)));
     }
     // A route without its own cap still has a ceiling: no model generates millions of tokens, and a value
     // near 2^64 must never reach arithmetic on budgets and windows.
     let cap = route.max_output_tokens.unwrap_or(MAX_OUTPUT_TOKENS_CEILING);
-    if let Some(asked) = request.max_output_tokens {
+    if let Some(asked) = request.probe.max_output_tokens {
         if asked > cap {
             return Err(GatewayError::invalid_param(
                 "max_tokens",
@@ -145,7 +84,7 @@ pub async fn route<'a>(
     }
     let prompt_tokens = PromptTokens::new(route.encoding, context.body.clone());
     if let Some(window) = route.context_window {
-        let output = request.max_output_tokens.unwrap_or(0);
+        let output = request.probe.max_output_tokens.unwrap_or(0);
         // Only when the free bound does not fit do we pay for an exact count.
         if request.input_bound.saturating_add(output) > window {
             let exact = prompt_tokens.count().await;
@@ -178,7 +117,7 @@ pub fn target_body(
             // At most three overrides: kept on the stack.
             let mut overrides = [("model", target.upstream_model_json.as_str()), ("", ""), ("", "")];
             let mut count = 1;
-            if request.stream {
+            if request.probe.stream {
                 // Always ask for usage so streams can be metered; the chunk is stripped for callers that
                 // did not ask for it.
                 overrides[count] = ("stream_options", r#"{"include_usage":true}"#);
@@ -188,7 +127,7 @@ pub fn target_body(
             // target model takes (reasoning models refuse `max_tokens`); the other one is left out.
             let field = translate::request::openai_output_field(
                 &target.upstream_model,
-                request.object.get("max_completion_tokens").is_some(),
+                request.probe.object.get("max_completion_tokens").is_some(),
             );
             let mut remove: &[&str] = &[];
             if let Some(cap) = &cap_text {
@@ -197,19 +136,19 @@ pub fn target_body(
                 remove = if field == "max_tokens" { &["max_completion_tokens"] } else { &["max_tokens"] };
             } else if field == "max_completion_tokens" {
                 // A reasoning model and a caller's `max_tokens`: moved to the field the model accepts.
-                if let Some(asked) = request.object.get("max_tokens") {
+                if let Some(asked) = request.probe.object.get("max_tokens") {
                     overrides[count] = (field, asked.get());
                     count += 1;
                     remove = &["max_tokens"];
                 }
             }
-            request.object.write_with(&overrides[..count], remove, &mut out);
+            request.probe.object.write_with(&overrides[..count], remove, &mut out);
         }
         (Protocol::Anthropic, Protocol::Anthropic) => {
             let model = ("model", target.upstream_model_json.as_str());
             match &cap_text {
-                Some(cap) => request.object.write_with(&[model, ("max_tokens", cap.as_str())], &[], &mut out),
-                None => request.object.write_with(&[model], &[], &mut out),
+                Some(cap) => request.probe.object.write_with(&[model, ("max_tokens", cap.as_str())], &[], &mut out),
+                None => request.probe.object.write_with(&[model], &[], &mut out),
             }
         }
         (Protocol::OpenAi, Protocol::Anthropic) => {

@@ -1,5 +1,10 @@
 //! Phases 6–7: try the route's targets in order (falling back on connect errors, timeouts, 429 and 5xx
 //! before the first byte reaches the client), then answer in the caller's protocol and meter the request.
+//!
+//! Fallback and retry are written here rather than taken from tower's `retry` layer or a backoff crate:
+//! each attempt must re-admit the budget for the next target's price, re-translate the body for its
+//! protocol, record the endpoint's health and the fallback reason, and stop for good once a byte has
+//! reached the client. A generic retry policy sees only a request and a result, not those steps.
 
 use std::time::Instant;
 
@@ -66,7 +71,7 @@ pub async fn forward(
 
     // Routing asks for the exact count only when a target's context window is tight; for a large prompt
     // that count is done here, off the runtime workers, instead of inside the (synchronous) strategy.
-    let reserved_output = request.max_output_tokens.unwrap_or(0);
+    let reserved_output = request.probe.max_output_tokens.unwrap_or(0);
     let tight = route
         .targets
         .iter()
@@ -77,15 +82,15 @@ pub async fn forward(
     let exact_prompt = || routed.prompt_tokens.count_now();
     let output = match operation {
         Operation::Embeddings | Operation::CountTokens => 0,
-        Operation::Chat => request.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
+        Operation::Chat => request.probe.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
     };
     let reserved = match operation {
-        Operation::Chat => request.max_output_tokens.unwrap_or(0),
+        Operation::Chat => request.probe.max_output_tokens.unwrap_or(0),
         _ => 0,
     };
     let hints = RequestHints::new(
-        request.prompt_bytes as u64,
-        request.message_count as u64,
+        request.probe.prompt_bytes as u64,
+        request.probe.message_count as u64,
         request.input_bound,
         output,
         reserved,
@@ -225,7 +230,7 @@ async fn attempt(
         }));
     }
     let upstream_request =
-        UpstreamRequest { operation, body, stream: request.stream, client_headers: &context.headers };
+        UpstreamRequest { operation, body, stream: request.probe.stream, client_headers: &context.headers };
     let result = target.provider.send(upstream_request).await;
     let response = match result {
         Ok(response) => response,
@@ -261,8 +266,8 @@ async fn attempt(
         ));
     }
 
-    let mut response = if request.stream {
-        let mut translator = StreamTranslator::new(upstream_protocol, context.caller, request.include_usage);
+    let mut response = if request.probe.stream {
+        let mut translator = StreamTranslator::new(upstream_protocol, context.caller, request.probe.include_usage);
         if StreamTranslator::announces_input_tokens(upstream_protocol, context.caller) {
             translator = translator.with_input_tokens(routed.prompt_tokens.count().await);
         }
@@ -318,13 +323,13 @@ async fn admit(
     }
     let wanted_output = match operation {
         Operation::Embeddings => 0,
-        _ => request.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
+        _ => request.probe.max_output_tokens.unwrap_or_else(|| route.default_max_tokens()),
     };
     // The provider refuses a prompt longer than the context window, so it never bills more input than that.
     let window = route.context_window.unwrap_or(u64::MAX);
     let bound = request.input_bound.min(window);
     let budgets = &context.snapshot.budgets;
-    match budget.admit(budgets, principal, route.price, bound, wanted_output, request.choices).await {
+    match budget.admit(budgets, principal, route.price, bound, wanted_output, request.probe.choices).await {
         Err(err) if err.kind == crate::error::ErrorKind::BudgetExhausted => {
             let exact = routed.prompt_tokens.count().await;
             let media = crate::tokens::MEDIA_PART_TOKENS * crate::tokens::media_parts(&context.body);
@@ -332,7 +337,7 @@ async fn admit(
             if with_margin >= bound {
                 return Err(err);
             }
-            budget.admit(budgets, principal, route.price, with_margin, wanted_output, request.choices).await
+            budget.admit(budgets, principal, route.price, with_margin, wanted_output, request.probe.choices).await
         }
         other => other,
     }
