@@ -6,6 +6,8 @@ use http::HeaderName;
 pub const X_TOLLGATE_NODE: HeaderName = HeaderName::from_static("x-tollgate-node");
 pub const X_TOLLGATE_OVERHEAD_US: HeaderName = HeaderName::from_static("x-tollgate-overhead-us");
 pub const X_TOLLGATE_TARGET: HeaderName = HeaderName::from_static("x-tollgate-target");
+/// The caller's parameters a translation could not carry to the target's API (comma-separated).
+pub const X_TOLLGATE_DROPPED_PARAMS: HeaderName = HeaderName::from_static("x-tollgate-dropped-params");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 pub const X_RATELIMIT_LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");

@@ -104,6 +104,27 @@ pub struct MessagesRequest {
     pub stream: Option<bool>,
     #[serde(default)]
     pub metadata: Option<Metadata>,
+    /// Extended thinking: `{"type": "enabled", "budget_tokens": N}` or `{"type": "disabled"}`.
+    #[serde(default)]
+    pub thinking: Option<Thinking>,
+    /// Every other field the caller sent (`top_k`, …): reported in `x-tollgate-dropped-params` when the
+    /// target's API has no equivalent.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Thinking {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub budget_tokens: Option<u64>,
+}
+
+impl Thinking {
+    pub fn enabled(&self) -> bool {
+        self.kind == "enabled"
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -128,6 +128,13 @@ pub struct ChatRequest {
     pub stream: Option<bool>,
     #[serde(default)]
     pub n: Option<u64>,
+    /// `minimal`, `low`, `medium`, `high` (reasoning models); Anthropic targets get a thinking budget.
+    #[serde(default)]
+    pub reasoning_effort: Option<String>,
+    /// Every other field the caller sent. A translation reports the ones the target's API has no
+    /// equivalent for in `x-tollgate-dropped-params` (README, "Translation").
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +156,9 @@ impl OneOrMany {
 #[derive(Debug, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
+    /// A participant name; Anthropic has no equivalent.
+    #[serde(default)]
+    pub name: Option<String>,
     #[serde(default)]
     pub content: Option<MessageContent>,
     #[serde(default)]
@@ -321,7 +331,7 @@ pub struct Choice {
     pub finish_reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 pub struct ResponseMessage {
     #[serde(default)]
     pub content: Option<String>,
@@ -329,6 +339,11 @@ pub struct ResponseMessage {
     pub tool_calls: Option<Vec<ToolCall>>,
     #[serde(default)]
     pub refusal: Option<String>,
+    /// Reasoning text of OpenAI-compatible servers (`reasoning_content`, or `reasoning`).
+    #[serde(default)]
+    pub reasoning_content: Option<String>,
+    #[serde(default)]
+    pub reasoning: Option<String>,
 }
 
 /// One `chat.completion.chunk` (or an `error` object a provider sends mid-stream).
@@ -363,7 +378,7 @@ pub struct Delta {
     #[serde(default)]
     pub refusal: Option<String>,
     /// Reasoning text of OpenAI-compatible servers (vLLM, SGLang, DeepSeek: `reasoning_content`; others
-    /// `reasoning`). Not forwarded to Anthropic callers, but generated and billed.
+    /// `reasoning`). Billed as output; Anthropic callers that enabled `thinking` get it as thinking blocks.
     #[serde(default)]
     pub reasoning_content: Option<String>,
     #[serde(default)]

@@ -108,8 +108,9 @@ pub fn target_body(
     route: &Route,
     target: &Target,
     output_cap: Option<u64>,
-) -> GatewayResult<Bytes> {
+) -> GatewayResult<(Bytes, Vec<String>)> {
     let upstream = target.provider.protocol;
+    let mut dropped = Vec::new();
     let mut out = Vec::with_capacity(raw.len() + 64);
     let cap_text = output_cap.map(|cap| cap.to_string());
     match (caller, upstream) {
@@ -160,9 +161,10 @@ pub fn target_body(
             if output_cap.is_some() {
                 typed.max_completion_tokens = output_cap;
             }
-            let body =
+            let translated =
                 translate::request::openai_to_anthropic(typed, &target.upstream_model, route.default_max_tokens())?;
-            serde_json::to_writer(&mut out, &body).map_err(|err| GatewayError::internal(err.to_string()))?;
+            serde_json::to_writer(&mut out, &translated.body).map_err(|err| GatewayError::internal(err.to_string()))?;
+            dropped = translated.dropped;
         }
         (Protocol::Anthropic, Protocol::OpenAi) => {
             let mut typed: anthropic::MessagesRequest = serde_json::from_slice(raw)
@@ -170,9 +172,10 @@ pub fn target_body(
             if output_cap.is_some() {
                 typed.max_tokens = output_cap;
             }
-            let body = translate::request::anthropic_to_openai(typed, &target.upstream_model)?;
-            serde_json::to_writer(&mut out, &body).map_err(|err| GatewayError::internal(err.to_string()))?;
+            let translated = translate::request::anthropic_to_openai(typed, &target.upstream_model)?;
+            serde_json::to_writer(&mut out, &translated.body).map_err(|err| GatewayError::internal(err.to_string()))?;
+            dropped = translated.dropped;
         }
     }
-    Ok(Bytes::from(out))
+    Ok((Bytes::from(out), dropped))
 }

@@ -216,7 +216,8 @@ async fn attempt(
     let admission = admit(gateway, context, routed, operation).await?;
     let output_cap = admission.as_ref().map(|a| a.output_cap);
     let rate_headers = admission.as_ref().map(|a| (a.limit, a.remaining, a.reset_seconds));
-    let body = target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
+    let (body, dropped) =
+        target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
     let sent_at = Instant::now();
     let estimator = UsageEstimator { encoding: route.encoding, request_body: context.body.clone() };
     let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.clone());
@@ -266,20 +267,36 @@ async fn attempt(
         ));
     }
 
+    // An Anthropic caller gets thinking blocks only when it asked for them, as from Anthropic itself.
+    let show_reasoning = context.caller == Protocol::OpenAi || caller_enabled_thinking(request);
     let mut response = if request.probe.stream {
-        let mut translator = StreamTranslator::new(upstream_protocol, context.caller, request.probe.include_usage);
+        let mut translator = StreamTranslator::new(upstream_protocol, context.caller, request.probe.include_usage)
+            .with_reasoning(show_reasoning);
         if StreamTranslator::announces_input_tokens(upstream_protocol, context.caller) {
             translator = translator.with_input_tokens(routed.prompt_tokens.count().await);
         }
         stream_response(upstream_body, translator, context.caller, timeouts, meter, sent_at).await
     } else {
-        complete_response(gateway, context, upstream_body, upstream_protocol, operation, timeouts.idle, meter).await
+        let translation = Translation { upstream: upstream_protocol, show_reasoning };
+        complete_response(gateway, context, upstream_body, translation, operation, timeouts.idle, meter).await
     };
     context.upstream_wait += sent_at.elapsed();
     if let Ok(response) = &mut response {
         add_response_headers(response.headers_mut(), &parts.headers, rate_headers);
+        if !dropped.is_empty() {
+            if let Ok(value) = HeaderValue::from_str(&dropped.join(", ")) {
+                response.headers_mut().insert(crate::names::X_TOLLGATE_DROPPED_PARAMS, value);
+            }
+        }
     }
     response
+}
+
+/// The Anthropic caller's `thinking` is `{"type": "enabled", …}`.
+fn caller_enabled_thinking(request: &super::prepare::ParsedRequest<'_>) -> bool {
+    request.probe.object.get("thinking").is_some_and(|raw| {
+        serde_json::from_str::<crate::api::anthropic::Thinking>(raw.get()).is_ok_and(|thinking| thinking.enabled())
+    })
 }
 
 /// The upstream's request id (so callers can quote it to the provider) and the budget's token headers.
@@ -374,11 +391,18 @@ async fn stream_response(
     Ok(response)
 }
 
+/// How a complete response is carried to the caller: the upstream's protocol, and whether its reasoning
+/// is shown (thinking blocks to an Anthropic caller that enabled thinking).
+struct Translation {
+    upstream: Protocol,
+    show_reasoning: bool,
+}
+
 async fn complete_response(
     gateway: &Gateway,
     context: &RequestContext,
     upstream_body: UpstreamBody,
-    upstream: Protocol,
+    translation: Translation,
     operation: Operation,
     idle: std::time::Duration,
     mut meter: RequestMeter,
@@ -390,7 +414,7 @@ async fn complete_response(
             return Err(err);
         }
     };
-    let processed = match (operation, upstream, context.caller) {
+    let processed = match (operation, translation.upstream, context.caller) {
         (Operation::Embeddings, _, _) => embeddings_facts(&bytes).map(|usage| (bytes.clone(), usage, String::new())),
         (Operation::CountTokens, _, _) => serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
@@ -407,7 +431,8 @@ async fn complete_response(
             translate_response::anthropic_to_openai(&bytes).map(|(out, facts)| (out, facts.usage, facts.text))
         }
         (Operation::Chat, Protocol::OpenAi, Protocol::Anthropic) => {
-            translate_response::openai_to_anthropic(&bytes).map(|(out, facts)| (out, facts.usage, facts.text))
+            translate_response::openai_to_anthropic(&bytes, translation.show_reasoning)
+                .map(|(out, facts)| (out, facts.usage, facts.text))
         }
     };
     match processed {

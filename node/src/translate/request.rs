@@ -5,18 +5,42 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::api::anthropic::{self, Block, Content, DocumentSource, ImageSource, MessagesRequest, ToolResultContent};
 use crate::api::openai::{ChatRequest, MessageContent};
 use crate::error::{GatewayError, GatewayResult};
+
+/// A translated request body and the caller's parameters it could not carry (README, "Translation": a
+/// parameter the target's API has no equivalent for is dropped and named in `x-tollgate-dropped-params`;
+/// one whose absence would change what the caller gets back in a way it cannot detect is refused).
+#[derive(Debug)]
+pub struct Translated {
+    pub body: Value,
+    pub dropped: Vec<String>,
+}
+
+/// Fields of an OpenAI request handled outside the translation (the stream's usage chunk).
+const HANDLED_ELSEWHERE: &[&str] = &["stream_options"];
+
+/// The caller's fields the typed request does not model, when set: the target has no equivalent.
+fn unmapped(other: &Map<String, Value>) -> Vec<String> {
+    other
+        .iter()
+        .filter(|(key, value)| !value.is_null() && !HANDLED_ELSEWHERE.contains(&key.as_str()))
+        .map(|(key, _)| key.clone())
+        .collect()
+}
 
 /// OpenAI chat request → Anthropic Messages request.
 pub fn openai_to_anthropic(
     request: ChatRequest,
     upstream_model: &str,
     default_max_tokens: u64,
-) -> GatewayResult<Value> {
+) -> GatewayResult<Translated> {
     if request.n.unwrap_or(1) > 1 {
         return Err(GatewayError::invalid_param("n", "`n` > 1 is not supported by this model's provider"));
+    }
+    let mut dropped = unmapped(&request.other);
+    if request.messages.iter().any(|message| message.name.is_some()) {
+        dropped.push("messages[].name".to_owned());
     }
     let (mut system_parts, turns) = anthropic_turns(request.messages)?;
     if turns.is_empty() {
@@ -27,14 +51,16 @@ pub fn openai_to_anthropic(
         if let Some(instruction) = json_mode_instruction(format) {
             system_parts.push(instruction);
         }
+        // The schema travels as an instruction: the model is asked, not constrained.
+        if format.pointer("/json_schema/strict").and_then(Value::as_bool) == Some(true) {
+            dropped.push("response_format.json_schema.strict".to_owned());
+        }
     }
 
     let mut body = Map::new();
     body.insert("model".into(), json!(upstream_model));
-    body.insert(
-        "max_tokens".into(),
-        json!(request.max_completion_tokens.or(request.max_tokens).unwrap_or(default_max_tokens)),
-    );
+    let max_tokens = request.max_completion_tokens.or(request.max_tokens).unwrap_or(default_max_tokens);
+    body.insert("max_tokens".into(), json!(max_tokens));
     body.insert(
         "messages".into(),
         Value::Array(turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect()),
@@ -78,7 +104,55 @@ pub fn openai_to_anthropic(
     if request.stream.unwrap_or(false) {
         body.insert("stream".into(), json!(true));
     }
-    Ok(Value::Object(body))
+    if let Some(effort) = request.reasoning_effort.as_deref() {
+        insert_thinking(&mut body, effort, max_tokens, &mut dropped)?;
+    }
+    dropped.sort();
+    Ok(Translated { body: Value::Object(body), dropped })
+}
+
+/// `reasoning_effort` as an Anthropic thinking budget: `minimal`/`low` 1,024 tokens (Anthropic's least),
+/// `medium` 4,096, `high` 16,384, always below `max_tokens` (which covers thinking, as OpenAI's
+/// `max_completion_tokens` covers reasoning). Thinking excludes a temperature, a `top_p` under 0.95 and a
+/// forced tool: those are dropped with it on, and a forced tool or a `max_tokens` too small for 1,024
+/// thinking tokens drops `reasoning_effort` instead.
+fn insert_thinking(
+    body: &mut Map<String, Value>,
+    effort: &str,
+    max_tokens: u64,
+    dropped: &mut Vec<String>,
+) -> GatewayResult<()> {
+    let wanted: u64 = match effort {
+        "none" => return Ok(()),
+        "minimal" | "low" => 1024,
+        "medium" => 4096,
+        "high" => 16_384,
+        other => {
+            return Err(GatewayError::invalid_param(
+                "reasoning_effort",
+                format!("reasoning_effort: `{other}` is not one of none, minimal, low, medium, high"),
+            ))
+        }
+    };
+    let forced_tool = body
+        .get("tool_choice")
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t == "any" || t == "tool");
+    let budget = wanted.min(max_tokens.saturating_sub(1));
+    if forced_tool || budget < 1024 {
+        dropped.push("reasoning_effort".to_owned());
+        return Ok(());
+    }
+    if body.remove("temperature").is_some() {
+        dropped.push("temperature".to_owned());
+    }
+    if body.get("top_p").and_then(Value::as_f64).is_some_and(|p| p < 0.95) {
+        body.remove("top_p");
+        dropped.push("top_p".to_owned());
+    }
+    body.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
+    Ok(())
 }
 
 /// Temperature (OpenAI's range is 0..2, Anthropic's 0..1) and `top_p`. Newer Claude models refuse both
@@ -101,78 +175,23 @@ fn insert_sampling(body: &mut Map<String, Value>, temperature: Option<f64>, top_
     Ok(())
 }
 
-/// One Anthropic user turn as OpenAI messages: tool results become `tool` messages (which must directly
-/// follow the assistant's tool calls), the rest one user message. Content with no OpenAI equivalent is
-/// refused by name.
-fn user_turn(blocks: Vec<Block>, index: usize, messages: &mut Vec<Value>) -> GatewayResult<()> {
-    let mut parts: Vec<Value> = Vec::new();
-    for (block_index, block) in blocks.into_iter().enumerate() {
-        let at = format!("messages[{index}].content[{block_index}]");
-        match block {
-            Block::ToolResult { tool_use_id, content, is_error } => {
-                if let Some(ToolResultContent::Blocks(inner)) = &content {
-                    if inner.iter().any(|b| !matches!(b, Block::Text { .. })) {
-                        return Err(no_equivalent(&at, "tool_result content other than text (an image or document)"));
-                    }
-                }
-                let mut text = content.map(|c| c.text()).unwrap_or_default();
-                if is_error == Some(true) && !text.starts_with("Error") {
-                    text = format!("Error: {text}");
-                }
-                messages.push(json!({"role": "tool", "tool_call_id": tool_use_id, "content": text}));
-            }
-            Block::Text { text } => parts.push(json!({"type": "text", "text": text})),
-            Block::Image { source } => match source {
-                ImageSource::Base64 { media_type, data } => parts.push(
-                    json!({"type": "image_url", "image_url": {"url": format!("data:{media_type};base64,{data}")}}),
-                ),
-                ImageSource::Url { url } => parts.push(json!({"type": "image_url", "image_url": {"url": url}})),
-                ImageSource::Other => return Err(no_equivalent(&at, "an image from Anthropic's Files API")),
-            },
-            Block::Document { source, title } => match source {
-                DocumentSource::Base64 { media_type, data } => parts.push(json!({"type": "file", "file": {
-                    "file_data": format!("data:{media_type};base64,{data}"),
-                    "filename": title.unwrap_or_else(|| "document.pdf".to_owned()),
-                }})),
-                DocumentSource::Text { data } => parts.push(json!({"type": "text", "text": data})),
-                DocumentSource::Url { .. } => return Err(no_equivalent(&at, "a document by URL (send it as base64)")),
-                DocumentSource::Other => return Err(no_equivalent(&at, "this document source")),
-            },
-            Block::ToolUse { .. } | Block::Thinking { .. } => {}
-            Block::Other => return Err(no_equivalent(&at, "this content block type")),
-        }
-    }
-    if !parts.is_empty() {
-        let content = if parts.iter().all(|p| p["type"] == "text") {
-            json!(parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join("\n"))
-        } else {
-            Value::Array(parts)
-        };
-        messages.push(json!({"role": "user", "content": content}));
-    }
-    Ok(())
-}
-
 /// The output-limit field an OpenAI-compatible model takes: reasoning models (o1, o3, o4, gpt-5…) refuse
 /// `max_tokens` and take `max_completion_tokens`, which also covers their reasoning tokens; other models
 /// get whichever the caller used (`max_tokens` by default, which every OpenAI-compatible server knows).
 pub fn openai_output_field(upstream_model: &str, caller_used_completion: bool) -> &'static str {
-    let model = upstream_model.rsplit('/').next().unwrap_or(upstream_model);
-    let reasoning = ["o1", "o3", "o4", "gpt-5"].iter().any(|family| {
-        model.strip_prefix(family).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
-    });
-    if reasoning || caller_used_completion {
+    if is_reasoning_model(upstream_model) || caller_used_completion {
         "max_completion_tokens"
     } else {
         "max_tokens"
     }
 }
 
-fn no_equivalent(at: &str, what: &str) -> GatewayError {
-    GatewayError::invalid_param(
-        "messages",
-        format!("{at}: {what} has no equivalent for this model's provider (OpenAI-compatible)"),
-    )
+/// OpenAI's reasoning families (o1, o3, o4, gpt-5…), by the model name's last path segment.
+fn is_reasoning_model(upstream_model: &str) -> bool {
+    let model = upstream_model.rsplit('/').next().unwrap_or(upstream_model);
+    ["o1", "o3", "o4", "gpt-5"].iter().any(|family| {
+        model.strip_prefix(family).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
+    })
 }
 
 /// Anthropic turns: (role, content blocks).
@@ -369,139 +388,9 @@ fn anthropic_tool_choice(choice: Option<&Value>, parallel: Option<bool>) -> Gate
     Ok(Some(out))
 }
 
-/// Anthropic Messages request → OpenAI chat request (streaming requests ask for the usage chunk).
-pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> GatewayResult<Value> {
-    let mut messages: Vec<Value> = Vec::new();
-    if let Some(system) = &request.system {
-        let text = system.text();
-        if !text.is_empty() {
-            messages.push(json!({"role": "system", "content": text}));
-        }
-    }
-    for (index, message) in request.messages.into_iter().enumerate() {
-        let blocks = match message.content {
-            Content::Text(text) => {
-                messages.push(json!({"role": message.role, "content": text}));
-                continue;
-            }
-            Content::Blocks(blocks) => blocks,
-        };
-        if message.role == "assistant" {
-            messages.push(assistant_message(blocks));
-            continue;
-        }
-        user_turn(blocks, index, &mut messages)?;
-    }
-
-    let mut body = Map::new();
-    body.insert("model".into(), json!(upstream_model));
-    body.insert("messages".into(), Value::Array(messages));
-    if let Some(max_tokens) = request.max_tokens {
-        body.insert(openai_output_field(upstream_model, false).into(), json!(max_tokens));
-    }
-    if let Some(temperature) = request.temperature {
-        body.insert("temperature".into(), json!(temperature));
-    }
-    if let Some(top_p) = request.top_p {
-        body.insert("top_p".into(), json!(top_p));
-    }
-    if let Some(stop) = request.stop_sequences {
-        if stop.len() > 4 {
-            return Err(GatewayError::invalid_param(
-                "stop_sequences",
-                format!("stop_sequences: {} given; OpenAI-compatible providers take at most 4", stop.len()),
-            ));
-        }
-        if !stop.is_empty() {
-            body.insert("stop".into(), json!(stop));
-        }
-    }
-    if let Some(tools) = request.tools {
-        if let Some((index, tool)) =
-            tools.iter().enumerate().find(|(_, tool)| tool.kind.as_deref().is_some_and(|kind| kind != "custom"))
-        {
-            return Err(GatewayError::invalid_param(
-                "tools",
-                format!(
-                    "tools[{index}]: `{}` is an Anthropic server tool (type `{}`); this model's provider (OpenAI-compatible) cannot run it",
-                    tool.name,
-                    tool.kind.as_deref().unwrap_or_default()
-                ),
-            ));
-        }
-        let tools: Vec<Value> = tools.into_iter().map(openai_tool).collect();
-        body.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(choice) = &request.tool_choice {
-        let (openai_choice, parallel) = openai_tool_choice(choice)?;
-        if let Some(openai_choice) = openai_choice {
-            body.insert("tool_choice".into(), openai_choice);
-        }
-        if parallel == Some(false) {
-            body.insert("parallel_tool_calls".into(), json!(false));
-        }
-    }
-    if let Some(user) = request.metadata.and_then(|m| m.user_id) {
-        body.insert("user".into(), json!(user));
-    }
-    if request.stream.unwrap_or(false) {
-        body.insert("stream".into(), json!(true));
-        body.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    Ok(Value::Object(body))
-}
-
-fn assistant_message(blocks: Vec<Block>) -> Value {
-    let mut text = String::new();
-    let mut tool_calls = Vec::new();
-    for block in blocks {
-        match block {
-            Block::Text { text: piece } => text.push_str(&piece),
-            Block::ToolUse { id, name, input } => tool_calls.push(json!({
-                "id": id,
-                "type": "function",
-                "function": {"name": name, "arguments": input.to_string()},
-            })),
-            _ => {}
-        }
-    }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { json!(text) }});
-    if !tool_calls.is_empty() {
-        message["tool_calls"] = Value::Array(tool_calls);
-    }
-    message
-}
-
-fn openai_tool(tool: anthropic::Tool) -> Value {
-    let mut function = json!({
-        "name": tool.name,
-        "parameters": tool.input_schema.unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-    });
-    if let Some(description) = tool.description {
-        function["description"] = json!(description);
-    }
-    json!({"type": "function", "function": function})
-}
-
-fn openai_tool_choice(choice: &Value) -> GatewayResult<(Option<Value>, Option<bool>)> {
-    let parallel = choice.get("disable_parallel_tool_use").and_then(Value::as_bool).map(|disabled| !disabled);
-    let mapped = match choice.get("type").and_then(Value::as_str) {
-        Some("auto") => Some(json!("auto")),
-        Some("any") => Some(json!("required")),
-        Some("none") => Some(json!("none")),
-        Some("tool") => {
-            let name = choice
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| GatewayError::invalid_param("tool_choice", "tool_choice.name: Field required"))?;
-            Some(json!({"type": "function", "function": {"name": name}}))
-        }
-        _ => {
-            return Err(GatewayError::invalid_param("tool_choice", "tool_choice.type: must be auto, any, tool or none"))
-        }
-    };
-    Ok((mapped, parallel))
-}
+#[path = "request_to_openai.rs"]
+mod to_openai;
+pub use to_openai::anthropic_to_openai;
 
 #[cfg(test)]
 #[path = "request_tests.rs"]

@@ -1,15 +1,16 @@
 use serde_json::json;
 
 use super::*;
+use crate::api::anthropic::MessagesRequest;
 
 fn to_anthropic(value: Value) -> Value {
     let request: ChatRequest = serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"));
-    openai_to_anthropic(request, "claude-x", 1024).unwrap_or_else(|e| panic!("{e}"))
+    openai_to_anthropic(request, "claude-x", 1024).unwrap_or_else(|e| panic!("{e}")).body
 }
 
 fn to_openai(value: Value) -> Value {
     let request: MessagesRequest = serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"));
-    anthropic_to_openai(request, "gpt-x").unwrap_or_else(|e| panic!("{e}"))
+    anthropic_to_openai(request, "gpt-x").unwrap_or_else(|e| panic!("{e}")).body
 }
 
 #[test]
@@ -138,4 +139,87 @@ fn reasoning_models_take_max_completion_tokens() {
         assert_eq!(openai_output_field(model, false), "max_tokens", "{model}");
     }
     assert_eq!(openai_output_field("gpt-4o", true), "max_completion_tokens", "the caller's choice");
+}
+
+fn translated_to_anthropic(value: Value) -> Translated {
+    let request: ChatRequest = serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"));
+    openai_to_anthropic(request, "claude-x", 1024).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn translated_to_openai(value: Value, model: &str) -> Translated {
+    let request: MessagesRequest = serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"));
+    anthropic_to_openai(request, model).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Issue 14.6: what has no equivalent is named, never silently lost.
+#[test]
+fn parameters_without_an_equivalent_are_reported_as_dropped() {
+    let out = translated_to_anthropic(json!({
+        "model": "m", "seed": 7, "logprobs": true, "top_logprobs": 2, "frequency_penalty": 0.5,
+        "stream_options": {"include_usage": true}, "presence_penalty": null,
+        "messages": [{"role": "user", "name": "alice", "content": "hi"}],
+    }));
+    assert_eq!(out.dropped, ["frequency_penalty", "logprobs", "messages[].name", "seed", "top_logprobs"]);
+    assert!(out.body.get("seed").is_none() && out.body.get("logprobs").is_none(), "{}", out.body);
+    let out = translated_to_openai(
+        json!({"model": "m", "max_tokens": 10, "top_k": 40, "messages": [{"role": "user", "content": "hi"}]}),
+        "gpt-4o",
+    );
+    assert_eq!(out.dropped, ["top_k"]);
+    assert!(out.body.get("top_k").is_none());
+    let strict = translated_to_anthropic(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "strict": true, "schema": {"type": "object"}}}}));
+    assert_eq!(strict.dropped, ["response_format.json_schema.strict"], "asked for in words, not enforced");
+    assert!(strict.body["system"].as_str().is_some_and(|s| s.contains("JSON Schema")), "{}", strict.body);
+    let plain = translated_to_anthropic(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}));
+    assert!(plain.dropped.is_empty(), "{:?}", plain.dropped);
+}
+
+#[test]
+fn reasoning_effort_becomes_a_thinking_budget_below_max_tokens() {
+    let ask = |effort: &str, max: u64, extra: Value| {
+        let mut request = json!({"model": "m", "reasoning_effort": effort, "max_completion_tokens": max,
+            "messages": [{"role": "user", "content": "think"}]});
+        if let (Some(object), Some(extra)) = (request.as_object_mut(), extra.as_object()) {
+            object.extend(extra.clone());
+        }
+        translated_to_anthropic(request)
+    };
+    let out = ask("medium", 20_000, json!({}));
+    assert_eq!(out.body["thinking"], json!({"type": "enabled", "budget_tokens": 4096}));
+    assert!(out.dropped.is_empty());
+    assert_eq!(ask("high", 8000, json!({})).body["thinking"]["budget_tokens"], 7999, "always below max_tokens");
+    assert_eq!(ask("low", 2000, json!({})).body["thinking"]["budget_tokens"], 1024);
+    // Thinking excludes a temperature: dropped and said so.
+    let out = ask("low", 4000, json!({"temperature": 0.2}));
+    assert!(out.body.get("temperature").is_none() && out.body.get("thinking").is_some());
+    assert_eq!(out.dropped, ["temperature"]);
+    // Too small a max_tokens or a forced tool: no thinking, and the effort is reported dropped.
+    let out = ask("high", 1000, json!({}));
+    assert!(out.body.get("thinking").is_none());
+    assert_eq!(out.dropped, ["reasoning_effort"]);
+    let forced = json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"});
+    assert_eq!(ask("low", 4000, forced).dropped, ["reasoning_effort"]);
+    assert!(ask("none", 4000, json!({})).body.get("thinking").is_none());
+    let request: ChatRequest = serde_json::from_value(
+        json!({"model": "m", "reasoning_effort": "max", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = openai_to_anthropic(request, "c", 4000).err().map(|e| e.message).unwrap_or_default();
+    assert!(err.contains("reasoning_effort"), "{err}");
+}
+
+#[test]
+fn thinking_becomes_reasoning_effort_only_for_reasoning_models() {
+    let request = |budget: u64| {
+        json!({"model": "m", "max_tokens": 20_000, "thinking": {"type": "enabled", "budget_tokens": budget},
+            "messages": [{"role": "user", "content": "think"}]})
+    };
+    let out = translated_to_openai(request(2048), "o4-mini");
+    assert_eq!((out.body["reasoning_effort"].as_str(), out.dropped.len()), (Some("low"), 0));
+    assert_eq!(translated_to_openai(request(8000), "gpt-5").body["reasoning_effort"], "medium");
+    assert_eq!(translated_to_openai(request(16_384), "o3").body["reasoning_effort"], "high");
+    let out = translated_to_openai(request(2048), "gpt-4o");
+    assert!(out.body.get("reasoning_effort").is_none());
+    assert_eq!(out.dropped, ["thinking"], "a model that refuses reasoning_effort does not get it");
 }

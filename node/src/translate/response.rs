@@ -79,6 +79,19 @@ pub fn anthropic_to_openai(body: &[u8]) -> GatewayResult<(Bytes, ResponseFacts)>
         "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { json!(text) },
         "refusal": null,
     });
+    // Extended thinking (on when the caller set `reasoning_effort`) as OpenAI-compatible servers return
+    // reasoning: `reasoning_content` next to the content.
+    let reasoning: String = message
+        .content
+        .iter()
+        .filter_map(|block| match block {
+            Block::Thinking { thinking } => Some(thinking.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !reasoning.is_empty() {
+        assistant["reasoning_content"] = json!(reasoning);
+    }
     if !tool_calls.is_empty() {
         assistant["tool_calls"] = Value::Array(tool_calls);
     }
@@ -95,17 +108,23 @@ pub fn anthropic_to_openai(body: &[u8]) -> GatewayResult<(Bytes, ResponseFacts)>
     Ok((Bytes::from(out.to_string()), ResponseFacts { usage, text }))
 }
 
-/// OpenAI `chat.completion` → Anthropic message.
-pub fn openai_to_anthropic(body: &[u8]) -> GatewayResult<(Bytes, ResponseFacts)> {
+/// OpenAI `chat.completion` → Anthropic message; the server's reasoning text (`reasoning_content`) becomes
+/// a leading thinking block when `show_reasoning` (the caller enabled thinking).
+pub fn openai_to_anthropic(body: &[u8], show_reasoning: bool) -> GatewayResult<(Bytes, ResponseFacts)> {
     let completion: ChatCompletion = serde_json::from_slice(body).map_err(invalid)?;
     let choice = completion
         .choices
         .into_iter()
         .next()
         .ok_or_else(|| GatewayError::upstream_invalid("upstream returned a completion without choices"))?;
-    let message = choice.message.unwrap_or(openai::ResponseMessage { content: None, tool_calls: None, refusal: None });
+    let message = choice.message.unwrap_or_default();
     let text = message.content.or(message.refusal).unwrap_or_default();
     let mut content = Vec::new();
+    if let Some(reasoning) = message.reasoning_content.or(message.reasoning).filter(|r| show_reasoning && !r.is_empty())
+    {
+        // No signature: it was not produced by Anthropic, and the gateway cannot make one.
+        content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
+    }
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }
@@ -196,7 +215,7 @@ mod tests {
             "message":{"role":"assistant","content":"Hi","tool_calls":[{"id":"call_1","type":"function",
             "function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"length"}],
             "usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}"#;
-        let (out, _) = openai_to_anthropic(body).unwrap_or_else(|e| panic!("{e}"));
+        let (out, _) = openai_to_anthropic(body, false).unwrap_or_else(|e| panic!("{e}"));
         let out: Value = serde_json::from_slice(&out).unwrap_or_default();
         assert_eq!(out["id"], "msg_9");
         assert_eq!(out["stop_reason"], "max_tokens");
@@ -223,6 +242,6 @@ mod tests {
     fn garbage_is_an_upstream_error() {
         assert!(probe_openai(b"<html>").is_err());
         assert!(probe_anthropic(br#"{"type":"error"}"#).is_err());
-        assert!(openai_to_anthropic(br#"{"choices":[]}"#).is_err());
+        assert!(openai_to_anthropic(br#"{"choices":[]}"#, false).is_err());
     }
 }

@@ -67,6 +67,16 @@ impl StreamTranslator {
         }
     }
 
+    /// Whether the upstream's reasoning reaches the caller: an OpenAI→Anthropic stream shows it as thinking
+    /// blocks only to a caller that enabled thinking (Anthropic's own behaviour). Anthropic thinking always
+    /// reaches OpenAI callers as `reasoning_content` (it is only on when they set `reasoning_effort`).
+    pub fn with_reasoning(mut self, show: bool) -> Self {
+        if let StreamTranslator::OpenAiToAnthropic(translator) = &mut self {
+            translator.show_reasoning = show;
+        }
+        self
+    }
+
     /// The prompt's token count by the gateway's tokenizer, for translators that must announce it before
     /// the provider reports its own: Anthropic's `message_start` carries `input_tokens`, and older SDKs
     /// read it only there.
@@ -349,7 +359,10 @@ impl AnthropicToOpenAi {
                     self.facts.text.push_str(&text);
                     write_json_data(out, &self.chunk(json!({"content": text}), Value::Null));
                 }
-                BlockDelta::ThinkingDelta { thinking } => self.facts.text.push_str(&thinking),
+                BlockDelta::ThinkingDelta { thinking } => {
+                    self.facts.text.push_str(&thinking);
+                    write_json_data(out, &self.chunk(json!({"reasoning_content": thinking}), Value::Null));
+                }
                 BlockDelta::InputJsonDelta { partial_json } => {
                     self.facts.text.push_str(&partial_json);
                     let tool_index =

@@ -395,3 +395,65 @@ fn multi_line_data_stays_valid_sse_in_passthrough() {
     assert_eq!(events[0].1["choices"][0]["delta"]["content"], "Hi", "the client parses the same JSON");
     assert_eq!(translator.facts().text, "Hi");
 }
+
+/// Runs raw upstream SSE through `translator`; returns what the caller receives, as text.
+fn run_text(mut translator: StreamTranslator, raw: &str) -> String {
+    let mut parser = SseParser::new();
+    parser.push(raw.as_bytes());
+    let mut out = BytesMut::new();
+    while let Ok(Some(event)) = parser.next_event() {
+        if let Err(err) = translator.on_event(&event, &mut out, &no_estimate) {
+            panic!("{err:?}");
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Issue 14.6: reasoning is carried both ways, as each API shows it.
+#[test]
+fn thinking_and_reasoning_content_cross_over() {
+    let anthropic = sse(&[
+        (
+            Some("message_start"),
+            json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"c","content":[],"usage":{"input_tokens":5,"output_tokens":1}}}),
+        ),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"step one"}}),
+        ),
+        (Some("content_block_stop"), json!({"type":"content_block_stop","index":0})),
+        (
+            Some("content_block_start"),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}),
+        ),
+        (
+            Some("content_block_delta"),
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"42"}}),
+        ),
+        (Some("content_block_stop"), json!({"type":"content_block_stop","index":1})),
+        (
+            Some("message_delta"),
+            json!({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}),
+        ),
+        (Some("message_stop"), json!({"type":"message_stop"})),
+    ]);
+    let text = run_text(StreamTranslator::new(Protocol::Anthropic, Protocol::OpenAi, true), &anthropic);
+    assert!(text.contains(r#""reasoning_content":"step one""#), "{text}");
+    let openai = sse(&[
+        (None, json!({"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","reasoning_content":"step one"}}]})),
+        (None, json!({"id":"c1","model":"m","choices":[{"index":0,"delta":{"content":"42"},"finish_reason":"stop"}]})),
+        (None, json!("[DONE]")),
+    ])
+    .replace("\"[DONE]\"", "[DONE]");
+    let translator = StreamTranslator::new(Protocol::OpenAi, Protocol::Anthropic, false);
+    let shown = run_text(translator.with_reasoning(true), &openai);
+    let thinking_at = shown.find(r#""thinking":"step one","type":"thinking_delta""#);
+    let text_at = shown.find(r#""text":"42","type":"text_delta""#);
+    assert!(thinking_at.is_some() && thinking_at < text_at, "a thinking block, then the text: {shown}");
+    let hidden = run_text(StreamTranslator::new(Protocol::OpenAi, Protocol::Anthropic, false), &openai);
+    assert!(!hidden.contains("thinking") && hidden.contains("42"), "not asked for: not shown: {hidden}");
+}

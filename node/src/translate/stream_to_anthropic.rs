@@ -13,6 +13,7 @@ use crate::translate::response::{anthropic_id, anthropic_usage_json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpenBlock {
+    Thinking,
     Text,
     Tool(usize),
 }
@@ -43,6 +44,8 @@ pub struct OpenAiToAnthropic {
     /// The prompt's count, announced in `message_start` (the provider's arrives only at the end).
     pub(super) input_tokens: u64,
     finish: Option<FinishReason>,
+    /// The caller enabled thinking: reasoning text becomes thinking blocks.
+    pub(super) show_reasoning: bool,
     pub(super) facts: StreamFacts,
 }
 
@@ -88,8 +91,11 @@ impl OpenAiToAnthropic {
             self.facts.set_final(usage.to_usage());
         }
         for choice in chunk.choices {
-            for reasoning in [&choice.delta.reasoning_content, &choice.delta.reasoning].into_iter().flatten() {
-                self.facts.text.push_str(reasoning);
+            for reasoning in [choice.delta.reasoning_content, choice.delta.reasoning].into_iter().flatten() {
+                self.facts.text.push_str(&reasoning);
+                if self.show_reasoning && !reasoning.is_empty() {
+                    self.on_reasoning(out, &reasoning);
+                }
             }
             for text in [choice.delta.content, choice.delta.refusal].into_iter().flatten().filter(|t| !t.is_empty()) {
                 self.facts.text.push_str(&text);
@@ -105,8 +111,32 @@ impl OpenAiToAnthropic {
         Ok(())
     }
 
+    /// Reasoning streams into a thinking block (with an empty signature: the gateway cannot sign). It comes
+    /// before the answer; reasoning that arrives while a tool block is open is billed but not shown, as
+    /// Anthropic blocks cannot interleave.
+    fn on_reasoning(&mut self, out: &mut BytesMut, reasoning: &str) {
+        match self.open {
+            Some(OpenBlock::Tool(_)) => return,
+            Some(OpenBlock::Thinking) => {}
+            Some(OpenBlock::Text) | None => {
+                self.close_block(out);
+                self.open_block(out, OpenBlock::Thinking, json!({"type": "thinking", "thinking": "", "signature": ""}));
+            }
+        }
+        let index = self.next_block - 1;
+        write_named(
+            out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": reasoning}}),
+        );
+    }
+
     fn on_text(&mut self, out: &mut BytesMut, text: &str) {
         match self.open {
+            Some(OpenBlock::Thinking) => {
+                self.close_block(out);
+                self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""}));
+            }
             Some(OpenBlock::Tool(_)) => self.pending_text.push_str(text),
             Some(OpenBlock::Text) => {}
             None => self.open_block(out, OpenBlock::Text, json!({"type": "text", "text": ""})),

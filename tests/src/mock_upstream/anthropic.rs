@@ -112,6 +112,30 @@ fn strict_anthropic_checks(body: &Value, messages: &[Value]) -> Result<(), Respo
     if body.get("temperature").is_some() && body.get("top_p").is_some() {
         return Err(invalid("`temperature` and `top_p` cannot both be specified for this model. Please use only one."));
     }
+    thinking_checks(body)
+}
+
+/// Extended thinking as the real API checks it: a budget of at least 1024 below `max_tokens`, and no
+/// temperature, low `top_p` or forced tool next to it.
+fn thinking_checks(body: &Value) -> Result<(), Response<RespBody>> {
+    let Some(thinking) = body.get("thinking").filter(|t| t["type"] == "enabled") else { return Ok(()) };
+    let budget = thinking.get("budget_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let max_tokens = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
+    if budget < 1024 {
+        return Err(invalid("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"));
+    }
+    if budget >= max_tokens {
+        return Err(invalid("`max_tokens` must be greater than `thinking.budget_tokens`."));
+    }
+    if body.get("temperature").is_some_and(|t| t.as_f64() != Some(1.0)) {
+        return Err(invalid("`temperature` may only be set to 1 when thinking is enabled."));
+    }
+    if body.get("top_p").and_then(Value::as_f64).is_some_and(|p| p < 0.95) {
+        return Err(invalid("`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled."));
+    }
+    if matches!(body.pointer("/tool_choice/type").and_then(Value::as_str), Some("any" | "tool")) {
+        return Err(invalid("Thinking may not be enabled when tool_choice forces tool use."));
+    }
     Ok(())
 }
 
