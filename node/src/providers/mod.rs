@@ -92,12 +92,12 @@ pub struct HttpBackend {
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// Client headers worth passing upstream. Never the caller's credentials.
-/// Caller headers forwarded to every upstream: trace context. `anthropic-beta` goes to Anthropic upstreams
-/// only (see `anthropic::build_request`). `OpenAI-Organization`/`OpenAI-Project` are deliberately not
-/// forwarded: they choose what the gateway's provider key is billed to, which is the operator's choice
-/// (a provider's `headers` in the config), not the caller's.
-const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate"];
+/// Caller headers forwarded to every upstream (never the caller's credentials): trace context, and the
+/// `Idempotency-Key` the official SDKs send, so a provider that de-duplicates retries can. `anthropic-beta`
+/// goes to Anthropic upstreams only (see `anthropic::build_request`). `OpenAI-Organization`/`OpenAI-Project`
+/// are deliberately not forwarded: they choose what the gateway's provider key is billed to, which is the
+/// operator's choice (a provider's `headers` in the config), not the caller's.
+const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate", "idempotency-key"];
 
 impl Provider {
     pub fn from_config(config: &ProviderConfig, limits: &LimitsConfig) -> anyhow::Result<Provider> {

@@ -299,7 +299,8 @@ fn caller_enabled_thinking(request: &super::prepare::ParsedRequest<'_>) -> bool 
     })
 }
 
-/// The upstream's request id (so callers can quote it to the provider) and the budget's token headers.
+/// The upstream's request id (so callers can quote it to the provider), the provider's rate-limit headers,
+/// and the budget's token headers.
 fn add_response_headers(
     headers: &mut http::HeaderMap,
     upstream: &http::HeaderMap,
@@ -308,6 +309,14 @@ fn add_response_headers(
     for name in [crate::names::X_REQUEST_ID, crate::names::REQUEST_ID] {
         if let Some(value) = upstream.get(&name) {
             headers.insert(name, value.clone());
+        }
+    }
+    // The provider's own limits (OpenAI `x-ratelimit-*`, Anthropic `anthropic-ratelimit-*`), as the SDKs
+    // expose them; a budget's token headers below replace the provider's of the same name.
+    for (name, value) in upstream {
+        let name_text = name.as_str();
+        if name_text.starts_with("x-ratelimit-") || name_text.starts_with("anthropic-ratelimit-") {
+            headers.insert(name.clone(), value.clone());
         }
     }
     if let Some((limit, remaining, reset)) = rate {
