@@ -147,6 +147,27 @@ pub async fn upstream_errors(h: &Harness, model: &str) {
     }
 }
 
+/// Issue 14.6: a parameter the upstream's API has no equivalent for is named in
+/// `x-tollgate-dropped-params` when translated, and passes untouched when not.
+pub async fn parameters_without_an_equivalent(h: &Harness, model: &str) {
+    let anthropic_upstream = model.contains("anthropic");
+    let dropped = |response: &reqwest::Response| {
+        response.headers().get("x-tollgate-dropped-params").and_then(|v| v.to_str().ok()).map(str::to_owned)
+    };
+    let mut body = openai_body(model, false);
+    body["seed"] = json!(7);
+    let response = h.openai("/v1/chat/completions", &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(dropped(&response).as_deref(), anthropic_upstream.then_some("seed"), "OpenAI caller, {model}");
+    let mut body = anthropic_body(model, true);
+    body["top_k"] = json!(40);
+    let response = h.anthropic("/v1/messages", &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(dropped(&response).as_deref(), (!anthropic_upstream).then_some("top_k"), "Anthropic caller, {model}");
+    let events = read_events(response).await;
+    assert!(!anthropic_text(&events).is_empty(), "the stream still answers");
+}
+
 /// Instantiates the matrix for one provider route. Scriptable providers (behind the HTTP mock) also run
 /// the tool and upstream-error cases; the built-in mock provider cannot be scripted to call tools or fail.
 #[macro_export]
@@ -193,6 +214,12 @@ macro_rules! conformance {
             async fn max_tokens_reported_as_length() {
                 let h = Harness::start().await;
                 max_tokens_stop(&h, $model).await;
+            }
+
+            #[tokio::test]
+            async fn parameters_without_an_equivalent_are_named() {
+                let h = Harness::start().await;
+                parameters_without_an_equivalent(&h, $model).await;
             }
 
             $($extra)*
