@@ -1,6 +1,10 @@
 //! The replicated control-plane resources: providers, models (routes), orgs, teams and keys. The node's
 //! TOML file uses the same types for its bootstrap sections, so a file and the Raft state never disagree
 //! on a field name.
+//!
+//! Unknown fields are accepted here: these types travel in the Raft log and in snapshots, and a newer peer
+//! may replicate a field this version does not know yet (a rolling upgrade; issue 17.1). The edges refuse
+//! them instead, naming the field: the config file (`node/src/config.rs`) and the admin API's bodies.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +21,6 @@ pub enum ProviderKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
@@ -74,7 +77,6 @@ pub enum MockStyle {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct MockConfig {
     /// Which API the mock answers in (the gateway translates as usual).
     #[serde(default)]
@@ -118,7 +120,6 @@ pub enum Strategy {
 
 /// Retry rounds over a route's targets once every target failed with a retryable error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Extra rounds after the first (0 = fall back through the targets once, the default without `retry`).
     #[serde(default = "default_retry_attempts")]
@@ -151,7 +152,6 @@ pub enum CanaryTarget {
 /// A canary's SLO relative to the stable targets (all other targets of the route with weight > 0). When
 /// it is broken over the window, the canary's weight is set to 0 cluster-wide through a Raft write.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct CanaryConfig {
     pub target: CanaryTarget,
     /// Roll back when canary error rate − stable error rate exceeds this (0.05 = 5 points).
@@ -191,7 +191,6 @@ fn default_canary_min_requests() -> u64 {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct Price {
     /// USD per million input tokens.
     #[serde(default)]
@@ -202,7 +201,6 @@ pub struct Price {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub name: String,
     #[serde(default)]
@@ -234,7 +232,6 @@ pub struct ModelConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub provider: String,
     /// The model name the provider knows; defaults to the route's name.
@@ -283,7 +280,6 @@ impl ModelConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct OrgConfig {
     pub name: String,
     /// Budgets are enforced once the budget ledger exists; accepted here so cluster files stay valid.
@@ -292,7 +288,6 @@ pub struct OrgConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct TeamConfig {
     pub org: String,
     pub name: String,
@@ -316,7 +311,6 @@ pub struct KeyRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// The key itself (dev setups), or…
     #[serde(default)]

@@ -266,3 +266,21 @@ fn the_split_state_keeps_its_snapshot_shape() {
     let round_trip: ControlState = serde_json::from_value(json).unwrap_or_default();
     assert_eq!(round_trip, state);
 }
+
+/// Issue 17.1: a command from a newer peer, carrying fields this version does not know, applies (the
+/// fields are ignored) instead of failing every AppendEntries.
+#[test]
+fn commands_with_fields_from_a_newer_version_apply() {
+    let sent = request("r1", Command::PutModel { model: model("m", "p") });
+    let mut wire = serde_json::to_value(&sent).unwrap_or_default();
+    wire["trace_context"] = serde_json::json!("00-abc-def-01");
+    wire["command"]["model"]["cache_ttl_s"] = serde_json::json!(300);
+    wire["command"]["model"]["targets"][0]["region"] = serde_json::json!("eu-west");
+    let text = wire.to_string();
+    assert!(text.contains("cache_ttl_s") && text.contains("region"), "the fields are on the wire: {text}");
+    let received: Request = serde_json::from_str(&text).unwrap_or_else(|err| panic!("{err}: {text}"));
+    let mut state = ControlState::default();
+    state.apply(1, &request("r0", Command::PutProvider { provider: provider("p") }));
+    assert_eq!(state.apply(2, &received), Response::Applied { index: 2 });
+    assert_eq!(state.config.models.get("m"), Some(&model("m", "p")));
+}

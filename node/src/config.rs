@@ -139,14 +139,22 @@ impl Config {
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
         // Not the error's Display: it quotes the offending line, which may hold a secret (an api_key).
-        let config: Config = toml::from_str(text).map_err(|err| {
+        let located = |err: toml::de::Error| {
             let Some(span) = err.span() else { return anyhow::anyhow!("{}", err.message()) };
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
             match field_at(text, line) {
                 Some(field) => anyhow::anyhow!("line {line}, `{field}`: {}", err.message()),
                 None => anyhow::anyhow!("line {line}: {}", err.message()),
             }
-        })?;
+        };
+        // The replicated types accept unknown fields (a newer peer may send one); a file must not.
+        let mut unknown = Vec::new();
+        let deserializer = toml::de::Deserializer::parse(text).map_err(located)?;
+        let config: Config =
+            serde_ignored::deserialize(deserializer, |path| unknown.push(field_path(&path))).map_err(located)?;
+        if let Some(field) = unknown.first() {
+            bail!("`{field}`: unknown field");
+        }
         config.validate()?;
         Ok(config)
     }
@@ -273,6 +281,24 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// `providers[0].bogus` for serde_ignored's path (its own Display writes `providers.0.bogus`).
+pub fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = field_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 

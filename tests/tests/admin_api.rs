@@ -80,6 +80,12 @@ async fn paths_queries_and_bodies_are_parsed_strictly() {
         send(cluster.client.post(url("/admin/v1/keys")).bearer_auth(ADMIN_TOKEN).body("{\"org\": ")).await;
     assert_eq!(status, 400);
     assert!(body["error"]["message"].as_str().unwrap().starts_with("invalid JSON body"), "{body}");
+    // A field the resource does not have is refused by name (the replicated types accept unknown fields
+    // from newer peers; the API does not, so a typo is not a setting silently ignored).
+    let typo = json!({"kind": "openai", "base_url": "http://127.0.0.1:1/v1", "api_key_evn": "OPENAI_API_KEY"});
+    let (status, body) = cluster.admin(node, Method::PUT, "/admin/v1/providers/typo", Some(typo)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("`api_key_evn`: unknown field"), "{body}");
     // Names in the path are percent-decoded.
     let (status, body) = cluster.admin(node, Method::PUT, "/admin/v1/orgs/acme%20eu", Some(json!({}))).await;
     assert_eq!(status, 200, "{body}");

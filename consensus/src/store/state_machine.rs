@@ -28,18 +28,30 @@ struct Applied {
     snapshot_counter: u64,
 }
 
+/// The snapshot format this version writes, and the newest it reads. Adding an optional field to the
+/// state does not change it (older readers ignore fields they do not know); a change an older version
+/// would misread does, and that version then refuses the snapshot by name instead of guessing.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
 /// The snapshot bytes: JSON of this, written from borrowed parts...
 #[derive(Serialize)]
 struct SnapshotDataRef<'a> {
+    format: u32,
     last_applied: &'a Option<LogId>,
     last_membership: &'a StoredMembership,
     state: &'a ControlState,
 }
 
-/// ...and read back owned (the log ids come from the [`SnapshotMeta`], which openraft sends with the data).
+/// ...and read back owned (the log ids come from the [`SnapshotMeta`], which openraft sends with the data;
+/// its `format` is checked first, see [`decode_snapshot_data`]).
 #[derive(Deserialize)]
 struct SnapshotDataOwned {
     state: ControlState,
+}
+
+/// Snapshots written before formats were numbered are format 1.
+fn first_format() -> u32 {
+    1
 }
 
 /// The Raft state machine store. A cheap handle: clones share the in-memory state, so the application keeps
@@ -177,8 +189,25 @@ fn read_stored_snapshot(tree: &sled::Tree) -> Result<Option<(SnapshotMeta, Vec<u
 }
 
 fn decode_snapshot_data(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotDataOwned, StorageError> {
-    serde_json::from_slice(data)
-        .map_err(|e| io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, &e))
+    let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+    // The format first, so a newer snapshot is refused by name rather than by whatever fails to parse.
+    #[derive(Deserialize)]
+    struct Format {
+        #[serde(default = "first_format")]
+        format: u32,
+    }
+    let Format { format } = serde_json::from_slice(data).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))?;
+    if format > SNAPSHOT_FORMAT {
+        return Err(io_error(
+            subject(),
+            ErrorVerb::Read,
+            AnyError::error(format!(
+                "snapshot {} is in format {format}, newer than this version reads (up to {SNAPSHOT_FORMAT}): upgrade this node",
+                meta.snapshot_id
+            )),
+        ));
+    }
+    serde_json::from_slice(data).map_err(|e| io_error(subject(), ErrorVerb::Read, &e))
 }
 
 /// Builds a snapshot from the view of the state machine taken when openraft asked for the builder (the build
@@ -193,6 +222,7 @@ pub struct StateSnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for StateSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
         let data = serde_json::to_vec(&SnapshotDataRef {
+            format: SNAPSHOT_FORMAT,
             last_applied: &self.last_applied,
             last_membership: &self.last_membership,
             state: &self.state,
@@ -291,5 +321,39 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         Ok(read_stored_snapshot(&self.snapshots)?
             .map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> SnapshotMeta {
+        SnapshotMeta { last_log_id: None, last_membership: StoredMembership::default(), snapshot_id: "7-1".into() }
+    }
+
+    fn snapshot_json(format: Option<u32>) -> serde_json::Value {
+        let mut state = serde_json::to_value(ControlState::default()).unwrap_or_default();
+        // What a newer version may add: a field at the top of the state and one inside it.
+        state["future_section"] = serde_json::json!({"anything": [1, 2, 3]});
+        let mut data =
+            serde_json::json!({"last_applied": null, "last_membership": StoredMembership::default(), "state": state});
+        if let Some(format) = format {
+            data["format"] = serde_json::json!(format);
+        }
+        data
+    }
+
+    /// Issue 17.1: snapshots carry their format; unknown fields from a newer version of the same format
+    /// load, a newer format is refused by name, and a snapshot from before formats were numbered loads.
+    #[test]
+    fn snapshots_are_versioned_and_tolerate_fields_they_do_not_know() {
+        for format in [None, Some(SNAPSHOT_FORMAT)] {
+            let data = snapshot_json(format).to_string();
+            assert!(decode_snapshot_data(&meta(), data.as_bytes()).is_ok(), "format {format:?}: {data}");
+        }
+        let newer = snapshot_json(Some(SNAPSHOT_FORMAT + 1)).to_string();
+        let err = decode_snapshot_data(&meta(), newer.as_bytes()).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("format 2") && err.contains("upgrade this node"), "{err}");
     }
 }

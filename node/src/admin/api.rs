@@ -80,8 +80,17 @@ fn validate_resource(config: Config, prefix: &str) -> Result<(), AdminError> {
     config.validate().map_err(|err| AdminError::bad_request(err.to_string().replacen(prefix, "", 1)))
 }
 
+/// A resource from a request body. Unknown fields are refused here, at the edge (the replicated types
+/// accept them from newer peers), so a typo is a 400 naming it rather than a setting silently ignored.
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8], what: &str) -> Result<T, AdminError> {
-    serde_json::from_slice(body).map_err(|err| AdminError::bad_request(format!("invalid {what}: {err}")))
+    let mut unknown = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_ignored::deserialize(&mut deserializer, |path| unknown.push(crate::config::field_path(&path)))
+        .map_err(|err| AdminError::bad_request(format!("invalid {what}: {err}")))?;
+    match unknown.first() {
+        Some(field) => Err(AdminError::bad_request(format!("invalid {what}: `{field}`: unknown field"))),
+        None => Ok(value),
+    }
 }
 
 /// Puts `name` into the body when absent and rejects a mismatch.
