@@ -142,9 +142,25 @@ pub enum Command {
         node: u64,
         node_ms: u64,
     },
+    /// A command of a newer version (an `op` this version does not know), in a log entry replicated by a
+    /// newer leader during a rolling upgrade. Never proposed. The state machine refuses to apply it (see
+    /// `StateMachineStore::apply`): skipping it would leave this node's state behind the others'.
+    #[serde(other)]
+    Unknown,
 }
 
 impl Command {
+    /// This command, or one inside a batch, is of a newer version.
+    pub fn is_from_a_newer_version(&self) -> bool {
+        match self {
+            Command::Unknown => true,
+            Command::Batch { commands } | Command::Bootstrap { commands } => {
+                commands.iter().any(Command::is_from_a_newer_version)
+            }
+            _ => false,
+        }
+    }
+
     /// Ledger traffic: frequent, applied in place, kept out of the audit trail.
     fn is_ledger_traffic(&self) -> bool {
         matches!(
@@ -442,6 +458,7 @@ impl ControlConfig {
             Command::RegisterNode { id, info } => {
                 self.nodes.insert(*id, info.clone());
             }
+            Command::Unknown => return Err("a command of a newer version; upgrade this node".into()),
             Command::SetBudget { budget } => {
                 self.known_scope(&budget.scope)?;
                 self.ledger.set_budget(budget.clone())?;
@@ -555,6 +572,7 @@ impl Command {
             Command::CreateKey { key } => format!("create key {} for {}", key.id, key.org),
             Command::RevokeKey { id } => format!("revoke key {id}"),
             Command::Batch { commands } => format!("batch of {} commands", commands.len()),
+            Command::Unknown => "a command of a newer version".into(),
             Command::Bootstrap { commands } => format!("bootstrap with {} commands", commands.len()),
             Command::RegisterNode { id, info } => format!("register node {id} ({info})"),
             Command::SetBudget { budget } => format!("set budget {}", budget.scope.id()),

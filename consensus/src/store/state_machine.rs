@@ -262,7 +262,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // Copy-on-write: readers keep the previous `Arc`; one copy per batch that carries commands.
         let mut next: Option<ControlState> = None;
         let mut responses = Vec::new();
+        let mut refused = None;
         for entry in entries {
+            if let EntryPayload::Normal(request) = &entry.payload {
+                if request.command.is_from_a_newer_version() {
+                    // Refused, not skipped: this node stops applying (openraft shuts it down) with the reason,
+                    // and catches up once upgraded. The others, newer, carry on.
+                    refused = Some(entry.log_id);
+                    break;
+                }
+            }
             applied.last_applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => responses.push(Response::Noop),
@@ -281,6 +290,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             applied.state = state.clone();
             // Published under the lock, so subscribers see states in apply order.
             self.published.send_replace(state);
+        }
+        if let Some(log_id) = refused {
+            let reason =
+                format!("log entry {log_id} holds a command of a newer version than this node runs; upgrade this node");
+            tracing::error!("{reason}");
+            return Err(io_error(ErrorSubject::Apply(log_id), ErrorVerb::Read, AnyError::error(reason)));
         }
         Ok(responses)
     }
@@ -355,5 +370,30 @@ mod tests {
         let newer = snapshot_json(Some(SNAPSHOT_FORMAT + 1)).to_string();
         let err = decode_snapshot_data(&meta(), newer.as_bytes()).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("format 2") && err.contains("upgrade this node"), "{err}");
+    }
+
+    fn entry(index: u64, json: serde_json::Value) -> Entry {
+        let request: crate::state::Request = serde_json::from_value(json).unwrap_or_else(|err| panic!("{err}"));
+        Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(request),
+        }
+    }
+
+    /// Issue 17.1: an entry of a newer version is refused by name (the node stops applying), and what came
+    /// before it in the same batch is applied and published.
+    #[tokio::test]
+    async fn a_command_of_a_newer_version_stops_apply_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let (_log, mut machine) = crate::store::open(dir.path()).unwrap_or_else(|err| panic!("{err}"));
+        let known =
+            entry(1, serde_json::json!({"request_id": "a", "command": {"op": "put_org", "org": {"name": "acme"}}}));
+        let newer =
+            entry(2, serde_json::json!({"request_id": "b", "command": {"op": "put_response_cache", "ttl_s": 60}}));
+        let err = machine.apply(vec![known, newer]).await.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("newer version") && err.contains("upgrade this node"), "{err}");
+        assert!(machine.current().config.orgs.contains_key("acme"), "the entry before it was applied");
+        let (last_applied, _) = machine.applied_state().await.unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(last_applied.map(|id| id.index), Some(1), "not past the refused entry");
     }
 }
