@@ -210,7 +210,7 @@ const PRESENTED: &str = "tg-live-00000500-0123456789abcdef";
 /// The free upper bound the router uses before paying for an exact count (`proxy::prepare::route`).
 fn prompt_bound(body: &[u8]) -> u64 {
     let probe = probe_chat(body).unwrap();
-    probe.messages_bytes as u64 + 4 * probe.message_count as u64 + 3
+    probe.prompt_bytes as u64 + 4 * probe.message_count as u64 + 3
 }
 
 // ---- criterion groups ----

@@ -49,6 +49,35 @@ pub enum ErrorKind {
     Internal,
 }
 
+impl ErrorKind {
+    /// A short, low-cardinality name (`error.type` in traces): the upstream's status, else the kind.
+    pub fn label(&self) -> std::borrow::Cow<'static, str> {
+        let name = match self {
+            ErrorKind::UpstreamStatus(status) => return status.to_string().into(),
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::ModelNotFound => "model_not_found",
+            ErrorKind::PayloadTooLarge => "payload_too_large",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::ContextWindowExceeded => "context_window_exceeded",
+            ErrorKind::BudgetExhausted => "budget_exceeded",
+            ErrorKind::BudgetUnavailable => "budget_unavailable",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::UpstreamConnect => "upstream_connect",
+            ErrorKind::UpstreamTimeout => "timeout",
+            ErrorKind::UpstreamInvalidResponse => "upstream_invalid_response",
+            ErrorKind::ShuttingDown => "shutting_down",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::NotReady => "not_ready",
+            ErrorKind::Internal => "_OTHER",
+        };
+        name.into()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayError {
     pub kind: ErrorKind,

@@ -34,6 +34,7 @@ pub mod routing;
 pub mod server;
 pub mod signals;
 pub mod sse;
+pub mod telemetry;
 pub mod tokens;
 pub mod translate;
 

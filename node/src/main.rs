@@ -15,13 +15,6 @@ fn main() -> std::process::ExitCode {
         Command::Dev(_) => "info,openraft=error",
         _ => "info,openraft=warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     // Workers may spin briefly before parking (`node.idle_spin_us`); the hook is free while that is 0.
     let census = tollgate::idle_spin::EpollCensus::take();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -35,10 +28,19 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Err(reason) = tollgate::idle_spin::adopt_runtime_epoll(&census) {
+    // Before anything else opens an epoll instance: the census tells the runtime's apart.
+    let spin = tollgate::idle_spin::adopt_runtime_epoll(&census);
+    // Logs, and OTLP traces when an endpoint is configured (the exporter's gRPC channel needs the runtime).
+    let telemetry = {
+        let _runtime = runtime.enter();
+        tollgate::telemetry::init(default_filter)
+    };
+    if let Err(reason) = spin {
         tracing::debug!(%reason, "idle spinning unavailable");
     }
-    match runtime.block_on(dispatch(cli.command)) {
+    let result = runtime.block_on(dispatch(cli.command));
+    telemetry.shutdown();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");

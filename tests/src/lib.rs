@@ -6,6 +6,7 @@ pub mod budget;
 pub mod cluster;
 pub mod conformance;
 pub mod mock_upstream;
+pub mod otlp_collector;
 pub mod process;
 
 use std::time::Duration;

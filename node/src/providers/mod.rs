@@ -60,6 +60,9 @@ pub struct UpstreamRequest<'a> {
     pub stream: bool,
     /// The caller's headers, for the few that are forwarded (`traceparent`, `anthropic-version`…).
     pub client_headers: &'a HeaderMap,
+    /// With tracing on: this attempt's own trace context (`traceparent`, `tracestate`), sent instead of the
+    /// caller's so the provider's spans hang under the attempt.
+    pub trace_context: Option<HeaderMap>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +102,9 @@ pub struct HttpBackend {
 /// operator's choice (a provider's `headers` in the config), not the caller's.
 const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate", "idempotency-key"];
 
+/// The W3C trace-context headers: the attempt's own when tracing is on.
+const TRACE_HEADERS: &[&str] = &["traceparent", "tracestate"];
+
 impl Provider {
     pub fn from_config(config: &ProviderConfig, limits: &LimitsConfig) -> anyhow::Result<Provider> {
         let timeouts = Timeouts {
@@ -121,6 +127,18 @@ impl Provider {
             }
         };
         Ok(Provider { name: config.name.clone(), protocol, timeouts, backend })
+    }
+
+    /// The host the provider is reached at (`server.address` in traces); `builtin` for the mock provider.
+    pub fn server_address(&self) -> &str {
+        match &self.backend {
+            Backend::Http(backend) => {
+                let rest = backend.base_url.split_once("://").map_or(backend.base_url.as_str(), |(_, rest)| rest);
+                let authority = rest.split('/').next().unwrap_or(rest);
+                authority.rsplit_once('@').map_or(authority, |(_, host)| host)
+            }
+            Backend::Mock(_) => "builtin",
+        }
     }
 
     /// Sends the request and waits for the response headers (bounded by the first-byte timeout).
@@ -256,7 +274,8 @@ impl HttpBackend {
             builder = builder.header(name, value);
         }
         for name in FORWARDED_HEADERS {
-            if let Some(value) = request.client_headers.get(*name) {
+            let own = request.trace_context.as_ref().filter(|_| TRACE_HEADERS.contains(name));
+            if let Some(value) = own.map_or_else(|| request.client_headers.get(*name), |own| own.get(*name)) {
                 builder = builder.header(*name, value);
             }
         }

@@ -29,6 +29,9 @@ pub struct RequestMeter {
     usage_sink: Option<UsageSink>,
     /// Counts the attempt as in flight at its endpoint until the meter is dropped.
     endpoint: Option<InFlightGuard>,
+    /// The request's trace span: usage, cost and TTFT are recorded on it, and holding it keeps it open
+    /// until the stream ends.
+    span: tracing::Span,
 }
 
 impl RequestMeter {
@@ -50,7 +53,12 @@ impl RequestMeter {
             admission: None,
             usage_sink: None,
             endpoint: None,
+            span: tracing::Span::none(),
         }
+    }
+
+    pub fn set_span(&mut self, span: tracing::Span) {
+        self.span = span;
     }
 
     pub fn set_admission(&mut self, admission: Option<Admission>) {
@@ -135,6 +143,15 @@ impl RequestMeter {
             self.target.record(outcome, Some(&usage), &self.price, duration, self.ttft);
             if let (Outcome::Ok, Some(guard)) = (outcome, &self.endpoint) {
                 guard.endpoint().observe_latency(duration, self.ttft);
+            }
+            if !self.span.is_none() {
+                self.span.record("gen_ai.usage.input_tokens", usage.input_tokens);
+                self.span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+                self.span.record("tollgate.cost_usd", crate::metrics::cost_usd(&usage, &self.price));
+                self.span.record("tollgate.usage_estimated", usage.estimated);
+                if let Some(ttft) = self.ttft {
+                    self.span.record("tollgate.ttft_ms", ttft.as_secs_f64() * 1e3);
+                }
             }
             if let Some(sink) = &self.usage_sink {
                 if usage.input_tokens + usage.output_tokens > 0 {

@@ -51,6 +51,8 @@ pub struct RequestContext {
     body: Bytes,
     /// Time spent waiting for the upstream, excluded from the gateway's overhead.
     upstream_wait: Duration,
+    /// The request's trace span (`Span::none()` with tracing off); phases record what they learn on it.
+    span: tracing::Span,
 }
 
 /// Phase 5's result: who asks, what they asked, the route it may take, and the prompt's exact token count
@@ -97,6 +99,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     let started = Instant::now();
     let (parts, incoming) = request.into_parts();
     let (endpoint, caller) = ingress::classify(&parts.method, parts.uri.path(), &parts.headers);
+    let span = crate::telemetry::request_span(&parts.headers);
     let mut context = RequestContext {
         endpoint,
         caller,
@@ -104,10 +107,15 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
         headers: parts.headers,
         body: Bytes::new(),
         upstream_wait: Duration::ZERO,
+        span,
     };
     let mut response = match run_phases(&gateway, &mut context, incoming).await {
         Ok(response) => response,
-        Err(err) => error_response(&err, context.caller),
+        Err(err) => {
+            context.span.record("error.type", err.kind.label().as_ref());
+            context.span.record("otel.status_code", "ERROR");
+            error_response(&err, context.caller)
+        }
     };
     let headers = response.headers_mut();
     headers.insert(names::X_TOLLGATE_NODE, gateway.node_header.clone());
@@ -140,6 +148,11 @@ async fn run_phases(
         return Err(GatewayError::method_not_allowed());
     }
     let principal = ingress::authenticate(context)?;
+    context.span.record("tollgate.org", principal.org.as_str());
+    context.span.record("tollgate.key_id", principal.key_id.as_str());
+    if let Some(team) = &principal.team {
+        context.span.record("tollgate.team", team.as_str());
+    }
     if context.endpoint == Endpoint::Models {
         return Ok(upstream::list_models(context, &principal));
     }
@@ -148,7 +161,28 @@ async fn run_phases(
     let body = context.body.clone();
     let request = prepare::parse(context.endpoint, &body)?;
     let routed = prepare::route(context, principal, request).await?;
+    record_request(&context.span, context.endpoint, &routed);
     upstream::forward(gateway, context, &routed).await
+}
+
+/// The GenAI request attributes, once the request is parsed and routed.
+fn record_request(span: &tracing::Span, endpoint: Endpoint, routed: &Routed<'_>) {
+    if span.is_none() {
+        return;
+    }
+    let operation = match endpoint {
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::CountTokens => "count_tokens",
+        _ => "chat",
+    };
+    let model = routed.request.probe.model.as_ref();
+    span.record("otel.name", format!("{operation} {model}"));
+    span.record("gen_ai.operation.name", operation);
+    span.record("gen_ai.request.model", model);
+    span.record("tollgate.route", &*routed.route.name);
+    if let Some(max_tokens) = routed.request.probe.max_output_tokens {
+        span.record("gen_ai.request.max_tokens", max_tokens);
+    }
 }
 
 /// The single place an error becomes a response, in the caller's API shape.

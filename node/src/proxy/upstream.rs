@@ -230,9 +230,42 @@ async fn attempt(
             model: route.name.clone(),
         }));
     }
-    let upstream_request =
-        UpstreamRequest { operation, body, stream: request.probe.stream, client_headers: &context.headers };
+    let provider = &target.provider;
+    let attempt_span = crate::telemetry::attempt_span(
+        &context.span,
+        &provider.name,
+        &target.upstream_model,
+        provider.server_address(),
+    );
+    let upstream_request = UpstreamRequest {
+        operation,
+        body,
+        stream: request.probe.stream,
+        client_headers: &context.headers,
+        trace_context: crate::telemetry::trace_headers(&attempt_span),
+    };
+    if !context.span.is_none() {
+        context.span.record("gen_ai.provider.name", provider.name.as_str());
+        context.span.record("server.address", provider.server_address());
+        context.span.record("tollgate.target", format!("{}/{}", provider.name, target.upstream_model));
+        context.span.record("gen_ai.response.model", target.upstream_model.as_str());
+        meter.set_span(context.span.clone());
+    }
     let result = target.provider.send(upstream_request).await;
+    match &result {
+        Ok(response) => {
+            attempt_span.record("http.response.status_code", response.status().as_u16());
+            if !response.status().is_success() {
+                attempt_span.record("error.type", response.status().as_str());
+                attempt_span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(err) => {
+            attempt_span.record("error.type", err.kind.label().as_ref());
+            attempt_span.record("otel.status_code", "ERROR");
+        }
+    }
+    drop(attempt_span);
     let response = match result {
         Ok(response) => response,
         Err(err) => {

@@ -1,0 +1,193 @@
+//! Logs and OTLP traces. Logs go to stderr (`RUST_LOG` filters them). Traces are on when the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: one span per gateway
+//! request following the OpenTelemetry GenAI conventions, a child span per upstream attempt, exported over
+//! gRPC (tonic) by the SDK's batch processor — a bounded queue on its own thread, so a slow or absent
+//! collector never holds a request (spans beyond the queue are dropped). The SDK reads the other standard
+//! variables itself: `OTEL_SERVICE_NAME` (default here: `tollgate`), `OTEL_TRACES_SAMPLER[_ARG]`,
+//! `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`.
+//!
+//! With tracing off, the request path creates no span at all ([`request_span`] returns `Span::none()`).
+//! Prompt and completion text are never recorded.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
+
+/// The `tracing` target of the spans exported over OTLP (and only those: openraft's, hyper's and our own
+/// log spans stay local).
+pub const TARGET: &str = "tollgate::otel";
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The exporter's handle: [`Telemetry::shutdown`] flushes what is queued before the process exits.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(err) = provider.shutdown() {
+                tracing::warn!(%err, "flushing traces at exit failed");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber: the log layer (filtered by `RUST_LOG`, else `default_filter`) and,
+/// when an OTLP endpoint is configured, the trace exporter. Call inside the tokio runtime: the gRPC
+/// channel is bound to it. A broken exporter setup is logged and leaves tracing off; it never stops the
+/// node.
+pub fn init(default_filter: &str) -> Telemetry {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+    let (provider, setup_error) = match otlp_endpoint() {
+        Some(_) => match exporter() {
+            Ok(provider) => (Some(provider), None),
+            Err(err) => (None, Some(err)),
+        },
+        None => (None, None),
+    };
+    let traces = provider.as_ref().map(|provider| {
+        let tracer = provider.tracer("tollgate");
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO))
+    });
+    tracing_subscriber::registry().with(logs).with(traces).init();
+    if let Some(err) = setup_error {
+        tracing::warn!(%err, "OTLP trace export could not be set up; tracing is off");
+    }
+    if provider.is_some() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        ENABLED.store(true, Ordering::Relaxed);
+        tracing::info!(endpoint = otlp_endpoint().unwrap_or_default(), "exporting traces over OTLP/gRPC");
+    }
+    Telemetry { provider }
+}
+
+fn otlp_endpoint() -> Option<String> {
+    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()))
+}
+
+fn exporter() -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+    if let Some(endpoint) = otlp_endpoint() {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let exporter = builder.build()?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name("tollgate");
+    }
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+}
+
+/// The span of one gateway request, continuing the caller's W3C trace context (`traceparent`,
+/// `tracestate`). Its fields are filled in as the phases learn them; `Span::none()` when tracing is off.
+pub fn request_span(headers: &http::HeaderMap) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: TARGET,
+        "gen_ai.request",
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = tracing::field::Empty,
+        gen_ai.request.model = tracing::field::Empty,
+        gen_ai.request.max_tokens = tracing::field::Empty,
+        gen_ai.provider.name = tracing::field::Empty,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        server.address = tracing::field::Empty,
+        tollgate.org = tracing::field::Empty,
+        tollgate.team = tracing::field::Empty,
+        tollgate.key_id = tracing::field::Empty,
+        tollgate.route = tracing::field::Empty,
+        tollgate.target = tracing::field::Empty,
+        tollgate.cost_usd = tracing::field::Empty,
+        tollgate.ttft_ms = tracing::field::Empty,
+        tollgate.usage_estimated = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)));
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// `span`'s W3C trace context as headers for an upstream request; `None` with tracing off.
+pub fn trace_headers(span: &Span) -> Option<http::HeaderMap> {
+    if span.is_none() {
+        return None;
+    }
+    let context = span.context();
+    let mut headers = http::HeaderMap::new();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeadersMut(&mut headers))
+    });
+    Some(headers)
+}
+
+struct HeadersMut<'a>(&'a mut http::HeaderMap);
+
+impl opentelemetry::propagation::Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
+        {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+/// The caller's headers, read by the W3C trace-context propagator.
+struct Headers<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The child span of one upstream attempt (fallbacks and retries show as siblings).
+pub fn attempt_span(parent: &Span, provider: &str, upstream_model: &str, server_address: &str) -> Span {
+    if parent.is_none() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        parent: parent,
+        "gen_ai.attempt",
+        otel.name = format!("attempt {provider}/{upstream_model}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.provider.name = provider,
+        gen_ai.request.model = upstream_model,
+        server.address = server_address,
+        error.type = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    )
+}

@@ -1,0 +1,120 @@
+//! OTLP traces from a real `tollgate serve` process into a test collector (a real gRPC server): one span per
+//! request with the GenAI attributes, a child per upstream attempt, the caller's trace continued, and no
+//! difference for clients when the collector is down (issue 19).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tollgate_tests::otlp_collector::OtlpCollector;
+use tollgate_tests::process::*;
+use tollgate_tests::*;
+
+/// A node exporting to `endpoint`, flushing its batch every 100 ms.
+async fn node(mock: &MockUpstream, endpoint: &str, name: &str) -> (ChildGuard, u16, tempfile::TempDir) {
+    let (api, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config_toml(mock, "")).unwrap();
+    let child = ChildGuard::spawn(
+        Command::new(tollgate_binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .env("OTEL_SERVICE_NAME", name),
+    );
+    wait_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{admin}/healthz")).await;
+    (child, api, dir)
+}
+
+async fn chat(api: u16, model: &str, stream: bool, traceparent: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .header("traceparent", traceparent)
+        .json(&json!({"model": model, "stream": stream, "max_tokens": 30,
+            "messages": [{"role": "user", "content": "hello there"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_are_traced_with_the_genai_attributes_and_the_callers_trace() {
+    let collector = OtlpCollector::start().await;
+    let mock = MockUpstream::start().await;
+    let (_child, api, _dir) = node(&mock, &collector.endpoint(), "tollgate-under-test").await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let response = chat(api, "gpt-direct", false, &format!("00-{trace_id}-00f067aa0ba902b7-01")).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let within = Duration::from_secs(15);
+    let span = collector.wait_for("chat gpt-direct", within, |s| s.name == "chat gpt-direct").await;
+    assert_eq!(span.trace_id, trace_id, "the caller's trace continues");
+    assert_eq!(span.parent_span_id, "00f067aa0ba902b7", "a child of the caller's span");
+    assert_eq!(span.service_name.as_deref(), Some("tollgate-under-test"));
+    // Usage as the provider reported it (the mock's counts, also in the response), not a local estimate.
+    let usage = &body["usage"];
+    assert_eq!(span.attr("gen_ai.usage.input_tokens"), Some(usage["prompt_tokens"].to_string().as_str()));
+    assert_eq!(span.attr("gen_ai.usage.output_tokens"), Some(usage["completion_tokens"].to_string().as_str()));
+    for (key, value) in [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.request.model", "gpt-direct"),
+        ("gen_ai.provider.name", "up-openai"),
+        ("gen_ai.response.model", "mock-gpt"),
+        ("gen_ai.request.max_tokens", "30"),
+        ("tollgate.org", "acme"),
+        ("tollgate.route", "gpt-direct"),
+        ("tollgate.target", "up-openai/mock-gpt"),
+        ("tollgate.usage_estimated", "false"),
+        ("server.address", mock.addr().to_string().as_str()),
+    ] {
+        assert_eq!(span.attr(key), Some(value), "{key} in {span:#?}");
+    }
+    assert!(span.attr("tollgate.cost_usd").is_some_and(|cost| cost.parse::<f64>().unwrap() > 0.0), "{span:#?}");
+    let text = serde_json::to_string(&span.attributes).unwrap();
+    assert!(!text.contains(KEY) && !text.contains("hello there"), "no key, no prompt: {text}");
+    let attempt = collector.wait_for("attempt", within, |s| s.name.starts_with("attempt ")).await;
+    assert_eq!((attempt.parent_span_id.as_str(), attempt.trace_id.as_str()), (span.span_id.as_str(), trace_id));
+    assert_eq!(attempt.attr("http.response.status_code"), Some("200"));
+    // The provider got the attempt's trace context, not the caller's: its spans hang under the attempt.
+    let upstream = mock.requests().into_iter().find(|r| r.path.ends_with("/chat/completions")).unwrap();
+    let sent = upstream.header("traceparent").unwrap_or_default().to_owned();
+    assert_eq!(sent, format!("00-{trace_id}-{}-01", attempt.span_id), "{sent}");
+
+    // A stream: the span ends when the stream does, with its usage and time to first token.
+    let response = chat(api, "gpt-via-claude", true, &format!("00-{trace_id}-00f067aa0ba902b8-01")).await;
+    assert_eq!(response.status(), 200);
+    let _ = response.text().await.unwrap();
+    let streamed = collector.wait_for("chat gpt-via-claude", within, |s| s.name == "chat gpt-via-claude").await;
+    assert_eq!(streamed.attr("gen_ai.provider.name"), Some("up-anthropic"), "translated to Anthropic");
+    assert!(streamed.attr("gen_ai.usage.output_tokens").is_some_and(|n| n != "0"), "{streamed:#?}");
+    assert!(streamed.attr("tollgate.ttft_ms").is_some(), "{streamed:#?}");
+
+    // A refusal and a fallback are visible too.
+    let refused = chat(api, "no-such-model", false, &format!("00-{trace_id}-00f067aa0ba902b9-01")).await;
+    assert_eq!(refused.status(), 404);
+    let response = chat(api, "gpt-fallback", false, &format!("00-{trace_id}-00f067aa0ba902ba-01")).await;
+    assert_eq!(response.status(), 200);
+    let failed = collector.wait_for("error", within, |s| s.attr("error.type") == Some("model_not_found")).await;
+    assert_eq!(failed.parent_span_id, "00f067aa0ba902b9");
+    let fallback = collector.wait_for("chat gpt-fallback", within, |s| s.name == "chat gpt-fallback").await;
+    let attempts: Vec<_> = collector.spans().into_iter().filter(|s| s.parent_span_id == fallback.span_id).collect();
+    assert_eq!(attempts.len(), 2, "the dead target, then the live one: {attempts:#?}");
+    assert!(attempts.iter().any(|a| a.attr("error.type") == Some("upstream_connect")), "{attempts:#?}");
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_changes_nothing_for_clients() {
+    let mock = MockUpstream::start().await;
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (_child, api, _dir) = node(&mock, &closed, "tollgate-no-collector").await;
+    for stream in [false, true, false] {
+        let response = chat(api, "gpt-direct", stream, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await;
+        assert_eq!(response.status(), 200);
+        assert!(!response.text().await.unwrap().is_empty());
+    }
+}
