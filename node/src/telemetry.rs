@@ -172,6 +172,25 @@ impl opentelemetry::propagation::Extractor for Headers<'_> {
     }
 }
 
+/// The span of one admin write, from the API to its commit: the change, whether this node led (else
+/// it forwarded to the leader), and the Raft index it committed at (or the error).
+pub fn admin_write_span(change: &str, leader: bool) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: TARGET,
+        "admin.write",
+        otel.name = "admin write",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        tollgate.admin.change = change,
+        tollgate.raft.forwarded = !leader,
+        tollgate.raft.index = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
 /// The child span of one upstream attempt (fallbacks and retries show as siblings).
 pub fn attempt_span(parent: &Span, provider: &str, upstream_model: &str, server_address: &str) -> Span {
     if parent.is_none() {

@@ -118,3 +118,52 @@ async fn a_collector_that_is_down_changes_nothing_for_clients() {
         assert!(!response.text().await.unwrap().is_empty());
     }
 }
+
+#[tokio::test]
+async fn admin_writes_are_traced_to_their_raft_commit() {
+    let collector = OtlpCollector::start().await;
+    let mock = MockUpstream::start().await;
+    let (api, admin, raft) = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config_toml(&mock, "")).unwrap();
+    let _child = ChildGuard::spawn(
+        Command::new(tollgate_binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--raft-listen", &format!("127.0.0.1:{raft}"), "--peers", &format!("1=127.0.0.1:{raft}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("TOLLGATE_CLUSTER_SECRET", "otlp-test-cluster-secret")
+            .env("TOLLGATE_ADMIN_TOKEN", "otlp-admin-token")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    );
+    let client = reqwest::Client::new();
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    wait_healthy(&client, &format!("{admin_url}/healthz")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let index = loop {
+        let response = client
+            .put(format!("{admin_url}/admin/v1/orgs/traced"))
+            .bearer_auth("otlp-admin-token")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break response.json::<Value>().await.unwrap()["index"].as_u64().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the one-node cluster never took a write: {}", response.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let span = collector
+        .wait_for("admin write", Duration::from_secs(15), |s| {
+            s.attr("tollgate.admin.change") == Some("put org traced") && s.attr("tollgate.raft.index").is_some()
+        })
+        .await;
+    assert_eq!(span.attr("tollgate.raft.index"), Some(index.to_string().as_str()), "{span:#?}");
+    assert_eq!(span.attr("tollgate.raft.forwarded"), Some("false"), "the only node leads");
+    assert!(!serde_json::to_string(&span.attributes).unwrap().contains("otlp-admin-token"));
+}

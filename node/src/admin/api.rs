@@ -11,6 +11,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tollgate_consensus::{Command, ConsensusNode, Response as CommandResponse};
+use tracing::Instrument as _;
 
 use super::extract::{flag, json_response, AdminError, AdminQuery, Body, Consensus, Idempotency, Json, Resource};
 use super::redact::{collection, redact_provider};
@@ -28,15 +29,27 @@ pub(super) async fn write(
     command: Command,
     idempotency_key: Option<&str>,
 ) -> Result<u64, AdminError> {
+    let span = crate::telemetry::admin_write_span(&command.summary(), node.leader() == Some(node.id()));
     let mut request = request(command, &format!("admin-api@node-{}", node.id()));
     if let Some(key) = idempotency_key {
         request.request_id = format!("{}{key}", tollgate_consensus::state::IDEMPOTENCY_PREFIX);
     }
-    match node.write(request).await? {
-        CommandResponse::Applied { index } | CommandResponse::Granted { index, .. } => Ok(index),
-        CommandResponse::Rejected { reason } => Err(AdminError::bad_request(reason)),
-        CommandResponse::Noop => Ok(0),
+    let result = match node.write(request).instrument(span.clone()).await {
+        Ok(CommandResponse::Applied { index } | CommandResponse::Granted { index, .. }) => Ok(index),
+        Ok(CommandResponse::Rejected { reason }) => Err(AdminError::bad_request(reason)),
+        Ok(CommandResponse::Noop) => Ok(0),
+        Err(err) => Err(AdminError::from(err)),
+    };
+    match &result {
+        Ok(index) => {
+            span.record("tollgate.raft.index", *index);
+        }
+        Err(AdminError(status, _)) => {
+            span.record("error.type", status.as_str());
+            span.record("otel.status_code", "ERROR");
+        }
     }
+    result
 }
 
 fn applied(index: u64) -> Response {
