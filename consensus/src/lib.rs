@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod command;
 pub mod faults;
 pub mod ledger;
 pub mod member;

@@ -13,42 +13,44 @@ fn header(response: &reqwest::Response, name: &str) -> Option<String> {
     response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
+/// Posts `body` to `path` as the caller's SDK would (its key and, for `/v1/messages`, its version), plus
+/// `headers`; returns the response and what the upstream received.
+async fn send(
+    harness: &Harness,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: serde_json::Value,
+) -> (reqwest::Response, tollgate_tests::mock_upstream::RecordedRequest) {
+    let mut request = harness.client.post(harness.url(path)).json(&body);
+    request = if path == "/v1/messages" {
+        request.header("x-api-key", KEY).header("anthropic-version", "2023-06-01")
+    } else {
+        request.bearer_auth(KEY)
+    };
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let sent = harness.mock.requests().last().cloned().expect("the upstream got the request");
+    (response, sent)
+}
+
 #[tokio::test]
 async fn idempotency_keys_go_up_and_provider_rate_limits_come_back() {
     let harness = Harness::start().await;
     let chat = json!({"model": "gpt-direct", "messages": [{"role": "user", "content": "hi"}]});
-    let response = harness
-        .client
-        .post(harness.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .header("idempotency-key", "retry-1234")
-        .header("openai-organization", "org-of-the-caller")
-        .json(&chat)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let headers = [("idempotency-key", "retry-1234"), ("openai-organization", "org-of-the-caller")];
+    let (response, sent) = send(&harness, "/v1/chat/completions", &headers, chat).await;
     assert_eq!(header(&response, "x-ratelimit-remaining-requests").as_deref(), Some("9999"));
     assert_eq!(header(&response, "x-ratelimit-limit-requests").as_deref(), Some("10000"));
-    let sent = harness.mock.requests().last().cloned().expect("the upstream got the request");
     assert_eq!(sent.header("idempotency-key"), Some("retry-1234"));
     assert_eq!(sent.header("openai-organization"), None, "the operator's key chooses the organization");
 
     let messages = json!({"model": "claude-direct", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
-    let response = harness
-        .client
-        .post(harness.url("/v1/messages"))
-        .header("x-api-key", KEY)
-        .header("anthropic-version", "2023-06-01")
-        .header("anthropic-beta", "some-beta-2025")
-        .header("idempotency-key", "retry-5678")
-        .json(&messages)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let headers = [("anthropic-beta", "some-beta-2025"), ("idempotency-key", "retry-5678")];
+    let (response, sent) = send(&harness, "/v1/messages", &headers, messages).await;
     assert_eq!(header(&response, "anthropic-ratelimit-requests-remaining").as_deref(), Some("3999"));
-    let sent = harness.mock.requests().last().cloned().expect("the upstream got the request");
     assert_eq!(
         (sent.header("idempotency-key"), sent.header("anthropic-beta")),
         (Some("retry-5678"), Some("some-beta-2025"))
@@ -57,18 +59,7 @@ async fn idempotency_keys_go_up_and_provider_rate_limits_come_back() {
     // Translated: the Anthropic caller's beta header does not reach the OpenAI-compatible upstream.
     let translated =
         json!({"model": "claude-via-gpt", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
-    let response = harness
-        .client
-        .post(harness.url("/v1/messages"))
-        .header("x-api-key", KEY)
-        .header("anthropic-version", "2023-06-01")
-        .header("anthropic-beta", "some-beta-2025")
-        .json(&translated)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let sent = harness.mock.requests().last().cloned().expect("the upstream got the request");
+    let (_, sent) = send(&harness, "/v1/messages", &[("anthropic-beta", "some-beta-2025")], translated).await;
     assert_eq!(sent.header("anthropic-beta"), None);
 }
 
