@@ -128,6 +128,8 @@ pub fn request_span(headers: &http::HeaderMap) -> Span {
         tollgate.cost_usd = tracing::field::Empty,
         tollgate.ttft_ms = tracing::field::Empty,
         tollgate.usage_estimated = tracing::field::Empty,
+        tollgate.budget = tracing::field::Empty,
+        tollgate.budget.output_cap = tracing::field::Empty,
     );
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)));
     let _ = span.set_parent(parent);

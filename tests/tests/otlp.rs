@@ -166,4 +166,18 @@ async fn admin_writes_are_traced_to_their_raft_commit() {
     assert_eq!(span.attr("tollgate.raft.index"), Some(index.to_string().as_str()), "{span:#?}");
     assert_eq!(span.attr("tollgate.raft.forwarded"), Some("false"), "the only node leads");
     assert!(!serde_json::to_string(&span.attributes).unwrap().contains("otlp-admin-token"));
+
+    // A budgeted request says so, with the output cap its reservation covers.
+    let budget = json!({"scope": {"org": "acme"}, "limit_tokens": 100_000});
+    let response =
+        client.put(format!("{admin_url}/admin/v1/budgets")).bearer_auth("otlp-admin-token").json(&budget).send().await;
+    assert_eq!(response.unwrap().status(), 200);
+    assert_eq!(
+        chat(api, "gpt-direct", false, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await.status(),
+        200
+    );
+    let span = collector
+        .wait_for("budgeted chat", Duration::from_secs(15), |s| s.attr("tollgate.budget") == Some("admitted"))
+        .await;
+    assert_eq!(span.attr("tollgate.budget.output_cap"), Some("30"), "{span:#?}");
 }

@@ -213,8 +213,19 @@ async fn attempt(
     let (request, route) = (&routed.request, &*routed.route);
     let upstream_protocol = target.provider.protocol;
     // Every attempt is reserved separately: the provider bills each one.
-    let admission = admit(gateway, context, routed, operation).await?;
+    let admission = match admit(gateway, context, routed, operation).await {
+        Ok(admission) => admission,
+        Err(err) => {
+            context.span.record("tollgate.budget", "refused");
+            return Err(err);
+        }
+    };
     let output_cap = admission.as_ref().map(|a| a.output_cap);
+    if let Some(cap) = output_cap {
+        // Admitted against the budgets, with the output cap the reservation covers.
+        context.span.record("tollgate.budget", "admitted");
+        context.span.record("tollgate.budget.output_cap", cap);
+    }
     let rate_headers = admission.as_ref().map(|a| (a.limit, a.remaining, a.reset_seconds));
     let (body, dropped) =
         target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
