@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use tollgate::guard::{InjectionDetector, PiiDetector, Replacement};
+use tollgate::guard::{InjectionDetector, PiiDetector, Replacement, StreamRedactor};
 
 const SHORT: &str = "Where is my order #48213? It was supposed to arrive on Monday and the tracking page has not changed since. Can you check with the carrier and tell me what happened, and whether I can still cancel it?";
 
@@ -90,7 +90,7 @@ fn bench_pii(criterion: &mut Criterion) {
     };
     group.bench_function("stream/2KB in 16-byte chunks", |b| {
         b.iter(|| {
-            let mut redactor = detector.stream();
+            let mut redactor = StreamRedactor::new(detector.clone());
             let mut out = 0;
             for chunk in &chunks {
                 out += redactor.push(black_box(chunk)).len();

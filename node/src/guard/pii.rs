@@ -3,8 +3,8 @@
 //! and rewrites what it found with the configured replacement.
 //!
 //! [`PiiDetector::find`] reports byte ranges (for rewriting); [`PiiDetector::entities`] reports Unicode
-//! code points (for `guard scan` and anything else that leaves the process). [`StreamRedactor`] applies the
-//! same detector to text arriving in pieces.
+//! code points (for `guard scan` and anything else that leaves the process). `stream.rs`'s `StreamRedactor`
+//! applies the same detector to text arriving in pieces.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -16,7 +16,6 @@ use sha2::{Digest, Sha256};
 use super::config::{EntityKind, GuardConfigError, GuardrailConfig, Replacement};
 use super::decode::CharIndex;
 use super::pii_rules::{Recognizer, RECOGNIZERS};
-use super::stream::StreamRedactor;
 
 /// Finds and rewrites PII and secrets of a configured set of types.
 #[derive(Clone)]
@@ -121,11 +120,6 @@ impl PiiDetector {
             Replacement::Hash => hash_tag(kind, Sha256::digest(value.as_bytes()).as_slice()),
             Replacement::Mask => mask(kind, value),
         }
-    }
-
-    /// A streaming redactor over this detector (one per response stream).
-    pub fn stream(&self) -> StreamRedactor {
-        StreamRedactor::new(self.clone())
     }
 }
 

@@ -28,7 +28,8 @@ pub const CONTEXT_CHARS: usize = 64;
 /// deltas instead of one per delta.
 pub const EMIT_BATCH_CHARS: usize = 64;
 
-/// Redacts one stream of text chunks; see the module docs.
+/// Redacts one stream of text chunks; see the module docs. One per response stream:
+/// `StreamRedactor::new(detector.clone())` (the detector is shared, cheap to clone).
 pub struct StreamRedactor {
     detector: PiiDetector,
     pending: String,

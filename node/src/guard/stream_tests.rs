@@ -26,7 +26,7 @@ fn samples() -> Vec<String> {
 
 /// Streams `chunks` through a fresh redactor, checking the hold bound after every push.
 fn stream(detector: &PiiDetector, chunks: &[&str]) -> String {
-    let mut redactor = detector.stream();
+    let mut redactor = StreamRedactor::new(detector.clone());
     let mut out = String::new();
     for chunk in chunks {
         out.push_str(&redactor.push(chunk));
@@ -69,7 +69,7 @@ fn many_small_chunks_match_the_whole_text() {
 #[test]
 fn emits_early_and_holds_little() {
     let detector = detector(Replacement::Label);
-    let mut redactor = detector.stream();
+    let mut redactor = StreamRedactor::new(detector.clone());
     let prose = "All quiet on the western front. ".repeat(20);
     let emitted = redactor.push(&prose);
     assert_eq!(emitted, prose[..prose.len() - SETTLE_CHARS]);
