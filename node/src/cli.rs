@@ -1,10 +1,11 @@
-//! Command-line interface (README.md, "Running nodes"; the flags are a public interface): `tollgate serve`, `tollgate dev`, `tollgate check-config`.
+//! Command-line interface (README.md, "Running nodes"; the flags are a public interface): `tollgate serve`, `tollgate dev`, `tollgate check-config`, `tollgate guard scan`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_peer_ids, parse_socket_addr, Config, Peers};
+use crate::guard::GuardrailKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,6 +95,28 @@ pub enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         command: ClusterCommand,
+    },
+    /// Offline guardrail tools (the detectors the gateway runs).
+    #[command(subcommand)]
+    Guard(GuardCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuardCommand {
+    /// Read JSON lines {"text": ...} on stdin; write one JSON line per input: injection
+    /// {"score", "flagged", "rules", "matches"}, pii {"entities": [{"type", "start", "end"}], "redacted"}
+    /// (offsets in Unicode code points).
+    Scan {
+        /// injection or pii.
+        #[arg(long)]
+        kind: GuardrailKind,
+        /// A TOML file with [[guardrails]] (a node config works): its first guardrail of --kind is used
+        /// (default: threshold 0.4; every entity type, replaced by [REDACTED:TYPE]).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The guardrail of --config to use instead of the first of --kind.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 

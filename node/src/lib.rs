@@ -23,6 +23,7 @@ pub mod dev;
 pub mod error;
 pub mod gateway;
 pub mod gossip;
+pub mod guard;
 pub mod health;
 pub mod idle_spin;
 pub mod metrics;

@@ -1,7 +1,7 @@
 //! The `tollgate` binary: parse flags, set up logging, call into the library.
 
 use clap::Parser;
-use tollgate::cli::{Cli, Command};
+use tollgate::cli::{Cli, Command, GuardCommand};
 use tollgate::{signals, Config, Listeners};
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +70,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 config.keys.len()
             );
             Ok(())
+        }
+        Command::Guard(GuardCommand::Scan { kind, config, name }) => {
+            tollgate::guard::scan::run_stdio(kind, config.as_deref(), name.as_deref())
         }
         other => anyhow::bail!("unexpected command {other:?}"),
     }
