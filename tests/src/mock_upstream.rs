@@ -30,6 +30,7 @@ mod gpu;
 mod misc;
 mod openai;
 mod sse;
+mod strict;
 mod text;
 
 use gpu::GpuSimState;
@@ -96,6 +97,16 @@ pub struct Script {
     pub second_tool_call: Option<(String, String)>,
     /// Stop as if max_tokens was hit (finish_reason "length" / stop_reason "max_tokens").
     pub finish_max_tokens: bool,
+    /// With `tool_call`: text the assistant says before its tool call(s), in the same message (Anthropic: a
+    /// text block before the `tool_use` blocks; OpenAI: `content` next to `tool_calls`).
+    pub preamble: Option<String>,
+    /// Anthropic: `(cache_creation_input_tokens, cache_read_input_tokens)` taken out of the prompt's tokens,
+    /// as a prompt cache reports them (`input_tokens` is the rest; the bill is the sum).
+    pub cache_tokens: Option<(u64, u64)>,
+    /// Streaming: after N events, send the API's error event (Anthropic `event: error` with an
+    /// `overloaded_error`; OpenAI a `data: {"error": …}` chunk) and end the body cleanly, as the real APIs
+    /// do when they fail mid-stream.
+    pub error_after_events: Option<usize>,
 }
 
 /// One request as received by the mock.
@@ -122,6 +133,8 @@ pub(crate) struct Inner {
     default: Script,
     requests: Vec<RecordedRequest>,
     required_key: Option<String>,
+    /// When set, model requests for any other model get the API's 404.
+    pub(crate) served_models: Option<Vec<String>>,
     pub(crate) gpu: (u64, u64, f64),
     pub(crate) engine: Engine,
     gpu_sim: Option<GpuSimState>,
@@ -211,6 +224,7 @@ impl MockUpstream {
                 default: Script::default(),
                 requests: Vec::new(),
                 required_key: None,
+                served_models: None,
                 gpu: (0, 0, 0.0),
                 engine: Engine::Vllm,
                 gpu_sim: None,
@@ -275,6 +289,12 @@ impl MockUpstream {
     /// `x-api-key: k` (Anthropic paths); otherwise 401 in that API's shape.
     pub fn set_required_key(&self, key: Option<String>) {
         self.shared.lock().required_key = key;
+    }
+
+    /// Serve only these upstream models (`None`: any model); others get a 404 in the API's shape, as a
+    /// real provider answers a model it does not have.
+    pub fn set_served_models(&self, models: Option<&[&str]>) {
+        self.shared.lock().served_models = models.map(|m| m.iter().map(|m| (*m).to_owned()).collect());
     }
 
     /// Open TCP connections right now.
