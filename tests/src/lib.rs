@@ -252,9 +252,9 @@ pub fn parse_events_strict(text: &str) -> Vec<Event> {
 pub async fn first_event(response: &mut reqwest::Response) -> String {
     let mut buffer = String::new();
     while !buffer.contains("\n\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
             .await
-            .expect("first event in time")
+            .expect("the first event within 20 s")
             .expect("chunk")
             .expect("stream not ended");
         buffer.push_str(&String::from_utf8_lossy(&chunk));
