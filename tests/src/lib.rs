@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod cluster;
+pub mod cluster_process;
 pub mod conformance;
 pub mod mock_upstream;
 pub mod process;
@@ -293,6 +294,36 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, and returns that; fails after `within`, naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// POSTs `body` with the gateway key `key` (bearer) and returns the status and the JSON answer (`Null`
+/// when it is not JSON); a transport error fails the test, naming the URL.
+pub async fn post_json(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (u16, Value) {
+    let response =
+        client.post(url).bearer_auth(key).json(body).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A one-message chat completion body for `model`.
+pub fn chat_body(model: &str, content: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": content}]})
 }
 
 pub fn init_tracing() {
