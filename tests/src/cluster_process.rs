@@ -172,6 +172,10 @@ pub struct ProcessCluster {
     pub procs: Vec<Proc>,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
+    /// The initial voters: `(id, raft port)`.
+    peers: Vec<(u64, u16)>,
+    /// Everything after `[node]` in each node's config.
+    body: String,
 }
 
 impl ProcessCluster {
@@ -179,39 +183,48 @@ impl ProcessCluster {
     /// ready. Each node's gossip port is its Raft port + 1, so the seeds follow from `peers`.
     pub async fn start(mock: &MockUpstream, extra: &str) -> ProcessCluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        // Each Raft port's successor is its node's gossip port: reserve both.
-        let mut raft_ports: Vec<u16> = Vec::new();
-        while raft_ports.len() < 3 {
-            let port = free_port();
-            if port < u16::MAX && reserve_port(port + 1) {
-                raft_ports.push(port);
-            }
-        }
+        let raft_ports: Vec<u16> = (0..3).map(|_| raft_and_gossip_ports()).collect();
         let peers: Vec<(u64, u16)> = raft_ports.iter().enumerate().map(|(i, port)| (i as u64 + 1, *port)).collect();
-        let secret_file = dir.path().join("cluster-secret");
-        std::fs::write(&secret_file, format!("{CLUSTER_SECRET}\n")).expect("write the cluster secret");
+        std::fs::write(dir.path().join("cluster-secret"), format!("{CLUSTER_SECRET}\n"))
+            .expect("write the cluster secret");
         let body = harness_body(mock, extra);
-        let mut procs = Vec::new();
-        for (id, raft) in peers.iter().copied() {
-            let node = NodeSection {
-                id: Some(id),
-                raft: Some(raft),
-                gossip_listen: Some(raft + 1),
-                data_dir: Some(dir.path().join(format!("n{id}"))),
-                cluster_secret_file: Some(secret_file.clone()),
-                peers: peers.clone(),
-                fast_raft: true,
-                ..NodeSection::on_free_ports()
-            };
-            let config = dir.path().join(format!("n{id}.toml"));
-            std::fs::write(&config, node.with_body(&body)).expect("write the node config");
-            procs.push(Proc { api: node.api, admin: node.admin, raft, child: Some(spawn_serve(&config)), config });
+        let mut cluster = ProcessCluster { procs: Vec::new(), dir, client: reqwest::Client::new(), peers, body };
+        for (id, raft) in cluster.peers.clone() {
+            let proc = cluster.spawn_node(id, raft);
+            cluster.procs.push(proc);
         }
-        let cluster = ProcessCluster { procs, dir, client: reqwest::Client::new() };
         for proc in &cluster.procs {
             wait_healthy(&cluster.client, &proc.admin_url("/readyz")).await;
         }
         cluster
+    }
+
+    /// Writes node `id`'s config (Raft on `raft`, gossip on `raft + 1`, the initial voters as peers) and
+    /// starts it.
+    fn spawn_node(&self, id: u64, raft: u16) -> Proc {
+        let node = NodeSection {
+            id: Some(id),
+            raft: Some(raft),
+            gossip_listen: Some(raft + 1),
+            data_dir: Some(self.dir.path().join(format!("n{id}"))),
+            cluster_secret_file: Some(self.dir.path().join("cluster-secret")),
+            peers: self.peers.clone(),
+            fast_raft: true,
+            ..NodeSection::on_free_ports()
+        };
+        let config = self.dir.path().join(format!("n{id}.toml"));
+        std::fs::write(&config, node.with_body(&self.body)).expect("write the node config");
+        Proc { api: node.api, admin: node.admin, raft, child: Some(spawn_serve(&config)), config }
+    }
+
+    /// Starts one more node that is not an initial voter: it waits to be added (`cluster add-node`).
+    /// Returns its index.
+    pub async fn start_joiner(&mut self) -> usize {
+        let raft = raft_and_gossip_ports();
+        let proc = self.spawn_node(self.procs.len() as u64 + 1, raft);
+        wait_healthy(&self.client, &proc.admin_url("/healthz")).await;
+        self.procs.push(proc);
+        self.procs.len() - 1
     }
 
     pub fn cli(&self, index: usize, args: &[&str]) -> (bool, String) {
@@ -266,6 +279,16 @@ impl ProcessCluster {
             if let Some(mut child) = proc.child.take() {
                 assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0), "port {} exits cleanly", proc.api);
             }
+        }
+    }
+}
+
+/// A free Raft port whose successor (its node's gossip port) is reserved too.
+fn raft_and_gossip_ports() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX && reserve_port(port + 1) {
+            return port;
         }
     }
 }
