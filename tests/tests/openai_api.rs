@@ -19,6 +19,7 @@ async fn non_stream_chat_passes_through_with_model_rewritten_and_upstream_key() 
         .post(h.url("/v1/chat/completions"))
         .bearer_auth(KEY)
         .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header("tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
         .json(&body)
         .send()
         .await
@@ -43,6 +44,11 @@ async fn non_stream_chat_passes_through_with_model_rewritten_and_upstream_key() 
     assert_eq!(upstream.header("authorization"), Some(format!("Bearer {UPSTREAM_OPENAI_KEY}").as_str()));
     assert!(!upstream.headers.iter().any(|(_, v)| v.contains(KEY)), "the client's gateway key never goes upstream");
     assert_eq!(upstream.header("traceparent"), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    assert_eq!(
+        upstream.header("tracestate"),
+        Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+        "W3C tracestate passed on"
+    );
     let host = h.mock.addr().to_string();
     assert_eq!(upstream.header("host"), Some(host.as_str()), "the upstream's own Host, not the gateway's");
     assert_eq!(upstream.headers.iter().filter(|(name, _)| name.eq_ignore_ascii_case("host")).count(), 1);
