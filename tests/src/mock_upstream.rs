@@ -107,6 +107,9 @@ pub struct Script {
     /// `overloaded_error`; OpenAI a `data: {"error": …}` chunk) and end the body cleanly, as the real APIs
     /// do when they fail mid-stream.
     pub error_after_events: Option<usize>,
+    /// Hold the request (before headers) until [`MockUpstream::release_held`]: explicit synchronisation for
+    /// tests that need requests outstanding at the upstream, instead of a delay racing the test.
+    pub hold: bool,
 }
 
 /// One request as received by the mock.
@@ -150,6 +153,10 @@ pub(crate) struct Shared {
     /// Model requests waiting for a GpuSim slot / holding one.
     pub(crate) sim_waiting: AtomicUsize,
     pub(crate) sim_running: AtomicUsize,
+    /// Opened by `release_held`; held requests wait for it.
+    released: tokio::sync::watch::Sender<bool>,
+    /// Requests waiting at the hold right now.
+    holding: AtomicUsize,
 }
 
 impl Shared {
@@ -178,6 +185,15 @@ impl Shared {
     pub(crate) fn serve_tokens(&self, input: u64, output: u64) {
         self.input_tokens.fetch_add(input, Ordering::SeqCst);
         self.output_tokens.fetch_add(output, Ordering::SeqCst);
+    }
+}
+
+/// Decrements `holding` when a held request goes on or is dropped.
+struct Holding(Arc<Shared>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.holding.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -236,6 +252,8 @@ impl MockUpstream {
             ids: AtomicU64::new(0),
             sim_waiting: AtomicUsize::new(0),
             sim_running: AtomicUsize::new(0),
+            released: tokio::sync::watch::channel(false).0,
+            holding: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(MockUpstream { addr, shared, task })
@@ -295,6 +313,16 @@ impl MockUpstream {
     /// real provider answers a model it does not have.
     pub fn set_served_models(&self, models: Option<&[&str]>) {
         self.shared.lock().served_models = models.map(|m| m.iter().map(|m| (*m).to_owned()).collect());
+    }
+
+    /// Lets every held request (and any later one) go on.
+    pub fn release_held(&self) {
+        self.shared.released.send_replace(true);
+    }
+
+    /// Requests waiting at the hold right now (see [`Script::hold`]).
+    pub fn held(&self) -> usize {
+        self.shared.holding.load(Ordering::SeqCst)
     }
 
     /// Open TCP connections right now.
@@ -422,6 +450,13 @@ pub(crate) async fn prelude(ctx: &Ctx, api: Api) -> Result<Script, Response<Resp
     ctx.shared.simulate_gpu().await;
     if let Some(d) = script.delay_headers {
         tokio::time::sleep(d).await;
+    }
+    if script.hold {
+        let mut released = ctx.shared.released.subscribe();
+        ctx.shared.holding.fetch_add(1, Ordering::SeqCst);
+        // Counted down even when the client goes away while held (the future is dropped).
+        let _counted = Holding(ctx.shared.clone());
+        let _ = released.wait_for(|open| *open).await;
     }
     check_auth(ctx, api)?;
     if let Some(status) = script.status.filter(|s| *s >= 400) {

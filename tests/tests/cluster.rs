@@ -100,11 +100,10 @@ async fn a_restarted_node_catches_up_from_disk_and_snapshot() {
     // Traffic first, so snapshots carry usage rows and ledger data too (a struct-keyed map once made
     // snapshot builds fail and stopped Raft on every node).
     assert_eq!(cluster.chat_default(cluster.node(1), "gpt-direct").await, 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !cluster.node(1).gateway.consensus.as_ref().unwrap().current().history.usage.rows.is_empty(),
-        "usage was recorded"
-    );
+    eventually_async("the request's usage to be recorded in the replicated state", || async {
+        !cluster.node(1).gateway.consensus.as_ref().unwrap().current().history.usage.rows.is_empty()
+    })
+    .await;
     cluster.stop(3).await;
     // Enough writes to snapshot and purge the log past what node 3 has.
     for index in 0..12 {
