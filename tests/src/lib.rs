@@ -8,6 +8,7 @@ pub mod cluster_process;
 pub mod conformance;
 pub mod mock_upstream;
 pub mod process;
+pub mod tls;
 
 use std::time::Duration;
 
