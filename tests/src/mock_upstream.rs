@@ -151,6 +151,8 @@ pub(crate) struct Shared {
     pub(crate) input_tokens: AtomicU64,
     active_connections: AtomicUsize,
     pub(crate) cancelled_streams: AtomicUsize,
+    /// Streaming requests not finished yet (handled, or their body still being written).
+    pub(crate) open_streams: AtomicUsize,
     ids: AtomicU64,
     /// Model requests waiting for a GpuSim slot / holding one.
     pub(crate) sim_waiting: AtomicUsize,
@@ -251,6 +253,7 @@ impl MockUpstream {
             input_tokens: AtomicU64::new(0),
             active_connections: AtomicUsize::new(0),
             cancelled_streams: AtomicUsize::new(0),
+            open_streams: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
             sim_waiting: AtomicUsize::new(0),
             sim_running: AtomicUsize::new(0),
@@ -336,6 +339,11 @@ impl MockUpstream {
     /// during `delay_headers` of a streaming request).
     pub fn cancelled_streams(&self) -> usize {
         self.shared.cancelled_streams.load(Ordering::SeqCst)
+    }
+
+    /// Streaming requests still in progress: received and not yet finished, cancelled or refused.
+    pub fn open_streams(&self) -> usize {
+        self.shared.open_streams.load(Ordering::SeqCst)
     }
 
     /// Values reported by `GET /metrics`.
