@@ -45,13 +45,24 @@ impl TestCluster {
 
     pub async fn start_with(n: usize, node_extra: &str) -> TestCluster {
         let mock = MockUpstream::start().await;
-        Self::start_inner(n, node_extra, mock, "", false).await
+        Self::start_inner(n, node_extra, mock, "", false, |_| {}).await
     }
 
     /// `n` voters that also gossip (UDP on loopback), with `models_extra` appended to the shared test
     /// config (more providers and models, e.g. pointing at other mocks).
     pub async fn start_full(n: usize, node_extra: &str, mock: MockUpstream, models_extra: &str) -> TestCluster {
-        Self::start_inner(n, node_extra, mock, models_extra, true).await
+        Self::start_inner(n, node_extra, mock, models_extra, true, |_| {}).await
+    }
+
+    /// Like [`start_full`](Self::start_full), with `tweak` applied to every node's parsed config (e.g. its
+    /// `[limits]`).
+    pub async fn start_full_tweaked(
+        n: usize,
+        mock: MockUpstream,
+        models_extra: &str,
+        tweak: impl Fn(&mut Config),
+    ) -> TestCluster {
+        Self::start_inner(n, "", mock, models_extra, true, tweak).await
     }
 
     async fn start_inner(
@@ -60,6 +71,7 @@ impl TestCluster {
         mock: MockUpstream,
         models_extra: &str,
         gossip: bool,
+        tweak: impl Fn(&mut Config),
     ) -> TestCluster {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -102,6 +114,7 @@ impl TestCluster {
                 config.node.gossip.interval_ms = 100;
                 config.node.gossip.seeds = members.iter().filter_map(|m: &Member| m.gossip_addr()).collect();
             }
+            tweak(&mut config);
             let node = start_node(config.clone(), raft).await;
             members.push(Member { id, raft_addr, config, node: Some(node) });
         }

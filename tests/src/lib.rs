@@ -4,10 +4,12 @@
 
 pub mod budget;
 pub mod cluster;
+pub mod cluster_process;
 pub mod conformance;
 pub mod mock_upstream;
 pub mod otlp_collector;
 pub mod process;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -253,9 +255,9 @@ pub fn parse_events_strict(text: &str) -> Vec<Event> {
 pub async fn first_event(response: &mut reqwest::Response) -> String {
     let mut buffer = String::new();
     while !buffer.contains("\n\n") {
-        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
             .await
-            .expect("first event in time")
+            .expect("the first event within 20 s")
             .expect("chunk")
             .expect("stream not ended");
         buffer.push_str(&String::from_utf8_lossy(&chunk));
@@ -294,6 +296,36 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, and returns that; fails after `within`, naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// POSTs `body` with the gateway key `key` (bearer) and returns the status and the JSON answer (`Null`
+/// when it is not JSON); a transport error fails the test, naming the URL.
+pub async fn post_json(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (u16, Value) {
+    let response =
+        client.post(url).bearer_auth(key).json(body).send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A one-message chat completion body for `model`.
+pub fn chat_body(model: &str, content: &str) -> Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": content}]})
 }
 
 pub fn init_tracing() {

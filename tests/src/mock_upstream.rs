@@ -29,12 +29,15 @@ mod anthropic;
 mod gpu;
 mod misc;
 mod openai;
+mod respond;
 mod sse;
+mod strict;
 mod text;
 
 use gpu::GpuSimState;
 pub use gpu::{Engine, GpuSim};
 pub use misc::MODELS;
+pub(crate) use respond::{add_header, error_response, full, json_response, response, sse_response, text_response};
 pub use text::{pieces, DEFAULT_REPLY, JSON_REPLY};
 
 use std::collections::VecDeque;
@@ -46,9 +49,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -96,6 +99,19 @@ pub struct Script {
     pub second_tool_call: Option<(String, String)>,
     /// Stop as if max_tokens was hit (finish_reason "length" / stop_reason "max_tokens").
     pub finish_max_tokens: bool,
+    /// With `tool_call`: text the assistant says before its tool call(s), in the same message (Anthropic: a
+    /// text block before the `tool_use` blocks; OpenAI: `content` next to `tool_calls`).
+    pub preamble: Option<String>,
+    /// Anthropic: `(cache_creation_input_tokens, cache_read_input_tokens)` taken out of the prompt's tokens,
+    /// as a prompt cache reports them (`input_tokens` is the rest; the bill is the sum).
+    pub cache_tokens: Option<(u64, u64)>,
+    /// Streaming: after N events, send the API's error event (Anthropic `event: error` with an
+    /// `overloaded_error`; OpenAI a `data: {"error": …}` chunk) and end the body cleanly, as the real APIs
+    /// do when they fail mid-stream.
+    pub error_after_events: Option<usize>,
+    /// Hold the request (before headers) until [`MockUpstream::release_held`]: explicit synchronisation for
+    /// tests that need requests outstanding at the upstream, instead of a delay racing the test.
+    pub hold: bool,
 }
 
 /// One request as received by the mock.
@@ -122,6 +138,8 @@ pub(crate) struct Inner {
     default: Script,
     requests: Vec<RecordedRequest>,
     required_key: Option<String>,
+    /// When set, model requests for any other model get the API's 404.
+    pub(crate) served_models: Option<Vec<String>>,
     pub(crate) gpu: (u64, u64, f64),
     pub(crate) engine: Engine,
     gpu_sim: Option<GpuSimState>,
@@ -133,10 +151,16 @@ pub(crate) struct Shared {
     pub(crate) input_tokens: AtomicU64,
     active_connections: AtomicUsize,
     pub(crate) cancelled_streams: AtomicUsize,
+    /// Streaming requests not finished yet (handled, or their body still being written).
+    pub(crate) open_streams: AtomicUsize,
     ids: AtomicU64,
     /// Model requests waiting for a GpuSim slot / holding one.
     pub(crate) sim_waiting: AtomicUsize,
     pub(crate) sim_running: AtomicUsize,
+    /// Opened by `release_held`; held requests wait for it.
+    released: tokio::sync::watch::Sender<bool>,
+    /// Requests waiting at the hold right now.
+    holding: AtomicUsize,
 }
 
 impl Shared {
@@ -165,6 +189,15 @@ impl Shared {
     pub(crate) fn serve_tokens(&self, input: u64, output: u64) {
         self.input_tokens.fetch_add(input, Ordering::SeqCst);
         self.output_tokens.fetch_add(output, Ordering::SeqCst);
+    }
+}
+
+/// Decrements `holding` when a held request goes on or is dropped.
+struct Holding(Arc<Shared>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.holding.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -211,6 +244,7 @@ impl MockUpstream {
                 default: Script::default(),
                 requests: Vec::new(),
                 required_key: None,
+                served_models: None,
                 gpu: (0, 0, 0.0),
                 engine: Engine::Vllm,
                 gpu_sim: None,
@@ -219,9 +253,12 @@ impl MockUpstream {
             input_tokens: AtomicU64::new(0),
             active_connections: AtomicUsize::new(0),
             cancelled_streams: AtomicUsize::new(0),
+            open_streams: AtomicUsize::new(0),
             ids: AtomicU64::new(0),
             sim_waiting: AtomicUsize::new(0),
             sim_running: AtomicUsize::new(0),
+            released: tokio::sync::watch::channel(false).0,
+            holding: AtomicUsize::new(0),
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(MockUpstream { addr, shared, task })
@@ -277,6 +314,22 @@ impl MockUpstream {
         self.shared.lock().required_key = key;
     }
 
+    /// Serve only these upstream models (`None`: any model); others get a 404 in the API's shape, as a
+    /// real provider answers a model it does not have.
+    pub fn set_served_models(&self, models: Option<&[&str]>) {
+        self.shared.lock().served_models = models.map(|m| m.iter().map(|m| (*m).to_owned()).collect());
+    }
+
+    /// Lets every held request (and any later one) go on.
+    pub fn release_held(&self) {
+        self.shared.released.send_replace(true);
+    }
+
+    /// Requests waiting at the hold right now (see [`Script::hold`]).
+    pub fn held(&self) -> usize {
+        self.shared.holding.load(Ordering::SeqCst)
+    }
+
     /// Open TCP connections right now.
     pub fn active_connections(&self) -> usize {
         self.shared.active_connections.load(Ordering::SeqCst)
@@ -286,6 +339,11 @@ impl MockUpstream {
     /// during `delay_headers` of a streaming request).
     pub fn cancelled_streams(&self) -> usize {
         self.shared.cancelled_streams.load(Ordering::SeqCst)
+    }
+
+    /// Streaming requests still in progress: received and not yet finished, cancelled or refused.
+    pub fn open_streams(&self) -> usize {
+        self.shared.open_streams.load(Ordering::SeqCst)
     }
 
     /// Values reported by `GET /metrics`.
@@ -403,6 +461,13 @@ pub(crate) async fn prelude(ctx: &Ctx, api: Api) -> Result<Script, Response<Resp
     if let Some(d) = script.delay_headers {
         tokio::time::sleep(d).await;
     }
+    if script.hold {
+        let mut released = ctx.shared.released.subscribe();
+        ctx.shared.holding.fetch_add(1, Ordering::SeqCst);
+        // Counted down even when the client goes away while held (the future is dropped).
+        let _counted = Holding(ctx.shared.clone());
+        let _ = released.wait_for(|open| *open).await;
+    }
     check_auth(ctx, api)?;
     if let Some(status) = script.status.filter(|s| *s >= 400) {
         return Err(error_response(api, status, None, script.retry_after));
@@ -431,95 +496,6 @@ pub(crate) fn check_auth(ctx: &Ctx, api: Api) -> Result<(), Response<RespBody>> 
         Some(_) => Err(error_response(api, 401, Some(wrong_msg), None)),
         None => Err(error_response(api, 401, Some(missing_msg), None)),
     }
-}
-
-/// An error response in the API's shape for `status`.
-pub(crate) fn error_response(
-    api: Api,
-    status: u16,
-    message: Option<&str>,
-    retry_after: Option<u64>,
-) -> Response<RespBody> {
-    let body = match api {
-        Api::OpenAi => {
-            let (ty, code, default_msg) = match status {
-                400 => ("invalid_request_error", Value::Null, "Invalid request."),
-                401 => ("invalid_request_error", json!("invalid_api_key"), "Incorrect API key provided."),
-                403 => (
-                    "invalid_request_error",
-                    json!("unsupported_country_region_territory"),
-                    "Country, region, or territory not supported",
-                ),
-                404 => (
-                    "invalid_request_error",
-                    json!("model_not_found"),
-                    "The model does not exist or you do not have access to it.",
-                ),
-                429 => (
-                    "requests",
-                    json!("rate_limit_exceeded"),
-                    "Rate limit reached for requests per min (RPM). Please try again in 1s.",
-                ),
-                503 => ("server_error", Value::Null, "The engine is currently overloaded, please try again later"),
-                s if s >= 500 => (
-                    "server_error",
-                    Value::Null,
-                    "The server had an error while processing your request. Sorry about that!",
-                ),
-                _ => ("invalid_request_error", Value::Null, "Request failed."),
-            };
-            json!({"error": {"message": message.unwrap_or(default_msg), "type": ty, "param": null, "code": code}})
-        }
-        Api::Anthropic => {
-            let (ty, default_msg) = match status {
-                400 => ("invalid_request_error", "Invalid request."),
-                401 => ("authentication_error", "invalid x-api-key"),
-                403 => ("permission_error", "Your API key does not have permission to use the specified resource."),
-                404 => ("not_found_error", "The requested resource could not be found."),
-                413 => ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
-                429 => ("rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit."),
-                503 | 529 => ("overloaded_error", "Overloaded"),
-                _ => ("api_error", "Internal server error"),
-            };
-            json!({"type": "error", "error": {"type": ty, "message": message.unwrap_or(default_msg)}})
-        }
-    };
-    let mut resp = json_response(status, &body);
-    if let Some(secs) = retry_after {
-        add_header(&mut resp, "retry-after", &secs.to_string());
-    }
-    resp
-}
-
-pub(crate) fn add_header(resp: &mut Response<RespBody>, name: &'static str, value: &str) {
-    if let Ok(v) = http::HeaderValue::from_str(value) {
-        resp.headers_mut().insert(name, v);
-    }
-}
-
-pub(crate) fn full(b: impl Into<Bytes>) -> RespBody {
-    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
-}
-
-pub(crate) fn response(status: u16, content_type: &str, body: RespBody) -> Response<RespBody> {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    add_header(&mut resp, "content-type", content_type);
-    resp
-}
-
-pub(crate) fn json_response(status: u16, v: &Value) -> Response<RespBody> {
-    response(status, "application/json", full(v.to_string()))
-}
-
-pub(crate) fn text_response(status: u16, content_type: &str, body: &'static str) -> Response<RespBody> {
-    response(status, content_type, full(body))
-}
-
-pub(crate) fn sse_response(body: RespBody) -> Response<RespBody> {
-    let mut resp = response(200, "text/event-stream; charset=utf-8", body);
-    add_header(&mut resp, "cache-control", "no-cache");
-    resp
 }
 
 pub(crate) fn unix_now() -> u64 {

@@ -23,9 +23,29 @@ pub fn tollgate_binary() -> PathBuf {
     profile_dir.join("tollgate")
 }
 
-/// A port that was free a moment ago (the OS may reuse it, but rarely within a test).
+/// Ports handed out by [`free_port`] in this test process: never handed out twice, so two tests running
+/// at once cannot pick the same port before either child process has bound it.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// A port that was free a moment ago and that no other test in this process was given.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if reserve_port(port) {
+            return port;
+        }
+    }
+}
+
+/// Marks `port` as taken for [`free_port`] (e.g. a port derived from another, like gossip = Raft + 1);
+/// false if it was already handed out.
+pub fn reserve_port(port: u16) -> bool {
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    if handed_out.contains(&port) {
+        return false;
+    }
+    handed_out.push(port);
+    true
 }
 
 /// A child process killed on drop.

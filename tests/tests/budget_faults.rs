@@ -204,16 +204,10 @@ async fn a_period_rolls_over_while_a_node_is_partitioned() {
     }
     // The healed node reports the new period, with the majority's spending in it. (A linearizable read may
     // answer 503 while the healed links settle on a loaded machine: ask again.)
-    let mut budget = Value::Null;
-    for _ in 0..100 {
-        match cluster.admin_get(cluster.node(isolated), "/admin/v1/budgets?org=acme").await {
-            Ok(read) => {
-                budget = read;
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    let budget = tollgate_tests::wait_for("a budget read through the healed node", Duration::from_secs(10), || async {
+        cluster.admin_get(cluster.node(isolated), "/admin/v1/budgets?org=acme").await.ok()
+    })
+    .await;
     assert_eq!(budget["period_start"].as_u64(), Some(first_period + HOUR_MS), "{budget}");
     assert!(budget["used"].as_u64().unwrap() >= served_second, "{budget}");
 }

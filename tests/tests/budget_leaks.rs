@@ -80,8 +80,8 @@ async fn clients_hanging_up_mid_stream_cannot_spend_past_the_budget() {
     for worker in workers {
         admitted += worker.await.unwrap();
     }
-    // Let cancelled upstream streams wind down before reading the upstream's count.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Every upstream stream has ended (finished or cancelled) before the upstream's count is read.
+    tollgate_tests::eventually("every upstream stream to end", || cluster.mock.open_streams() == 0).await;
     let generated = generated(&cluster);
     println!("{admitted} streams admitted, upstream generated {generated} tokens against a limit of {limit}");
     assert!(admitted > 0);

@@ -80,6 +80,43 @@ async fn leader_failure_elects_a_new_leader_and_writes_continue() {
     assert!(orgs["data"].as_array().unwrap().iter().any(|o| o["name"] == "after-failover"));
 }
 
+/// The leader cut off from the others (its Raft links, both ways; its admin and API listeners stay up):
+/// the majority elects a new leader and commits a write; a read through the old leader never answers with
+/// the state from before that write. It refuses (503) within a bounded time, and once healed it answers
+/// with the write.
+#[tokio::test]
+async fn a_partitioned_leader_never_answers_a_read_with_stale_state() {
+    let cluster = TestCluster::start(3).await;
+    let old = cluster.wait_leader().await;
+    cluster.partition(&[old]);
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
+    let new = tollgate_tests::wait_for("a new leader among the majority", Duration::from_secs(20), || async {
+        for id in &majority {
+            let status = cluster.admin_get(cluster.node(*id), "/admin/v1/cluster").await.ok()?;
+            if let Some(leader) = status["leader"].as_u64().filter(|leader| *leader != old) {
+                return Some(leader);
+            }
+        }
+        None
+    })
+    .await;
+    let (status, body) =
+        cluster.admin(cluster.node(new), Method::PUT, "/admin/v1/orgs/after-partition", Some(json!({}))).await;
+    assert_eq!(status, 200, "the majority commits: {body}");
+    let started = Instant::now();
+    let (status, body) = cluster.admin(cluster.node(old), Method::GET, "/admin/v1/orgs", None).await;
+    let fresh = body.to_string().contains("after-partition");
+    assert!(status != 200 || fresh, "the cut-off leader answered a read with stale state: {body}");
+    assert_eq!(status, 503, "a read it cannot confirm is refused: {body}");
+    assert!(started.elapsed() < Duration::from_secs(10), "refused in bounded time, not a hang");
+    cluster.heal();
+    eventually_async("the old leader to read the write once healed", || async {
+        let (status, body) = cluster.admin(cluster.node(old), Method::GET, "/admin/v1/orgs", None).await;
+        status == 200 && body.to_string().contains("after-partition")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_minority_cannot_commit_and_says_so_quickly() {
     let mut cluster = TestCluster::start(3).await;
@@ -100,11 +137,10 @@ async fn a_restarted_node_catches_up_from_disk_and_snapshot() {
     // Traffic first, so snapshots carry usage rows and ledger data too (a struct-keyed map once made
     // snapshot builds fail and stopped Raft on every node).
     assert_eq!(cluster.chat_default(cluster.node(1), "gpt-direct").await, 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        !cluster.node(1).gateway.consensus.as_ref().unwrap().current().history.usage.rows.is_empty(),
-        "usage was recorded"
-    );
+    eventually_async("the request's usage to be recorded in the replicated state", || async {
+        !cluster.node(1).gateway.consensus.as_ref().unwrap().current().history.usage.rows.is_empty()
+    })
+    .await;
     cluster.stop(3).await;
     // Enough writes to snapshot and purge the log past what node 3 has.
     for index in 0..12 {

@@ -2,211 +2,67 @@
 //! `kill -9` of the leader and a restart from disk.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tollgate_tests::cluster_process::*;
 use tollgate_tests::process::*;
 use tollgate_tests::*;
 
-const TOKEN: &str = "tga-process-test";
-
-struct Proc {
-    api: u16,
-    admin: u16,
-    config: std::path::PathBuf,
-    child: Option<ChildGuard>,
-}
-
-fn spawn(config: &std::path::Path) -> ChildGuard {
-    ChildGuard::spawn(
-        Command::new(tollgate_binary())
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::null()),
-    )
-}
-
-fn cli(admin: u16, args: &[&str]) -> (bool, String) {
-    let output = Command::new(tollgate_binary())
-        .args(args)
-        .args(["--admin", &format!("http://127.0.0.1:{admin}"), "--token", TOKEN])
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
-
-fn cli_json(admin: u16, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let (ok, text) = cli(admin, &all);
-    assert!(ok, "{args:?}: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-}
-
-async fn leader_of(procs: &[Proc]) -> Option<usize> {
-    for proc in procs.iter().filter(|p| p.child.is_some()) {
-        let (ok, text) = cli(proc.admin, &["status", "--json"]);
-        if ok {
-            if let Some(leader) = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["leader"].as_u64()) {
-                if procs[(leader - 1) as usize].child.is_some() {
-                    return Some((leader - 1) as usize);
-                }
-            }
-        }
-    }
-    None
-}
-
-/// Starts three `tollgate serve` processes in front of `mock` (with `extra` appended to the harness's
-/// providers and models); waits until all are ready. Configured as the README shows a cluster: `id`,
-/// listeners, `peers`, `gossip_listen`, the cluster secret and admin token, and no gossip flags (cluster
-/// members gossip by default; each node's gossip port is its Raft port + 1, so the seeds follow from `peers`).
-async fn start_processes_with(mock: &MockUpstream, dir: &tempfile::TempDir, extra: &str) -> Vec<Proc> {
-    let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers = raft_ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{} = \"127.0.0.1:{p}\"", i + 1))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let secret_file = dir.path().join("cluster-secret");
-    std::fs::write(&secret_file, "process-test-cluster-secret-42\n").unwrap();
-    let mut procs = Vec::new();
-    for (index, raft) in raft_ports.iter().enumerate() {
-        let (api, admin) = (free_port(), free_port());
-        let base = config_toml(mock, extra);
-        // Replace the harness's [node] section with this process's.
-        let rest = base.split_once("[limits]").map(|(_, rest)| rest).unwrap();
-        let text = format!(
-            "[node]\nid = {id}\nlisten = \"127.0.0.1:{api}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nraft_listen = \"127.0.0.1:{raft}\"\n\
-             gossip_listen = \"127.0.0.1:{gossip}\"\n\
-             data_dir = \"{data}\"\nadmin_token = \"{TOKEN}\"\ncluster_secret_file = \"{secret}\"\nheartbeat_ms = 50\nelection_timeout_min_ms = 300\nelection_timeout_max_ms = 600\n\
-             write_timeout_ms = 3000\npeers = {{ {peers} }}\n\n[limits]{rest}",
-            id = index + 1,
-            gossip = raft + 1,
-            data = dir.path().join(format!("n{}", index + 1)).display(),
-            secret = secret_file.display(),
-        );
-        let config = dir.path().join(format!("n{}.toml", index + 1));
-        std::fs::write(&config, text).unwrap();
-        procs.push(Proc { api, admin, child: Some(spawn(&config)), config });
-    }
-    let client = reqwest::Client::new();
-    for proc in &procs {
-        wait_healthy(&client, &format!("http://127.0.0.1:{}/readyz", proc.admin)).await;
-    }
-
-    procs
-}
-
-async fn start_processes(mock: &MockUpstream, dir: &tempfile::TempDir) -> Vec<Proc> {
-    start_processes_with(mock, dir, "").await
-}
-
-/// SIGTERM to every running process, then each must exit cleanly (status 0) within 10 s.
-async fn stop_all(procs: &mut [Proc]) {
-    for proc in procs.iter() {
-        if let Some(child) = proc.child.as_ref() {
-            child.signal("TERM");
-        }
-    }
-    for proc in procs.iter_mut() {
-        if let Some(mut child) = proc.child.take() {
-            assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0));
-        }
-    }
-}
-
-/// `GET` on a node's admin listener with the admin token; `Null` when the answer is not JSON.
-async fn admin_json(client: &reqwest::Client, admin: u16, path: &str) -> Value {
-    let response = client.get(format!("http://127.0.0.1:{admin}{path}")).bearer_auth(TOKEN).send().await.unwrap();
-    response.json().await.unwrap_or(Value::Null)
+/// Sends `body` to node `index` with the test key until it answers 200 (10 s), e.g. until a route or key
+/// written elsewhere has reached it.
+async fn until_served(cluster: &ProcessCluster, index: usize, key: &str, body: &Value) -> reqwest::Response {
+    let url = cluster.procs[index].api_url("/v1/chat/completions");
+    wait_for(&format!("{url} to serve {body}"), Duration::from_secs(10), || async {
+        let response = cluster.client.post(&url).bearer_auth(key).json(body).send().await.ok()?;
+        (response.status() == 200).then_some(response)
+    })
+    .await
 }
 
 #[tokio::test]
 async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
     let mock = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut procs = start_processes(&mock, &dir).await;
-    let client = reqwest::Client::new();
+    let mut cluster = ProcessCluster::start(&mock, "").await;
     // The CLI sees three members and one leader.
-    let status = cli_json(procs[1].admin, &["status"]);
+    let status = cluster.cli_json(1, &["status"]);
     assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
-    let (ok, table) = cli(procs[2].admin, &["status"]);
+    let (ok, table) = cluster.cli(2, &["status"]);
     assert!(ok && table.contains("leader") && table.contains("follower"), "{table}");
 
     // apply -f through a follower, then a key from the CLI; both work on every node.
-    let file = dir.path().join("cluster.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "{}\n[[models]]\nname = \"applied\"\ntargets = [{{ provider = \"up-openai\", model = \"mock-gpt\" }}]\n",
-            config_toml(&mock, "")
-        ),
-    )
-    .unwrap();
-    let (ok, out) = cli(procs[1].admin, &["apply", "-f", file.to_str().unwrap()]);
+    let file = cluster.dir.path().join("cluster.toml");
+    let applied = "[[models]]\nname = \"applied\"\ntargets = [{ provider = \"up-openai\", model = \"mock-gpt\" }]\n";
+    std::fs::write(&file, format!("{}\n{applied}", config_toml(&mock, ""))).unwrap();
+    let (ok, out) = cluster.cli(1, &["apply", "-f", file.to_str().unwrap()]);
     assert!(ok && out.contains("put model applied"), "{out}");
-    let (ok, out) =
-        cli(procs[0].admin, &["budgets", "set", "--org", "acme", "--limit-tokens", "100000", "--period", "day"]);
+    let (ok, out) = cluster.cli(0, &["budgets", "set", "--org", "acme", "--limit-tokens", "100000", "--period", "day"]);
     assert!(ok, "{out}");
-    let budget = cli_json(procs[2].admin, &["budgets", "get", "--org", "acme"]);
+    let budget = cluster.cli_json(2, &["budgets", "get", "--org", "acme"]);
     assert_eq!(budget["limit_tokens"], 100000, "{budget}");
-    let created = cli_json(procs[2].admin, &["keys", "create", "--org", "acme", "--name", "proc"]);
+    let created = cluster.cli_json(2, &["keys", "create", "--org", "acme", "--name", "proc"]);
     let key = created["key"].as_str().unwrap().to_owned();
-    for proc in &procs {
-        let url = format!("http://127.0.0.1:{}/v1/chat/completions", proc.api);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let status = client
-                .post(&url)
-                .bearer_auth(&key)
-                .json(&json!({"model": "applied", "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap()
-                .status();
-            if status == 200 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "route and key never reached port {}", proc.api);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    for index in 0..3 {
+        until_served(&cluster, index, &key, &chat_body("applied", "hi")).await;
     }
 
     // kill -9 the leader: a new one is elected and writes continue.
-    let leader = leader_of(&procs).await.expect("a leader");
-    procs[leader].child.as_ref().unwrap().signal("KILL");
-    procs[leader].child.take();
-    let started = Instant::now();
-    let new_leader = loop {
-        if let Some(new) = leader_of(&procs).await {
-            break new;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "no new leader after kill -9");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let leader = cluster.leader().expect("a leader");
+    cluster.kill9(leader);
+    let new_leader = cluster.wait_leader().await;
     assert_ne!(new_leader, leader);
     let survivor = (0..3).find(|i| *i != leader).unwrap();
-    let (ok, out) = cli(procs[survivor].admin, &["orgs", "put", "after-kill"]);
+    let (ok, out) = cluster.cli(survivor, &["orgs", "put", "after-kill"]);
     assert!(ok, "{out}");
 
     // The killed node restarts from its data and catches up.
-    procs[leader].child = Some(spawn(&procs[leader].config.clone()));
-    wait_healthy(&client, &format!("http://127.0.0.1:{}/readyz", procs[leader].admin)).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let orgs = cli_json(procs[leader].admin, &["orgs", "list"]);
-        if orgs["data"].as_array().unwrap().iter().any(|o| o["name"] == "after-kill") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "restarted node never caught up: {orgs}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop_all(&mut procs).await;
+    cluster.restart(leader).await;
+    let caught_up = || async {
+        let orgs = cluster.cli_json(leader, &["orgs", "list"]);
+        orgs["data"].as_array().unwrap().iter().any(|o| o["name"] == "after-kill").then_some(())
+    };
+    wait_for("the restarted node to list the org written while it was down", Duration::from_secs(15), caught_up).await;
+    cluster.stop_all().await;
 }
 
 /// S1 with a node killed (-9) in the middle of streams it was serving: its unreported use and unused
@@ -214,70 +70,94 @@ async fn three_processes_form_a_cluster_and_survive_kill_9_of_the_leader() {
 #[tokio::test]
 async fn budget_holds_when_a_node_is_killed_mid_stream() {
     let mock = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut procs = start_processes(&mock, &dir).await;
+    let mut cluster = ProcessCluster::start(&mock, "").await;
     let limit: u64 = 5_000;
-    let (ok, out) = cli(procs[0].admin, &["budgets", "set", "--org", "acme", "--limit-tokens", &limit.to_string()]);
+    let (ok, out) = cluster.cli(0, &["budgets", "set", "--org", "acme", "--limit-tokens", &limit.to_string()]);
     assert!(ok, "{out}");
-    // A node enforces a budget from the moment it applies it: wait until every node has (a linearizable
-    // read through each node waits for its own apply), plus the data plane's reload right after.
-    for proc in &procs {
-        let budget = cli_json(proc.admin, &["budgets", "get", "--org", "acme"]);
-        assert_eq!(budget["limit_tokens"], limit, "{budget}");
+    // A node enforces a budget from the moment its data plane has it: budgeted answers carry its limit.
+    let small = json!({"model": "gpt-direct", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    for index in 0..3 {
+        let url = cluster.procs[index].api_url("/v1/chat/completions");
+        wait_for(&format!("node {} to enforce the budget", index + 1), Duration::from_secs(10), || async {
+            let response = cluster.client.post(&url).bearer_auth(KEY).json(&small).send().await.ok()?;
+            let limit_header = response.headers().get("x-ratelimit-limit-tokens")?.to_str().ok()?.to_owned();
+            (limit_header == limit.to_string()).then_some(())
+        })
+        .await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let client = reqwest::Client::new();
-    // Slow streams on node 3, killed while they are in flight.
-    mock.set_default(Script { delay_between_events: Some(Duration::from_millis(50)), ..Default::default() });
+    // Slow streams on node 3 (12 events 200 ms apart), killed once each has started.
+    mock.set_default(Script { delay_between_events: Some(Duration::from_millis(200)), ..Default::default() });
     let body = json!({"model": "gpt-direct", "stream": true, "max_tokens": 20, "messages": [{"role": "user", "content": "stream slowly"}]});
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::channel(4);
     let mut streams = Vec::new();
     for _ in 0..4 {
-        let url = format!("http://127.0.0.1:{}/v1/chat/completions", procs[2].api);
-        let request = client.post(url).bearer_auth(KEY).json(&body);
+        let request =
+            cluster.client.post(cluster.procs[2].api_url("/v1/chat/completions")).bearer_auth(KEY).json(&body);
+        let started = started_tx.clone();
         streams.push(tokio::spawn(async move {
-            if let Ok(mut response) = request.send().await {
-                while let Ok(Some(_)) = response.chunk().await {}
+            let mut response = request.send().await.expect("the stream is accepted");
+            assert_eq!(response.status(), 200);
+            let mut received = String::new();
+            let mut told = false;
+            // Read until the connection ends (cleanly or not); report the first event as it arrives.
+            while let Ok(Some(chunk)) = response.chunk().await {
+                received.push_str(&String::from_utf8_lossy(&chunk));
+                if !told && received.contains("\n\n") {
+                    told = true;
+                    let _ = started.send(()).await;
+                }
             }
+            received
         }));
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    procs[2].child.as_ref().unwrap().signal("KILL");
-    procs[2].child.take();
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(20), started_rx.recv())
+            .await
+            .expect("all four streams sent their first event within 20 s");
+    }
+    cluster.kill9(2);
     for stream in streams {
-        let _ = stream.await;
+        let received = stream.await.unwrap();
+        assert!(received.contains("chat.completion.chunk"), "the stream had started: {received:?}");
+        assert!(!received.contains("[DONE]"), "the stream was still in flight at kill -9: {received:?}");
     }
     // Spend the rest through the survivors until they refuse.
     mock.set_default(Script::default());
+    let more = json!({"model": "gpt-direct", "max_tokens": 20, "messages": [{"role": "user", "content": "more"}]});
     let mut refused = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while refused < 4 {
-        assert!(Instant::now() < deadline, "budget never ran out");
-        let proc = &procs[refused % 2];
-        let status = client
-            .post(format!("http://127.0.0.1:{}/v1/chat/completions", proc.api))
-            .bearer_auth(KEY)
-            .json(&json!({"model": "gpt-direct", "max_tokens": 20, "messages": [{"role": "user", "content": "more"}]}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        match status {
-            200 => {}
-            429 | 503 => refused += 1,
-            other => panic!("unexpected status {other}"),
+        assert!(Instant::now() < deadline, "the budget never ran out on the survivors");
+        let url = cluster.procs[refused % 2].api_url("/v1/chat/completions");
+        match post_json(&cluster.client, &url, KEY, &more).await {
+            (200, _) => {}
+            (429 | 503, _) => refused += 1,
+            (other, error) => panic!("unexpected status {other}: {error}"),
         }
     }
     let served = mock.input_tokens_served() + mock.output_tokens_served();
     assert!(served <= limit, "S1 violated after kill -9: served {served} > limit {limit}");
-    let budget = cli_json(procs[0].admin, &["budgets", "get", "--org", "acme"]);
+    let budget = cluster.cli_json(0, &["budgets", "get", "--org", "acme"]);
     let (used, held) = (budget["used"].as_u64().unwrap(), budget["held"].as_u64().unwrap());
     assert!(used + held <= limit, "S2 violated: {budget}");
-    for proc in &mut procs {
-        if let Some(child) = proc.child.as_ref() {
-            child.signal("TERM");
-        }
+    cluster.stop_all().await;
+}
+
+/// Waits until every node of `cluster` has a gossip view for which `holds` is true (10 s each).
+async fn until_gossip(cluster: &ProcessCluster, what: &str, holds: impl Fn(&Value) -> bool) {
+    for index in 0..cluster.procs.len() {
+        wait_for(&format!("node {}: {what}", index + 1), Duration::from_secs(10), || async {
+            let view = cluster.admin_json(index, "/admin/v1/cluster/gossip").await;
+            holds(&view).then_some(())
+        })
+        .await;
     }
+}
+
+fn live_members(view: &Value, trusted_only: bool) -> usize {
+    view["view"]["members"].as_array().map_or(0, |members| {
+        members.iter().filter(|m| m["alive"] == true && (!trusted_only || m["trusted"] == true)).count()
+    })
 }
 
 /// Issue 13, as a new user meets it: three processes configured as the README shows (no gossip flags).
@@ -305,80 +185,60 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
 "#,
         broken.openai_base_url()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let mut procs = start_processes_with(&mock, &dir, &extra).await;
-    let client = reqwest::Client::new();
-    for proc in &procs {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let view = admin_json(&client, proc.admin, "/admin/v1/cluster/gossip").await;
-            let trusted_live = view["view"]["members"]
-                .as_array()
-                .map_or(0, |m| m.iter().filter(|m| m["alive"] == true && m["trusted"] == true).count());
-            if view["enabled"] == true && trusted_live == 3 && view["unreachable_members"] == json!([]) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "port {}: no three-member gossip: {view}", proc.admin);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let mut cluster = ProcessCluster::start(&mock, &extra).await;
+    until_gossip(&cluster, "three live, trusted gossip members", |view| {
+        view["enabled"] == true && live_members(view, true) == 3 && view["unreachable_members"] == json!([])
+    })
+    .await;
     // Node 1 alone sends the canary requests until its breaker opens (5 failures); clients see only 200s.
-    let chat = |api: u16| {
-        client
-            .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
-            .bearer_auth(KEY)
-            .json(&json!({"model": "llama", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-    };
+    let llama = chat_body("llama", "hi");
     let deadline = Instant::now() + Duration::from_secs(20);
     while broken.request_count() < 5 {
-        assert_eq!(chat(procs[0].api).await.unwrap().status(), 200);
+        let (status, out) =
+            post_json(&cluster.client, &cluster.procs[0].api_url("/v1/chat/completions"), KEY, &llama).await;
+        assert_eq!(status, 200, "{out}");
         assert!(Instant::now() < deadline, "the canary got no traffic");
     }
     let opened = Instant::now();
     assert_eq!(broken.request_count(), 5);
     // Every node ends with the canary at weight 0 (replicated through Raft), within 5 s.
-    for proc in &procs {
+    for index in 0..3 {
         loop {
-            let model = admin_json(&client, proc.admin, "/admin/v1/models/llama").await;
+            let model = cluster.admin_json(index, "/admin/v1/models/llama").await;
             if model["targets"][1]["weight"] == 0 {
                 assert_eq!(model["targets"][0]["weight"], 50, "{model}");
                 break;
             }
             assert!(
                 opened.elapsed() < Duration::from_secs(5),
-                "port {}: still routed to the canary: {model}",
-                proc.admin
+                "node {}: still routed to the canary: {model}",
+                index + 1
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     eprintln!("canary at weight 0 everywhere {:?} after its breaker opened", opened.elapsed());
     // Nodes 2 and 3 knew the endpoint was down from gossip: they never sent it a request.
-    for proc in &procs[1..] {
+    for index in 1..3 {
         // Gossip carries node 1's open breaker on its own clock (a few intervals; longer on a loaded
         // machine), independently of the Raft write that set the weight: wait for it, with a deadline.
-        let waiting = std::time::Instant::now();
-        loop {
-            let view = admin_json(&client, proc.admin, "/admin/v1/cluster/gossip").await;
-            if view["local"]["gpu-next"]["open_on_a_peer"] == true {
-                break;
+        wait_for("gossip to show node 1's open breaker", Duration::from_secs(15), || {
+            let cluster = &cluster;
+            async move {
+                let view = cluster.admin_json(index, "/admin/v1/cluster/gossip").await;
+                (view["local"]["gpu-next"]["open_on_a_peer"] == true).then_some(())
             }
-            assert!(
-                waiting.elapsed() < Duration::from_secs(15),
-                "port {}: gossip never showed the open breaker: {view}",
-                proc.admin
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
         for _ in 0..5 {
-            assert_eq!(chat(proc.api).await.unwrap().status(), 200);
+            let url = cluster.procs[index].api_url("/v1/chat/completions");
+            assert_eq!(post_json(&cluster.client, &url, KEY, &llama).await.0, 200);
         }
     }
     assert_eq!(broken.request_count(), 5, "only node 1's five requests ever reached the broken canary");
-    let audit = admin_json(&client, procs[0].admin, "/admin/v1/audit").await;
+    let audit = cluster.admin_json(0, "/admin/v1/audit").await;
     assert!(audit.to_string().contains("(breaker_open)"), "{audit}");
-    stop_all(&mut procs).await;
+    cluster.stop_all().await;
 }
 
 /// Issue 12.8, black-box: two stranger processes gossip at a cluster. One has a different cluster secret:
@@ -388,74 +248,65 @@ targets = [ {{ provider = "up-openai", model = "stable", weight = 50 }}, {{ prov
 #[tokio::test]
 async fn strangers_cannot_steer_cluster_routing_through_gossip() {
     let mock = MockUpstream::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut procs = start_processes(&mock, &dir).await;
-    let client = reqwest::Client::new();
-    let seed = admin_json(&client, procs[0].admin, "/admin/v1/cluster/gossip").await["gossip_addr"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let mut cluster = ProcessCluster::start(&mock, "").await;
+    let seed = cluster.admin_json(0, "/admin/v1/cluster/gossip").await["gossip_addr"].as_str().unwrap().to_owned();
     let stranger = |id: u64, secret: &str| {
-        let (api, admin, gossip) = (free_port(), free_port(), free_port());
-        let text = format!(
-            "[node]\nid = {id}\nlisten = \"127.0.0.1:{api}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
-             gossip = true\ngossip_listen = \"127.0.0.1:{gossip}\"\ngossip_seeds = [\"{seed}\"]\n\
-             cluster_secret = \"{secret}\"\nadmin_token = \"{TOKEN}\"\n\n\
-             [[providers]]\nname = \"up-openai\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\n\
-             [[models]]\nname = \"m\"\ntargets = [ {{ provider = \"up-openai\", model = \"x\" }} ]\n\n\
-             [[keys]]\nkey = \"tg-stranger\"\norg = \"evil\"\n"
-        );
-        let path = dir.path().join(format!("stranger-{id}.toml"));
-        std::fs::write(&path, text).unwrap();
-        (api, admin, spawn(&path))
+        let node = NodeSection {
+            id: Some(id),
+            gossip: Some(true),
+            gossip_listen: Some(free_port()),
+            gossip_seeds: vec![seed.clone()],
+            cluster_secret: Some(secret.into()),
+            ..NodeSection::on_free_ports()
+        };
+        let body = "[[providers]]\nname = \"up-openai\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\n\
+                    [[models]]\nname = \"m\"\ntargets = [ { provider = \"up-openai\", model = \"x\" } ]\n\n\
+                    [[keys]]\nkey = \"tg-stranger\"\norg = \"evil\"\n";
+        let path = cluster.dir.path().join(format!("stranger-{id}.toml"));
+        std::fs::write(&path, node.with_body(body)).unwrap();
+        (node.api, node.admin, spawn_serve(&path))
     };
-    let (leaked_api, leaked_admin, _leaked) = stranger(7, "process-test-cluster-secret-42");
+    let (leaked_api, leaked_admin, _leaked) = stranger(7, CLUSTER_SECRET);
     let (_, wrong_admin, _wrong) = stranger(8, "some-other-cluster-secret-99");
     for admin in [leaked_admin, wrong_admin] {
-        wait_healthy(&client, &format!("http://127.0.0.1:{admin}/readyz")).await;
+        wait_healthy(&cluster.client, &format!("http://127.0.0.1:{admin}/readyz")).await;
     }
     // The leaked-secret stranger trips its breaker on `up-openai` (its copy points nowhere).
+    let url = format!("http://127.0.0.1:{leaked_api}/v1/chat/completions");
     for _ in 0..5 {
-        let response = client
-            .post(format!("http://127.0.0.1:{leaked_api}/v1/chat/completions"))
-            .bearer_auth("tg-stranger")
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 502);
+        assert_eq!(post_json(&cluster.client, &url, "tg-stranger", &chat_body("m", "hi")).await.0, 502);
     }
     // It is in the gossip (it sees the three members) and reports the breaker open.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let view = admin_json(&client, leaked_admin, "/admin/v1/cluster/gossip").await;
-        let live = view["view"]["members"].as_array().map_or(0, |m| m.iter().filter(|m| m["alive"] == true).count());
-        if live == 4 && view["local"]["up-openai"]["report"]["state"] == "open" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the stranger never joined the gossip: {view}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Many gossip rounds later, no member avoids up-openai, and each lists the stranger as untrusted.
+    wait_for("the stranger to join the gossip with its breaker open", Duration::from_secs(10), || async {
+        let view = admin_get(&cluster.client, leaked_admin, "/admin/v1/cluster/gossip").await;
+        (live_members(&view, false) == 4 && view["local"]["up-openai"]["report"]["state"] == "open").then_some(())
+    })
+    .await;
+    // Every member sees the stranger, untrusted...
+    until_gossip(&cluster, "the stranger listed, untrusted", |view| {
+        let members = view["view"]["members"].as_array().cloned().unwrap_or_default();
+        members.iter().any(|m| m["node_id"] == "7" && m["trusted"] == false && m["alive"] == true)
+    })
+    .await;
+    // ...and, many gossip rounds after its report went out (proving an absence takes time), avoids nothing.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    for proc in &procs {
-        let view = admin_json(&client, proc.admin, "/admin/v1/cluster/gossip").await;
+    for index in 0..3 {
+        let view = cluster.admin_json(index, "/admin/v1/cluster/gossip").await;
         assert_eq!(view["local"]["up-openai"]["open_on_a_peer"], false, "{view}");
         assert_eq!(view["local"]["up-openai"]["routable"], true, "{view}");
         let members = view["view"]["members"].as_array().unwrap();
-        let stranger: Vec<&Value> = members.iter().filter(|m| m["node_id"] == "7").collect();
-        assert!(stranger.len() == 1 && stranger[0]["trusted"] == false, "{view}");
         assert!(!members.iter().any(|m| m["node_id"] == "8"), "a node with another secret got in: {view}");
-        let response = client
-            .post(format!("http://127.0.0.1:{}/v1/chat/completions", proc.api))
+        let response = cluster
+            .client
+            .post(cluster.procs[index].api_url("/v1/chat/completions"))
             .bearer_auth(KEY)
-            .json(&json!({"model": "gpt-direct", "messages": [{"role": "user", "content": "hi"}]}))
+            .json(&chat_body("gpt-direct", "hi"))
             .send()
             .await
             .unwrap();
         assert_eq!(response.headers()["x-tollgate-target"], "up-openai/mock-gpt");
     }
-    stop_all(&mut procs).await;
+    cluster.stop_all().await;
 }
 
 /// Issue 13.1: gossip is on by default for a cluster member; when it cannot start (its UDP port is taken)
@@ -466,20 +317,22 @@ async fn a_member_whose_gossip_port_is_taken_says_so() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let gossip = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let (api, admin, raft, other) = (free_port(), free_port(), free_port(), free_port());
-    let text = format!(
-        "[node]\nid = 1\nlisten = \"127.0.0.1:{api}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nraft_listen = \"127.0.0.1:{raft}\"\n\
-         gossip_listen = \"127.0.0.1:{gossip}\"\ndata_dir = \"{data}\"\nadmin_token = \"{TOKEN}\"\n\
-         cluster_secret = \"process-test-cluster-secret-42\"\n\
-         peers = {{ 1 = \"127.0.0.1:{raft}\", 2 = \"127.0.0.1:{other}\" }}\n",
-        data = dir.path().join("n1").display(),
-    );
+    let raft = free_port();
+    let node = NodeSection {
+        id: Some(1),
+        raft: Some(raft),
+        gossip_listen: Some(gossip),
+        data_dir: Some(dir.path().join("n1")),
+        cluster_secret: Some(CLUSTER_SECRET.into()),
+        peers: vec![(1, raft), (2, free_port())],
+        ..NodeSection::on_free_ports()
+    };
     let path = dir.path().join("n1.toml");
-    std::fs::write(&path, text).unwrap();
-    let mut child = spawn(&path);
+    std::fs::write(&path, node.render()).unwrap();
+    let mut child = spawn_serve(&path);
     let client = reqwest::Client::new();
-    wait_healthy(&client, &format!("http://127.0.0.1:{admin}/healthz")).await;
-    let view = admin_json(&client, admin, "/admin/v1/cluster/gossip").await;
+    wait_healthy(&client, &format!("http://127.0.0.1:{}/healthz", node.admin)).await;
+    let view = admin_get(&client, node.admin, "/admin/v1/cluster/gossip").await;
     assert_eq!(view["enabled"], false, "{view}");
     let error = view["error"].as_str().unwrap_or_default();
     assert!(error.contains("node.gossip_listen") && error.contains(&gossip.to_string()), "{view}");

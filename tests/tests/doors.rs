@@ -12,6 +12,7 @@ use tollgate_proto::v1::cluster_client::ClusterClient;
 use tollgate_proto::v1::raft_client::RaftClient;
 use tollgate_proto::v1::{Empty, RaftPayload};
 use tollgate_tests::cluster::*;
+use tollgate_tests::cluster_process::NodeSection;
 use tollgate_tests::process::{free_port, tollgate_binary};
 
 /// A `Cluster/Write` that would create a key with a secret of the caller's choosing.
@@ -102,14 +103,17 @@ async fn the_cluster_secret_rotates_without_downtime() {
 fn serve_refuses(node_toml: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");
-    let text = format!(
-        "[node]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\nraft_listen = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n{node_toml}\n\n[[providers]]\nname = \"m\"\nkind = \"mock\"\n[[models]]\nname = \"x\"\ntargets = [ {{ provider = \"m\" }} ]\n",
-        free_port(),
-        free_port(),
-        free_port(),
-        dir.path().join("data").display(),
-    );
-    std::fs::write(&config, text).unwrap();
+    let node = NodeSection {
+        api: free_port(),
+        admin: free_port(),
+        raft: Some(free_port()),
+        data_dir: Some(dir.path().join("data")),
+        extra: vec![node_toml.to_owned()],
+        ..NodeSection::default()
+    };
+    let body =
+        "[[providers]]\nname = \"m\"\nkind = \"mock\"\n[[models]]\nname = \"x\"\ntargets = [ { provider = \"m\" } ]\n";
+    std::fs::write(&config, node.with_body(body)).unwrap();
     let mut command = Command::new(tollgate_binary());
     command
         .arg("serve")

@@ -13,6 +13,9 @@ mod misbehaviour;
 #[path = "mock_upstream_selftest/gpu.rs"]
 mod gpu;
 
+#[path = "mock_upstream_selftest/strict.rs"]
+mod strict;
+
 // "Hi there" = 8 bytes -> 2 tokens, + 3 for one message.
 const P_OPENAI: u64 = 5;
 // "Be brief" + "Hi there" = 16 bytes -> 4 tokens, + 3 for one message.
@@ -84,10 +87,11 @@ fn json_events(text: &str) -> Vec<Value> {
     parse_sse(text).into_iter().filter(|(_, d)| d != "[DONE]").map(|(_, d)| serde_json::from_str(&d).unwrap()).collect()
 }
 
-/// Wait (up to 5s) until `cond` holds.
-async fn eventually(cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() && Instant::now() < deadline {
+/// Waits (up to 10 s) until `cond` holds; fails naming `what` otherwise.
+async fn eventually(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -233,7 +237,11 @@ async fn anthropic_non_stream_and_stream() {
     let text_out: String = datas[3..15].iter().map(|d| d["delta"]["text"].as_str().unwrap()).collect();
     assert_eq!(text_out, DEFAULT_REPLY);
     assert_eq!(datas[16]["delta"], json!({"stop_reason": "end_turn", "stop_sequence": null}));
-    assert_eq!(datas[16]["usage"], json!({"output_tokens": 12}));
+    // As the API sends it today: the final input and cache counts next to the output tokens.
+    assert_eq!(
+        datas[16]["usage"],
+        json!({"input_tokens": P_ANTHROPIC, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 12})
+    );
     assert_eq!(m.output_tokens_served(), 24);
     assert_eq!(m.input_tokens_served(), 2 * P_ANTHROPIC);
 

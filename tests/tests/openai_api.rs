@@ -19,6 +19,7 @@ async fn non_stream_chat_passes_through_with_model_rewritten_and_upstream_key() 
         .post(h.url("/v1/chat/completions"))
         .bearer_auth(KEY)
         .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .header("tracestate", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
         .json(&body)
         .send()
         .await
@@ -43,6 +44,11 @@ async fn non_stream_chat_passes_through_with_model_rewritten_and_upstream_key() 
     assert_eq!(upstream.header("authorization"), Some(format!("Bearer {UPSTREAM_OPENAI_KEY}").as_str()));
     assert!(!upstream.headers.iter().any(|(_, v)| v.contains(KEY)), "the client's gateway key never goes upstream");
     assert_eq!(upstream.header("traceparent"), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    assert_eq!(
+        upstream.header("tracestate"),
+        Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+        "W3C tracestate passed on"
+    );
     let host = h.mock.addr().to_string();
     assert_eq!(upstream.header("host"), Some(host.as_str()), "the upstream's own Host, not the gateway's");
     assert_eq!(upstream.headers.iter().filter(|(name, _)| name.eq_ignore_ascii_case("host")).count(), 1);
@@ -89,15 +95,16 @@ async fn stream_with_include_usage_ends_with_usage_then_done() {
 #[tokio::test]
 async fn streams_are_forwarded_event_by_event() {
     let h = Harness::start().await;
-    h.mock.push(Script { delay_between_events: Some(std::time::Duration::from_millis(300)), ..Default::default() });
+    h.mock.push(Script { delay_between_events: Some(std::time::Duration::from_millis(500)), ..Default::default() });
     let mut body = chat("gpt-direct");
     body["stream"] = json!(true);
-    let started = std::time::Instant::now();
     let mut response = h.openai("/v1/chat/completions", &body).await;
     let first = first_event(&mut response).await;
-    // The whole stream takes > 3 s; the first event must arrive long before that.
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "first event was buffered");
     assert!(first.contains("chat.completion.chunk"));
+    // Causal, not timed: a gateway that buffered would hand over its first event only after the upstream
+    // had sent all 12 tokens (500 ms apart).
+    let sent = h.mock.output_tokens_served();
+    assert!(sent < 12, "the first event came after the upstream had sent {sent} of 12 tokens: buffered");
     drop(response);
 }
 
@@ -163,22 +170,53 @@ async fn limited_key_cannot_use_other_models() {
     assert_eq!(h.mock.request_count(), 0);
 }
 
+/// Tokens and cost against what the mock billed (not the gateway's own count); latency series against a
+/// known upstream delay: the upstream's wait shows in request duration and time to first token, never in
+/// the gateway's overhead.
 #[tokio::test]
 async fn metrics_report_usage_cost_and_latency() {
     let h = Harness::start().await;
-    for _ in 0..3 {
-        assert_eq!(h.openai("/v1/chat/completions", &chat("gpt-direct")).await.status(), 200);
+    let delay = std::time::Duration::from_millis(250);
+    let mut overheads_us = Vec::new();
+    for stream in [false, false, true] {
+        h.mock.push(Script { delay_headers: Some(delay), ..Default::default() });
+        let mut body = chat("gpt-direct");
+        body["stream"] = json!(stream);
+        let response = h.openai("/v1/chat/completions", &body).await;
+        assert_eq!(response.status(), 200);
+        overheads_us.push(response.headers()["x-tollgate-overhead-us"].to_str().unwrap().parse::<u64>().unwrap());
+        let _ = response.bytes().await.unwrap();
     }
+    // "be brief" + "Hello there" = 19 bytes → 5 tokens, + 3 per message: 11 per request, by the mock's rule.
+    assert_eq!(h.mock.input_tokens_served(), 3 * 11);
+    assert_eq!(h.mock.output_tokens_served(), 3 * 12);
     let metrics = h.metrics().await;
     let labels = "route=\"gpt-direct\",gen_ai_provider_name=\"up-openai\",gen_ai_request_model=\"mock-gpt\"";
-    assert_eq!(metric_value(&metrics, "tollgate_upstream_requests_total", &[labels, "outcome=\"ok\""]), Some(3.0));
-    let input = metric_value(&metrics, "gen_ai_client_token_usage_total", &[labels, "input"]).unwrap();
-    let output = metric_value(&metrics, "gen_ai_client_token_usage_total", &[labels, "output"]).unwrap();
-    assert_eq!(output, 36.0);
-    let cost = metric_value(&metrics, "tollgate_cost_usd_total", &[labels]).unwrap();
-    let expected = (input * 1.0 + output * 2.0) / 1e6;
-    assert!((cost - expected).abs() < 1e-9, "{cost} vs {expected}");
-    assert_eq!(metric_value(&metrics, "gen_ai_server_request_duration_seconds_count", &[labels]), Some(3.0));
+    let value = |name: &str, parts: &[&str]| {
+        let mut all = vec![labels];
+        all.extend_from_slice(parts);
+        metric_value(&metrics, name, &all).unwrap_or_else(|| panic!("{name} {parts:?} in:\n{metrics}"))
+    };
+    assert_eq!(value("tollgate_upstream_requests_total", &["outcome=\"ok\""]), 3.0);
+    assert_eq!(value("gen_ai_client_token_usage_total", &["input"]), 33.0);
+    assert_eq!(value("gen_ai_client_token_usage_total", &["output"]), 36.0);
+    // $1 per million input tokens, $2 per million output tokens (config_toml's gpt-direct).
+    let expected_cost = (33.0 * 1.0 + 36.0 * 2.0) / 1e6;
+    let cost = value("tollgate_cost_usd_total", &[]);
+    assert!((cost - expected_cost).abs() < 1e-12, "{cost} vs {expected_cost}");
+    // Every request waited `delay` for the upstream's headers: in the duration, and in the stream's TTFT.
+    assert_eq!(value("gen_ai_server_request_duration_seconds_count", &[]), 3.0);
+    let duration = value("gen_ai_server_request_duration_seconds_sum", &[]);
+    assert!(duration >= 3.0 * delay.as_secs_f64() && duration < 30.0, "duration sum {duration}");
+    assert_eq!(value("gen_ai_server_time_to_first_token_seconds_count", &[]), 1.0, "one stream");
+    let ttft = value("gen_ai_server_time_to_first_token_seconds_sum", &[]);
+    assert!(ttft >= delay.as_secs_f64() && ttft < 10.0, "ttft {ttft}");
+    // The gateway's overhead excludes the upstream's wait: each well under the delay it sat through.
+    assert!(overheads_us.iter().all(|us| *us < delay.as_micros() as u64), "{overheads_us:?}");
+    let overhead_count = metric_value(&metrics, "tollgate_gateway_overhead_seconds_count", &[]).unwrap();
+    assert_eq!(overhead_count, 3.0);
+    let overhead_sum = metric_value(&metrics, "tollgate_gateway_overhead_seconds_sum", &[]).unwrap();
+    assert!(overhead_sum < 3.0 * delay.as_secs_f64(), "overhead sum {overhead_sum}");
     assert_eq!(metric_value(&metrics, "tollgate_http_responses_total", &["code=\"200\""]), Some(3.0));
 }
 

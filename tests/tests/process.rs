@@ -10,8 +10,8 @@ use tollgate_tests::*;
 
 #[test]
 fn check_config_names_the_bad_field() {
-    let dir = std::env::temp_dir().join(format!("tollgate-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tempdir = tempfile::tempdir().unwrap();
+    let dir = tempdir.path();
     let path = dir.join("bad.toml");
     std::fs::write(
         &path,
@@ -36,8 +36,8 @@ fn check_config_names_the_bad_field() {
 async fn serve_drains_in_flight_streams_on_sigterm() {
     let mock = MockUpstream::start().await;
     let (api, admin) = (free_port(), free_port());
-    let dir = std::env::temp_dir().join(format!("tollgate-serve-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tempdir = tempfile::tempdir().unwrap();
+    let dir = tempdir.path();
     let path = dir.join("node.toml");
     std::fs::write(&path, config_toml(&mock, "")).unwrap();
     let mut child = ChildGuard::spawn(Command::new(tollgate_binary()).args(["serve", "--config"]).arg(&path).args([
@@ -75,8 +75,8 @@ async fn serve_drains_in_flight_streams_on_sigterm() {
 #[tokio::test]
 async fn dev_starts_a_working_node_and_writes_the_env_file() {
     let base = free_dev_base_port();
-    let dir = std::env::temp_dir().join(format!("tollgate-dev-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tempdir = tempfile::tempdir().unwrap();
+    let dir = tempdir.path();
     let env_file = dir.join("dev.env");
     let _ = std::fs::remove_file(&env_file);
     // The admin port is base + 1010; pick a base whose admin port is free too.
@@ -183,8 +183,8 @@ fn free_dev_base_port() -> u16 {
 #[tokio::test]
 async fn serve_spins_before_parking_when_idle_spin_is_set() {
     let mock = MockUpstream::start().await;
-    let dir = std::env::temp_dir().join(format!("tollgate-spin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tempdir = tempfile::tempdir().unwrap();
+    let dir = tempdir.path();
     let client = reqwest::Client::new();
     for spin_us in [0, 2_000] {
         let (api, admin) = (free_port(), free_port());

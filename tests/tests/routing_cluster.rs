@@ -82,9 +82,10 @@ targets = [ {{ provider = "flaky", model = "f", priority = 0 }}, {{ provider = "
             if gossip(&cluster, node).await["local"]["flaky"]["open_on_a_peer"] == true {
                 break;
             }
+            // About two seconds on an idle machine (the spread is printed); the bound is wide for a loaded one.
             assert!(
-                opened.elapsed() < Duration::from_secs(3),
-                "node {node} did not learn of the dead endpoint in time"
+                opened.elapsed() < Duration::from_secs(10),
+                "node {node} did not learn of the dead endpoint within 10 s"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -203,26 +204,29 @@ targets = [ {{ provider = "busy", model = "m" }} ]
         busy.openai_base_url(),
         idle.openai_base_url()
     );
-    let cluster = std::sync::Arc::new(TestCluster::start_full(3, "", MockUpstream::start().await, &extra).await);
-    // Node 2 holds six slow requests open at `busy` (under the 2 s first-byte timeout); node 1 has none.
-    busy.set_default(Script { delay_headers: Some(Duration::from_millis(1500)), ..Default::default() });
+    // A generous first-byte timeout: the held requests wait for the test, not for a clock.
+    let cluster = TestCluster::start_full_tweaked(3, MockUpstream::start().await, &extra, |config| {
+        config.limits.first_byte_timeout_ms = 60_000;
+    })
+    .await;
+    let cluster = std::sync::Arc::new(cluster);
+    // Node 2 holds six requests open at `busy` until the test releases them; node 1 has none.
+    busy.set_default(Script { hold: true, ..Default::default() });
     let mut held = Vec::new();
     for _ in 0..6 {
         let cluster = cluster.clone();
         held.push(tokio::spawn(async move { send(&cluster, 2, "busy-only").await }));
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
+    eventually("six requests held at the busy upstream", || busy.held() == 6).await;
+    wait_for("node 1 to learn of node 2's six outstanding requests", Duration::from_secs(15), || async {
         let view = gossip(&cluster, 1).await;
-        if view["local"]["busy"]["outstanding_cluster_wide"].as_f64() == Some(6.0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node 1 never learnt of node 2's outstanding requests: {view}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (view["local"]["busy"]["outstanding_cluster_wide"].as_f64() == Some(6.0)).then_some(())
+    })
+    .await;
     for _ in 0..10 {
         assert_eq!(send(&cluster, 1, "pool").await, (200, "idle/m".to_owned()));
     }
+    busy.release_held();
     for request in held {
         assert_eq!(request.await.unwrap().0, 200);
     }

@@ -369,23 +369,33 @@ async fn client_disconnect_cancels_the_upstream_at_once() {
     assert_eq!(h.mock.cancelled_streams(), 4);
 }
 
+/// Sends a stream request the upstream holds (no headers, never released) and drops it once it is held.
+/// Well inside the 2 s first-byte budget, so what follows is the client's doing, not a timeout.
+async fn leave_before_headers(h: &Harness) {
+    h.mock.push(Script { hold: true, ..Default::default() });
+    let body = json!({"model": "gpt-direct", "stream": true, "messages": [{"role": "user", "content": "Hello"}]});
+    let request = h.client.post(h.url("/v1/chat/completions")).bearer_auth(KEY).json(&body).send();
+    let client = tokio::spawn(request);
+    eventually("the request to be held at the upstream", || h.mock.held() == 1).await;
+    client.abort();
+}
+
 #[tokio::test]
 async fn client_giving_up_before_headers_cancels_the_upstream() {
     let h = Harness::start().await;
-    // The upstream takes 1.5 s to answer (inside the 2 s first-byte budget); the client leaves after 300 ms.
-    h.mock.push(Script { delay_headers: Some(Duration::from_millis(1500)), ..Default::default() });
-    let body = json!({"model": "gpt-direct", "stream": true, "messages": [{"role": "user", "content": "Hello"}]});
-    let result = h
-        .client
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth(KEY)
-        .json(&body)
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(result.is_err_and(|e| e.is_timeout()));
+    leave_before_headers(&h).await;
     eventually("the upstream request is cancelled", || h.mock.cancelled_streams() == 1).await;
     eventually("the upstream connection is closed", || h.mock.active_connections() == 0).await;
+}
+
+#[tokio::test]
+#[ignore = "product bug: an upstream attempt whose client leaves before the upstream's headers is counted under no outcome of tollgate_upstream_requests_total (ok, error, cancelled and rejected all stay 0)"]
+async fn client_giving_up_before_headers_is_metered_as_cancelled() {
+    let h = Harness::start().await;
+    leave_before_headers(&h).await;
+    eventually("the upstream request is cancelled", || h.mock.cancelled_streams() == 1).await;
+    let labels = "route=\"gpt-direct\",gen_ai_provider_name=\"up-openai\",gen_ai_request_model=\"mock-gpt\"";
+    metric_eventually(&h, "tollgate_upstream_requests_total", &[labels, "outcome=\"cancelled\""], 1.0).await;
 }
 
 async fn metric_eventually(h: &Harness, name: &str, parts: &[&str], want: f64) {

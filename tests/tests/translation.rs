@@ -145,10 +145,39 @@ async fn stop_reasons_translate_both_ways() {
         h.anthropic("/v1/messages", &anthropic_messages("claude-via-gpt", false)).await.json().await.unwrap();
     assert_eq!(out["stop_reason"], "max_tokens");
 
+    // A stop sequence, end to end. The reply is cut before it in every direction.
+    let cut = &mock_upstream::DEFAULT_REPLY[..mock_upstream::DEFAULT_REPLY.find("mock").unwrap()];
+    let mut body = anthropic_messages("claude-direct", false);
+    body["stop_sequences"] = json!(["mock"]);
+    let out: Value = h.anthropic("/v1/messages", &body).await.json().await.unwrap();
+    assert_eq!((&out["stop_reason"], &out["stop_sequence"]), (&json!("stop_sequence"), &json!("mock")), "{out}");
+    assert_eq!(out["content"][0]["text"], cut);
+    // OpenAI caller, Anthropic upstream: Anthropic's "stop_sequence" is OpenAI's "stop".
+    let mut body = openai_chat("gpt-via-claude", false);
+    body["stop"] = json!("mock");
+    let out: Value = h.openai("/v1/chat/completions", &body).await.json().await.unwrap();
+    assert_eq!(h.mock.requests().pop().unwrap().body["stop_sequences"], json!(["mock"]));
+    assert_eq!(out["choices"][0]["finish_reason"], "stop", "{out}");
+    assert_eq!(out["choices"][0]["message"]["content"], cut);
+    // Anthropic caller, OpenAI upstream: Chat Completions reports a matched stop sequence as "stop", the
+    // same as a natural end, so the gateway cannot say which sequence matched: "end_turn", no sequence.
     let mut body = anthropic_messages("claude-via-gpt", false);
     body["stop_sequences"] = json!(["mock"]);
-    h.anthropic("/v1/messages", &body).await;
+    let out: Value = h.anthropic("/v1/messages", &body).await.json().await.unwrap();
     assert_eq!(h.mock.requests().pop().unwrap().body["stop"], json!(["mock"]));
+    assert_eq!((&out["stop_reason"], &out["stop_sequence"]), (&json!("end_turn"), &Value::Null), "{out}");
+    assert_eq!(out["content"][0]["text"], cut);
+    // Streamed, through the translator: the same stop reason in message_delta.
+    body["stream"] = json!(true);
+    let events = read_events(h.anthropic("/v1/messages", &body).await).await;
+    let delta = events.iter().find(|e| e.name.as_deref() == Some("message_delta")).unwrap().json();
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn", "{delta}");
+    assert_eq!(anthropic_text(&events), cut);
+    let mut body = anthropic_messages("claude-direct", true);
+    body["stop_sequences"] = json!(["mock"]);
+    let events = read_events(h.anthropic("/v1/messages", &body).await).await;
+    let delta = events.iter().find(|e| e.name.as_deref() == Some("message_delta")).unwrap().json();
+    assert_eq!(delta["delta"], json!({"stop_reason": "stop_sequence", "stop_sequence": "mock"}));
 }
 
 #[tokio::test]
@@ -350,20 +379,26 @@ async fn anthropic_same_protocol_passthrough_and_count_tokens() {
         .json()
         .await
         .unwrap();
-    assert!(count["input_tokens"].as_u64().unwrap() > 0);
+    // The Anthropic upstream's count, unchanged: "hi" = 1 token + 3 for the message, by the mock's rule.
+    assert_eq!(count["input_tokens"], 4, "{count}");
     assert_eq!(h.mock.requests().pop().unwrap().path, "/v1/messages/count_tokens");
 
     // No Anthropic target: counted locally with the tokenizer.
+    let text = "The quick brown fox jumps over the lazy dog, then counts its tokens with tiktoken.";
     let local: Value = h
         .anthropic(
             "/v1/messages/count_tokens",
-            &json!({"model": "claude-via-gpt", "messages": [{"role": "user", "content": "Hello world"}]}),
+            &json!({"model": "claude-via-gpt", "messages": [{"role": "user", "content": text}]}),
         )
         .await
         .json()
         .await
         .unwrap();
-    assert!(local["input_tokens"].as_u64().unwrap() >= 2);
+    // tiktoken's count of the text (cl100k for a model that is not GPT-4o-class) plus OpenAI's documented
+    // overhead: 4 per message, 3 for the reply; at most one more token for the separator after the text.
+    let expected = tiktoken_rs::cl100k_base_singleton().encode_ordinary(text).len() as u64 + 4 + 3;
+    let counted = local["input_tokens"].as_u64().unwrap();
+    assert!((expected..=expected + 1).contains(&counted), "counted {counted}, tiktoken says {expected}");
 }
 
 /// Issue 14.2, 14.4, 14.9 (OpenAI caller, Anthropic upstream), replayed against the mock: what real

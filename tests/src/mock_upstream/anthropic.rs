@@ -5,7 +5,8 @@ use hyper::Response;
 use serde_json::{json, Value};
 
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
-use super::text::{billed_input_tokens, plan_output, string_list, Finish, Output};
+use super::strict::{anthropic_tool_pairs, served_model};
+use super::text::{billed_input_tokens, pieces as text_pieces, plan_output, split_args, string_list, Finish, Output};
 use super::{
     add_header, check_auth, error_response, json_response, prelude, sse_response, text_response, Api, Ctx, RespBody,
     Script,
@@ -69,6 +70,7 @@ fn validate(body: &Value, need_max_tokens: bool) -> Result<Valid<'_>, Response<R
         }
     }
     strict_anthropic_checks(body, messages)?;
+    anthropic_tool_pairs(messages).map_err(|message| invalid(&message))?;
     Ok(Valid { model, max_tokens, messages })
 }
 
@@ -139,9 +141,72 @@ fn thinking_checks(body: &Value) -> Result<(), Response<RespBody>> {
     Ok(())
 }
 
-fn usage_full(p: u64, c: u64) -> Value {
-    json!({"input_tokens": p, "output_tokens": c, "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0, "service_tier": "standard"})
+/// `usage` as the Messages API reports it: `input_tokens` excludes what the prompt cache wrote or read.
+fn usage_full(prompt: &Prompt, output: u64) -> Value {
+    json!({"input_tokens": prompt.input, "output_tokens": output,
+        "cache_creation_input_tokens": prompt.cache_creation, "cache_read_input_tokens": prompt.cache_read,
+        "service_tier": "standard"})
+}
+
+/// The prompt's tokens as billed: the uncached rest, what the cache wrote and what it read.
+struct Prompt {
+    input: u64,
+    cache_creation: u64,
+    cache_read: u64,
+}
+
+impl Prompt {
+    fn split(total: u64, cache: Option<(u64, u64)>) -> Prompt {
+        let (creation, read) = cache.unwrap_or((0, 0));
+        let cache_creation = creation.min(total);
+        let cache_read = read.min(total - cache_creation);
+        Prompt { input: total - cache_creation - cache_read, cache_creation, cache_read }
+    }
+
+    fn total(&self) -> u64 {
+        self.input + self.cache_creation + self.cache_read
+    }
+}
+
+/// One generated content block: how it starts in a stream, its deltas, and the finished block.
+struct Block {
+    start: Value,
+    deltas: Vec<Value>,
+    done: Value,
+}
+
+fn text_block(pieces: &[String]) -> Block {
+    Block {
+        start: json!({"type": "text", "text": ""}),
+        deltas: pieces.iter().map(|p| json!({"type": "text_delta", "text": p})).collect(),
+        done: json!({"type": "text", "text": pieces.concat()}),
+    }
+}
+
+fn tool_block(id: String, name: &str, arguments: &str, pieces: &[String]) -> Block {
+    let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+    Block {
+        start: json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
+        deltas: pieces.iter().map(|p| json!({"type": "input_json_delta", "partial_json": p})).collect(),
+        done: json!({"type": "tool_use", "id": id, "name": name, "input": input}),
+    }
+}
+
+/// The message's content: its text, or the `preamble` text (if any), the tool call and a parallel second
+/// call (if any), in that order.
+fn content_blocks(ctx: &Ctx, script: &Script, output: &Output) -> Vec<Block> {
+    match output {
+        Output::Text { pieces, .. } => vec![text_block(pieces)],
+        Output::Tool { name, arguments, pieces } => {
+            let mut blocks: Vec<Block> = script.preamble.iter().map(|text| text_block(&text_pieces(text))).collect();
+            blocks.push(tool_block(format!("toolu_{}", ctx.shared.next_id()), name, arguments, pieces));
+            if let Some((name, arguments)) = &script.second_tool_call {
+                let id = format!("toolu_{}", ctx.shared.next_id());
+                blocks.push(tool_block(id, name, arguments, &split_args(arguments)));
+            }
+            blocks
+        }
+    }
 }
 
 pub async fn messages(ctx: Ctx) -> Response<RespBody> {
@@ -155,14 +220,17 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
         }
     };
     let body = &ctx.req.body;
-    let v = match versioned(ctx.req.header("anthropic-version")).and_then(|()| validate(body, true)) {
+    let valid = versioned(ctx.req.header("anthropic-version"))
+        .and_then(|()| validate(body, true))
+        .and_then(|v| served_model(&ctx, Api::Anthropic, v.model).map(|()| v));
+    let v = match valid {
         Ok(v) => v,
         Err(r) => {
             guard.iter_mut().for_each(CancelGuard::disarm);
             return r;
         }
     };
-    let prompt_tokens = billed_input_tokens(body, v.messages, body.get("system"));
+    let prompt = Prompt::split(billed_input_tokens(body, v.messages, body.get("system")), script.cache_tokens);
     let stops = string_list(body.get("stop_sequences"));
     let output = plan_output(&script, false, Some(v.max_tokens), &stops);
     let stop_sequence = match &output {
@@ -170,28 +238,23 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
         Output::Tool { .. } => None,
     };
     let id = format!("msg_{}", ctx.shared.next_id());
-    let tool_id = format!("toolu_{}", ctx.shared.next_id());
     let model = v.model;
+    let blocks = content_blocks(&ctx, &script, &output);
+    let output_tokens = blocks.iter().map(|b| b.deltas.len() as u64).sum::<u64>();
 
     let mut resp = match guard {
         None if script.garbage_body => text_response(200, "application/json", "<html>oops</html>"),
         None => {
-            let content = match &output {
-                Output::Text { pieces, .. } => json!([{"type": "text", "text": pieces.concat()}]),
-                Output::Tool { name, arguments, .. } => {
-                    let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
-                    json!([{"type": "tool_use", "id": tool_id, "name": name, "input": input}])
-                }
-            };
+            let content: Vec<Value> = blocks.into_iter().map(|b| b.done).collect();
             let mut m = json!({
                 "id": id, "type": "message", "role": "assistant", "model": model,
                 "content": content, "stop_reason": stop_reason(output.finish()),
                 "stop_sequence": stop_sequence,
             });
             if !script.omit_usage {
-                m["usage"] = usage_full(prompt_tokens, output.tokens());
+                m["usage"] = usage_full(&prompt, output_tokens);
             }
-            ctx.shared.serve_tokens(prompt_tokens, output.tokens());
+            ctx.shared.serve_tokens(prompt.total(), output_tokens);
             json_response(200, &m)
         }
         Some(g) if script.garbage_body => sse_response(raw_stream_body(
@@ -207,41 +270,47 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
             let mut message = json!({"id": id, "type": "message", "role": "assistant",
                 "model": model, "content": [], "stop_reason": null, "stop_sequence": null});
             if !script.omit_usage {
-                message["usage"] = usage_full(prompt_tokens, 1);
+                message["usage"] = usage_full(&prompt, 1);
             }
             events.push(Event::named("message_start", &json!({"type": "message_start", "message": message}), 0));
-            let (block, deltas): (Value, Vec<Value>) = match &output {
-                Output::Text { pieces, .. } => (
-                    json!({"type": "text", "text": ""}),
-                    pieces.iter().map(|p| json!({"type": "text_delta", "text": p})).collect(),
-                ),
-                Output::Tool { name, pieces, .. } => (
-                    json!({"type": "tool_use", "id": tool_id, "name": name, "input": {}}),
-                    pieces.iter().map(|p| json!({"type": "input_json_delta", "partial_json": p})).collect(),
-                ),
-            };
-            events.push(Event::named(
-                "content_block_start",
-                &json!({"type": "content_block_start", "index": 0, "content_block": block}),
-                0,
-            ));
-            events.push(Event::named("ping", &json!({"type": "ping"}), 0));
-            for d in deltas {
+            for (index, block) in blocks.into_iter().enumerate() {
                 events.push(Event::named(
-                    "content_block_delta",
-                    &json!({"type": "content_block_delta", "index": 0, "delta": d}),
-                    1,
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": index, "content_block": block.start}),
+                    0,
+                ));
+                if index == 0 {
+                    events.push(Event::named("ping", &json!({"type": "ping"}), 0));
+                }
+                for d in block.deltas {
+                    events.push(Event::named(
+                        "content_block_delta",
+                        &json!({"type": "content_block_delta", "index": index, "delta": d}),
+                        1,
+                    ));
+                }
+                events.push(Event::named(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": index}),
+                    0,
                 ));
             }
-            events.push(Event::named("content_block_stop", &json!({"type": "content_block_stop", "index": 0}), 0));
             let mut md = json!({"type": "message_delta",
                 "delta": {"stop_reason": stop_reason(output.finish()), "stop_sequence": stop_sequence}});
             if !script.omit_usage {
-                md["usage"] = json!({"output_tokens": output.tokens()});
+                // As the API sends it today: the final input and cache counts next to the output tokens.
+                let mut usage = usage_full(&prompt, output_tokens);
+                usage.as_object_mut().map(|u| u.remove("service_tier"));
+                md["usage"] = usage;
             }
             events.push(Event::named("message_delta", &md, 0));
             events.push(Event::named("message_stop", &json!({"type": "message_stop"}), 0));
-            sse_response(stream_body(ctx.shared.clone(), &script, events, prompt_tokens, g))
+            if let Some(n) = script.error_after_events {
+                events.truncate(n);
+                let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+                events.push(Event::named("error", &error, 0));
+            }
+            sse_response(stream_body(ctx.shared.clone(), &script, events, prompt.total(), g))
         }
     };
     decorate(&ctx, &script, &mut resp);
@@ -255,7 +324,10 @@ pub fn count_tokens(ctx: &Ctx) -> Response<RespBody> {
         return r;
     }
     let body = &ctx.req.body;
-    match versioned(ctx.req.header("anthropic-version")).and_then(|()| validate(body, false)) {
+    let valid = versioned(ctx.req.header("anthropic-version"))
+        .and_then(|()| validate(body, false))
+        .and_then(|v| served_model(ctx, Api::Anthropic, v.model).map(|()| v));
+    match valid {
         Ok(v) => {
             json_response(200, &json!({"input_tokens": billed_input_tokens(body, v.messages, body.get("system"))}))
         }

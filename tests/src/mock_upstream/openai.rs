@@ -5,7 +5,8 @@ use hyper::Response;
 use serde_json::{json, Value};
 
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
-use super::text::{billed_input_tokens, bytes_to_tokens, plan_output, string_list, Finish, Output};
+use super::strict::{openai_tool_pairs, served_model};
+use super::text::{billed_input_tokens, bytes_to_tokens, pieces, plan_output, string_list, Finish, Output};
 use super::{add_header, json_response, prelude, sse_response, text_response, unix_now, Api, Ctx, RespBody, Script};
 
 fn invalid(message: &str, param: Option<&str>) -> Response<RespBody> {
@@ -81,6 +82,7 @@ fn validate_chat(body: &Value) -> Result<(&str, &Vec<Value>), Response<RespBody>
             Some("max_tokens"),
         ));
     }
+    openai_tool_pairs(messages).map_err(|(message, param)| invalid(&message, Some(&param)))?;
     Ok((model, messages))
 }
 
@@ -95,7 +97,7 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
         }
     };
     let body = &ctx.req.body;
-    let (model, messages) = match validate_chat(body) {
+    let (model, messages) = match validate_chat(body).and_then(|v| served_model(&ctx, Api::OpenAi, v.0).map(|()| v)) {
         Ok(v) => v,
         Err(r) => {
             guard.iter_mut().for_each(CancelGuard::disarm);
@@ -123,6 +125,12 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
         _ => None,
     };
     let second_tokens = second.as_ref().map_or(0, |(_, _, pieces)| pieces.len() as u64);
+    // Text said before the tool call(s), in the same message.
+    let preamble = match (&output, &script.preamble) {
+        (Output::Tool { .. }, Some(text)) => Some((text.clone(), pieces(text))),
+        _ => None,
+    };
+    let second_tokens = second_tokens + preamble.as_ref().map_or(0, |(_, p)| p.len() as u64);
     let second_id = format!("call_{}", ctx.shared.next_id());
 
     let mut resp = match guard {
@@ -141,7 +149,8 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                         calls.push(json!({"id": second_id, "type": "function",
                             "function": {"name": name, "arguments": arguments}}));
                     }
-                    json!({"role": "assistant", "content": null, "tool_calls": calls,
+                    let content = preamble.as_ref().map(|(text, _)| text.clone());
+                    json!({"role": "assistant", "content": content, "tool_calls": calls,
                         "refusal": null, "annotations": []})
                 }
             };
@@ -196,10 +205,20 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                         }
                     }
                     Output::Tool { name, pieces, .. } => {
-                        let first = json!({"role": "assistant", "content": null, "refusal": null,
-                        "tool_calls": [{"index": 0, "id": call_id, "type": "function",
-                            "function": {"name": name, "arguments": ""}}]});
-                        events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
+                        let call = json!([{"index": 0, "id": call_id, "type": "function",
+                            "function": {"name": name, "arguments": ""}}]);
+                        if let Some((_, said)) = &preamble {
+                            let first = json!({"role": "assistant", "content": "", "refusal": null});
+                            events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
+                            for p in said {
+                                events.push(Event::data(&chunk(choice(json!({"content": p}), Value::Null), None), 1));
+                            }
+                            events.push(Event::data(&chunk(choice(json!({"tool_calls": call}), Value::Null), None), 0));
+                        } else {
+                            let first =
+                                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": call});
+                            events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
+                        }
                         let no_pieces = Vec::new();
                         let second_pieces = match &second {
                             Some((name, _, pieces)) => {
@@ -230,6 +249,12 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
                 events.push(Event::data(&chunk(json!([]), Some(u)), 0));
             }
             events.push(Event::raw("data: [DONE]\n\n"));
+            if let Some(n) = script.error_after_events {
+                events.truncate(n);
+                let error = json!({"error": {"message": "The server had an error while processing your request. Sorry about that!",
+                    "type": "server_error", "param": null, "code": null}});
+                events.push(Event::data(&error, 0));
+            }
             sse_response(stream_body(ctx.shared.clone(), &script, events, prompt_tokens, g))
         }
     };
@@ -268,6 +293,9 @@ pub async fn embeddings(ctx: Ctx) -> Response<RespBody> {
     let Some(model) = body.get("model").and_then(Value::as_str) else {
         return invalid("you must provide a model parameter", None);
     };
+    if let Err(r) = served_model(&ctx, Api::OpenAi, model) {
+        return r;
+    }
     let inputs: Vec<&str> = match body.get("input") {
         Some(Value::String(s)) => vec![s.as_str()],
         Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {

@@ -53,6 +53,7 @@ pub struct CancelGuard {
 
 impl CancelGuard {
     pub fn new(shared: Arc<Shared>) -> CancelGuard {
+        shared.open_streams.fetch_add(1, Ordering::SeqCst);
         CancelGuard { shared, armed: true }
     }
     pub fn disarm(&mut self) {
@@ -62,6 +63,7 @@ impl CancelGuard {
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
+        self.shared.open_streams.fetch_sub(1, Ordering::SeqCst);
         if self.armed {
             self.shared.cancelled_streams.fetch_add(1, Ordering::SeqCst);
         }

@@ -92,16 +92,20 @@ async fn stall_then_client_drop_counts_cancelled() {
     assert_eq!((m.cancelled_streams(), m.active_connections()), (0, 1));
     assert_eq!(m.output_tokens_served(), 3);
     drop(stream);
-    eventually(|| m.cancelled_streams() == 1 && m.active_connections() == 0).await;
-    assert_eq!((m.cancelled_streams(), m.active_connections()), (1, 0));
+    eventually("the stalled stream counted as cancelled and its connection closed", || {
+        m.cancelled_streams() == 1 && m.active_connections() == 0
+    })
+    .await;
     assert_eq!(m.output_tokens_served(), 3);
 
     // client gives up while the upstream is still "thinking" (before headers)
     m.push(sc(|s| s.delay_headers = Some(Duration::from_secs(30))));
     let fut = client().post(chat_url(&m)).json(&chat_body(true)).send();
     assert!(tokio::time::timeout(Duration::from_millis(100), fut).await.is_err());
-    eventually(|| m.cancelled_streams() == 2 && m.active_connections() == 0).await;
-    assert_eq!((m.cancelled_streams(), m.active_connections()), (2, 0));
+    eventually("the stream abandoned before its headers counted as cancelled", || {
+        m.cancelled_streams() == 2 && m.active_connections() == 0
+    })
+    .await;
     assert_eq!(m.input_tokens_served(), P_OPENAI);
 }
 
