@@ -107,7 +107,8 @@ fn client() -> anyhow::Result<MetricsClient> {
 }
 
 async fn scrape(client: &MetricsClient, url: &str, timeout: Duration) -> anyhow::Result<Option<GpuLoad>> {
-    let uri: http::Uri = url.parse().map_err(|_| anyhow::anyhow!("`{url}` is not a URL"))?;
+    // Never echo the URL: it may carry credentials (`user:password@host`).
+    let uri: http::Uri = url.parse().map_err(|_| anyhow::anyhow!("the metrics_url is not a URL"))?;
     let response = tokio::time::timeout(timeout, client.get(uri))
         .await
         .map_err(|_| anyhow::anyhow!("no answer within {} ms", timeout.as_millis()))??;
@@ -148,7 +149,8 @@ pub fn spawn_scraper(
                     match scrape(&client, &url, interval.max(Duration::from_millis(500))).await {
                         Ok(load) => endpoint.set_local_gpu(load),
                         Err(err) => {
-                            tracing::debug!(endpoint = %endpoint.name, %url, %err, "GPU metrics scrape failed");
+                            // The endpoint's name, not its metrics_url, which may carry credentials.
+                            tracing::debug!(endpoint = %endpoint.name, %err, "GPU metrics scrape failed");
                             endpoint.set_local_gpu(None);
                         }
                     }
