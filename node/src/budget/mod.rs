@@ -191,6 +191,8 @@ impl BudgetManager {
         let mut ids = vec![format!("org:{}", principal.org)];
         if let Some(team) = &principal.team {
             ids.push(format!("org:{}/team:{team}", principal.org));
+            // A key budget may be stated with the key's team too (`budgets set --org --team --key-id`).
+            ids.push(format!("org:{}/team:{team}/key:{}", principal.org, principal.key_id));
         }
         ids.push(format!("org:{}/key:{}", principal.org, principal.key_id));
         ids.iter().filter_map(|id| budgets.get(id).cloned()).collect()
