@@ -34,8 +34,6 @@ pub struct Acceptor {
     admin_slots: Arc<Semaphore>,
     handshake: Duration,
     idle: Duration,
-    /// Every served connection, so shutdown can drain them.
-    pub graceful: GracefulShutdown,
 }
 
 impl Acceptor {
@@ -48,7 +46,6 @@ impl Acceptor {
             admin_slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             handshake: Duration::from_millis(limits.handshake_timeout_ms),
             idle: Duration::from_millis(limits.client_idle_timeout_ms),
-            graceful: GracefulShutdown::new(),
             gateway,
         }
     }
@@ -60,8 +57,10 @@ impl Acceptor {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    /// Serves `stream` in its own task, or refuses it with a 503 when the listener is at its cap.
-    pub fn serve(&self, mut stream: TcpStream, listener: Listener) {
+    /// Serves `stream` in its own task, or refuses it with a 503 when the listener is at its cap. A
+    /// connection watched by `graceful` is one a shutdown waits for; during the drain the admin listener
+    /// serves its probes unwatched (`None`), so they do not hold the drain up.
+    pub fn serve(&self, mut stream: TcpStream, listener: Listener, graceful: Option<&GracefulShutdown>) {
         let _ = stream.set_nodelay(true);
         let slots = if listener == Listener::Admin { &self.admin_slots } else { &self.api_slots };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -87,9 +86,13 @@ impl Acceptor {
                 Ok::<_, std::convert::Infallible>(response.map(|body| connection::Tracked::new(body, guard)))
             }
         });
-        let connection = self.graceful.watch(self.builder.serve_connection(io, service).into_owned());
+        let connection = self.builder.serve_connection(io, service).into_owned();
         let deadlines = Deadlines { activity, handshake: self.handshake, idle: self.idle };
-        tokio::spawn(deadlines.enforce(connection, slot, self.gateway.metrics.clone()));
+        let metrics = self.gateway.metrics.clone();
+        match graceful {
+            Some(graceful) => tokio::spawn(deadlines.enforce(graceful.watch(connection), slot, metrics)),
+            None => tokio::spawn(deadlines.enforce(connection, slot, metrics)),
+        };
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -195,7 +196,8 @@ pub async fn run_gateway(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokens::warm_up();
-    let acceptor = Acceptor::new(gateway.clone());
+    let acceptor = Arc::new(Acceptor::new(gateway.clone()));
+    let graceful = GracefulShutdown::new();
     tracing::info!(
         node_id = gateway.node_id,
         api = %listeners.api.local_addr()?,
@@ -210,18 +212,33 @@ pub async fn run_gateway(
             () = &mut shutdown => break,
         };
         match accepted {
-            Ok((stream, _peer)) => acceptor.serve(stream, listener),
+            Ok((stream, _peer)) => acceptor.serve(stream, listener, Some(&graceful)),
             Err(err) => acceptor.accept_failed(err, listener).await,
         }
     }
     gateway.begin_shutdown();
-    drop(listeners);
+    // The API listener closes at once; the admin listener keeps answering during the drain, so probes
+    // see /readyz 503 `shutting_down` rather than a refused connection.
+    let Listeners { api, admin, raft } = listeners;
+    drop((api, raft));
+    let probes = tokio::spawn({
+        let acceptor = acceptor.clone();
+        async move {
+            loop {
+                match admin.accept().await {
+                    Ok((stream, _peer)) => acceptor.serve(stream, Listener::Admin, None),
+                    Err(err) => acceptor.accept_failed(err, Listener::Admin).await,
+                }
+            }
+        }
+    });
     let grace = Duration::from_millis(gateway.limits.shutdown_grace_ms);
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
-    match tokio::time::timeout(grace, acceptor.graceful.shutdown()).await {
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("grace period over; closing remaining connections"),
     }
+    probes.abort();
     if let Some(budget) = &gateway.budget {
         // Report what was used and hand unused allowance back before leaving.
         let _ = tokio::time::timeout(Duration::from_secs(3), budget.flush()).await;

@@ -79,7 +79,6 @@ async fn a_drain_refuses_new_connections_at_once_and_cuts_streams_at_the_grace()
 /// While draining, `/readyz` should say 503 so that load balancers stop sending traffic before the
 /// process is gone.
 #[tokio::test]
-#[ignore = "product gap: at SIGTERM the admin listener closes together with the API listener, so /readyz is never answered with its 503 `shutting_down` while a drain runs (probes see a refused connection)"]
 async fn readyz_answers_503_while_draining() {
     let mock = MockUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
