@@ -176,3 +176,14 @@ impl RequestMeter {
         self.recorded
     }
 }
+
+impl Drop for RequestMeter {
+    /// A meter dropped without a verdict: the request's future was dropped before the upstream's headers
+    /// arrived (the client went away, so hyper cancelled the handler). The attempt counts as cancelled, and
+    /// its reservation settles as unknown, as for a stream the client left.
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.finish(Outcome::Cancelled, None, "");
+        }
+    }
+}
