@@ -1,7 +1,14 @@
 //! Accuracy of the guardrail detectors on the labelled corpus in tests/data/guard (sources and licences in
 //! its README). The `*_eval` tests score the evaluation split, print the numbers and fail below thresholds
-//! set from a measurement; the detectors were tuned on the tuning split only, which the ignored `*_tune`
-//! tests print in detail (`cargo test -p tollgate --test guard_eval -- --ignored --nocapture`).
+//! set from a measurement; the detectors were tuned on the tuning split only. The `*_tune` tests hold the
+//! tuning split to its own measurement (so a change that helps the evaluation split by hurting the tuning
+//! split shows), and with `TOLLGATE_GUARD_VERBOSE=1` print every miss and false positive
+//! (`TOLLGATE_GUARD_VERBOSE=1 cargo test -p tollgate --test guard_eval -- --nocapture`).
+
+/// Every miss, false positive and found entity printed, for tuning.
+fn verbose() -> bool {
+    std::env::var("TOLLGATE_GUARD_VERBOSE").is_ok_and(|v| v == "1")
+}
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -160,10 +167,17 @@ fn injection_eval() {
 }
 
 #[test]
-#[ignore = "tuning aid: prints every miss and false positive of the tuning split"]
 fn injection_tune() {
-    let report = score_injection("injection_tune.jsonl", true);
+    let report = score_injection("injection_tune.jsonl", verbose());
     print_injection("tuning", &report);
+    // Measured: precision 1.000, recall 0.773, F1 0.872, false-positive rate 0.000 (threshold 0.40).
+    let counts = &report.counts;
+    assert!(
+        counts.f1() >= 0.85 && counts.fpr() <= 0.005,
+        "tuning split: F1 {:.3}, FPR {:.3}",
+        counts.f1(),
+        counts.fpr()
+    );
     // Threshold sweep on the tuning split (the default threshold is chosen from this table).
     let detector = InjectionDetector::default();
     let scored: Vec<(bool, f32)> = read_lines::<InjectionSample>("injection_tune.jsonl")
@@ -295,20 +309,31 @@ fn pii_floor(kind: EntityKind) -> (f64, f64) {
 }
 
 #[test]
-#[ignore = "tuning aid: prints every miss and false positive of the tuning splits"]
 fn pii_tune() {
-    print_pii("tuning (tollgate templates)", &score_pii(&["pii_tune.jsonl"], true));
-    print_pii("tuning (presidio-research)", &score_pii(&["pii_presidio_tune.jsonl"], true));
+    // Measured: precision and recall 1.000 for every type on both tuning splits.
+    for (split, file) in [("tollgate templates", "pii_tune.jsonl"), ("presidio-research", "pii_presidio_tune.jsonl")] {
+        let total = print_pii(&format!("tuning ({split})"), &score_pii(&[file], verbose()));
+        assert!(total.precision() >= 0.99 && total.recall() >= 0.99, "{split}: {total:?}");
+    }
 }
 
+/// The injection corpus's ~1,300 prompts hold no secrets, keys or cards: only the odd example contact
+/// (an email or a phone number in a self-instruct task). Anything else found there is a false positive.
 #[test]
-#[ignore = "tuning aid: every PII entity found in the (unlabelled for PII) prompts of the injection corpus"]
 fn pii_on_prompts() {
     let detector = PiiDetector::new(&[], Default::default()).unwrap_or_else(|err| panic!("{err}"));
+    let mut found = Vec::new();
     for sample in read_lines::<InjectionSample>("injection_tune.jsonl") {
         for entity in detector.entities(&sample.text) {
             let value: String = sample.text.chars().skip(entity.start).take(entity.end - entity.start).collect();
-            println!("{} {value:?} [{}]", entity.kind, sample.source);
+            if verbose() {
+                println!("{} {value:?} [{}]", entity.kind, sample.source);
+            }
+            found.push((entity.kind, value));
         }
     }
+    let unexpected: Vec<_> =
+        found.iter().filter(|(kind, _)| !matches!(kind, EntityKind::Email | EntityKind::Phone)).collect();
+    assert!(unexpected.is_empty(), "false positives on ordinary prompts: {unexpected:?}");
+    assert!(found.len() <= 12, "measured 8 contacts in these prompts, found {}: {found:?}", found.len());
 }
