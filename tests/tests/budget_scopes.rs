@@ -46,12 +46,8 @@ async fn spend(cluster: &TestCluster, key: &str) -> (u64, Value) {
     (admitted, last)
 }
 
-/// A key's budget under its team's under its org's: the key's (tightest) binds first; deleted, the team's
-/// binds; deleted too, the org's large one leaves the key free again. Other keys of the org never feel the
-/// team's budget.
-#[tokio::test]
-async fn team_and_key_budgets_the_tightest_wins_and_delete_lifts_it() {
-    let cluster = TestCluster::start(3).await;
+/// Team `acme/research` and a key in it: (secret, key id).
+async fn team_research_key(cluster: &TestCluster) -> (String, String) {
     let node = cluster.node(1);
     let (status, out) = cluster.admin(node, Method::PUT, "/admin/v1/teams/acme/research", Some(json!({}))).await;
     assert_eq!(status, 200, "{out}");
@@ -60,6 +56,17 @@ async fn team_and_key_budgets_the_tightest_wins_and_delete_lifts_it() {
         .await;
     assert_eq!(status, 201, "{created}");
     let (key, key_id) = (created["key"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
+    (key, key_id)
+}
+
+/// A key's budget under its team's under its org's: the key's (tightest) binds first; deleted, the team's
+/// binds; deleted too, the org's large one leaves the key free again. Other keys of the org never feel the
+/// team's budget.
+#[tokio::test]
+async fn team_and_key_budgets_the_tightest_wins_and_delete_lifts_it() {
+    let cluster = TestCluster::start(3).await;
+    let node = cluster.node(1);
+    let (key, key_id) = team_research_key(&cluster).await;
     put_budget(&cluster, json!({"scope": {"org": "acme"}, "limit_tokens": 1_000_000, "period": "day"}), "org:acme")
         .await;
     let team_scope = json!({"org": "acme", "team": "research"});
@@ -120,13 +127,7 @@ async fn team_and_key_budgets_the_tightest_wins_and_delete_lifts_it() {
 async fn a_key_budget_stated_with_its_team_binds() {
     let cluster = TestCluster::start(3).await;
     let node = cluster.node(1);
-    let (status, out) = cluster.admin(node, Method::PUT, "/admin/v1/teams/acme/research", Some(json!({}))).await;
-    assert_eq!(status, 200, "{out}");
-    let (status, created) = cluster
-        .admin(node, Method::POST, "/admin/v1/keys", Some(json!({"org": "acme", "team": "research", "name": "r"})))
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let (key, key_id) = (created["key"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
+    let (key, key_id) = team_research_key(&cluster).await;
     let scope = json!({"org": "acme", "team": "research", "key_id": key_id});
     let scope_id = format!("org:acme/team:research/key:{key_id}");
     put_budget(&cluster, json!({"scope": scope, "limit_tokens": 1_200, "period": "day"}), &scope_id).await;
