@@ -34,7 +34,7 @@ async fn the_token_is_checked_before_the_path_and_every_error_is_json() {
     }
     let (status, body) = send(cluster.client.patch(url("/admin/v1/models/m")).bearer_auth(ADMIN_TOKEN)).await;
     assert_eq!((status, error_type(&body)), (405, "method_not_allowed"), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("PATCH"), "{body}");
+    assert_eq!(body["error"]["message"], "PATCH is not allowed on /admin/v1/models/m", "the full path: {body}");
     let (status, body) = send(cluster.client.post(url("/admin/v1/audit")).bearer_auth(ADMIN_TOKEN)).await;
     assert_eq!(status, 405, "{body}");
     let (status, body) = send(cluster.client.get(url("/admin/v1/widgets/w")).bearer_auth(ADMIN_TOKEN)).await;

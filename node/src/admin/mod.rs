@@ -61,10 +61,10 @@ fn api_router(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/{kind}", get(api::list))
         .route("/{kind}/{*name}", get(api::get_one).put(api::put).delete(api::remove))
         .fallback(|method: Method, uri: Uri| async move {
-            AdminError::not_found(format!("no admin endpoint {method} {}", uri.path()))
+            AdminError::not_found(format!("no admin endpoint {method} /admin/v1{}", uri.path()))
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
-            AdminError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {}", uri.path()))
+            AdminError(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on /admin/v1{}", uri.path()))
         })
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY))
         .layer(from_fn_with_state(gateway, require_admin_token))
