@@ -74,6 +74,7 @@ async fn start_routing_feeds(
     crate::health::scrape::spawn_scraper(
         Arc::downgrade(&gateway.endpoints),
         Duration::from_millis(config.node.health.gpu_scrape_interval_ms),
+        &gateway.upstream_tls,
     )?;
     crate::canary::spawn(gateway);
     if config.node.gossip_enabled() {
