@@ -296,6 +296,34 @@ async fn idempotency_keys_make_admin_retries_safe() {
     };
     let (status, first) = send(1, "/admin/v1/keys", json!({"org": "acme"})).await;
     assert_eq!(status, 201, "{first}");
+    // Issue 17.4: the key outlives heavy ledger traffic. More ledger commands than the whole request
+    // de-duplication window (which forgot the key after ~30 s of ~300 grants/s before it got its own).
+    let consensus = cluster.node(2).gateway.consensus.clone().unwrap();
+    let writers = tollgate_consensus::state::DEDUP_WINDOW / 50 + 1;
+    let mut traffic = tokio::task::JoinSet::new();
+    for writer in 0..64 {
+        let consensus = consensus.clone();
+        traffic.spawn(async move {
+            for n in (writer..writers * 50).step_by(64) {
+                let command = tollgate_consensus::Command::Report {
+                    scope_id: "org:nobody".into(),
+                    period_start: 0,
+                    node: 2,
+                    delta: 1,
+                };
+                let request = tollgate_consensus::Request {
+                    request_id: format!("ledger-traffic-{n}"),
+                    actor: "test".into(),
+                    at_ms: 0,
+                    command,
+                };
+                consensus.write(request).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = traffic.join_next().await {
+        done.unwrap();
+    }
     // The same request retried through another node: no second key, and no fake secret either.
     let (status, second) = send(3, "/admin/v1/keys", json!({"org": "acme"})).await;
     assert_eq!(status, 409, "{second}");
