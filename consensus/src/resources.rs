@@ -229,6 +229,9 @@ pub struct ModelConfig {
     pub retry: Option<RetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryConfig>,
+    /// Guardrails (`[[guardrails]]` names) run on every request to this route, besides the org's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -275,6 +278,7 @@ impl ModelConfig {
             fallback_on: Vec::new(),
             retry: None,
             canary: None,
+            guardrails: Vec::new(),
         }
     }
 }
@@ -282,9 +286,19 @@ impl ModelConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct OrgConfig {
     pub name: String,
-    /// Budgets are enforced once the budget ledger exists; accepted here so cluster files stay valid.
+    /// The org's token or cost budget (`{limit_tokens, limit_cost, period}`), set as a ledger budget.
     #[serde(default)]
     pub budget: Option<serde_json::Value>,
+    /// Guardrails (`[[guardrails]]` names) run on every request of the org's keys, besides the route's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<String>,
+}
+
+impl OrgConfig {
+    /// An org with no budget and no guardrails of its own.
+    pub fn named(name: impl Into<String>) -> OrgConfig {
+        OrgConfig { name: name.into(), budget: None, guardrails: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -33,6 +33,9 @@ pub struct Config {
     pub teams: Vec<TeamConfig>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Named guardrails, attached by `guardrails = [...]` on models and orgs.
+    #[serde(default)]
+    pub guardrails: Vec<crate::guard::GuardrailConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -168,6 +171,7 @@ impl Config {
         }
         let provider_names = self.validate_providers()?;
         self.validate_models(&provider_names)?;
+        self.validate_guardrails()?;
         self.validate_tenants()
     }
 
