@@ -6,6 +6,7 @@
 pub mod app_faults;
 pub mod chat;
 pub mod faults;
+pub mod interrupt;
 pub mod nemesis;
 pub mod registers;
 pub mod report;
@@ -149,14 +150,35 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         extra_config: setup::extra_config(&layout, &orgs),
         clock_skew_ms: rollover.as_ref().map_or(0, |r| r.skew_ms),
     };
-    let state = regions::up(options).await?;
     let run = Planned { kinds: &kinds, seed, plan, rollover };
-    let outcome = tokio::select! {
-        outcome = run_up(&args, &run, state, orgs, &run_dir, &tollgate) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); the regions are being brought down")),
+    let slot = interrupt::HistorySlot::default();
+    let mut signals = interrupt::Signals::install();
+    let work = async {
+        let state = regions::up(options).await?;
+        run_up(&args, &run, state, orgs, &run_dir, &tollgate, &slot).await
     };
+    let (outcome, signal) = tokio::select! {
+        outcome = work => (outcome, None),
+        signal = signals.next() => (Err(anyhow::anyhow!("interrupted ({signal})")), Some(signal)),
+    };
+    if let Some(signal) = signal {
+        eprintln!("jepsen run: {signal}: keeping the history, bringing the regions down");
+    }
     let down = regions::down(&regions_dir);
     keep_logs(&regions_dir, &run_dir);
+    if let Some(signal) = signal {
+        let meta = interrupt::RunMeta {
+            seed,
+            nemesis: &args.nemesis,
+            time_limit_s: args.time_limit,
+            tollgate: tollgate_version(&tollgate),
+        };
+        let written = interrupt::write(&run_dir, slot.get().as_ref(), signal, &meta);
+        println!("{}", run_dir.display());
+        written?;
+        down?;
+        bail!("interrupted by {signal}: history.jsonl and report.json (marked interrupted) in {}", run_dir.display());
+    }
     let passed = outcome?;
     down?;
     println!("{}", run_dir.display());
@@ -237,6 +259,7 @@ async fn run_up(
     orgs: Vec<setup::OrgPlan>,
     run_dir: &Path,
     tollgate: &Path,
+    slot: &interrupt::HistorySlot,
 ) -> anyhow::Result<bool> {
     let (kinds, seed) = (run.kinds, run.seed);
     let mut plan = run.plan.clone();
@@ -260,7 +283,8 @@ async fn run_up(
         }
     }
     std::fs::write(run_dir.join("schedule.json"), serde_json::to_string_pretty(&plan)?)?;
-    let history = History::new(Instant::now());
+    let history = History::with_journal(Instant::now(), &run_dir.join("history.jsonl"))?;
+    slot.set(history.clone());
     // The boundary in the history's time (ms since the workload started).
     let boundary_at_ms = run.rollover.as_ref().map(|rollover| {
         let ahead = rollover.machine_ms() as f64 - unix_ms() as f64;
@@ -372,7 +396,7 @@ async fn run_up(
                 .collect::<Vec<_>>());
         checks.push(calm);
     }
-    history.write_jsonl(&run_dir.join("history.jsonl"))?;
+    history.finish_journal()?;
     let timeline_path = run_dir.join("timeline.html");
     std::fs::write(
         &timeline_path,
