@@ -56,14 +56,14 @@ pub async fn leader(state: &RegionsState, token: &str) -> Option<u64> {
     votes.iter().copied().find(|candidate| votes.iter().filter(|vote| *vote == candidate).count() >= majority)
 }
 
-fn note(errors: &mut Vec<String>, result: anyhow::Result<()>) {
+pub(super) fn note(errors: &mut Vec<String>, result: anyhow::Result<()>) {
     if let Err(err) = result {
         errors.push(format!("{err:#}"));
     }
 }
 
 impl Nemesis {
-    fn record(&self, f: &str, value: serde_json::Value) {
+    pub(super) fn record(&self, f: &str, value: serde_json::Value) {
         self.history.record("nemesis", OpType::Info, f, value);
     }
 
@@ -92,7 +92,7 @@ impl Nemesis {
         self.state.nodes[index].pid.with_context(|| format!("node {node} has no recorded pid"))
     }
 
-    async fn kill(&mut self, node: u64) -> anyhow::Result<()> {
+    pub(super) async fn kill(&mut self, node: u64) -> anyhow::Result<()> {
         let pid = self.pid_of(node)?;
         if !procs::is_ours(pid, NODE_MARKER) {
             anyhow::bail!("node {node} (pid {pid}) is not running");
@@ -105,7 +105,7 @@ impl Nemesis {
         Ok(())
     }
 
-    fn restart(&mut self, node: u64) -> anyhow::Result<u32> {
+    pub(super) fn restart(&mut self, node: u64) -> anyhow::Result<u32> {
         let index = self.index_of(node)?;
         regions::spawn_node(&mut self.state, index)
     }
@@ -197,6 +197,7 @@ impl Nemesis {
                 self.record("restart", json!({"node": node, "pid": pid}));
                 format!("kill -9 node {node}, restarted after {:.1} s", planned.duration_s)
             }
+            Kind::KillLeaderGranting => self.kill_leader_granting(planned, end, &mut errors).await,
             Kind::Pause => {
                 let node = self.pick_node(planned.choice % 2 == 0, planned.choice / 2).await;
                 self.record("start", json!({"kind": planned.kind, "pause": node}));

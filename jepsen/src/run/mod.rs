@@ -6,6 +6,7 @@
 pub mod app_faults;
 pub mod chat;
 pub mod faults;
+pub mod grant_kill;
 pub mod interrupt;
 pub mod nemesis;
 pub mod registers;
@@ -31,8 +32,9 @@ use crate::regions::{self, configs::Settings, layout::Layout, net, state::Region
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Faults to draw from, comma-separated: partition-leader, partition-follower, cut-link, kill, pause,
-    /// flap, bridge, clock-skew, budget-lower, upstream-faults, idempotent-retry, `mixed` (all of them),
+    /// Faults to draw from, comma-separated: partition-leader, partition-follower, cut-link, kill,
+    /// kill-leader-granting, pause, flap, bridge, clock-skew, budget-lower, upstream-faults,
+    /// idempotent-retry, period-rollover, `mixed` (all of them),
     /// or `none` (a fault-free baseline; with --hangup-share 0 the utilisation checker applies).
     #[arg(long, default_value = "mixed")]
     pub nemesis: String,

@@ -22,6 +22,9 @@ pub enum Kind {
     CutLink,
     /// `kill -9` a node (the leader or a follower), restart it on its data directory after the window.
     Kill,
+    /// `kill -9` the leader while grants are in flight to it (a burst of budgeted requests on every region
+    /// makes the nodes refill; the kill lands 15-60 ms later), restart it after the window.
+    KillLeaderGranting,
     /// SIGSTOP a node past the election timeout, then SIGCONT.
     Pause,
     /// Isolate a random region, heal, isolate another, … every 0.3-1.5 s.
@@ -44,11 +47,12 @@ pub enum Kind {
     PeriodRollover,
 }
 
-pub const ALL: [Kind; 12] = [
+pub const ALL: [Kind; 13] = [
     Kind::PartitionLeader,
     Kind::PartitionFollower,
     Kind::CutLink,
     Kind::Kill,
+    Kind::KillLeaderGranting,
     Kind::Pause,
     Kind::Flap,
     Kind::Bridge,
@@ -66,6 +70,7 @@ impl Kind {
             Kind::PartitionFollower => "partition-follower",
             Kind::CutLink => "cut-link",
             Kind::Kill => "kill",
+            Kind::KillLeaderGranting => "kill-leader-granting",
             Kind::Pause => "pause",
             Kind::Flap => "flap",
             Kind::Bridge => "bridge",
