@@ -72,7 +72,7 @@ impl Nemesis {
     }
 
     /// The leader (or, when none is known, a node drawn from `choice`) if `want_leader`, else a follower.
-    async fn pick_node(&self, want_leader: bool, choice: u64) -> u64 {
+    pub(super) async fn pick_node(&self, want_leader: bool, choice: u64) -> u64 {
         let ids: Vec<u64> = self.state.nodes.iter().map(|node| node.id).collect();
         let leader = leader(&self.state, &self.token).await;
         let candidates: Vec<u64> = match (want_leader, leader) {
@@ -197,6 +197,7 @@ impl Nemesis {
                 self.record("restart", json!({"node": node, "pid": pid}));
                 format!("kill -9 node {node}, restarted after {:.1} s", planned.duration_s)
             }
+            Kind::SlowDisk => self.slow_disk(planned, end, &mut errors).await,
             Kind::KillLeaderGranting => self.kill_leader_granting(planned, end, &mut errors).await,
             Kind::Pause => {
                 let node = self.pick_node(planned.choice % 2 == 0, planned.choice / 2).await;
@@ -335,6 +336,7 @@ impl Nemesis {
             errors.push(format!("{err:#}"));
         }
         app_faults::restore_upstreams(&self.shared);
+        super::slow_disk::clear_all(&self.state);
         self.shared.retry.on.store(false, std::sync::atomic::Ordering::SeqCst);
         let mut restarted = Vec::new();
         if let Some(node) = self.skewed.take() {

@@ -13,6 +13,7 @@ pub mod registers;
 pub mod report;
 pub mod settle;
 pub mod setup;
+pub mod slow_disk;
 pub mod timeline;
 pub mod workers;
 
@@ -34,7 +35,7 @@ use crate::regions::{self, configs::Settings, layout::Layout, net, state::Region
 pub struct RunArgs {
     /// Faults to draw from, comma-separated: partition-leader, partition-follower, cut-link, kill,
     /// kill-leader-granting, pause, flap, bridge, clock-skew, budget-lower, upstream-faults,
-    /// idempotent-retry, period-rollover, `mixed` (all of them),
+    /// idempotent-retry, period-rollover, slow-disk, `mixed` (all of them),
     /// or `none` (a fault-free baseline; with --hangup-share 0 the utilisation checker applies).
     #[arg(long, default_value = "mixed")]
     pub nemesis: String,
@@ -143,6 +144,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         args.time_limit,
         run_dir.display()
     );
+    let slow_disk_shim = match kinds.contains(&nemesis::Kind::SlowDisk) {
+        true => Some(slow_disk::build_shim(&run_dir)?),
+        false => None,
+    };
     let options = regions::UpOptions {
         dir: regions_dir.clone(),
         tollgate: tollgate.clone(),
@@ -151,6 +156,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
         ready_timeout: Duration::from_secs(60),
         extra_config: setup::extra_config(&layout, &orgs),
         clock_skew_ms: rollover.as_ref().map_or(0, |r| r.skew_ms),
+        slow_disk_shim,
     };
     let run = Planned { kinds: &kinds, seed, plan, rollover };
     let slot = interrupt::HistorySlot::default();

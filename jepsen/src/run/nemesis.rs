@@ -45,9 +45,11 @@ pub enum Kind {
     /// cluster runs on a clock shifted (`TOLLGATE_CLOCK_SKEW_MS` on every node from the start) so that a
     /// `day` boundary falls in the middle of this fault's window. At most once per run.
     PeriodRollover,
+    /// One node's fsyncs (and writes) of its data directory slowed by an `LD_PRELOAD` shim for the window.
+    SlowDisk,
 }
 
-pub const ALL: [Kind; 13] = [
+pub const ALL: [Kind; 14] = [
     Kind::PartitionLeader,
     Kind::PartitionFollower,
     Kind::CutLink,
@@ -61,6 +63,7 @@ pub const ALL: [Kind; 13] = [
     Kind::UpstreamFaults,
     Kind::IdempotentRetry,
     Kind::PeriodRollover,
+    Kind::SlowDisk,
 ];
 
 impl Kind {
@@ -79,6 +82,7 @@ impl Kind {
             Kind::UpstreamFaults => "upstream-faults",
             Kind::IdempotentRetry => "idempotent-retry",
             Kind::PeriodRollover => "period-rollover",
+            Kind::SlowDisk => "slow-disk",
         }
     }
 }
