@@ -150,9 +150,10 @@ pub fn s2(events: &[Event]) -> CheckResult {
         last.insert(key, sample.clone());
     }
     granted_monotone(&all, &mut evidence);
+    let applied = applied_audit(&all, &mut evidence);
     let orgs: Vec<String> =
         last.values().map(|s| format!("{}: last used {} held {} of {}", s.org, s.used, s.held, s.limit)).collect();
-    let granularity = index_granularity(events);
+    let granularity = format!("{}{applied}", index_granularity(events));
     let verdict = match (all.is_empty(), evidence.is_empty()) {
         (true, _) => Verdict::Unknown,
         (false, true) => Verdict::Pass,
@@ -160,6 +161,32 @@ pub fn s2(events: &[Event]) -> CheckResult {
     };
     evidence.truncate(10);
     CheckResult::new("S2", verdict, format!("{} samples{granularity}; {}", all.len(), orgs.join("; ")), evidence)
+}
+
+/// S2 at **every** applied index, as the state machine checked it: each ledger change it applied was checked
+/// (`Σ(granted − released) ≤ limit`, or not grown above a lowered limit; no node released more than it was
+/// granted) and counted in `ledger_s2` of the budgets answer, replicated like the ledger. Any violation it
+/// counted fails S2 (evidence: its first violation and the sample that showed it). Returns the summary's
+/// clause; a tollgate without `ledger_s2` leaves S2 to the samples, and the summary says so.
+fn applied_audit(all: &[Sample], evidence: &mut Vec<Value>) -> String {
+    let audits: Vec<(&Sample, u64, u64)> = all
+        .iter()
+        .filter_map(|sample| {
+            let audit = &sample.event.value["ledger_s2"];
+            Some((sample, audit["checked"].as_u64()?, audit["violations"].as_u64()?))
+        })
+        .collect();
+    if audits.is_empty() {
+        return "; every applied index: not exposed by this tollgate (no ledger_s2)".to_owned();
+    }
+    if let Some((sample, _, violations)) = audits.iter().find(|(_, _, violations)| *violations > 0) {
+        evidence.push(json!({"violation": "the state machine counted S2 violations at applied ledger changes",
+            "violations": violations, "first_violation": sample.event.value["ledger_s2"]["first_violation"],
+            "sample": sample.event}));
+    }
+    let checked = audits.iter().map(|(_, checked, _)| *checked).max().unwrap_or(0);
+    let violations = audits.iter().map(|(_, _, violations)| *violations).max().unwrap_or(0);
+    format!("; every applied index (state machine): {checked} ledger changes checked, {violations} violations")
 }
 
 /// Per org, period and node, `granted` (a running total in the ledger) never decreases.

@@ -51,6 +51,41 @@ fn s2_catches_overcommit_and_used_going_backwards() {
     assert_eq!(s2(&[]).verdict, Verdict::Unknown);
 }
 
+/// The state machine's own count (`ledger_s2`, every applied ledger change) fails S2 even when every
+/// sampled ledger state looked sound; without it S2 says the check was not available.
+#[test]
+fn s2_reads_the_state_machines_check_of_every_applied_index() {
+    let audited = |history: &History, checked: u64, violations: u64, first: Option<&str>| {
+        history.record("sampler", OpType::Invoke, "budget", json!({"org": "acme"}));
+        history.record(
+            "sampler",
+            OpType::Ok,
+            "budget",
+            json!({"org": "acme", "period_start": 5, "limit": 100,
+            "used": 10, "held": 20, "used_by_node": {"1": 10},
+            "ledger_s2": {"checked": checked, "violations": violations, "first_violation": first}}),
+        );
+    };
+    let sound = History::new(Instant::now());
+    audited(&sound, 40, 0, None);
+    audited(&sound, 95, 0, None);
+    let result = s2(&sound.events());
+    assert_eq!(result.verdict, Verdict::Pass);
+    assert!(result.summary.contains("95 ledger changes checked, 0 violations"), "{}", result.summary);
+
+    let broken = History::new(Instant::now());
+    audited(&broken, 40, 0, None);
+    audited(&broken, 60, 1, Some("grant 50 of org:acme to node 2: granted − released 130 > limit 100"));
+    let result = s2(&broken.events());
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert_eq!(result.evidence.len(), 1, "{:?}", result.evidence);
+    assert!(result.evidence[0]["first_violation"].as_str().unwrap().starts_with("grant 50"));
+
+    let older = History::new(Instant::now());
+    sample(&older, "acme", 10, 50, 100, 0);
+    assert!(s2(&older.events()).summary.contains("not exposed by this tollgate"));
+}
+
 #[test]
 fn s3_needs_billed_at_least_served() {
     let served = [Served { org: "acme".into(), limit: Some(100), input: 10, output: 20 }];
