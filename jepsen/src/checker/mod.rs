@@ -258,7 +258,12 @@ pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>, events: &[E
                 let relation = if used >= must_cover { "≥" } else { "<" };
                 parts.push(format!("{} billed {used} {relation} {what} {must_cover}", org.org));
                 if used < must_cover {
-                    evidence.push(json!({"org": org.org, "billed": used, "served": must_cover, "period_rollover": boundary.is_some()}));
+                    // What DESIGN §6 counts as spent after a crash: the allowance still held (a killed
+                    // node's unreported rest). Context for the failure, not a pass.
+                    let held = last_held(events, &org.org);
+                    evidence.push(json!({"org": org.org, "billed": used, "served": must_cover,
+                        "period_rollover": boundary.is_some(), "held_at_last_sample": held,
+                        "billed_plus_held_covers_served": held.map(|held| used + held >= must_cover)}));
                 }
             }
             None => {
@@ -275,6 +280,15 @@ pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>, events: &[E
         Verdict::Pass
     };
     CheckResult::new("S3", verdict, parts.join("; "), evidence)
+}
+
+/// The org's `held` in the last ledger sample of the history.
+fn last_held(events: &[Event], org: &str) -> Option<u64> {
+    events
+        .iter()
+        .rev()
+        .filter(|event| event.f == "budget" && event.kind == OpType::Ok && event.value["org"] == org)
+        .find_map(|event| event.value["held"].as_u64())
 }
 
 /// What the run measured after the faults stopped.

@@ -93,6 +93,13 @@ fn s3_needs_billed_at_least_served() {
     assert_eq!(s3(&served, &billed(Some(30)), &[], &[]).verdict, Verdict::Pass);
     assert_eq!(s3(&served, &billed(Some(29)), &[], &[]).verdict, Verdict::Fail);
     assert_eq!(s3(&served, &billed(None), &[], &[]).verdict, Verdict::Unknown);
+    // A failure shows what is still held (a killed node's unreported allowance) next to the bill.
+    let history = History::new(Instant::now());
+    sample(&history, "acme", 20, 15, 100, 25);
+    let result = s3(&served, &billed(Some(20)), &history.events(), &[]);
+    assert_eq!(result.verdict, Verdict::Fail, "still a failure: held is not billed");
+    assert_eq!(result.evidence[0]["held_at_last_sample"], json!(15));
+    assert_eq!(result.evidence[0]["billed_plus_held_covers_served"], json!(true));
 }
 
 #[test]
