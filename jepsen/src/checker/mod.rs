@@ -253,6 +253,9 @@ pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>, events: &[E
             ),
             None => (org.total(), "served".to_owned()),
         };
+        if let Some(boundary) = &boundary {
+            old_period_bill(events, &org.org, boundary.served_then, &mut parts, &mut evidence);
+        }
         match billed.get(&org.org).copied().flatten() {
             Some(used) => {
                 let relation = if used >= must_cover { "≥" } else { "<" };
@@ -280,6 +283,27 @@ pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>, events: &[E
         Verdict::Pass
     };
     CheckResult::new("S3", verdict, parts.join("; "), evidence)
+}
+
+/// After a rollover, the old period's bill (read after heal with `period_start`, event `budget-old-period`)
+/// must cover what its mock served before the boundary: every one of those tokens belongs to the old period.
+fn old_period_bill(events: &[Event], org: &str, served_then: u64, parts: &mut Vec<String>, evidence: &mut Vec<Value>) {
+    let read = events
+        .iter()
+        .rev()
+        .find(|event| event.f == "budget-old-period" && event.kind == OpType::Ok && event.value["org"] == org);
+    match read.and_then(|event| event.value["used"].as_u64()) {
+        Some(used) => {
+            let relation = if used >= served_then { "≥" } else { "<" };
+            parts.push(format!("{org} old period billed {used} {relation} served before the boundary {served_then}"));
+            if used < served_then {
+                evidence
+                    .push(json!({"org": org, "period": "old", "billed": used, "served_before_boundary": served_then,
+                    "read": read}));
+            }
+        }
+        None => parts.push(format!("{org} old period: its bill was not read")),
+    }
 }
 
 /// The org's `held` in the last ledger sample of the history.

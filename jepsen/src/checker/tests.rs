@@ -176,6 +176,26 @@ fn s1_and_s3_count_per_period_across_a_rollover() {
     let billed = |used: u64| BTreeMap::from([("acme".to_owned(), Some(used))]);
     assert_eq!(s3(&org(300), &billed(100), &events, &ops).verdict, Verdict::Pass);
     assert_eq!(s3(&org(300), &billed(99), &events, &ops).verdict, Verdict::Fail);
+    // The old period's bill, read after heal, must cover the 100 served before the boundary.
+    let old_bill = |used: u64| {
+        let mut with_bill = events.clone();
+        let last = with_bill.last().map_or(0.0, |event| event.time_ms);
+        with_bill.push(crate::history::Event {
+            index: with_bill.len(),
+            time_ms: last + 1.0,
+            process: "settle-old-acme".into(),
+            kind: OpType::Ok,
+            f: "budget-old-period".into(),
+            value: json!({"org": "acme", "used": used}),
+        });
+        with_bill
+    };
+    let covered = s3(&org(300), &billed(100), &old_bill(100), &ops);
+    assert_eq!(covered.verdict, Verdict::Pass);
+    assert!(covered.summary.contains("old period billed 100 ≥ served before the boundary 100"), "{}", covered.summary);
+    let short = s3(&org(300), &billed(100), &old_bill(99), &ops);
+    assert_eq!(short.verdict, Verdict::Fail);
+    assert_eq!(short.evidence[0]["period"], json!("old"));
 }
 
 #[test]

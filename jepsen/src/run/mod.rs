@@ -358,6 +358,10 @@ async fn run_up(
         })
         .collect();
     let billed = settle::settle_ledger(&shared, Duration::from_secs(20), &since_boundary).await;
+    if let Some(rollover) = &run.rollover {
+        // The orgs' budgets are per `day`: the old period began a day before the boundary.
+        settle::old_period_bills(&shared, rollover.boundary_ms.saturating_sub(DAY_MS)).await;
+    }
 
     let served: Vec<Served> = shared
         .orgs
