@@ -113,6 +113,25 @@ pub fn write(run_dir: &Path, history: Option<&History>, signal: &str, meta: &Run
     synced
 }
 
+/// The end of an interrupted run, once the regions are down (`down`: how that went): the report written,
+/// the run directory printed last, and an error naming the signal (exit 1).
+pub fn finish(
+    run_dir: &Path,
+    slot: &HistorySlot,
+    signal: &str,
+    meta: &RunMeta<'_>,
+    down: anyhow::Result<()>,
+) -> anyhow::Result<bool> {
+    let written = write(run_dir, slot.get().as_ref(), signal, meta);
+    println!("{}", run_dir.display());
+    written?;
+    down?;
+    anyhow::bail!(
+        "interrupted by {signal}: history.jsonl and report.json (marked interrupted) in {}",
+        run_dir.display()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -93,6 +93,17 @@ fn tollgate_version(binary: &Path) -> String {
     format!("{} ({})", binary.display(), if version.is_empty() { "version unknown" } else { &version })
 }
 
+/// The WAN and Raft timing of every run (the README's measurements: 25 ms + 0–2 ms one way, Raft 100 /
+/// 500–1000 ms) and the mocks' delay between streamed tokens.
+const RUN_SETTINGS: Settings = Settings {
+    delay_ms: 25,
+    jitter_ms: 2,
+    heartbeat_ms: 100,
+    election_timeout_min_ms: 500,
+    election_timeout_max_ms: 1000,
+    token_delay_ms: 5,
+};
+
 /// Runs one test; `Ok(true)` when every checker passed. Prints the run directory last.
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     net::check_privileges().context("jepsen run builds the regions")?;
@@ -130,28 +141,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let acme_limit = args.acme_limit.unwrap_or(default_acme);
     let orgs = setup::plan_orgs(acme_limit, args.beta_limit);
-    let settings = Settings {
-        delay_ms: 25,
-        jitter_ms: 2,
-        heartbeat_ms: 100,
-        election_timeout_min_ms: 500,
-        election_timeout_max_ms: 1000,
-        token_delay_ms: 5,
-    };
     eprintln!(
         "jepsen run: nemesis {} seed {seed} time limit {} s; results in {}",
         args.nemesis,
         args.time_limit,
         run_dir.display()
     );
-    let slow_disk_shim = match kinds.contains(&nemesis::Kind::SlowDisk) {
-        true => Some(slow_disk::build_shim(&run_dir)?),
-        false => None,
-    };
+    let slow_disk_shim =
+        kinds.contains(&nemesis::Kind::SlowDisk).then(|| slow_disk::build_shim(&run_dir)).transpose()?;
     let options = regions::UpOptions {
         dir: regions_dir.clone(),
         tollgate: tollgate.clone(),
-        settings,
+        settings: RUN_SETTINGS,
         env_file: None,
         ready_timeout: Duration::from_secs(60),
         extra_config: setup::extra_config(&layout, &orgs),
@@ -181,11 +182,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
             time_limit_s: args.time_limit,
             tollgate: tollgate_version(&tollgate),
         };
-        let written = interrupt::write(&run_dir, slot.get().as_ref(), signal, &meta);
-        println!("{}", run_dir.display());
-        written?;
-        down?;
-        bail!("interrupted by {signal}: history.jsonl and report.json (marked interrupted) in {}", run_dir.display());
+        return interrupt::finish(&run_dir, &slot, signal, &meta, down);
     }
     let passed = outcome?;
     down?;
