@@ -59,6 +59,13 @@ impl Signals {
     }
 }
 
+/// Marks the moment of the signal in the history (process `nemesis`, `interrupted`), before the teardown.
+pub fn record(slot: &HistorySlot, signal: &str) {
+    if let Some(history) = slot.get() {
+        history.record("nemesis", crate::history::OpType::Info, "interrupted", json!({"signal": signal}));
+    }
+}
+
 /// What the run was asked to do (copied into the report).
 pub struct RunMeta<'a> {
     pub seed: u64,
@@ -81,12 +88,14 @@ pub fn report(history: Option<&History>, signal: &str, meta: &RunMeta<'_>) -> Va
         (Some(_), true) => "after the time limit: converging, settling or checking",
     };
     let in_flight = ops.iter().filter(|op| op.complete.is_none()).count();
+    // When the signal came (recorded by [`record`]), not when the report is written after the teardown.
+    let at_ms = events.iter().rev().find(|event| event.f == "interrupted").map(|event| event.time_ms);
     let checkers: serde_json::Map<String, Value> =
         CHECKERS.iter().map(|name| (name.to_string(), json!("UNKNOWN"))).collect();
     json!({
         "interrupted": {
             "signal": signal,
-            "at_ms": history.map(History::elapsed_ms),
+            "at_ms": at_ms.or(history.map(History::elapsed_ms)),
             "phase": phase,
             "events": events.len(),
             "ops_in_flight": in_flight,
@@ -153,12 +162,19 @@ mod tests {
         history.record("chat-1-0", OpType::Ok, "chat", json!({"status": 200}));
         history.record("nemesis", OpType::Info, "start", json!({"kind": "kill", "kill": 1}));
         history.record("chat-2-0", OpType::Invoke, "chat", json!({"org": "acme"}));
+        let slot = HistorySlot::default();
+        slot.set(history.clone());
+        record(&slot, "SIGTERM");
+        let signalled_ms = history.elapsed_ms();
+        std::thread::sleep(std::time::Duration::from_millis(20));
         write(&dir, Some(&history), "SIGTERM", &meta()).unwrap();
 
         let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
         assert_eq!(report["valid"], json!(false));
         assert_eq!(report["interrupted"]["signal"], json!("SIGTERM"));
         assert_eq!(report["interrupted"]["phase"], json!("workload"));
+        let at_ms = report["interrupted"]["at_ms"].as_f64().unwrap();
+        assert!(at_ms <= signalled_ms, "the signal's time ({at_ms}), not the report's");
         assert_eq!(report["interrupted"]["ops_in_flight"], json!(1));
         assert_eq!(report["checkers"]["S1"], json!("UNKNOWN"));
         assert_eq!(report["checkers"].as_object().unwrap().len(), CHECKERS.len());
@@ -166,7 +182,7 @@ mod tests {
         assert_eq!(report["ops"]["chat"]["info"], json!(1), "the request in flight is indeterminate");
         assert_eq!(report["nemeses"][0]["f"], json!("start"));
         let history_lines = std::fs::read_to_string(dir.join("history.jsonl")).unwrap().lines().count();
-        assert_eq!(history_lines, 4);
+        assert_eq!(history_lines, 5, "four events and the interruption");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -172,6 +172,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     if let Some(signal) = signal {
         eprintln!("jepsen run: {signal}: keeping the history, bringing the regions down");
+        interrupt::record(&slot, signal);
     }
     let down = regions::down(&regions_dir);
     keep_logs(&regions_dir, &run_dir);
