@@ -336,7 +336,7 @@ impl Nemesis {
             errors.push(format!("{err:#}"));
         }
         app_faults::restore_upstreams(&self.shared);
-        super::slow_disk::clear_all(&self.state);
+        self.clear_slow_disks();
         self.shared.retry.on.store(false, std::sync::atomic::Ordering::SeqCst);
         let mut restarted = Vec::new();
         if let Some(node) = self.skewed.take() {

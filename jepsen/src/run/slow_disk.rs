@@ -53,10 +53,12 @@ fn stats(state: &RegionsState, id: u64) -> Option<String> {
     std::fs::read_to_string(path).ok().map(|text| text.trim().to_owned())
 }
 
-/// Fast disks everywhere (heal; also after an interrupted window).
-pub fn clear_all(state: &RegionsState) {
-    for node in &state.nodes {
-        let _ = std::fs::remove_file(state.slow_disk_control(node.id));
+impl Nemesis {
+    /// Fast disks everywhere (heal; also after an interrupted window).
+    pub(super) fn clear_slow_disks(&self) {
+        for node in &self.state.nodes {
+            let _ = std::fs::remove_file(self.state.slow_disk_control(node.id));
+        }
     }
 }
 
