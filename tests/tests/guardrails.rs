@@ -220,3 +220,56 @@ async fn guardrails_put_through_the_admin_api_bind_on_every_node() {
     let listed = cluster.admin_get(cluster.node(3), "/admin/v1/guardrails").await.unwrap();
     assert_eq!(listed["data"][0]["name"], "no-injection", "{listed}");
 }
+
+/// Text with entities the reply streams in word pieces, so each entity is split across many SSE events.
+const LEAKY_REPLY: &str =
+    "Sure. Write to jane.doe@example.com or pay with 4111 1111 1111 1111 today, and use key sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z. Bye.";
+
+#[tokio::test]
+async fn pii_in_the_models_answer_is_redacted_streamed_or_not_even_split_across_events() {
+    let h = Harness::start_with(GUARDED).await;
+    h.mock.set_default(Script { reply: Some(LEAKY_REPLY.into()), ..Default::default() });
+    let expected = "Sure. Write to [REDACTED:EMAIL] or pay with [REDACTED:CREDIT_CARD] today, and use key [REDACTED:API_KEY]. Bye.";
+    for anthropic_caller in [false, true] {
+        for model in ["guarded-openai", "guarded-anthropic"] {
+            let case = format!("anthropic caller: {anthropic_caller}, {model}");
+            let messages = json!([{"role": "user", "content": "hi"}]);
+            let (status, body) = send(&h, anthropic_caller, model, messages.clone(), false).await;
+            assert_eq!(status, 200, "{case}: {body}");
+            let answer: Value = serde_json::from_str(&body).unwrap();
+            let text = if anthropic_caller {
+                &answer["content"][0]["text"]
+            } else {
+                &answer["choices"][0]["message"]["content"]
+            };
+            assert_eq!(text, expected, "{case}: {answer}");
+            let generated = if anthropic_caller {
+                &answer["usage"]["output_tokens"]
+            } else {
+                &answer["usage"]["completion_tokens"]
+            };
+            assert_eq!(
+                generated.as_u64(),
+                Some(tollgate_tests::mock_upstream::pieces(LEAKY_REPLY).len() as u64),
+                "{case}: billed as generated"
+            );
+
+            let (status, body) = send(&h, anthropic_caller, model, messages, true).await;
+            assert_eq!(status, 200, "{case}: {body}");
+            let events = parse_events_strict(&body);
+            let streamed = if anthropic_caller { anthropic_text(&events) } else { openai_text(&events) };
+            assert_eq!(streamed, expected, "{case} (stream)");
+            assert!(!body.contains("jane") && !body.contains("4111") && !body.contains("Ab3dEf6"), "{case}: {body}");
+            if anthropic_caller {
+                let names: Vec<&str> = events.iter().filter_map(|e| e.name.as_deref()).collect();
+                assert_eq!(names.last(), Some(&"message_stop"), "{case}: {names:?}");
+            } else {
+                assert!(events.last().is_some_and(|e| e.is_done()), "{case}: ends with [DONE]");
+            }
+        }
+    }
+    // A route without redaction passes the model's words through.
+    let (status, body) = send(&h, false, "gpt-direct", json!([{"role": "user", "content": "hi"}]), false).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("jane.doe@example.com"), "{body}");
+}

@@ -44,7 +44,7 @@ impl Role {
 }
 
 /// The guardrails that apply to this request: the route's, then the org's (each once).
-fn applicable(context: &RequestContext, routed: &Routed<'_>) -> Vec<Arc<Guardrail>> {
+pub(super) fn applicable(context: &RequestContext, routed: &Routed<'_>) -> Vec<Arc<Guardrail>> {
     let mut all: Vec<Arc<Guardrail>> = routed.route.guardrails.clone();
     if let Some(org) = context.snapshot.org_guardrails.get(&routed.principal.org) {
         for guardrail in org {

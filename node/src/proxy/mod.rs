@@ -22,6 +22,7 @@ mod guardrails;
 mod ingress;
 mod meter;
 mod prepare;
+mod redact_out;
 mod upstream;
 
 pub use body::ResponseBody;
