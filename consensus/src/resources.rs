@@ -212,6 +212,12 @@ pub struct ModelConfig {
     /// a larger request gets 413 without costing the node CPU. Unset: only `limits.max_body_bytes` applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prompt_bytes: Option<u64>,
+    /// Cap on the number of messages in one request (conversation length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages: Option<u64>,
+    /// Cap on the prompt's tokens (the route's tokenizer), tighter than the context window if wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<u64>,
     #[serde(default)]
     pub price_per_mtok: Price,
     /// Tokenizer used for local estimates (default: guessed from the name).
@@ -264,6 +270,8 @@ impl ModelConfig {
             context_window: None,
             max_output_tokens: None,
             max_prompt_bytes: None,
+            max_messages: None,
+            max_prompt_tokens: None,
             price_per_mtok: Price::default(),
             encoding: None,
             strategy: Strategy::default(),

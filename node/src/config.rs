@@ -244,6 +244,11 @@ impl Config {
             if model.price_per_mtok.input < 0.0 || model.price_per_mtok.output < 0.0 {
                 bail!("{at}.price_per_mtok: prices must not be negative");
             }
+            for (field, cap) in [("max_messages", model.max_messages), ("max_prompt_tokens", model.max_prompt_tokens)] {
+                if cap == Some(0) {
+                    bail!("{at}.{field}: must be at least 1 (leave it out for no cap)");
+                }
+            }
             for (target_index, target) in model.targets.iter().enumerate() {
                 if !provider_names.contains(target.provider.as_str()) {
                     bail!("{at}.targets[{target_index}].provider: unknown provider `{}`", target.provider);

@@ -60,6 +60,8 @@ pub struct Route {
     pub max_output_tokens: Option<u64>,
     /// Prompts larger than this many bytes are refused before any token is counted.
     pub max_prompt_bytes: Option<u64>,
+    pub max_messages: Option<u64>,
+    pub max_prompt_tokens: Option<u64>,
     pub price: Price,
     pub encoding: Encoding,
     pub strategy: Strategy,
@@ -274,6 +276,8 @@ impl Route {
             context_window: model.context_window,
             max_output_tokens: model.max_output_tokens,
             max_prompt_bytes: model.max_prompt_bytes,
+            max_messages: model.max_messages,
+            max_prompt_tokens: model.max_prompt_tokens,
             price: model.price_per_mtok,
             encoding: Encoding::for_model(&model.name, model.encoding),
             strategy: model.strategy,
