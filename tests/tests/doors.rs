@@ -356,7 +356,7 @@ async fn a_route_caps_messages_and_prompt_tokens() {
         model.max_prompt_tokens = Some(50);
     })
     .await;
-    let turn = |i: usize| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": "hi"});
+    let turn = |i: usize| json!({"role": if i.is_multiple_of(2) { "user" } else { "assistant" }, "content": "hi"});
     let four: Vec<serde_json::Value> = (0..4).map(turn).collect();
     let response = h.openai("/v1/chat/completions", &json!({"model": "gpt-direct", "messages": four})).await;
     assert_eq!(response.status(), 400);
