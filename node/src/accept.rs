@@ -13,7 +13,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::LimitsConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{LimitsConfig, NodeConfig};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::{admin, connection, proxy};
@@ -34,12 +36,28 @@ pub struct Acceptor {
     admin_slots: Arc<Semaphore>,
     handshake: Duration,
     idle: Duration,
+    /// TLS on the API listener (`[node.tls]`); plain text without.
+    api_tls: Option<TlsAcceptor>,
+    /// TLS on the admin listener (`[node.admin_tls]`).
+    admin_tls: Option<TlsAcceptor>,
 }
 
 impl Acceptor {
-    pub fn new(gateway: Arc<Gateway>) -> Acceptor {
+    /// Fails when a configured certificate or key cannot be loaded (the error names the setting).
+    pub fn new(gateway: Arc<Gateway>, node: &NodeConfig) -> anyhow::Result<Acceptor> {
         let limits = gateway.limits.clone();
-        Acceptor {
+        let tls = |files: &Option<crate::tls_listen::TlsFiles>, what: &'static str| {
+            files.as_ref().map(|files| crate::tls_listen::acceptor(files, what)).transpose()
+        };
+        let (api_tls, admin_tls) = (tls(&node.tls, "node.tls")?, tls(&node.admin_tls, "node.admin_tls")?);
+        for (listener, on) in [("API", api_tls.is_some()), ("admin", admin_tls.is_some())] {
+            if !on {
+                tracing::warn!("the {listener} listener speaks plain text: fine on loopback, not across a network");
+            }
+        }
+        Ok(Acceptor {
+            api_tls,
+            admin_tls,
             admin_router: admin::router(gateway.clone()),
             builder: http_builder(&limits),
             api_slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
@@ -47,7 +65,7 @@ impl Acceptor {
             handshake: Duration::from_millis(limits.handshake_timeout_ms),
             idle: Duration::from_millis(limits.client_idle_timeout_ms),
             gateway,
-        }
+        })
     }
 
     /// A failed `accept` (EMFILE and friends): counted, then a short back-off instead of a spin.
@@ -86,13 +104,35 @@ impl Acceptor {
                 Ok::<_, std::convert::Infallible>(response.map(|body| connection::Tracked::new(body, guard)))
             }
         });
-        let connection = self.builder.serve_connection(io, service).into_owned();
         let deadlines = Deadlines { activity, handshake: self.handshake, idle: self.idle };
         let metrics = self.gateway.metrics.clone();
-        match graceful {
-            Some(graceful) => tokio::spawn(deadlines.enforce(graceful.watch(connection), slot, metrics)),
-            None => tokio::spawn(deadlines.enforce(connection, slot, metrics)),
+        let watcher = graceful.map(GracefulShutdown::watcher);
+        let tls = if listener == Listener::Admin { self.admin_tls.clone() } else { self.api_tls.clone() };
+        let Some(tls) = tls else {
+            let connection = self.builder.serve_connection(io, service).into_owned();
+            match watcher {
+                Some(watcher) => tokio::spawn(deadlines.enforce(watcher.watch(connection), slot, metrics)),
+                None => tokio::spawn(deadlines.enforce(connection, slot, metrics)),
+            };
+            return;
         };
+        let builder = self.builder.clone();
+        tokio::spawn(async move {
+            // The handshake has the connection's handshake deadline; a failed one is a client's problem.
+            let stream = match tokio::time::timeout(deadlines.handshake, tls.accept(io.into_inner())).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => return tracing::debug!(%err, ?listener, "TLS handshake failed"),
+                Err(_) => {
+                    metrics.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                    return tracing::debug!(?listener, "TLS handshake not finished at the handshake deadline");
+                }
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            match watcher {
+                Some(watcher) => deadlines.enforce(watcher.watch(connection), slot, metrics).await,
+                None => deadlines.enforce(connection, slot, metrics).await,
+            }
+        });
     }
 }
 

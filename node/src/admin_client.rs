@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -17,16 +18,22 @@ use crate::cli::{AdminArgs, AdminCommand, BudgetsCommand, ClusterCommand, KeysCo
 pub struct AdminClient {
     base: String,
     token: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl AdminClient {
-    pub fn new(base: &str, token: Option<String>) -> Self {
-        AdminClient {
+    /// `http://` or `https://` (a node with `[node.admin_tls]`), trusting `ca_file` besides the public roots.
+    pub fn new(base: &str, token: Option<String>, ca_file: Option<&std::path::Path>) -> anyhow::Result<Self> {
+        let tls = crate::providers::UpstreamTls::with_ca_file(ca_file)
+            .map_err(|err| anyhow::anyhow!("{}", format!("{err:#}").replace("node.upstream_ca_file", "--ca-file")))?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = tls.connector(http, crate::providers::tls::Alpn::Http1);
+        Ok(AdminClient {
             base: base.trim_end_matches('/').to_owned(),
             token,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
     }
 
     /// Sends a request; a non-2xx answer becomes an error with the server's message.
@@ -73,7 +80,7 @@ impl Answer {
 }
 
 pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
-    let client = AdminClient::new(&args.admin, args.token.clone());
+    let client = AdminClient::new(&args.admin, args.token.clone(), args.ca_file.as_deref())?;
     let answer = match command {
         AdminCommand::Status => {
             let status = client.call(Method::GET, "/admin/v1/cluster", None).await?;

@@ -143,6 +143,9 @@ pub struct AdminArgs {
     /// Admin token.
     #[arg(long, global = true, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificates to trust (besides the public roots) for an `https://` admin URL.
+    #[arg(long, global = true, env = "TOLLGATE_ADMIN_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

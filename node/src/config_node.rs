@@ -28,6 +28,10 @@ pub struct NodeConfig {
     /// A PEM file of CA certificates trusted for upstream HTTPS besides the public roots (a private CA in
     /// front of self-hosted inference servers); see `providers/tls.rs`.
     pub upstream_ca_file: Option<PathBuf>,
+    /// `[node.tls]`: TLS on the API listener (absent: plain text, with a warning).
+    pub tls: Option<crate::tls_listen::TlsFiles>,
+    /// `[node.admin_tls]`: TLS on the admin listener.
+    pub admin_tls: Option<crate::tls_listen::TlsFiles>,
 }
 
 /// Where the node's four listeners bind (`listen`, `admin_listen`, `raft_listen`, `gossip_listen`).
@@ -146,6 +150,8 @@ struct NodeFile {
     breaker_cooldown_ms: u64,
     idle_spin_us: u64,
     upstream_ca_file: Option<PathBuf>,
+    tls: Option<crate::tls_listen::TlsFiles>,
+    admin_tls: Option<crate::tls_listen::TlsFiles>,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -182,6 +188,8 @@ impl Default for NodeFile {
             breaker_cooldown_ms: 5_000,
             idle_spin_us: 0,
             upstream_ca_file: None,
+            tls: None,
+            admin_tls: None,
         }
     }
 }
@@ -256,13 +264,27 @@ impl TryFrom<NodeFile> for NodeConfig {
             },
             idle_spin_us: file.idle_spin_us,
             upstream_ca_file: file.upstream_ca_file,
+            tls: file.tls,
+            admin_tls: file.admin_tls,
         })
     }
 }
 
 impl From<NodeConfig> for NodeFile {
     fn from(node: NodeConfig) -> NodeFile {
-        let NodeConfig { id, data_dir, listen, raft, gossip, health, secrets, idle_spin_us, upstream_ca_file } = node;
+        let NodeConfig {
+            id,
+            data_dir,
+            listen,
+            raft,
+            gossip,
+            health,
+            secrets,
+            idle_spin_us,
+            upstream_ca_file,
+            tls,
+            admin_tls,
+        } = node;
         NodeFile {
             id,
             data_dir,
@@ -291,6 +313,8 @@ impl From<NodeConfig> for NodeFile {
             breaker_cooldown_ms: health.breaker_cooldown_ms,
             idle_spin_us,
             upstream_ca_file,
+            tls,
+            admin_tls,
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod server;
 pub mod signals;
 pub mod sse;
 pub mod telemetry;
+pub mod tls_listen;
 pub mod tokens;
 pub mod translate;
 

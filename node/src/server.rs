@@ -49,7 +49,8 @@ impl Listeners {
 pub async fn run(config: Config, mut listeners: Listeners, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     crate::idle_spin::set_budget(Duration::from_micros(config.node.idle_spin_us));
     let gateway = build_gateway(&config, &mut listeners).await?;
-    run_gateway(gateway, listeners, shutdown).await
+    let acceptor = Acceptor::new(gateway.clone(), &config.node)?;
+    run_gateway(gateway, acceptor, listeners, shutdown).await
 }
 
 /// Standalone: the file is the config. Gossip mode: start the Raft member, bootstrap once, and follow
@@ -198,11 +199,12 @@ async fn build_control_plane(config: &Config, listeners: &mut Listeners) -> anyh
 
 pub async fn run_gateway(
     gateway: Arc<Gateway>,
+    acceptor: Acceptor,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokens::warm_up();
-    let acceptor = Arc::new(Acceptor::new(gateway.clone()));
+    let acceptor = Arc::new(acceptor);
     let graceful = GracefulShutdown::new();
     tracing::info!(
         node_id = gateway.node_id,
@@ -287,8 +289,9 @@ impl RunningNode {
         let api_addr = listeners.api.local_addr()?;
         let admin_addr = listeners.admin.local_addr()?;
         let gateway = build_gateway(&config, &mut listeners).await?;
+        let acceptor = Acceptor::new(gateway.clone(), &config.node)?;
         let (sender, receiver) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_gateway(gateway.clone(), listeners, async move {
+        let task = tokio::spawn(run_gateway(gateway.clone(), acceptor, listeners, async move {
             let _ = receiver.await;
         }));
         Ok(RunningNode { api_addr, admin_addr, gateway, shutdown: Some(sender), task: Some(task) })

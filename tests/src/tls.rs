@@ -192,3 +192,35 @@ pub async fn https_get_status_line(ca: &TestCa, addr: SocketAddr, path: &str) ->
     let _ = tls.read_to_end(&mut response).await;
     String::from_utf8_lossy(&response).lines().next().unwrap_or_default().to_owned()
 }
+
+/// One HTTP/1.1 exchange over TLS to `addr` with a client that trusts only `ca` and offers `alpn`:
+/// the protocol ALPN settled on and the whole response (the request should say `connection: close`).
+/// `Err` with the handshake's error when the client refuses the certificate.
+pub async fn https_exchange(
+    ca: &TestCa,
+    addr: SocketAddr,
+    alpn: &[&str],
+    request: &str,
+) -> Result<(Option<String>, String), String> {
+    let mut config = ca.client_config();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let negotiated = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    if request.is_empty() {
+        return Ok((negotiated, String::new()));
+    }
+    tls.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    Ok((negotiated, String::from_utf8_lossy(&response).into_owned()))
+}
+
+impl TestCa {
+    /// The server certificate and key files this CA signed (for `[node.tls]`).
+    pub fn server_files(&self) -> (PathBuf, PathBuf) {
+        (self.dir.path().join("server.pem"), self.dir.path().join("server.key"))
+    }
+}
