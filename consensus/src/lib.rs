@@ -17,6 +17,7 @@ pub mod raft_service;
 pub mod resources;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod types;
 pub mod usage;
 

@@ -65,6 +65,8 @@ pub struct Network {
     auth: Option<crate::auth::ClusterAuth>,
     /// Presents this node's identity and checks each peer's answer against it (see [`crate::identity`]).
     identity: Option<Identity>,
+    /// Mutual TLS to peers (see [`crate::tls`]).
+    tls: Option<crate::tls::ClusterTls>,
 }
 
 impl Network {
@@ -82,6 +84,12 @@ impl Network {
         self
     }
 
+    /// Speaks mutual TLS to peers when `tls` is set.
+    pub fn with_tls(mut self, tls: Option<crate::tls::ClusterTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Presents `identity` on every RPC and refuses answers from a peer whose identity it does not accept.
     pub fn with_identity(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
@@ -96,7 +104,7 @@ impl Network {
         if let Some(channel) = channels.get(raft_addr) {
             return Ok(channel.clone());
         }
-        let channel = endpoint(raft_addr)?.connect_lazy();
+        let channel = endpoint_with(raft_addr, self.tls.as_ref())?.connect_lazy();
         channels.insert(raft_addr.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -110,7 +118,15 @@ impl Network {
 
 /// The tonic endpoint for a peer's Raft gRPC address (`host:port`, plain HTTP/2).
 pub fn endpoint(raft_addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{raft_addr}"))?
+    endpoint_with(raft_addr, None)
+}
+
+/// [`endpoint`], with mutual TLS when `tls` is set.
+pub fn endpoint_with(
+    raft_addr: &str,
+    tls: Option<&crate::tls::ClusterTls>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(crate::tls::peer_endpoint(raft_addr, tls)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)

@@ -36,6 +36,9 @@ pub struct Config {
     /// Named guardrails, attached by `guardrails = [...]` on models and orgs.
     #[serde(default)]
     pub guardrails: Vec<crate::guard::GuardrailConfig>,
+    /// Mutual TLS between nodes (Raft and forwarded admin writes).
+    #[serde(default)]
+    pub cluster_tls: Option<crate::tls_listen::ClusterTlsFiles>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -189,6 +189,10 @@ async fn build_control_plane(config: &Config, listeners: &mut Listeners) -> anyh
         listeners.admin.local_addr()?,
     );
     consensus_config.cluster_secrets = config.cluster_secrets()?;
+    consensus_config.tls = config.cluster_tls.as_ref().map(|files| files.load()).transpose()?;
+    if consensus_config.tls.is_none() {
+        tracing::warn!("the Raft port speaks plain HTTP/2 (peers authenticate with the cluster secret only); set [cluster_tls] across networks");
+    }
     let consensus = tollgate_consensus::ConsensusNode::start(consensus_config, raft_listener).await?;
     crate::control::spawn_secret_reload(config, &consensus);
     let gateway = Arc::new(Gateway::clustered(config, consensus.clone())?);

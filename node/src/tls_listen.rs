@@ -29,6 +29,42 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
 }
 
+/// `[cluster_tls]`: mutual TLS between nodes (see `tollgate_consensus::tls`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsFiles {
+    /// PEM: the cluster CA every node's certificate comes from.
+    pub ca_file: PathBuf,
+    /// PEM: this node's certificate (server and client authentication; the name peers dial).
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ClusterTlsFiles {
+    /// Reads and checks the three files (each error names its setting, never the key's contents).
+    pub fn load(&self) -> anyhow::Result<tollgate_consensus::tls::ClusterTls> {
+        let read = |path: &Path, field: &str| {
+            std::fs::read(path).with_context(|| format!("cluster_tls.{field}: cannot read {}", path.display()))
+        };
+        let ca_pem = read(&self.ca_file, "ca_file")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&ca_pem) {
+            let cert = cert.map_err(|_| anyhow::anyhow!("cluster_tls.ca_file: not a PEM certificate file"))?;
+            roots.add(cert).map_err(|err| anyhow::anyhow!("cluster_tls.ca_file: not a usable CA: {err}"))?;
+        }
+        if roots.is_empty() {
+            anyhow::bail!("cluster_tls.ca_file: {} holds no certificate", self.ca_file.display());
+        }
+        // The pair is checked the way the listeners check theirs.
+        load(&TlsFiles { cert_file: self.cert_file.clone(), key_file: self.key_file.clone() }, "cluster_tls")?;
+        Ok(tollgate_consensus::tls::ClusterTls {
+            ca_pem,
+            cert_pem: read(&self.cert_file, "cert_file")?,
+            key_pem: read(&self.key_file, "key_file")?,
+        })
+    }
+}
+
 /// Serves the current key pair and swaps in a new one when the files change.
 #[derive(Debug)]
 struct Reloading {

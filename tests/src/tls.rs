@@ -38,7 +38,7 @@ impl TestCa {
         );
         std::fs::write(
             dir.path().join("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("write ext.cnf");
         openssl(

@@ -545,3 +545,52 @@ org = "acme"
     child.signal("TERM");
     assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0), "still shuts down cleanly");
 }
+
+/// Issue 20: mutual TLS on the Raft port (`[cluster_tls]`). Nodes with certificates from the cluster CA
+/// form the cluster and forward writes over it; a caller that knows the secret but has no such
+/// certificate — plain text, no client certificate, or one from another CA — gets nothing.
+#[tokio::test]
+async fn with_cluster_tls_only_holders_of_a_cluster_certificate_reach_the_raft_port() {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let (cluster_ca, stranger_ca) = (tollgate_tests::tls::TestCa::generate(), tollgate_tests::tls::TestCa::generate());
+    let (cert_file, key_file) = cluster_ca.server_files();
+    let files = tollgate::tls_listen::ClusterTlsFiles { ca_file: cluster_ca.ca_pem(), cert_file, key_file };
+    let mock = tollgate_tests::mock_upstream::MockUpstream::start().await;
+    let cluster = TestCluster::start_full_tweaked(3, mock, "", |config| config.cluster_tls = Some(files.clone())).await;
+    // A write through a follower is forwarded to the leader over mutual TLS and reaches every node.
+    let leader = cluster.wait_leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let (status, out) =
+        cluster.admin(cluster.node(follower), Method::PUT, "/admin/v1/orgs/over-mtls", Some(json!({}))).await;
+    assert_eq!(status, 200, "{out}");
+    for node in cluster.running() {
+        eventually_async("the org on every node", || async {
+            node.gateway.consensus.as_ref().unwrap().current().config.orgs.contains_key("over-mtls")
+        })
+        .await;
+    }
+
+    let addr = cluster.members[(leader - 1) as usize].raft_addr;
+    let pem = |ca: &tollgate_tests::tls::TestCa, name: &str| std::fs::read(ca.dir.path().join(name)).unwrap();
+    let status_with = |tls: Option<ClientTlsConfig>| async move {
+        let endpoint = match tls {
+            Some(tls) => {
+                Endpoint::from_shared(format!("https://localhost:{}", addr.port())).unwrap().tls_config(tls).unwrap()
+            }
+            None => Endpoint::from_shared(format!("http://{addr}")).unwrap(),
+        };
+        let channel = endpoint.connect().await.map_err(|err| err.to_string())?;
+        ClusterClient::new(channel)
+            .status(with_secret(Empty {}, Some(CLUSTER_SECRET)))
+            .await
+            .map(|_| ())
+            .map_err(|err| err.to_string())
+    };
+    let trust = || ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem(&cluster_ca, "ca.pem")));
+    let member = Identity::from_pem(pem(&cluster_ca, "server.pem"), pem(&cluster_ca, "server.key"));
+    let stranger = Identity::from_pem(pem(&stranger_ca, "server.pem"), pem(&stranger_ca, "server.key"));
+    assert!(status_with(Some(trust().identity(member))).await.is_ok(), "a cluster certificate gets in");
+    assert!(status_with(None).await.is_err(), "plain text, with the secret");
+    assert!(status_with(Some(trust())).await.is_err(), "TLS without a client certificate, with the secret");
+    assert!(status_with(Some(trust().identity(stranger))).await.is_err(), "another CA's certificate, with the secret");
+}

@@ -113,3 +113,23 @@ async fn the_cli_reaches_an_https_admin_listener_trusting_the_given_ca() {
     let untrusted = run(&[]);
     assert!(untrusted.to_lowercase().contains("certificate"), "without the CA the certificate is refused: {untrusted}");
 }
+
+/// deploy/make-certs.sh makes a CA and node certificates the node serves and clients verify.
+#[tokio::test]
+async fn certificates_from_deploy_make_certs_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-certs.sh");
+    let output =
+        std::process::Command::new("bash").arg(script).arg(dir.path()).arg("n1=127.0.0.1,localhost").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("n1.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "keys are private");
+    let files = TlsFiles { cert_file: dir.path().join("n1.pem"), key_file: dir.path().join("n1.key") };
+    let h = Harness::start_tweaked("", |config| config.node.tls = Some(files)).await;
+    // A client trusting only the script's CA.
+    let ca = TestCa { dir: tempfile::tempdir().unwrap() };
+    std::fs::copy(dir.path().join("ca.pem"), ca.ca_pem()).unwrap();
+    let (negotiated, _) = https_exchange(&ca, h.node.api_addr, &["h2", "http/1.1"], "").await.unwrap();
+    assert_eq!(negotiated.as_deref(), Some("h2"));
+}

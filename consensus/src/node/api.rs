@@ -25,6 +25,8 @@ pub struct ConsensusConfig {
     pub snapshot_after_logs: u64,
     /// Secrets every peer RPC must carry (the first signs ours); none refuses every peer RPC.
     pub cluster_secrets: Vec<String>,
+    /// Mutual TLS on the Raft port and to peers (`[cluster_tls]`); plain HTTP/2 without.
+    pub tls: Option<crate::tls::ClusterTls>,
 }
 
 impl ConsensusConfig {
@@ -40,6 +42,7 @@ impl ConsensusConfig {
             write_timeout: Duration::from_secs(5),
             snapshot_after_logs: 1000,
             cluster_secrets: Vec::new(),
+            tls: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tollgate_proto::v1::cluster_client::ClusterClient;
 use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, RemoveNodeRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::state::{Command, ControlState, Request, Response};
 use crate::store::StateMachineStore;
@@ -95,11 +95,19 @@ fn raft_config(config: &ConsensusConfig) -> anyhow::Result<openraft::Config> {
 
 /// The gRPC server on the Raft port: Raft (answered only once `admitted`) and the cluster service, every
 /// RPC checked for the cluster secret.
-fn serve_grpc(inner: &Arc<Inner>, listener: tokio::net::TcpListener, admitted: watch::Receiver<bool>) -> ServerHandle {
+fn serve_grpc(
+    inner: &Arc<Inner>,
+    listener: tokio::net::TcpListener,
+    admitted: watch::Receiver<bool>,
+) -> anyhow::Result<ServerHandle> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let check = inner.auth.clone();
-    let router = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &inner.config.tls {
+        builder = builder.tls_config(tls.server())?;
+    }
+    let router = builder
         .layer(tonic::service::InterceptorLayer::new(move |request| check.check(request)))
         .add_service(crate::raft_service::raft_server_gated(inner.raft.clone(), admitted, inner.identity.clone()))
         .add_service(cluster_service::cluster_server(inner.clone()));
@@ -111,7 +119,7 @@ fn serve_grpc(inner: &Arc<Inner>, listener: tokio::net::TcpListener, admitted: w
             tracing::error!(%err, "raft grpc server failed");
         }
     });
-    (stop_tx, server)
+    Ok((stop_tx, server))
 }
 
 impl ConsensusNode {
@@ -133,6 +141,7 @@ impl ConsensusNode {
             Arc::new(raft_config),
             crate::network::Network::with_faults(faults.clone())
                 .with_auth(auth.clone())
+                .with_tls(config.tls.clone())
                 .with_identity(identity.clone()),
             log_store,
             state_machine.clone(),
@@ -152,7 +161,7 @@ impl ConsensusNode {
             admitted: admitted.clone(),
         });
 
-        let server = serve_grpc(&inner, listener, admitted);
+        let server = serve_grpc(&inner, listener, admitted)?;
         let node = ConsensusNode { inner, server: Arc::new(Mutex::new(Some(server))) };
         if !new_data_dir {
             node.initialize_if_first().await?;
@@ -467,7 +476,7 @@ impl Inner {
         let channel = match channels.get(addr) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = Endpoint::from_shared(format!("http://{addr}"))
+                let channel = crate::tls::peer_endpoint(addr, self.config.tls.as_ref())
                     .map_err(|err| ClusterError::Internal(err.to_string()))?
                     .connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use tollgate_proto::v1::cluster_client::ClusterClient;
 use tollgate_proto::v1::Empty;
-use tonic::transport::Endpoint;
 
 use super::{ClusterStatus, ConsensusConfig};
 use crate::auth::ClusterAuth;
@@ -34,7 +33,14 @@ pub(super) async fn refuse_if_rejoining_without_data(
     // Asked at once, and for at most a second in all: peers that are still starting must not hold this
     // node's start up.
     let asks = peers.iter().map(|(peer, addr)| async move {
-        (*peer, addr, tokio::time::timeout(Duration::from_secs(1), peer_status(addr, auth)).await.ok().flatten())
+        (
+            *peer,
+            addr,
+            tokio::time::timeout(Duration::from_secs(1), peer_status(addr, auth, config.tls.as_ref()))
+                .await
+                .ok()
+                .flatten(),
+        )
     });
     for (peer, addr, status) in futures_util::future::join_all(asks).await {
         let Some(status) = status else { continue };
@@ -53,13 +59,9 @@ pub(super) async fn refuse_if_rejoining_without_data(
     Ok(())
 }
 
-async fn peer_status(addr: &str, auth: &ClusterAuth) -> Option<ClusterStatus> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_millis(500))
-        .connect()
-        .await
-        .ok()?;
+async fn peer_status(addr: &str, auth: &ClusterAuth, tls: Option<&crate::tls::ClusterTls>) -> Option<ClusterStatus> {
+    let channel =
+        crate::tls::peer_endpoint(addr, tls).ok()?.connect_timeout(Duration::from_millis(500)).connect().await.ok()?;
     let mut request = auth.sign(tonic::Request::new(Empty {}));
     request.set_timeout(Duration::from_secs(1));
     let reply = ClusterClient::new(channel).status(request).await.ok()?;
