@@ -115,7 +115,9 @@ pub fn openai_to_anthropic(
 /// `medium` 4,096, `high` 16,384, always below `max_tokens` (which covers thinking, as OpenAI's
 /// `max_completion_tokens` covers reasoning). Thinking excludes a temperature, a `top_p` under 0.95 and a
 /// forced tool: those are dropped with it on, and a forced tool or a `max_tokens` too small for 1,024
-/// thinking tokens drops `reasoning_effort` instead.
+/// thinking tokens drops `reasoning_effort` instead. So does a tool loop: with thinking on, Anthropic
+/// wants the last assistant turn that calls tools to start with its signed thinking block, which an OpenAI
+/// caller cannot send back (it never had the signature).
 fn insert_thinking(
     body: &mut Map<String, Value>,
     effort: &str,
@@ -140,7 +142,7 @@ fn insert_thinking(
         .and_then(Value::as_str)
         .is_some_and(|t| t == "any" || t == "tool");
     let budget = wanted.min(max_tokens.saturating_sub(1));
-    if forced_tool || budget < 1024 {
+    if forced_tool || budget < 1024 || last_assistant_turn_calls_tools(body) {
         dropped.push("reasoning_effort".to_owned());
         return Ok(());
     }
@@ -153,6 +155,16 @@ fn insert_thinking(
     }
     body.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
     Ok(())
+}
+
+fn last_assistant_turn_calls_tools(body: &Map<String, Value>) -> bool {
+    let turns = body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    turns
+        .iter()
+        .rev()
+        .find(|turn| turn["role"] == "assistant")
+        .and_then(|turn| turn["content"].as_array())
+        .is_some_and(|blocks| blocks.iter().any(|block| block["type"] == "tool_use"))
 }
 
 /// Temperature (OpenAI's range is 0..2, Anthropic's 0..1) and `top_p`. Newer Claude models refuse both

@@ -201,6 +201,13 @@ fn reasoning_effort_becomes_a_thinking_budget_below_max_tokens() {
     let forced = json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"});
     assert_eq!(ask("low", 4000, forced).dropped, ["reasoning_effort"]);
     assert!(ask("none", 4000, json!({})).body.get("thinking").is_none());
+    // A tool loop: Anthropic wants the final tool turn to start with signed thinking the caller never had.
+    let tool_loop = json!({"messages": [
+        {"role": "user", "content": "think"},
+        {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "done"}]});
+    let out = ask("low", 4000, tool_loop);
+    assert_eq!((out.body.get("thinking"), out.dropped), (None, vec!["reasoning_effort".to_owned()]));
     let request: ChatRequest = serde_json::from_value(
         json!({"model": "m", "reasoning_effort": "max", "messages": [{"role": "user", "content": "hi"}]}),
     )
