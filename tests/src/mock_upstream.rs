@@ -26,6 +26,7 @@
 #![allow(clippy::result_large_err)]
 
 mod anthropic;
+mod documents;
 mod gpu;
 mod misc;
 mod openai;

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use hyper::Response;
 use serde_json::{json, Value};
 
+use super::documents::anthropic_documents;
 use super::reasoning::{anthropic_thinking, anthropic_thinking_checks, signature_for};
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
 use super::strict::{anthropic_tool_pairs, served_model};
@@ -72,6 +73,7 @@ fn validate(body: &Value, need_max_tokens: bool) -> Result<Valid<'_>, Response<R
     }
     strict_anthropic_checks(body, messages)?;
     anthropic_tool_pairs(messages).map_err(|message| invalid(&message))?;
+    anthropic_documents(messages).map_err(|message| invalid(&message))?;
     Ok(Valid { model, max_tokens, messages })
 }
 

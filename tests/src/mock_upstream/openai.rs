@@ -4,6 +4,7 @@ use bytes::Bytes;
 use hyper::Response;
 use serde_json::{json, Value};
 
+use super::documents::openai_file_parts;
 use super::reasoning::{is_openai_reasoning_family, OpenAiReasoning};
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
 use super::strict::{openai_tool_pairs, served_model};
@@ -82,6 +83,7 @@ fn validate_chat(body: &Value) -> Result<(&str, &Vec<Value>), Response<RespBody>
         ));
     }
     openai_tool_pairs(messages).map_err(|(message, param)| invalid(&message, Some(&param)))?;
+    openai_file_parts(messages).map_err(|(message, param)| invalid(&message, Some(&param)))?;
     Ok((model, messages))
 }
 
