@@ -6,6 +6,9 @@ use serde_json::{json, Value};
 
 use crate::{anthropic_text, openai_text, read_events, Harness, Script};
 
+mod content;
+pub use content::{documents, interleaved_tool_calls, reasoning};
+
 fn openai_body(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "system", "content": "terse"}, {"role": "user", "content": "conformance check"}]})
 }
@@ -188,6 +191,18 @@ macro_rules! conformance {
                 let h = Harness::start().await;
                 upstream_errors(&h, $model).await;
             }
+
+            #[tokio::test]
+            async fn interleaved_parallel_tool_calls_both_callers() {
+                let h = Harness::start().await;
+                interleaved_tool_calls(&h, $model).await;
+            }
+
+            #[tokio::test]
+            async fn reasoning_both_callers() {
+                let h = Harness::start().await;
+                reasoning(&h, $model).await;
+            }
         });
     };
     (@base $name:ident, $model:expr, { $($extra:tt)* }) => {
@@ -220,6 +235,12 @@ macro_rules! conformance {
             async fn parameters_without_an_equivalent_are_named() {
                 let h = Harness::start().await;
                 parameters_without_an_equivalent(&h, $model).await;
+            }
+
+            #[tokio::test]
+            async fn documents_mapped_or_refused_by_name() {
+                let h = Harness::start().await;
+                documents(&h, $model).await;
             }
 
             $($extra)*

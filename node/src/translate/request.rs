@@ -326,8 +326,9 @@ fn user_blocks(content: MessageContent, index: usize) -> GatewayResult<Vec<Value
     }
 }
 
-/// An OpenAI `file` part as an Anthropic `document` block (inline base64 data: PDFs and plain text).
-/// A `file_id` lives in OpenAI's file store, which an Anthropic upstream cannot read.
+/// An OpenAI `file` part as an Anthropic `document` block. Anthropic reads inline PDFs (a base64 source)
+/// and plain text (a `text` source holding the decoded text; it refuses base64 text); other file types
+/// have no equivalent. A `file_id` lives in OpenAI's file store, which an Anthropic upstream cannot read.
 fn document_block(file: Option<crate::api::openai::FilePart>, at: &str) -> GatewayResult<Value> {
     let invalid = |why: &str| GatewayError::invalid_param("messages", format!("{at}: {why}"));
     let file = file.ok_or_else(|| invalid("`file` is missing"))?;
@@ -338,7 +339,24 @@ fn document_block(file: Option<crate::api::openai::FilePart>, at: &str) -> Gatew
         .strip_prefix("data:")
         .and_then(|rest| rest.split_once(";base64,"))
         .ok_or_else(|| invalid("`file_data` must be a base64 data URL (data:application/pdf;base64,…)"))?;
-    let mut block = json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}});
+    let source = match media_type {
+        "application/pdf" => json!({"type": "base64", "media_type": media_type, "data": data}),
+        "text/plain" => {
+            use base64::Engine as _;
+            let text = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| invalid("`file_data` of a text/plain file must be base64-encoded UTF-8 text"))?;
+            json!({"type": "text", "media_type": media_type, "data": text})
+        }
+        other => {
+            return Err(invalid(&format!(
+                "`{other}` files have no equivalent for this model's provider (Anthropic), which reads PDF and plain-text documents"
+            )))
+        }
+    };
+    let mut block = json!({"type": "document", "source": source});
     if let Some(name) = file.filename {
         block["title"] = json!(name);
     }

@@ -230,3 +230,24 @@ fn thinking_becomes_reasoning_effort_only_for_reasoning_models() {
     assert!(out.body.get("reasoning_effort").is_none());
     assert_eq!(out.dropped, ["thinking"], "a model that refuses reasoning_effort does not get it");
 }
+
+/// Anthropic reads base64 PDFs and plain text as a `text` source (it refuses base64 text).
+#[test]
+fn openai_files_become_pdf_or_text_documents_and_other_types_are_refused() {
+    let file = |data_url: &str| {
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"filename": "f", "file_data": data_url}}]}]})
+    };
+    let out = to_anthropic(file("data:text/plain;base64,UmV2ZW51ZSBncmV3Lg=="));
+    assert_eq!(
+        out["messages"][0]["content"][0],
+        json!({"type": "document", "title": "f", "source": {"type": "text", "media_type": "text/plain", "data": "Revenue grew."}})
+    );
+    let out = to_anthropic(file("data:application/pdf;base64,JVBERi0="));
+    assert_eq!(out["messages"][0]["content"][0]["source"]["type"], "base64");
+    for refused in ["data:image/webp;base64,UklGRg==", "data:text/plain;base64,//79"] {
+        let request: ChatRequest = serde_json::from_value(file(refused)).unwrap_or_else(|e| panic!("{e}"));
+        let err = openai_to_anthropic(request, "c", 100).err().map(|e| e.message).unwrap_or_default();
+        assert!(err.starts_with("messages[0].content[0]: "), "{refused}: {err}");
+    }
+}
