@@ -238,6 +238,33 @@ async fn openai_tool_loop_with_reasoning_effort_reaches_anthropic_without_thinki
         (Some(THOUGHT), Some("tool_calls"))
     );
     assert_eq!(message["tool_calls"][0]["function"]["arguments"], r#"{"a":6,"b":7}"#);
+    // Streamed: the reasoning, then the call (announced once, its arguments after it), then the finish.
+    h.mock.push(Script { tool_call: Some(("multiply".into(), r#"{"a":6,"b":7}"#.into())), ..thinks() });
+    first["stream"] = json!(true);
+    let events = read_events(h.openai("/v1/chat/completions", &first).await).await;
+    let kinds: Vec<String> = events
+        .iter()
+        .filter(|e| !e.is_done())
+        .map(|e| {
+            let choice = &e.json()["choices"][0];
+            let delta = &choice["delta"];
+            if delta.get("reasoning_content").is_some() {
+                "reasoning".to_owned()
+            } else if delta["tool_calls"][0]["id"].is_string() {
+                "call".to_owned()
+            } else if delta["tool_calls"].is_array() {
+                "arguments".to_owned()
+            } else if choice["finish_reason"].is_string() {
+                format!("finish {}", choice["finish_reason"])
+            } else {
+                "role".to_owned()
+            }
+        })
+        .collect();
+    let mut expected = vec!["role".to_owned()];
+    expected.extend(pieces(THOUGHT).iter().map(|_| "reasoning".to_owned()));
+    expected.extend(["call", "arguments", "arguments", "arguments", "finish \"tool_calls\""].map(str::to_owned));
+    assert_eq!(kinds, expected);
     // The second: Anthropic refuses thinking next to a final tool turn that does not start with its signed
     // thinking block, which the gateway cannot rebuild; thinking is left off and named.
     for stream in [false, true] {
@@ -280,4 +307,61 @@ async fn anthropic_tool_loop_keeps_the_signed_thinking_block() {
     assert_eq!(last_sent(&h)["messages"][1]["content"], first["content"], "the signed block went back as it came");
     let out: Value = response.json().await.unwrap();
     assert_eq!(out["content"][1], json!({"type": "text", "text": DEFAULT_REPLY}));
+}
+
+/// A reasoning server that thinks, then calls two tools at once with alternating argument chunks: the
+/// Anthropic caller gets the thinking block, then one contiguous tool_use block per call.
+#[tokio::test]
+async fn anthropic_caller_gets_thinking_then_whole_parallel_tool_calls_from_a_reasoner() {
+    let h = Harness::start_with(ROUTES).await;
+    h.mock.push(Script {
+        tool_call: Some(("multiply".into(), r#"{"a":6,"b":7}"#.into())),
+        second_tool_call: Some(("clock".into(), r#"{"zone":"CET"}"#.into())),
+        ..thinks()
+    });
+    let mut request = anthropic_request("claude-via-reasoner", true);
+    request["tools"] = json!([{"name": "multiply", "input_schema": {"type": "object"}},
+        {"name": "clock", "input_schema": {"type": "object"}}]);
+    let events = named(&read_events(h.anthropic("/v1/messages", &request).await).await);
+    // Block by block: (index, kind, name) at each start, the deltas' text joined, each closed before the next.
+    let mut blocks: Vec<(u64, String, String, String)> = Vec::new();
+    let mut open = false;
+    for (name, data) in &events {
+        match name.as_str() {
+            "content_block_start" => {
+                assert!(!open, "blocks do not overlap: {data}");
+                open = true;
+                let block = &data["content_block"];
+                let label = block["name"].as_str().unwrap_or("").to_owned();
+                blocks.push((
+                    data["index"].as_u64().unwrap(),
+                    block["type"].as_str().unwrap().to_owned(),
+                    label,
+                    String::new(),
+                ));
+            }
+            "content_block_delta" => {
+                let last = blocks.last_mut().unwrap();
+                assert!(open && data["index"] == last.0, "{data}");
+                let delta = &data["delta"];
+                last.3.push_str(delta["thinking"].as_str().or(delta["partial_json"].as_str()).unwrap());
+            }
+            "content_block_stop" => open = false,
+            _ => {}
+        }
+    }
+    let blocks: Vec<(u64, &str, &str, &str)> =
+        blocks.iter().map(|(i, kind, name, text)| (*i, kind.as_str(), name.as_str(), text.as_str())).collect();
+    assert_eq!(
+        blocks,
+        [
+            (0, "thinking", "", THOUGHT),
+            (1, "tool_use", "multiply", r#"{"a":6,"b":7}"#),
+            (2, "tool_use", "clock", r#"{"zone":"CET"}"#)
+        ]
+    );
+    let delta = &events.iter().find(|(name, _)| name == "message_delta").unwrap().1;
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+    // Reasoning, then each call's three argument pieces.
+    assert_eq!(delta["usage"]["output_tokens"], thought_tokens() + 6);
 }
