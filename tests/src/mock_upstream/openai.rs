@@ -100,7 +100,7 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
     let body = &ctx.req.body;
     let valid = validate_chat(body).and_then(|v| served_model(&ctx, Api::OpenAi, v.0).map(|()| v)).and_then(|v| {
         let reasoning = OpenAiReasoning::plan(v.0, &script);
-        reasoning.check_effort(body).map_err(|(message, param)| invalid(&message, Some(&param)))?;
+        reasoning.check_params(body).map_err(|(message, param)| invalid(&message, Some(&param)))?;
         Ok((v.0, v.1, reasoning))
     });
     let (model, messages, reasoning) = match valid {

@@ -13,7 +13,8 @@
 //!   content ones (DeepSeek's shape: the other field `null`). Reasoning tokens are completion tokens,
 //!   reported in `completion_tokens_details.reasoning_tokens`.
 //! * OpenAI's own reasoning models (o1, o3, o4, gpt-5): the reasoning stays hidden and is only billed
-//!   (`reasoning_tokens`). Models that do not reason refuse `reasoning_effort`.
+//!   (`reasoning_tokens`); they refuse a temperature or `top_p` other than 1. Models that do not reason
+//!   refuse `reasoning_effort`.
 
 use serde_json::Value;
 
@@ -71,13 +72,28 @@ impl OpenAiReasoning {
         }
     }
 
-    /// OpenAI's check: `reasoning_effort` only for models that reason.
-    pub fn check_effort(&self, body: &Value) -> Result<(), (String, String)> {
+    /// OpenAI's checks: `reasoning_effort` only for models that reason; OpenAI's own reasoning models take
+    /// only the default sampling (temperature 1, no `top_p` other than 1).
+    pub fn check_params(&self, body: &Value) -> Result<(), (String, String)> {
         if body.get("reasoning_effort").is_some() && *self == OpenAiReasoning::None {
             return Err((
                 "Unsupported parameter: 'reasoning_effort' is not supported with this model.".to_owned(),
                 "reasoning_effort".to_owned(),
             ));
+        }
+        if !matches!(self, OpenAiReasoning::Hidden(_)) {
+            return Ok(());
+        }
+        for param in ["temperature", "top_p"] {
+            match body.get(param).and_then(Value::as_f64) {
+                Some(value) if value != 1.0 => {
+                    return Err((
+                        format!("Unsupported value: '{param}' does not support {value} with this model. Only the default (1) value is supported."),
+                        param.to_owned(),
+                    ))
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

@@ -192,6 +192,15 @@ async fn openai_reasoning_models_hide_their_reasoning_and_others_refuse_reasonin
     let m = MockUpstream::start().await;
     let body = json!({"model": "o3-mini", "reasoning_effort": "low", "max_completion_tokens": 100,
         "messages": [{"role": "user", "content": "Hi there"}]});
+    for (param, value, status) in [("temperature", 0.2, 400), ("top_p", 0.5, 400), ("temperature", 1.0, 200)] {
+        let mut sampled = body.clone();
+        sampled[param] = json!(value);
+        let (got, out) = parts(post(chat_url(&m), sampled).await).await;
+        assert_eq!(got, status, "{param} {value}: {out}");
+        if status == 400 {
+            assert_eq!(out["error"]["param"], param);
+        }
+    }
     let out = post_json(chat_url(&m), body).await;
     let thought = pieces(DEFAULT_THINKING).len() as u64;
     assert!(out["choices"][0]["message"].get("reasoning_content").is_none(), "{out}");
