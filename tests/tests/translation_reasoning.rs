@@ -365,3 +365,20 @@ async fn anthropic_caller_gets_thinking_then_whole_parallel_tool_calls_from_a_re
     // Reasoning, then each call's three argument pieces.
     assert_eq!(delta["usage"]["output_tokens"], thought_tokens() + 6);
 }
+
+/// OpenAI's reasoning models take only the default sampling: an Anthropic caller's temperature and top_p
+/// cannot reach o3, and are named as dropped instead of failing the request at the provider.
+#[tokio::test]
+async fn anthropic_sampling_is_dropped_and_named_for_an_openai_reasoning_model() {
+    let h = Harness::start_with(ROUTES).await;
+    for (param, value) in [("temperature", 0.2), ("top_p", 0.5)] {
+        let mut request = anthropic_request("claude-via-o3", false);
+        request.as_object_mut().unwrap().remove("thinking");
+        request[param] = json!(value);
+        let response = h.anthropic("/v1/messages", &request).await;
+        assert_eq!((response.status().as_u16(), dropped(&response).as_deref()), (200, Some(param)));
+        assert!(last_sent(&h).get(param).is_none(), "{param}");
+        let out: Value = response.json().await.unwrap();
+        assert_eq!(out["content"][0]["text"], DEFAULT_REPLY);
+    }
+}

@@ -231,6 +231,20 @@ fn thinking_becomes_reasoning_effort_only_for_reasoning_models() {
     assert_eq!(out.dropped, ["thinking"], "a model that refuses reasoning_effort does not get it");
 }
 
+#[test]
+fn reasoning_models_get_no_sampling_they_refuse() {
+    let request = json!({"model": "m", "max_tokens": 100, "temperature": 0.2, "top_p": 0.5,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let out = translated_to_openai(request.clone(), "o3");
+    assert!(out.body.get("temperature").is_none() && out.body.get("top_p").is_none());
+    assert_eq!(out.dropped, ["temperature", "top_p"]);
+    let out = translated_to_openai(request, "gpt-4o");
+    assert_eq!((out.body["temperature"].as_f64(), out.body["top_p"].as_f64()), (Some(0.2), Some(0.5)));
+    let defaults = json!({"model": "m", "max_tokens": 100, "temperature": 1.0,
+        "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(translated_to_openai(defaults, "o3").body["temperature"], 1.0, "the default is accepted");
+}
+
 /// Anthropic reads base64 PDFs and plain text as a `text` source (it refuses base64 text).
 #[test]
 fn openai_files_become_pdf_or_text_documents_and_other_types_are_refused() {

@@ -98,11 +98,16 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
     if let Some(max_tokens) = request.max_tokens {
         body.insert(openai_output_field(upstream_model, false).into(), json!(max_tokens));
     }
-    if let Some(temperature) = request.temperature {
-        body.insert("temperature".into(), json!(temperature));
-    }
-    if let Some(top_p) = request.top_p {
-        body.insert("top_p".into(), json!(top_p));
+    // OpenAI's reasoning models take only the default sampling (1) and refuse anything else.
+    let reasoning_model = is_reasoning_model(upstream_model);
+    for (param, value) in [("temperature", request.temperature), ("top_p", request.top_p)] {
+        match value {
+            Some(value) if reasoning_model && value != 1.0 => dropped.push(param.to_owned()),
+            Some(value) => {
+                body.insert(param.into(), json!(value));
+            }
+            None => {}
+        }
     }
     if let Some(stop) = request.stop_sequences {
         if stop.len() > 4 {
