@@ -382,3 +382,29 @@ async fn anthropic_sampling_is_dropped_and_named_for_an_openai_reasoning_model()
         assert_eq!(out["content"][0]["text"], DEFAULT_REPLY);
     }
 }
+
+/// Through a 3-node cluster with an org budget: the gateway bills the thinking it translates, so what the
+/// upstream generated (thinking included) stays within the limit (S1) — a gateway that billed only the
+/// answer would hand the thinking's reservation back and admit far more thinking than the budget pays for.
+/// Near the limit the output cap leaves no room for 1,024 thinking tokens: thinking is then left off.
+#[tokio::test]
+async fn thinking_tokens_count_against_a_cluster_budget() {
+    use tollgate_tests::budget::{generated, set_org_budget, spend_until_refused};
+    use tollgate_tests::cluster::TestCluster;
+    let cluster = TestCluster::start(3).await;
+    let long_thought = "Let me work through this carefully. ".repeat(50);
+    cluster.mock.set_default(Script { reasoning: Some(long_thought.clone()), ..Default::default() });
+    let step = 12_000;
+    for (phase, stream) in [(1, false), (2, true)] {
+        // Each phase gets another `step` tokens to spend.
+        set_org_budget(&cluster, 1, phase * step, "day").await;
+        let before = cluster.mock.request_count();
+        let body = json!({"model": "p-anthropic", "stream": stream, "reasoning_effort": "low",
+            "max_completion_tokens": 1100, "messages": [{"role": "user", "content": "What is 6 x 7?"}]});
+        let admitted = spend_until_refused(&cluster, &[1, 2, 3], &body).await;
+        let billed = generated(&cluster);
+        assert!(billed <= phase * step, "S1 violated, stream {stream}: generated {billed} > {}", phase * step);
+        let thought = cluster.mock.requests()[before..].iter().filter(|r| r.body.get("thinking").is_some()).count();
+        assert!(admitted > 0 && thought > 0, "stream {stream}: {admitted} admitted, {thought} with thinking");
+    }
+}
