@@ -408,3 +408,55 @@ async fn thinking_tokens_count_against_a_cluster_budget() {
         assert!(admitted > 0 && thought > 0, "stream {stream}: {admitted} admitted, {thought} with thinking");
     }
 }
+
+/// An Anthropic caller's thinking on a budgeted route: when the budget's output cap lowers `max_tokens`
+/// to or below the thinking budget, Anthropic would refuse the request (the thinking budget must stay below
+/// `max_tokens`, and be at least 1,024). The thinking budget follows the cap, and thinking is left off
+/// (and named) when the cap leaves no room for 1,024 thinking tokens.
+#[tokio::test]
+async fn the_budget_cap_keeps_an_anthropic_callers_thinking_below_max_tokens() {
+    use tollgate_tests::budget::set_org_budget;
+    use tollgate_tests::cluster::TestCluster;
+    let cluster = TestCluster::start(1).await;
+    set_org_budget(&cluster, 1, 8_000, "day").await;
+    let url = format!("{}/v1/messages", cluster.node(1).api_url());
+    let mut answers = Vec::new();
+    loop {
+        let response = cluster
+            .client
+            .post(&url)
+            .header("x-api-key", tollgate_tests::KEY)
+            .header("anthropic-version", "2023-06-01")
+            .json(&anthropic_request("claude-direct", false))
+            .send()
+            .await
+            .unwrap();
+        let (status, header) = (response.status().as_u16(), dropped(&response));
+        let out: Value = response.json().await.unwrap();
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 200, "request {}: {out}", answers.len());
+        answers.push((header, out["content"][0]["type"].as_str().unwrap().to_owned()));
+    }
+    let sent: Vec<(u64, Option<u64>)> = cluster
+        .mock
+        .requests()
+        .iter()
+        .map(|r| (r.body["max_tokens"].as_u64().unwrap(), r.body["thinking"]["budget_tokens"].as_u64()))
+        .collect();
+    assert_eq!(sent.len(), answers.len());
+    for ((max_tokens, budget), (header, first_block)) in sent.iter().zip(&answers) {
+        match budget {
+            Some(budget) => {
+                assert!((1024..*max_tokens).contains(budget), "budget {budget} within max_tokens {max_tokens}");
+                assert_eq!((header.as_deref(), first_block.as_str()), (None, "thinking"));
+            }
+            None => {
+                assert!(*max_tokens <= 1024, "thinking is left off only when it cannot fit: {max_tokens}");
+                assert_eq!((header.as_deref(), first_block.as_str()), (Some("thinking"), "text"));
+            }
+        }
+    }
+    assert!(sent.iter().any(|(max, budget)| *max <= 2048 && budget.is_some()), "a lowered thinking budget: {sent:?}");
+}

@@ -12,6 +12,7 @@ use crate::error::{GatewayError, GatewayResult};
 use crate::routing::{Route, Target};
 use crate::tokens::chat_input_bound;
 use crate::translate;
+use crate::translate::request::CappedThinking;
 
 /// The largest `max_tokens` accepted on a route that sets no `max_output_tokens`.
 pub const MAX_OUTPUT_TOKENS_CEILING: u64 = 1 << 20;
@@ -147,9 +148,25 @@ pub fn target_body(
         }
         (Protocol::Anthropic, Protocol::Anthropic) => {
             let model = ("model", target.upstream_model_json.as_str());
-            match &cap_text {
-                Some(cap) => request.probe.object.write_with(&[model, ("max_tokens", cap.as_str())], &[], &mut out),
-                None => request.probe.object.write_with(&[model], &[], &mut out),
+            match (output_cap, &cap_text) {
+                (Some(cap), Some(cap_text)) => {
+                    // The thinking budget must stay below the capped max_tokens (Anthropic refuses it otherwise).
+                    let max_tokens = ("max_tokens", cap_text.as_str());
+                    let thinking = request.probe.object.get("thinking").map(|raw| raw.get());
+                    match translate::request::cap_thinking(thinking, cap) {
+                        CappedThinking::AsSent => request.probe.object.write_with(&[model, max_tokens], &[], &mut out),
+                        CappedThinking::Lowered(thinking) => {
+                            let thinking = thinking.to_string();
+                            let overrides = [model, max_tokens, ("thinking", thinking.as_str())];
+                            request.probe.object.write_with(&overrides, &[], &mut out);
+                        }
+                        CappedThinking::Off => {
+                            request.probe.object.write_with(&[model, max_tokens], &["thinking"], &mut out);
+                            dropped.push("thinking".to_owned());
+                        }
+                    }
+                }
+                _ => request.probe.object.write_with(&[model], &[], &mut out),
             }
         }
         (Protocol::OpenAi, Protocol::Anthropic) => {

@@ -157,6 +157,35 @@ fn insert_thinking(
     Ok(())
 }
 
+/// An Anthropic `thinking` setting once the budget's output cap has lowered `max_tokens` (same-protocol
+/// routes): Anthropic refuses a thinking budget that is not below `max_tokens`, or under 1,024.
+#[derive(Debug, PartialEq)]
+pub enum CappedThinking {
+    /// Off, or already below the cap: sent as the caller wrote it.
+    AsSent,
+    /// The setting with its budget lowered to just below the cap.
+    Lowered(Value),
+    /// No room left for 1,024 thinking tokens: left off, and named as dropped.
+    Off,
+}
+
+pub fn cap_thinking(thinking: Option<&str>, max_tokens: u64) -> CappedThinking {
+    let Some(mut thinking) = thinking.and_then(|raw| serde_json::from_str::<Value>(raw).ok()) else {
+        return CappedThinking::AsSent;
+    };
+    match thinking["budget_tokens"].as_u64() {
+        Some(budget) if thinking["type"] == "enabled" && budget >= max_tokens => {
+            if max_tokens > 1024 {
+                thinking["budget_tokens"] = json!(max_tokens - 1);
+                CappedThinking::Lowered(thinking)
+            } else {
+                CappedThinking::Off
+            }
+        }
+        _ => CappedThinking::AsSent,
+    }
+}
+
 fn last_assistant_turn_calls_tools(body: &Map<String, Value>) -> bool {
     let turns = body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     turns

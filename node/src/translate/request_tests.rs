@@ -265,3 +265,21 @@ fn openai_files_become_pdf_or_text_documents_and_other_types_are_refused() {
         assert!(err.starts_with("messages[0].content[0]: "), "{refused}: {err}");
     }
 }
+
+/// The budget's output cap lowers `max_tokens`; Anthropic wants the thinking budget below it, and >= 1,024.
+#[test]
+fn a_thinking_budget_follows_the_output_cap() {
+    let thinking = r#"{"type":"enabled","budget_tokens":2048}"#;
+    assert_eq!(cap_thinking(Some(thinking), 3000), CappedThinking::AsSent);
+    assert_eq!(
+        cap_thinking(Some(thinking), 2048),
+        CappedThinking::Lowered(json!({"type": "enabled", "budget_tokens": 2047}))
+    );
+    assert_eq!(
+        cap_thinking(Some(thinking), 1025),
+        CappedThinking::Lowered(json!({"type": "enabled", "budget_tokens": 1024}))
+    );
+    assert_eq!(cap_thinking(Some(thinking), 1024), CappedThinking::Off);
+    assert_eq!(cap_thinking(Some(r#"{"type":"disabled"}"#), 10), CappedThinking::AsSent);
+    assert_eq!(cap_thinking(None, 10), CappedThinking::AsSent);
+}
