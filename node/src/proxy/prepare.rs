@@ -147,26 +147,8 @@ pub fn target_body(
             request.probe.object.write_with(&overrides[..count], remove, &mut out);
         }
         (Protocol::Anthropic, Protocol::Anthropic) => {
-            let model = ("model", target.upstream_model_json.as_str());
-            match (output_cap, &cap_text) {
-                (Some(cap), Some(cap_text)) => {
-                    // The thinking budget must stay below the capped max_tokens (Anthropic refuses it otherwise).
-                    let max_tokens = ("max_tokens", cap_text.as_str());
-                    let thinking = request.probe.object.get("thinking").map(|raw| raw.get());
-                    match translate::request::cap_thinking(thinking, cap) {
-                        CappedThinking::AsSent => request.probe.object.write_with(&[model, max_tokens], &[], &mut out),
-                        CappedThinking::Lowered(thinking) => {
-                            let thinking = thinking.to_string();
-                            let overrides = [model, max_tokens, ("thinking", thinking.as_str())];
-                            request.probe.object.write_with(&overrides, &[], &mut out);
-                        }
-                        CappedThinking::Off => {
-                            request.probe.object.write_with(&[model, max_tokens], &["thinking"], &mut out);
-                            dropped.push("thinking".to_owned());
-                        }
-                    }
-                }
-                _ => request.probe.object.write_with(&[model], &[], &mut out),
+            if let Some(name) = write_anthropic_passthrough(request, target, output_cap, &mut out) {
+                dropped.push(name.to_owned());
             }
         }
         (Protocol::OpenAi, Protocol::Anthropic) => {
@@ -195,4 +177,36 @@ pub fn target_body(
         }
     }
     Ok((Bytes::from(out), dropped))
+}
+
+/// An Anthropic request for an Anthropic target: the model and the budget's output cap replaced, the rest
+/// copied byte for byte — except a thinking budget the cap would leave at or above `max_tokens`, which
+/// Anthropic refuses: lowered below the cap, or left off when no 1,024 tokens fit. Returns the parameter
+/// left off, if any.
+fn write_anthropic_passthrough(
+    request: &ParsedRequest<'_>,
+    target: &Target,
+    output_cap: Option<u64>,
+    out: &mut Vec<u8>,
+) -> Option<&'static str> {
+    let object = &request.probe.object;
+    let model = ("model", target.upstream_model_json.as_str());
+    let Some(cap) = output_cap else {
+        object.write_with(&[model], &[], out);
+        return None;
+    };
+    let cap_text = cap.to_string();
+    let max_tokens = ("max_tokens", cap_text.as_str());
+    match translate::request::cap_thinking(object.get("thinking").map(|raw| raw.get()), cap) {
+        CappedThinking::AsSent => object.write_with(&[model, max_tokens], &[], out),
+        CappedThinking::Lowered(thinking) => {
+            let thinking = thinking.to_string();
+            object.write_with(&[model, max_tokens, ("thinking", thinking.as_str())], &[], out);
+        }
+        CappedThinking::Off => {
+            object.write_with(&[model, max_tokens], &["thinking"], out);
+            return Some("thinking");
+        }
+    }
+    None
 }
