@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::{anthropic_text, openai_text, read_events, Harness, Script};
 
 mod content;
-pub use content::{documents, interleaved_tool_calls, reasoning};
+pub use content::{documents, interleaved_tool_calls, reasoning, reasoning_without_a_reasoning_model};
 
 fn openai_body(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "system", "content": "terse"}, {"role": "user", "content": "conformance check"}]})
@@ -172,11 +172,18 @@ pub async fn parameters_without_an_equivalent(h: &Harness, model: &str) {
 }
 
 /// Instantiates the matrix for one provider route. Scriptable providers (behind the HTTP mock) also run
-/// the tool and upstream-error cases; the built-in mock provider cannot be scripted to call tools or fail.
+/// the tool, upstream-error and reasoning cases; the built-in mock provider cannot be scripted to call tools,
+/// fail or reason, and runs the case of a model that does not reason instead.
 #[macro_export]
 macro_rules! conformance {
     ($name:ident, $model:expr) => {
-        $crate::conformance!(@base $name, $model, {});
+        $crate::conformance!(@base $name, $model, {
+            #[tokio::test]
+            async fn reasoning_answered_without_reasoning() {
+                let h = Harness::start().await;
+                reasoning_without_a_reasoning_model(&h, $model).await;
+            }
+        });
     };
     ($name:ident, $model:expr, scriptable) => {
         $crate::conformance!(@base $name, $model, {

@@ -324,3 +324,33 @@ fn append(block: &mut Value, field: &str, delta: &Value) {
     let joined = format!("{}{}", block[field].as_str().unwrap_or(""), delta[field].as_str().unwrap_or(""));
     block[field] = json!(joined);
 }
+
+/// The built-in mock provider does not reason: reasoning requests from both callers are answered with the
+/// text alone (a translated `thinking` named as dropped, as for any model that is no OpenAI reasoning
+/// model), and an effort Anthropic has no budget for is still the gateway's 400 when translated.
+pub async fn reasoning_without_a_reasoning_model(h: &Harness, model: &str) {
+    let body = |effort: &str| {
+        json!({"model": model, "reasoning_effort": effort, "max_completion_tokens": 3000,
+            "messages": [{"role": "user", "content": "What is 6 x 7?"}]})
+    };
+    let response = h.openai("/v1/chat/completions", &body("low")).await;
+    assert_eq!(response.status(), 200, "{model}");
+    let out: Value = response.json().await.unwrap();
+    let message = &out["choices"][0]["message"];
+    assert!(message.get("reasoning_content").is_none() && message["content"].is_string(), "{out}");
+    let response = h.openai("/v1/chat/completions", &body("max")).await;
+    if anthropic_kind(model) {
+        assert_refused(response, "reasoning_effort").await;
+    } else {
+        assert_eq!(response.status(), 200, "same protocol: the effort passes through, {model}");
+    }
+    let body = json!({"model": model, "max_tokens": 3000, "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "messages": [{"role": "user", "content": "What is 6 x 7?"}]});
+    let response = h.anthropic("/v1/messages", &body).await;
+    assert_eq!(response.status(), 200, "{model}");
+    let dropped = response.headers().get("x-tollgate-dropped-params").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    assert_eq!(dropped.as_deref(), (!anthropic_kind(model)).then_some("thinking"), "{model}");
+    let out: Value = response.json().await.unwrap();
+    let kinds: Vec<&str> = out["content"].as_array().unwrap().iter().filter_map(|b| b["type"].as_str()).collect();
+    assert_eq!(kinds, ["text"], "{model}");
+}
