@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::{anthropic_text, openai_text, read_events, Harness, Script};
+use crate::{anthropic_text, dropped_params, openai_text, read_events, Harness, Script};
 
 mod content;
 pub use content::{documents, interleaved_tool_calls, reasoning, reasoning_without_a_reasoning_model};
@@ -154,19 +154,20 @@ pub async fn upstream_errors(h: &Harness, model: &str) {
 /// `x-tollgate-dropped-params` when translated, and passes untouched when not.
 pub async fn parameters_without_an_equivalent(h: &Harness, model: &str) {
     let anthropic_upstream = model.contains("anthropic");
-    let dropped = |response: &reqwest::Response| {
-        response.headers().get("x-tollgate-dropped-params").and_then(|v| v.to_str().ok()).map(str::to_owned)
-    };
     let mut body = openai_body(model, false);
     body["seed"] = json!(7);
     let response = h.openai("/v1/chat/completions", &body).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(dropped(&response).as_deref(), anthropic_upstream.then_some("seed"), "OpenAI caller, {model}");
+    assert_eq!(dropped_params(&response).as_deref(), anthropic_upstream.then_some("seed"), "OpenAI caller, {model}");
     let mut body = anthropic_body(model, true);
     body["top_k"] = json!(40);
     let response = h.anthropic("/v1/messages", &body).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(dropped(&response).as_deref(), (!anthropic_upstream).then_some("top_k"), "Anthropic caller, {model}");
+    assert_eq!(
+        dropped_params(&response).as_deref(),
+        (!anthropic_upstream).then_some("top_k"),
+        "Anthropic caller, {model}"
+    );
     let events = read_events(response).await;
     assert!(!anthropic_text(&events).is_empty(), "the stream still answers");
 }

@@ -301,6 +301,11 @@ impl MockUpstream {
         self.shared.lock().requests.clone()
     }
 
+    /// The body of the last request received.
+    pub fn last_body(&self) -> Value {
+        self.shared.lock().requests.last().map(|request| request.body.clone()).expect("the upstream got a request")
+    }
+
     pub fn request_count(&self) -> usize {
         self.shared.lock().requests.len()
     }

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value};
 use tollgate_tests::mock_upstream::{pieces, DEFAULT_REPLY};
-use tollgate_tests::{metric_value, read_events, Event, Harness, Script};
+use tollgate_tests::{dropped_params, metric_value, read_events, Event, Harness, Script};
 
 const THOUGHT: &str = "Six times seven is 42; say it plainly.";
 
@@ -28,14 +28,6 @@ fn thinks() -> Script {
 
 fn thought_tokens() -> u64 {
     pieces(THOUGHT).len() as u64
-}
-
-fn dropped(response: &reqwest::Response) -> Option<String> {
-    response.headers().get("x-tollgate-dropped-params").and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-fn last_sent(h: &Harness) -> Value {
-    h.mock.requests().last().map(|r| r.body.clone()).expect("the upstream got a request")
 }
 
 fn openai_request(stream: bool) -> Value {
@@ -60,9 +52,9 @@ async fn openai_caller_gets_anthropic_thinking_as_reasoning_content() {
     let h = Harness::start().await;
     h.mock.push(thinks());
     let response = h.openai("/v1/chat/completions", &openai_request(false)).await;
-    assert_eq!((response.status().as_u16(), dropped(&response)), (200, None));
+    assert_eq!((response.status().as_u16(), dropped_params(&response)), (200, None));
     let out: Value = response.json().await.unwrap();
-    let sent = last_sent(&h);
+    let sent = h.mock.last_body();
     assert_eq!(sent["thinking"], json!({"type": "enabled", "budget_tokens": 4096}), "{sent}");
     assert_eq!(sent["max_tokens"], 8000, "max_tokens covers thinking and answer, as max_completion_tokens does");
     assert_eq!(
@@ -111,9 +103,9 @@ async fn anthropic_caller_gets_reasoning_content_as_a_leading_thinking_block() {
     let response = h.anthropic("/v1/messages", &anthropic_request("claude-via-reasoner", false)).await;
     assert_eq!(response.status(), 200);
     // deepseek-r1 is no OpenAI reasoning model: it gets no reasoning_effort, and says so; it reasons anyway.
-    assert_eq!(dropped(&response).as_deref(), Some("thinking"));
+    assert_eq!(dropped_params(&response).as_deref(), Some("thinking"));
     let out: Value = response.json().await.unwrap();
-    let sent = last_sent(&h);
+    let sent = h.mock.last_body();
     assert!(sent.get("reasoning_effort").is_none() && sent.get("thinking").is_none(), "{sent}");
     assert_eq!(
         out["content"],
@@ -189,8 +181,8 @@ async fn anthropic_caller_to_an_openai_reasoning_model_gets_a_reasoning_effort_a
     for stream in [false, true] {
         h.mock.push(thinks());
         let response = h.anthropic("/v1/messages", &anthropic_request("claude-via-o3", stream)).await;
-        assert_eq!((response.status().as_u16(), dropped(&response)), (200, None), "stream {stream}");
-        let sent = last_sent(&h);
+        assert_eq!((response.status().as_u16(), dropped_params(&response)), (200, None), "stream {stream}");
+        let sent = h.mock.last_body();
         assert_eq!(
             (sent["reasoning_effort"].as_str(), sent["max_completion_tokens"].as_u64()),
             (Some("low"), Some(3000))
@@ -270,8 +262,8 @@ async fn openai_tool_loop_with_reasoning_effort_reaches_anthropic_without_thinki
     for stream in [false, true] {
         let response = h.openai("/v1/chat/completions", &tool_loop_request(stream)).await;
         assert_eq!(response.status(), 200, "stream {stream}");
-        assert_eq!(dropped(&response).as_deref(), Some("reasoning_effort"));
-        let sent = last_sent(&h);
+        assert_eq!(dropped_params(&response).as_deref(), Some("reasoning_effort"));
+        let sent = h.mock.last_body();
         assert!(sent.get("thinking").is_none(), "{sent}");
         assert_eq!(sent["messages"][1]["content"][0]["type"], "tool_use", "{sent}");
         let text = if stream {
@@ -304,7 +296,7 @@ async fn anthropic_tool_loop_keeps_the_signed_thinking_block() {
     ]);
     let response = h.anthropic("/v1/messages", &request).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(last_sent(&h)["messages"][1]["content"], first["content"], "the signed block went back as it came");
+    assert_eq!(h.mock.last_body()["messages"][1]["content"], first["content"], "the signed block went back as it came");
     let out: Value = response.json().await.unwrap();
     assert_eq!(out["content"][1], json!({"type": "text", "text": DEFAULT_REPLY}));
 }
@@ -376,8 +368,8 @@ async fn anthropic_sampling_is_dropped_and_named_for_an_openai_reasoning_model()
         request.as_object_mut().unwrap().remove("thinking");
         request[param] = json!(value);
         let response = h.anthropic("/v1/messages", &request).await;
-        assert_eq!((response.status().as_u16(), dropped(&response).as_deref()), (200, Some(param)));
-        assert!(last_sent(&h).get(param).is_none(), "{param}");
+        assert_eq!((response.status().as_u16(), dropped_params(&response).as_deref()), (200, Some(param)));
+        assert!(h.mock.last_body().get(param).is_none(), "{param}");
         let out: Value = response.json().await.unwrap();
         assert_eq!(out["content"][0]["text"], DEFAULT_REPLY);
     }
@@ -431,7 +423,7 @@ async fn the_budget_cap_keeps_an_anthropic_callers_thinking_below_max_tokens() {
             .send()
             .await
             .unwrap();
-        let (status, header) = (response.status().as_u16(), dropped(&response));
+        let (status, header) = (response.status().as_u16(), dropped_params(&response));
         let out: Value = response.json().await.unwrap();
         if status == 429 {
             break;

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::mock_upstream::{pieces, signature_for, DEFAULT_REPLY};
-use crate::{anthropic_text, read_events, Event, Harness, Script};
+use crate::{anthropic_text, dropped_params, read_events, Event, Harness, Script};
 
 /// The route's target speaks Anthropic (the others speak OpenAI).
 fn anthropic_kind(model: &str) -> bool {
@@ -15,10 +15,6 @@ fn anthropic_kind(model: &str) -> bool {
 /// The route runs through the HTTP mock, whose requests can be inspected.
 fn behind_mock(model: &str) -> bool {
     !model.contains("builtin")
-}
-
-fn last_sent(h: &Harness) -> Value {
-    h.mock.requests().last().map(|r| r.body.clone()).expect("the upstream got a request")
 }
 
 /// A 400 in the caller's shape whose message names `at`.
@@ -45,7 +41,7 @@ pub async fn documents(h: &Harness, model: &str) {
     let pdf_document = json!({"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}, "title": "q3.pdf"});
     if behind_mock(model) {
         let expected = if anthropic_kind(model) { pdf_document.clone() } else { file.clone() };
-        assert_eq!(last_sent(h)["messages"][0]["content"][1], expected, "{model}");
+        assert_eq!(h.mock.last_body()["messages"][0]["content"][1], expected, "{model}");
     }
     let mut by_id = body.clone();
     by_id["messages"][0]["content"][1] = json!({"type": "file", "file": {"file_id": "file-abc123"}});
@@ -72,7 +68,7 @@ pub async fn documents(h: &Harness, model: &str) {
         let out: Value = response.json().await.unwrap();
         assert!(!out["content"][0]["text"].as_str().unwrap().is_empty());
         if behind_mock(model) {
-            let sent = last_sent(h)["messages"][0]["content"].clone();
+            let sent = h.mock.last_body()["messages"][0]["content"].clone();
             let expected = match (anthropic_kind(model), document["source"]["type"].as_str()) {
                 (true, _) => json!([{"type": "text", "text": "Summarise."}, document]),
                 (false, Some("base64")) => json!([{"type": "text", "text": "Summarise."},
@@ -104,7 +100,7 @@ async fn openai_files_anthropic_reads_only_as_pdf_or_text(h: &Harness, model: &s
     if behind_mock(model) {
         let expected = json!({"type": "document", "title": "notes.txt",
             "source": {"type": "text", "media_type": "text/plain", "data": "Revenue grew 4%."}});
-        assert_eq!(last_sent(h)["messages"][0]["content"][1], expected);
+        assert_eq!(h.mock.last_body()["messages"][0]["content"][1], expected);
     }
     let mut docx = body.clone();
     docx["messages"][0]["content"][1] = json!({"type": "file", "file": {"filename": "q3.docx",
@@ -348,7 +344,7 @@ pub async fn reasoning_without_a_reasoning_model(h: &Harness, model: &str) {
         "messages": [{"role": "user", "content": "What is 6 x 7?"}]});
     let response = h.anthropic("/v1/messages", &body).await;
     assert_eq!(response.status(), 200, "{model}");
-    let dropped = response.headers().get("x-tollgate-dropped-params").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let dropped = dropped_params(&response);
     assert_eq!(dropped.as_deref(), (!anthropic_kind(model)).then_some("thinking"), "{model}");
     let out: Value = response.json().await.unwrap();
     let kinds: Vec<&str> = out["content"].as_array().unwrap().iter().filter_map(|b| b["type"].as_str()).collect();
