@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --locked -p tollgate --bin tollgate
+cargo build --locked -p tollgate --bin tollgate -p tollgate-tests --bin tollgate-mock-upstream
 # --workspace: the bench crate too (not a default member); --no-fail-fast: every test binary runs and
 # all failures are reported, not only the first binary's.
 cargo test --locked --workspace --no-fail-fast

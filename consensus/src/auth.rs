@@ -49,6 +49,11 @@ impl ClusterAuth {
         self.secrets.store(Arc::new(secrets));
     }
 
+    /// The accepted secrets as of now (the first signs); gossip seals its datagrams with the same set.
+    pub fn secrets(&self) -> Arc<Vec<String>> {
+        self.secrets.load_full()
+    }
+
     /// Adds this node's credentials to an outgoing request.
     pub fn sign<T>(&self, mut request: Request<T>) -> Request<T> {
         let secrets = self.secrets.load();

@@ -50,11 +50,16 @@ pub enum Command {
     /// The initial config from the first node's file: applied once in the cluster's life, ignored after.
     Bootstrap {
         commands: Vec<Command>,
+        /// Made by the bootstrapping node; identifies the cluster for its life (see [`crate::identity`]).
+        #[serde(default)]
+        cluster_id: Option<String>,
     },
-    /// A node announces its current addresses (API and admin listeners) to the cluster.
+    /// A node announces its current addresses (API and admin listeners) and its data dir's id.
     RegisterNode {
         id: u64,
         info: NodeInfo,
+        #[serde(default)]
+        data_dir: Option<String>,
     },
     SetBudget {
         budget: BudgetSpec,
@@ -137,7 +142,7 @@ impl Command {
     pub fn is_from_a_newer_version(&self) -> bool {
         match self {
             Command::Unknown => true,
-            Command::Batch { commands } | Command::Bootstrap { commands } => {
+            Command::Batch { commands } | Command::Bootstrap { commands, .. } => {
                 commands.iter().any(Command::is_from_a_newer_version)
             }
             _ => false,
@@ -182,8 +187,8 @@ impl Command {
             Command::RevokeKey { id } => format!("revoke key {id}"),
             Command::Batch { commands } => format!("batch of {} commands", commands.len()),
             Command::Unknown => "a command of a newer version".into(),
-            Command::Bootstrap { commands } => format!("bootstrap with {} commands", commands.len()),
-            Command::RegisterNode { id, info } => format!("register node {id} ({info})"),
+            Command::Bootstrap { commands, .. } => format!("bootstrap with {} commands", commands.len()),
+            Command::RegisterNode { id, info, .. } => format!("register node {id} ({info})"),
             Command::SetBudget { budget } => format!("set budget {}", budget.scope.id()),
             Command::DeleteBudget { scope } => format!("delete budget {}", scope.id()),
             Command::Grant { scope_id, node, amount, .. } => format!("grant {amount} of {scope_id} to node {node}"),

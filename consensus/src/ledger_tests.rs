@@ -37,8 +37,8 @@ fn min_amount_refuses_useless_partial_grants() {
 #[test]
 fn release_returns_at_most_what_is_held_and_frees_it_for_others() {
     let (mut ledger, id) = ledger(100);
-    ledger.grant(&id, 0, 1, 100, 1).unwrap_or_default();
-    ledger.report(&id, 0, 1, 30).unwrap_or_default();
+    assert_eq!(ledger.grant(&id, 0, 1, 100, 1), Ok((100, 0)));
+    assert_eq!(ledger.report(&id, 0, 1, 30), Ok(()));
     assert_eq!(ledger.release(&id, 0, 1, 500), Ok(70), "only the unused part");
     assert_eq!(ledger.grant(&id, 0, 2, 100, 1), Ok((70, 0)));
     // Invariant S2 after any interleaving: Σ(granted − released) ≤ limit.
@@ -50,17 +50,17 @@ fn release_returns_at_most_what_is_held_and_frees_it_for_others() {
 fn periods_roll_over_to_fresh_accounts() {
     let (mut ledger, id) = ledger(100);
     assert_eq!(ledger.grant(&id, 0, 1, 100, 1), Ok((100, 0)));
-    let next_day = Period::Day.end_ms(0).unwrap_or_default();
+    let Some(next_day) = Period::Day.end_ms(0) else { panic!("a day ends") };
     assert_eq!(ledger.grant(&id, next_day, 1, 100, 1), Ok((100, 0)));
-    let third = Period::Day.end_ms(next_day).unwrap_or_default();
-    ledger.grant(&id, third, 1, 1, 1).unwrap_or_default();
+    let Some(third) = Period::Day.end_ms(next_day) else { panic!("a day ends") };
+    assert_eq!(ledger.grant(&id, third, 1, 1, 1), Ok((1, 99)));
     assert_eq!(ledger.accounts[&id].len(), 2, "old periods are pruned");
 }
 
 #[test]
 fn lowering_a_budget_stops_further_grants() {
     let (mut ledger, id) = ledger(1000);
-    ledger.grant(&id, 0, 1, 800, 1).unwrap_or_default();
+    assert_eq!(ledger.grant(&id, 0, 1, 800, 1), Ok((800, 200)));
     ledger
         .set_budget(BudgetSpec {
             scope: Scope { org: "acme".into(), team: None, key_id: None },
@@ -71,7 +71,7 @@ fn lowering_a_budget_stops_further_grants() {
             requests_per_minute: None,
             epoch: 0,
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ledger.grant(&id, 0, 2, 10, 1), Ok((0, 0)));
 }
 
@@ -106,7 +106,7 @@ fn period_boundaries_are_utc_calendar_periods() {
 #[test]
 fn a_budget_cannot_switch_between_tokens_and_cost_while_it_has_accounts() {
     let (mut ledger, id) = ledger(1000);
-    ledger.grant(&id, 0, 1, 100, 1).unwrap_or_default();
+    assert_eq!(ledger.grant(&id, 0, 1, 100, 1), Ok((100, 900)));
     let cost = BudgetSpec {
         scope: Scope { org: "acme".into(), team: None, key_id: None },
         limit_tokens: None,
@@ -126,9 +126,9 @@ fn a_budget_cannot_switch_between_tokens_and_cost_while_it_has_accounts() {
 #[test]
 fn an_overrun_reported_past_the_grants_counts_against_the_limit() {
     let (mut ledger, id) = ledger(1000);
-    ledger.grant(&id, 0, 1, 400, 1).unwrap_or_default();
+    assert_eq!(ledger.grant(&id, 0, 1, 400, 1), Ok((400, 600)));
     // Node 1 consumed 700 against a grant of 400 (a reservation that did not bound the cost).
-    ledger.report(&id, 0, 1, 700).unwrap_or_default();
+    assert_eq!(ledger.report(&id, 0, 1, 700), Ok(()));
     assert_eq!(ledger.accounts[&id][&0].outstanding(), 700);
     assert_eq!(ledger.grant(&id, 0, 2, 600, 1), Ok((300, 0)), "the overrun is not granted again");
     assert_eq!(ledger.release(&id, 0, 1, 100), Ok(0), "nothing held to release");
@@ -155,8 +155,8 @@ fn totals_applied_twice_change_nothing() {
 #[test]
 fn a_release_never_returns_more_than_the_incarnation_holds() {
     let (mut ledger, id) = ledger(1000);
-    ledger.grant_to_incarnation(&id, 0, 1, 7, 300, 1, 0).unwrap_or_default();
-    ledger.grant_to_incarnation(&id, 0, 1, 8, 300, 1, 0).unwrap_or_default();
+    assert_eq!(ledger.grant_to_incarnation(&id, 0, 1, 7, 300, 1, 0).map(|g| g.0), Ok(300));
+    assert_eq!(ledger.grant_to_incarnation(&id, 0, 1, 8, 300, 1, 0).map(|g| g.0), Ok(300));
     ledger.report_used_total(&id, 0, 1, 7, 100);
     assert_eq!(ledger.release_up_to(&id, 0, 1, 7, 1_000), 200, "only what incarnation 7 holds");
     assert_eq!(ledger.release_up_to(&id, 0, 1, 9, 50), 0, "an incarnation never granted holds nothing");
@@ -166,8 +166,8 @@ fn a_release_never_returns_more_than_the_incarnation_holds() {
 #[test]
 fn grants_to_an_older_incarnation_are_refused_but_its_releases_count() {
     let (mut ledger, id) = ledger(1000);
-    ledger.grant_to_incarnation(&id, 0, 1, 7, 300, 1, 0).unwrap_or_default();
-    ledger.grant_to_incarnation(&id, 0, 1, 8, 100, 1, 0).unwrap_or_default();
+    assert_eq!(ledger.grant_to_incarnation(&id, 0, 1, 7, 300, 1, 0).map(|g| g.0), Ok(300));
+    assert_eq!(ledger.grant_to_incarnation(&id, 0, 1, 8, 100, 1, 0).map(|g| g.0), Ok(100));
     assert!(ledger.grant_to_incarnation(&id, 0, 1, 7, 100, 1, 0).is_err(), "stale");
     assert_eq!(ledger.release_up_to(&id, 0, 1, 7, 300), 300);
     assert_eq!(ledger.grant_to_incarnation(&id, 0, 2, 1, 900, 1, 0), Ok((900, 0, 900)));
@@ -192,11 +192,11 @@ fn the_leaders_clock_decides_the_period() {
 fn changing_the_period_kind_never_evicts_the_new_account() {
     let (mut ledger, id) = ledger(1000);
     let month_start = Period::Month.start_ms(100 * DAY);
-    ledger.grant_to_incarnation(&id, month_start + 3 * DAY, 1, 1, 10, 1, 0).unwrap_or_default();
-    ledger.grant_to_incarnation(&id, month_start + 4 * DAY, 1, 1, 10, 1, 0).unwrap_or_default();
+    assert_eq!(ledger.grant_to_incarnation(&id, month_start + 3 * DAY, 1, 1, 10, 1, 0).map(|g| g.0), Ok(10));
+    assert_eq!(ledger.grant_to_incarnation(&id, month_start + 4 * DAY, 1, 1, 10, 1, 0).map(|g| g.0), Ok(10));
     let mut spec = ledger.budgets[&id].clone();
     spec.period = Period::Month;
-    ledger.set_budget(spec).unwrap_or_default();
+    ledger.set_budget(spec).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ledger.grant_to_incarnation(&id, month_start, 1, 2, 10, 1, 0).map(|g| g.0), Ok(10));
     assert!(ledger.accounts[&id].contains_key(&month_start), "the month's account stays");
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod clock;
 pub mod command;
 pub mod faults;
+pub mod identity;
 pub mod ledger;
 pub mod member;
 pub mod network;

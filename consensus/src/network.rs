@@ -33,9 +33,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tollgate_proto::v1::raft_client::RaftClient;
 use tollgate_proto::v1::RaftPayload;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
+use crate::identity::{Identity, IDENTITY_HEADER};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
 pub use crate::types::MAX_MESSAGE_SIZE;
@@ -61,6 +63,8 @@ pub struct Network {
     faults: Faults,
     /// Signs every outgoing RPC with the cluster secret (see [`crate::auth`]).
     auth: Option<crate::auth::ClusterAuth>,
+    /// Presents this node's identity and checks each peer's answer against it (see [`crate::identity`]).
+    identity: Option<Identity>,
 }
 
 impl Network {
@@ -75,6 +79,12 @@ impl Network {
     /// Signs every RPC with `auth`'s cluster secret.
     pub fn with_auth(mut self, auth: crate::auth::ClusterAuth) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// Presents `identity` on every RPC and refuses answers from a peer whose identity it does not accept.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
         self
     }
 
@@ -124,7 +134,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 Err(BadAddress { addr: node.raft_addr.clone(), reason: err.to_string() })
             }
         };
-        PeerClient { target, node: node.clone(), client, faults: self.faults.clone(), auth: self.auth.clone() }
+        PeerClient {
+            target,
+            node: node.clone(),
+            client,
+            faults: self.faults.clone(),
+            auth: self.auth.clone(),
+            identity: self.identity.clone(),
+        }
     }
 }
 
@@ -152,6 +169,7 @@ pub struct PeerClient {
     client: Result<RaftClient<Channel>, BadAddress>,
     faults: Faults,
     auth: Option<crate::auth::ClusterAuth>,
+    identity: Option<Identity>,
 }
 
 /// The link to a peer was cut by [`Faults`].
@@ -204,6 +222,11 @@ impl PeerClient {
         if let Some(auth) = &self.auth {
             request = auth.sign(request);
         }
+        if let Some(identity) = &self.identity {
+            if let Ok(value) = MetadataValue::try_from(identity.header_value()) {
+                request.metadata_mut().insert(IDENTITY_HEADER, value);
+            }
+        }
         // Sent as `grpc-timeout`: tonic's client enforces it, and so does the peer's server.
         request.set_timeout(ttl);
 
@@ -226,7 +249,10 @@ impl PeerClient {
                 return Err(RPCError::Network(NetworkError::new(&err)));
             }
             Ok(Err(status)) => return Err(status_error(rpc, target, status)),
-            Ok(Ok(response)) => response.into_inner(),
+            Ok(Ok(response)) => {
+                self.check_identity(rpc, &response).map_err(RPCError::Unreachable)?;
+                response.into_inner()
+            }
         };
 
         let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.json).map_err(|err| {
@@ -236,6 +262,24 @@ impl PeerClient {
         result.map_err(|err| RPCError::RemoteError(RemoteError::new_with_node(target, self.node.clone(), err)))
     }
 }
+
+impl PeerClient {
+    /// A peer whose identity this node does not accept (its data dir was wiped, or it belongs to another
+    /// cluster) is treated as unreachable: its vote, acknowledgement or snapshot reply does not count.
+    fn check_identity(&self, rpc: Rpc, response: &tonic::Response<RaftPayload>) -> Result<(), Unreachable> {
+        let Some(identity) = &self.identity else { return Ok(()) };
+        let presented = response.metadata().get(IDENTITY_HEADER).and_then(|value| value.to_str().ok());
+        identity.check_peer(self.target, presented).map_err(|reason| {
+            tracing::warn!(rpc = rpc.name(), target = self.target, "{reason}");
+            Unreachable::new(&RefusedIdentity(reason))
+        })
+    }
+}
+
+/// A peer's identity was refused (see [`crate::identity`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RefusedIdentity(String);
 
 /// Classifies a gRPC failure: the peer rejected or garbled the exchange (`Network`, retried at the next
 /// heartbeat), or it could not be reached in time (`Unreachable`, openraft backs off).

@@ -103,6 +103,12 @@ pub struct ControlConfig {
     /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
     #[serde(default)]
     pub bootstrapped: bool,
+    /// Made at bootstrap (clusters bootstrapped before it existed have none); see [`crate::identity`].
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Each member's data dir id as it registered it, kept while the node is in the membership.
+    #[serde(default)]
+    pub data_dirs: OrdMap<u64, String>,
 }
 
 /// What the log leaves behind besides the configuration: the audit trail, the windows that make retried
@@ -292,14 +298,29 @@ impl ControlConfig {
                 self.keys.remove(id).ok_or_else(|| format!("no key `{id}`"))?;
             }
             Command::Batch { commands } => self.apply_all(commands, "commands")?,
-            Command::Bootstrap { commands } => {
+            Command::Bootstrap { commands, cluster_id } => {
                 if self.bootstrapped {
                     return Err("the cluster is already bootstrapped; use `tollgate apply` to change its config".into());
                 }
                 self.apply_all(commands, "bootstrap commands")?;
                 self.bootstrapped = true;
+                self.cluster_id.clone_from(cluster_id);
             }
-            Command::RegisterNode { id, info } => {
+            Command::RegisterNode { id, info, data_dir } => {
+                if let Some(data_dir) = data_dir {
+                    match self.data_dirs.get(id) {
+                        Some(recorded) if recorded != data_dir => {
+                            return Err(format!(
+                                "node {id} registered with data dir {recorded} and now presents {data_dir}: its \
+                                 data dir was replaced or wiped. Remove it (`tollgate cluster remove-node --id \
+                                 {id}`) and add it back as a new member"
+                            ))
+                        }
+                        _ => {
+                            self.data_dirs.insert(*id, data_dir.clone());
+                        }
+                    }
+                }
                 self.nodes.insert(*id, info.clone());
             }
             Command::Unknown => return Err("a command of a newer version; upgrade this node".into()),

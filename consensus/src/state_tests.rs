@@ -123,13 +123,36 @@ fn bootstrap_applies_once() {
             id,
             Command::Bootstrap {
                 commands: vec![Command::PutOrg { org: OrgConfig { name: org.into(), budget: None } }],
+                cluster_id: Some(format!("cluster-of-{org}")),
             },
         )
     };
     assert_eq!(state.apply(1, &boot("b1", "first")), Response::Applied { index: 1 });
     assert!(state.config.bootstrapped);
+    assert_eq!(state.config.cluster_id.as_deref(), Some("cluster-of-first"));
     assert!(matches!(state.apply(2, &boot("b2", "second")), Response::Rejected { .. }));
     assert!(state.config.orgs.contains_key("first") && !state.config.orgs.contains_key("second"));
+    assert_eq!(state.config.cluster_id.as_deref(), Some("cluster-of-first"), "the cluster keeps its id");
+}
+
+#[test]
+fn a_member_cannot_register_a_replaced_data_dir() {
+    let mut state = ControlState::default();
+    let info = crate::types::NodeInfo { raft_addr: "a:1".into(), api_addr: "a:2".into(), admin_addr: "a:3".into() };
+    let register = |id: &str, data_dir: &str| {
+        request(id, Command::RegisterNode { id: 2, info: info.clone(), data_dir: Some(data_dir.into()) })
+    };
+    assert_eq!(state.apply(1, &register("r1", "d-old")), Response::Applied { index: 1 });
+    assert_eq!(state.apply(2, &register("r2", "d-old")), Response::Applied { index: 2 }, "a restart");
+    let Response::Rejected { reason } = state.apply(3, &register("r3", "d-new")) else {
+        panic!("a wiped data dir registered as if nothing happened")
+    };
+    assert!(reason.contains("remove-node --id 2"), "{reason}");
+    assert_eq!(state.config.data_dirs.get(&2).map(String::as_str), Some("d-old"));
+    // Once the membership no longer holds it (remove-node), the state machine forgets the record and the
+    // node registers anew (see store::state_machine's membership entries).
+    state.config.data_dirs.remove(&2);
+    assert_eq!(state.apply(4, &register("r4", "d-new")), Response::Applied { index: 4 });
 }
 
 #[test]
@@ -196,6 +219,7 @@ fn the_whole_state_round_trips_through_json() {
                     api_addr: "a:2".into(),
                     admin_addr: "a:3".into(),
                 },
+                data_dir: Some("d-1".into()),
             },
         ),
     );

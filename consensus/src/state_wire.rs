@@ -17,6 +17,8 @@ struct Out<'a> {
     usage: &'a UsageLog,
     audit: &'a Vector<AuditEntry>,
     bootstrapped: bool,
+    cluster_id: &'a Option<String>,
+    data_dirs: &'a OrdMap<u64, String>,
     applied_requests: &'a OrdMap<String, Response>,
     dedup_order: &'a Vector<String>,
     idempotency: &'a OrdMap<String, (u64, Response)>,
@@ -39,6 +41,10 @@ struct In {
     audit: Vector<AuditEntry>,
     #[serde(default)]
     bootstrapped: bool,
+    #[serde(default)]
+    cluster_id: Option<String>,
+    #[serde(default)]
+    data_dirs: OrdMap<u64, String>,
     applied_requests: OrdMap<String, Response>,
     dedup_order: Vector<String>,
     #[serde(default)]
@@ -49,7 +55,8 @@ struct In {
 
 impl Serialize for ControlState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let ControlConfig { providers, models, orgs, teams, keys, nodes, ledger, bootstrapped } = &self.config;
+        let ControlConfig { providers, models, orgs, teams, keys, nodes, ledger, bootstrapped, cluster_id, data_dirs } =
+            &self.config;
         let ControlHistory { usage, audit, applied_requests, dedup_order, idempotency, idempotency_order } =
             &self.history;
         Out {
@@ -63,6 +70,8 @@ impl Serialize for ControlState {
             usage,
             audit,
             bootstrapped: *bootstrapped,
+            cluster_id,
+            data_dirs,
             applied_requests,
             dedup_order,
             idempotency,
@@ -85,13 +94,26 @@ impl<'de> Deserialize<'de> for ControlState {
             usage,
             audit,
             bootstrapped,
+            cluster_id,
+            data_dirs,
             applied_requests,
             dedup_order,
             idempotency,
             idempotency_order,
         } = In::deserialize(deserializer)?;
         Ok(ControlState {
-            config: ControlConfig { providers, models, orgs, teams, keys, nodes, ledger, bootstrapped },
+            config: ControlConfig {
+                providers,
+                models,
+                orgs,
+                teams,
+                keys,
+                nodes,
+                ledger,
+                bootstrapped,
+                cluster_id,
+                data_dirs,
+            },
             history: ControlHistory { usage, audit, applied_requests, dedup_order, idempotency, idempotency_order },
         })
     }

@@ -82,6 +82,7 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Apply { file, dry_run } => apply(&client, &file, dry_run).await?,
         AdminCommand::Keys(command) => keys(&client, command).await?,
         AdminCommand::Orgs(command) => named(&client, "orgs", command, &["name", "budget"]).await?,
+        AdminCommand::Teams(command) => named(&client, "teams", command, &["org", "name"]).await?,
         AdminCommand::Routes(command) => named(&client, "routes", command, &["name", "strategy", "targets"]).await?,
         AdminCommand::Budgets(command) => budgets(&client, command).await?,
         AdminCommand::Usage { org, since, until, group_by } => {
@@ -120,8 +121,12 @@ fn with_query(path: &str, parameters: &[(&str, Option<String>)]) -> String {
 }
 
 /// One path segment, percent-encoded (a name may hold `/`, `?` or spaces).
+/// A name as path segments: each part percent-encoded, `/` kept (teams are `ORG/TEAM`).
 fn segment(name: &str) -> String {
-    form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>().replace('+', "%20")
+    name.split('/')
+        .map(|part| form_urlencoded::byte_serialize(part.as_bytes()).collect::<String>().replace('+', "%20"))
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn body(value: &Value) -> Option<Bytes> {

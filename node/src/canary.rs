@@ -262,6 +262,7 @@ async fn tick(gateway: &Weak<Gateway>, history: &mut HashMap<usize, VecDeque<Sam
         if verdict == Verdict::Healthy && breaker_open(route, *canary_index) {
             verdict = Verdict::BreakerOpen;
         }
+        gateway.metrics.canary_judgements.fetch_add(1, Ordering::Relaxed);
         if verdict != Verdict::Healthy {
             roll_back(&gateway, route, *canary_index, verdict, &canary_stats, &stable_stats).await;
         }

@@ -60,6 +60,13 @@ pub enum Command {
         #[command(subcommand)]
         command: NamedCommand,
     },
+    /// List, show, create or delete teams, named ORG/TEAM (e.g. `tollgate teams put acme/ml`).
+    Teams {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: NamedCommand,
+    },
     /// List, show, put or delete routes (models).
     Routes {
         #[command(flatten)]
@@ -172,6 +179,7 @@ pub enum AdminCommand {
     Apply { file: PathBuf, dry_run: bool },
     Keys(KeysCommand),
     Orgs(NamedCommand),
+    Teams(NamedCommand),
     Routes(NamedCommand),
     Budgets(BudgetsCommand),
     Usage { org: String, since: Option<String>, until: Option<String>, group_by: Option<String> },
@@ -280,6 +288,7 @@ impl Command {
                 (admin, AdminCommand::Keys(KeysCommand::Revoke { id }))
             }
             Command::Orgs { admin, command } => (admin, AdminCommand::Orgs(command)),
+            Command::Teams { admin, command } => (admin, AdminCommand::Teams(command)),
             Command::Routes { admin, command } => (admin, AdminCommand::Routes(command)),
             Command::Cluster { admin, command } => (admin, AdminCommand::Cluster(command)),
             Command::Budgets { admin, command } => (admin, AdminCommand::Budgets(command)),

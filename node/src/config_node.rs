@@ -25,6 +25,9 @@ pub struct NodeConfig {
     /// Microseconds a tokio worker polls for work before it parks (0 = off). Saves the wake-up of an idle
     /// (v)CPU on the response path at the cost of CPU while lightly loaded; see `idle_spin.rs`.
     pub idle_spin_us: u64,
+    /// A PEM file of CA certificates trusted for upstream HTTPS besides the public roots (a private CA in
+    /// front of self-hosted inference servers); see `providers/tls.rs`.
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 /// Where the node's four listeners bind (`listen`, `admin_listen`, `raft_listen`, `gossip_listen`).
@@ -142,6 +145,7 @@ struct NodeFile {
     breaker_failures: u32,
     breaker_cooldown_ms: u64,
     idle_spin_us: u64,
+    upstream_ca_file: Option<PathBuf>,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -177,6 +181,7 @@ impl Default for NodeFile {
             breaker_failures: 5,
             breaker_cooldown_ms: 5_000,
             idle_spin_us: 0,
+            upstream_ca_file: None,
         }
     }
 }
@@ -250,13 +255,14 @@ impl TryFrom<NodeFile> for NodeConfig {
                 cluster_secret: file.cluster_secret,
             },
             idle_spin_us: file.idle_spin_us,
+            upstream_ca_file: file.upstream_ca_file,
         })
     }
 }
 
 impl From<NodeConfig> for NodeFile {
     fn from(node: NodeConfig) -> NodeFile {
-        let NodeConfig { id, data_dir, listen, raft, gossip, health, secrets, idle_spin_us } = node;
+        let NodeConfig { id, data_dir, listen, raft, gossip, health, secrets, idle_spin_us, upstream_ca_file } = node;
         NodeFile {
             id,
             data_dir,
@@ -284,6 +290,7 @@ impl From<NodeConfig> for NodeFile {
             breaker_failures: health.breaker_failures,
             breaker_cooldown_ms: health.breaker_cooldown_ms,
             idle_spin_us,
+            upstream_ca_file,
         }
     }
 }

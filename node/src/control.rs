@@ -190,6 +190,8 @@ pub fn spawn_bootstrap(config: &Config, consensus: ConsensusNode) {
         return;
     }
     let commands = file_commands(config);
+    // Made once: every retry of the bootstrap carries the same id (and the same request id).
+    let cluster_id = tollgate_consensus::identity::new_id("cluster");
     tokio::spawn(async move {
         loop {
             if consensus.current().config.bootstrapped {
@@ -199,7 +201,7 @@ pub fn spawn_bootstrap(config: &Config, consensus: ConsensusNode) {
                 request_id: format!("bootstrap-{}", consensus.id()),
                 actor: format!("node-{}", consensus.id()),
                 at_ms: now_ms(),
-                command: Command::Bootstrap { commands: commands.clone() },
+                command: Command::Bootstrap { commands: commands.clone(), cluster_id: Some(cluster_id.clone()) },
             };
             match consensus.write(request).await {
                 Ok(tollgate_consensus::Response::Rejected { reason }) => {
@@ -305,7 +307,8 @@ team = "ml"
         assert!(summaries.contains(&"put team beta/ml".to_owned()));
         assert!(summaries.contains(&"set budget org:acme".to_owned()));
         let mut state = ControlState::default();
-        let result = state.apply(1, &request(Command::Bootstrap { commands: file_commands(&config) }, "test"));
+        let result =
+            state.apply(1, &request(Command::Bootstrap { commands: file_commands(&config), cluster_id: None }, "test"));
         assert!(matches!(result, tollgate_consensus::Response::Applied { .. }), "{result:?}");
         assert_eq!(state.config.ledger.budgets["org:acme"].limit_tokens, Some(5_000_000));
         assert!(diff(&state, &config).is_empty(), "a bootstrapped file has nothing left to apply");

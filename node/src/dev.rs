@@ -172,10 +172,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
 /// Writes `text` to `path` readable by its owner only (it holds an API key and the admin token), also
 /// when the file already existed with wider permissions.
+/// Writes `text` to `path` atomically and privately: a 0600 temporary file in the same directory, synced,
+/// then renamed over `path`. A reader (a script sourcing the env file while `dev` starts) sees the old file
+/// or the whole new one, never a half-written one, and the secrets are never readable by others.
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(text.as_bytes())
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("not a file path"))?;
+    let mut temporary = name.to_owned();
+    temporary.push(format!(".tmp-{}", std::process::id()));
+    let temporary = path.with_file_name(temporary);
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }

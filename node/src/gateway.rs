@@ -15,6 +15,7 @@ use crate::config::{Config, LimitsConfig};
 use crate::gossip::Gossip;
 use crate::health::{BreakerConfig, EndpointRegistry};
 use crate::metrics::Metrics;
+use crate::providers::UpstreamTls;
 use crate::routing::ControlSnapshot;
 
 fn endpoint_registry(config: &Config) -> Arc<EndpointRegistry> {
@@ -25,6 +26,15 @@ fn endpoint_registry(config: &Config) -> Arc<EndpointRegistry> {
         },
         std::time::Duration::from_millis(config.node.health.gpu_scrape_interval_ms),
     ))
+}
+
+/// The roots trusted for upstream HTTPS: public ones plus `node.upstream_ca_file`.
+fn upstream_tls(config: &Config) -> anyhow::Result<UpstreamTls> {
+    let tls = UpstreamTls::with_ca_file(config.node.upstream_ca_file.as_deref())?;
+    if tls.extra_roots() > 0 {
+        tracing::info!(certificates = tls.extra_roots(), "upstream HTTPS also trusts node.upstream_ca_file");
+    }
+    Ok(tls)
 }
 
 pub struct Gateway {
@@ -44,6 +54,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Per-endpoint health and load (this node's observations and the peers' merged view).
     pub endpoints: Arc<EndpointRegistry>,
+    /// The roots every upstream HTTPS client trusts (providers and metrics scrapes).
+    pub upstream_tls: UpstreamTls,
     /// Gossip, when enabled; set once at startup.
     pub gossip: std::sync::OnceLock<Gossip>,
     /// Why gossip is not running although it is on by default (it could not bind): shown in status.
@@ -87,16 +99,19 @@ impl Gateway {
     pub fn new(config: &Config) -> anyhow::Result<Gateway> {
         let metrics = Arc::new(Metrics::default());
         let endpoints = endpoint_registry(config);
-        let snapshot = ControlSnapshot::build(config, &metrics, &endpoints)?;
-        Self::assemble(config, metrics, endpoints, snapshot, None)
+        let tls = upstream_tls(config)?;
+        let snapshot = ControlSnapshot::build(config, &tls, &metrics, &endpoints)?;
+        Self::assemble(config, metrics, endpoints, tls, snapshot, None)
     }
 
     /// A cluster-mode gateway: routes and keys come from the replicated state, not the file.
     pub fn clustered(config: &Config, consensus: ConsensusNode) -> anyhow::Result<Gateway> {
         let metrics = Arc::new(Metrics::default());
         let endpoints = endpoint_registry(config);
-        let snapshot = ControlSnapshot::from_state(&ControlState::default(), &config.limits, &metrics, &endpoints)?;
-        Self::assemble(config, metrics, endpoints, snapshot, Some(consensus))
+        let tls = upstream_tls(config)?;
+        let snapshot =
+            ControlSnapshot::from_state(&ControlState::default(), &config.limits, &tls, &metrics, &endpoints)?;
+        Self::assemble(config, metrics, endpoints, tls, snapshot, Some(consensus))
     }
 
     /// Standalone (no consensus: loaded from the file at once) or clustered (budgets and usage reporting
@@ -105,11 +120,13 @@ impl Gateway {
         config: &Config,
         metrics: Arc<Metrics>,
         endpoints: Arc<EndpointRegistry>,
+        upstream_tls: UpstreamTls,
         snapshot: ControlSnapshot,
         consensus: Option<ConsensusNode>,
     ) -> anyhow::Result<Gateway> {
         Ok(Gateway {
             endpoints,
+            upstream_tls,
             gossip: std::sync::OnceLock::new(),
             gossip_error: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -145,7 +162,13 @@ impl Gateway {
                 self.snapshot.store(Arc::new(snapshot));
             }
             StateChange::Config => {
-                let snapshot = ControlSnapshot::from_state(state, &self.limits, &self.metrics, &self.endpoints)?;
+                let snapshot = ControlSnapshot::from_state(
+                    state,
+                    &self.limits,
+                    &self.upstream_tls,
+                    &self.metrics,
+                    &self.endpoints,
+                )?;
                 self.snapshot.store(Arc::new(snapshot));
             }
         }
@@ -174,7 +197,7 @@ impl Gateway {
     /// Replaces routes, providers and keys without a restart (the Raft apply path calls this).
     pub fn reload(&self, config: &Config) -> anyhow::Result<()> {
         config.validate()?;
-        let snapshot = ControlSnapshot::build(config, &self.metrics, &self.endpoints)?;
+        let snapshot = ControlSnapshot::build(config, &self.upstream_tls, &self.metrics, &self.endpoints)?;
         self.snapshot.store(Arc::new(snapshot));
         Ok(())
     }

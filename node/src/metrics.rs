@@ -186,6 +186,8 @@ pub struct Metrics {
     pub accept_errors: AtomicU64,
     pub overhead: Histogram,
     targets: Mutex<HashMap<(String, String, String), Arc<TargetMetrics>>>,
+    /// Canary verdicts this node reached (one per canaried route and second), healthy ones included.
+    pub canary_judgements: AtomicU64,
     /// Canary rollbacks by (route, target, reason); rare, so a lock is fine.
     canary_rollbacks: Mutex<Vec<(String, String, &'static str, u64)>>,
 }
@@ -200,6 +202,7 @@ impl Default for Metrics {
             accept_errors: AtomicU64::new(0),
             overhead: Histogram::new(&OVERHEAD_BUCKETS_SECONDS),
             targets: Mutex::new(HashMap::new()),
+            canary_judgements: AtomicU64::new(0),
             canary_rollbacks: Mutex::new(Vec::new()),
         }
     }
@@ -381,6 +384,11 @@ impl Metrics {
     }
 
     fn render_canary_rollbacks(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_canary_judgements_total Canary verdicts this node reached (healthy included).\n# TYPE tollgate_canary_judgements_total counter\ntollgate_canary_judgements_total {}",
+            self.canary_judgements.load(Ordering::Relaxed)
+        );
         let rollbacks = self.canary_rollbacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let _ = writeln!(out, "# HELP tollgate_canary_rollbacks_total Canary targets set to weight 0 by this node, by the SLO they broke.\n# TYPE tollgate_canary_rollbacks_total counter");
         for (route, target, reason, count) in rollbacks.iter() {

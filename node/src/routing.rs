@@ -15,7 +15,7 @@ use crate::auth::{KeyStore, StaticKeyStore};
 use crate::config::{CanaryConfig, Config, LimitsConfig, ModelConfig, Price, ProviderConfig, RetryPolicy, Strategy};
 use crate::health::{EndpointRegistry, EndpointStats};
 use crate::metrics::{Metrics, TargetMetrics};
-use crate::providers::Provider;
+use crate::providers::{Provider, UpstreamTls};
 use crate::tokens::Encoding;
 
 pub use strategy::RequestHints;
@@ -106,9 +106,15 @@ pub struct ControlSnapshot {
 
 impl ControlSnapshot {
     /// From a node's own file (standalone mode).
-    pub fn build(config: &Config, metrics: &Metrics, endpoints: &EndpointRegistry) -> anyhow::Result<ControlSnapshot> {
+    pub fn build(
+        config: &Config,
+        tls: &UpstreamTls,
+        metrics: &Metrics,
+        endpoints: &EndpointRegistry,
+    ) -> anyhow::Result<ControlSnapshot> {
         Self::from_parts(
             &config.limits,
+            tls,
             &config.providers,
             &config.models,
             Arc::new(StaticKeyStore::from_config(&config.keys)),
@@ -121,6 +127,7 @@ impl ControlSnapshot {
     pub fn from_state(
         state: &tollgate_consensus::ControlState,
         limits: &LimitsConfig,
+        tls: &UpstreamTls,
         metrics: &Metrics,
         endpoints: &EndpointRegistry,
     ) -> anyhow::Result<ControlSnapshot> {
@@ -128,6 +135,7 @@ impl ControlSnapshot {
         let models: Vec<_> = state.config.models.values().cloned().collect();
         let mut snapshot = Self::from_parts(
             limits,
+            tls,
             &providers,
             &models,
             Arc::new(StaticKeyStore::from_records(state.config.keys.values())),
@@ -146,6 +154,7 @@ impl ControlSnapshot {
 
     pub fn from_parts(
         limits: &LimitsConfig,
+        tls: &UpstreamTls,
         provider_configs: &[ProviderConfig],
         model_configs: &[ModelConfig],
         keys: Arc<dyn KeyStore>,
@@ -154,7 +163,7 @@ impl ControlSnapshot {
     ) -> anyhow::Result<ControlSnapshot> {
         let mut providers = HashMap::new();
         for provider in provider_configs {
-            providers.insert(provider.name.clone(), Arc::new(Provider::from_config(provider, limits)?));
+            providers.insert(provider.name.clone(), Arc::new(Provider::from_config(provider, limits, tls)?));
         }
         endpoints
             .set_active(&provider_configs.iter().map(|p| (p.name.clone(), p.metrics_url.clone())).collect::<Vec<_>>());
@@ -242,6 +251,10 @@ mod strategy_tests;
 mod tests {
     use super::*;
 
+    fn public_tls() -> UpstreamTls {
+        UpstreamTls::public_roots().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
     fn snapshot(strategy: &str) -> ControlSnapshot {
         let text = format!(
             r#"
@@ -258,7 +271,7 @@ targets = [ {{ provider = "a", weight = 90, priority = 1 }}, {{ provider = "b", 
 "#
         );
         let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e:#}"));
-        ControlSnapshot::build(&config, &Metrics::default(), &EndpointRegistry::default())
+        ControlSnapshot::build(&config, &public_tls(), &Metrics::default(), &EndpointRegistry::default())
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 

@@ -74,6 +74,7 @@ async fn start_routing_feeds(
     crate::health::scrape::spawn_scraper(
         Arc::downgrade(&gateway.endpoints),
         Duration::from_millis(config.node.health.gpu_scrape_interval_ms),
+        &gateway.upstream_tls,
     )?;
     crate::canary::spawn(gateway);
     if config.node.gossip_enabled() {
@@ -91,6 +92,11 @@ async fn start_routing_feeds(
             raft_addr.map(|addr| config.node.raft.advertise.clone().unwrap_or_else(|| addr.to_string()));
         if let Some(consensus) = &gateway.consensus {
             settings.accept = Some(raft_member_filter(consensus.clone()));
+            // Sealed with the Raft port's live secrets, so a rotation reaches gossip without a restart.
+            if settings.secrets.is_some() {
+                let auth = consensus.auth().clone();
+                settings.secrets = Some(Arc::new(move || auth.secrets()));
+            }
         }
         match crate::gossip::Gossip::start(settings, gateway.endpoints.clone()).await {
             Ok(cluster) => {

@@ -38,10 +38,11 @@ PY
 )
 "$bin" dev --base-port "$port" --token-delay-ms 1 --env-file "$work/env" > "$work/dev.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$work"' EXIT
+pids="$pid"
+trap 'kill $pids 2>/dev/null || true; wait $pids 2>/dev/null || true; rm -rf "$work"' EXIT
 # `tollgate dev` gives its cluster 30 s to elect a leader and load the config before it writes the env file
 # (node/src/dev.rs), so wait that long plus a margin for starting the process; stop early if it exits. The
-# file is complete once its last line, TOLLGATE_ADMIN_TOKEN, is there with its newline.
+# file is written atomically (temp + rename); its last line, TOLLGATE_ADMIN_TOKEN, is checked all the same.
 deadline=$(( $(date +%s) + 40 ))
 until grep -q '^TOLLGATE_ADMIN_TOKEN=.' "$work/env" 2>/dev/null && [ "$(tail -c1 "$work/env" | wc -l)" = 1 ]; do
   if ! kill -0 "$pid" 2>/dev/null; then
@@ -52,5 +53,68 @@ until grep -q '^TOLLGATE_ADMIN_TOKEN=.' "$work/env" 2>/dev/null && [ "$(tail -c1
   fi
   sleep 0.05
 done
-set -a; . "$work/env"; set +a
-"$venv/bin/python" "$here/test_sdks.py"
+(
+  set -a; . "$work/env"; set +a
+  "$venv/bin/python" "$here/test_sdks.py"
+)
+
+# Second: a `tollgate serve` node whose providers are the test mock upstream over a socket (an OpenAI-kind
+# and an Anthropic-kind provider), for tools and for usage checked against what the upstream generated.
+mock_bin="$(dirname "$bin")/tollgate-mock-upstream"
+[ -x "$mock_bin" ] || { echo "$mock_bin is missing: cargo build -p tollgate-tests --bin tollgate-mock-upstream"; exit 1; }
+"$mock_bin" > "$work/mock.out" 2> "$work/mock.err" &
+pids="$pids $!"
+deadline=$(( $(date +%s) + 20 ))
+until grep -q '^listening on ' "$work/mock.out" 2>/dev/null; do
+  if [ "$(date +%s)" -ge "$deadline" ]; then cat "$work/mock.err"; echo "the mock upstream did not start"; exit 1; fi
+  sleep 0.05
+done
+mock_url="$(sed -n 's/^listening on //p' "$work/mock.out")"
+read -r api_port admin_port < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
+key="tg-py-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+cat > "$work/upstream.toml" <<TOML
+[node]
+listen = "127.0.0.1:$api_port"
+admin_listen = "127.0.0.1:$admin_port"
+data_dir = "$work/upstream-data"
+
+[[providers]]
+name = "up-openai"
+kind = "openai"
+base_url = "$mock_url/v1"
+api_key = "mock-provider-key"
+
+[[providers]]
+name = "up-anthropic"
+kind = "anthropic"
+base_url = "$mock_url"
+api_key = "mock-provider-key"
+
+[[models]]
+name = "gpt-4o-mini"
+targets = [ { provider = "up-openai", model = "mock-gpt" } ]
+
+[[models]]
+name = "claude-3-5-haiku"
+targets = [ { provider = "up-anthropic", model = "mock-claude" } ]
+
+[[keys]]
+key = "$key"
+org = "py"
+TOML
+chmod 600 "$work/upstream.toml"
+"$bin" serve --config "$work/upstream.toml" > "$work/serve.log" 2>&1 &
+pids="$pids $!"
+deadline=$(( $(date +%s) + 30 ))
+healthy() { python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null; }
+until healthy "http://127.0.0.1:$admin_port/healthz"; do
+  if [ "$(date +%s)" -ge "$deadline" ]; then cat "$work/serve.log"; echo "tollgate serve did not come up"; exit 1; fi
+  sleep 0.05
+done
+TOLLGATE_URL="http://127.0.0.1:$api_port/v1" TOLLGATE_KEY="$key" MOCK_URL="$mock_url" \
+  "$venv/bin/python" "$here/test_upstream.py"

@@ -26,6 +26,7 @@
 #![allow(clippy::result_large_err)]
 
 mod anthropic;
+mod control;
 mod documents;
 mod gpu;
 mod misc;
@@ -427,6 +428,9 @@ pub(crate) struct Ctx {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<RespBody> {
+    if req.uri().path().starts_with("/_mock/") {
+        return control::handle(shared, req).await;
+    }
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let headers: Vec<(String, String)> = req

@@ -112,6 +112,8 @@ pub struct Handshake {
     pub offered: Vec<String>,
     /// Whether the handshake completed.
     pub completed: bool,
+    /// The protocol ALPN settled on (`h2`, `http/1.1`), once completed.
+    pub negotiated: Option<String>,
 }
 
 /// TLS on `127.0.0.1:0`, relayed in the clear to `backend`.
@@ -148,11 +150,16 @@ impl TlsFront {
                         .unwrap_or_default();
                     let index = {
                         let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                        seen.push(Handshake { offered, completed: false });
+                        seen.push(Handshake { offered, completed: false, negotiated: None });
                         seen.len() - 1
                     };
                     let Ok(mut tls) = start.into_stream(config).await else { return };
-                    seen.lock().unwrap_or_else(|e| e.into_inner())[index].completed = true;
+                    let negotiated = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+                    {
+                        let mut record = seen.lock().unwrap_or_else(|e| e.into_inner());
+                        record[index].completed = true;
+                        record[index].negotiated = negotiated;
+                    }
                     let Ok(mut plain) = TcpStream::connect(backend).await else { return };
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
                 });

@@ -43,19 +43,21 @@ async fn apply_dry_run_changes_nothing_teams_come_and_go_and_a_revoked_key_is_re
     let (ok, again) = cluster.cli(0, &["apply", "-f", file.to_str().unwrap(), "--dry-run"]);
     assert!(ok && !again.contains("put model dry"), "applied already, nothing left to change: {again}");
 
-    // Team CRUD through the admin API: the applied team, one more, read back, deleted.
-    let team = cluster.admin_json(2, "/admin/v1/teams/acme/ml").await;
+    // Team CRUD through the CLI: the applied team, one more, read back, deleted.
+    let team = cluster.cli_json(2, &["teams", "get", "acme/ml"]);
     assert_eq!(team, json!({"org": "acme", "name": "ml"}));
-    let admin = |index: usize, method: reqwest::Method, path: &str| {
-        cluster.client.request(method, cluster.procs[index].admin_url(path)).bearer_auth(ADMIN_TOKEN).json(&json!({}))
-    };
-    assert_eq!(admin(0, reqwest::Method::PUT, "/admin/v1/teams/acme/infra").send().await.unwrap().status(), 200);
-    let teams = cluster.admin_json(1, "/admin/v1/teams").await;
+    cluster.cli_json(0, &["teams", "put", "acme/infra"]);
+    let teams = cluster.cli_json(1, &["teams", "list"]);
     let names: Vec<&str> = teams["data"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
     assert_eq!(names.len(), 2, "{teams}");
     assert!(names.contains(&"ml") && names.contains(&"infra"), "{teams}");
-    assert_eq!(admin(2, reqwest::Method::DELETE, "/admin/v1/teams/acme/infra").send().await.unwrap().status(), 200);
-    assert_eq!(admin(0, reqwest::Method::GET, "/admin/v1/teams/acme/infra").send().await.unwrap().status(), 404);
+    let (ok, table) = cluster.cli(1, &["teams", "list"]);
+    assert!(ok && table.lines().any(|line| line.split_whitespace().eq(["acme", "infra"])), "{table}");
+    cluster.cli_json(2, &["teams", "delete", "acme/infra"]);
+    let (found, answer) = cluster.cli(0, &["teams", "get", "acme/infra"]);
+    assert!(!found && answer.contains("404"), "deleted: {answer}");
+    let (ok, refused) = cluster.cli(0, &["teams", "put", "no-slash"]);
+    assert!(!ok && refused.contains("teams/{org}/{team}"), "a team without its org: {refused}");
 
     // A key in the team, created, listed without its secret, then revoked with the CLI.
     let created = cluster.cli_json(0, &["keys", "create", "--org", "acme", "--team", "ml", "--name", "ci"]);

@@ -296,6 +296,34 @@ async fn idempotency_keys_make_admin_retries_safe() {
     };
     let (status, first) = send(1, "/admin/v1/keys", json!({"org": "acme"})).await;
     assert_eq!(status, 201, "{first}");
+    // Issue 17.4: the key outlives heavy ledger traffic. More ledger commands than the whole request
+    // de-duplication window (which forgot the key after ~30 s of ~300 grants/s before it got its own).
+    let consensus = cluster.node(2).gateway.consensus.clone().unwrap();
+    let writers = tollgate_consensus::state::DEDUP_WINDOW / 50 + 1;
+    let mut traffic = tokio::task::JoinSet::new();
+    for writer in 0..64 {
+        let consensus = consensus.clone();
+        traffic.spawn(async move {
+            for n in (writer..writers * 50).step_by(64) {
+                let command = tollgate_consensus::Command::Report {
+                    scope_id: "org:nobody".into(),
+                    period_start: 0,
+                    node: 2,
+                    delta: 1,
+                };
+                let request = tollgate_consensus::Request {
+                    request_id: format!("ledger-traffic-{n}"),
+                    actor: "test".into(),
+                    at_ms: 0,
+                    command,
+                };
+                consensus.write(request).await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = traffic.join_next().await {
+        done.unwrap();
+    }
     // The same request retried through another node: no second key, and no fake secret either.
     let (status, second) = send(3, "/admin/v1/keys", json!({"org": "acme"})).await;
     assert_eq!(status, 409, "{second}");
@@ -406,4 +434,76 @@ async fn a_read_through_a_follower_rides_out_an_election() {
     let orgs = cluster.admin_get(cluster.node(follower), "/admin/v1/orgs").await;
     assert!(orgs.is_ok(), "the read failed instead of waiting for the new leader: {orgs:?}");
     println!("read answered {:?} after the leader stopped", started.elapsed());
+}
+
+/// Issue 17.5: a member whose data dir was wiped, restarted while no peer could tell it so, came back
+/// under its old id with no log and no vote: it voted for a stale candidate, which became leader and
+/// overwrote an entry the cluster had committed. Its data dir id now differs from the one it registered,
+/// so the others refuse its votes and acknowledgements: no leader without a member that holds the entry,
+/// the entry survives, and the node gets back in only through remove-node and add-node.
+#[tokio::test]
+async fn a_wiped_member_let_in_while_its_peers_were_down_cannot_elect_a_stale_leader() {
+    let mut cluster = TestCluster::start(3).await;
+    cluster.wait_ready().await;
+    let recorded = |cluster: &TestCluster| cluster.node(1).gateway.consensus.as_ref().unwrap().current();
+    eventually_async("every member registered its data dir", || async {
+        recorded(&cluster).config.data_dirs.len() == 3
+    })
+    .await;
+    // An entry only nodes 1 and 3 hold.
+    cluster.stop(2).await;
+    let (status, out) = cluster
+        .admin(cluster.node(1), Method::PUT, "/admin/v1/orgs/committed", Some(json!({"name": "committed"})))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    // Node 3 loses its disk; node 1 goes down too. Node 3 starts first, with nobody to tell it.
+    cluster.stop(3).await;
+    cluster.stop(1).await;
+    std::fs::remove_dir_all(cluster.data_dir(3)).unwrap();
+    cluster.restart(3).await;
+    let wiped = cluster.node(3).gateway.consensus.clone().unwrap();
+    eventually_async("node 3 found no peer to refuse it", || async { wiped.is_admitted() }).await;
+    cluster.restart(2).await;
+    // Node 2 (without the entry) campaigns; node 3's vote must not count. Several election timeouts.
+    for _ in 0..12 {
+        for id in [2, 3] {
+            let leader = cluster.node(id).gateway.consensus.as_ref().unwrap().leader();
+            assert!(
+                leader != Some(2) && leader != Some(3),
+                "node {leader:?} became leader without the committed entry, with the wiped node's vote"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    cluster.restart(1).await;
+    cluster.wait_leader().await;
+    for id in [1, 2] {
+        eventually_async("the committed entry survived", || async {
+            cluster.node(id).gateway.consensus.as_ref().unwrap().current().config.orgs.contains_key("committed")
+        })
+        .await;
+    }
+    eventually_async("the wiped node is told why it is refused", || async {
+        wiped.rejoin_refusal().is_some_and(|refusal| refusal.contains("remove-node --id 3"))
+    })
+    .await;
+    // The way back: remove it, add it again as a new member; it catches up and registers its new data dir.
+    let (status, out) = cluster.admin(cluster.node(1), Method::DELETE, "/admin/v1/cluster/nodes/3", None).await;
+    assert_eq!(status, 200, "{out}");
+    let raft_addr = cluster.members[2].raft_addr.to_string();
+    let (status, out) = cluster
+        .admin(cluster.node(1), Method::POST, "/admin/v1/cluster/nodes", Some(json!({"id": 3, "raft_addr": raft_addr})))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    eventually_async("node 3 is back with the entry and its new data dir", || async {
+        let state = wiped.current();
+        state.config.orgs.contains_key("committed")
+            && recorded(&cluster)
+                .config
+                .data_dirs
+                .get(&3)
+                .is_some_and(|dir| Some(dir) == state.config.data_dirs.get(&3))
+            && wiped.rejoin_refusal().is_none()
+    })
+    .await;
 }

@@ -1,5 +1,5 @@
 //! Every door has a lock (issue 12): the Raft and cluster gRPC port refuses peers without the cluster
-//! secret, secrets rotate without downtime, and an empty admin token is refused at start and at the door.
+//! secret, gossip datagrams must be sealed with it, secrets rotate without downtime, and an empty admin token is refused at start and at the door.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
@@ -96,6 +96,51 @@ async fn the_cluster_secret_rotates_without_downtime() {
     let refused = client.status(with_secret(Empty {}, Some(&old))).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "the retired secret no longer opens the port");
     assert!(client.status(with_secret(Empty {}, Some(&new))).await.is_ok());
+}
+
+/// Rejected datagrams counted by node `id`'s sealed gossip, as its admin API reports them.
+async fn gossip_refused(cluster: &TestCluster, id: u64) -> u64 {
+    let gossip = cluster.admin_get(cluster.node(id), "/admin/v1/cluster/gossip").await.unwrap();
+    gossip["sealed"]["rejected_unauthenticated"].as_u64().unwrap_or_else(|| panic!("gossip is sealed: {gossip}"))
+}
+
+#[tokio::test]
+async fn gossip_datagrams_without_the_cluster_secret_are_refused_and_rotation_reaches_gossip() {
+    let cluster = TestCluster::start_full(2, "", tollgate_tests::mock_upstream::MockUpstream::start().await, "").await;
+    let live = |id: u64| cluster.node(id).gateway.gossip.get().map_or(0, |g| g.view().live_members().count());
+    tollgate_tests::wait_for("both members gossip, sealed", Duration::from_secs(10), || async {
+        (live(1) == 2 && live(2) == 2).then_some(())
+    })
+    .await;
+    assert_eq!(gossip_refused(&cluster, 1).await, 0, "nothing refused between members");
+
+    // A stranger on the network: a chitchat-looking datagram in clear, and one sealed with another secret.
+    let target = cluster.node(1).gateway.gossip.get().unwrap().gossip_addr();
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let forged_plain = [0xb3, 0xb0, 0x01, 0x00, 0x00];
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let forged_sealed = tollgate::gossip::sealed::seal("not-the-cluster-secret-0123", now_ms, &forged_plain);
+    for datagram in [&forged_plain[..], &forged_sealed[..]] {
+        socket.send_to(datagram, &target).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gossip_refused(&cluster, 1).await < 2 {
+        assert!(std::time::Instant::now() < deadline, "both forged datagrams refused and counted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let metrics = cluster.client.get(format!("{}/metrics", cluster.node(1).admin_url())).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("tollgate_gossip_datagrams_refused_total{reason=\"unauthenticated\"}"), "{metrics}");
+
+    // Node 1 alone retires the secret node 2 signs with: node 2's datagrams stop opening there at once.
+    let retired = gossip_refused(&cluster, 1).await;
+    let rotated = vec!["rotated-cluster-secret-987654321".to_owned()];
+    cluster.node(1).gateway.consensus.as_ref().unwrap().auth().set_secrets(rotated);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gossip_refused(&cluster, 1).await < retired + 3 {
+        assert!(std::time::Instant::now() < deadline, "gossip reads the live secrets, as the Raft port does");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs `tollgate serve` with `node_toml` as its `[node]` section (plus `env`) and returns its exit code

@@ -460,3 +460,6 @@ async fn anthropic_refuses_what_the_real_api_refuses() {
     assert_eq!(m.request_count(), 5, "recorded, refused, served nothing");
     assert_eq!(m.output_tokens_served(), 0);
 }
+
+#[path = "mock_upstream_selftest/control.rs"]
+mod control;

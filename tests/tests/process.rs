@@ -78,7 +78,10 @@ async fn dev_starts_a_working_node_and_writes_the_env_file() {
     let tempdir = tempfile::tempdir().unwrap();
     let dir = tempdir.path();
     let env_file = dir.join("dev.env");
-    let _ = std::fs::remove_file(&env_file);
+    // A stale, world-readable file from an earlier run: replaced whole, never rewritten in place.
+    std::fs::write(&env_file, "TOLLGATE_URL=stale\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     // The admin port is base + 1010; pick a base whose admin port is free too.
     let mut child = ChildGuard::spawn(
         Command::new(tollgate_binary())
@@ -87,7 +90,8 @@ async fn dev_starts_a_working_node_and_writes_the_env_file() {
             .stdout(std::process::Stdio::piped()),
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !env_file.exists() {
+    // Atomic (temp + rename): the first time the new content shows, it is all there.
+    while std::fs::read_to_string(&env_file).unwrap().contains("=stale") {
         if let Some(status) = child.0.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
             panic!("tollgate dev exited early with {status}");
         }
@@ -95,7 +99,9 @@ async fn dev_starts_a_working_node_and_writes_the_env_file() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let text = std::fs::read_to_string(&env_file).unwrap();
-    use std::os::unix::fs::PermissionsExt as _;
+    assert!(text.ends_with('\n') && text.lines().count() == 4, "complete at first sight: {text}");
+    let entries: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(entries, ["dev.env"], "no temporary file left behind");
     let mode = std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the env file holds the API key and admin token: owner only");
     let value = |name: &str| {

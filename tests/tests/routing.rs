@@ -331,6 +331,22 @@ async fn a_slow_canary_is_rolled_back_on_a_standalone_node() {
     assert_eq!(canary.request_count(), before, "the rolled-back canary gets no traffic");
 }
 
+/// Waits (explicitly, not a guessed sleep) until the canary judge has reached two more verdicts: one may
+/// have been under way while the test's traffic ran, the second has seen all of it.
+async fn judged_twice_more(h: &Harness) {
+    let judgements = |metrics: &str| metric_value(metrics, "tollgate_canary_judgements_total", &[]).unwrap_or(0.0);
+    let start = judgements(&h.metrics().await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = h.metrics().await;
+        if judgements(&metrics) >= start + 2.0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the canary judge stopped judging:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Issue 12.7: requests only the canary rejects (400: the caller's mistake) counted against its error
 /// rate, so one tenant could force a rollback for everyone. They are counted as `rejected`, not errors.
 #[tokio::test]
@@ -345,8 +361,8 @@ async fn requests_the_canary_rejects_as_invalid_do_not_roll_it_back() {
         assert!(status == 200 || status == 400, "{status}");
         assert!(tokio::time::Instant::now() < deadline, "traffic did not reach both targets");
     }
-    // Give the canary judge (every second) time to see the window.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Two more verdicts after the traffic: the judge has seen all of it.
+    judged_twice_more(&h).await;
     let metrics = h.metrics().await;
     let rollbacks =
         metric_value(&metrics, "tollgate_canary_rollbacks_total", &["route=\"rollout\"", "target=\"next\""]);
@@ -396,8 +412,7 @@ async fn long_outputs_on_the_canary_are_not_slowness() {
             assert!(text.unwrap().contains("[DONE]"));
         }
     }
-    // Let the judge (every second) see the whole window.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    judged_twice_more(&h).await;
     let metrics = h.metrics().await;
     let mean_duration = |provider: &str| {
         let labels = ["route=\"rollout\"".to_owned(), format!("gen_ai_provider_name=\"{provider}\"")];

@@ -38,6 +38,10 @@ pub(crate) struct Inner {
     rejoin_refusal: Mutex<Option<String>>,
     /// Signs this node's RPCs to peers and checks theirs (see [`crate::auth`]).
     pub(crate) auth: crate::auth::ClusterAuth,
+    /// This node's cluster and data dir identity, and the check of its peers' (see [`crate::identity`]).
+    pub(crate) identity: crate::identity::Identity,
+    /// Whether this node takes part in Raft (false while a new data dir is checked, see `wiped`).
+    admitted: watch::Receiver<bool>,
 }
 
 /// The gRPC server task and the signal that stops it.
@@ -97,7 +101,7 @@ fn serve_grpc(inner: &Arc<Inner>, listener: tokio::net::TcpListener, admitted: w
     let check = inner.auth.clone();
     let router = tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(move |request| check.check(request)))
-        .add_service(crate::raft_service::raft_server_gated(inner.raft.clone(), admitted))
+        .add_service(crate::raft_service::raft_server_gated(inner.raft.clone(), admitted, inner.identity.clone()))
         .add_service(cluster_service::cluster_server(inner.clone()));
     let server = tokio::spawn(async move {
         let shutdown = async move {
@@ -117,17 +121,24 @@ impl ConsensusNode {
         let new_data_dir = wiped::is_new_data_dir(&config.data_dir);
         std::fs::create_dir_all(&config.data_dir)?;
         let (log_store, state_machine) = open_store(&config.data_dir).await?;
+        let identity = {
+            let state_machine = state_machine.clone();
+            crate::identity::Identity::new(log_store.data_dir_id()?, Arc::new(move || state_machine.current()))
+        };
         let raft_config = raft_config(&config)?;
         let faults = crate::faults::Faults::default();
         let auth = crate::auth::ClusterAuth::new(config.node_id, config.cluster_secrets.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(raft_config),
-            crate::network::Network::with_faults(faults.clone()).with_auth(auth.clone()),
+            crate::network::Network::with_faults(faults.clone())
+                .with_auth(auth.clone())
+                .with_identity(identity.clone()),
             log_store,
             state_machine.clone(),
         )
         .await?;
+        let (admit, admitted) = watch::channel(!new_data_dir);
         let inner = Arc::new(Inner {
             raft: raft.clone(),
             state_machine,
@@ -137,9 +148,10 @@ impl ConsensusNode {
             clock_skew_ms: std::sync::atomic::AtomicI64::new(0),
             rejoin_refusal: Mutex::new(None),
             auth: auth.clone(),
+            identity,
+            admitted: admitted.clone(),
         });
 
-        let (admit, admitted) = watch::channel(!new_data_dir);
         let server = serve_grpc(&inner, listener, admitted);
         let node = ConsensusNode { inner, server: Arc::new(Mutex::new(Some(server))) };
         if !new_data_dir {
@@ -175,6 +187,12 @@ impl ConsensusNode {
     }
 
     /// Why this node refused to take part in Raft, if it did (a member restarted with a wiped data dir).
+    /// Whether this node answers Raft RPCs: false while a new data dir is being checked against the peers
+    /// (see `wiped`), and for good if that check refused it.
+    pub fn is_admitted(&self) -> bool {
+        *self.inner.admitted.borrow()
+    }
+
     pub fn rejoin_refusal(&self) -> Option<String> {
         self.inner.rejoin_refusal.lock().ok().and_then(|refusal| refusal.clone())
     }
@@ -187,23 +205,47 @@ impl ConsensusNode {
         let weak = Arc::downgrade(&self.inner);
         let id = self.id();
         let info = self.inner.config.advertise.clone();
+        let data_dir = self.inner.identity.data_dir_id().to_owned();
         tokio::spawn(async move {
+            // Part of the request id: a retry after a refusal is a new request, not the refused one again.
+            let mut refusals = 0u32;
             loop {
                 let Some(inner) = weak.upgrade() else {
                     return;
                 };
                 let node = ConsensusNode { inner, server: Arc::new(Mutex::new(None)) };
-                if node.current().config.nodes.get(&id) == Some(&info) {
+                let current = node.current();
+                if current.config.nodes.get(&id) == Some(&info) && current.config.data_dirs.get(&id) == Some(&data_dir)
+                {
                     return;
                 }
                 let request = Request {
-                    request_id: format!("register-{id}-{}-{}-{}", info.raft_addr, info.api_addr, info.admin_addr),
+                    request_id: format!(
+                        "register-{id}-{}-{}-{}-{data_dir}-{refusals}",
+                        info.raft_addr, info.api_addr, info.admin_addr
+                    ),
                     actor: format!("node-{id}"),
                     at_ms: 0,
-                    command: Command::RegisterNode { id, info: info.clone() },
+                    command: Command::RegisterNode { id, info: info.clone(), data_dir: Some(data_dir.clone()) },
                 };
                 match node.write(request).await {
-                    Ok(_) => return,
+                    // A replaced data dir: refused until the node is removed and added back; asked again
+                    // now and then so that, once it has been, it registers without a restart.
+                    Ok(Response::Rejected { reason }) => {
+                        tracing::error!("{reason}");
+                        if let Ok(mut refusal) = node.inner.rejoin_refusal.lock() {
+                            *refusal = Some(reason);
+                        }
+                        refusals += 1;
+                        drop(node);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Ok(_) => {
+                        if let Ok(mut refusal) = node.inner.rejoin_refusal.lock() {
+                            *refusal = None;
+                        }
+                        return;
+                    }
                     Err(ClusterError::Internal(reason)) if reason.contains("stopped") => return,
                     Err(_) => {
                         drop(node);

@@ -14,6 +14,7 @@ use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
 const LAST_PURGED_KEY: &[u8] = b"last_purged";
+const DATA_DIR_ID_KEY: &[u8] = b"data_dir_id";
 
 /// The Raft log store: entries in the `logs` tree, keyed by big-endian index; the vote, the committed log id
 /// and the last purged log id in the `meta` tree. A cheap handle: clones share the same trees (the log reader
@@ -34,6 +35,19 @@ impl LogStore {
     /// workload: watch this, and snapshot and purge regularly).
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
         self.db.size_on_disk().map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, &e))
+    }
+
+    /// The incarnation of this data dir: made once, when the store is first opened, and kept for its life
+    /// (see [`crate::identity`]). A wiped data dir gets a new one, which is how peers tell it apart.
+    pub fn data_dir_id(&self) -> anyhow::Result<String> {
+        use anyhow::Context as _;
+        if let Some(id) = self.meta.get(DATA_DIR_ID_KEY).context("reading the data dir id")? {
+            return String::from_utf8(id.to_vec()).context("the stored data dir id is not UTF-8");
+        }
+        let id = crate::identity::new_id("data-dir");
+        self.meta.insert(DATA_DIR_ID_KEY, id.as_bytes()).context("storing the data dir id")?;
+        self.db.flush().context("flushing the data dir id")?;
+        Ok(id)
     }
 
     /// Number of entries currently in the log (purged entries excluded). O(n): sled walks the tree.

@@ -280,6 +280,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     responses.push(state.apply(entry.log_id.index, &request));
                 }
                 EntryPayload::Membership(membership) => {
+                    // A node that left the membership leaves its data dir record behind: `add-node` may
+                    // bring it back with a new data dir (see `crate::identity`).
+                    let current = next.as_ref().map_or(&applied.state.config, |state| &state.config);
+                    if current.data_dirs.keys().any(|id| !membership.nodes().any(|(member, _)| member == id)) {
+                        let state = next.get_or_insert_with(|| ControlState::clone(&applied.state));
+                        let kept = state.config.data_dirs.clone().into_iter();
+                        state.config.data_dirs =
+                            kept.filter(|(id, _)| membership.nodes().any(|(member, _)| member == id)).collect();
+                    }
                     applied.last_membership = StoredMembership::new(Some(entry.log_id), membership);
                     responses.push(Response::Noop);
                 }

@@ -2,6 +2,7 @@
 //! endpoint lines of `/metrics`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use super::Gossip;
 use crate::clock::{monotonic_ms, wall_ms};
@@ -28,7 +29,20 @@ pub fn admin_view(registry: &EndpointRegistry, cluster: Option<&Gossip>) -> serd
         .collect();
     match cluster {
         Some(cluster) => {
-            serde_json::json!({"enabled": true, "gossip_addr": cluster.gossip_addr().to_string(), "local": local, "view": *cluster.view()})
+            let sealed = cluster.seal_stats().map(|stats| {
+                serde_json::json!({
+                    "rejected_unauthenticated": stats.rejected_unauthenticated.load(Ordering::Relaxed),
+                    "rejected_stale": stats.rejected_stale.load(Ordering::Relaxed),
+                    "dropped_oversize": stats.dropped_oversize.load(Ordering::Relaxed),
+                })
+            });
+            serde_json::json!({
+                "enabled": true,
+                "gossip_addr": cluster.gossip_addr().to_string(),
+                "sealed": sealed,
+                "local": local,
+                "view": *cluster.view(),
+            })
         }
         None => serde_json::json!({"enabled": false, "local": local}),
     }
@@ -98,5 +112,19 @@ pub fn render_metrics(registry: &EndpointRegistry, cluster: Option<&Gossip>, out
         let view = cluster.view();
         out.push_str("# HELP tollgate_gossip_live_members Nodes gossip considers alive (this one included).\n# TYPE tollgate_gossip_live_members gauge\n");
         let _ = writeln!(out, "tollgate_gossip_live_members {}", view.live_members().count());
+        if let Some(stats) = cluster.seal_stats() {
+            out.push_str("# HELP tollgate_gossip_datagrams_refused_total Gossip datagrams refused or not sent by the sealing transport.\n# TYPE tollgate_gossip_datagrams_refused_total counter\n");
+            for (reason, counter) in [
+                ("unauthenticated", &stats.rejected_unauthenticated),
+                ("stale", &stats.rejected_stale),
+                ("oversize", &stats.dropped_oversize),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "tollgate_gossip_datagrams_refused_total{{reason=\"{reason}\"}} {}",
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
     }
 }

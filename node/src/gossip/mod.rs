@@ -8,9 +8,13 @@
 
 mod admin;
 pub mod keys;
+pub mod sealed;
 
 pub use admin::{admin_view, render_metrics};
+pub use sealed::{SealStats, SecretSource};
 
+#[cfg(test)]
+mod sealed_tests;
 #[cfg(test)]
 mod tests;
 
@@ -48,6 +52,9 @@ pub struct GossipSettings {
     pub raft_addr: Option<String>,
     /// `None`: every member that shares the cluster id counts (standalone gossip without Raft).
     pub accept: Option<MemberFilter>,
+    /// The cluster secrets that seal and open every datagram ([`sealed`]); `None` (a node without a
+    /// cluster secret) gossips unsealed.
+    pub secrets: Option<SecretSource>,
 }
 
 impl std::fmt::Debug for GossipSettings {
@@ -59,6 +66,7 @@ impl std::fmt::Debug for GossipSettings {
             .field("seeds", &self.seeds)
             .field("interval", &self.interval)
             .field("filtered", &self.accept.is_some())
+            .field("sealed", &self.secrets.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -81,29 +89,23 @@ impl GossipSettings {
             advertise,
             seeds: node.effective_gossip_seeds(),
             interval: Duration::from_millis(node.gossip.interval_ms),
-            cluster_id: gossip_cluster_id(&node.gossip.cluster_id, config.cluster_secrets()?.first()),
+            cluster_id: node.gossip.cluster_id.clone(),
             api_addr: None,
             admin_addr: None,
             raft_addr: None,
             accept: None,
+            secrets: fixed_secrets(config.cluster_secrets()?),
         })
     }
 }
 
-/// chitchat drops every message whose cluster id differs from its own. In a cluster, the id carries a
-/// digest of the cluster secret, so a process without the secret cannot join the gossip or feed it forged
-/// endpoint health or GPU load (gossip holds hints only; budgets never depend on it). After a secret
-/// rotation, nodes re-form the gossip as they restart with the new first secret.
-pub fn gossip_cluster_id(configured: &str, secret: Option<&String>) -> String {
-    use sha2::{Digest, Sha256};
-    match secret {
-        Some(secret) => {
-            let digest = Sha256::digest(format!("tollgate-gossip\0{secret}").as_bytes());
-            let tag: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-            format!("{configured}-{tag}")
-        }
-        None => configured.to_owned(),
+/// Secrets read once (the node replaces the source with its live, reloadable set when it runs Raft).
+fn fixed_secrets(secrets: Vec<String>) -> Option<SecretSource> {
+    if secrets.is_empty() {
+        return None;
     }
+    let secrets = Arc::new(secrets);
+    Some(Arc::new(move || secrets.clone()))
 }
 
 /// A sample stamped further in the future than this is forged or from a broken clock: ignored, so it
@@ -160,6 +162,7 @@ pub struct Gossip {
     view: Arc<ArcSwap<ClusterView>>,
     gossip_addr: SocketAddr,
     task: JoinHandle<()>,
+    seal_stats: Option<Arc<SealStats>>,
 }
 
 impl Gossip {
@@ -175,9 +178,18 @@ impl Gossip {
             settings.listen = probe.local_addr()?;
         }
         let advertise = settings.advertise.unwrap_or(settings.listen);
-        Self::start_with_transport(settings.clone(), advertise, registry, &chitchat::transport::UdpTransport)
-            .await
-            .map_err(|err| bind_error(&format!("{err:#}")))
+        let started = match settings.secrets.clone() {
+            Some(secrets) => {
+                let stats = Arc::new(SealStats::default());
+                let transport = sealed::SealedTransport::new(secrets, stats.clone());
+                Self::start_with_transport(settings, advertise, registry, &transport).await.map(|mut gossip| {
+                    gossip.seal_stats = Some(stats);
+                    gossip
+                })
+            }
+            None => Self::start_with_transport(settings, advertise, registry, &chitchat::transport::UdpTransport).await,
+        };
+        started.map_err(|err| bind_error(&format!("{err:#}")))
     }
 
     /// With any chitchat transport (tests use `ChannelTransport`, where `advertise` is the listen address).
@@ -252,8 +264,21 @@ impl Gossip {
             interval,
             settings.accept.clone(),
         ));
-        tracing::info!(node_id = settings.node_id, gossip = %advertise, seeds = ?settings.seeds, "gossip started");
-        Ok(Gossip { chitchat, handle: std::sync::Mutex::new(Some(handle)), view, gossip_addr: advertise, task })
+        tracing::info!(
+            node_id = settings.node_id,
+            gossip = %advertise,
+            seeds = ?settings.seeds,
+            sealed = settings.secrets.is_some(),
+            "gossip started"
+        );
+        Ok(Gossip {
+            chitchat,
+            handle: std::sync::Mutex::new(Some(handle)),
+            view,
+            gossip_addr: advertise,
+            task,
+            seal_stats: None,
+        })
     }
 
     /// The latest merged view (cheap; no lock).
@@ -263,6 +288,11 @@ impl Gossip {
 
     pub fn gossip_addr(&self) -> SocketAddr {
         self.gossip_addr
+    }
+
+    /// Datagrams refused or dropped by the sealing transport (`None`: gossip is not sealed).
+    pub fn seal_stats(&self) -> Option<&SealStats> {
+        self.seal_stats.as_deref()
     }
 
     /// Leaves the gossip: peers see this node die within a few intervals.

@@ -17,7 +17,7 @@ struct Node {
     addr: SocketAddr,
 }
 
-fn settings(node_id: u64, listen: SocketAddr, seeds: Vec<String>) -> GossipSettings {
+pub(super) fn settings(node_id: u64, listen: SocketAddr, seeds: Vec<String>) -> GossipSettings {
     GossipSettings {
         node_id,
         listen,
@@ -29,10 +29,11 @@ fn settings(node_id: u64, listen: SocketAddr, seeds: Vec<String>) -> GossipSetti
         admin_addr: None,
         raft_addr: None,
         accept: None,
+        secrets: None,
     }
 }
 
-fn registry() -> Arc<EndpointRegistry> {
+pub(super) fn registry() -> Arc<EndpointRegistry> {
     let registry = Arc::new(EndpointRegistry::new(
         BreakerConfig { failures: 2, cooldown: Duration::from_secs(30) },
         Duration::from_secs(1),
@@ -55,7 +56,7 @@ async fn channel_nodes(transport: &ChannelTransport, n: u64) -> Vec<Node> {
     nodes
 }
 
-async fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Duration {
+pub(super) async fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !check() {
         assert!(started.elapsed() < within, "timed out after {within:?} waiting for: {what}");
@@ -64,7 +65,7 @@ async fn wait_for(what: &str, within: Duration, mut check: impl FnMut() -> bool)
     started.elapsed()
 }
 
-fn break_endpoint(registry: &EndpointRegistry, name: &str) {
+pub(super) fn break_endpoint(registry: &EndpointRegistry, name: &str) {
     let endpoint = registry.endpoint(name);
     for _ in 0..2 {
         endpoint.record_failure(&GatewayError::upstream_connect("connection refused"));
@@ -232,16 +233,4 @@ async fn an_endpoint_removed_from_the_config_is_withdrawn_from_gossip() {
     nodes[0].registry.set_active(&[("gpu-b".into(), None)]);
     wait_for("node 1's gpu-a report withdrawn", Duration::from_secs(2), || !reported_by_one(&nodes[1])).await;
     assert!(nodes[1].cluster.view().endpoints["gpu-b"].reports.contains_key("1"), "gpu-b is still reported");
-}
-
-#[test]
-fn the_gossip_cluster_id_carries_a_digest_of_the_cluster_secret() {
-    let secret = "a-cluster-secret-0123456789".to_owned();
-    let id = super::gossip_cluster_id("tollgate", Some(&secret));
-    assert!(id.starts_with("tollgate-") && id.len() > "tollgate-".len() + 16, "{id}");
-    assert!(!id.contains("secret"), "the secret itself never travels: {id}");
-    let other = "another-cluster-secret-98765".to_owned();
-    assert_ne!(id, super::gossip_cluster_id("tollgate", Some(&other)), "without the secret, no way in");
-    assert_eq!(id, super::gossip_cluster_id("tollgate", Some(&secret)), "every member derives the same id");
-    assert_eq!(super::gossip_cluster_id("tollgate", None), "tollgate", "standalone nodes keep the configured id");
 }

@@ -1,7 +1,6 @@
 //! GPU load from self-hosted engines: scrape each provider's `metrics_url` (Prometheus text) and read the
 //! queue, batch and KV-cache gauges of vLLM, SGLang or TGI (the engine is recognised by its metric names).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +11,7 @@ use hyper_util::rt::TokioExecutor;
 
 use super::{EndpointRegistry, GpuLoad};
 use crate::clock::wall_ms;
+use crate::providers::tls::{Alpn, UpstreamTls};
 
 /// Largest metrics page read (vLLM with many models and histograms stays well below).
 const MAX_METRICS_BYTES: usize = 4 * 1024 * 1024;
@@ -94,16 +94,11 @@ fn sample(line: &str) -> Option<(&str, f64)> {
 
 type MetricsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-fn client() -> anyhow::Result<MetricsClient> {
+fn client(tls: &UpstreamTls) -> MetricsClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_millis(500)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(Arc::new(rustls::crypto::ring::default_provider()))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+    Client::builder(TokioExecutor::new()).build(tls.connector(http, Alpn::Http1))
 }
 
 async fn scrape(client: &MetricsClient, url: &str, timeout: Duration) -> anyhow::Result<Option<GpuLoad>> {
@@ -131,8 +126,9 @@ async fn scrape(client: &MetricsClient, url: &str, timeout: Duration) -> anyhow:
 pub fn spawn_scraper(
     registry: std::sync::Weak<EndpointRegistry>,
     interval: Duration,
+    tls: &UpstreamTls,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let client = client()?;
+    let client = client(tls);
     Ok(tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod mock;
 pub mod openai;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::api::Protocol;
 use crate::config::{LimitsConfig, ProviderConfig, ProviderKind};
 use crate::error::{GatewayError, GatewayResult};
+pub use tls::UpstreamTls;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -106,7 +108,7 @@ const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate", "idempotency-k
 const TRACE_HEADERS: &[&str] = &["traceparent", "tracestate"];
 
 impl Provider {
-    pub fn from_config(config: &ProviderConfig, limits: &LimitsConfig) -> anyhow::Result<Provider> {
+    pub fn from_config(config: &ProviderConfig, limits: &LimitsConfig, tls: &UpstreamTls) -> anyhow::Result<Provider> {
         let timeouts = Timeouts {
             connect: Duration::from_millis(config.connect_timeout_ms.unwrap_or(limits.connect_timeout_ms)),
             first_byte: Duration::from_millis(config.first_byte_timeout_ms.unwrap_or(limits.first_byte_timeout_ms)),
@@ -115,11 +117,11 @@ impl Provider {
         let (protocol, backend) = match config.kind {
             ProviderKind::Openai => (
                 Protocol::OpenAi,
-                Backend::Http(Box::new(HttpBackend::for_dialect(config, timeouts, &openai::DIALECT)?)),
+                Backend::Http(Box::new(HttpBackend::for_dialect(config, timeouts, tls, &openai::DIALECT)?)),
             ),
             ProviderKind::Anthropic => (
                 Protocol::Anthropic,
-                Backend::Http(Box::new(HttpBackend::for_dialect(config, timeouts, &anthropic::DIALECT)?)),
+                Backend::Http(Box::new(HttpBackend::for_dialect(config, timeouts, tls, &anthropic::DIALECT)?)),
             ),
             ProviderKind::Mock => {
                 let mock = mock::MockProvider::new(config.mock.clone().unwrap_or_default());
@@ -202,13 +204,19 @@ fn transport_error(provider: &str, err: &hyper_util::client::legacy::Error) -> G
 impl HttpBackend {
     /// The backend for a provider of this dialect: its base URL (or the dialect's), every operation's URI,
     /// and the key and configured headers.
-    fn for_dialect(config: &ProviderConfig, timeouts: Timeouts, dialect: &Dialect) -> anyhow::Result<Self> {
+    fn for_dialect(
+        config: &ProviderConfig,
+        timeouts: Timeouts,
+        tls: &UpstreamTls,
+        dialect: &Dialect,
+    ) -> anyhow::Result<Self> {
         let credential = api_key(config)?.map(|key| (dialect.credential)(&key));
         let paths: Vec<&'static str> = dialect.paths.iter().map(|(_, path)| *path).collect();
         HttpBackend::new(
             config.base_url.as_deref().unwrap_or(dialect.default_base_url),
             &paths,
             timeouts,
+            tls,
             static_headers(config, credential)?,
         )
     }
@@ -217,6 +225,7 @@ impl HttpBackend {
         base_url: &str,
         paths: &[&'static str],
         timeouts: Timeouts,
+        tls: &UpstreamTls,
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> anyhow::Result<Self> {
         let mut http = HttpConnector::new();
@@ -224,11 +233,7 @@ impl HttpBackend {
         http.set_connect_timeout(Some(timeouts.connect));
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(std::sync::Arc::new(rustls::crypto::ring::default_provider()))?
-            .https_or_http()
-            .enable_all_versions()
-            .wrap_connector(http);
+        let https = tls.connector(http, tls::Alpn::Http2AndHttp1);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)

@@ -34,7 +34,13 @@ kind = "mock"
         BreakerConfig { failures: 1, cooldown: std::time::Duration::from_secs(60) },
         std::time::Duration::from_secs(1),
     ));
-    let snapshot = ControlSnapshot::build(&config, &Metrics::default(), &registry).unwrap_or_else(|e| panic!("{e:#}"));
+    let snapshot = ControlSnapshot::build(
+        &config,
+        &crate::providers::UpstreamTls::public_roots().unwrap_or_else(|e| panic!("{e:#}")),
+        &Metrics::default(),
+        &registry,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
     (snapshot.routes["m"].clone(), registry)
 }
 
