@@ -48,15 +48,8 @@ async fn a_posted_script_can_make_the_model_reason() {
     let queued =
         client.post(format!("{}/_mock/script", mock.base_url())).json(&json!({"reasoning": "Six sevens."})).send();
     assert_eq!(queued.await.unwrap().status(), 200);
-    let out: Value = client
-        .post(format!("{}/chat/completions", mock.openai_base_url()))
-        .json(&json!({"model": "mock-gpt", "messages": [{"role": "user", "content": "6 x 7?"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"model": "mock-gpt", "messages": [{"role": "user", "content": "6 x 7?"}]});
+    let out = super::post_json(super::chat_url(&mock), body).await;
     let message = &out["choices"][0]["message"];
     assert_eq!(
         (message["reasoning_content"].as_str(), message["content"].as_str()),
