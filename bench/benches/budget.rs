@@ -44,10 +44,10 @@ fn large_state(usage_rows: u64) -> ControlState {
         index += 1;
         state.apply(index, &request(index, command));
     };
-    next(&mut state, Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } });
+    next(&mut state, Command::PutOrg { org: OrgConfig::named("acme") });
     next(&mut state, Command::SetBudget { budget: spec(u64::MAX / 4) });
     for i in 0..1_000 {
-        next(&mut state, Command::PutOrg { org: OrgConfig { name: format!("org-{i}"), budget: None } });
+        next(&mut state, Command::PutOrg { org: OrgConfig::named(format!("org-{i}")) });
     }
     let rows: Vec<(UsageKey, UsageTotals)> = (0..usage_rows)
         .map(|i| {
@@ -110,10 +110,7 @@ fn bench_admission(c: &mut Criterion) {
     let node = cluster.node(1);
     let consensus = node.gateway.consensus.clone().unwrap();
     runtime.block_on(async {
-        consensus
-            .write(request(1, Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }))
-            .await
-            .unwrap();
+        consensus.write(request(1, Command::PutOrg { org: OrgConfig::named("acme") })).await.unwrap();
         consensus.write(request(2, Command::SetBudget { budget: spec(u64::MAX / 4) })).await.unwrap();
     });
     let budget = node.gateway.budget.clone().unwrap();

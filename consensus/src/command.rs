@@ -24,6 +24,14 @@ pub enum Command {
     DeleteModel {
         name: String,
     },
+    /// A guardrail (`[[guardrails]]` entry) as JSON: the nodes validate it before proposing it (the
+    /// detectors live in the gateway crate); here only its name and its references matter.
+    PutGuardrail {
+        guardrail: serde_json::Value,
+    },
+    DeleteGuardrail {
+        name: String,
+    },
     PutOrg {
         org: OrgConfig,
     },
@@ -50,7 +58,7 @@ pub enum Command {
     /// The initial config from the first node's file: applied once in the cluster's life, ignored after.
     Bootstrap {
         commands: Vec<Command>,
-        /// Made by the bootstrapping node; identifies the cluster for its life (see [`crate::identity`]).
+        /// Made by the bootstrapping node; identifies the cluster for its life (see the `identity` module).
         #[serde(default)]
         cluster_id: Option<String>,
     },
@@ -179,6 +187,10 @@ impl Command {
             Command::DeleteProvider { name } => format!("delete provider {name}"),
             Command::PutModel { model } => format!("put model {}", model.name),
             Command::DeleteModel { name } => format!("delete model {name}"),
+            Command::PutGuardrail { guardrail } => {
+                format!("put guardrail {}", guardrail.get("name").and_then(|name| name.as_str()).unwrap_or("?"))
+            }
+            Command::DeleteGuardrail { name } => format!("delete guardrail {name}"),
             Command::PutOrg { org } => format!("put org {}", org.name),
             Command::DeleteOrg { name } => format!("delete org {name}"),
             Command::PutTeam { team } => format!("put team {}/{}", team.org, team.name),

@@ -22,23 +22,13 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
+pub use crate::member::new_id;
 use crate::state::ControlState;
 use crate::types::NodeId;
 
 /// gRPC metadata on every Raft RPC and its reply: `cluster_id/data_dir_id` (`-` for a cluster id not
 /// known yet, on a node that has not applied the bootstrap).
 pub const IDENTITY_HEADER: &str = "x-tollgate-identity";
-
-/// A fresh, practically unique id (16 hex digits) from the clock, the process and a counter.
-pub fn new_id(what: &str) -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let digest = Sha256::digest(format!("{what}\0{nanos}\0{}\0{count}", std::process::id()).as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
 
 /// This node's identity, and the replicated state it judges peers' identities by.
 #[derive(Clone)]
@@ -111,6 +101,7 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    pub use crate::member::new_id;
     use crate::state::ControlState;
 
     fn identity(cluster: Option<&str>, recorded: &[(NodeId, &str)]) -> Identity {

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::member::NodeId;
 
+#[path = "ledger_audit.rs"]
+pub mod audit;
+pub use audit::S2Audit;
+
 /// Who a budget applies to. The tightest of the org, team and key budgets applies to a request.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Scope {
@@ -252,12 +256,26 @@ pub struct Ledger {
     /// whose clock is off cannot by itself decide that a period has begun.
     #[serde(default)]
     pub node_clocks: OrdMap<NodeId, u64>,
+    /// S2 checked after every applied change to an account ([`audit`]).
+    #[serde(default)]
+    pub s2_audit: S2Audit,
 }
 
 /// How many periods of history an account keeps (the current one and the one before).
 const PERIODS_KEPT: usize = 2;
 
 impl Ledger {
+    /// The account's granted − released before a change (0 when it has no account yet).
+    fn net_granted(&self, scope_id: &str, period_start: u64) -> u64 {
+        self.accounts.get(scope_id).and_then(|accounts| accounts.get(&period_start)).map_or(0, audit::net_granted)
+    }
+
+    /// Checks S2 on the account after a change (see [`audit`]).
+    fn audit(&mut self, scope_id: &str, period_start: u64, before: u64, what: impl FnOnce() -> String) {
+        let account = self.accounts.get(scope_id).and_then(|accounts| accounts.get(&period_start));
+        self.s2_audit.check(before, account, what);
+    }
+
     pub fn set_budget(&mut self, spec: BudgetSpec) -> Result<(), String> {
         if spec.limit_units().is_none() && spec.tokens_per_minute.is_none() && spec.requests_per_minute.is_none() {
             return Err("set limit_tokens, limit_cost, tokens_per_minute or requests_per_minute".into());
@@ -292,13 +310,18 @@ impl Ledger {
         }
         // A changed limit applies to the current accounts at once; lowering it below what is outstanding
         // simply stops further grants.
+        let periods: Vec<(u64, u64)> = self.accounts.get(&id).map_or_else(Vec::new, |accounts| {
+            accounts.iter().map(|(period, account)| (*period, audit::net_granted(account))).collect()
+        });
         if let Some(accounts) = self.accounts.get_mut(&id) {
-            let periods: Vec<u64> = accounts.keys().copied().collect();
-            for period in periods {
-                if let Some(account) = accounts.get_mut(&period) {
+            for (period, _) in &periods {
+                if let Some(account) = accounts.get_mut(period) {
                     account.limit = limit;
                 }
             }
+        }
+        for (period, before) in periods {
+            self.audit(&id, period, before, || format!("limit of {id} set to {limit}"));
         }
         self.budgets.insert(id, spec);
         Ok(())
@@ -418,6 +441,7 @@ impl Ledger {
                 "period {period_start} of {scope_id} has ended: a later period has begun (the leader's clock is behind)"
             ));
         }
+        let before = self.net_granted(scope_id, period_start);
         let account = self.account(scope_id, period_start)?;
         let newest = account.incarnations.get(&node).and_then(|i| i.keys().next_back().copied()).unwrap_or(0);
         if incarnation < newest {
@@ -428,8 +452,9 @@ impl Ledger {
         let totals = account.incarnations.entry(node).or_default().entry(incarnation).or_default();
         totals.granted += granted;
         let node_total = totals.granted;
-        debug_assert!(granted == 0 || account.outstanding() <= account.limit, "S2: outstanding within the limit");
-        Ok((granted, account.available(), node_total))
+        let available = account.available();
+        self.audit(scope_id, period_start, before, || format!("grant {granted} of {scope_id} to node {node}"));
+        Ok((granted, available, node_total))
     }
 
     /// Raises an incarnation's released total to `released_total` (never lowers it: a resent release is a
@@ -442,6 +467,7 @@ impl Ledger {
         incarnation: u64,
         released_total: u64,
     ) -> u64 {
+        let before = self.net_granted(scope_id, period_start);
         let Some(account) = self.existing_account(scope_id, period_start) else {
             return 0;
         };
@@ -449,6 +475,7 @@ impl Ledger {
         let returned = released_total.saturating_sub(totals.released).min(totals.held());
         totals.released = totals.released.max(released_total);
         *account.released.entry(node).or_default() += returned;
+        self.audit(scope_id, period_start, before, || format!("release {returned} of {scope_id} by node {node}"));
         returned
     }
 
@@ -461,6 +488,7 @@ impl Ledger {
         incarnation: u64,
         used_total: u64,
     ) {
+        let before = self.net_granted(scope_id, period_start);
         let Some(account) = self.existing_account(scope_id, period_start) else {
             return;
         };
@@ -468,6 +496,7 @@ impl Ledger {
         let delta = used_total.saturating_sub(totals.used);
         totals.used += delta;
         *account.used.entry(node).or_default() += delta;
+        self.audit(scope_id, period_start, before, || format!("use {delta} of {scope_id} reported by node {node}"));
     }
 
     /// Grants up to `amount` (never below `min_amount`: then nothing) while S2 holds. Returns
@@ -480,27 +509,33 @@ impl Ledger {
         amount: u64,
         min_amount: u64,
     ) -> Result<(u64, u64), String> {
+        let before = self.net_granted(scope_id, period_start);
         let account = self.account(scope_id, period_start)?;
         let granted = account.grantable(amount, min_amount);
         *account.granted.entry(node).or_default() += granted;
         // S2. (A limit lowered below what is already outstanding is the one case it can be above: then
         // nothing more is granted.)
-        debug_assert!(granted == 0 || account.outstanding() <= account.limit, "S2: outstanding within the limit");
-        Ok((granted, account.available()))
+        let available = account.available();
+        self.audit(scope_id, period_start, before, || format!("grant {granted} of {scope_id} to node {node}"));
+        Ok((granted, available))
     }
 
     /// Returns unused allowance; never more than the node holds.
     pub fn release(&mut self, scope_id: &str, period_start: u64, node: NodeId, amount: u64) -> Result<u64, String> {
+        let before = self.net_granted(scope_id, period_start);
         let account = self.account(scope_id, period_start)?;
         let returned = amount.min(account.held_by(node));
         *account.released.entry(node).or_default() += returned;
+        self.audit(scope_id, period_start, before, || format!("release {returned} of {scope_id} by node {node}"));
         Ok(returned)
     }
 
     /// Adds consumption reported by a node (deltas, de-duplicated by request id upstream).
     pub fn report(&mut self, scope_id: &str, period_start: u64, node: NodeId, delta: u64) -> Result<(), String> {
+        let before = self.net_granted(scope_id, period_start);
         let account = self.account(scope_id, period_start)?;
         *account.used.entry(node).or_default() += delta;
+        self.audit(scope_id, period_start, before, || format!("use {delta} of {scope_id} reported by node {node}"));
         Ok(())
     }
 }

@@ -212,6 +212,12 @@ pub struct ModelConfig {
     /// a larger request gets 413 without costing the node CPU. Unset: only `limits.max_body_bytes` applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_prompt_bytes: Option<u64>,
+    /// Cap on the number of messages in one request (conversation length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_messages: Option<u64>,
+    /// Cap on the prompt's tokens (the route's tokenizer), tighter than the context window if wanted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_prompt_tokens: Option<u64>,
     #[serde(default)]
     pub price_per_mtok: Price,
     /// Tokenizer used for local estimates (default: guessed from the name).
@@ -229,6 +235,9 @@ pub struct ModelConfig {
     pub retry: Option<RetryPolicy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryConfig>,
+    /// Guardrails (`[[guardrails]]` names) run on every request to this route, besides the org's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -261,6 +270,8 @@ impl ModelConfig {
             context_window: None,
             max_output_tokens: None,
             max_prompt_bytes: None,
+            max_messages: None,
+            max_prompt_tokens: None,
             price_per_mtok: Price::default(),
             encoding: None,
             strategy: Strategy::default(),
@@ -275,6 +286,7 @@ impl ModelConfig {
             fallback_on: Vec::new(),
             retry: None,
             canary: None,
+            guardrails: Vec::new(),
         }
     }
 }
@@ -282,9 +294,19 @@ impl ModelConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct OrgConfig {
     pub name: String,
-    /// Budgets are enforced once the budget ledger exists; accepted here so cluster files stay valid.
+    /// The org's token or cost budget (`{limit_tokens, limit_cost, period}`), set as a ledger budget.
     #[serde(default)]
     pub budget: Option<serde_json::Value>,
+    /// Guardrails (`[[guardrails]]` names) run on every request of the org's keys, besides the route's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<String>,
+}
+
+impl OrgConfig {
+    /// An org with no budget and no guardrails of its own.
+    pub fn named(name: impl Into<String>) -> OrgConfig {
+        OrgConfig { name: name.into(), budget: None, guardrails: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -103,12 +103,15 @@ pub struct ControlConfig {
     /// Set by the first `Bootstrap`; later ones are ignored so a restarted node never resets the config.
     #[serde(default)]
     pub bootstrapped: bool,
-    /// Made at bootstrap (clusters bootstrapped before it existed have none); see [`crate::identity`].
+    /// Made at bootstrap (clusters bootstrapped before it existed have none); see the `identity` module.
     #[serde(default)]
     pub cluster_id: Option<String>,
     /// Each member's data dir id as it registered it, kept while the node is in the membership.
     #[serde(default)]
     pub data_dirs: OrdMap<u64, String>,
+    /// Guardrails by name, as the JSON the nodes validated (the gateway builds the detectors).
+    #[serde(default)]
+    pub guardrails: OrdMap<String, serde_json::Value>,
 }
 
 /// What the log leaves behind besides the configuration: the audit trail, the windows that make retried
@@ -279,7 +282,24 @@ impl ControlConfig {
             }
             Command::PutOrg { org } => {
                 non_empty("org.name", &org.name)?;
+                self.known_guardrails("org.guardrails", &org.guardrails)?;
                 self.orgs.insert(org.name.clone(), org.clone());
+            }
+            Command::PutGuardrail { guardrail } => {
+                let name = guardrail.get("name").and_then(|name| name.as_str()).unwrap_or_default();
+                non_empty("guardrail.name", name)?;
+                self.guardrails.insert(name.to_owned(), guardrail.clone());
+            }
+            Command::DeleteGuardrail { name } => {
+                let user =
+                    self.models.values().find(|m| m.guardrails.contains(name)).map(|m| format!("model `{}`", m.name));
+                let user = user.or_else(|| {
+                    self.orgs.values().find(|o| o.guardrails.contains(name)).map(|o| format!("org `{}`", o.name))
+                });
+                if let Some(user) = user {
+                    return Err(format!("guardrail `{name}` is used by {user}"));
+                }
+                self.guardrails.remove(name).ok_or_else(|| format!("no guardrail `{name}`"))?;
             }
             Command::DeleteOrg { name } => self.delete_org(name)?,
             Command::PutTeam { team } => {
@@ -354,8 +374,16 @@ impl ControlConfig {
                 return Err(format!("model.targets[{index}].provider: unknown provider `{}`", target.provider));
             }
         }
+        self.known_guardrails("model.guardrails", &model.guardrails)?;
         self.models.insert(model.name.clone(), model.clone());
         Ok(())
+    }
+
+    fn known_guardrails(&self, field: &str, names: &[String]) -> Result<(), String> {
+        match names.iter().position(|name| !self.guardrails.contains_key(name)) {
+            Some(index) => Err(format!("{field}[{index}]: unknown guardrail `{}`", names[index])),
+            None => Ok(()),
+        }
     }
 
     /// An org goes with its teams, once it has no keys left.

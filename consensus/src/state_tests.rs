@@ -49,7 +49,7 @@ fn models_need_existing_providers_and_providers_in_use_cannot_go() {
 fn duplicate_request_ids_are_no_ops_that_return_the_first_result() {
     let mut state = ControlState::default();
     state.apply(1, &request("p", Command::PutProvider { provider: provider("p") }));
-    state.apply(2, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
+    state.apply(2, &request("o", Command::PutOrg { org: OrgConfig::named("acme") }));
     let first = state.apply(3, &request("k", Command::CreateKey { key: key("k1", "acme", 'a') }));
     assert_eq!(first, Response::Applied { index: 3 });
     let before = state.clone();
@@ -81,7 +81,7 @@ fn keys_need_orgs_and_unique_secrets_and_block_org_deletion() {
         state.apply(1, &request("k0", Command::CreateKey { key: key("k1", "acme", 'a') })),
         Response::Rejected { .. }
     ));
-    state.apply(2, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
+    state.apply(2, &request("o", Command::PutOrg { org: OrgConfig::named("acme") }));
     assert_eq!(
         state.apply(3, &request("k1", Command::CreateKey { key: key("k1", "acme", 'a') })),
         Response::Applied { index: 3 }
@@ -105,10 +105,7 @@ fn keys_need_orgs_and_unique_secrets_and_block_org_deletion() {
 fn dedup_window_and_audit_are_bounded() {
     let mut state = ControlState::default();
     for index in 0..(DEDUP_WINDOW as u64 + 5) {
-        state.apply(
-            index + 1,
-            &request(&format!("r{index}"), Command::PutOrg { org: OrgConfig { name: "o".into(), budget: None } }),
-        );
+        state.apply(index + 1, &request(&format!("r{index}"), Command::PutOrg { org: OrgConfig::named("o") }));
     }
     assert_eq!(state.history.applied_requests.len(), DEDUP_WINDOW);
     assert_eq!(state.history.audit.len(), AUDIT_WINDOW);
@@ -122,7 +119,7 @@ fn bootstrap_applies_once() {
         request(
             id,
             Command::Bootstrap {
-                commands: vec![Command::PutOrg { org: OrgConfig { name: org.into(), budget: None } }],
+                commands: vec![Command::PutOrg { org: OrgConfig::named(org) }],
                 cluster_id: Some(format!("cluster-of-{org}")),
             },
         )
@@ -158,7 +155,7 @@ fn a_member_cannot_register_a_replaced_data_dir() {
 #[test]
 fn ledger_commands_apply_in_place_deduplicate_and_skip_the_audit() {
     let mut state = ControlState::default();
-    state.apply(1, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
+    state.apply(1, &request("o", Command::PutOrg { org: OrgConfig::named("acme") }));
     let scope = Scope { org: "acme".into(), team: None, key_id: None };
     let budget = BudgetSpec {
         scope: scope.clone(),
@@ -205,7 +202,7 @@ fn the_whole_state_round_trips_through_json() {
     let mut state = ControlState::default();
     state.apply(1, &request("p", Command::PutProvider { provider: provider("p") }));
     state.apply(2, &request("m", Command::PutModel { model: model("m", "p") }));
-    state.apply(3, &request("o", Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } }));
+    state.apply(3, &request("o", Command::PutOrg { org: OrgConfig::named("acme") }));
     state.apply(4, &request("t", Command::PutTeam { team: TeamConfig { org: "acme".into(), name: "ml".into() } }));
     state.apply(5, &request("k", Command::CreateKey { key: key("k1", "acme", 'b') }));
     state.apply(
@@ -254,7 +251,7 @@ fn idempotency_keys_outlive_the_dedup_window_for_a_day() {
     let mut state = ControlState::default();
     let at =
         |ms: u64, id: &str, command: Command| Request { request_id: id.into(), actor: "t".into(), at_ms: ms, command };
-    let put = |name: &str| Command::PutOrg { org: OrgConfig { name: name.into(), budget: None } };
+    let put = |name: &str| Command::PutOrg { org: OrgConfig::named(name) };
     let first = state.apply(1, &at(1_000, "idem-create-acme", put("acme")));
     assert_eq!(first, Response::Applied { index: 1 });
     // Far more commands than the shared window holds.

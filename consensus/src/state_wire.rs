@@ -19,6 +19,7 @@ struct Out<'a> {
     bootstrapped: bool,
     cluster_id: &'a Option<String>,
     data_dirs: &'a OrdMap<u64, String>,
+    guardrails: &'a OrdMap<String, serde_json::Value>,
     applied_requests: &'a OrdMap<String, Response>,
     dedup_order: &'a Vector<String>,
     idempotency: &'a OrdMap<String, (u64, Response)>,
@@ -45,6 +46,8 @@ struct In {
     cluster_id: Option<String>,
     #[serde(default)]
     data_dirs: OrdMap<u64, String>,
+    #[serde(default)]
+    guardrails: OrdMap<String, serde_json::Value>,
     applied_requests: OrdMap<String, Response>,
     dedup_order: Vector<String>,
     #[serde(default)]
@@ -55,8 +58,19 @@ struct In {
 
 impl Serialize for ControlState {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let ControlConfig { providers, models, orgs, teams, keys, nodes, ledger, bootstrapped, cluster_id, data_dirs } =
-            &self.config;
+        let ControlConfig {
+            providers,
+            models,
+            orgs,
+            teams,
+            keys,
+            nodes,
+            ledger,
+            bootstrapped,
+            cluster_id,
+            data_dirs,
+            guardrails,
+        } = &self.config;
         let ControlHistory { usage, audit, applied_requests, dedup_order, idempotency, idempotency_order } =
             &self.history;
         Out {
@@ -72,6 +86,7 @@ impl Serialize for ControlState {
             bootstrapped: *bootstrapped,
             cluster_id,
             data_dirs,
+            guardrails,
             applied_requests,
             dedup_order,
             idempotency,
@@ -96,6 +111,7 @@ impl<'de> Deserialize<'de> for ControlState {
             bootstrapped,
             cluster_id,
             data_dirs,
+            guardrails,
             applied_requests,
             dedup_order,
             idempotency,
@@ -113,6 +129,7 @@ impl<'de> Deserialize<'de> for ControlState {
                 bootstrapped,
                 cluster_id,
                 data_dirs,
+                guardrails,
             },
             history: ControlHistory { usage, audit, applied_requests, dedup_order, idempotency, idempotency_order },
         })

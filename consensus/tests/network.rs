@@ -89,7 +89,7 @@ fn put_org(request_id: &str, name: &str) -> Request {
         request_id: request_id.into(),
         actor: "test".into(),
         at_ms: 0,
-        command: Command::PutOrg { org: OrgConfig { name: name.into(), budget: None } },
+        command: Command::PutOrg { org: OrgConfig::named(name) },
     }
 }
 

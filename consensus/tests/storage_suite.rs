@@ -39,7 +39,7 @@ fn request(id: &str, command: Command) -> Request {
 }
 
 fn put_org(name: &str) -> Command {
-    Command::PutOrg { org: OrgConfig { name: name.into(), budget: None } }
+    Command::PutOrg { org: OrgConfig::named(name) }
 }
 
 fn normal(term: u64, index: u64, request: Request) -> Entry {

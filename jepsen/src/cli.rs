@@ -236,6 +236,7 @@ async fn run_regions(command: RegionsCommand) -> anyhow::Result<bool> {
                 ready_timeout: Duration::from_secs(args.ready_timeout_s),
                 extra_config: String::new(),
                 clock_skew_ms: 0,
+                slow_disk_shim: None,
             };
             let state = regions::up(options).await?;
             println!("three regions up ({} ms one-way between them); state in {}", args.delay_ms, state.dir.display());

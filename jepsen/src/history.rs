@@ -41,12 +41,65 @@ pub struct Event {
 #[derive(Clone)]
 pub struct History {
     started: Instant,
-    events: Arc<Mutex<Vec<Event>>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    events: Vec<Event>,
+    /// `history.jsonl` written as the run goes: each event is a line in the file (flushed to the
+    /// kernel) when it is recorded, so an interrupted or crashed harness still leaves its history.
+    journal: Option<Journal>,
+}
+
+struct Journal {
+    path: std::path::PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    /// The first write error (the run goes on; `finish_journal` reports it).
+    error: Option<String>,
+}
+
+impl Journal {
+    fn append(&mut self, event: &Event) {
+        if self.error.is_some() {
+            return;
+        }
+        let written = serde_json::to_writer(&mut self.out, event)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .and_then(|()| self.out.flush());
+        if let Err(err) = written {
+            self.error = Some(format!("writing {}: {err}", self.path.display()));
+        }
+    }
 }
 
 impl History {
     pub fn new(started: Instant) -> Self {
-        History { started, events: Arc::new(Mutex::new(Vec::new())) }
+        History { started, inner: Arc::new(Mutex::new(Inner { events: Vec::new(), journal: None })) }
+    }
+
+    /// A history that also appends every event to `path` (created or truncated) as it is recorded.
+    pub fn with_journal(started: Instant, path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let journal = Journal { path: path.to_owned(), out: std::io::BufWriter::new(file), error: None };
+        Ok(History { started, inner: Arc::new(Mutex::new(Inner { events: Vec::new(), journal: Some(journal) })) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Syncs the journal to disk; an error if any write to it failed during the run.
+    pub fn finish_journal(&self) -> anyhow::Result<()> {
+        let mut inner = self.lock();
+        let Some(journal) = inner.journal.as_mut() else {
+            return Ok(());
+        };
+        if let Some(error) = &journal.error {
+            anyhow::bail!("{error}");
+        }
+        journal.out.flush().with_context(|| format!("writing {}", journal.path.display()))?;
+        journal.out.get_ref().sync_all().with_context(|| format!("syncing {}", journal.path.display()))
     }
 
     pub fn elapsed_ms(&self) -> f64 {
@@ -59,22 +112,26 @@ impl History {
 
     /// Appends an event and returns its index.
     pub fn record(&self, process: &str, kind: OpType, f: &str, value: Value) -> usize {
-        let mut events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let index = events.len();
+        let mut inner = self.lock();
+        let index = inner.events.len();
         let time_ms = self.elapsed_ms();
-        events.push(Event { index, time_ms, process: process.to_owned(), kind, f: f.to_owned(), value });
+        let event = Event { index, time_ms, process: process.to_owned(), kind, f: f.to_owned(), value };
+        if let Some(journal) = inner.journal.as_mut() {
+            journal.append(&event);
+        }
+        inner.events.push(event);
         index
     }
 
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.lock().events.clone()
     }
 
     /// Completions so far (ok, fail, info) of client operations, nemesis events left out.
     pub fn outcome_counts(&self) -> (u64, u64, u64) {
-        let events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let inner = self.lock();
         let mut counts = (0, 0, 0);
-        for event in events.iter().filter(|event| event.process != "nemesis" && event.process != "sampler") {
+        for event in inner.events.iter().filter(|event| event.process != "nemesis" && event.process != "sampler") {
             match event.kind {
                 OpType::Ok => counts.0 += 1,
                 OpType::Fail => counts.1 += 1,
@@ -83,17 +140,6 @@ impl History {
             }
         }
         counts
-    }
-
-    pub fn write_jsonl(&self, path: &Path) -> anyhow::Result<()> {
-        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut out = std::io::BufWriter::new(file);
-        for event in self.events() {
-            serde_json::to_writer(&mut out, &event)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush().with_context(|| format!("writing {}", path.display()))?;
-        Ok(())
     }
 }
 
@@ -139,6 +185,7 @@ pub fn pair(events: &[Event]) -> Vec<Op> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use serde_json::json;
 
@@ -158,5 +205,39 @@ mod tests {
         assert_eq!(ops[2].outcome(), OpType::Info, "never completed: indeterminate");
         let line = serde_json::to_string(&history.events()[0]).unwrap_or_default();
         assert!(line.contains(r#""type":"invoke""#), "{line}");
+    }
+
+    /// Every recorded event is in the file at once, before any flush at the end: what a run killed
+    /// part-way (SIGKILL included) leaves behind is the history up to its last event.
+    #[test]
+    fn the_journal_holds_every_event_as_soon_as_it_is_recorded() {
+        let path = std::env::temp_dir().join(format!("jepsen-journal-{}.jsonl", std::process::id()));
+        let history = History::with_journal(Instant::now(), &path).expect("journal file");
+        history.record("a", OpType::Invoke, "write", json!(1));
+        history.record("nemesis", OpType::Info, "kill", json!({"node": 2}));
+        history.record("a", OpType::Ok, "write", json!(1));
+        // Read by another handle while the history is still open (no finish, no drop).
+        let text = std::fs::read_to_string(&path).expect("journal readable");
+        let lines: Vec<Event> = text.lines().map(|line| serde_json::from_str(line).expect("a JSON event")).collect();
+        let recorded = history.events();
+        assert_eq!(lines.len(), 3, "{text}");
+        for (line, event) in lines.iter().zip(&recorded) {
+            assert_eq!(
+                (line.index, &line.process, line.kind, &line.f),
+                (event.index, &event.process, event.kind, &event.f)
+            );
+            assert_eq!(line.value, event.value);
+        }
+        history.record("a", OpType::Invoke, "read", json!(null));
+        history.finish_journal().expect("synced");
+        let text = std::fs::read_to_string(&path).expect("journal readable");
+        assert_eq!(text.lines().count(), 4);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_created_is_an_error() {
+        let path = std::env::temp_dir().join("jepsen-no-such-dir-for-journal").join("history.jsonl");
+        assert!(History::with_journal(Instant::now(), &path).is_err());
     }
 }

@@ -83,6 +83,9 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Keys(command) => keys(&client, command).await?,
         AdminCommand::Orgs(command) => named(&client, "orgs", command, &["name", "budget"]).await?,
         AdminCommand::Teams(command) => named(&client, "teams", command, &["org", "name"]).await?,
+        AdminCommand::Guardrails(command) => {
+            named(&client, "guardrails", command, &["name", "kind", "action", "threshold", "entities"]).await?
+        }
         AdminCommand::Routes(command) => named(&client, "routes", command, &["name", "strategy", "targets"]).await?,
         AdminCommand::Budgets(command) => budgets(&client, command).await?,
         AdminCommand::Usage { org, since, until, group_by } => {
@@ -328,6 +331,7 @@ mod tests {
             "/x?since=2026-01-01T00%3A00%3A00%2B02%3A00"
         );
         assert_eq!(with_query("/x", &[("org", None)]), "/x");
-        assert_eq!(segment("eu west/1?"), "eu%20west%2F1%3F");
+        // `/` separates segments (teams are ORG/TEAM; the server takes the rest of the path as the name).
+        assert_eq!(segment("eu west/1?"), "eu%20west/1%3F");
     }
 }

@@ -67,6 +67,13 @@ pub enum Command {
         #[command(subcommand)]
         command: NamedCommand,
     },
+    /// List, show, put or delete guardrails (e.g. `tollgate guardrails put pii --body '{"kind":"pii"}'`).
+    Guardrails {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: NamedCommand,
+    },
     /// List, show, put or delete routes (models).
     Routes {
         #[command(flatten)]
@@ -180,6 +187,7 @@ pub enum AdminCommand {
     Keys(KeysCommand),
     Orgs(NamedCommand),
     Teams(NamedCommand),
+    Guardrails(NamedCommand),
     Routes(NamedCommand),
     Budgets(BudgetsCommand),
     Usage { org: String, since: Option<String>, until: Option<String>, group_by: Option<String> },
@@ -289,6 +297,7 @@ impl Command {
             }
             Command::Orgs { admin, command } => (admin, AdminCommand::Orgs(command)),
             Command::Teams { admin, command } => (admin, AdminCommand::Teams(command)),
+            Command::Guardrails { admin, command } => (admin, AdminCommand::Guardrails(command)),
             Command::Routes { admin, command } => (admin, AdminCommand::Routes(command)),
             Command::Cluster { admin, command } => (admin, AdminCommand::Cluster(command)),
             Command::Budgets { admin, command } => (admin, AdminCommand::Budgets(command)),

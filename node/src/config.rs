@@ -33,6 +33,9 @@ pub struct Config {
     pub teams: Vec<TeamConfig>,
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// Named guardrails, attached by `guardrails = [...]` on models and orgs.
+    #[serde(default)]
+    pub guardrails: Vec<crate::guard::GuardrailConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -168,6 +171,7 @@ impl Config {
         }
         let provider_names = self.validate_providers()?;
         self.validate_models(&provider_names)?;
+        self.validate_guardrails()?;
         self.validate_tenants()
     }
 
@@ -239,6 +243,11 @@ impl Config {
             }
             if model.price_per_mtok.input < 0.0 || model.price_per_mtok.output < 0.0 {
                 bail!("{at}.price_per_mtok: prices must not be negative");
+            }
+            for (field, cap) in [("max_messages", model.max_messages), ("max_prompt_tokens", model.max_prompt_tokens)] {
+                if cap == Some(0) {
+                    bail!("{at}.{field}: must be at least 1 (leave it out for no cap)");
+                }
             }
             for (target_index, target) in model.targets.iter().enumerate() {
                 if !provider_names.contains(target.provider.as_str()) {

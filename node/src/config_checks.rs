@@ -6,6 +6,29 @@ use anyhow::bail;
 use super::{CanaryTarget, Config, ModelConfig};
 
 impl Config {
+    /// Each guardrail is valid and named once; models and orgs name only guardrails that exist.
+    pub(super) fn validate_guardrails(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        for (index, guardrail) in self.guardrails.iter().enumerate() {
+            guardrail.validate().map_err(|err| anyhow::anyhow!("guardrails[{index}]: {err}"))?;
+            if !names.insert(guardrail.name.as_str()) {
+                bail!("guardrails[{index}].name: duplicate guardrail name `{}`", guardrail.name);
+            }
+        }
+        let attached = self
+            .models
+            .iter()
+            .enumerate()
+            .map(|(index, model)| (format!("models[{index}]"), &model.guardrails))
+            .chain(self.orgs.iter().enumerate().map(|(index, org)| (format!("orgs[{index}]"), &org.guardrails)));
+        for (at, list) in attached {
+            if let Some(position) = list.iter().position(|name| !names.contains(name.as_str())) {
+                bail!("{at}.guardrails[{position}]: unknown guardrail `{}`", list[position]);
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn validate_gossip(&self) -> anyhow::Result<()> {
         let node = &self.node;
         for (index, seed) in node.gossip.seeds.iter().enumerate() {

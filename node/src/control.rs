@@ -103,7 +103,7 @@ fn declared_orgs_and_teams(config: &Config) -> (Vec<OrgConfig>, Vec<TeamConfig>)
     let mut teams = config.teams.clone();
     for key in &config.keys {
         if !orgs.iter().any(|org| org.name == key.org) {
-            orgs.push(OrgConfig { name: key.org.clone(), budget: None });
+            orgs.push(OrgConfig::named(key.org.clone()));
         }
         if let Some(team) = &key.team {
             if !teams.iter().any(|t| t.org == key.org && &t.name == team) {
@@ -118,6 +118,8 @@ fn declared_orgs_and_teams(config: &Config) -> (Vec<OrgConfig>, Vec<TeamConfig>)
 pub fn file_commands(config: &Config) -> Vec<Command> {
     let mut commands = Vec::new();
     let (orgs, teams) = declared_orgs_and_teams(config);
+    let guardrails = config.guardrails.iter().filter_map(|guardrail| serde_json::to_value(guardrail).ok());
+    commands.extend(guardrails.map(|guardrail| Command::PutGuardrail { guardrail }));
     commands.extend(config.providers.iter().cloned().map(|provider| Command::PutProvider { provider }));
     commands.extend(config.models.iter().cloned().map(|model| Command::PutModel { model }));
     commands.extend(orgs.iter().cloned().map(|org| Command::PutOrg { org }));
@@ -132,7 +134,8 @@ pub fn file_commands(config: &Config) -> Vec<Command> {
 /// removed); orgs and teams are added or updated (never removed, since keys hang off them); keys in the
 /// file that do not exist yet are created.
 pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
-    let mut commands = Vec::new();
+    // Guardrails are put first (models and orgs may name them) and deleted last (once nothing does).
+    let (mut commands, guardrail_deletes) = guardrail_changes(current, desired);
     for provider in &desired.providers {
         if current.config.providers.get(&provider.name) != Some(provider) {
             commands.push(Command::PutProvider { provider: provider.clone() });
@@ -179,7 +182,29 @@ pub fn diff(current: &ControlState, desired: &Config) -> Vec<Command> {
             commands.push(Command::CreateKey { key: record });
         }
     }
+    commands.extend(guardrail_deletes);
     commands
+}
+
+/// The guardrails a file puts (new or changed) and deletes (gone from the file), as two lists.
+fn guardrail_changes(current: &ControlState, desired: &Config) -> (Vec<Command>, Vec<Command>) {
+    let puts = desired
+        .guardrails
+        .iter()
+        .filter_map(|guardrail| serde_json::to_value(guardrail).ok())
+        .filter(|value| {
+            value.get("name").and_then(|n| n.as_str()).and_then(|n| current.config.guardrails.get(n)) != Some(value)
+        })
+        .map(|guardrail| Command::PutGuardrail { guardrail })
+        .collect();
+    let deletes = current
+        .config
+        .guardrails
+        .keys()
+        .filter(|name| !desired.guardrails.iter().any(|g| &g.name == *name))
+        .map(|name| Command::DeleteGuardrail { name: name.clone() })
+        .collect();
+    (puts, deletes)
 }
 
 /// The lowest-id initial member proposes the file's config once, when the cluster has never been

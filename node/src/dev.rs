@@ -77,7 +77,7 @@ pub fn setup(args: &DevArgs) -> DevSetup {
             model("claude-3-5-haiku", "mock-anthropic", 200_000, Price { input: 0.80, output: 4.00 }),
             model("text-embedding-3-small", "mock-openai", 8_191, Price { input: 0.02, output: 0.0 }),
         ];
-        config.orgs = vec![OrgConfig { name: "demo".into(), budget: None }];
+        config.orgs = vec![OrgConfig::named("demo")];
         config.keys = vec![KeyConfig {
             key: Some(key.clone()),
             key_sha256: None,

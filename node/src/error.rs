@@ -30,6 +30,8 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     MethodNotAllowed,
     ContextWindowExceeded,
+    /// A guardrail with action `block` matched the request (400 `guardrail_blocked`).
+    GuardrailBlocked,
     /// An org/team/key budget has no room for this request (429).
     BudgetExhausted,
     /// Budget allowance used up and the budget authority (Raft leader) unreachable (503).
@@ -63,6 +65,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::ContextWindowExceeded => "context_window_exceeded",
+            ErrorKind::GuardrailBlocked => "guardrail_blocked",
             ErrorKind::BudgetExhausted => "budget_exceeded",
             ErrorKind::BudgetUnavailable => "budget_unavailable",
             ErrorKind::RateLimited => "rate_limited",
@@ -154,6 +157,18 @@ impl GatewayError {
     }
 
     /// The prompt is larger than its route accepts (`max_prompt_bytes`): refused before it is tokenized.
+    /// A guardrail with action `block` matched: names the guardrail and what it found (never the text).
+    pub fn guardrail_blocked(guardrail: &str, found: &str, param: &'static str) -> Self {
+        let mut err = Self::new(
+            ErrorKind::GuardrailBlocked,
+            ErrorSource::Downstream,
+            false,
+            format!("the request was blocked by guardrail `{guardrail}`: {found}"),
+        );
+        err.param = Some(param);
+        err
+    }
+
     pub fn prompt_too_large(route: &str, size: u64, limit: u64) -> Self {
         let mut err = Self::new(
             ErrorKind::PayloadTooLarge,
@@ -275,7 +290,7 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         let code = match self.kind {
-            ErrorKind::InvalidRequest | ErrorKind::ContextWindowExceeded => 400,
+            ErrorKind::InvalidRequest | ErrorKind::ContextWindowExceeded | ErrorKind::GuardrailBlocked => 400,
             ErrorKind::Unauthenticated => 401,
             ErrorKind::PermissionDenied => 403,
             ErrorKind::NotFound | ErrorKind::ModelNotFound => 404,
@@ -299,6 +314,7 @@ impl GatewayError {
         match self.kind {
             ErrorKind::InvalidRequest => ("invalid_request_error", None),
             ErrorKind::ContextWindowExceeded => ("invalid_request_error", Some("context_length_exceeded")),
+            ErrorKind::GuardrailBlocked => ("guardrail_blocked", Some("guardrail_blocked")),
             ErrorKind::Unauthenticated => ("authentication_error", Some("invalid_api_key")),
             ErrorKind::PermissionDenied => ("permission_error", Some("model_not_allowed")),
             ErrorKind::NotFound => ("not_found_error", None),
@@ -330,6 +346,7 @@ impl GatewayError {
             | ErrorKind::MethodNotAllowed
             | ErrorKind::UnsupportedMediaType
             | ErrorKind::RequestTimeout => "invalid_request_error",
+            ErrorKind::GuardrailBlocked => "guardrail_blocked",
             ErrorKind::Unauthenticated => "authentication_error",
             ErrorKind::PermissionDenied => "permission_error",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",

@@ -236,7 +236,7 @@ mod tests {
             index += 1;
             state = apply(&state, index, command);
         }
-        state = apply(&state, 100, Command::PutOrg { org: OrgConfig { name: "acme".into(), budget: None } });
+        state = apply(&state, 100, Command::PutOrg { org: OrgConfig::named("acme") });
         let scope = Scope { org: "acme".into(), team: None, key_id: None };
         let budget = BudgetSpec {
             scope,

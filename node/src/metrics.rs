@@ -188,6 +188,8 @@ pub struct Metrics {
     targets: Mutex<HashMap<(String, String, String), Arc<TargetMetrics>>>,
     /// Canary verdicts this node reached (one per canaried route and second), healthy ones included.
     pub canary_judgements: AtomicU64,
+    /// Guardrail matches by (guardrail, action).
+    guardrail_events: Mutex<HashMap<(String, &'static str), u64>>,
     /// Canary rollbacks by (route, target, reason); rare, so a lock is fine.
     canary_rollbacks: Mutex<Vec<(String, String, &'static str, u64)>>,
 }
@@ -203,6 +205,7 @@ impl Default for Metrics {
             overhead: Histogram::new(&OVERHEAD_BUCKETS_SECONDS),
             targets: Mutex::new(HashMap::new()),
             canary_judgements: AtomicU64::new(0),
+            guardrail_events: Mutex::new(HashMap::new()),
             canary_rollbacks: Mutex::new(Vec::new()),
         }
     }
@@ -239,6 +242,17 @@ impl Metrics {
                 })
             })
             .clone()
+    }
+
+    /// A guardrail matched a request and took `action`.
+    pub fn record_guardrail(&self, guardrail: &str, action: crate::guard::GuardrailAction) {
+        let action = match action {
+            crate::guard::GuardrailAction::Block => "block",
+            crate::guard::GuardrailAction::Flag => "flag",
+            crate::guard::GuardrailAction::Redact => "redact",
+        };
+        let mut events = self.guardrail_events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *events.entry((guardrail.to_owned(), action)).or_insert(0) += 1;
     }
 
     pub fn record_canary_rollback(&self, route: &str, target: &str, reason: &'static str) {
@@ -380,7 +394,22 @@ impl Metrics {
             format!("{}", t.cost_nano_usd.load(Ordering::Relaxed) as f64 / 1e9)
         });
         self.render_canary_rollbacks(out);
+        self.render_guardrail_events(out);
         render_target_histograms(&targets, out);
+    }
+
+    fn render_guardrail_events(&self, out: &mut String) {
+        let events = self.guardrail_events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = writeln!(out, "# HELP tollgate_guardrail_events_total Requests a guardrail matched, by the action it took.\n# TYPE tollgate_guardrail_events_total counter");
+        let mut events: Vec<_> = events.iter().collect();
+        events.sort();
+        for ((guardrail, action), count) in events {
+            let _ = writeln!(
+                out,
+                "tollgate_guardrail_events_total{{guardrail=\"{}\",action=\"{action}\"}} {count}",
+                escape_label(guardrail)
+            );
+        }
     }
 
     fn render_canary_rollbacks(&self, out: &mut String) {

@@ -12,7 +12,10 @@ use http::HeaderValue;
 use serde_json::json;
 
 use crate::auth::{KeyStore, StaticKeyStore};
-use crate::config::{CanaryConfig, Config, LimitsConfig, ModelConfig, Price, ProviderConfig, RetryPolicy, Strategy};
+use crate::config::{
+    CanaryConfig, Config, LimitsConfig, ModelConfig, OrgConfig, Price, ProviderConfig, RetryPolicy, Strategy,
+};
+use crate::guard::{Guardrail, GuardrailConfig};
 use crate::health::{EndpointRegistry, EndpointStats};
 use crate::metrics::{Metrics, TargetMetrics};
 use crate::providers::{Provider, UpstreamTls};
@@ -57,6 +60,8 @@ pub struct Route {
     pub max_output_tokens: Option<u64>,
     /// Prompts larger than this many bytes are refused before any token is counted.
     pub max_prompt_bytes: Option<u64>,
+    pub max_messages: Option<u64>,
+    pub max_prompt_tokens: Option<u64>,
     pub price: Price,
     pub encoding: Encoding,
     pub strategy: Strategy,
@@ -68,6 +73,8 @@ pub struct Route {
     pub canary: Option<(usize, CanaryConfig)>,
     /// How long a GPU sample counts.
     pub gpu_ttl_ms: u64,
+    /// Guardrails run on every request to this route (the org's run too).
+    pub guardrails: Vec<Arc<Guardrail>>,
 }
 
 /// Default `max_tokens` sent to providers that require one when neither the caller nor the model config
@@ -99,9 +106,19 @@ pub struct ControlSnapshot {
     /// Budgets by scope id (cluster mode; empty when standalone).
     pub budgets: Arc<HashMap<String, tollgate_consensus::BudgetSpec>>,
     pub keys: Arc<dyn KeyStore>,
+    /// Guardrails each org's keys run on every request (besides the route's), by org name.
+    pub org_guardrails: Arc<HashMap<String, Vec<Arc<Guardrail>>>>,
     /// Model names, sorted, for `GET /v1/models`.
     pub model_names: Vec<String>,
     pub models_openai_json: Bytes,
+}
+
+/// The configuration a snapshot is built from, from a file or from the replicated state.
+pub struct ConfigParts<'a> {
+    pub providers: &'a [ProviderConfig],
+    pub models: &'a [ModelConfig],
+    pub orgs: &'a [OrgConfig],
+    pub guardrails: &'a [GuardrailConfig],
 }
 
 impl ControlSnapshot {
@@ -112,15 +129,14 @@ impl ControlSnapshot {
         metrics: &Metrics,
         endpoints: &EndpointRegistry,
     ) -> anyhow::Result<ControlSnapshot> {
-        Self::from_parts(
-            &config.limits,
-            tls,
-            &config.providers,
-            &config.models,
-            Arc::new(StaticKeyStore::from_config(&config.keys)),
-            metrics,
-            endpoints,
-        )
+        let parts = ConfigParts {
+            providers: &config.providers,
+            models: &config.models,
+            orgs: &config.orgs,
+            guardrails: &config.guardrails,
+        };
+        let keys = Arc::new(StaticKeyStore::from_config(&config.keys));
+        Self::from_parts(&config.limits, tls, &parts, keys, metrics, endpoints)
     }
 
     /// From the replicated control state (cluster mode).
@@ -133,15 +149,11 @@ impl ControlSnapshot {
     ) -> anyhow::Result<ControlSnapshot> {
         let providers: Vec<_> = state.config.providers.values().cloned().collect();
         let models: Vec<_> = state.config.models.values().cloned().collect();
-        let mut snapshot = Self::from_parts(
-            limits,
-            tls,
-            &providers,
-            &models,
-            Arc::new(StaticKeyStore::from_records(state.config.keys.values())),
-            metrics,
-            endpoints,
-        )?;
+        let orgs: Vec<_> = state.config.orgs.values().cloned().collect();
+        let guardrails: Vec<_> = GuardrailConfig::from_replicated(state.config.guardrails.iter()).collect();
+        let parts = ConfigParts { providers: &providers, models: &models, orgs: &orgs, guardrails: &guardrails };
+        let keys = Arc::new(StaticKeyStore::from_records(state.config.keys.values()));
+        let mut snapshot = Self::from_parts(limits, tls, &parts, keys, metrics, endpoints)?;
         snapshot.budgets = Self::budgets_from(state);
         Ok(snapshot)
     }
@@ -155,72 +167,130 @@ impl ControlSnapshot {
     pub fn from_parts(
         limits: &LimitsConfig,
         tls: &UpstreamTls,
-        provider_configs: &[ProviderConfig],
-        model_configs: &[ModelConfig],
+        parts: &ConfigParts<'_>,
         keys: Arc<dyn KeyStore>,
         metrics: &Metrics,
         endpoints: &EndpointRegistry,
     ) -> anyhow::Result<ControlSnapshot> {
         let mut providers = HashMap::new();
-        for provider in provider_configs {
+        for provider in parts.providers {
             providers.insert(provider.name.clone(), Arc::new(Provider::from_config(provider, limits, tls)?));
         }
         endpoints
-            .set_active(&provider_configs.iter().map(|p| (p.name.clone(), p.metrics_url.clone())).collect::<Vec<_>>());
+            .set_active(&parts.providers.iter().map(|p| (p.name.clone(), p.metrics_url.clone())).collect::<Vec<_>>());
+        let guardrails = build_guardrails(parts.guardrails)?;
         let mut routes = HashMap::new();
-        for model in model_configs {
-            let mut targets = Vec::new();
-            for (index, target) in model.targets.iter().enumerate() {
-                let provider = providers
-                    .get(&target.provider)
-                    .ok_or_else(|| anyhow::anyhow!("models.{}.targets[{index}]: unknown provider", model.name))?
-                    .clone();
-                let upstream_model = target.model.clone().unwrap_or_else(|| model.name.clone());
-                let header = HeaderValue::from_str(&format!("{}/{}", provider.name, upstream_model))
-                    .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-                let context_window = match (target.context_window, model.context_window) {
-                    (Some(own), Some(model)) => Some(own.min(model)),
-                    (own, model) => own.or(model),
-                };
-                targets.push(Target {
-                    metrics: metrics.target(&model.name, &provider.name, &upstream_model),
-                    upstream_model_json: json!(upstream_model).to_string(),
-                    upstream_model,
-                    weight: target.weight,
-                    priority: target.priority,
-                    endpoint: endpoints.endpoint(&provider.name),
-                    price: target.price_per_mtok.unwrap_or(model.price_per_mtok),
-                    context_window,
-                    rolled_back: AtomicBool::new(false),
-                    provider,
-                    header,
-                });
-            }
-            routes.insert(
-                model.name.clone(),
-                Arc::new(Route {
-                    name: model.name.as_str().into(),
-                    context_window: model.context_window,
-                    max_output_tokens: model.max_output_tokens,
-                    max_prompt_bytes: model.max_prompt_bytes,
-                    price: model.price_per_mtok,
-                    encoding: Encoding::for_model(&model.name, model.encoding),
-                    strategy: model.strategy,
-                    targets,
-                    fallback_on: model.fallback_on.clone(),
-                    retry: model.retry,
-                    canary: model
-                        .canary
-                        .as_ref()
-                        .and_then(|canary| canary.target_index(&model.targets).map(|index| (index, canary.clone()))),
-                    gpu_ttl_ms: endpoints.gpu_ttl_ms,
-                }),
-            );
+        for model in parts.models {
+            let targets = build_targets(model, &providers, metrics, endpoints)?;
+            let route_guardrails = named_guardrails(&guardrails, &model.guardrails, &model.name)?;
+            routes.insert(model.name.clone(), Arc::new(Route::new(model, targets, route_guardrails, endpoints)));
+        }
+        let mut org_guardrails = HashMap::new();
+        for org in parts.orgs.iter().filter(|org| !org.guardrails.is_empty()) {
+            org_guardrails.insert(org.name.clone(), named_guardrails(&guardrails, &org.guardrails, &org.name)?);
         }
         let mut model_names: Vec<String> = routes.keys().cloned().collect();
         model_names.sort();
         let models_openai_json = Bytes::from(models_list_openai(&model_names, |_| true).to_string());
-        Ok(ControlSnapshot { routes, budgets: Arc::new(HashMap::new()), keys, model_names, models_openai_json })
+        Ok(ControlSnapshot {
+            routes,
+            budgets: Arc::new(HashMap::new()),
+            keys,
+            org_guardrails: Arc::new(org_guardrails),
+            model_names,
+            models_openai_json,
+        })
+    }
+}
+
+/// Every guardrail with its detector built, by name.
+fn build_guardrails(configs: &[GuardrailConfig]) -> anyhow::Result<HashMap<String, Arc<Guardrail>>> {
+    configs
+        .iter()
+        .map(|config| {
+            let guardrail = Guardrail::from_config(config).map_err(|err| anyhow::anyhow!("guardrails: {err}"))?;
+            Ok((config.name.clone(), Arc::new(guardrail)))
+        })
+        .collect()
+}
+
+/// The guardrails `names` refers to (by `owner`, a model or an org).
+fn named_guardrails(
+    all: &HashMap<String, Arc<Guardrail>>,
+    names: &[String],
+    owner: &str,
+) -> anyhow::Result<Vec<Arc<Guardrail>>> {
+    names
+        .iter()
+        .map(|name| {
+            all.get(name).cloned().ok_or_else(|| anyhow::anyhow!("{owner}.guardrails: unknown guardrail `{name}`"))
+        })
+        .collect()
+}
+
+fn build_targets(
+    model: &ModelConfig,
+    providers: &HashMap<String, Arc<Provider>>,
+    metrics: &Metrics,
+    endpoints: &EndpointRegistry,
+) -> anyhow::Result<Vec<Target>> {
+    let mut targets = Vec::new();
+    for (index, target) in model.targets.iter().enumerate() {
+        let provider = providers
+            .get(&target.provider)
+            .ok_or_else(|| anyhow::anyhow!("models.{}.targets[{index}]: unknown provider", model.name))?
+            .clone();
+        let upstream_model = target.model.clone().unwrap_or_else(|| model.name.clone());
+        let header = HeaderValue::from_str(&format!("{}/{}", provider.name, upstream_model))
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let context_window = match (target.context_window, model.context_window) {
+            (Some(own), Some(model)) => Some(own.min(model)),
+            (own, model) => own.or(model),
+        };
+        targets.push(Target {
+            metrics: metrics.target(&model.name, &provider.name, &upstream_model),
+            upstream_model_json: json!(upstream_model).to_string(),
+            upstream_model,
+            weight: target.weight,
+            priority: target.priority,
+            endpoint: endpoints.endpoint(&provider.name),
+            price: target.price_per_mtok.unwrap_or(model.price_per_mtok),
+            context_window,
+            rolled_back: AtomicBool::new(false),
+            provider,
+            header,
+        });
+    }
+    Ok(targets)
+}
+
+impl Route {
+    fn new(
+        model: &ModelConfig,
+        targets: Vec<Target>,
+        guardrails: Vec<Arc<Guardrail>>,
+        endpoints: &EndpointRegistry,
+    ) -> Route {
+        Route {
+            name: model.name.as_str().into(),
+            context_window: model.context_window,
+            max_output_tokens: model.max_output_tokens,
+            max_prompt_bytes: model.max_prompt_bytes,
+            max_messages: model.max_messages,
+            max_prompt_tokens: model.max_prompt_tokens,
+            price: model.price_per_mtok,
+            encoding: Encoding::for_model(&model.name, model.encoding),
+            strategy: model.strategy,
+            targets,
+            fallback_on: model.fallback_on.clone(),
+            retry: model.retry,
+            canary: model
+                .canary
+                .as_ref()
+                .and_then(|canary| canary.target_index(&model.targets).map(|index| (index, canary.clone()))),
+            gpu_ttl_ms: endpoints.gpu_ttl_ms,
+            guardrails,
+        }
     }
 }
 

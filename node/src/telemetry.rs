@@ -130,6 +130,8 @@ pub fn request_span(headers: &http::HeaderMap) -> Span {
         tollgate.usage_estimated = tracing::field::Empty,
         tollgate.budget = tracing::field::Empty,
         tollgate.budget.output_cap = tracing::field::Empty,
+        tollgate.guardrails.flagged = tracing::field::Empty,
+        tollgate.guardrails.blocked = tracing::field::Empty,
     );
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)));
     let _ = span.set_parent(parent);

@@ -346,6 +346,42 @@ async fn a_route_caps_the_prompt_size_before_counting_it() {
     assert_eq!(h.mock.request_count(), 2);
 }
 
+/// Issue 20: per-route caps on the number of messages and on the prompt's tokens (exact, with the route's
+/// tokenizer, counted only when the free bound does not already fit).
+#[tokio::test]
+async fn a_route_caps_messages_and_prompt_tokens() {
+    let h = tollgate_tests::Harness::start_tweaked("", |config| {
+        let model = config.models.iter_mut().find(|m| m.name == "gpt-direct").expect("gpt-direct");
+        model.max_messages = Some(3);
+        model.max_prompt_tokens = Some(50);
+    })
+    .await;
+    let turn = |i: usize| json!({"role": if i.is_multiple_of(2) { "user" } else { "assistant" }, "content": "hi"});
+    let four: Vec<serde_json::Value> = (0..4).map(turn).collect();
+    let response = h.openai("/v1/chat/completions", &json!({"model": "gpt-direct", "messages": four})).await;
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "messages", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("4 messages"), "{error}");
+    let three: Vec<serde_json::Value> = (0..3).map(turn).collect();
+    assert_eq!(
+        h.openai("/v1/chat/completions", &json!({"model": "gpt-direct", "messages": three})).await.status(),
+        200
+    );
+    // 60 words are 60 tokens in cl100k: over 50; the same text at 40 words fits.
+    let long = json!({"model": "gpt-direct", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "apple ".repeat(60)}]});
+    let response = h.anthropic("/v1/messages", &long).await;
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    assert!(error["error"]["message"].as_str().unwrap().contains("at most 50"), "{error}");
+    let fits = json!({"model": "gpt-direct", "max_tokens": 5,
+        "messages": [{"role": "user", "content": "apple ".repeat(40)}]});
+    assert_eq!(h.anthropic("/v1/messages", &fits).await.status(), 200);
+    assert_eq!(h.mock.request_count(), 2, "refused requests never reach the provider");
+}
+
 /// Reads from `stream` until the server closes it; `Err` when it is still open after `within`.
 async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> Result<Vec<u8>, ()> {
     use tokio::io::AsyncReadExt as _;

@@ -38,13 +38,13 @@ impl LogStore {
     }
 
     /// The incarnation of this data dir: made once, when the store is first opened, and kept for its life
-    /// (see [`crate::identity`]). A wiped data dir gets a new one, which is how peers tell it apart.
+    /// (see the `identity` module). A wiped data dir gets a new one, which is how peers tell it apart.
     pub fn data_dir_id(&self) -> anyhow::Result<String> {
         use anyhow::Context as _;
         if let Some(id) = self.meta.get(DATA_DIR_ID_KEY).context("reading the data dir id")? {
             return String::from_utf8(id.to_vec()).context("the stored data dir id is not UTF-8");
         }
-        let id = crate::identity::new_id("data-dir");
+        let id = crate::member::new_id("data-dir");
         self.meta.insert(DATA_DIR_ID_KEY, id.as_bytes()).context("storing the data dir id")?;
         self.db.flush().context("flushing the data dir id")?;
         Ok(id)

@@ -281,7 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
                 EntryPayload::Membership(membership) => {
                     // A node that left the membership leaves its data dir record behind: `add-node` may
-                    // bring it back with a new data dir (see `crate::identity`).
+                    // bring it back with a new data dir (see the `identity` module).
                     let current = next.as_ref().map_or(&applied.state.config, |state| &state.config);
                     if current.data_dirs.keys().any(|id| !membership.nodes().any(|(member, _)| member == id)) {
                         let state = next.get_or_insert_with(|| ControlState::clone(&applied.state));

@@ -150,9 +150,10 @@ pub fn s2(events: &[Event]) -> CheckResult {
         last.insert(key, sample.clone());
     }
     granted_monotone(&all, &mut evidence);
+    let applied = applied_audit(&all, &mut evidence);
     let orgs: Vec<String> =
         last.values().map(|s| format!("{}: last used {} held {} of {}", s.org, s.used, s.held, s.limit)).collect();
-    let granularity = index_granularity(events);
+    let granularity = format!("{}{applied}", index_granularity(events));
     let verdict = match (all.is_empty(), evidence.is_empty()) {
         (true, _) => Verdict::Unknown,
         (false, true) => Verdict::Pass,
@@ -160,6 +161,32 @@ pub fn s2(events: &[Event]) -> CheckResult {
     };
     evidence.truncate(10);
     CheckResult::new("S2", verdict, format!("{} samples{granularity}; {}", all.len(), orgs.join("; ")), evidence)
+}
+
+/// S2 at **every** applied index, as the state machine checked it: each ledger change it applied was checked
+/// (`Σ(granted − released) ≤ limit`, or not grown above a lowered limit; no node released more than it was
+/// granted) and counted in `ledger_s2` of the budgets answer, replicated like the ledger. Any violation it
+/// counted fails S2 (evidence: its first violation and the sample that showed it). Returns the summary's
+/// clause; a tollgate without `ledger_s2` leaves S2 to the samples, and the summary says so.
+fn applied_audit(all: &[Sample], evidence: &mut Vec<Value>) -> String {
+    let audits: Vec<(&Sample, u64, u64)> = all
+        .iter()
+        .filter_map(|sample| {
+            let audit = &sample.event.value["ledger_s2"];
+            Some((sample, audit["checked"].as_u64()?, audit["violations"].as_u64()?))
+        })
+        .collect();
+    if audits.is_empty() {
+        return "; every applied index: not exposed by this tollgate (no ledger_s2)".to_owned();
+    }
+    if let Some((sample, _, violations)) = audits.iter().find(|(_, _, violations)| *violations > 0) {
+        evidence.push(json!({"violation": "the state machine counted S2 violations at applied ledger changes",
+            "violations": violations, "first_violation": sample.event.value["ledger_s2"]["first_violation"],
+            "sample": sample.event}));
+    }
+    let checked = audits.iter().map(|(_, checked, _)| *checked).max().unwrap_or(0);
+    let violations = audits.iter().map(|(_, _, violations)| *violations).max().unwrap_or(0);
+    format!("; every applied index (state machine): {checked} ledger changes checked, {violations} violations")
 }
 
 /// Per org, period and node, `granted` (a running total in the ledger) never decreases.
@@ -226,12 +253,20 @@ pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>, events: &[E
             ),
             None => (org.total(), "served".to_owned()),
         };
+        if let Some(boundary) = &boundary {
+            old_period_bill(events, &org.org, boundary.served_then, &mut parts, &mut evidence);
+        }
         match billed.get(&org.org).copied().flatten() {
             Some(used) => {
                 let relation = if used >= must_cover { "≥" } else { "<" };
                 parts.push(format!("{} billed {used} {relation} {what} {must_cover}", org.org));
                 if used < must_cover {
-                    evidence.push(json!({"org": org.org, "billed": used, "served": must_cover, "period_rollover": boundary.is_some()}));
+                    // What DESIGN §6 counts as spent after a crash: the allowance still held (a killed
+                    // node's unreported rest). Context for the failure, not a pass.
+                    let held = last_held(events, &org.org);
+                    evidence.push(json!({"org": org.org, "billed": used, "served": must_cover,
+                        "period_rollover": boundary.is_some(), "held_at_last_sample": held,
+                        "billed_plus_held_covers_served": held.map(|held| used + held >= must_cover)}));
                 }
             }
             None => {
@@ -248,6 +283,36 @@ pub fn s3(served: &[Served], billed: &BTreeMap<String, Option<u64>>, events: &[E
         Verdict::Pass
     };
     CheckResult::new("S3", verdict, parts.join("; "), evidence)
+}
+
+/// After a rollover, the old period's bill (read after heal with `period_start`, event `budget-old-period`)
+/// must cover what its mock served before the boundary: every one of those tokens belongs to the old period.
+fn old_period_bill(events: &[Event], org: &str, served_then: u64, parts: &mut Vec<String>, evidence: &mut Vec<Value>) {
+    let read = events
+        .iter()
+        .rev()
+        .find(|event| event.f == "budget-old-period" && event.kind == OpType::Ok && event.value["org"] == org);
+    match read.and_then(|event| event.value["used"].as_u64()) {
+        Some(used) => {
+            let relation = if used >= served_then { "≥" } else { "<" };
+            parts.push(format!("{org} old period billed {used} {relation} served before the boundary {served_then}"));
+            if used < served_then {
+                evidence
+                    .push(json!({"org": org, "period": "old", "billed": used, "served_before_boundary": served_then,
+                    "read": read}));
+            }
+        }
+        None => parts.push(format!("{org} old period: its bill was not read")),
+    }
+}
+
+/// The org's `held` in the last ledger sample of the history.
+fn last_held(events: &[Event], org: &str) -> Option<u64> {
+    events
+        .iter()
+        .rev()
+        .filter(|event| event.f == "budget" && event.kind == OpType::Ok && event.value["org"] == org)
+        .find_map(|event| event.value["held"].as_u64())
 }
 
 /// What the run measured after the faults stopped.

@@ -51,6 +51,41 @@ fn s2_catches_overcommit_and_used_going_backwards() {
     assert_eq!(s2(&[]).verdict, Verdict::Unknown);
 }
 
+/// The state machine's own count (`ledger_s2`, every applied ledger change) fails S2 even when every
+/// sampled ledger state looked sound; without it S2 says the check was not available.
+#[test]
+fn s2_reads_the_state_machines_check_of_every_applied_index() {
+    let audited = |history: &History, checked: u64, violations: u64, first: Option<&str>| {
+        history.record("sampler", OpType::Invoke, "budget", json!({"org": "acme"}));
+        history.record(
+            "sampler",
+            OpType::Ok,
+            "budget",
+            json!({"org": "acme", "period_start": 5, "limit": 100,
+            "used": 10, "held": 20, "used_by_node": {"1": 10},
+            "ledger_s2": {"checked": checked, "violations": violations, "first_violation": first}}),
+        );
+    };
+    let sound = History::new(Instant::now());
+    audited(&sound, 40, 0, None);
+    audited(&sound, 95, 0, None);
+    let result = s2(&sound.events());
+    assert_eq!(result.verdict, Verdict::Pass);
+    assert!(result.summary.contains("95 ledger changes checked, 0 violations"), "{}", result.summary);
+
+    let broken = History::new(Instant::now());
+    audited(&broken, 40, 0, None);
+    audited(&broken, 60, 1, Some("grant 50 of org:acme to node 2: granted − released 130 > limit 100"));
+    let result = s2(&broken.events());
+    assert_eq!(result.verdict, Verdict::Fail);
+    assert_eq!(result.evidence.len(), 1, "{:?}", result.evidence);
+    assert!(result.evidence[0]["first_violation"].as_str().unwrap().starts_with("grant 50"));
+
+    let older = History::new(Instant::now());
+    sample(&older, "acme", 10, 50, 100, 0);
+    assert!(s2(&older.events()).summary.contains("not exposed by this tollgate"));
+}
+
 #[test]
 fn s3_needs_billed_at_least_served() {
     let served = [Served { org: "acme".into(), limit: Some(100), input: 10, output: 20 }];
@@ -58,6 +93,13 @@ fn s3_needs_billed_at_least_served() {
     assert_eq!(s3(&served, &billed(Some(30)), &[], &[]).verdict, Verdict::Pass);
     assert_eq!(s3(&served, &billed(Some(29)), &[], &[]).verdict, Verdict::Fail);
     assert_eq!(s3(&served, &billed(None), &[], &[]).verdict, Verdict::Unknown);
+    // A failure shows what is still held (a killed node's unreported allowance) next to the bill.
+    let history = History::new(Instant::now());
+    sample(&history, "acme", 20, 15, 100, 25);
+    let result = s3(&served, &billed(Some(20)), &history.events(), &[]);
+    assert_eq!(result.verdict, Verdict::Fail, "still a failure: held is not billed");
+    assert_eq!(result.evidence[0]["held_at_last_sample"], json!(15));
+    assert_eq!(result.evidence[0]["billed_plus_held_covers_served"], json!(true));
 }
 
 #[test]
@@ -134,6 +176,26 @@ fn s1_and_s3_count_per_period_across_a_rollover() {
     let billed = |used: u64| BTreeMap::from([("acme".to_owned(), Some(used))]);
     assert_eq!(s3(&org(300), &billed(100), &events, &ops).verdict, Verdict::Pass);
     assert_eq!(s3(&org(300), &billed(99), &events, &ops).verdict, Verdict::Fail);
+    // The old period's bill, read after heal, must cover the 100 served before the boundary.
+    let old_bill = |used: u64| {
+        let mut with_bill = events.clone();
+        let last = with_bill.last().map_or(0.0, |event| event.time_ms);
+        with_bill.push(crate::history::Event {
+            index: with_bill.len(),
+            time_ms: last + 1.0,
+            process: "settle-old-acme".into(),
+            kind: OpType::Ok,
+            f: "budget-old-period".into(),
+            value: json!({"org": "acme", "used": used}),
+        });
+        with_bill
+    };
+    let covered = s3(&org(300), &billed(100), &old_bill(100), &ops);
+    assert_eq!(covered.verdict, Verdict::Pass);
+    assert!(covered.summary.contains("old period billed 100 ≥ served before the boundary 100"), "{}", covered.summary);
+    let short = s3(&org(300), &billed(100), &old_bill(99), &ops);
+    assert_eq!(short.verdict, Verdict::Fail);
+    assert_eq!(short.evidence[0]["period"], json!("old"));
 }
 
 #[test]

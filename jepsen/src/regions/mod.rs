@@ -42,6 +42,8 @@ pub struct UpOptions {
     pub extra_config: String,
     /// Every node's `TOLLGATE_CLOCK_SKEW_MS` (0: none), kept across restarts.
     pub clock_skew_ms: i64,
+    /// An `LD_PRELOAD` shim for every node (the slow-disk nemesis's), kept across restarts.
+    pub slow_disk_shim: Option<PathBuf>,
 }
 
 fn layout_of(state: &RegionsState) -> Layout {
@@ -149,6 +151,7 @@ fn prepare_files(options: &UpOptions, layout: &Layout, tollgate: &Path) -> anyho
         nodes,
         settings: serde_json::to_value(&options.settings)?,
         clock_skew_ms: options.clock_skew_ms,
+        slow_disk_shim: options.slow_disk_shim.clone(),
     })
 }
 
@@ -216,6 +219,8 @@ pub fn spawn_node_with_env(state: &mut RegionsState, index: usize, extra_env: &[
         env.push(("TOLLGATE_CLOCK_SKEW_MS", &base_skew));
     }
     env.extend_from_slice(extra_env);
+    let slow_disk = state.slow_disk_env(record.id);
+    env.extend(slow_disk.iter().map(|(key, value)| (key.as_str(), value.as_str())));
     let pid = procs::spawn_detached("ip", &args, &env, &record.log)?;
     state.nodes[index].pid = Some(pid);
     state.save()?;

@@ -38,6 +38,31 @@ pub struct RegionsState {
     /// run` shifts the whole cluster's clock this way so that a budget period rolls over mid-run.
     #[serde(default)]
     pub clock_skew_ms: i64,
+    /// The slow-disk nemesis's `LD_PRELOAD` shim, preloaded into every node from its first start and on
+    /// every restart (`None`: not preloaded). Inert until a node's `nI/slow-disk` control file exists.
+    #[serde(default)]
+    pub slow_disk_shim: Option<PathBuf>,
+}
+
+impl RegionsState {
+    /// Node `id`'s slow-disk control file: while it exists and reads "SYNC_MS WRITE_MS", the shim delays
+    /// the node's syncs and writes to its data directory.
+    pub fn slow_disk_control(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("n{id}")).join("slow-disk")
+    }
+
+    /// The environment that preloads the slow-disk shim into node `id` (empty without a shim).
+    pub fn slow_disk_env(&self, id: u64) -> Vec<(String, String)> {
+        let Some(shim) = &self.slow_disk_shim else {
+            return Vec::new();
+        };
+        let data = self.dir.join(format!("n{id}")).join("data");
+        vec![
+            ("LD_PRELOAD".to_owned(), shim.to_string_lossy().into_owned()),
+            ("TOLLGATE_SLOWDISK_DIR".to_owned(), data.to_string_lossy().into_owned()),
+            ("TOLLGATE_SLOWDISK_CONTROL".to_owned(), self.slow_disk_control(id).to_string_lossy().into_owned()),
+        ]
+    }
 }
 
 pub fn state_path(dir: &Path) -> PathBuf {

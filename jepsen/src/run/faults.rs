@@ -56,14 +56,14 @@ pub async fn leader(state: &RegionsState, token: &str) -> Option<u64> {
     votes.iter().copied().find(|candidate| votes.iter().filter(|vote| *vote == candidate).count() >= majority)
 }
 
-fn note(errors: &mut Vec<String>, result: anyhow::Result<()>) {
+pub(super) fn note(errors: &mut Vec<String>, result: anyhow::Result<()>) {
     if let Err(err) = result {
         errors.push(format!("{err:#}"));
     }
 }
 
 impl Nemesis {
-    fn record(&self, f: &str, value: serde_json::Value) {
+    pub(super) fn record(&self, f: &str, value: serde_json::Value) {
         self.history.record("nemesis", OpType::Info, f, value);
     }
 
@@ -72,7 +72,7 @@ impl Nemesis {
     }
 
     /// The leader (or, when none is known, a node drawn from `choice`) if `want_leader`, else a follower.
-    async fn pick_node(&self, want_leader: bool, choice: u64) -> u64 {
+    pub(super) async fn pick_node(&self, want_leader: bool, choice: u64) -> u64 {
         let ids: Vec<u64> = self.state.nodes.iter().map(|node| node.id).collect();
         let leader = leader(&self.state, &self.token).await;
         let candidates: Vec<u64> = match (want_leader, leader) {
@@ -92,7 +92,7 @@ impl Nemesis {
         self.state.nodes[index].pid.with_context(|| format!("node {node} has no recorded pid"))
     }
 
-    async fn kill(&mut self, node: u64) -> anyhow::Result<()> {
+    pub(super) async fn kill(&mut self, node: u64) -> anyhow::Result<()> {
         let pid = self.pid_of(node)?;
         if !procs::is_ours(pid, NODE_MARKER) {
             anyhow::bail!("node {node} (pid {pid}) is not running");
@@ -105,7 +105,7 @@ impl Nemesis {
         Ok(())
     }
 
-    fn restart(&mut self, node: u64) -> anyhow::Result<u32> {
+    pub(super) fn restart(&mut self, node: u64) -> anyhow::Result<u32> {
         let index = self.index_of(node)?;
         regions::spawn_node(&mut self.state, index)
     }
@@ -197,6 +197,8 @@ impl Nemesis {
                 self.record("restart", json!({"node": node, "pid": pid}));
                 format!("kill -9 node {node}, restarted after {:.1} s", planned.duration_s)
             }
+            Kind::SlowDisk => self.slow_disk(planned, end, &mut errors).await,
+            Kind::KillLeaderGranting => self.kill_leader_granting(planned, end, &mut errors).await,
             Kind::Pause => {
                 let node = self.pick_node(planned.choice % 2 == 0, planned.choice / 2).await;
                 self.record("start", json!({"kind": planned.kind, "pause": node}));
@@ -334,6 +336,7 @@ impl Nemesis {
             errors.push(format!("{err:#}"));
         }
         app_faults::restore_upstreams(&self.shared);
+        self.clear_slow_disks();
         self.shared.retry.on.store(false, std::sync::atomic::Ordering::SeqCst);
         let mut restarted = Vec::new();
         if let Some(node) = self.skewed.take() {

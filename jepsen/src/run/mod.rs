@@ -6,11 +6,14 @@
 pub mod app_faults;
 pub mod chat;
 pub mod faults;
+pub mod grant_kill;
+pub mod interrupt;
 pub mod nemesis;
 pub mod registers;
 pub mod report;
 pub mod settle;
 pub mod setup;
+pub mod slow_disk;
 pub mod timeline;
 pub mod workers;
 
@@ -30,8 +33,9 @@ use crate::regions::{self, configs::Settings, layout::Layout, net, state::Region
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Faults to draw from, comma-separated: partition-leader, partition-follower, cut-link, kill, pause,
-    /// flap, bridge, clock-skew, budget-lower, upstream-faults, idempotent-retry, `mixed` (all of them),
+    /// Faults to draw from, comma-separated: partition-leader, partition-follower, cut-link, kill,
+    /// kill-leader-granting, pause, flap, bridge, clock-skew, budget-lower, upstream-faults,
+    /// idempotent-retry, period-rollover, slow-disk, `mixed` (all of them),
     /// or `none` (a fault-free baseline; with --hangup-share 0 the utilisation checker applies).
     #[arg(long, default_value = "mixed")]
     pub nemesis: String,
@@ -89,6 +93,17 @@ fn tollgate_version(binary: &Path) -> String {
     format!("{} ({})", binary.display(), if version.is_empty() { "version unknown" } else { &version })
 }
 
+/// The WAN and Raft timing of every run (the README's measurements: 25 ms + 0–2 ms one way, Raft 100 /
+/// 500–1000 ms) and the mocks' delay between streamed tokens.
+const RUN_SETTINGS: Settings = Settings {
+    delay_ms: 25,
+    jitter_ms: 2,
+    heartbeat_ms: 100,
+    election_timeout_min_ms: 500,
+    election_timeout_max_ms: 1000,
+    token_delay_ms: 5,
+};
+
 /// Runs one test; `Ok(true)` when every checker passed. Prints the run directory last.
 pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     net::check_privileges().context("jepsen run builds the regions")?;
@@ -126,37 +141,50 @@ pub async fn run(args: RunArgs) -> anyhow::Result<bool> {
     };
     let acme_limit = args.acme_limit.unwrap_or(default_acme);
     let orgs = setup::plan_orgs(acme_limit, args.beta_limit);
-    let settings = Settings {
-        delay_ms: 25,
-        jitter_ms: 2,
-        heartbeat_ms: 100,
-        election_timeout_min_ms: 500,
-        election_timeout_max_ms: 1000,
-        token_delay_ms: 5,
-    };
     eprintln!(
         "jepsen run: nemesis {} seed {seed} time limit {} s; results in {}",
         args.nemesis,
         args.time_limit,
         run_dir.display()
     );
+    let slow_disk_shim =
+        kinds.contains(&nemesis::Kind::SlowDisk).then(|| slow_disk::build_shim(&run_dir)).transpose()?;
     let options = regions::UpOptions {
         dir: regions_dir.clone(),
         tollgate: tollgate.clone(),
-        settings,
+        settings: RUN_SETTINGS,
         env_file: None,
         ready_timeout: Duration::from_secs(60),
         extra_config: setup::extra_config(&layout, &orgs),
         clock_skew_ms: rollover.as_ref().map_or(0, |r| r.skew_ms),
+        slow_disk_shim,
     };
-    let state = regions::up(options).await?;
     let run = Planned { kinds: &kinds, seed, plan, rollover };
-    let outcome = tokio::select! {
-        outcome = run_up(&args, &run, state, orgs, &run_dir, &tollgate) => outcome,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted (Ctrl-C); the regions are being brought down")),
+    let slot = interrupt::HistorySlot::default();
+    let mut signals = interrupt::Signals::install();
+    let work = async {
+        let state = regions::up(options).await?;
+        run_up(&args, &run, state, orgs, &run_dir, &tollgate, &slot).await
     };
+    let (outcome, signal) = tokio::select! {
+        outcome = work => (outcome, None),
+        signal = signals.next() => (Err(anyhow::anyhow!("interrupted ({signal})")), Some(signal)),
+    };
+    if let Some(signal) = signal {
+        eprintln!("jepsen run: {signal}: keeping the history, bringing the regions down");
+        interrupt::record(&slot, signal);
+    }
     let down = regions::down(&regions_dir);
     keep_logs(&regions_dir, &run_dir);
+    if let Some(signal) = signal {
+        let meta = interrupt::RunMeta {
+            seed,
+            nemesis: &args.nemesis,
+            time_limit_s: args.time_limit,
+            tollgate: tollgate_version(&tollgate),
+        };
+        return interrupt::finish(&run_dir, &slot, signal, &meta, down);
+    }
     let passed = outcome?;
     down?;
     println!("{}", run_dir.display());
@@ -237,6 +265,7 @@ async fn run_up(
     orgs: Vec<setup::OrgPlan>,
     run_dir: &Path,
     tollgate: &Path,
+    slot: &interrupt::HistorySlot,
 ) -> anyhow::Result<bool> {
     let (kinds, seed) = (run.kinds, run.seed);
     let mut plan = run.plan.clone();
@@ -260,7 +289,8 @@ async fn run_up(
         }
     }
     std::fs::write(run_dir.join("schedule.json"), serde_json::to_string_pretty(&plan)?)?;
-    let history = History::new(Instant::now());
+    let history = History::with_journal(Instant::now(), &run_dir.join("history.jsonl"))?;
+    slot.set(history.clone());
     // The boundary in the history's time (ms since the workload started).
     let boundary_at_ms = run.rollover.as_ref().map(|rollover| {
         let ahead = rollover.machine_ms() as f64 - unix_ms() as f64;
@@ -326,6 +356,10 @@ async fn run_up(
         })
         .collect();
     let billed = settle::settle_ledger(&shared, Duration::from_secs(20), &since_boundary).await;
+    if let Some(rollover) = &run.rollover {
+        // The orgs' budgets are per `day`: the old period began a day before the boundary.
+        settle::old_period_bills(&shared, rollover.boundary_ms.saturating_sub(DAY_MS)).await;
+    }
 
     let served: Vec<Served> = shared
         .orgs
@@ -372,7 +406,7 @@ async fn run_up(
                 .collect::<Vec<_>>());
         checks.push(calm);
     }
-    history.write_jsonl(&run_dir.join("history.jsonl"))?;
+    history.finish_journal()?;
     let timeline_path = run_dir.join("timeline.html");
     std::fs::write(
         &timeline_path,

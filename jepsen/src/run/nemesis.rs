@@ -22,6 +22,9 @@ pub enum Kind {
     CutLink,
     /// `kill -9` a node (the leader or a follower), restart it on its data directory after the window.
     Kill,
+    /// `kill -9` the leader while grants are in flight to it (a burst of budgeted requests on every region
+    /// makes the nodes refill; the kill lands 15-60 ms later), restart it after the window.
+    KillLeaderGranting,
     /// SIGSTOP a node past the election timeout, then SIGCONT.
     Pause,
     /// Isolate a random region, heal, isolate another, … every 0.3-1.5 s.
@@ -42,13 +45,16 @@ pub enum Kind {
     /// cluster runs on a clock shifted (`TOLLGATE_CLOCK_SKEW_MS` on every node from the start) so that a
     /// `day` boundary falls in the middle of this fault's window. At most once per run.
     PeriodRollover,
+    /// One node's fsyncs (and writes) of its data directory slowed by an `LD_PRELOAD` shim for the window.
+    SlowDisk,
 }
 
-pub const ALL: [Kind; 12] = [
+pub const ALL: [Kind; 14] = [
     Kind::PartitionLeader,
     Kind::PartitionFollower,
     Kind::CutLink,
     Kind::Kill,
+    Kind::KillLeaderGranting,
     Kind::Pause,
     Kind::Flap,
     Kind::Bridge,
@@ -57,6 +63,7 @@ pub const ALL: [Kind; 12] = [
     Kind::UpstreamFaults,
     Kind::IdempotentRetry,
     Kind::PeriodRollover,
+    Kind::SlowDisk,
 ];
 
 impl Kind {
@@ -66,6 +73,7 @@ impl Kind {
             Kind::PartitionFollower => "partition-follower",
             Kind::CutLink => "cut-link",
             Kind::Kill => "kill",
+            Kind::KillLeaderGranting => "kill-leader-granting",
             Kind::Pause => "pause",
             Kind::Flap => "flap",
             Kind::Bridge => "bridge",
@@ -74,6 +82,7 @@ impl Kind {
             Kind::UpstreamFaults => "upstream-faults",
             Kind::IdempotentRetry => "idempotent-retry",
             Kind::PeriodRollover => "period-rollover",
+            Kind::SlowDisk => "slow-disk",
         }
     }
 }

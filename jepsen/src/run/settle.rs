@@ -101,6 +101,32 @@ pub async fn final_reads(shared: &Shared) {
     }
 }
 
+/// After a period rollover: the old period's bill of every budgeted org (`GET /admin/v1/budgets?org=…&
+/// period_start=…`, the old period's start in the nodes' clock), recorded as `budget-old-period` (S3 reads
+/// it: the old period must bill at least what was served before the boundary). Tried on each region in turn.
+pub async fn old_period_bills(shared: &Shared, period_start: u64) {
+    let budgeted = shared.orgs.iter().filter(|org| org.limit.is_some());
+    for org in budgeted {
+        let process = format!("settle-old-{}", org.name);
+        shared.history.record(&process, OpType::Invoke, "budget-old-period", json!({"org": org.name}));
+        let mut outcome = (OpType::Fail, json!({"org": org.name, "error": "no region answered"}));
+        for node in &shared.state.nodes {
+            let url = format!("{}/admin/v1/budgets?org={}&period_start={period_start}", node.admin_url, org.name);
+            let answer = http::request("GET", &url, Some(&shared.token), None, workers::ADMIN_TIMEOUT).await;
+            let Some(budget) = answer.ok().filter(|response| response.status == 200).and_then(|r| r.json().ok()) else {
+                continue;
+            };
+            outcome = (
+                OpType::Ok,
+                json!({"org": org.name, "region": node.id, "period_start": budget["period_start"],
+                "limit": budget["limit"], "used": budget["used"], "held": budget["held"]}),
+            );
+            break;
+        }
+        shared.history.record(&process, outcome.0, "budget-old-period", outcome.1);
+    }
+}
+
 /// Waits (up to `limit`) until the ledger bills every budgeted org at least what its mock served (after a
 /// period rollover: what it served since the boundary, less what the old period's requests in flight then
 /// may account for, `since_boundary[org]` = served then + that slack), then samples every org on every

@@ -163,7 +163,8 @@ pub async fn sample_budget(shared: &Shared, process: &str, org: &str, region: u6
             let value = json!({"org": org, "region": region, "period_start": budget["period_start"],
                 "limit": budget["limit"], "used": budget["used"], "held": budget["held"],
                 "used_by_node": budget["used_by_node"], "granted_by_node": budget["granted_by_node"],
-                "served": served, "applied_before": applied_before, "applied_after": applied_after});
+                "served": served, "applied_before": applied_before, "applied_after": applied_after,
+                "ledger_s2": budget["ledger_s2"]});
             shared.history.record(process, OpType::Ok, "budget", value.clone());
             Some(value)
         }

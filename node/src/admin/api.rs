@@ -21,6 +21,7 @@ use crate::clock::ledger_ms as now_ms;
 use crate::command::{new_request_id, request};
 use crate::config::{Config, KeyRecord, ModelConfig, OrgConfig, ProviderConfig, TeamConfig};
 use crate::control::diff;
+use crate::guard::GuardrailConfig;
 
 /// Proposes one command and maps the replicated result to a response. An `Idempotency-Key` header becomes
 /// the request id, so a client that retries after a timeout cannot apply the same change twice.
@@ -81,6 +82,7 @@ pub(super) async fn get_one(
         ResourceKind::Orgs => config.orgs.get(&name).map(|o| json!(o)),
         ResourceKind::Teams => config.teams.get(&name).map(|t| json!(t)),
         ResourceKind::Keys => config.keys.get(&name).map(|k| json!(k)),
+        ResourceKind::Guardrails => config.guardrails.get(&name).cloned(),
     };
     found
         .map(|value| json_response(StatusCode::OK, &value))
@@ -146,8 +148,16 @@ pub(super) async fn put(
             // moment ago through this follower may not have been applied here yet.
             let state = node.read_linearizable().await?;
             let providers = state.config.providers.values().cloned().collect();
-            validate_resource(Config { providers, models: vec![model.clone()], ..Default::default() }, "models[0].")?;
+            let guardrails = GuardrailConfig::from_replicated(state.config.guardrails.iter()).collect();
+            let config = Config { providers, guardrails, models: vec![model.clone()], ..Default::default() };
+            validate_resource(config, "models[0].")?;
             Command::PutModel { model }
+        }
+        ResourceKind::Guardrails => {
+            let guardrail: GuardrailConfig = parse_body(&with_name(&body, "name", &name)?, "guardrail")?;
+            guardrail.validate().map_err(|err| AdminError::bad_request(err.to_string()))?;
+            let guardrail = serde_json::to_value(&guardrail).map_err(|err| AdminError::bad_request(err.to_string()))?;
+            Command::PutGuardrail { guardrail }
         }
         ResourceKind::Orgs => {
             Command::PutOrg { org: parse_body::<OrgConfig>(&with_name(&body, "name", &name)?, "org")? }
@@ -180,6 +190,7 @@ pub(super) async fn remove(
             Command::DeleteTeam { org: org.to_owned(), name: team.to_owned() }
         }
         ResourceKind::Keys => Command::RevokeKey { id: name },
+        ResourceKind::Guardrails => Command::DeleteGuardrail { name },
     };
     match write(&node, command, idem.as_deref()).await {
         Ok(index) => Ok(applied(index)),

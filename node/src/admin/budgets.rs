@@ -98,5 +98,8 @@ fn describe(state: &ControlState, spec: &BudgetSpec, now: u64, period_start: Opt
         "remaining_tokens": if spec.is_cost() { Value::Null } else { json!(remaining) },
         "tokens_per_minute": spec.tokens_per_minute, "requests_per_minute": spec.requests_per_minute,
         "granted_by_node": account.map(|a| json!(a.granted)), "used_by_node": account.map(|a| json!(a.used)),
+        // S2 as the state machine checked it at every applied ledger change (the whole ledger, not only
+        // this scope): changes checked, violations, the first one.
+        "ledger_s2": state.config.ledger.s2_audit,
     })
 }

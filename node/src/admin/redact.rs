@@ -14,6 +14,7 @@ pub(super) fn collection(state: &ControlState, kind: ResourceKind) -> Value {
         ResourceKind::Orgs => json!(config.orgs.values().collect::<Vec<_>>()),
         ResourceKind::Teams => json!(config.teams.values().collect::<Vec<_>>()),
         ResourceKind::Keys => json!(config.keys.values().collect::<Vec<_>>()),
+        ResourceKind::Guardrails => json!(config.guardrails.values().collect::<Vec<_>>()),
     }
 }
 

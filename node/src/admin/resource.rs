@@ -8,6 +8,7 @@ pub enum ResourceKind {
     Orgs,
     Teams,
     Keys,
+    Guardrails,
 }
 
 impl ResourceKind {
@@ -19,9 +20,10 @@ impl ResourceKind {
             "orgs" => Ok(ResourceKind::Orgs),
             "teams" => Ok(ResourceKind::Teams),
             "keys" => Ok(ResourceKind::Keys),
-            other => {
-                Err(format!("unknown resource kind `{other}`; one of providers, models, routes, orgs, teams, keys"))
-            }
+            "guardrails" => Ok(ResourceKind::Guardrails),
+            other => Err(format!(
+                "unknown resource kind `{other}`; one of providers, models, routes, orgs, teams, keys, guardrails"
+            )),
         }
     }
 
@@ -33,6 +35,7 @@ impl ResourceKind {
             ResourceKind::Orgs => "org",
             ResourceKind::Teams => "team",
             ResourceKind::Keys => "key",
+            ResourceKind::Guardrails => "guardrail",
         }
     }
 }

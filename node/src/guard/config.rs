@@ -179,6 +179,22 @@ impl fmt::Display for GuardConfigError {
 
 impl std::error::Error for GuardConfigError {}
 
+impl GuardrailConfig {
+    /// The replicated guardrails (name → JSON) as configs. An entry this version cannot read (from a newer
+    /// one) is left out with a warning rather than failing the whole config.
+    pub fn from_replicated<'a>(
+        entries: impl Iterator<Item = (&'a String, &'a serde_json::Value)> + 'a,
+    ) -> impl Iterator<Item = GuardrailConfig> + 'a {
+        entries.filter_map(|(name, value)| match serde_json::from_value(value.clone()) {
+            Ok(config) => Some(config),
+            Err(err) => {
+                tracing::warn!(guardrail = %name, error = %err, "a replicated guardrail this node cannot read is ignored");
+                None
+            }
+        })
+    }
+}
+
 /// The default injection threshold, chosen on the tuning split (tests/data/guard/README.md).
 pub const DEFAULT_INJECTION_THRESHOLD: f32 = 0.4;
 

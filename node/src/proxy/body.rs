@@ -107,6 +107,8 @@ pub struct StreamingBody {
     progress: bool,
     /// Consecutive turns that brought nothing.
     idle_turns: u32,
+    /// PII redaction of the caller-shaped output (guardrails with action `redact`).
+    redaction: Option<super::redact_out::SseRedaction>,
 }
 
 impl StreamingBody {
@@ -134,7 +136,14 @@ impl StreamingBody {
             yields: 0,
             progress: false,
             idle_turns: 0,
+            redaction: None,
         }
+    }
+
+    /// Filters the output through `redaction` (see `redact_out`).
+    pub(super) fn with_redaction(mut self, redaction: Option<super::redact_out::SseRedaction>) -> Self {
+        self.redaction = redaction;
+        self
     }
 
     /// Reads until the first caller-visible output, so a target that fails before sending anything can be
@@ -239,6 +248,10 @@ impl StreamingBody {
                     let estimate = move |text: &str| estimator.estimate(text);
                     if let Err(err) = self.translator.on_event(&event, &mut self.out, &estimate) {
                         return Poll::Ready(self.fail(err));
+                    }
+                    if let Some(redaction) = &mut self.redaction {
+                        let translated = self.out.split();
+                        redaction.filter(&translated, &mut self.out);
                     }
                     if !self.out.is_empty() {
                         if !self.translator.facts().text.is_empty() {

@@ -9,6 +9,7 @@
 //! | 3 | read body | `ingress::read_body` | headers, body stream, limits | `Bytes` (in the context) |
 //! | 4 | parse + validate | `prepare::parse` | body | `ParsedRequest` (model, stream, limits, bounds) |
 //! | 5 | route + limits | `prepare::route` | principal, parsed request, `snapshot.routes` | [`Routed`] |
+//! | 5b | guardrails in | `guardrails::check_input` | `Routed`, `snapshot.org_guardrails` | block, flag, or a redacted body (parsed and routed again) |
 //! | 6 | upstream attempts | `upstream::forward` | `Routed` | the response (fallback, retries, admission) |
 //! | 7 | respond + meter | `upstream` (`stream_response`, `complete_response`), `body`, `meter` | upstream response | client response, metrics |
 //!
@@ -17,9 +18,11 @@
 //! shape in one place: [`error_response`].
 
 mod body;
+mod guardrails;
 mod ingress;
 mod meter;
 mod prepare;
+mod redact_out;
 mod upstream;
 
 pub use body::ResponseBody;
@@ -161,6 +164,17 @@ async fn run_phases(
     let body = context.body.clone();
     let request = prepare::parse(context.endpoint, &body)?;
     let routed = prepare::route(context, principal, request).await?;
+    // A redacted body is what the provider gets, and what limits and metering judge: parsed again.
+    let redacted_body;
+    let routed = match guardrails::check_input(gateway, context, &routed).await? {
+        None => routed,
+        Some(redacted) => {
+            context.body = redacted.clone();
+            redacted_body = redacted;
+            let request = prepare::parse(context.endpoint, &redacted_body)?;
+            prepare::route(context, routed.principal.clone(), request).await?
+        }
+    };
     record_request(&context.span, context.endpoint, &routed);
     upstream::forward(gateway, context, &routed).await
 }

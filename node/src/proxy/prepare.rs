@@ -83,7 +83,31 @@ pub async fn route<'a>(
             return Err(GatewayError::prompt_too_large(&route.name, size, limit));
         }
     }
+    if let Some(limit) = route.max_messages {
+        let count = request.probe.message_count as u64;
+        if count > limit {
+            return Err(GatewayError::invalid_param(
+                "messages",
+                format!("the request has {count} messages; the model `{}` accepts at most {limit}", route.name),
+            ));
+        }
+    }
     let prompt_tokens = PromptTokens::new(route.encoding, context.body.clone());
+    if let Some(limit) = route.max_prompt_tokens {
+        // The free bound first; the exact count only when the bound does not fit.
+        if request.input_bound > limit {
+            let exact = prompt_tokens.count().await;
+            if exact > limit {
+                return Err(GatewayError::invalid_param(
+                    "messages",
+                    format!(
+                        "the prompt has {exact} tokens; the model `{}` accepts prompts of at most {limit}",
+                        route.name
+                    ),
+                ));
+            }
+        }
+    }
     if let Some(window) = route.context_window {
         let output = request.probe.max_output_tokens.unwrap_or(0);
         // Only when the free bound does not fit do we pay for an exact count.

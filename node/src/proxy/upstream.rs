@@ -313,15 +313,19 @@ async fn attempt(
 
     // An Anthropic caller gets thinking blocks only when it asked for them, as from Anthropic itself.
     let show_reasoning = context.caller == Protocol::OpenAi || caller_enabled_thinking(request);
+    let redaction = super::redact_out::OutputRedaction::for_request(context, routed);
     let mut response = if request.probe.stream {
         let mut translator = StreamTranslator::new(upstream_protocol, context.caller, request.probe.include_usage)
             .with_reasoning(show_reasoning);
         if StreamTranslator::announces_input_tokens(upstream_protocol, context.caller) {
             translator = translator.with_input_tokens(routed.prompt_tokens.count().await);
         }
-        stream_response(upstream_body, translator, context.caller, timeouts, meter, sent_at).await
+        let redaction = redaction.map(|redaction| redaction.stream(context.caller));
+        let body = StreamingBody::new(upstream_body, translator, context.caller, timeouts.idle, meter)
+            .with_redaction(redaction);
+        stream_response(body, timeouts, sent_at).await
     } else {
-        let translation = Translation { upstream: upstream_protocol, show_reasoning };
+        let translation = Translation { upstream: upstream_protocol, show_reasoning, redaction };
         complete_response(gateway, context, upstream_body, translation, operation, timeouts.idle, meter).await
     };
     context.upstream_wait += sent_at.elapsed();
@@ -414,14 +418,10 @@ async fn admit(
 }
 
 async fn stream_response(
-    upstream_body: UpstreamBody,
-    translator: StreamTranslator,
-    caller: Protocol,
+    mut body: StreamingBody,
     timeouts: crate::providers::Timeouts,
-    meter: RequestMeter,
     sent_at: Instant,
 ) -> GatewayResult<Response<ResponseBody>> {
-    let mut body = StreamingBody::new(upstream_body, translator, caller, timeouts.idle, meter);
     // Wait for the first event within what is left of the first-byte budget, so a target that dies
     // before saying anything is replaced transparently.
     let remaining = timeouts.first_byte.saturating_sub(sent_at.elapsed());
@@ -449,6 +449,8 @@ async fn stream_response(
 struct Translation {
     upstream: Protocol,
     show_reasoning: bool,
+    /// PII guardrails with action `redact` rewrite the caller's texts.
+    redaction: Option<super::redact_out::OutputRedaction>,
 }
 
 async fn complete_response(
@@ -491,6 +493,10 @@ async fn complete_response(
     match processed {
         Ok((out, usage, text)) => {
             meter.finish(Outcome::Ok, usage, &text);
+            let out = match (&translation.redaction, operation) {
+                (Some(redaction), Operation::Chat) => redaction.complete(context.caller, out),
+                _ => out,
+            };
             Ok(json_response(StatusCode::OK, out))
         }
         Err(err) => {
