@@ -4,7 +4,10 @@
 
 use serde_json::{json, Value};
 
-use crate::{anthropic_text, openai_text, read_events, Harness, Script};
+use crate::{anthropic_text, dropped_params, openai_text, read_events, Harness, Script};
+
+mod content;
+pub use content::{documents, interleaved_tool_calls, reasoning, reasoning_without_a_reasoning_model};
 
 fn openai_body(model: &str, stream: bool) -> Value {
     json!({"model": model, "stream": stream, "messages": [{"role": "system", "content": "terse"}, {"role": "user", "content": "conformance check"}]})
@@ -151,29 +154,37 @@ pub async fn upstream_errors(h: &Harness, model: &str) {
 /// `x-tollgate-dropped-params` when translated, and passes untouched when not.
 pub async fn parameters_without_an_equivalent(h: &Harness, model: &str) {
     let anthropic_upstream = model.contains("anthropic");
-    let dropped = |response: &reqwest::Response| {
-        response.headers().get("x-tollgate-dropped-params").and_then(|v| v.to_str().ok()).map(str::to_owned)
-    };
     let mut body = openai_body(model, false);
     body["seed"] = json!(7);
     let response = h.openai("/v1/chat/completions", &body).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(dropped(&response).as_deref(), anthropic_upstream.then_some("seed"), "OpenAI caller, {model}");
+    assert_eq!(dropped_params(&response).as_deref(), anthropic_upstream.then_some("seed"), "OpenAI caller, {model}");
     let mut body = anthropic_body(model, true);
     body["top_k"] = json!(40);
     let response = h.anthropic("/v1/messages", &body).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(dropped(&response).as_deref(), (!anthropic_upstream).then_some("top_k"), "Anthropic caller, {model}");
+    assert_eq!(
+        dropped_params(&response).as_deref(),
+        (!anthropic_upstream).then_some("top_k"),
+        "Anthropic caller, {model}"
+    );
     let events = read_events(response).await;
     assert!(!anthropic_text(&events).is_empty(), "the stream still answers");
 }
 
 /// Instantiates the matrix for one provider route. Scriptable providers (behind the HTTP mock) also run
-/// the tool and upstream-error cases; the built-in mock provider cannot be scripted to call tools or fail.
+/// the tool, upstream-error and reasoning cases; the built-in mock provider cannot be scripted to call tools,
+/// fail or reason, and runs the case of a model that does not reason instead.
 #[macro_export]
 macro_rules! conformance {
     ($name:ident, $model:expr) => {
-        $crate::conformance!(@base $name, $model, {});
+        $crate::conformance!(@base $name, $model, {
+            #[tokio::test]
+            async fn reasoning_answered_without_reasoning() {
+                let h = Harness::start().await;
+                reasoning_without_a_reasoning_model(&h, $model).await;
+            }
+        });
     };
     ($name:ident, $model:expr, scriptable) => {
         $crate::conformance!(@base $name, $model, {
@@ -187,6 +198,18 @@ macro_rules! conformance {
             async fn upstream_errors_in_caller_shape() {
                 let h = Harness::start().await;
                 upstream_errors(&h, $model).await;
+            }
+
+            #[tokio::test]
+            async fn interleaved_parallel_tool_calls_both_callers() {
+                let h = Harness::start().await;
+                interleaved_tool_calls(&h, $model).await;
+            }
+
+            #[tokio::test]
+            async fn reasoning_both_callers() {
+                let h = Harness::start().await;
+                reasoning(&h, $model).await;
             }
         });
     };
@@ -220,6 +243,12 @@ macro_rules! conformance {
             async fn parameters_without_an_equivalent_are_named() {
                 let h = Harness::start().await;
                 parameters_without_an_equivalent(&h, $model).await;
+            }
+
+            #[tokio::test]
+            async fn documents_mapped_or_refused_by_name() {
+                let h = Harness::start().await;
+                documents(&h, $model).await;
             }
 
             $($extra)*

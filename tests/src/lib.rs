@@ -201,6 +201,11 @@ impl Harness {
     }
 }
 
+/// The parameters a translated request lost, as the gateway names them in `x-tollgate-dropped-params`.
+pub fn dropped_params(response: &reqwest::Response) -> Option<String> {
+    response.headers().get("x-tollgate-dropped-params").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
 /// One SSE event as a client sees it.
 #[derive(Debug, Clone)]
 pub struct Event {

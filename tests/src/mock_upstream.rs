@@ -27,9 +27,11 @@
 
 mod anthropic;
 mod control;
+mod documents;
 mod gpu;
 mod misc;
 mod openai;
+mod reasoning;
 mod respond;
 mod sse;
 mod strict;
@@ -38,6 +40,7 @@ mod text;
 use gpu::GpuSimState;
 pub use gpu::{Engine, GpuSim};
 pub use misc::MODELS;
+pub use reasoning::{signature_for, DEFAULT_THINKING};
 pub(crate) use respond::{add_header, error_response, full, json_response, response, sse_response, text_response};
 pub use text::{pieces, DEFAULT_REPLY, JSON_REPLY};
 
@@ -113,6 +116,11 @@ pub struct Script {
     /// Hold the request (before headers) until [`MockUpstream::release_held`]: explicit synchronisation for
     /// tests that need requests outstanding at the upstream, instead of a delay racing the test.
     pub hold: bool,
+    /// The model's reasoning, shown as each API shows it (see the `reasoning` module): Anthropic, when the
+    /// request enables `thinking`, a leading `thinking` block with this text ([`DEFAULT_THINKING`] when
+    /// `None`); an OpenAI-compatible server, `reasoning_content` (which makes the model a reasoning model,
+    /// as vLLM/SGLang with a reasoning parser or DeepSeek-R1); OpenAI's o-series/gpt-5, billed and hidden.
+    pub reasoning: Option<String>,
 }
 
 /// One request as received by the mock.
@@ -292,6 +300,11 @@ impl MockUpstream {
     /// Everything received, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
+    }
+
+    /// The body of the last request received.
+    pub fn last_body(&self) -> Value {
+        self.shared.lock().requests.last().map(|request| request.body.clone()).expect("the upstream got a request")
     }
 
     pub fn request_count(&self) -> usize {

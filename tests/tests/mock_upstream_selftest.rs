@@ -16,6 +16,9 @@ mod gpu;
 #[path = "mock_upstream_selftest/strict.rs"]
 mod strict;
 
+#[path = "mock_upstream_selftest/reasoning.rs"]
+mod reasoning;
+
 // "Hi there" = 8 bytes -> 2 tokens, + 3 for one message.
 const P_OPENAI: u64 = 5;
 // "Be brief" + "Hi there" = 16 bytes -> 4 tokens, + 3 for one message.

@@ -3,16 +3,8 @@
 //! silently lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::{json, Value};
-use tollgate_tests::Harness;
-
-fn dropped(response: &reqwest::Response) -> Option<String> {
-    response.headers().get("x-tollgate-dropped-params").and_then(|v| v.to_str().ok()).map(str::to_owned)
-}
-
-fn last_body(harness: &Harness) -> Value {
-    harness.mock.requests().last().map(|request| request.body.clone()).expect("the upstream got a request")
-}
+use serde_json::json;
+use tollgate_tests::{dropped_params, Harness};
 
 #[tokio::test]
 async fn openai_reasoning_effort_reaches_anthropic_as_a_thinking_budget() {
@@ -26,8 +18,8 @@ async fn openai_reasoning_effort_reaches_anthropic_as_a_thinking_budget() {
         let response = harness.openai("/v1/chat/completions", &request).await;
         assert_eq!(response.status(), 200, "stream {stream}");
         // max_completion_tokens 900 is below Anthropic's least thinking budget (1024): no thinking.
-        assert_eq!(dropped(&response).as_deref(), Some("logprobs, messages[].name, reasoning_effort, seed"));
-        let sent = last_body(&harness);
+        assert_eq!(dropped_params(&response).as_deref(), Some("logprobs, messages[].name, reasoning_effort, seed"));
+        let sent = harness.mock.last_body();
         assert!(sent.get("thinking").is_none() && sent.get("seed").is_none(), "{sent}");
         assert_eq!(sent["temperature"], 0.3, "kept when thinking is off: {sent}");
         let _ = response.text().await;
@@ -39,8 +31,8 @@ async fn openai_reasoning_effort_reaches_anthropic_as_a_thinking_budget() {
     });
     let response = harness.openai("/v1/chat/completions", &request).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(dropped(&response).as_deref(), Some("temperature"), "thinking excludes a temperature");
-    let sent = last_body(&harness);
+    assert_eq!(dropped_params(&response).as_deref(), Some("temperature"), "thinking excludes a temperature");
+    let sent = harness.mock.last_body();
     assert_eq!(sent["thinking"], json!({"type": "enabled", "budget_tokens": 3999}), "{sent}");
     assert!(sent.get("temperature").is_none(), "{sent}");
 }
@@ -56,13 +48,13 @@ async fn anthropic_top_k_and_thinking_are_reported_when_the_openai_target_cannot
     let response = harness.anthropic("/v1/messages", &request).await;
     assert_eq!(response.status(), 200);
     // The target (mock-gpt) is not an OpenAI reasoning model: it would refuse reasoning_effort.
-    assert_eq!(dropped(&response).as_deref(), Some("thinking, top_k"));
-    let sent = last_body(&harness);
+    assert_eq!(dropped_params(&response).as_deref(), Some("thinking, top_k"));
+    let sent = harness.mock.last_body();
     assert!(sent.get("reasoning_effort").is_none() && sent.get("top_k").is_none(), "{sent}");
     // Same protocol: nothing is translated, nothing is dropped.
     let same = json!({"model": "claude-direct", "max_tokens": 50, "top_k": 40,
         "messages": [{"role": "user", "content": "hi"}]});
     let response = harness.anthropic("/v1/messages", &same).await;
-    assert_eq!((response.status().as_u16(), dropped(&response)), (200, None));
-    assert_eq!(last_body(&harness)["top_k"], 40);
+    assert_eq!((response.status().as_u16(), dropped_params(&response)), (200, None));
+    assert_eq!(harness.mock.last_body()["top_k"], 40);
 }

@@ -12,6 +12,7 @@ use crate::error::{GatewayError, GatewayResult};
 use crate::routing::{Route, Target};
 use crate::tokens::chat_input_bound;
 use crate::translate;
+use crate::translate::request::CappedThinking;
 
 /// The largest `max_tokens` accepted on a route that sets no `max_output_tokens`.
 pub const MAX_OUTPUT_TOKENS_CEILING: u64 = 1 << 20;
@@ -170,10 +171,8 @@ pub fn target_body(
             request.probe.object.write_with(&overrides[..count], remove, &mut out);
         }
         (Protocol::Anthropic, Protocol::Anthropic) => {
-            let model = ("model", target.upstream_model_json.as_str());
-            match &cap_text {
-                Some(cap) => request.probe.object.write_with(&[model, ("max_tokens", cap.as_str())], &[], &mut out),
-                None => request.probe.object.write_with(&[model], &[], &mut out),
+            if let Some(name) = write_anthropic_passthrough(request, target, output_cap, &mut out) {
+                dropped.push(name.to_owned());
             }
         }
         (Protocol::OpenAi, Protocol::Anthropic) => {
@@ -202,4 +201,36 @@ pub fn target_body(
         }
     }
     Ok((Bytes::from(out), dropped))
+}
+
+/// An Anthropic request for an Anthropic target: the model and the budget's output cap replaced, the rest
+/// copied byte for byte — except a thinking budget the cap would leave at or above `max_tokens`, which
+/// Anthropic refuses: lowered below the cap, or left off when no 1,024 tokens fit. Returns the parameter
+/// left off, if any.
+fn write_anthropic_passthrough(
+    request: &ParsedRequest<'_>,
+    target: &Target,
+    output_cap: Option<u64>,
+    out: &mut Vec<u8>,
+) -> Option<&'static str> {
+    let object = &request.probe.object;
+    let model = ("model", target.upstream_model_json.as_str());
+    let Some(cap) = output_cap else {
+        object.write_with(&[model], &[], out);
+        return None;
+    };
+    let cap_text = cap.to_string();
+    let max_tokens = ("max_tokens", cap_text.as_str());
+    match translate::request::cap_thinking(object.get("thinking").map(|raw| raw.get()), cap) {
+        CappedThinking::AsSent => object.write_with(&[model, max_tokens], &[], out),
+        CappedThinking::Lowered(thinking) => {
+            let thinking = thinking.to_string();
+            object.write_with(&[model, max_tokens, ("thinking", thinking.as_str())], &[], out);
+        }
+        CappedThinking::Off => {
+            object.write_with(&[model, max_tokens], &["thinking"], out);
+            return Some("thinking");
+        }
+    }
+    None
 }

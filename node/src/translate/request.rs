@@ -115,7 +115,9 @@ pub fn openai_to_anthropic(
 /// `medium` 4,096, `high` 16,384, always below `max_tokens` (which covers thinking, as OpenAI's
 /// `max_completion_tokens` covers reasoning). Thinking excludes a temperature, a `top_p` under 0.95 and a
 /// forced tool: those are dropped with it on, and a forced tool or a `max_tokens` too small for 1,024
-/// thinking tokens drops `reasoning_effort` instead.
+/// thinking tokens drops `reasoning_effort` instead. So does a tool loop: with thinking on, Anthropic
+/// wants the last assistant turn that calls tools to start with its signed thinking block, which an OpenAI
+/// caller cannot send back (it never had the signature).
 fn insert_thinking(
     body: &mut Map<String, Value>,
     effort: &str,
@@ -140,7 +142,7 @@ fn insert_thinking(
         .and_then(Value::as_str)
         .is_some_and(|t| t == "any" || t == "tool");
     let budget = wanted.min(max_tokens.saturating_sub(1));
-    if forced_tool || budget < 1024 {
+    if forced_tool || budget < 1024 || last_assistant_turn_calls_tools(body) {
         dropped.push("reasoning_effort".to_owned());
         return Ok(());
     }
@@ -153,6 +155,45 @@ fn insert_thinking(
     }
     body.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
     Ok(())
+}
+
+/// An Anthropic `thinking` setting once the budget's output cap has lowered `max_tokens` (same-protocol
+/// routes): Anthropic refuses a thinking budget that is not below `max_tokens`, or under 1,024.
+#[derive(Debug, PartialEq)]
+pub enum CappedThinking {
+    /// Off, or already below the cap: sent as the caller wrote it.
+    AsSent,
+    /// The setting with its budget lowered to just below the cap.
+    Lowered(Value),
+    /// No room left for 1,024 thinking tokens: left off, and named as dropped.
+    Off,
+}
+
+pub fn cap_thinking(thinking: Option<&str>, max_tokens: u64) -> CappedThinking {
+    let Some(mut thinking) = thinking.and_then(|raw| serde_json::from_str::<Value>(raw).ok()) else {
+        return CappedThinking::AsSent;
+    };
+    match thinking["budget_tokens"].as_u64() {
+        Some(budget) if thinking["type"] == "enabled" && budget >= max_tokens => {
+            if max_tokens > 1024 {
+                thinking["budget_tokens"] = json!(max_tokens - 1);
+                CappedThinking::Lowered(thinking)
+            } else {
+                CappedThinking::Off
+            }
+        }
+        _ => CappedThinking::AsSent,
+    }
+}
+
+fn last_assistant_turn_calls_tools(body: &Map<String, Value>) -> bool {
+    let turns = body.get("messages").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    turns
+        .iter()
+        .rev()
+        .find(|turn| turn["role"] == "assistant")
+        .and_then(|turn| turn["content"].as_array())
+        .is_some_and(|blocks| blocks.iter().any(|block| block["type"] == "tool_use"))
 }
 
 /// Temperature (OpenAI's range is 0..2, Anthropic's 0..1) and `top_p`. Newer Claude models refuse both
@@ -314,8 +355,9 @@ fn user_blocks(content: MessageContent, index: usize) -> GatewayResult<Vec<Value
     }
 }
 
-/// An OpenAI `file` part as an Anthropic `document` block (inline base64 data: PDFs and plain text).
-/// A `file_id` lives in OpenAI's file store, which an Anthropic upstream cannot read.
+/// An OpenAI `file` part as an Anthropic `document` block. Anthropic reads inline PDFs (a base64 source)
+/// and plain text (a `text` source holding the decoded text; it refuses base64 text); other file types
+/// have no equivalent. A `file_id` lives in OpenAI's file store, which an Anthropic upstream cannot read.
 fn document_block(file: Option<crate::api::openai::FilePart>, at: &str) -> GatewayResult<Value> {
     let invalid = |why: &str| GatewayError::invalid_param("messages", format!("{at}: {why}"));
     let file = file.ok_or_else(|| invalid("`file` is missing"))?;
@@ -326,7 +368,24 @@ fn document_block(file: Option<crate::api::openai::FilePart>, at: &str) -> Gatew
         .strip_prefix("data:")
         .and_then(|rest| rest.split_once(";base64,"))
         .ok_or_else(|| invalid("`file_data` must be a base64 data URL (data:application/pdf;base64,…)"))?;
-    let mut block = json!({"type": "document", "source": {"type": "base64", "media_type": media_type, "data": data}});
+    let source = match media_type {
+        "application/pdf" => json!({"type": "base64", "media_type": media_type, "data": data}),
+        "text/plain" => {
+            use base64::Engine as _;
+            let text = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(|| invalid("`file_data` of a text/plain file must be base64-encoded UTF-8 text"))?;
+            json!({"type": "text", "media_type": media_type, "data": text})
+        }
+        other => {
+            return Err(invalid(&format!(
+                "`{other}` files have no equivalent for this model's provider (Anthropic), which reads PDF and plain-text documents"
+            )))
+        }
+    };
+    let mut block = json!({"type": "document", "source": source});
     if let Some(name) = file.filename {
         block["title"] = json!(name);
     }

@@ -201,6 +201,13 @@ fn reasoning_effort_becomes_a_thinking_budget_below_max_tokens() {
     let forced = json!({"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"});
     assert_eq!(ask("low", 4000, forced).dropped, ["reasoning_effort"]);
     assert!(ask("none", 4000, json!({})).body.get("thinking").is_none());
+    // A tool loop: Anthropic wants the final tool turn to start with signed thinking the caller never had.
+    let tool_loop = json!({"messages": [
+        {"role": "user", "content": "think"},
+        {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "t1", "content": "done"}]});
+    let out = ask("low", 4000, tool_loop);
+    assert_eq!((out.body.get("thinking"), out.dropped), (None, vec!["reasoning_effort".to_owned()]));
     let request: ChatRequest = serde_json::from_value(
         json!({"model": "m", "reasoning_effort": "max", "messages": [{"role": "user", "content": "hi"}]}),
     )
@@ -222,4 +229,57 @@ fn thinking_becomes_reasoning_effort_only_for_reasoning_models() {
     let out = translated_to_openai(request(2048), "gpt-4o");
     assert!(out.body.get("reasoning_effort").is_none());
     assert_eq!(out.dropped, ["thinking"], "a model that refuses reasoning_effort does not get it");
+}
+
+#[test]
+fn reasoning_models_get_no_sampling_they_refuse() {
+    let request = json!({"model": "m", "max_tokens": 100, "temperature": 0.2, "top_p": 0.5,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let out = translated_to_openai(request.clone(), "o3");
+    assert!(out.body.get("temperature").is_none() && out.body.get("top_p").is_none());
+    assert_eq!(out.dropped, ["temperature", "top_p"]);
+    let out = translated_to_openai(request, "gpt-4o");
+    assert_eq!((out.body["temperature"].as_f64(), out.body["top_p"].as_f64()), (Some(0.2), Some(0.5)));
+    let defaults = json!({"model": "m", "max_tokens": 100, "temperature": 1.0,
+        "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(translated_to_openai(defaults, "o3").body["temperature"], 1.0, "the default is accepted");
+}
+
+/// Anthropic reads base64 PDFs and plain text as a `text` source (it refuses base64 text).
+#[test]
+fn openai_files_become_pdf_or_text_documents_and_other_types_are_refused() {
+    let file = |data_url: &str| {
+        json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "file", "file": {"filename": "f", "file_data": data_url}}]}]})
+    };
+    let out = to_anthropic(file("data:text/plain;base64,UmV2ZW51ZSBncmV3Lg=="));
+    assert_eq!(
+        out["messages"][0]["content"][0],
+        json!({"type": "document", "title": "f", "source": {"type": "text", "media_type": "text/plain", "data": "Revenue grew."}})
+    );
+    let out = to_anthropic(file("data:application/pdf;base64,JVBERi0="));
+    assert_eq!(out["messages"][0]["content"][0]["source"]["type"], "base64");
+    for refused in ["data:image/webp;base64,UklGRg==", "data:text/plain;base64,//79"] {
+        let request: ChatRequest = serde_json::from_value(file(refused)).unwrap_or_else(|e| panic!("{e}"));
+        let err = openai_to_anthropic(request, "c", 100).err().map(|e| e.message).unwrap_or_default();
+        assert!(err.starts_with("messages[0].content[0]: "), "{refused}: {err}");
+    }
+}
+
+/// The budget's output cap lowers `max_tokens`; Anthropic wants the thinking budget below it, and >= 1,024.
+#[test]
+fn a_thinking_budget_follows_the_output_cap() {
+    let thinking = r#"{"type":"enabled","budget_tokens":2048}"#;
+    assert_eq!(cap_thinking(Some(thinking), 3000), CappedThinking::AsSent);
+    assert_eq!(
+        cap_thinking(Some(thinking), 2048),
+        CappedThinking::Lowered(json!({"type": "enabled", "budget_tokens": 2047}))
+    );
+    assert_eq!(
+        cap_thinking(Some(thinking), 1025),
+        CappedThinking::Lowered(json!({"type": "enabled", "budget_tokens": 1024}))
+    );
+    assert_eq!(cap_thinking(Some(thinking), 1024), CappedThinking::Off);
+    assert_eq!(cap_thinking(Some(r#"{"type":"disabled"}"#), 10), CappedThinking::AsSent);
+    assert_eq!(cap_thinking(None, 10), CappedThinking::AsSent);
 }

@@ -98,12 +98,8 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
     if let Some(max_tokens) = request.max_tokens {
         body.insert(openai_output_field(upstream_model, false).into(), json!(max_tokens));
     }
-    if let Some(temperature) = request.temperature {
-        body.insert("temperature".into(), json!(temperature));
-    }
-    if let Some(top_p) = request.top_p {
-        body.insert("top_p".into(), json!(top_p));
-    }
+    let sampling = [("temperature", request.temperature), ("top_p", request.top_p)];
+    insert_reasoning_and_sampling(&mut body, request.thinking.as_ref(), sampling, upstream_model, &mut dropped);
     if let Some(stop) = request.stop_sequences {
         if stop.len() > 4 {
             return Err(GatewayError::invalid_param(
@@ -147,9 +143,22 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
         body.insert("stream".into(), json!(true));
         body.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    if let Some(thinking) = request.thinking.filter(|t| t.enabled()) {
-        // Only reasoning models take `reasoning_effort` (others refuse the field).
-        if is_reasoning_model(upstream_model) {
+    dropped.sort();
+    Ok(Translated { body: Value::Object(body), dropped })
+}
+
+/// `thinking` as `reasoning_effort`, which only OpenAI's reasoning models take (others refuse the field);
+/// `temperature` and `top_p`, which those models take only at their default (1) and refuse otherwise.
+fn insert_reasoning_and_sampling(
+    body: &mut Map<String, Value>,
+    thinking: Option<&anthropic::Thinking>,
+    sampling: [(&str, Option<f64>); 2],
+    upstream_model: &str,
+    dropped: &mut Vec<String>,
+) {
+    let reasoning_model = is_reasoning_model(upstream_model);
+    if let Some(thinking) = thinking.filter(|t| t.enabled()) {
+        if reasoning_model {
             let effort = match thinking.budget_tokens.unwrap_or(0) {
                 0..4096 => "low",
                 4096..16_384 => "medium",
@@ -160,8 +169,15 @@ pub fn anthropic_to_openai(request: MessagesRequest, upstream_model: &str) -> Ga
             dropped.push("thinking".to_owned());
         }
     }
-    dropped.sort();
-    Ok(Translated { body: Value::Object(body), dropped })
+    for (param, value) in sampling {
+        match value {
+            Some(value) if reasoning_model && value != 1.0 => dropped.push(param.to_owned()),
+            Some(value) => {
+                body.insert(param.into(), json!(value));
+            }
+            None => {}
+        }
+    }
 }
 
 fn assistant_message(blocks: Vec<Block>) -> Value {

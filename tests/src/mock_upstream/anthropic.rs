@@ -4,6 +4,8 @@ use bytes::Bytes;
 use hyper::Response;
 use serde_json::{json, Value};
 
+use super::documents::anthropic_documents;
+use super::reasoning::{anthropic_thinking, anthropic_thinking_checks, signature_for};
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
 use super::strict::{anthropic_tool_pairs, served_model};
 use super::text::{billed_input_tokens, pieces as text_pieces, plan_output, split_args, string_list, Finish, Output};
@@ -71,6 +73,7 @@ fn validate(body: &Value, need_max_tokens: bool) -> Result<Valid<'_>, Response<R
     }
     strict_anthropic_checks(body, messages)?;
     anthropic_tool_pairs(messages).map_err(|message| invalid(&message))?;
+    anthropic_documents(messages).map_err(|message| invalid(&message))?;
     Ok(Valid { model, max_tokens, messages })
 }
 
@@ -114,31 +117,7 @@ fn strict_anthropic_checks(body: &Value, messages: &[Value]) -> Result<(), Respo
     if body.get("temperature").is_some() && body.get("top_p").is_some() {
         return Err(invalid("`temperature` and `top_p` cannot both be specified for this model. Please use only one."));
     }
-    thinking_checks(body)
-}
-
-/// Extended thinking as the real API checks it: a budget of at least 1024 below `max_tokens`, and no
-/// temperature, low `top_p` or forced tool next to it.
-fn thinking_checks(body: &Value) -> Result<(), Response<RespBody>> {
-    let Some(thinking) = body.get("thinking").filter(|t| t["type"] == "enabled") else { return Ok(()) };
-    let budget = thinking.get("budget_tokens").and_then(Value::as_u64).unwrap_or(0);
-    let max_tokens = body.get("max_tokens").and_then(Value::as_u64).unwrap_or(0);
-    if budget < 1024 {
-        return Err(invalid("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"));
-    }
-    if budget >= max_tokens {
-        return Err(invalid("`max_tokens` must be greater than `thinking.budget_tokens`."));
-    }
-    if body.get("temperature").is_some_and(|t| t.as_f64() != Some(1.0)) {
-        return Err(invalid("`temperature` may only be set to 1 when thinking is enabled."));
-    }
-    if body.get("top_p").and_then(Value::as_f64).is_some_and(|p| p < 0.95) {
-        return Err(invalid("`top_p` must be greater than or equal to 0.95 or unset when thinking is enabled."));
-    }
-    if matches!(body.pointer("/tool_choice/type").and_then(Value::as_str), Some("any" | "tool")) {
-        return Err(invalid("Thinking may not be enabled when tool_choice forces tool use."));
-    }
-    Ok(())
+    anthropic_thinking_checks(body, messages).map_err(|message| invalid(&message))
 }
 
 /// `usage` as the Messages API reports it: `input_tokens` excludes what the prompt cache wrote or read.
@@ -168,10 +147,12 @@ impl Prompt {
     }
 }
 
-/// One generated content block: how it starts in a stream, its deltas, and the finished block.
+/// One generated content block: how it starts in a stream, its deltas (one output token each), the
+/// signature delta that closes a thinking block, and the finished block.
 struct Block {
     start: Value,
     deltas: Vec<Value>,
+    signature: Option<String>,
     done: Value,
 }
 
@@ -179,7 +160,21 @@ fn text_block(pieces: &[String]) -> Block {
     Block {
         start: json!({"type": "text", "text": ""}),
         deltas: pieces.iter().map(|p| json!({"type": "text_delta", "text": p})).collect(),
+        signature: None,
         done: json!({"type": "text", "text": pieces.concat()}),
+    }
+}
+
+/// A thinking block as the API streams it: empty thinking and signature at the start, `thinking_delta`s,
+/// then the whole signature in one `signature_delta`.
+fn thinking_block(pieces: &[String]) -> Block {
+    let thinking = pieces.concat();
+    let signature = signature_for(&thinking);
+    Block {
+        start: json!({"type": "thinking", "thinking": "", "signature": ""}),
+        deltas: pieces.iter().map(|p| json!({"type": "thinking_delta", "thinking": p})).collect(),
+        done: json!({"type": "thinking", "thinking": thinking, "signature": signature}),
+        signature: Some(signature),
     }
 }
 
@@ -188,6 +183,7 @@ fn tool_block(id: String, name: &str, arguments: &str, pieces: &[String]) -> Blo
     Block {
         start: json!({"type": "tool_use", "id": id, "name": name, "input": {}}),
         deltas: pieces.iter().map(|p| json!({"type": "input_json_delta", "partial_json": p})).collect(),
+        signature: None,
         done: json!({"type": "tool_use", "id": id, "name": name, "input": input}),
     }
 }
@@ -232,30 +228,30 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
     };
     let prompt = Prompt::split(billed_input_tokens(body, v.messages, body.get("system")), script.cache_tokens);
     let stops = string_list(body.get("stop_sequences"));
-    let output = plan_output(&script, false, Some(v.max_tokens), &stops);
+    // Thinking comes first and counts against max_tokens; the answer gets what is left.
+    let thought = anthropic_thinking(body, &script, v.max_tokens);
+    let thought_tokens = thought.as_ref().map_or(0, |t| t.len() as u64);
+    let output = plan_output(&script, false, Some(v.max_tokens.saturating_sub(thought_tokens)), &stops);
     let stop_sequence = match &output {
         Output::Text { stop_sequence, .. } => stop_sequence.clone(),
         Output::Tool { .. } => None,
     };
-    let id = format!("msg_{}", ctx.shared.next_id());
-    let model = v.model;
-    let blocks = content_blocks(&ctx, &script, &output);
-    let output_tokens = blocks.iter().map(|b| b.deltas.len() as u64).sum::<u64>();
-
+    let mut blocks: Vec<Block> = thought.as_deref().map(thinking_block).into_iter().collect();
+    blocks.extend(content_blocks(&ctx, &script, &output));
+    let answer = Answer {
+        id: format!("msg_{}", ctx.shared.next_id()),
+        model: v.model,
+        output_tokens: blocks.iter().map(|b| b.deltas.len() as u64).sum::<u64>(),
+        blocks,
+        stop_reason: stop_reason(output.finish()),
+        stop_sequence,
+        prompt,
+    };
     let mut resp = match guard {
         None if script.garbage_body => text_response(200, "application/json", "<html>oops</html>"),
         None => {
-            let content: Vec<Value> = blocks.into_iter().map(|b| b.done).collect();
-            let mut m = json!({
-                "id": id, "type": "message", "role": "assistant", "model": model,
-                "content": content, "stop_reason": stop_reason(output.finish()),
-                "stop_sequence": stop_sequence,
-            });
-            if !script.omit_usage {
-                m["usage"] = usage_full(&prompt, output_tokens);
-            }
-            ctx.shared.serve_tokens(prompt.total(), output_tokens);
-            json_response(200, &m)
+            ctx.shared.serve_tokens(answer.prompt.total(), answer.output_tokens);
+            json_response(200, &answer.message(&script))
         }
         Some(g) if script.garbage_body => sse_response(raw_stream_body(
             ctx.shared.clone(),
@@ -266,55 +262,82 @@ pub async fn messages(ctx: Ctx) -> Response<RespBody> {
             g,
         )),
         Some(g) => {
-            let mut events = Vec::new();
-            let mut message = json!({"id": id, "type": "message", "role": "assistant",
-                "model": model, "content": [], "stop_reason": null, "stop_sequence": null});
-            if !script.omit_usage {
-                message["usage"] = usage_full(&prompt, 1);
-            }
-            events.push(Event::named("message_start", &json!({"type": "message_start", "message": message}), 0));
-            for (index, block) in blocks.into_iter().enumerate() {
-                events.push(Event::named(
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": index, "content_block": block.start}),
-                    0,
-                ));
-                if index == 0 {
-                    events.push(Event::named("ping", &json!({"type": "ping"}), 0));
-                }
-                for d in block.deltas {
-                    events.push(Event::named(
-                        "content_block_delta",
-                        &json!({"type": "content_block_delta", "index": index, "delta": d}),
-                        1,
-                    ));
-                }
-                events.push(Event::named(
-                    "content_block_stop",
-                    &json!({"type": "content_block_stop", "index": index}),
-                    0,
-                ));
-            }
-            let mut md = json!({"type": "message_delta",
-                "delta": {"stop_reason": stop_reason(output.finish()), "stop_sequence": stop_sequence}});
-            if !script.omit_usage {
-                // As the API sends it today: the final input and cache counts next to the output tokens.
-                let mut usage = usage_full(&prompt, output_tokens);
-                usage.as_object_mut().map(|u| u.remove("service_tier"));
-                md["usage"] = usage;
-            }
-            events.push(Event::named("message_delta", &md, 0));
-            events.push(Event::named("message_stop", &json!({"type": "message_stop"}), 0));
-            if let Some(n) = script.error_after_events {
-                events.truncate(n);
-                let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
-                events.push(Event::named("error", &error, 0));
-            }
-            sse_response(stream_body(ctx.shared.clone(), &script, events, prompt.total(), g))
+            let input = answer.prompt.total();
+            sse_response(stream_body(ctx.shared.clone(), &script, answer.events(&script), input, g))
         }
     };
     decorate(&ctx, &script, &mut resp);
     resp
+}
+
+/// One generated message, ready to be sent whole or streamed.
+struct Answer<'a> {
+    id: String,
+    model: &'a str,
+    blocks: Vec<Block>,
+    output_tokens: u64,
+    stop_reason: &'static str,
+    stop_sequence: Option<String>,
+    prompt: Prompt,
+}
+
+impl Answer<'_> {
+    fn message(self, script: &Script) -> Value {
+        let content: Vec<Value> = self.blocks.into_iter().map(|b| b.done).collect();
+        let mut m = json!({
+            "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+            "content": content, "stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence,
+        });
+        if !script.omit_usage {
+            m["usage"] = usage_full(&self.prompt, self.output_tokens);
+        }
+        m
+    }
+
+    /// The API's event order: message_start, each block (start, a ping after the first, deltas, a thinking
+    /// block's signature_delta, stop), message_delta, message_stop.
+    fn events(self, script: &Script) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut message = json!({"id": self.id, "type": "message", "role": "assistant",
+            "model": self.model, "content": [], "stop_reason": null, "stop_sequence": null});
+        if !script.omit_usage {
+            message["usage"] = usage_full(&self.prompt, 1);
+        }
+        events.push(Event::named("message_start", &json!({"type": "message_start", "message": message}), 0));
+        for (index, block) in self.blocks.into_iter().enumerate() {
+            let start = json!({"type": "content_block_start", "index": index, "content_block": block.start});
+            events.push(Event::named("content_block_start", &start, 0));
+            if index == 0 {
+                events.push(Event::named("ping", &json!({"type": "ping"}), 0));
+            }
+            let delta = |d: Value| json!({"type": "content_block_delta", "index": index, "delta": d});
+            for d in block.deltas {
+                events.push(Event::named("content_block_delta", &delta(d), 1));
+            }
+            if let Some(signature) = block.signature {
+                let d = delta(json!({"type": "signature_delta", "signature": signature}));
+                events.push(Event::named("content_block_delta", &d, 0));
+            }
+            let stop = json!({"type": "content_block_stop", "index": index});
+            events.push(Event::named("content_block_stop", &stop, 0));
+        }
+        let mut md = json!({"type": "message_delta",
+            "delta": {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence}});
+        if !script.omit_usage {
+            // As the API sends it today: the final input and cache counts next to the output tokens.
+            let mut usage = usage_full(&self.prompt, self.output_tokens);
+            usage.as_object_mut().map(|u| u.remove("service_tier"));
+            md["usage"] = usage;
+        }
+        events.push(Event::named("message_delta", &md, 0));
+        events.push(Event::named("message_stop", &json!({"type": "message_stop"}), 0));
+        if let Some(n) = script.error_after_events {
+            events.truncate(n);
+            let error = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+            events.push(Event::named("error", &error, 0));
+        }
+        events
+    }
 }
 
 /// `POST /v1/messages/count_tokens` -> `{"input_tokens": N}` (same formula as

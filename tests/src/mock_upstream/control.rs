@@ -2,7 +2,8 @@
 //! the socket by tests in other languages (the Python SDK checks):
 //!
 //! - `POST /_mock/script` queues a [`Script`] made of the JSON body's fields (`reply`, `tool_call` and
-//!   `second_tool_call` as `[name, arguments]`, `preamble`, `status`, `finish_max_tokens`, `omit_usage`);
+//!   `second_tool_call` as `[name, arguments]`, `preamble`, `reasoning`, `status`, `finish_max_tokens`,
+//!   `omit_usage`);
 //!   unknown fields are a 400, so a misspelt script never silently becomes the default one.
 //! - `GET /_mock/stats` answers what the mock served: model requests, input and output tokens (what the
 //!   upstream generated, to compare with what the client was told), and the last model request's body.
@@ -27,6 +28,7 @@ struct ScriptSpec {
     tool_call: Option<(String, String)>,
     second_tool_call: Option<(String, String)>,
     preamble: Option<String>,
+    reasoning: Option<String>,
     status: Option<u16>,
     #[serde(default)]
     finish_max_tokens: bool,
@@ -50,6 +52,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Respo
                         tool_call: spec.tool_call,
                         second_tool_call: spec.second_tool_call,
                         preamble: spec.preamble,
+                        reasoning: spec.reasoning,
                         status: spec.status,
                         finish_max_tokens: spec.finish_max_tokens,
                         omit_usage: spec.omit_usage,

@@ -4,6 +4,8 @@ use bytes::Bytes;
 use hyper::Response;
 use serde_json::{json, Value};
 
+use super::documents::openai_file_parts;
+use super::reasoning::{is_openai_reasoning_family, OpenAiReasoning};
 use super::sse::{raw_stream_body, stream_body, CancelGuard, Event};
 use super::strict::{openai_tool_pairs, served_model};
 use super::text::{billed_input_tokens, bytes_to_tokens, pieces, plan_output, string_list, Finish, Output};
@@ -25,13 +27,14 @@ fn finish_reason(f: Finish) -> &'static str {
     }
 }
 
-fn usage(p: u64, c: u64) -> Value {
+/// `usage` as Chat Completions reports it; reasoning tokens are part of the completion tokens.
+fn usage(p: u64, c: u64, reasoning: u64) -> Value {
     json!({
         "prompt_tokens": p,
         "completion_tokens": c,
         "total_tokens": p + c,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+        "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
             "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
     })
 }
@@ -72,10 +75,7 @@ fn validate_chat(body: &Value) -> Result<(&str, &Vec<Value>), Response<RespBody>
         None => return Err(invalid("Missing required parameter: 'messages'.", Some("messages"))),
     };
     // Like OpenAI, reasoning models (o-series, gpt-5) refuse `max_tokens`.
-    let family = model.rsplit('/').next().unwrap_or(model);
-    let reasoning = ["o1", "o3", "o4", "gpt-5"].iter().any(|f| {
-        family.strip_prefix(f).is_some_and(|rest| rest.is_empty() || rest.starts_with('-') || rest.starts_with('.'))
-    });
+    let reasoning = is_openai_reasoning_family(model);
     if reasoning && body.get("max_tokens").is_some() {
         return Err(invalid(
             "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
@@ -83,6 +83,7 @@ fn validate_chat(body: &Value) -> Result<(&str, &Vec<Value>), Response<RespBody>
         ));
     }
     openai_tool_pairs(messages).map_err(|(message, param)| invalid(&message, Some(&param)))?;
+    openai_file_parts(messages).map_err(|(message, param)| invalid(&message, Some(&param)))?;
     Ok((model, messages))
 }
 
@@ -97,80 +98,24 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
         }
     };
     let body = &ctx.req.body;
-    let (model, messages) = match validate_chat(body).and_then(|v| served_model(&ctx, Api::OpenAi, v.0).map(|()| v)) {
+    let valid = validate_chat(body).and_then(|v| served_model(&ctx, Api::OpenAi, v.0).map(|()| v)).and_then(|v| {
+        let reasoning = OpenAiReasoning::plan(v.0, &script);
+        reasoning.check_params(body).map_err(|(message, param)| invalid(&message, Some(&param)))?;
+        Ok((v.0, v.1, reasoning))
+    });
+    let (model, messages, reasoning) = match valid {
         Ok(v) => v,
         Err(r) => {
             guard.iter_mut().for_each(CancelGuard::disarm);
             return r;
         }
     };
-    let prompt_tokens = billed_input_tokens(body, messages, None);
-    let json_mode =
-        matches!(body.pointer("/response_format/type").and_then(Value::as_str), Some("json_object" | "json_schema"));
-    let max_tokens = body
-        .get("max_completion_tokens")
-        .and_then(Value::as_u64)
-        .or_else(|| body.get("max_tokens").and_then(Value::as_u64));
-    let output = plan_output(&script, json_mode, max_tokens, &string_list(body.get("stop")));
-    // `n` choices, each generating up to max_tokens (and billed for it).
-    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128);
-    let id = format!("chatcmpl-{}", ctx.shared.next_id());
-    let call_id = format!("call_{}", ctx.shared.next_id());
-    let created = unix_now();
-    // A second, parallel tool call (OpenAI only): billed and generated like the first.
-    let second = match (&output, &script.second_tool_call) {
-        (Output::Tool { .. }, Some((name, arguments))) => {
-            Some((name.clone(), arguments.clone(), super::text::split_args(arguments)))
-        }
-        _ => None,
-    };
-    let second_tokens = second.as_ref().map_or(0, |(_, _, pieces)| pieces.len() as u64);
-    // Text said before the tool call(s), in the same message.
-    let preamble = match (&output, &script.preamble) {
-        (Output::Tool { .. }, Some(text)) => Some((text.clone(), pieces(text))),
-        _ => None,
-    };
-    let second_tokens = second_tokens + preamble.as_ref().map_or(0, |(_, p)| p.len() as u64);
-    let second_id = format!("call_{}", ctx.shared.next_id());
-
+    let reply = Reply::plan(&ctx, &script, model, reasoning, billed_input_tokens(body, messages, None));
     let mut resp = match guard {
         None if script.garbage_body => text_response(200, "application/json", "<html>oops</html>"),
         None => {
-            let completion_tokens = (output.tokens() + second_tokens) * n;
-            let message = match &output {
-                Output::Text { pieces, .. } => {
-                    json!({"role": "assistant", "content": pieces.concat(),
-                    "refusal": null, "annotations": []})
-                }
-                Output::Tool { name, arguments, .. } => {
-                    let mut calls = vec![json!({"id": call_id, "type": "function",
-                        "function": {"name": name, "arguments": arguments}})];
-                    if let Some((name, arguments, _)) = &second {
-                        calls.push(json!({"id": second_id, "type": "function",
-                            "function": {"name": name, "arguments": arguments}}));
-                    }
-                    let content = preamble.as_ref().map(|(text, _)| text.clone());
-                    json!({"role": "assistant", "content": content, "tool_calls": calls,
-                        "refusal": null, "annotations": []})
-                }
-            };
-            let choices: Vec<Value> = (0..n)
-                .map(|index| {
-                    json!({"index": index, "message": message, "logprobs": null,
-                    "finish_reason": finish_reason(output.finish())})
-                })
-                .collect();
-            let mut v = json!({
-                "id": id, "object": "chat.completion", "created": created, "model": model,
-                "choices": choices,
-                "service_tier": "default",
-                "system_fingerprint": "fp_mock",
-            });
-            if !script.omit_usage {
-                v["usage"] = usage(prompt_tokens, completion_tokens);
-            }
-            ctx.shared.serve_tokens(prompt_tokens, completion_tokens);
-            json_response(200, &v)
+            ctx.shared.serve_tokens(reply.prompt_tokens, reply.completion_tokens());
+            json_response(200, &reply.completion(&script))
         }
         Some(g) if script.garbage_body => sse_response(raw_stream_body(
             ctx.shared.clone(),
@@ -182,84 +127,215 @@ pub async fn chat(ctx: Ctx) -> Response<RespBody> {
         )),
         Some(g) => {
             let include_usage = body.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
-            let with_usage = include_usage && !script.omit_usage;
-            let chunk = |choices: Value, usage: Option<Value>| {
-                let mut o = json!({"id": id, "object": "chat.completion.chunk", "created": created,
-                    "model": model, "service_tier": "default", "system_fingerprint": "fp_mock",
-                    "choices": choices});
-                if with_usage {
-                    o["usage"] = usage.unwrap_or(Value::Null);
-                }
-                o
-            };
-            let mut events = Vec::new();
-            for index in 0..n {
-                let choice = |delta: Value, finish: Value| json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]);
-                match &output {
-                    Output::Text { pieces, .. } => {
-                        let first = json!({"role": "assistant", "content": "", "refusal": null});
-                        events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
-                        for p in pieces {
-                            let c = chunk(choice(json!({"content": p}), Value::Null), None);
-                            events.push(Event::data(&c, 1));
-                        }
-                    }
-                    Output::Tool { name, pieces, .. } => {
-                        let call = json!([{"index": 0, "id": call_id, "type": "function",
-                            "function": {"name": name, "arguments": ""}}]);
-                        if let Some((_, said)) = &preamble {
-                            let first = json!({"role": "assistant", "content": "", "refusal": null});
-                            events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
-                            for p in said {
-                                events.push(Event::data(&chunk(choice(json!({"content": p}), Value::Null), None), 1));
-                            }
-                            events.push(Event::data(&chunk(choice(json!({"tool_calls": call}), Value::Null), None), 0));
-                        } else {
-                            let first =
-                                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": call});
-                            events.push(Event::data(&chunk(choice(first, Value::Null), None), 0));
-                        }
-                        let no_pieces = Vec::new();
-                        let second_pieces = match &second {
-                            Some((name, _, pieces)) => {
-                                let d = json!({"tool_calls": [{"index": 1, "id": second_id, "type": "function",
-                                    "function": {"name": name, "arguments": ""}}]});
-                                events.push(Event::data(&chunk(choice(d, Value::Null), None), 0));
-                                pieces
-                            }
-                            None => &no_pieces,
-                        };
-                        // Alternate the two calls' chunks while both have some left.
-                        let rounds = pieces.len().max(second_pieces.len());
-                        for round in 0..rounds {
-                            for (call, list) in [(0, pieces), (1, second_pieces)] {
-                                if let Some(p) = list.get(round) {
-                                    let d = json!({"tool_calls": [{"index": call, "function": {"arguments": p}}]});
-                                    events.push(Event::data(&chunk(choice(d, Value::Null), None), 1));
-                                }
-                            }
-                        }
-                    }
-                }
-                let fin = json!(finish_reason(output.finish()));
-                events.push(Event::data(&chunk(choice(json!({}), fin), None), 0));
-            }
-            if with_usage {
-                let u = usage(prompt_tokens, (output.tokens() + second_tokens) * n);
-                events.push(Event::data(&chunk(json!([]), Some(u)), 0));
-            }
-            events.push(Event::raw("data: [DONE]\n\n"));
-            if let Some(n) = script.error_after_events {
-                events.truncate(n);
-                let error = json!({"error": {"message": "The server had an error while processing your request. Sorry about that!",
-                    "type": "server_error", "param": null, "code": null}});
-                events.push(Event::data(&error, 0));
-            }
-            sse_response(stream_body(ctx.shared.clone(), &script, events, prompt_tokens, g))
+            let events = reply.events(&script, include_usage && !script.omit_usage);
+            sse_response(stream_body(ctx.shared.clone(), &script, events, reply.prompt_tokens, g))
         }
     };
     decorate(&ctx, &script, &mut resp);
     resp
+}
+
+/// What the model generates for one request: each of the `n` choices says the same.
+struct Reply<'a> {
+    id: String,
+    call_id: String,
+    second_id: String,
+    created: u64,
+    model: &'a str,
+    n: u64,
+    prompt_tokens: u64,
+    reasoning: OpenAiReasoning,
+    output: Output,
+    /// A second, parallel tool call (name, arguments, argument pieces), billed and generated like the first.
+    second: Option<(String, String, Vec<String>)>,
+    /// Text said before the tool call(s), in the same message.
+    preamble: Option<(String, Vec<String>)>,
+}
+
+impl<'a> Reply<'a> {
+    fn plan(ctx: &Ctx, script: &Script, model: &'a str, reasoning: OpenAiReasoning, prompt_tokens: u64) -> Self {
+        let body = &ctx.req.body;
+        let json_mode = matches!(
+            body.pointer("/response_format/type").and_then(Value::as_str),
+            Some("json_object" | "json_schema")
+        );
+        // The output limit covers reasoning and answer alike.
+        let max_tokens = body
+            .get("max_completion_tokens")
+            .and_then(Value::as_u64)
+            .or_else(|| body.get("max_tokens").and_then(Value::as_u64))
+            .map(|max| max.saturating_sub(reasoning.tokens()));
+        let output = plan_output(script, json_mode, max_tokens, &string_list(body.get("stop")));
+        let second = match (&output, &script.second_tool_call) {
+            (Output::Tool { .. }, Some((name, arguments))) => {
+                Some((name.clone(), arguments.clone(), super::text::split_args(arguments)))
+            }
+            _ => None,
+        };
+        let preamble = match (&output, &script.preamble) {
+            (Output::Tool { .. }, Some(text)) => Some((text.clone(), pieces(text))),
+            _ => None,
+        };
+        Reply {
+            id: format!("chatcmpl-{}", ctx.shared.next_id()),
+            call_id: format!("call_{}", ctx.shared.next_id()),
+            second_id: format!("call_{}", ctx.shared.next_id()),
+            created: unix_now(),
+            model,
+            // `n` choices, each generating up to max_tokens (and billed for it).
+            n: body.get("n").and_then(Value::as_u64).unwrap_or(1).clamp(1, 128),
+            prompt_tokens,
+            reasoning,
+            output,
+            second,
+            preamble,
+        }
+    }
+
+    fn choice_tokens(&self) -> u64 {
+        let second = self.second.as_ref().map_or(0, |(_, _, pieces)| pieces.len() as u64);
+        let preamble = self.preamble.as_ref().map_or(0, |(_, p)| p.len() as u64);
+        self.output.tokens() + second + preamble + self.reasoning.tokens()
+    }
+
+    fn completion_tokens(&self) -> u64 {
+        self.choice_tokens() * self.n
+    }
+
+    fn usage(&self) -> Value {
+        usage(self.prompt_tokens, self.completion_tokens(), self.reasoning.tokens() * self.n)
+    }
+
+    fn message(&self) -> Value {
+        let mut message = match &self.output {
+            Output::Text { pieces, .. } => {
+                json!({"role": "assistant", "content": pieces.concat(), "refusal": null, "annotations": []})
+            }
+            Output::Tool { name, arguments, .. } => {
+                let mut calls = vec![json!({"id": self.call_id, "type": "function",
+                    "function": {"name": name, "arguments": arguments}})];
+                if let Some((name, arguments, _)) = &self.second {
+                    calls.push(json!({"id": self.second_id, "type": "function",
+                        "function": {"name": name, "arguments": arguments}}));
+                }
+                let content = self.preamble.as_ref().map(|(text, _)| text.clone());
+                json!({"role": "assistant", "content": content, "tool_calls": calls,
+                    "refusal": null, "annotations": []})
+            }
+        };
+        if let Some(reasoning) = self.reasoning.shown() {
+            message["reasoning_content"] = json!(reasoning.concat());
+        }
+        message
+    }
+
+    fn completion(&self, script: &Script) -> Value {
+        let message = self.message();
+        let choices: Vec<Value> = (0..self.n)
+            .map(|index| {
+                json!({"index": index, "message": message, "logprobs": null,
+                    "finish_reason": finish_reason(self.output.finish())})
+            })
+            .collect();
+        let mut v = json!({
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+            "choices": choices, "service_tier": "default", "system_fingerprint": "fp_mock",
+        });
+        if !script.omit_usage {
+            v["usage"] = self.usage();
+        }
+        v
+    }
+
+    fn chunk(&self, choices: Value, usage: Option<Value>, with_usage: bool) -> Value {
+        let mut o = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "service_tier": "default", "system_fingerprint": "fp_mock", "choices": choices});
+        if with_usage {
+            o["usage"] = usage.unwrap_or(Value::Null);
+        }
+        o
+    }
+
+    fn events(&self, script: &Script, with_usage: bool) -> Vec<Event> {
+        let mut events = Vec::new();
+        for index in 0..self.n {
+            let mut push = |delta: Value, finish: Value, tokens: u64| {
+                let choice = json!([{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+                events.push(Event::data(&self.chunk(choice, None, with_usage), tokens));
+            };
+            for (delta, tokens) in self.choice_deltas() {
+                push(delta, Value::Null, tokens);
+            }
+            // Hidden reasoning is billed with the last chunk.
+            let hidden = if self.reasoning.shown().is_some() { 0 } else { self.reasoning.tokens() };
+            push(json!({}), json!(finish_reason(self.output.finish())), hidden);
+        }
+        if with_usage {
+            events.push(Event::data(&self.chunk(json!([]), Some(self.usage()), true), 0));
+        }
+        events.push(Event::raw("data: [DONE]\n\n"));
+        if let Some(n) = script.error_after_events {
+            events.truncate(n);
+            let error = json!({"error": {"message": "The server had an error while processing your request. Sorry about that!",
+                "type": "server_error", "param": null, "code": null}});
+            events.push(Event::data(&error, 0));
+        }
+        events
+    }
+
+    /// One choice's deltas (and the output tokens each carries), as the API streams them: the role, any
+    /// shown reasoning (DeepSeek's shape: `content` null next to it, and the reverse after it), the text,
+    /// then the tool calls, whose argument chunks alternate (index 0, 1, 0, 1…) when there are two.
+    fn choice_deltas(&self) -> Vec<(Value, u64)> {
+        let mut deltas = Vec::new();
+        let reasoning = self.reasoning.shown();
+        if let Some(thought) = reasoning {
+            deltas.push((json!({"role": "assistant", "content": null, "reasoning_content": ""}), 0));
+            deltas.extend(thought.iter().map(|p| (json!({"content": null, "reasoning_content": p}), 1)));
+        }
+        let said = match &self.output {
+            Output::Text { pieces, .. } => Some(pieces),
+            Output::Tool { .. } => self.preamble.as_ref().map(|(_, p)| p),
+        };
+        if let Some(said) = said {
+            if reasoning.is_none() {
+                deltas.push((json!({"role": "assistant", "content": "", "refusal": null}), 0));
+            }
+            let content = |p: &String| match reasoning {
+                Some(_) => json!({"content": p, "reasoning_content": null}),
+                None => json!({"content": p}),
+            };
+            deltas.extend(said.iter().map(|p| (content(p), 1)));
+        }
+        if let Output::Tool { name, pieces, .. } = &self.output {
+            let call = json!([{"index": 0, "id": self.call_id, "type": "function",
+                "function": {"name": name, "arguments": ""}}]);
+            let opening = if deltas.is_empty() {
+                json!({"role": "assistant", "content": null, "refusal": null, "tool_calls": call})
+            } else {
+                json!({"tool_calls": call})
+            };
+            deltas.push((opening, 0));
+            let mut calls = vec![pieces.as_slice()];
+            if let Some((name, _, second_pieces)) = &self.second {
+                deltas.push((
+                    json!({"tool_calls": [{"index": 1, "id": self.second_id, "type": "function",
+                        "function": {"name": name, "arguments": ""}}]}),
+                    0,
+                ));
+                calls.push(second_pieces);
+            }
+            let rounds = calls.iter().map(|c| c.len()).max().unwrap_or(0);
+            for round in 0..rounds {
+                for (call, list) in calls.iter().enumerate() {
+                    if let Some(p) = list.get(round) {
+                        deltas.push((json!({"tool_calls": [{"index": call, "function": {"arguments": p}}]}), 1));
+                    }
+                }
+            }
+        }
+        deltas
+    }
 }
 
 /// 8 deterministic floats in [-1, 1) derived from the text (FNV-1a + splitmix64).

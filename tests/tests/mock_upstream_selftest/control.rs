@@ -40,3 +40,19 @@ async fn a_script_posted_over_the_socket_drives_the_next_request_and_stats_count
     assert_eq!(stats["last_request"]["messages"][0]["content"], "and now?");
     assert_eq!(mock.request_count(), 2, "control calls are not recorded as requests");
 }
+
+#[tokio::test]
+async fn a_posted_script_can_make_the_model_reason() {
+    let mock = MockUpstream::start().await;
+    let client = reqwest::Client::new();
+    let queued =
+        client.post(format!("{}/_mock/script", mock.base_url())).json(&json!({"reasoning": "Six sevens."})).send();
+    assert_eq!(queued.await.unwrap().status(), 200);
+    let body = json!({"model": "mock-gpt", "messages": [{"role": "user", "content": "6 x 7?"}]});
+    let out = super::post_json(super::chat_url(&mock), body).await;
+    let message = &out["choices"][0]["message"];
+    assert_eq!(
+        (message["reasoning_content"].as_str(), message["content"].as_str()),
+        (Some("Six sevens."), Some(DEFAULT_REPLY))
+    );
+}

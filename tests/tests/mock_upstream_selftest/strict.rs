@@ -199,3 +199,47 @@ async fn an_error_event_ends_a_stream_midway() {
     assert_eq!(events[3]["error"]["type"], "server_error");
     assert!(!text.contains("[DONE]"));
 }
+
+#[tokio::test]
+async fn documents_and_files_are_checked_like_the_real_apis() {
+    let m = MockUpstream::start().await;
+    let with_part = |part: Value| json!([{"role": "user", "content": [{"type": "text", "text": "Read this."}, part]}]);
+    let pdf = json!({"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="});
+    let text = json!({"type": "text", "media_type": "text/plain", "data": "Revenue grew."});
+    for source in [pdf, text, json!({"type": "url", "url": "https://example.com/a.pdf"})] {
+        let body = anthropic_turns(with_part(json!({"type": "document", "source": source})));
+        assert_eq!(post(messages_url(&m), body).await.status(), 200, "{source}");
+    }
+    let refused = [
+        (
+            json!({"type": "base64", "media_type": "text/plain", "data": "UmV2ZW51ZQ=="}),
+            "messages.0.content.1.document.source.base64.media_type: Input should be 'application/pdf'",
+        ),
+        (
+            json!({"type": "text", "media_type": "text/plain"}),
+            "messages.0.content.1.document.source.text.data: Field required",
+        ),
+        (json!({"type": "path", "path": "/a.pdf"}), "messages.0.content.1.document.source: Input tag 'path'"),
+    ];
+    for (source, expected) in refused {
+        let body = anthropic_turns(with_part(json!({"type": "document", "source": source})));
+        let (status, out) = parts(post(messages_url(&m), body).await).await;
+        assert_eq!(status, 400);
+        assert!(out["error"]["message"].as_str().unwrap().starts_with(expected), "{out}");
+    }
+
+    let data = "data:application/pdf;base64,JVBERi0=";
+    for file in [json!({"file_id": "file-1"}), json!({"file_data": data, "filename": "a.pdf"})] {
+        let body = openai_turns(with_part(json!({"type": "file", "file": file})));
+        assert_eq!(post(chat_url(&m), body).await.status(), 200, "{file}");
+    }
+    let refused = [
+        (json!({"file_data": data}), "messages[0].content[1].file.file_id"),
+        (json!({"file_data": "JVBERi0=", "filename": "a.pdf"}), "messages[0].content[1].file.file_data"),
+    ];
+    for (file, param) in refused {
+        let body = openai_turns(with_part(json!({"type": "file", "file": file})));
+        let (status, out) = parts(post(chat_url(&m), body).await).await;
+        assert_eq!((status, out["error"]["param"].as_str()), (400, Some(param)), "{out}");
+    }
+}
