@@ -177,8 +177,9 @@ impl opentelemetry::propagation::Extractor for Headers<'_> {
 }
 
 /// The span of one admin write, from the API to its commit: the change, whether this node led (else
-/// it forwarded to the leader), and the Raft index it committed at (or the error).
-pub fn admin_write_span(change: &str, leader: bool) -> Span {
+/// it forwarded to the leader; recorded when the write is through), and the Raft index it committed at (or
+/// the error).
+pub fn admin_write_span(change: &str) -> Span {
     if !enabled() {
         return Span::none();
     }
@@ -189,7 +190,7 @@ pub fn admin_write_span(change: &str, leader: bool) -> Span {
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         tollgate.admin.change = change,
-        tollgate.raft.forwarded = !leader,
+        tollgate.raft.forwarded = tracing::field::Empty,
         tollgate.raft.index = tracing::field::Empty,
         error.type = tracing::field::Empty,
     )

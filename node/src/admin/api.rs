@@ -30,7 +30,7 @@ pub(super) async fn write(
     command: Command,
     idempotency_key: Option<&str>,
 ) -> Result<u64, AdminError> {
-    let span = crate::telemetry::admin_write_span(&command.summary(), node.leader() == Some(node.id()));
+    let span = crate::telemetry::admin_write_span(&command.summary());
     let mut request = request(command, &format!("admin-api@node-{}", node.id()));
     if let Some(key) = idempotency_key {
         request.request_id = format!("{}{key}", tollgate_consensus::state::IDEMPOTENCY_PREFIX);
@@ -41,6 +41,9 @@ pub(super) async fn write(
         Ok(CommandResponse::Noop) => Ok(0),
         Err(err) => Err(AdminError::from(err)),
     };
+    // Who led is known once the write is through: a node that had not yet learned it won the election when
+    // the write arrived still committed it itself (found by a flaky trace test under load).
+    span.record("tollgate.raft.forwarded", node.leader() != Some(node.id()));
     match &result {
         Ok(index) => {
             span.record("tollgate.raft.index", *index);
