@@ -29,3 +29,22 @@ pub fn ledger_ms() -> u64 {
 pub fn advance_ledger_clock_for_tests(ms: u64) {
     tollgate_consensus::clock::advance_for_tests(ms);
 }
+
+/// `t` as RFC 3339 UTC with milliseconds (`2026-12-05T11:52:03.123Z`), for logs.
+pub fn rfc3339_ms(t: std::time::SystemTime) -> String {
+    let ms = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    let (year, month, day) = tollgate_consensus::ledger::civil_from_days(days);
+    let (hour, minute, second, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
+}
+
+#[cfg(test)]
+mod rfc3339_tests {
+    #[test]
+    fn formats_utc_with_milliseconds() {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_793_491_200_123);
+        assert_eq!(super::rfc3339_ms(at), "2026-11-01T00:00:00.123Z");
+        assert_eq!(super::rfc3339_ms(std::time::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+}

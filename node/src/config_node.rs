@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub tls: Option<crate::tls_listen::TlsFiles>,
     /// `[node.admin_tls]`: TLS on the admin listener.
     pub admin_tls: Option<crate::tls_listen::TlsFiles>,
+    /// `access_log`: `"stderr"` or a file path: one JSON line per request (see `access_log.rs`).
+    pub access_log: Option<String>,
 }
 
 /// Where the node's four listeners bind (`listen`, `admin_listen`, `raft_listen`, `gossip_listen`).
@@ -152,6 +154,7 @@ struct NodeFile {
     upstream_ca_file: Option<PathBuf>,
     tls: Option<crate::tls_listen::TlsFiles>,
     admin_tls: Option<crate::tls_listen::TlsFiles>,
+    access_log: Option<String>,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -190,6 +193,7 @@ impl Default for NodeFile {
             upstream_ca_file: None,
             tls: None,
             admin_tls: None,
+            access_log: None,
         }
     }
 }
@@ -266,6 +270,7 @@ impl TryFrom<NodeFile> for NodeConfig {
             upstream_ca_file: file.upstream_ca_file,
             tls: file.tls,
             admin_tls: file.admin_tls,
+            access_log: file.access_log,
         })
     }
 }
@@ -284,6 +289,7 @@ impl From<NodeConfig> for NodeFile {
             upstream_ca_file,
             tls,
             admin_tls,
+            access_log,
         } = node;
         NodeFile {
             id,
@@ -315,6 +321,7 @@ impl From<NodeConfig> for NodeFile {
             upstream_ca_file,
             tls,
             admin_tls,
+            access_log,
         }
     }
 }

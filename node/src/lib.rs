@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod access_log;
 pub mod admin;
 pub mod admin_client;
 pub mod api;

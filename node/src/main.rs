@@ -57,6 +57,9 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let config = args.load_config()?;
+            if let Some(target) = &config.node.access_log {
+                tollgate::access_log::start(target, config.node.id)?;
+            }
             let listeners = Listeners::bind(&config).await?;
             tollgate::run(config, listeners, signals::wait_for_shutdown_signal()).await
         }

@@ -313,6 +313,8 @@ impl Metrics {
         out.push_str("# HELP tollgate_accept_errors_total Failed accepts on the API and admin listeners (e.g. out of file descriptors).\n");
         out.push_str("# TYPE tollgate_accept_errors_total counter\n");
         let _ = writeln!(out, "tollgate_accept_errors_total {}", self.accept_errors.load(Ordering::Relaxed));
+        out.push_str("# HELP tollgate_access_log_dropped_total Access log lines dropped because the writer fell behind.\n# TYPE tollgate_access_log_dropped_total counter\n");
+        let _ = writeln!(out, "tollgate_access_log_dropped_total {}", crate::access_log::dropped());
         out.push_str("# HELP tollgate_gateway_overhead_seconds Time the gateway itself spent before the response headers, upstream wait excluded.\n");
         out.push_str("# TYPE tollgate_gateway_overhead_seconds histogram\n");
         self.overhead.render(out, "tollgate_gateway_overhead_seconds", "");

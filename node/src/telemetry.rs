@@ -24,6 +24,9 @@ use tracing_subscriber::Layer as _;
 /// log spans stay local).
 pub const TARGET: &str = "tollgate::otel";
 
+/// The name of the gateway request span (the access log writes one line per such span).
+pub const REQUEST_SPAN: &str = "gen_ai.request";
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether spans are exported.
@@ -67,7 +70,7 @@ pub fn init(default_filter: &str) -> Telemetry {
             .with_tracer(tracer)
             .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO))
     });
-    tracing_subscriber::registry().with(logs).with(traces).init();
+    tracing_subscriber::registry().with(logs).with(traces).with(crate::access_log::AccessLogLayer).init();
     if let Some(err) = setup_error {
         tracing::warn!(%err, "OTLP trace export could not be set up; tracing is off");
     }
@@ -100,14 +103,19 @@ fn exporter() -> anyhow::Result<SdkTracerProvider> {
 }
 
 /// The span of one gateway request, continuing the caller's W3C trace context (`traceparent`,
-/// `tracestate`). Its fields are filled in as the phases learn them; `Span::none()` when tracing is off.
-pub fn request_span(headers: &http::HeaderMap) -> Span {
-    if !enabled() {
+/// `tracestate`). Its fields are filled in as the phases learn them; `Span::none()` when neither OTLP nor
+/// the access log is on.
+pub fn request_span(method: &http::Method, path: &str, headers: &http::HeaderMap) -> Span {
+    if !enabled() && !crate::access_log::enabled() {
         return Span::none();
     }
     let span = tracing::info_span!(
         target: TARGET,
         "gen_ai.request",
+        http.request.method = method.as_str(),
+        url.path = path,
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
         otel.name = tracing::field::Empty,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
@@ -133,9 +141,26 @@ pub fn request_span(headers: &http::HeaderMap) -> Span {
         tollgate.guardrails.flagged = tracing::field::Empty,
         tollgate.guardrails.blocked = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)));
-    let _ = span.set_parent(parent);
+    if enabled() {
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)));
+        let _ = span.set_parent(parent);
+        use opentelemetry::trace::TraceContextExt as _;
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", trace_id.to_string().as_str());
+    } else if let Some(trace_id) = caller_trace_id(headers) {
+        // Without OTLP there is no trace of ours; the caller's trace id still ties the line to its trace.
+        span.record("trace_id", trace_id);
+    }
     span
+}
+
+/// The trace id of a valid W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn caller_trace_id(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = value.split('-');
+    let (_version, trace_id) = (parts.next()?, parts.next()?);
+    (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()) && trace_id != "0".repeat(32))
+        .then_some(trace_id)
 }
 
 /// `span`'s W3C trace context as headers for an upstream request; `None` with tracing off.

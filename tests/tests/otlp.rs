@@ -181,3 +181,75 @@ async fn admin_writes_are_traced_to_their_raft_commit() {
         .await;
     assert_eq!(span.attr("tollgate.budget.output_cap"), Some("30"), "{span:#?}");
 }
+
+/// Issue 19: `[node] access_log` writes one JSON line per request with the span's fields, written when the
+/// request ends (a stream's after its last event, usage included), the caller's trace id, never the key.
+#[tokio::test]
+async fn the_access_log_has_one_json_line_per_request_and_no_secret() {
+    let mock = MockUpstream::start().await;
+    let (api, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config =
+        config_toml(&mock, "").replacen("[node]\n", &format!("[node]\naccess_log = {:?}\n", log.to_str().unwrap()), 1);
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let _child = ChildGuard::spawn(Command::new(tollgate_binary()).args(["serve", "--config"]).arg(&path).args([
+        "--listen",
+        &format!("127.0.0.1:{api}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin}"),
+    ]));
+    wait_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{admin}/healthz")).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let plain: Value = chat(api, "gpt-direct", false, &traceparent).await.json().await.unwrap();
+    let streamed = chat(api, "claude-direct", true, &traceparent).await.text().await.unwrap();
+    assert!(streamed.contains("[DONE]"));
+    let refused = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
+        .bearer_auth("tg-not-a-key")
+        .json(&json!({"model": "gpt-direct", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let lines: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        if lines.len() >= 3 {
+            assert!(!text.contains(KEY) && !text.contains("tg-not-a-key"), "a key in the access log: {text}");
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "three lines expected: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let by_status = |status: u64, route: Option<&str>| {
+        lines
+            .iter()
+            .find(|l| l["http.response.status_code"] == status && route.is_none_or(|r| l["tollgate.route"] == r))
+            .unwrap_or_else(|| panic!("a {status} line for {route:?}: {lines:#?}"))
+    };
+    let ok = by_status(200, Some("gpt-direct"));
+    assert_eq!(ok["trace_id"], trace_id, "{ok}");
+    assert_eq!(ok["tollgate.org"], "acme");
+    assert_eq!(ok["tollgate.key_id"], "test");
+    assert_eq!(ok["http.request.method"], "POST");
+    assert_eq!(ok["url.path"], "/v1/chat/completions");
+    assert_eq!(ok["gen_ai.usage.output_tokens"], plain["usage"]["completion_tokens"], "{ok}");
+    assert_eq!(ok["gen_ai.usage.input_tokens"], plain["usage"]["prompt_tokens"], "{ok}");
+    assert!(ok["duration_ms"].as_f64().unwrap() > 0.0 && ok["ts"].as_str().unwrap().ends_with('Z'), "{ok}");
+    let stream = by_status(200, Some("claude-direct"));
+    assert_eq!(
+        stream["gen_ai.usage.output_tokens"],
+        mock_upstream::pieces(mock_upstream::DEFAULT_REPLY).len(),
+        "{stream}"
+    );
+    assert!(stream["tollgate.ttft_ms"].as_f64().is_some(), "{stream}");
+    let unauthorized = by_status(401, None);
+    assert_eq!(unauthorized["error.type"], "unauthenticated", "{unauthorized}");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+}

@@ -102,7 +102,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     let started = Instant::now();
     let (parts, incoming) = request.into_parts();
     let (endpoint, caller) = ingress::classify(&parts.method, parts.uri.path(), &parts.headers);
-    let span = crate::telemetry::request_span(&parts.headers);
+    let span = crate::telemetry::request_span(&parts.method, parts.uri.path(), &parts.headers);
     let mut context = RequestContext {
         endpoint,
         caller,
@@ -120,6 +120,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
             error_response(&err, context.caller)
         }
     };
+    context.span.record("http.response.status_code", response.status().as_u16());
     let headers = response.headers_mut();
     headers.insert(names::X_TOLLGATE_NODE, gateway.node_header.clone());
     let overhead = started.elapsed().saturating_sub(context.upstream_wait);
