@@ -22,6 +22,7 @@ pub mod connection;
 pub mod control;
 pub mod dev;
 pub mod error;
+pub mod fuzzing;
 pub mod gateway;
 pub mod gossip;
 pub mod guard;
