@@ -56,6 +56,8 @@ pub struct Gateway {
     pub endpoints: Arc<EndpointRegistry>,
     /// The roots every upstream HTTPS client trusts (providers and metrics scrapes).
     pub upstream_tls: UpstreamTls,
+    /// Request rate, error rate and TTFT samples for the status page.
+    pub status_history: crate::admin::status::StatusHistory,
     /// Gossip, when enabled; set once at startup.
     pub gossip: std::sync::OnceLock<Gossip>,
     /// Why gossip is not running although it is on by default (it could not bind): shown in status.
@@ -127,6 +129,7 @@ impl Gateway {
         Ok(Gateway {
             endpoints,
             upstream_tls,
+            status_history: Default::default(),
             gossip: std::sync::OnceLock::new(),
             gossip_error: std::sync::OnceLock::new(),
             snapshot: ArcSwap::from_pointee(snapshot),

@@ -49,6 +49,11 @@ impl Histogram {
         self.count.load(Ordering::Relaxed)
     }
 
+    /// The sum of all observations, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
     /// Bucket upper bounds in seconds (the last, implicit bucket is +Inf).
     pub fn bounds(&self) -> &'static [f64] {
         self.bounds
@@ -267,6 +272,20 @@ impl Metrics {
         if let Some(counter) = self.responses.get(status as usize) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Responses sent so far, and how many of them were errors (5xx, and 429 refusals).
+    pub fn response_totals(&self) -> (u64, u64) {
+        let count = |range: std::ops::Range<usize>| -> u64 {
+            self.responses.get(range).map_or(0, |counters| counters.iter().map(|c| c.load(Ordering::Relaxed)).sum())
+        };
+        (count(0..600), count(500..600) + count(429..430))
+    }
+
+    /// Time to first token over every target: (sum in seconds, count).
+    pub fn ttft_totals(&self) -> (f64, u64) {
+        let targets = self.targets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        targets.values().fold((0.0, 0), |(sum, count), t| (sum + t.ttft.sum_seconds(), count + t.ttft.count()))
     }
 
     pub fn responses_with_status(&self, status: u16) -> u64 {

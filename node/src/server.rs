@@ -78,6 +78,7 @@ async fn start_routing_feeds(
         &gateway.upstream_tls,
     )?;
     crate::canary::spawn(gateway);
+    crate::admin::status::spawn_sampler(gateway);
     if config.node.gossip_enabled() {
         let mut settings = match crate::gossip::GossipSettings::from_config(config) {
             Ok(settings) => settings,

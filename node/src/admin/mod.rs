@@ -8,6 +8,7 @@ mod cluster;
 mod extract;
 mod redact;
 mod resource;
+pub mod status;
 mod usage;
 
 use std::sync::Arc;
@@ -37,7 +38,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { json(StatusCode::OK, r#"{"status":"ok"}"#) }))
         .route("/readyz", get(readyz))
-        .route("/", get(|State(gateway): State<Arc<Gateway>>| async move { Html(status_page(&gateway)) }))
+        .route(
+            "/",
+            get(|State(gateway): State<Arc<Gateway>>| async move {
+                Html(status::page(&status::status_json(&gateway).await))
+            }),
+        )
+        .route(
+            "/status.json",
+            get(|State(gateway): State<Arc<Gateway>>| async move {
+                extract::json_response(StatusCode::OK, &status::status_json(&gateway).await)
+            }),
+        )
         .nest("/admin/v1", api_router(gateway.clone()))
         .fallback(|| async { json(StatusCode::NOT_FOUND, r#"{"error":"not found"}"#) })
         .method_not_allowed_fallback(|| async {
@@ -117,56 +129,4 @@ async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     } else {
         json(StatusCode::OK, r#"{"status":"ready"}"#)
     }
-}
-
-fn status_page(gateway: &Gateway) -> String {
-    let snapshot = gateway.snapshot();
-    let mut rows = String::new();
-    for name in &snapshot.model_names {
-        if let Some(route) = snapshot.routes.get(name) {
-            let targets: Vec<String> = route
-                .targets
-                .iter()
-                .map(|t| format!("{}/{}", html_escape(&t.provider.name), html_escape(&t.upstream_model)))
-                .collect();
-            rows.push_str(&format!(
-                "<tr><td>{}</td><td>{:?}</td><td>{}</td></tr>",
-                html_escape(name),
-                route.strategy,
-                targets.join(", ")
-            ));
-        }
-    }
-    let now = crate::clock::monotonic_ms();
-    let now_wall = crate::clock::wall_ms();
-    let mut endpoints = String::new();
-    for endpoint in gateway.endpoints.active() {
-        let signal = endpoint.load_signal(now_wall, gateway.endpoints.gpu_ttl_ms);
-        endpoints.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0} ms</td></tr>",
-            html_escape(&endpoint.name),
-            endpoint.local_breaker(now).label(),
-            if endpoint.remote_open() { "yes" } else { "no" },
-            signal.outstanding,
-            signal.latency_ms,
-        ));
-    }
-    let members = match (gateway.gossip.get(), gateway.gossip_error.get()) {
-        (Some(cluster), _) => format!("{} live members", cluster.view().live_members().count()),
-        (None, Some(error)) => format!("not running: {}", html_escape(error)),
-        (None, None) => "off".to_owned(),
-    };
-    format!(
-        "<!doctype html><html><head><title>Tollgate node {id}</title></head><body><h1>Tollgate node {id}</h1>\
-         <p>version {version}</p><table border=1><tr><th>model</th><th>strategy</th><th>targets</th></tr>{rows}</table>\
-         <h2>Endpoints</h2><p>gossip: {members}</p><table border=1><tr><th>endpoint</th><th>breaker</th>\
-         <th>open on a peer</th><th>outstanding (cluster)</th><th>latency (peak EWMA)</th></tr>{endpoints}</table>\
-         <p><a href=\"/metrics\">metrics</a></p></body></html>",
-        id = gateway.node_id,
-        version = env!("CARGO_PKG_VERSION"),
-    )
-}
-
-fn html_escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
