@@ -52,13 +52,16 @@ impl StatusHistory {
     }
 }
 
+/// (responses, errors), (TTFT sum s, TTFT count), when read.
+type Counters = ((u64, u64), (f64, u64), std::time::Instant);
+
 /// Samples the gateway's counters every [`SAMPLE_EVERY`] into its history; ends with the gateway.
 pub fn spawn_sampler(gateway: &Arc<Gateway>) {
     let weak: Weak<Gateway> = Arc::downgrade(gateway);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(SAMPLE_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last: Option<((u64, u64), (f64, u64), std::time::Instant)> = None;
+        let mut last: Option<Counters> = None;
         loop {
             ticker.tick().await;
             let Some(gateway) = weak.upgrade() else { return };
