@@ -285,22 +285,8 @@ impl ControlConfig {
                 self.known_guardrails("org.guardrails", &org.guardrails)?;
                 self.orgs.insert(org.name.clone(), org.clone());
             }
-            Command::PutGuardrail { guardrail } => {
-                let name = guardrail.get("name").and_then(|name| name.as_str()).unwrap_or_default();
-                non_empty("guardrail.name", name)?;
-                self.guardrails.insert(name.to_owned(), guardrail.clone());
-            }
-            Command::DeleteGuardrail { name } => {
-                let user =
-                    self.models.values().find(|m| m.guardrails.contains(name)).map(|m| format!("model `{}`", m.name));
-                let user = user.or_else(|| {
-                    self.orgs.values().find(|o| o.guardrails.contains(name)).map(|o| format!("org `{}`", o.name))
-                });
-                if let Some(user) = user {
-                    return Err(format!("guardrail `{name}` is used by {user}"));
-                }
-                self.guardrails.remove(name).ok_or_else(|| format!("no guardrail `{name}`"))?;
-            }
+            Command::PutGuardrail { guardrail } => self.put_guardrail(guardrail)?,
+            Command::DeleteGuardrail { name } => self.delete_guardrail(name)?,
             Command::DeleteOrg { name } => self.delete_org(name)?,
             Command::PutTeam { team } => {
                 self.known_org("team.org", &team.org)?;
@@ -376,6 +362,26 @@ impl ControlConfig {
         }
         self.known_guardrails("model.guardrails", &model.guardrails)?;
         self.models.insert(model.name.clone(), model.clone());
+        Ok(())
+    }
+
+    fn put_guardrail(&mut self, guardrail: &serde_json::Value) -> Result<(), String> {
+        let name = guardrail.get("name").and_then(|name| name.as_str()).unwrap_or_default();
+        non_empty("guardrail.name", name)?;
+        self.guardrails.insert(name.to_owned(), guardrail.clone());
+        Ok(())
+    }
+
+    /// A guardrail goes once no model or org names it.
+    fn delete_guardrail(&mut self, name: &str) -> Result<(), String> {
+        let names = |list: &[String]| list.iter().any(|g| g == name);
+        let user = self.models.values().find(|m| names(&m.guardrails)).map(|m| format!("model `{}`", m.name));
+        let user =
+            user.or_else(|| self.orgs.values().find(|o| names(&o.guardrails)).map(|o| format!("org `{}`", o.name)));
+        if let Some(user) = user {
+            return Err(format!("guardrail `{name}` is used by {user}"));
+        }
+        self.guardrails.remove(name).ok_or_else(|| format!("no guardrail `{name}`"))?;
         Ok(())
     }
 

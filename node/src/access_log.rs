@@ -3,7 +3,7 @@
 //! route, target, tokens, cost, TTFT, budget decision, guardrails, error), its HTTP method, path and status,
 //! the trace id, the node, and when it started and how long it took.
 //!
-//! It is a `tracing` layer over the request span (`telemetry::request_span`), which exists whenever OTLP
+//! It is a `tracing` layer over the request span (the telemetry module's `request_span`), which exists whenever OTLP
 //! export or the access log is on: the layer collects the span's fields as the phases record them and
 //! writes the line when the span closes — after the response for a complete answer, after the stream's end
 //! for a stream (the meter holds the span until then), so usage is in it. Lines go through a bounded queue
@@ -75,8 +75,12 @@ pub fn start(target: &str, node: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The layer: install it once with the subscriber; it does nothing until [`start`].
-pub struct AccessLogLayer;
+/// The layer: install it once with the subscriber; it does nothing until [`start`]. It follows the spans
+/// of one target and name (the gateway's request span).
+pub struct AccessLogLayer {
+    pub target: &'static str,
+    pub span_name: &'static str,
+}
 
 struct Entry {
     fields: Map<String, Value>,
@@ -107,13 +111,10 @@ impl Visit for Collect<'_> {
     }
 }
 
-fn is_request_span(metadata: &tracing::Metadata<'_>) -> bool {
-    metadata.target() == crate::telemetry::TARGET && metadata.name() == crate::telemetry::REQUEST_SPAN
-}
-
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for AccessLogLayer {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if !enabled() || !is_request_span(attrs.metadata()) {
+        let metadata = attrs.metadata();
+        if !enabled() || metadata.target() != self.target || metadata.name() != self.span_name {
             return;
         }
         let Some(span) = ctx.span(id) else { return };

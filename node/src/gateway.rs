@@ -57,7 +57,7 @@ pub struct Gateway {
     /// The roots every upstream HTTPS client trusts (providers and metrics scrapes).
     pub upstream_tls: UpstreamTls,
     /// Request rate, error rate and TTFT samples for the status page.
-    pub status_history: crate::admin::status::StatusHistory,
+    pub status_history: crate::status_history::StatusHistory,
     /// Gossip, when enabled; set once at startup.
     pub gossip: std::sync::OnceLock<Gossip>,
     /// Why gossip is not running although it is on by default (it could not bind): shown in status.

@@ -37,6 +37,7 @@ pub mod routing;
 pub mod server;
 pub mod signals;
 pub mod sse;
+pub mod status_history;
 pub mod telemetry;
 pub mod tls_listen;
 pub mod tokens;

@@ -70,7 +70,11 @@ pub fn init(default_filter: &str) -> Telemetry {
             .with_tracer(tracer)
             .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO))
     });
-    tracing_subscriber::registry().with(logs).with(traces).with(crate::access_log::AccessLogLayer).init();
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .with(crate::access_log::AccessLogLayer { target: TARGET, span_name: REQUEST_SPAN })
+        .init();
     if let Some(err) = setup_error {
         tracing::warn!(%err, "OTLP trace export could not be set up; tracing is off");
     }

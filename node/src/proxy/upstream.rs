@@ -17,6 +17,7 @@ use super::prepare::target_body;
 use super::{Endpoint, RequestContext, Routed};
 use crate::api::Protocol;
 use crate::auth::Principal;
+use crate::budget::Admission;
 use crate::clock::monotonic_ms;
 use crate::error::{GatewayError, GatewayResult};
 use crate::gateway::Gateway;
@@ -213,34 +214,13 @@ async fn attempt(
     let (request, route) = (&routed.request, &*routed.route);
     let upstream_protocol = target.provider.protocol;
     // Every attempt is reserved separately: the provider bills each one.
-    let admission = match admit(gateway, context, routed, operation).await {
-        Ok(admission) => admission,
-        Err(err) => {
-            context.span.record("tollgate.budget", "refused");
-            return Err(err);
-        }
-    };
+    let admission = admit_noted(gateway, context, routed, operation).await?;
     let output_cap = admission.as_ref().map(|a| a.output_cap);
-    if let Some(cap) = output_cap {
-        // Admitted against the budgets, with the output cap the reservation covers.
-        context.span.record("tollgate.budget", "admitted");
-        context.span.record("tollgate.budget.output_cap", cap);
-    }
     let rate_headers = admission.as_ref().map(|a| (a.limit, a.remaining, a.reset_seconds));
     let (body, dropped) =
         target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
     let sent_at = Instant::now();
-    let estimator = UsageEstimator { encoding: route.encoding, request_body: context.body.clone() };
-    let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.clone());
-    meter.set_admission(admission);
-    meter.set_endpoint(target.endpoint.begin());
-    if let Some(aggregator) = &gateway.usage {
-        meter.set_usage_sink(Some(crate::budget::UsageSink {
-            aggregator: aggregator.clone(),
-            principal: routed.principal.clone(),
-            model: route.name.clone(),
-        }));
-    }
+    let mut meter = meter_for(gateway, context, routed, target, admission, sent_at);
     let provider = &target.provider;
     let attempt_span = crate::telemetry::attempt_span(
         &context.span,
@@ -255,28 +235,9 @@ async fn attempt(
         client_headers: &context.headers,
         trace_context: crate::telemetry::trace_headers(&attempt_span),
     };
-    if !context.span.is_none() {
-        context.span.record("gen_ai.provider.name", provider.name.as_str());
-        context.span.record("server.address", provider.server_address());
-        context.span.record("tollgate.target", format!("{}/{}", provider.name, target.upstream_model));
-        context.span.record("gen_ai.response.model", target.upstream_model.as_str());
-        meter.set_span(context.span.clone());
-    }
+    note_target(&context.span, target, &mut meter);
     let result = target.provider.send(upstream_request).await;
-    match &result {
-        Ok(response) => {
-            attempt_span.record("http.response.status_code", response.status().as_u16());
-            if !response.status().is_success() {
-                attempt_span.record("error.type", response.status().as_str());
-                attempt_span.record("otel.status_code", "ERROR");
-            }
-        }
-        Err(err) => {
-            attempt_span.record("error.type", err.kind.label().as_ref());
-            attempt_span.record("otel.status_code", "ERROR");
-        }
-    }
-    drop(attempt_span);
+    note_result(attempt_span, &result);
     let response = match result {
         Ok(response) => response,
         Err(err) => {
@@ -297,18 +258,7 @@ async fn attempt(
     if !parts.status.is_success() {
         let error_body = read_body(upstream_body, 1024 * 1024, timeouts.idle).await.unwrap_or_default();
         context.upstream_wait += sent_at.elapsed();
-        // A request the upstream refused as malformed is the caller's doing: it must not move the
-        // endpoint's error rate (a tenant could otherwise force a canary rollback for everyone).
-        let status = parts.status.as_u16();
-        let callers_fault = (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429);
-        meter.finish_not_billed(if callers_fault { Outcome::Rejected } else { Outcome::UpstreamError });
-        return Err(upstream_error(
-            upstream_protocol,
-            &target.provider.name,
-            parts.status.as_u16(),
-            &parts.headers,
-            error_body,
-        ));
+        return Err(refused_by_upstream(&mut meter, target, &parts, error_body));
     }
 
     // An Anthropic caller gets thinking blocks only when it asked for them, as from Anthropic itself.
@@ -330,14 +280,94 @@ async fn attempt(
     };
     context.upstream_wait += sent_at.elapsed();
     if let Ok(response) = &mut response {
-        add_response_headers(response.headers_mut(), &parts.headers, rate_headers);
-        if !dropped.is_empty() {
-            if let Ok(value) = HeaderValue::from_str(&dropped.join(", ")) {
-                response.headers_mut().insert(crate::names::X_TOLLGATE_DROPPED_PARAMS, value);
-            }
-        }
+        add_response_headers(response.headers_mut(), &parts.headers, rate_headers, &dropped);
     }
     response
+}
+
+/// Budget admission for one attempt, noted on the request's span (refused, or admitted with its output cap).
+async fn admit_noted(
+    gateway: &Gateway,
+    context: &RequestContext,
+    routed: &Routed<'_>,
+    operation: Operation,
+) -> GatewayResult<Option<Admission>> {
+    let admission = admit(gateway, context, routed, operation).await.inspect_err(|_| {
+        context.span.record("tollgate.budget", "refused");
+    })?;
+    if let Some(admission) = &admission {
+        context.span.record("tollgate.budget", "admitted");
+        context.span.record("tollgate.budget.output_cap", admission.output_cap);
+    }
+    Ok(admission)
+}
+
+/// The meter of one attempt: its reservation, the endpoint's in-flight count and the usage report sink.
+fn meter_for(
+    gateway: &Gateway,
+    context: &RequestContext,
+    routed: &Routed<'_>,
+    target: &Target,
+    admission: Option<Admission>,
+    sent_at: Instant,
+) -> RequestMeter {
+    let route = &*routed.route;
+    let estimator = UsageEstimator { encoding: route.encoding, request_body: context.body.clone() };
+    let mut meter = RequestMeter::new(target.metrics.clone(), route.price, sent_at, estimator, route.name.clone());
+    meter.set_admission(admission);
+    meter.set_endpoint(target.endpoint.begin());
+    if let Some(aggregator) = &gateway.usage {
+        meter.set_usage_sink(Some(crate::budget::UsageSink {
+            aggregator: aggregator.clone(),
+            principal: routed.principal.clone(),
+            model: route.name.clone(),
+        }));
+    }
+    meter
+}
+
+/// The request's span names the attempt's target; the meter keeps the span open until the answer ends.
+fn note_target(span: &tracing::Span, target: &Target, meter: &mut RequestMeter) {
+    if span.is_none() {
+        return;
+    }
+    let provider = &target.provider;
+    span.record("gen_ai.provider.name", provider.name.as_str());
+    span.record("server.address", provider.server_address());
+    span.record("tollgate.target", format!("{}/{}", provider.name, target.upstream_model));
+    span.record("gen_ai.response.model", target.upstream_model.as_str());
+    meter.set_span(span.clone());
+}
+
+/// The attempt's span gets the upstream's status, or the error; then it ends.
+fn note_result(attempt_span: tracing::Span, result: &GatewayResult<Response<crate::providers::UpstreamBody>>) {
+    match result {
+        Ok(response) => {
+            attempt_span.record("http.response.status_code", response.status().as_u16());
+            if !response.status().is_success() {
+                attempt_span.record("error.type", response.status().as_str());
+                attempt_span.record("otel.status_code", "ERROR");
+            }
+        }
+        Err(err) => {
+            attempt_span.record("error.type", err.kind.label().as_ref());
+            attempt_span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
+/// An error status from the upstream, metered: a request it refused as malformed is the caller's doing and
+/// must not move the endpoint's error rate (a tenant could otherwise force a canary rollback for everyone).
+fn refused_by_upstream(
+    meter: &mut RequestMeter,
+    target: &Target,
+    parts: &http::response::Parts,
+    error_body: Bytes,
+) -> GatewayError {
+    let status = parts.status.as_u16();
+    let callers_fault = (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429);
+    meter.finish_not_billed(if callers_fault { Outcome::Rejected } else { Outcome::UpstreamError });
+    upstream_error(target.provider.protocol, &target.provider.name, status, &parts.headers, error_body)
 }
 
 /// The Anthropic caller's `thinking` is `{"type": "enabled", …}`.
@@ -353,7 +383,13 @@ fn add_response_headers(
     headers: &mut http::HeaderMap,
     upstream: &http::HeaderMap,
     rate: Option<(u64, u64, Option<u64>)>,
+    dropped: &[String],
 ) {
+    if !dropped.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&dropped.join(", ")) {
+            headers.insert(crate::names::X_TOLLGATE_DROPPED_PARAMS, value);
+        }
+    }
     for name in [crate::names::X_REQUEST_ID, crate::names::REQUEST_ID] {
         if let Some(value) = upstream.get(&name) {
             headers.insert(name, value.clone());
