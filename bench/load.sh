@@ -15,7 +15,9 @@
 # Env: DURATION=10s  WARMUP=1s  CONNS=64  RATES="2000 8000"  TARGETS="direct nginx tollgate"  REPEAT=1 (rounds; medians)
 #      (more targets: tollgate-raft = a one-node Raft cluster; tollgate-budget = the same with an org token budget,
 #       so TARGETS="tollgate-raft tollgate-budget" measures what budget enforcement costs end to end;
-#       tollgate-spin = standalone with node.idle_spin_us = $SPIN_US (default 150); hyper = a bare hyper
+#       tollgate-spin = standalone with node.idle_spin_us = $SPIN_US (default 150); tollgate-guard = standalone
+#       with an injection and a PII guardrail on every request; tollgate-trace = standalone with every request
+#       traced (OTLP, 100 % sampling, to an endpoint where nothing listens); hyper = a bare hyper
 #       server + pooled client (bench/src/bin/hyper_proxy.rs), the floor for any proxy built on that stack)
 #      SCENARIOS="closed open stream"  OUT_DIR=<dir to keep the raw oha JSON + table>
 #      REPORT_FROM=<an OUT_DIR of an earlier run: print its table again, run nothing>
@@ -222,8 +224,8 @@ start_hyper() {
     wait_port "$HYPER_PORT" hyper_proxy $!
 }
 
-start_tollgate() { # [standalone | raft | budget | spin]
-    local mode=${1:-standalone}
+start_tollgate() { # [standalone | raft | budget | spin | guard | trace]
+    local mode=${1:-standalone} extra_mode= otel_env=()
     port_free "$TOLLGATE_PORT" || die "port $TOLLGATE_PORT is in use (set TOLLGATE_PORT)"
     cat >"$WORK/tollgate.toml" <<EOF
 [node]
@@ -233,6 +235,15 @@ EOF
     if [[ $mode == spin ]]; then
         echo "idle_spin_us = $SPIN_US" >>"$WORK/tollgate.toml"
         mode=standalone
+    fi
+    if [[ $mode == guard || $mode == trace ]]; then
+        extra_mode=$mode
+        mode=standalone
+    fi
+    if [[ $extra_mode == trace ]]; then
+        # Every request traced (100 % sampling) to an OTLP endpoint where nothing listens: span creation,
+        # attributes and the batch processor are measured; serializing and sending a batch are not.
+        otel_env=(OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_TRACES_SAMPLER=always_on)
     fi
     if [[ $mode != standalone ]]; then
         # A one-node Raft cluster: the same control plane as a real cluster (keys and routes from the replicated
@@ -257,8 +268,26 @@ name = "bench"
 budget = { limit_tokens = 1000000000000, period = "month" }
 EOF
     fi
+    if [[ $extra_mode == guard ]]; then
+        # An injection guardrail (block) and a PII guardrail (redact, all entity types) on every request of
+        # the key's org: the bench prompt matches neither, so this is the cost of looking.
+        cat >>"$WORK/tollgate.toml" <<EOF
+
+[[guardrails]]
+name = "injection"
+kind = "injection"
+
+[[guardrails]]
+name = "pii"
+kind = "pii"
+
+[[orgs]]
+name = "bench"
+guardrails = ["injection", "pii"]
+EOF
+    fi
     # One tokio worker on the one core it gets (tokio reads TOKIO_WORKER_THREADS in new_multi_thread()).
-    TOKIO_WORKER_THREADS=1 RUST_LOG=${RUST_LOG:-warn} "${PRIO_CMD[@]}" taskset -c "$GATEWAY_CPU" "$TOLLGATE" serve --config "$WORK/tollgate.toml" \
+    env "${otel_env[@]}" TOKIO_WORKER_THREADS=1 RUST_LOG=${RUST_LOG:-warn} "${PRIO_CMD[@]}" taskset -c "$GATEWAY_CPU" "$TOLLGATE" serve --config "$WORK/tollgate.toml" \
         >"$WORK/tollgate.log" 2>&1 &
     PIDS+=($!)
     GW_PID=$!
@@ -324,6 +353,8 @@ run_scenario() { # target scenario-name round body [oha args...]
         tollgate-raft) start_tollgate raft ;;
         tollgate-budget) start_tollgate budget ;;
         tollgate-spin) start_tollgate spin ;;
+        tollgate-guard) start_tollgate guard ;;
+        tollgate-trace) start_tollgate trace ;;
         hyper) start_hyper ;;
     esac
     local url ok run=$target.$name.r$round
