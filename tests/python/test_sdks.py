@@ -6,13 +6,14 @@ Exits non-zero on the first failed check.
 import asyncio
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import anthropic
 import openai
+
+from checks import check
 
 URL = os.environ["TOLLGATE_URL"]
 KEY = os.environ["TOLLGATE_KEY"]
@@ -22,16 +23,6 @@ ADMIN_TOKEN = os.environ["TOLLGATE_ADMIN_TOKEN"]
 
 oa = openai.OpenAI(base_url=URL, api_key=KEY, max_retries=0)
 an = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0)
-checks = 0
-
-
-def check(name, condition, detail=""):
-    global checks
-    checks += 1
-    if not condition:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    print(f"ok   {name}")
 
 
 # --- OpenAI SDK ---
@@ -211,4 +202,4 @@ try:
 except anthropic.RateLimitError as err:
     check("anthropic budget refusal raises RateLimitError", err.status_code == 429, err)
 
-print(f"all {checks} SDK checks passed")
+print(f"all {check.count} SDK checks passed")

@@ -7,11 +7,12 @@ against the gateway's word. Exits non-zero on the first failed check.
 """
 import json
 import os
-import sys
 import urllib.request
 
 import anthropic
 import openai
+
+from checks import check
 
 URL = os.environ["TOLLGATE_URL"]
 KEY = os.environ["TOLLGATE_KEY"]
@@ -21,22 +22,12 @@ REPLY = "Hello from the mock upstream! This is a deterministic answer."
 
 oa = openai.OpenAI(base_url=URL, api_key=KEY, max_retries=0)
 an = anthropic.Anthropic(base_url=BASE, api_key=KEY, max_retries=0)
-checks = 0
 
 WEATHER_OA = [{"type": "function", "function": {
     "name": "get_weather", "description": "Weather in a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
 WEATHER_AN = [{"name": "get_weather", "description": "Weather in a city",
                "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
-
-
-def check(name, condition, detail=""):
-    global checks
-    checks += 1
-    if not condition:
-        print(f"FAIL {name}: {detail}")
-        sys.exit(1)
-    print(f"ok   {name}")
 
 
 def mock(method, path, body=None):
@@ -163,4 +154,4 @@ for model in ("claude-3-5-haiku", "gpt-4o-mini"):
     check(f"anthropic sdk tool result -> {model}: paired with its call upstream", paired, sent)
     check(f"anthropic sdk tool result -> {model}: answered", m2.content[0].text == REPLY, m2)
 
-print(f"all {checks} SDK checks through the mock upstream passed")
+print(f"all {check.count} SDK checks through the mock upstream passed")
