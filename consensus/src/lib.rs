@@ -23,7 +23,7 @@ pub mod usage;
 
 pub use auth::ClusterAuth;
 pub use ledger::{BudgetSpec, Period, Scope};
-pub use node::{ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus};
+pub use node::{ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus, ProposalStats};
 pub use state::{Command, ControlState, Request, Response};
 pub use types::{NodeId, NodeInfo, TypeConfig};
 pub use usage::{UsageKey, UsageTotals};

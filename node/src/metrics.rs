@@ -193,6 +193,8 @@ pub struct Metrics {
     targets: Mutex<HashMap<(String, String, String), Arc<TargetMetrics>>>,
     /// Canary verdicts this node reached (one per canaried route and second), healthy ones included.
     pub canary_judgements: AtomicU64,
+    /// Budget refusals by (org, reason).
+    budget_refusals: Mutex<HashMap<(String, String), u64>>,
     /// Guardrail matches by (guardrail, action).
     guardrail_events: Mutex<HashMap<(String, &'static str), u64>>,
     /// Canary rollbacks by (route, target, reason); rare, so a lock is fine.
@@ -211,6 +213,7 @@ impl Default for Metrics {
             targets: Mutex::new(HashMap::new()),
             canary_judgements: AtomicU64::new(0),
             guardrail_events: Mutex::new(HashMap::new()),
+            budget_refusals: Mutex::new(HashMap::new()),
             canary_rollbacks: Mutex::new(Vec::new()),
         }
     }
@@ -247,6 +250,28 @@ impl Metrics {
                 })
             })
             .clone()
+    }
+
+    /// A request of `org` refused by its budgets (`reason`: `budget_exceeded`, `rate_limited`,
+    /// `budget_unavailable`).
+    pub fn record_budget_refusal(&self, org: &str, reason: &str) {
+        let mut refusals = self.budget_refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *refusals.entry((org.to_owned(), reason.to_owned())).or_insert(0) += 1;
+    }
+
+    pub fn render_budget_refusals(&self, out: &mut String) {
+        let refusals = self.budget_refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = writeln!(out, "# HELP tollgate_budget_refusals_total Requests refused by a budget, by org and reason.\n# TYPE tollgate_budget_refusals_total counter");
+        let mut refusals: Vec<_> = refusals.iter().collect();
+        refusals.sort();
+        for ((org, reason), count) in refusals {
+            let _ = writeln!(
+                out,
+                "tollgate_budget_refusals_total{{org=\"{}\",reason=\"{}\"}} {count}",
+                escape_label(org),
+                escape_label(reason)
+            );
+        }
     }
 
     /// A guardrail matched a request and took `action`.
@@ -472,7 +497,7 @@ fn render_target_histograms(targets: &[Arc<TargetMetrics>], out: &mut String) {
     }
 }
 
-fn escape_label(value: &str) -> String {
+pub fn escape_label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 

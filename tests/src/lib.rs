@@ -339,3 +339,64 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// One sample of Prometheus text exposition: name, labels, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSample {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses Prometheus text exposition (comments skipped; label values unescaped). Panics on a line that is
+/// not a sample: the node's `/metrics` must always parse.
+pub fn parse_metrics(text: &str) -> Vec<MetricSample> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("not a sample: {line}"));
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("not a number in: {line}"));
+            let (name, labels) = match series.split_once('{') {
+                None => (series.to_owned(), std::collections::BTreeMap::new()),
+                Some((name, rest)) => {
+                    let body = rest.strip_suffix('}').unwrap_or_else(|| panic!("unclosed labels: {line}"));
+                    (name.to_owned(), parse_labels(body, line))
+                }
+            };
+            MetricSample { name, labels, value }
+        })
+        .collect()
+}
+
+fn parse_labels(body: &str, line: &str) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad label in: {line}"));
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => panic!("bad escape in: {line}"),
+                },
+                Some((i, '"')) => break i,
+                Some((_, c)) => value.push(c),
+                None => panic!("unterminated label value in: {line}"),
+            }
+        };
+        labels.insert(key.trim_start_matches(',').to_owned(), value);
+        rest = after[end + 1..].trim_start_matches(',');
+    }
+    labels
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+pub fn sample(samples: &[MetricSample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+        .map(|s| s.value)
+}

@@ -274,3 +274,54 @@ async fn usage_report_groups_tokens_and_cost_by_key_and_model() {
         cluster.admin(cluster.node(1), Method::GET, "/admin/v1/usage?org=acme&since=yesterday", None).await;
     assert_eq!(status, 400);
 }
+
+/// Issue 19: the Raft and budget series on `/metrics`, parsed (not grepped), match the admin API.
+#[tokio::test]
+async fn raft_and_budget_metrics_match_the_admin_api() {
+    use tollgate_tests::{parse_metrics, sample};
+    let cluster = TestCluster::start(3).await;
+    set_budget(&cluster, 1_000).await;
+    let leader = cluster.wait_leader().await;
+    for _ in 0..3 {
+        assert_eq!(chat(&cluster, 1, false).await.0, 200);
+    }
+    let scrape = |id: u64| {
+        let url = format!("{}/metrics", cluster.node(id).admin_url());
+        let client = cluster.client.clone();
+        async move { parse_metrics(&client.get(url).send().await.unwrap().text().await.unwrap()) }
+    };
+    let status = cluster.admin_get(cluster.node(1), "/admin/v1/cluster").await.unwrap();
+    for id in 1..=3 {
+        let metrics = scrape(id).await;
+        assert_eq!(sample(&metrics, "tollgate_raft_term", &[]), status["term"].as_f64(), "node {id}");
+        assert_eq!(sample(&metrics, "tollgate_raft_leader", &[]), Some(leader as f64), "node {id}");
+        assert_eq!(sample(&metrics, "tollgate_raft_is_leader", &[]), Some(f64::from(u8::from(id == leader))));
+        assert_eq!(sample(&metrics, "tollgate_raft_members", &[]), Some(3.0));
+        assert_eq!(sample(&metrics, "tollgate_budget_limit", &[("scope", "org:acme")]), Some(1_000.0), "node {id}");
+    }
+    let on_leader = scrape(leader).await;
+    let lags: Vec<_> = on_leader.iter().filter(|s| s.name == "tollgate_raft_replication_lag").collect();
+    assert_eq!(lags.len(), 3, "the leader reports every member's lag: {lags:?}");
+    assert!(
+        sample(&scrape(2).await, "tollgate_raft_proposals_total", &[("result", "applied")]).unwrap() >= 1.0,
+        "the budget was written through node 2"
+    );
+    // Used and held as the ledger has them, once the usage reports are in.
+    eventually_async("metrics and the admin API agree on the budget", || async {
+        let budget = cluster.admin_get(cluster.node(1), "/admin/v1/budgets?org=acme").await.unwrap();
+        let metrics = scrape(1).await;
+        budget["used"].as_f64().is_some_and(|used| used > 0.0)
+            && sample(&metrics, "tollgate_budget_used", &[("scope", "org:acme")]) == budget["used"].as_f64()
+            && sample(&metrics, "tollgate_budget_held", &[("scope", "org:acme")]) == budget["held"].as_f64()
+    })
+    .await;
+    // A refusal is counted by org and reason.
+    set_budget(&cluster, 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while chat(&cluster, 3, false).await.0 != 429 {
+        assert!(std::time::Instant::now() < deadline, "a one-token budget refuses");
+    }
+    let refused =
+        sample(&scrape(3).await, "tollgate_budget_refusals_total", &[("org", "acme"), ("reason", "budget_exceeded")]);
+    assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
+}

@@ -47,6 +47,27 @@ impl ConsensusConfig {
     }
 }
 
+impl ConsensusConfig {
+    /// openraft's settings from this config.
+    pub(super) fn raft_config(&self) -> anyhow::Result<openraft::Config> {
+        let config = self;
+        Ok(openraft::Config {
+            cluster_name: "tollgate".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
+            max_in_snapshot_log_to_keep: config.snapshot_after_logs / 2,
+            // Snapshot chunks travel as JSON (bytes become number arrays, ~3x larger): keep chunks small and
+            // give each one far longer than the 200 ms default, or cross-region installs never finish.
+            snapshot_max_chunk_size: 512 * 1024,
+            install_snapshot_timeout: 10_000,
+            ..Default::default()
+        }
+        .validate()?)
+    }
+}
+
 /// Why a cluster call failed, mapped to HTTP statuses by the admin API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum ClusterError {
@@ -92,4 +113,28 @@ pub struct ClusterStatus {
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub members: Vec<MemberStatus>,
+}
+
+/// Writes proposed through this node (forwarded to the leader or its own): by result, and their latency.
+#[derive(Debug, Default)]
+pub struct ProposalStats {
+    pub applied: std::sync::atomic::AtomicU64,
+    /// Applied, but the state machine refused the command (a validation error).
+    pub rejected: std::sync::atomic::AtomicU64,
+    /// No quorum, no leader, or an internal error: the write may or may not have been applied.
+    pub failed: std::sync::atomic::AtomicU64,
+    pub micros: std::sync::atomic::AtomicU64,
+}
+
+impl ProposalStats {
+    pub(super) fn record(&self, result: &Result<crate::state::Response, ClusterError>, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counter = match result {
+            Ok(crate::state::Response::Rejected { .. }) => &self.rejected,
+            Ok(_) => &self.applied,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
 }

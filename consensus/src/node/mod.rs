@@ -25,7 +25,7 @@ mod cluster_service;
 mod register;
 mod status;
 mod wiped;
-pub use api::{ClusterError, ClusterStatus, ConsensusConfig, MemberStatus};
+pub use api::{ClusterError, ClusterStatus, ConsensusConfig, MemberStatus, ProposalStats};
 
 pub(crate) struct Inner {
     pub(crate) raft: Raft,
@@ -43,6 +43,7 @@ pub(crate) struct Inner {
     pub(crate) identity: crate::identity::Identity,
     /// Whether this node takes part in Raft (false while a new data dir is checked, see `wiped`).
     admitted: watch::Receiver<bool>,
+    proposals: ProposalStats,
 }
 
 /// The gRPC server task and the signal that stops it.
@@ -75,23 +76,6 @@ async fn open_store(
     };
     crate::store::restrict_permissions(data_dir)?;
     Ok(stores)
-}
-
-fn raft_config(config: &ConsensusConfig) -> anyhow::Result<openraft::Config> {
-    Ok(openraft::Config {
-        cluster_name: "tollgate".into(),
-        heartbeat_interval: config.heartbeat_ms,
-        election_timeout_min: config.election_timeout_min_ms,
-        election_timeout_max: config.election_timeout_max_ms,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_after_logs),
-        max_in_snapshot_log_to_keep: config.snapshot_after_logs / 2,
-        // Snapshot chunks travel as JSON (bytes become number arrays, ~3x larger): keep chunks small and
-        // give each one far longer than the 200 ms default, or cross-region installs never finish.
-        snapshot_max_chunk_size: 512 * 1024,
-        install_snapshot_timeout: 10_000,
-        ..Default::default()
-    }
-    .validate()?)
 }
 
 /// The gRPC server on the Raft port: Raft (answered only once `admitted`) and the cluster service, every
@@ -134,7 +118,7 @@ impl ConsensusNode {
             let state_machine = state_machine.clone();
             crate::identity::Identity::new(log_store.data_dir_id()?, Arc::new(move || state_machine.current()))
         };
-        let raft_config = raft_config(&config)?;
+        let raft_config = config.raft_config()?;
         let faults = crate::faults::Faults::default();
         let auth = crate::auth::ClusterAuth::new(config.node_id, config.cluster_secrets.clone());
         let raft = Raft::new(
@@ -160,6 +144,7 @@ impl ConsensusNode {
             auth: auth.clone(),
             identity,
             admitted: admitted.clone(),
+            proposals: ProposalStats::default(),
         });
 
         let server = serve_grpc(&inner, listener, admitted)?;
@@ -286,13 +271,21 @@ impl ConsensusNode {
 
     pub async fn write(&self, request: Request) -> Result<Response, ClusterError> {
         let timeout = self.inner.config.write_timeout;
-        match tokio::time::timeout(timeout, self.inner.write(request, 1)).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(timeout, self.inner.write(request, 1)).await {
             Ok(result) => result,
             Err(_) => Err(ClusterError::NoQuorum(format!(
                 "no quorum within {} ms; the write may not have been applied",
                 timeout.as_millis()
             ))),
-        }
+        };
+        self.inner.proposals.record(&result, started.elapsed());
+        result
+    }
+
+    /// Proposals made through this node so far (see [`ProposalStats`]).
+    pub fn proposal_stats(&self) -> &ProposalStats {
+        &self.inner.proposals
     }
 
     /// The applied state after a linearizable read barrier (leader confirms leadership with a quorum; a

@@ -5,6 +5,7 @@
 mod api;
 mod budgets;
 mod cluster;
+mod cluster_metrics;
 mod extract;
 mod redact;
 mod resource;
@@ -118,6 +119,7 @@ fn json(status: StatusCode, body: &'static str) -> Response {
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     let mut body = gateway.metrics.render();
     crate::gossip::render_metrics(&gateway.endpoints, gateway.gossip.get(), &mut body);
+    cluster_metrics::render(&gateway, &mut body);
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

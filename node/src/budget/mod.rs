@@ -186,6 +186,12 @@ impl BudgetManager {
         manager
     }
 
+    /// Allowance this node holds unreserved, per scope id (its current accounts), for the metrics.
+    pub fn local_allowance(&self) -> Vec<(String, i64)> {
+        let accounts = self.accounts.read().map(|accounts| accounts.values().cloned().collect::<Vec<_>>());
+        accounts.unwrap_or_default().iter().map(|account| (account.scope_id.clone(), account.available())).collect()
+    }
+
     /// Budgets that apply to this caller: org, team and key scopes.
     fn applicable(&self, budgets: &HashMap<String, BudgetSpec>, principal: &Principal) -> Vec<BudgetSpec> {
         let mut ids = vec![format!("org:{}", principal.org)];

@@ -292,8 +292,9 @@ async fn admit_noted(
     routed: &Routed<'_>,
     operation: Operation,
 ) -> GatewayResult<Option<Admission>> {
-    let admission = admit(gateway, context, routed, operation).await.inspect_err(|_| {
+    let admission = admit(gateway, context, routed, operation).await.inspect_err(|err| {
         context.span.record("tollgate.budget", "refused");
+        gateway.metrics.record_budget_refusal(&routed.principal.org, &err.kind.label());
     })?;
     if let Some(admission) = &admission {
         context.span.record("tollgate.budget", "admitted");
