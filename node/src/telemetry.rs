@@ -128,6 +128,7 @@ pub fn request_span(method: &http::Method, path: &str, headers: &http::HeaderMap
         gen_ai.request.max_tokens = tracing::field::Empty,
         gen_ai.provider.name = tracing::field::Empty,
         gen_ai.response.model = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
         gen_ai.usage.input_tokens = tracing::field::Empty,
         gen_ai.usage.output_tokens = tracing::field::Empty,
         error.type = tracing::field::Empty,
@@ -148,11 +149,10 @@ pub fn request_span(method: &http::Method, path: &str, headers: &http::HeaderMap
     if enabled() {
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)));
         let _ = span.set_parent(parent);
-        use opentelemetry::trace::TraceContextExt as _;
-        let trace_id = span.context().span().span_context().trace_id();
-        span.record("trace_id", trace_id.to_string().as_str());
-    } else if let Some(trace_id) = caller_trace_id(headers) {
-        // Without OTLP there is no trace of ours; the caller's trace id still ties the line to its trace.
+    }
+    // The caller's trace id (with OTLP on, our spans continue that trace). Not read back from the OTLP span:
+    // asking tracing-opentelemetry for its context starts the span, and the name set later is then lost.
+    if let Some(trace_id) = caller_trace_id(headers) {
         span.record("trace_id", trace_id);
     }
     span

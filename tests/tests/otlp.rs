@@ -70,6 +70,7 @@ async fn requests_are_traced_with_the_genai_attributes_and_the_callers_trace() {
         ("tollgate.route", "gpt-direct"),
         ("tollgate.target", "up-openai/mock-gpt"),
         ("tollgate.usage_estimated", "false"),
+        ("gen_ai.response.finish_reasons", "stop"),
         ("server.address", mock.addr().to_string().as_str()),
     ] {
         assert_eq!(span.attr(key), Some(value), "{key} in {span:#?}");
@@ -248,6 +249,8 @@ async fn the_access_log_has_one_json_line_per_request_and_no_secret() {
         "{stream}"
     );
     assert!(stream["tollgate.ttft_ms"].as_f64().is_some(), "{stream}");
+    assert_eq!(ok["gen_ai.response.finish_reasons"], "stop", "the provider's own reason: {ok}");
+    assert_eq!(stream["gen_ai.response.finish_reasons"], "end_turn", "Anthropic's, streamed: {stream}");
     let unauthorized = by_status(401, None);
     assert_eq!(unauthorized["error.type"], "unauthenticated", "{unauthorized}");
     use std::os::unix::fs::PermissionsExt as _;

@@ -315,6 +315,8 @@ pub struct ResponseProbe {
     pub usage: Option<UsageWire>,
     #[serde(default)]
     pub content: Vec<Block>,
+    #[serde(default)]
+    pub stop_reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -303,6 +303,8 @@ pub struct ResponseProbe<'a> {
 pub struct ChoiceProbe<'a> {
     #[serde(default, borrow)]
     pub message: Option<ReplyProbe<'a>>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

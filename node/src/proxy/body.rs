@@ -332,6 +332,7 @@ impl StreamingBody {
         let (final_usage, partial) = (facts.final_usage(), facts.usage);
         // The text is read only to count it when usage is unknown.
         let text = if final_usage.is_some() { String::new() } else { facts.text.clone() };
+        self.meter.set_finish_reason(facts.finish_reason.clone());
         self.meter.finish_with_partial(outcome, final_usage, partial, &text);
     }
 

@@ -32,6 +32,8 @@ pub struct RequestMeter {
     /// The request's trace span: usage, cost and TTFT are recorded on it, and holding it keeps it open
     /// until the stream ends.
     span: tracing::Span,
+    /// Why the model stopped, as the provider said it (recorded on the span).
+    finish_reason: Option<String>,
 }
 
 impl RequestMeter {
@@ -54,7 +56,12 @@ impl RequestMeter {
             usage_sink: None,
             endpoint: None,
             span: tracing::Span::none(),
+            finish_reason: None,
         }
+    }
+
+    pub fn set_finish_reason(&mut self, reason: Option<String>) {
+        self.finish_reason = reason;
     }
 
     pub fn set_span(&mut self, span: tracing::Span) {
@@ -151,6 +158,9 @@ impl RequestMeter {
                 self.span.record("tollgate.usage_estimated", usage.estimated);
                 if let Some(ttft) = self.ttft {
                     self.span.record("tollgate.ttft_ms", ttft.as_secs_f64() * 1e3);
+                }
+                if let Some(reason) = &self.finish_reason {
+                    self.span.record("gen_ai.response.finish_reasons", reason.as_str());
                 }
             }
             if let Some(sink) = &self.usage_sink {

@@ -507,29 +507,27 @@ async fn complete_response(
         }
     };
     let processed = match (operation, translation.upstream, context.caller) {
-        (Operation::Embeddings, _, _) => embeddings_facts(&bytes).map(|usage| (bytes.clone(), usage, String::new())),
+        (Operation::Embeddings, _, _) => embeddings_facts(&bytes).map(|usage| (bytes.clone(), facts(usage))),
         (Operation::CountTokens, _, _) => serde_json::from_slice::<serde_json::Value>(&bytes)
             .ok()
             .filter(|v| v.get("input_tokens").is_some())
-            .map(|_| (bytes.clone(), Some(Default::default()), String::new()))
+            .map(|_| (bytes.clone(), facts(Some(Default::default()))))
             .ok_or_else(|| GatewayError::upstream_invalid("upstream returned an invalid count_tokens response")),
         (Operation::Chat, Protocol::OpenAi, Protocol::OpenAi) => {
-            translate_response::probe_openai(&bytes).map(|facts| (bytes.clone(), facts.usage, facts.text))
+            translate_response::probe_openai(&bytes).map(|facts| (bytes.clone(), facts))
         }
         (Operation::Chat, Protocol::Anthropic, Protocol::Anthropic) => {
-            translate_response::probe_anthropic(&bytes).map(|facts| (bytes.clone(), facts.usage, facts.text))
+            translate_response::probe_anthropic(&bytes).map(|facts| (bytes.clone(), facts))
         }
-        (Operation::Chat, Protocol::Anthropic, Protocol::OpenAi) => {
-            translate_response::anthropic_to_openai(&bytes).map(|(out, facts)| (out, facts.usage, facts.text))
-        }
+        (Operation::Chat, Protocol::Anthropic, Protocol::OpenAi) => translate_response::anthropic_to_openai(&bytes),
         (Operation::Chat, Protocol::OpenAi, Protocol::Anthropic) => {
             translate_response::openai_to_anthropic(&bytes, translation.show_reasoning)
-                .map(|(out, facts)| (out, facts.usage, facts.text))
         }
     };
     match processed {
-        Ok((out, usage, text)) => {
-            meter.finish(Outcome::Ok, usage, &text);
+        Ok((out, facts)) => {
+            meter.set_finish_reason(facts.finish_reason);
+            meter.finish(Outcome::Ok, facts.usage, &facts.text);
             let out = match (&translation.redaction, operation) {
                 (Some(redaction), Operation::Chat) => redaction.complete(context.caller, out),
                 _ => out,
@@ -541,6 +539,11 @@ async fn complete_response(
             Err(err)
         }
     }
+}
+
+/// Facts of an answer that is not a chat (embeddings, token counts): its usage only.
+fn facts(usage: Option<crate::api::Usage>) -> translate_response::ResponseFacts {
+    translate_response::ResponseFacts { usage, finish_reason: None, text: String::new() }
 }
 
 fn embeddings_facts(bytes: &[u8]) -> GatewayResult<Option<crate::api::Usage>> {

@@ -14,6 +14,8 @@ use crate::error::{GatewayError, GatewayResult};
 pub struct ResponseFacts {
     /// Provider-reported usage, if any.
     pub usage: Option<Usage>,
+    /// Why the model stopped, as the provider said it (`stop`, `end_turn`, `tool_calls`…).
+    pub finish_reason: Option<String>,
     /// The generated text, for a local token estimate when usage is missing.
     pub text: String,
 }
@@ -31,7 +33,8 @@ pub fn probe_openai(body: &[u8]) -> GatewayResult<ResponseFacts> {
         Some(_) => String::new(),
         None => probe.choices.iter().filter_map(|c| c.message.as_ref()?.content.as_deref()).collect(),
     };
-    Ok(ResponseFacts { usage, text })
+    let finish_reason = probe.choices.first().and_then(|c| c.finish_reason.clone());
+    Ok(ResponseFacts { usage, finish_reason, text })
 }
 
 /// Validates an Anthropic message response and reads its usage.
@@ -43,7 +46,11 @@ pub fn probe_anthropic(body: &[u8]) -> GatewayResult<ResponseFacts> {
             probe.kind
         )));
     }
-    Ok(ResponseFacts { usage: probe.usage.map(|u| u.to_usage()), text: anthropic_text(&probe.content) })
+    Ok(ResponseFacts {
+        usage: probe.usage.map(|u| u.to_usage()),
+        finish_reason: probe.stop_reason,
+        text: anthropic_text(&probe.content),
+    })
 }
 
 fn anthropic_text(blocks: &[Block]) -> String {
@@ -72,6 +79,7 @@ pub fn anthropic_to_openai(body: &[u8]) -> GatewayResult<(Bytes, ResponseFacts)>
             _ => None,
         })
         .collect();
+    let finish_reason = message.stop_reason.clone();
     let finish = message.stop_reason.as_deref().map(FinishReason::from_anthropic).unwrap_or(FinishReason::Stop);
     let usage = message.usage.map(|u| u.to_usage());
     let mut assistant = json!({
@@ -105,7 +113,7 @@ pub fn anthropic_to_openai(body: &[u8]) -> GatewayResult<(Bytes, ResponseFacts)>
     if let Some(usage) = usage {
         out["usage"] = openai_usage_json(&usage);
     }
-    Ok((Bytes::from(out.to_string()), ResponseFacts { usage, text }))
+    Ok((Bytes::from(out.to_string()), ResponseFacts { usage, finish_reason, text }))
 }
 
 /// OpenAI `chat.completion` → Anthropic message; the server's reasoning text (`reasoning_content`) becomes
@@ -132,6 +140,7 @@ pub fn openai_to_anthropic(body: &[u8], show_reasoning: bool) -> GatewayResult<(
         let input: Value = serde_json::from_str(&call.function.arguments).unwrap_or_else(|_| json!({}));
         content.push(json!({"type": "tool_use", "id": call.id, "name": call.function.name, "input": input}));
     }
+    let finish_reason = choice.finish_reason.clone();
     let finish = choice.finish_reason.as_deref().map(FinishReason::from_openai).unwrap_or(FinishReason::Stop);
     let usage = completion.usage.map(|u| u.to_usage());
     let out = json!({
@@ -144,7 +153,7 @@ pub fn openai_to_anthropic(body: &[u8], show_reasoning: bool) -> GatewayResult<(
         "stop_sequence": null,
         "usage": anthropic_usage_json(usage.as_ref()),
     });
-    Ok((Bytes::from(out.to_string()), ResponseFacts { usage, text }))
+    Ok((Bytes::from(out.to_string()), ResponseFacts { usage, finish_reason, text }))
 }
 
 pub fn openai_usage_json(usage: &Usage) -> Value {

@@ -26,6 +26,8 @@ pub struct StreamFacts {
     pub text: String,
     /// The upstream sent its terminal event.
     pub complete: bool,
+    /// Why the model stopped, as the provider said it (`stop`, `end_turn`, `tool_calls`…), once said.
+    pub finish_reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -180,6 +182,8 @@ struct PassthroughChunk<'a> {
 struct PassthroughChoice<'a> {
     #[serde(default, borrow)]
     delta: PassthroughDelta<'a>,
+    #[serde(default, borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -231,6 +235,9 @@ impl OpenAiPassthrough {
             }
         }
         for choice in &chunk.choices {
+            if let Some(reason) = &choice.finish_reason {
+                self.facts.finish_reason = Some(reason.to_string());
+            }
             let delta = &choice.delta;
             for text in [&delta.content, &delta.reasoning_content, &delta.reasoning].into_iter().flatten() {
                 self.facts.text.push_str(text);
@@ -272,7 +279,12 @@ impl AnthropicPassthrough {
             // `message_start` carries the input count and a placeholder output count (often 1): only
             // `message_delta` has the final output.
             StreamEvent::MessageStart { message } => self.merge_usage(message.usage, false),
-            StreamEvent::MessageDelta { usage, .. } => self.merge_usage(*usage, true),
+            StreamEvent::MessageDelta { usage, delta } => {
+                if let Some(reason) = &delta.stop_reason {
+                    self.facts.finish_reason = Some(reason.clone());
+                }
+                self.merge_usage(*usage, true);
+            }
             StreamEvent::ContentBlockDelta { delta, .. } => collect_generated(delta, &mut self.facts.text),
             StreamEvent::MessageStop => self.facts.complete = true,
             StreamEvent::Error { error } => {
@@ -376,6 +388,7 @@ impl AnthropicToOpenAi {
             },
             StreamEvent::MessageDelta { delta, usage } => {
                 self.finish = delta.stop_reason.as_deref().map(FinishReason::from_anthropic);
+                self.facts.finish_reason.clone_from(&delta.stop_reason);
                 if let Some(usage) = usage {
                     self.usage.merge(usage);
                     self.saw_usage = true;

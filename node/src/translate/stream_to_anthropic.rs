@@ -106,6 +106,7 @@ impl OpenAiToAnthropic {
             }
             if let Some(reason) = choice.finish_reason {
                 self.finish = Some(FinishReason::from_openai(&reason));
+                self.facts.finish_reason = Some(reason.clone());
             }
         }
         Ok(())
