@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of the parsers (tollgate::fuzzing) with cargo-fuzz / libFuzzer on nightly Rust.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 60 s, every target)
-# Inputs that grow coverage are added to fuzz/corpus/<target>/ (commit the useful ones); a crash is copied to
+# Inputs that grow coverage are added to fuzz/corpus/<target>/ (commit only the useful ones: `cargo fuzz cmin`
+# first; `git clean -f fuzz/corpus` drops the rest); a crash is copied to
 # fuzz/regressions/<target>/, where node/tests/fuzz_replay.rs replays it on stable in every test run.
 # cargo-fuzz is installed once (pinned) into $TOLLGATE_CI_CACHE/tools or ~/.cache/tollgate-tools.
 set -euo pipefail
