@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub admin_tls: Option<crate::tls_listen::TlsFiles>,
     /// `access_log`: `"stderr"` or a file path: one JSON line per request (see `access_log.rs`).
     pub access_log: Option<String>,
+    /// `[node.otlp]`: trace export (the `OTEL_*` variables win).
+    pub otlp: Option<crate::telemetry::OtlpConfig>,
 }
 
 /// Where the node's four listeners bind (`listen`, `admin_listen`, `raft_listen`, `gossip_listen`).
@@ -155,6 +157,7 @@ struct NodeFile {
     tls: Option<crate::tls_listen::TlsFiles>,
     admin_tls: Option<crate::tls_listen::TlsFiles>,
     access_log: Option<String>,
+    otlp: Option<crate::telemetry::OtlpConfig>,
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -194,6 +197,7 @@ impl Default for NodeFile {
             tls: None,
             admin_tls: None,
             access_log: None,
+            otlp: None,
         }
     }
 }
@@ -271,6 +275,7 @@ impl TryFrom<NodeFile> for NodeConfig {
             tls: file.tls,
             admin_tls: file.admin_tls,
             access_log: file.access_log,
+            otlp: file.otlp,
         })
     }
 }
@@ -290,6 +295,7 @@ impl From<NodeConfig> for NodeFile {
             tls,
             admin_tls,
             access_log,
+            otlp,
         } = node;
         NodeFile {
             id,
@@ -322,6 +328,7 @@ impl From<NodeConfig> for NodeFile {
             tls,
             admin_tls,
             access_log,
+            otlp,
         }
     }
 }

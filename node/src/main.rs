@@ -31,9 +31,15 @@ fn main() -> std::process::ExitCode {
     // Before anything else opens an epoll instance: the census tells the runtime's apart.
     let spin = tollgate::idle_spin::adopt_runtime_epoll(&census);
     // Logs, and OTLP traces when an endpoint is configured (the exporter's gRPC channel needs the runtime).
+    // `serve` reads `[node.otlp]` before the subscriber is set up (the file is read again, with its errors
+    // reported, when the node starts).
+    let otlp = match &cli.command {
+        Command::Serve(args) => args.load_config().ok().and_then(|config| config.node.otlp),
+        _ => None,
+    };
     let telemetry = {
         let _runtime = runtime.enter();
-        tollgate::telemetry::init(default_filter)
+        tollgate::telemetry::init(default_filter, otlp.as_ref())
     };
     if let Err(reason) = spin {
         tracing::debug!(%reason, "idle spinning unavailable");

@@ -53,12 +53,12 @@ impl Telemetry {
 /// when an OTLP endpoint is configured, the trace exporter. Call inside the tokio runtime: the gRPC
 /// channel is bound to it. A broken exporter setup is logged and leaves tracing off; it never stops the
 /// node.
-pub fn init(default_filter: &str) -> Telemetry {
+pub fn init(default_filter: &str, config: Option<&OtlpConfig>) -> Telemetry {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
-    let (provider, setup_error) = match otlp_endpoint() {
-        Some(_) => match exporter() {
+    let (provider, setup_error) = match otlp_endpoint(config) {
+        Some(endpoint) => match exporter(&endpoint, config) {
             Ok(provider) => (Some(provider), None),
             Err(err) => (None, Some(err)),
         },
@@ -81,29 +81,69 @@ pub fn init(default_filter: &str) -> Telemetry {
     if provider.is_some() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         ENABLED.store(true, Ordering::Relaxed);
-        tracing::info!(endpoint = otlp_endpoint().unwrap_or_default(), "exporting traces over OTLP/gRPC");
+        tracing::info!(endpoint = otlp_endpoint(config).unwrap_or_default(), "exporting traces over OTLP/gRPC");
     }
     Telemetry { provider }
 }
 
-fn otlp_endpoint() -> Option<String> {
+/// `[node.otlp]`: trace export from the config file. The standard `OTEL_*` variables win over it.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's gRPC endpoint, e.g. `http://collector:4317` (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// Sent with every export (`OTEL_EXPORTER_OTLP_HEADERS`), e.g. an API key for a hosted collector.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Export timeout (`OTEL_EXPORTER_OTLP_TIMEOUT`).
+    pub timeout_ms: Option<u64>,
+    /// The share of new traces recorded, 0 to 1 (a caller's sampled trace is always continued);
+    /// `OTEL_TRACES_SAMPLER[_ARG]` win. Default 1.
+    pub sample_ratio: Option<f64>,
+}
+
+fn set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|value| !value.trim().is_empty())
+}
+
+fn otlp_endpoint(config: Option<&OtlpConfig>) -> Option<String> {
     ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
         .iter()
         .find_map(|name| std::env::var(name).ok().filter(|value| !value.trim().is_empty()))
+        .or_else(|| config.and_then(|config| config.endpoint.clone()).filter(|e| !e.trim().is_empty()))
 }
 
-fn exporter() -> anyhow::Result<SdkTracerProvider> {
-    use opentelemetry_otlp::WithExportConfig as _;
-    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
-    if let Some(endpoint) = otlp_endpoint() {
-        builder = builder.with_endpoint(endpoint);
+fn exporter(endpoint: &str, config: Option<&OtlpConfig>) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+    let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint);
+    if let Some(config) = config {
+        if let (Some(ms), false) = (config.timeout_ms, set("OTEL_EXPORTER_OTLP_TIMEOUT")) {
+            builder = builder.with_timeout(std::time::Duration::from_millis(ms));
+        }
+        if !config.headers.is_empty() && !set("OTEL_EXPORTER_OTLP_HEADERS") {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            for (name, value) in &config.headers {
+                let key = tonic::metadata::MetadataKey::from_bytes(name.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("node.otlp.headers: `{name}` is not a header name"))?;
+                let value =
+                    value.parse().map_err(|_| anyhow::anyhow!("node.otlp.headers.{name}: not a header value"))?;
+                metadata.insert(key, value);
+            }
+            builder = builder.with_metadata(metadata);
+        }
     }
     let exporter = builder.build()?;
     let mut resource = opentelemetry_sdk::Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name("tollgate");
     }
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+    let mut provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build());
+    if let (Some(ratio), false) = (config.and_then(|c| c.sample_ratio), set("OTEL_TRACES_SAMPLER")) {
+        use opentelemetry_sdk::trace::Sampler;
+        let ratio = ratio.clamp(0.0, 1.0);
+        provider = provider.with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))));
+    }
+    Ok(provider.build())
 }
 
 /// The span of one gateway request, continuing the caller's W3C trace context (`traceparent`,

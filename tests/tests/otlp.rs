@@ -256,3 +256,47 @@ async fn the_access_log_has_one_json_line_per_request_and_no_secret() {
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+/// Issue 19: `[node.otlp]` configures export from the file (endpoint, headers, sampling) when no `OTEL_*`
+/// variable says otherwise. A ratio of 0 records no new trace, but a caller's sampled trace is continued.
+#[tokio::test]
+async fn otlp_export_is_configured_from_the_file() {
+    let collector = OtlpCollector::start().await;
+    let mock = MockUpstream::start().await;
+    let (api, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let otlp = format!(
+        "\n[node.otlp]\nendpoint = {:?}\nsample_ratio = 0.0\ntimeout_ms = 2000\nheaders = {{ x-collector-key = \"secret-1\" }}\n",
+        collector.endpoint()
+    );
+    let config = config_toml(&mock, "") + &otlp;
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let _child = ChildGuard::spawn(
+        Command::new(tollgate_binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_TRACES_SAMPLER")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    );
+    wait_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{admin}/healthz")).await;
+    let root = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "claude-direct", "messages": [{"role": "user", "content": "not traced"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root.status(), 200);
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    assert_eq!(chat(api, "gpt-direct", false, &format!("00-{trace_id}-b7ad6b7169203331-01")).await.status(), 200);
+    let span =
+        collector.wait_for("the continued trace", Duration::from_secs(15), |s| s.name == "chat gpt-direct").await;
+    assert_eq!(span.trace_id, trace_id);
+    assert!(
+        collector.spans().iter().all(|s| s.name != "chat claude-direct"),
+        "a sample ratio of 0 records no trace of its own"
+    );
+}
