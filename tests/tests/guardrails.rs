@@ -263,6 +263,10 @@ async fn pii_in_the_models_answer_is_redacted_streamed_or_not_even_split_across_
             if anthropic_caller {
                 let names: Vec<&str> = events.iter().filter_map(|e| e.name.as_deref()).collect();
                 assert_eq!(names.last(), Some(&"message_stop"), "{case}: {names:?}");
+                assert!(
+                    !body.contains(r#""text":"","type":"text_delta""#),
+                    "{case}: no empty deltas while text is held back: {body}"
+                );
             } else {
                 assert!(events.last().is_some_and(|e| e.is_done()), "{case}: ends with [DONE]");
             }

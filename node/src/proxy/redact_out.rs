@@ -125,34 +125,38 @@ impl SseRedaction {
             return event.write_to(out); // `[DONE]`
         };
         let mut changed = false;
-        let choices = chunk.get_mut("choices").and_then(Value::as_array_mut).map(std::mem::take).unwrap_or_default();
-        let mut rewritten = Vec::with_capacity(choices.len());
-        for mut choice in choices {
+        for choice in chunk.get_mut("choices").and_then(Value::as_array_mut).into_iter().flatten() {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let mut text = match choice.pointer("/delta/content").and_then(Value::as_str) {
-                Some(content) => {
-                    changed = true;
-                    self.push(index, content)
-                }
-                None => String::new(),
-            };
-            if choice.get("finish_reason").is_some_and(|reason| !reason.is_null()) && self.open.contains_key(&index) {
+            let content = choice.pointer("/delta/content").and_then(Value::as_str).map(str::to_owned);
+            let finished = choice.get("finish_reason").is_some_and(|reason| !reason.is_null());
+            if content.is_none() && !(finished && self.open.contains_key(&index)) {
+                continue;
+            }
+            let mut text = content.map_or_else(String::new, |content| self.push(index, &content));
+            if finished {
                 text.push_str(&self.finish(index));
+            }
+            if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+                delta.insert("content".into(), Value::String(text));
                 changed = true;
             }
-            if changed {
-                if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
-                    if delta.contains_key("content") || !text.is_empty() {
-                        delta.insert("content".into(), Value::String(text));
-                    }
-                }
-            }
-            rewritten.push(choice);
         }
-        if let Some(slot) = chunk.get_mut("choices") {
-            *slot = Value::Array(rewritten);
+        if !changed {
+            return event.write_to(out);
         }
-        write_json(event.event, &chunk, out);
+        // A chunk whose only news was text now held back says nothing: not sent.
+        let said_nothing = chunk.get("usage").is_none_or(Value::is_null)
+            && chunk["choices"].as_array().is_some_and(|choices| {
+                choices.iter().all(|choice| {
+                    choice["finish_reason"].is_null()
+                        && choice["delta"].as_object().is_some_and(|delta| {
+                            delta.len() == 1 && delta.get("content").and_then(Value::as_str) == Some("")
+                        })
+                })
+            });
+        if !said_nothing {
+            write_json(event.event, &chunk, out);
+        }
     }
 
     fn anthropic_event(&mut self, event: SseEvent, out: &mut BytesMut) {
@@ -164,6 +168,10 @@ impl SseRedaction {
             {
                 let text = value.pointer("/delta/text").and_then(Value::as_str).unwrap_or_default().to_owned();
                 let released = self.push(index, &text);
+                // Everything still held back: nothing to send yet.
+                if released.is_empty() {
+                    return;
+                }
                 if let Some(slot) = value.pointer_mut("/delta/text") {
                     *slot = Value::String(released);
                 }
