@@ -10,7 +10,6 @@
 //! to a writer thread: a slow disk never holds a request; lines beyond the queue are dropped and counted
 //! (`tollgate_access_log_dropped_total`). A file is created 0600 and appended to.
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::OnceLock;
@@ -63,16 +62,22 @@ pub fn start(target: &str, node: u64) -> anyhow::Result<()> {
     let (lines, queue) = sync_channel::<String>(QUEUE);
     SINK.set(Sink { lines, node }).map_err(|_| anyhow::anyhow!("node.access_log: already on in this process"))?;
     std::thread::Builder::new().name("access-log".into()).spawn(move || {
-        while let Ok(line) = queue.recv() {
-            let _ = out.write_all(line.as_bytes());
-            // Flush when the queue is drained: lines reach the file promptly without a syscall per line
-            // under load.
-            if queue.try_iter().next().is_none() {
-                let _ = out.flush();
-            }
-        }
+        write_lines(&queue, &mut out);
     })?;
     Ok(())
+}
+
+/// The writer thread's loop, until every sender is gone: write everything queued, then flush once the queue
+/// is drained, so lines reach the file promptly without a syscall per line under load. Each line taken
+/// from the queue is written (peeking would consume one).
+fn write_lines(queue: &std::sync::mpsc::Receiver<String>, out: &mut dyn std::io::Write) {
+    while let Ok(first) = queue.recv() {
+        let _ = out.write_all(first.as_bytes());
+        for line in queue.try_iter() {
+            let _ = out.write_all(line.as_bytes());
+        }
+        let _ = out.flush();
+    }
 }
 
 /// The layer: install it once with the subscriber; it does nothing until [`start`]. It follows the spans
@@ -147,5 +152,25 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for AccessLogLayer {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sink.lines.try_send(text) {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines queued while the writer was busy are all written, in order (the loop once dropped every line
+    /// it peeked at when the queue held more than one).
+    #[test]
+    fn every_queued_line_is_written_in_order() {
+        let (lines, queue) = sync_channel::<String>(QUEUE);
+        for i in 0..100 {
+            assert!(lines.send(format!("{i}\n")).is_ok());
+        }
+        drop(lines);
+        let mut out = Vec::new();
+        write_lines(&queue, &mut out);
+        let expected: String = (0..100).map(|i| format!("{i}\n")).collect();
+        assert_eq!(String::from_utf8_lossy(&out), expected);
     }
 }
