@@ -140,6 +140,17 @@ async fn budget_holds_when_a_node_is_killed_mid_stream() {
     let budget = cluster.cli_json(0, &["budgets", "get", "--org", "acme"]);
     let (used, held) = (budget["used"].as_u64().unwrap(), budget["held"].as_u64().unwrap());
     assert!(used + held <= limit, "S2 violated: {budget}");
+    // S3 (issue 18, finding 6): the killed process never reported what the upstream served its streams.
+    // Restarted, the node bills what its previous life still held, so the bill covers what was served.
+    cluster.restart(2).await;
+    let served = mock.input_tokens_served() + mock.output_tokens_served();
+    let billed = wait_for("the bill to cover what was served (S3)", Duration::from_secs(30), || async {
+        let budget = cluster.admin_json(0, "/admin/v1/budgets?org=acme").await;
+        let used = budget["used"].as_u64()?;
+        (used >= served).then_some(budget)
+    })
+    .await;
+    assert!(billed["used"].as_u64().unwrap() <= limit, "billed within the limit: {billed}");
     cluster.stop_all().await;
 }
 

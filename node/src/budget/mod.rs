@@ -160,6 +160,9 @@ pub struct BudgetManager {
     /// The next incarnation (see [`LocalAccount::incarnation`]): starts at this process's start time in
     /// microseconds, so a restarted node's incarnations are newer than its previous life's.
     next_incarnation: AtomicU64,
+    /// This process's first incarnation: this node's incarnations below it in the ledger are a previous
+    /// life's (see `bill_previous_lives`).
+    process_floor: u64,
     rate_windows: RwLock<HashMap<String, Arc<rate::RateWindow>>>,
     /// The hour (start, by this node's clock) this node last told the ledger its clock in; 0: not yet.
     clock_reported_hour: AtomicU64,
@@ -171,9 +174,11 @@ type AccountKey = (String, u64, Period);
 
 impl BudgetManager {
     pub fn new(node_id: u64, consensus: ConsensusNode, config: BudgetConfig) -> Arc<Self> {
+        let process_floor = consensus.now_ms().saturating_mul(1000);
         let manager = Arc::new_cyclic(|me| BudgetManager {
             node_id,
-            next_incarnation: AtomicU64::new(consensus.now_ms().saturating_mul(1000)),
+            next_incarnation: AtomicU64::new(process_floor),
+            process_floor,
             consensus,
             config,
             accounts: RwLock::new(HashMap::new()),

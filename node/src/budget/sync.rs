@@ -68,6 +68,52 @@ impl BudgetManager {
         }
     }
 
+    /// Bills what this node's previous processes still hold in the ledger (DESIGN §6: after a crash
+    /// without a clean shutdown, the unreported rest of a grant counts as spent). A process killed with
+    /// requests in flight never reported what the upstream served them: only its grant bounded it. So
+    /// each incarnation of this node below this process's first one (see `process_floor`) that still
+    /// holds allowance gets its whole grant net of releases reported as used — billed ≥ served (S3).
+    /// Nothing changes for S1/S2: the allowance was already counted as outstanding. Checked every tick,
+    /// so a grant of a previous life that commits late (proposed just before the crash) is billed too.
+    /// A clock that went back across the restart by more than the previous life lasted hides that life's
+    /// incarnations: they stay held (counted as spent, not billed), as before.
+    async fn bill_previous_lives(&self) {
+        let state = self.consensus.current();
+        let mut due = Vec::new();
+        for (scope_id, periods) in state.config.ledger.accounts.iter() {
+            for (period_start, account) in periods.iter() {
+                let Some(incarnations) = account.incarnations.get(&self.node_id) else { continue };
+                for (incarnation, totals) in incarnations.range(..self.process_floor) {
+                    if totals.held() > 0 {
+                        due.push((
+                            scope_id.clone(),
+                            *period_start,
+                            *incarnation,
+                            totals.granted.saturating_sub(totals.released),
+                        ));
+                    }
+                }
+            }
+        }
+        for (scope_id, period_start, incarnation, used_total) in due {
+            tracing::info!(
+                scope = %scope_id,
+                incarnation,
+                used_total,
+                "billing what a previous process of this node held (it stopped without reporting)"
+            );
+            let request = self.request(Command::ReportUsedTotal {
+                scope_id,
+                period_start,
+                node: self.node_id,
+                incarnation,
+                used_total,
+            });
+            // Not confirmed: the next tick finds it still held and sends it again (a total: safe).
+            let _ = tokio::time::timeout(self.config.grant_timeout, self.consensus.write(request)).await;
+        }
+    }
+
     /// One grant for `account`'s incarnation. An error is indeterminate: the grant may still commit, and
     /// then the next tick finds it in the applied ledger.
     async fn grant(&self, account: &Arc<LocalAccount>, amount: u64, min_amount: u64) -> Result<(), ClusterError> {
@@ -126,6 +172,7 @@ impl BudgetManager {
     /// Syncs every account; releases idle or expired allowance; forgets accounts with nothing left to tell.
     async fn tick(&self) {
         self.report_clock().await;
+        self.bill_previous_lives().await;
         let current: Vec<Arc<LocalAccount>> =
             self.accounts.read().map(|accounts| accounts.values().cloned().collect()).unwrap_or_default();
         let now = self.consensus.now_ms();
