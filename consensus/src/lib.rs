@@ -20,6 +20,7 @@ pub mod store;
 pub mod tls;
 pub mod types;
 pub mod usage;
+pub mod wire;
 
 pub use auth::ClusterAuth;
 pub use ledger::{BudgetSpec, Period, Scope};

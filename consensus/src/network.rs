@@ -321,7 +321,7 @@ fn status_error<E: Error>(rpc: Rpc, target: NodeId, status: tonic::Status) -> Rp
 
 /// Serializes an openraft request; a failure (which would be a bug) is reported as a network error.
 fn encode<T: Serialize>(request: &T) -> Result<Vec<u8>, NetworkError> {
-    serde_json::to_vec(request).map_err(|err| NetworkError::new(&err))
+    crate::wire::to_vec(request).map_err(|err| NetworkError::new(&err))
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {

@@ -264,10 +264,23 @@ impl ProcessCluster {
 
     /// Starts node `index` again from its config and data, and waits until it is ready.
     pub async fn restart(&mut self, index: usize) {
+        self.restart_with(index, &[]).await;
+    }
+
+    /// [`restart`](Self::restart) with environment variables.
+    pub async fn restart_with(&mut self, index: usize, env: &[(&str, &str)]) {
         let proc = &mut self.procs[index];
         assert!(proc.child.is_none(), "node {} is running", index + 1);
-        proc.child = Some(spawn_serve(&proc.config));
+        proc.child = Some(spawn_serve_with(&proc.config, env));
         wait_healthy(&self.client, &proc.admin_url("/readyz")).await;
+    }
+
+    /// SIGTERM to node `index`, which must exit cleanly (status 0) within 10 s.
+    pub async fn stop(&mut self, index: usize) {
+        let proc = &mut self.procs[index];
+        let mut child = proc.child.take().expect("the node is running");
+        child.signal("TERM");
+        assert_eq!(child.wait_exit(Duration::from_secs(10)).await, Some(0), "node {} exits cleanly", index + 1);
     }
 
     /// SIGTERM to every running process; each must exit cleanly (status 0) within 10 s.

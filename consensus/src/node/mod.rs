@@ -373,7 +373,7 @@ impl ConsensusNode {
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, ClusterError> {
-    serde_json::to_vec(value).map(|json| RaftPayload { json }).map_err(|err| ClusterError::Internal(err.to_string()))
+    crate::wire::to_vec(value).map(|json| RaftPayload { json }).map_err(|err| ClusterError::Internal(err.to_string()))
 }
 
 pub(crate) fn decode<T: for<'de> Deserialize<'de>>(payload: &RaftPayload) -> Result<T, ClusterError> {

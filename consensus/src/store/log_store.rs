@@ -193,7 +193,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry)
+            let bytes = crate::wire::to_vec(&entry)
                 .map_err(|e| io_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
             batch.insert(&index_key(entry.log_id.index), bytes);
         }

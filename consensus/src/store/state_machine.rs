@@ -221,7 +221,7 @@ pub struct StateSnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let data = serde_json::to_vec(&SnapshotDataRef {
+        let data = crate::wire::to_vec(&SnapshotDataRef {
             format: SNAPSHOT_FORMAT,
             last_applied: &self.last_applied,
             last_membership: &self.last_membership,
