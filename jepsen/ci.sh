@@ -51,4 +51,7 @@ results="${JEPSEN_RESULTS:-${TMPDIR:-/tmp}/tollgate-jepsen-ci}"
 if [ -z "${JEPSEN_NEMESIS:-}" ] && [ "${JEPSEN_REGRESSIONS:-1}" = 1 ]; then
   "$jepsen" run --nemesis clock-skew --time-limit 40 --seed 4 --dir "$results" \
     --tollgate "$target/$profile/tollgate" "${force[@]}"
+  # Seed 22 of kill-leader-granting: a leader killed with streams in flight left them unbilled (S3).
+  "$jepsen" run --nemesis kill-leader-granting --time-limit 40 --seed 22 --dir "$results" \
+    --tollgate "$target/$profile/tollgate" "${force[@]}"
 fi
