@@ -12,9 +12,27 @@ mod enabled {
     use std::sync::{Arc, RwLock};
 
     #[derive(Clone, Default, Debug)]
-    pub struct Faults(Arc<RwLock<HashSet<String>>>);
+    pub struct Faults(Arc<RwLock<HashSet<String>>>, Arc<std::sync::atomic::AtomicU64>);
 
     impl Faults {
+        /// Drops (as unreachable) every AppendEntries carrying a uniform membership whose voters include
+        /// `voter` (0: none): a leader then commits the joint step of adding `voter` and never the second
+        /// one, as if it died in between.
+        pub fn hold_uniform_membership_with(&self, voter: u64) {
+            self.1.store(voter, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        pub fn holds(&self, entries: &[crate::types::Entry]) -> bool {
+            let voter = self.1.load(std::sync::atomic::Ordering::SeqCst);
+            voter != 0
+                && entries.iter().any(|entry| match &entry.payload {
+                    openraft::EntryPayload::Membership(membership) => {
+                        membership.get_joint_config().len() == 1 && membership.voter_ids().any(|id| id == voter)
+                    }
+                    _ => false,
+                })
+        }
+
         pub fn block(&self, raft_addr: &str) {
             self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(raft_addr.to_owned());
         }
@@ -41,6 +59,11 @@ mod enabled {
     impl Faults {
         #[inline(always)]
         pub fn is_blocked(&self, _raft_addr: &str) -> bool {
+            false
+        }
+
+        #[inline(always)]
+        pub fn holds(&self, _entries: &[crate::types::Entry]) -> bool {
             false
         }
     }

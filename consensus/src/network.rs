@@ -330,6 +330,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        if self.faults.holds(&rpc.entries) {
+            return Err(RPCError::Unreachable(Unreachable::new(&LinkCut(self.node.raft_addr.clone()))));
+        }
         let json = encode(&rpc).map_err(RPCError::Network)?;
         if json.len() > MAX_MESSAGE_SIZE && rpc.entries.len() > 1 {
             let hint = (rpc.entries.len() / 2).max(1) as u64;

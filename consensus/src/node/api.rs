@@ -113,6 +113,10 @@ pub struct ClusterStatus {
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub members: Vec<MemberStatus>,
+    /// A membership change under way: the voter sets of a joint configuration (old, then target); empty
+    /// when the membership is uniform. The leader completes a joint one (issue 17.6).
+    #[serde(default)]
+    pub joint: Vec<Vec<NodeId>>,
 }
 
 /// Writes proposed through this node (forwarded to the leader or its own): by result, and their latency.

@@ -51,12 +51,14 @@ impl Cluster for ClusterService {
         let request = request.into_inner();
         let info =
             NodeInfo { raft_addr: request.raft_addr, api_addr: request.api_addr, admin_addr: request.admin_addr };
-        let result = self.inner.add_node(request.node_id, info, 0).await;
+        let deadline = tokio::time::Instant::now() + self.inner.config.write_timeout;
+        let result = self.inner.add_node(request.node_id, info, deadline, 0).await;
         reply(&result)
     }
 
     async fn remove_node(&self, request: GrpcRequest<RemoveNodeRequest>) -> Result<GrpcResponse<RaftPayload>, Status> {
-        let result = self.inner.remove_node(request.into_inner().node_id, 0).await;
+        let deadline = tokio::time::Instant::now() + self.inner.config.write_timeout;
+        let result = self.inner.remove_node(request.into_inner().node_id, deadline, 0).await;
         reply(&result)
     }
 

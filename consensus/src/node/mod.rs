@@ -3,17 +3,17 @@
 //! membership, report status. Every call is bounded: without a quorum, writes fail with
 //! [`ClusterError::NoQuorum`] after `write_timeout` instead of hanging.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState};
+use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tollgate_proto::v1::cluster_client::ClusterClient;
-use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, RemoveNodeRequest};
+use tollgate_proto::v1::{Empty, RaftPayload};
 use tonic::transport::Channel;
 
 use crate::state::{ControlState, Request, Response};
@@ -22,6 +22,7 @@ use crate::types::{NodeId, NodeInfo, Raft};
 
 mod api;
 mod cluster_service;
+mod membership;
 mod register;
 mod status;
 mod wiped;
@@ -152,6 +153,7 @@ impl ConsensusNode {
         if !new_data_dir {
             node.initialize_if_first().await?;
             node.spawn_registration();
+            node.spawn_membership_reconciler();
             return Ok(node);
         }
         // A new data dir: take part in Raft only once no peer knows this id as a member that ran before
@@ -174,6 +176,7 @@ impl ConsensusNode {
             tracing::error!(%err, "cluster initialization failed");
         }
         self.spawn_registration();
+        self.spawn_membership_reconciler();
     }
 
     /// The cluster secrets this node signs with and accepts; replace them to rotate without a restart.
@@ -302,19 +305,17 @@ impl ConsensusNode {
         }
     }
 
-    /// Adds a node as learner (waiting for it to catch up), then promotes it to voter.
+    /// Adds a node as learner, waits for it to catch up, then promotes it to voter; all within
+    /// `write_timeout` (see the `membership` module for what a timeout leaves behind).
     pub async fn add_node(&self, id: NodeId, info: NodeInfo) -> Result<(), ClusterError> {
-        let timeout = self.inner.config.write_timeout * 6;
-        tokio::time::timeout(timeout, self.inner.add_node(id, info, 1))
-            .await
-            .map_err(|_| ClusterError::NoQuorum("adding the node timed out".into()))?
+        let deadline = tokio::time::Instant::now() + self.inner.config.write_timeout;
+        membership::bounded(deadline, "adding the node", self.inner.add_node(id, info, deadline, 1)).await
     }
 
+    /// Removes a voter or learner in one membership change, within `write_timeout`.
     pub async fn remove_node(&self, id: NodeId) -> Result<(), ClusterError> {
-        let timeout = self.inner.config.write_timeout * 2;
-        tokio::time::timeout(timeout, self.inner.remove_node(id, 1))
-            .await
-            .map_err(|_| ClusterError::NoQuorum("removing the node timed out".into()))?
+        let deadline = tokio::time::Instant::now() + self.inner.config.write_timeout;
+        membership::bounded(deadline, "removing the node", self.inner.remove_node(id, deadline, 1)).await
     }
 
     /// Waits (up to `timeout`) until every member has applied the log up to `index`, asking each one for
@@ -507,78 +508,5 @@ impl Inner {
         let reply =
             self.client(&addr)?.read_index(self.auth.sign(tonic::Request::new(Empty {}))).await.map_err(unreachable)?;
         Ok(reply.into_inner().read_index)
-    }
-
-    pub(crate) async fn add_node(&self, id: NodeId, info: NodeInfo, hops: u8) -> Result<(), ClusterError> {
-        if !self.is_leader() {
-            let (_, addr) = self.leader_addr().await?;
-            if hops == 0 {
-                return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
-            }
-            let request = AddNodeRequest {
-                node_id: id,
-                raft_addr: info.raft_addr,
-                api_addr: info.api_addr,
-                admin_addr: info.admin_addr,
-            };
-            let reply = self
-                .client(&addr)?
-                .add_node(self.auth.sign(tonic::Request::new(request)))
-                .await
-                .map_err(unreachable)?;
-            return decode::<Result<(), ClusterError>>(reply.get_ref())?;
-        }
-        let voters: BTreeSet<NodeId> =
-            self.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
-        if voters.contains(&id) {
-            return Err(ClusterError::Invalid(format!("node {id} is already a voter")));
-        }
-        self.raft.add_learner(id, info, true).await.map_err(|err| ClusterError::Internal(err.to_string()))?;
-        let mut new_voters = voters;
-        new_voters.insert(id);
-        self.raft
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(|err| ClusterError::Internal(err.to_string()))?;
-        tracing::info!(node_id = id, voters = ?new_voters, "node added as voter");
-        Ok(())
-    }
-
-    pub(crate) async fn remove_node(&self, id: NodeId, hops: u8) -> Result<(), ClusterError> {
-        if !self.is_leader() {
-            let (_, addr) = self.leader_addr().await?;
-            if hops == 0 {
-                return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
-            }
-            let reply = self
-                .client(&addr)?
-                .remove_node(self.auth.sign(tonic::Request::new(RemoveNodeRequest { node_id: id })))
-                .await
-                .map_err(unreachable)?;
-            return decode::<Result<(), ClusterError>>(reply.get_ref())?;
-        }
-        let membership = self.raft.metrics().borrow().membership_config.clone();
-        let voters: BTreeSet<NodeId> = membership.membership().voter_ids().collect();
-        let learners: BTreeSet<NodeId> = membership.membership().learner_ids().collect();
-        let change = if voters.contains(&id) {
-            if voters.len() == 1 {
-                return Err(ClusterError::Invalid("cannot remove the last voter".into()));
-            }
-            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-        } else if learners.contains(&id) {
-            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-        } else {
-            return Err(ClusterError::NotFound(format!("node {id} is not a member")));
-        };
-        self.raft.change_membership(change, false).await.map_err(|err| ClusterError::Internal(err.to_string()))?;
-        if learners.contains(&id) || voters.contains(&id) {
-            // A removed voter stays a learner after RemoveVoters; drop it entirely.
-            let still_learner =
-                self.raft.metrics().borrow().membership_config.membership().learner_ids().any(|l| l == id);
-            if still_learner {
-                let _ = self.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await;
-            }
-        }
-        Ok(())
     }
 }

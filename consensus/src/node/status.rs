@@ -60,6 +60,10 @@ impl Inner {
             last_log_index: metrics.last_log_index,
             applied_index: metrics.last_applied.map(|log_id| log_id.index),
             members,
+            joint: match membership.get_joint_config() {
+                configs if configs.len() > 1 => configs.iter().map(|voters| voters.iter().copied().collect()).collect(),
+                _ => Vec::new(),
+            },
         }
     }
 

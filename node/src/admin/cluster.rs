@@ -33,6 +33,7 @@ async fn cluster_status(node: &ConsensusNode) -> Value {
     json!({
         "leader": status.leader, "term": status.term, "node_id": status.node_id,
         "applied_index": status.applied_index, "last_log_index": status.last_log_index, "members": members,
+        "joint": status.joint,
     })
 }
 
