@@ -9,8 +9,16 @@
 //!   ([`RaftNetwork::backoff`]) instead of retrying a dead peer at every heartbeat;
 //! - a timeout (slow, not dead), a reply that cannot be decoded, or a peer that rejects our request as
 //!   malformed → [`RPCError::Network`], retried at the next heartbeat;
-//! - an append-entries request larger than [`MAX_MESSAGE_SIZE`] → [`RPCError::PayloadTooLarge`] with a hint of
-//!   half the entries, so openraft splits it instead of failing forever.
+//! - an append-entries request larger than [`MAX_APPEND_BYTES`] → [`RPCError::PayloadTooLarge`] with a hint
+//!   of as many entries as fit, so openraft splits it instead of sending a batch that cannot arrive in time.
+//!
+//! **WAN sizing.** openraft 0.9 gives every AppendEntries (and the read-index quorum check) a hard deadline
+//! of `heartbeat_interval`, encoding included. So one RPC must cross in one round trip: the HTTP/2 windows
+//! ([`STREAM_WINDOW`], [`CONNECTION_WINDOW`], both ends) are larger than the largest request
+//! ([`MAX_APPEND_BYTES`], a snapshot chunk), so a sender never waits a round trip for a `WINDOW_UPDATE`
+//! (hyper's server default of 1 MiB made a 4 MiB entry take 4+ round trips and miss every deadline at 50 ms
+//! RTT). Fixed windows rather than hyper's adaptive (BDP) window, which starts at 64 KiB and grows only
+//! after traffic: the first large append after an idle spell would be the slow one.
 //!
 //! Nothing connects eagerly: channels are built with `connect_lazy` and cached per address in the factory,
 //! so the replication tasks openraft re-creates for a peer share one HTTP/2 connection, which tonic
@@ -40,7 +48,14 @@ use tonic::Code;
 use crate::identity::{Identity, IDENTITY_HEADER};
 use crate::types::{NodeId, NodeInfo, TypeConfig};
 
-pub use crate::types::MAX_MESSAGE_SIZE;
+pub use crate::types::{MAX_APPEND_BYTES, MAX_ENTRY_BYTES, MAX_MESSAGE_SIZE};
+
+/// HTTP/2 flow-control window per stream on peer connections, both directions (4 MiB: four times the
+/// largest append, room for a snapshot chunk's JSON).
+pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// HTTP/2 flow-control window per peer connection (appends, read-index checks and votes share it).
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// How long establishing a TCP connection to a peer may take before the RPC fails as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -131,7 +146,26 @@ pub fn endpoint_with(
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_adaptive_window(false))
+}
+
+/// The server side of the peer port with the same HTTP/2 windows as [`endpoint_with`]: what a peer may send
+/// before waiting for a `WINDOW_UPDATE` is set by the receiver, so this is the half that matters for appends.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_adaptive_window(Some(false))
+}
+
+/// How many of `entries` entries to send when their JSON is `bytes` long and over [`MAX_APPEND_BYTES`]: as
+/// many as fit on average, at least one, fewer than all.
+fn entries_hint(entries: usize, bytes: usize) -> u64 {
+    let fitting = entries.saturating_mul(MAX_APPEND_BYTES) / bytes.max(1);
+    fitting.clamp(1, entries.saturating_sub(1).max(1)) as u64
 }
 
 /// A Raft gRPC client with Tollgate's message size limits.
@@ -334,8 +368,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             return Err(RPCError::Unreachable(Unreachable::new(&LinkCut(self.node.raft_addr.clone()))));
         }
         let json = encode(&rpc).map_err(RPCError::Network)?;
-        if json.len() > MAX_MESSAGE_SIZE && rpc.entries.len() > 1 {
-            let hint = (rpc.entries.len() / 2).max(1) as u64;
+        if json.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            let hint = entries_hint(rpc.entries.len(), json.len());
             tracing::debug!(target = self.target, bytes = json.len(), hint, "append_entries too large, splitting");
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
@@ -354,5 +388,20 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
         let json = encode(&rpc).map_err(RPCError::Network)?;
         self.call(Rpc::Vote, json, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_batch_is_split_into_what_fits() {
+        // 300 entries of 100 KiB: 10 fit in 1 MiB.
+        assert_eq!(entries_hint(300, 300 * 100 * 1024), 10);
+        // Just over the limit: all but one.
+        assert_eq!(entries_hint(4, MAX_APPEND_BYTES + 1), 3);
+        // Two huge entries: one at a time.
+        assert_eq!(entries_hint(2, 10 * MAX_APPEND_BYTES), 1);
     }
 }

@@ -80,12 +80,12 @@ pub struct UpArgs {
     /// Extra one-way delay drawn from 0..=jitter per chunk or datagram.
     #[arg(long, default_value_t = 2)]
     pub jitter_ms: u64,
-    /// Raft heartbeat. The node defaults (100/500/1000) measured stable at 50 ms RTT and fail over in
-    /// ~2 s; the README's "heartbeat 3-5x RTT, elections 10x heartbeat" (200/1000/2000 here) took 3.3-4 s,
-    /// because a failover costs about two election timeouts (see jepsen/README.md).
-    #[arg(long, default_value_t = 100)]
+    /// Raft heartbeat (also openraft's per-AppendEntries deadline). The defaults are the node's
+    /// (250/750/1000, which work up to 100 ms RTT; the old 100/500/1000 stalled every write at 100 ms RTT,
+    /// see "WAN timing" in jepsen/README.md). A failover costs about two election timeouts.
+    #[arg(long, default_value_t = 250)]
     pub heartbeat_ms: u64,
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 750)]
     pub election_min_ms: u64,
     #[arg(long, default_value_t = 1000)]
     pub election_max_ms: u64,

@@ -54,7 +54,8 @@ pub struct RaftConfig {
     pub peers: Peers,
     /// `advertise_raft`: the address other nodes use for this node's Raft port (default: the bound one).
     pub advertise: Option<String>,
-    /// Across regions use a heartbeat of ~3-5x the RTT and elections ~10x the heartbeat.
+    /// Also openraft's deadline for every AppendEntries and read-index check: the defaults (250/750/1000)
+    /// work up to ~100 ms RTT; beyond, keep it ≥ 2.5× the RTT and the election timeouts ≥ 3× it.
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -179,9 +180,9 @@ impl Default for NodeFile {
             cluster_secret_file: None,
             cluster_secret: None,
             advertise_raft: None,
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_ms: tollgate_consensus::node::DEFAULT_HEARTBEAT_MS,
+            election_timeout_min_ms: tollgate_consensus::node::DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: tollgate_consensus::node::DEFAULT_ELECTION_TIMEOUT_MAX_MS,
             write_timeout_ms: 5000,
             snapshot_after_logs: 1000,
             gossip: None,

@@ -237,6 +237,15 @@ pub fn spawn_bootstrap(config: &Config, consensus: ConsensusNode) {
                     tracing::info!(?response, "bootstrap config applied");
                     return;
                 }
+                Err(err @ tollgate_consensus::ClusterError::TooLarge(_)) => {
+                    // One entry, so a retry cannot help (README, cluster section: the entry limit).
+                    tracing::error!(
+                        %err,
+                        "the config file's replicated sections are too large to bootstrap the cluster from; \
+                         bootstrap from a smaller file and `tollgate apply` the rest in steps"
+                    );
+                    return;
+                }
                 Err(err) => {
                     tracing::debug!(%err, "bootstrap not yet possible; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;

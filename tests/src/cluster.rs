@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tollgate::{Config, Listeners, RunningNode};
 
+use crate::delay_proxy::DelayProxy;
 use crate::{config_toml, init_tracing, MockUpstream, KEY};
 
 pub const ADMIN_TOKEN: &str = "tga-test-admin";
@@ -35,6 +36,8 @@ pub struct TestCluster {
     pub members: Vec<Member>,
     pub client: reqwest::Client,
     _dir: tempfile::TempDir,
+    /// The WAN links of [`start_wan`](Self::start_wan), alive as long as the cluster.
+    _proxies: Vec<DelayProxy>,
 }
 
 impl TestCluster {
@@ -88,13 +91,7 @@ impl TestCluster {
         for (index, raft) in raft_listeners.into_iter().enumerate() {
             let id = index as u64 + 1;
             let raft_addr = raft.local_addr().expect("addr");
-            let mut config = Config::parse(&config_toml(&mock, models_extra)).expect("test config");
-            config.node.id = id;
-            config.node.raft.peers = peers.clone();
-            config.node.listen.raft = raft_addr;
-            config.node.data_dir = Some(dir.path().join(format!("n{id}")));
-            config.node.secrets.admin_token = Some(ADMIN_TOKEN.into());
-            config.node.secrets.cluster_secret = Some(CLUSTER_SECRET.into());
+            let mut config = member_config(&mock, models_extra, id, &peers, raft_addr, dir.path());
             config.node.raft.heartbeat_ms = 50;
             config.node.raft.election_timeout_min_ms = 300;
             config.node.raft.election_timeout_max_ms = 600;
@@ -118,7 +115,41 @@ impl TestCluster {
             let node = start_node(config.clone(), raft).await;
             members.push(Member { id, raft_addr, config, node: Some(node) });
         }
-        let cluster = TestCluster { mock, members, client: reqwest::Client::new(), _dir: dir };
+        let cluster = TestCluster { mock, members, client: reqwest::Client::new(), _dir: dir, _proxies: Vec::new() };
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// `n` voters whose Raft and cluster links cross a WAN: every peer address (`peers`, `advertise_raft`)
+    /// is a [`DelayProxy`] adding `one_way` in each direction in front of the member's Raft port. The
+    /// product's default Raft timing (heartbeat, elections, write timeout), no gossip. Waits until every
+    /// node is ready (a linearizable read has passed on each).
+    pub async fn start_wan(n: usize, one_way: Duration) -> TestCluster {
+        init_tracing();
+        let mock = MockUpstream::start().await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut raft_listeners = Vec::new();
+        let mut peers = BTreeMap::new();
+        for index in 0..n {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind raft");
+            let proxy = DelayProxy::start(listener.local_addr().expect("addr"), one_way).await;
+            peers.insert(index as u64 + 1, proxy.addr.to_string());
+            raft_listeners.push((listener, proxy));
+        }
+        let mut members = Vec::new();
+        let mut proxies = Vec::new();
+        for (index, (raft, proxy)) in raft_listeners.into_iter().enumerate() {
+            let id = index as u64 + 1;
+            let raft_addr = raft.local_addr().expect("addr");
+            let mut config = member_config(&mock, "", id, &peers, raft_addr, dir.path());
+            config.node.raft.advertise = Some(proxy.addr.to_string());
+            config.node.gossip.enabled = Some(false);
+            config.limits.shutdown_grace_ms = 1000;
+            let node = start_node(config.clone(), raft).await;
+            members.push(Member { id, raft_addr, config, node: Some(node) });
+            proxies.push(proxy);
+        }
+        let cluster = TestCluster { mock, members, client: reqwest::Client::new(), _dir: dir, _proxies: proxies };
         cluster.wait_ready().await;
         cluster
     }
@@ -278,6 +309,25 @@ impl TestCluster {
     pub async fn chat_default(&self, node: &RunningNode, model: &str) -> u16 {
         self.chat(node, model, KEY).await
     }
+}
+
+/// Member `id`'s config: the shared test config, its Raft port, data dir, admin token and cluster secret.
+fn member_config(
+    mock: &MockUpstream,
+    models_extra: &str,
+    id: u64,
+    peers: &BTreeMap<u64, String>,
+    raft_addr: SocketAddr,
+    dir: &std::path::Path,
+) -> Config {
+    let mut config = Config::parse(&config_toml(mock, models_extra)).expect("test config");
+    config.node.id = id;
+    config.node.raft.peers = peers.clone();
+    config.node.listen.raft = raft_addr;
+    config.node.data_dir = Some(dir.join(format!("n{id}")));
+    config.node.secrets.admin_token = Some(ADMIN_TOKEN.into());
+    config.node.secrets.cluster_secret = Some(CLUSTER_SECRET.into());
+    config
 }
 
 fn apply_node_extra(config: &mut Config, extra: &str) {

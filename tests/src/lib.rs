@@ -6,6 +6,7 @@ pub mod budget;
 pub mod cluster;
 pub mod cluster_process;
 pub mod conformance;
+pub mod delay_proxy;
 pub mod mock_upstream;
 pub mod otlp_collector;
 pub mod process;

@@ -8,6 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{NodeId, NodeInfo};
 
+/// Raft timing defaults that work up to ~100 ms RTT between nodes (`node.heartbeat_ms`,
+/// `node.election_timeout_min_ms`/`max_ms`). openraft 0.9 uses the heartbeat interval as the hard deadline
+/// of every AppendEntries and of the read-index quorum check (encoding, one round trip, the follower's
+/// write and its answer): 100 ms, the old default, failed every RPC at 100 ms RTT. A failover takes about
+/// `election_timeout_max` (openraft's leader lease) + an election timeout + up to 1.5 heartbeats (the
+/// tick), here 1.75–2.4 s.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
+pub const DEFAULT_ELECTION_TIMEOUT_MIN_MS: u64 = 750;
+pub const DEFAULT_ELECTION_TIMEOUT_MAX_MS: u64 = 1000;
+
 #[derive(Debug, Clone)]
 pub struct ConsensusConfig {
     pub node_id: NodeId,
@@ -36,9 +46,9 @@ impl ConsensusConfig {
             advertise,
             initial_members: BTreeMap::new(),
             data_dir,
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_min_ms: DEFAULT_ELECTION_TIMEOUT_MIN_MS,
+            election_timeout_max_ms: DEFAULT_ELECTION_TIMEOUT_MAX_MS,
             write_timeout: Duration::from_secs(5),
             snapshot_after_logs: 1000,
             cluster_secrets: Vec::new(),
@@ -80,6 +90,9 @@ pub enum ClusterError {
     /// Unknown node or object (404).
     #[error("not found: {0}")]
     NotFound(String),
+    /// The command is larger than one Raft log entry may be (413; see `types::MAX_ENTRY_BYTES`).
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -140,5 +153,35 @@ impl ProposalStats {
         };
         counter.fetch_add(1, Relaxed);
         self.micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+}
+
+/// Refuses a command larger than one Raft log entry may be ([`MAX_ENTRY_BYTES`](crate::types::MAX_ENTRY_BYTES)),
+/// before it is proposed or forwarded.
+pub(super) fn check_entry_size(request: &crate::state::Request) -> Result<(), ClusterError> {
+    let limit = crate::types::MAX_ENTRY_BYTES;
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, request).map_err(|err| ClusterError::Internal(err.to_string()))?;
+    if counter.0 <= limit {
+        return Ok(());
+    }
+    Err(ClusterError::TooLarge(format!(
+        "the change is {} bytes as one Raft log entry, over the limit of {limit} bytes ({} KiB) per entry",
+        counter.0,
+        limit / 1024
+    )))
+}
+
+/// Counts what is written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

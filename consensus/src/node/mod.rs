@@ -26,7 +26,10 @@ mod membership;
 mod register;
 mod status;
 mod wiped;
-pub use api::{ClusterError, ClusterStatus, ConsensusConfig, MemberStatus, ProposalStats};
+pub use api::{
+    ClusterError, ClusterStatus, ConsensusConfig, MemberStatus, ProposalStats, DEFAULT_ELECTION_TIMEOUT_MAX_MS,
+    DEFAULT_ELECTION_TIMEOUT_MIN_MS, DEFAULT_HEARTBEAT_MS,
+};
 
 pub(crate) struct Inner {
     pub(crate) raft: Raft,
@@ -89,7 +92,7 @@ fn serve_grpc(
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let check = inner.auth.clone();
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = crate::network::server_builder();
     if let Some(tls) = &inner.config.tls {
         builder = builder.tls_config(tls.server())?;
     }
@@ -412,10 +415,10 @@ impl Inner {
         let channel = match channels.get(addr) {
             Some(channel) => channel.clone(),
             None => {
-                let channel = crate::tls::peer_endpoint(addr, self.config.tls.as_ref())
+                // The Raft client's settings (HTTP/2 windows sized for the WAN, keepalive): a forwarded
+                // write carries a whole command, up to `MAX_ENTRY_BYTES`.
+                let channel = crate::network::endpoint_with(addr, self.config.tls.as_ref())
                     .map_err(|err| ClusterError::Internal(err.to_string()))?
-                    .connect_timeout(Duration::from_secs(1))
-                    .tcp_nodelay(true)
                     .connect_lazy();
                 channels.insert(addr.to_owned(), channel.clone());
                 channel
@@ -441,6 +444,7 @@ impl Inner {
     }
 
     pub(crate) async fn write(&self, request: Request, hops: u8) -> Result<Response, ClusterError> {
+        api::check_entry_size(&request)?;
         loop {
             if !self.is_leader() {
                 let (leader, addr) = self.leader_addr().await?;

@@ -93,13 +93,14 @@ fn tollgate_version(binary: &Path) -> String {
     format!("{} ({})", binary.display(), if version.is_empty() { "version unknown" } else { &version })
 }
 
-/// The WAN and Raft timing of every run (the README's measurements: 25 ms + 0–2 ms one way, Raft 100 /
-/// 500–1000 ms) and the mocks' delay between streamed tokens.
+/// The WAN and Raft timing of every run (25 ms + 0–2 ms one way; Raft 250 / 750–1000 ms, the node's
+/// defaults since issue 17.2 — runs recorded before it used 100 / 500–1000) and the mocks' delay between
+/// streamed tokens.
 const RUN_SETTINGS: Settings = Settings {
     delay_ms: 25,
     jitter_ms: 2,
-    heartbeat_ms: 100,
-    election_timeout_min_ms: 500,
+    heartbeat_ms: 250,
+    election_timeout_min_ms: 750,
     election_timeout_max_ms: 1000,
     token_delay_ms: 5,
 };

@@ -283,6 +283,15 @@ pub(super) async fn apply(
             &json!({"result": if dry_run { "dry_run" } else { "unchanged" }, "changes": changes}),
         ));
     }
-    let index = write(&node, Command::Batch { commands }, idem.as_deref()).await?;
+    let index = write(&node, Command::Batch { commands }, idem.as_deref()).await.map_err(|err| match err {
+        AdminError(StatusCode::PAYLOAD_TOO_LARGE, message) => AdminError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{message}: an apply is one all-or-nothing entry, so apply this file in steps (a file with part of \
+                 the new resources first, then the whole file)"
+            ),
+        ),
+        other => other,
+    })?;
     Ok(json_response(StatusCode::OK, &json!({"result": "applied", "index": index, "changes": changes})))
 }

@@ -45,6 +45,7 @@ impl From<ClusterError> for AdminError {
             ClusterError::NoQuorum(_) => StatusCode::SERVICE_UNAVAILABLE,
             ClusterError::Invalid(_) => StatusCode::BAD_REQUEST,
             ClusterError::NotFound(_) => StatusCode::NOT_FOUND,
+            ClusterError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ClusterError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         AdminError(status, err.to_string())
