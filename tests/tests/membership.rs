@@ -70,3 +70,29 @@ async fn remove_node_is_one_bounded_change() {
     assert!(!ids.contains(&victim) && ids.len() == 2, "{status}");
     assert_eq!(status["joint"], json!([]), "{status}");
 }
+
+/// `add-node` answers within `write_timeout`: a learner that cannot catch up in time stays a learner
+/// (503 saying so), and the same `add-node` makes it a voter once it can.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_learner_that_has_not_caught_up_is_promoted_by_the_same_add_node_later() {
+    let mut cluster = TestCluster::start_with(3, "write_timeout_ms = 2000").await;
+    let leader = cluster.wait_leader().await;
+    let id = cluster.start_joiner().await;
+    cluster.partition(&[id]);
+    let started = Instant::now();
+    let body = add_body(&cluster, id);
+    let (status, out) =
+        cluster.admin(cluster.node(leader), Method::POST, "/admin/v1/cluster/nodes", Some(body.clone())).await;
+    assert_eq!(status, 503, "{out}");
+    assert!(out.to_string().contains("learner"), "says the node is a learner still catching up: {out}");
+    assert!(started.elapsed() < Duration::from_secs(8), "bounded by write_timeout (2 s), took {:?}", started.elapsed());
+    let view = cluster.admin_get(cluster.node(leader), "/admin/v1/cluster").await.unwrap();
+    let role = view["members"].as_array().unwrap().iter().find(|m| m["id"] == id).map(|m| m["role"].clone());
+    assert_eq!(role, Some(json!("learner")), "{view}");
+
+    cluster.heal();
+    let (status, out) = cluster.admin(cluster.node(leader), Method::POST, "/admin/v1/cluster/nodes", Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    let voter = out["members"].as_array().unwrap().iter().any(|m| m["id"] == id && m["role"] != "learner");
+    assert!(voter, "{out}");
+}

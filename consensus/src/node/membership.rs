@@ -122,21 +122,30 @@ impl Inner {
         if voters.contains(&id) {
             return Err(ClusterError::Invalid(format!("node {id} is already a voter")));
         }
-        // Caught up within the deadline, or 503 with the learner left in place (module doc).
-        let caught_up = tokio::time::timeout_at(deadline, self.raft.add_learner(id, info, true)).await;
-        match caught_up {
-            Ok(result) => {
-                result.map_err(raft_error)?;
-            }
-            Err(_) => {
-                let learner =
-                    self.raft.metrics().borrow().membership_config.membership().learner_ids().any(|l| l == id);
-                return Err(ClusterError::NoQuorum(if learner {
-                    format!("node {id} is a learner and has not caught up within write_timeout; run add-node again to make it a voter")
-                } else {
-                    format!("node {id} could not be added as a learner within write_timeout")
-                }));
-            }
+        // The learner first. (openraft's own "blocking" add_learner stops waiting for the catch-up after
+        // 500 ms and answers success anyway: a node that never caught up was then promoted.)
+        let added = tokio::time::timeout_at(deadline, self.raft.add_learner(id, info, false)).await.map_err(|_| {
+            ClusterError::NoQuorum(format!("node {id} could not be added as a learner within write_timeout"))
+        })?;
+        let added_at = added.map_err(raft_error)?.log_id.index;
+        // Caught up: the leader has replicated to it the entry that made it a learner. Else 503 with the
+        // learner left in place (module doc).
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let caught_up = self
+            .raft
+            .wait(Some(remaining))
+            .metrics(
+                |metrics| {
+                    let matched = metrics.replication.as_ref().and_then(|replication| replication.get(&id).cloned());
+                    matched.flatten().is_some_and(|log_id| log_id.index >= added_at)
+                },
+                "the new learner to catch up",
+            )
+            .await;
+        if caught_up.is_err() {
+            return Err(ClusterError::NoQuorum(format!(
+                "node {id} is a learner and has not caught up within write_timeout; run add-node again to make it a voter"
+            )));
         }
         self.raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
