@@ -3,10 +3,9 @@
 //! route, target, tokens, cost, TTFT, budget decision, guardrails, error), its HTTP method, path and status,
 //! the trace id, the node, and when it started and how long it took.
 //!
-//! It is a `tracing` layer over the request span (the telemetry module's `request_span`), which exists whenever OTLP
-//! export or the access log is on: the layer collects the span's fields as the phases record them and
-//! writes the line when the span closes — after the response for a complete answer, after the stream's end
-//! for a stream (the meter holds the span until then), so usage is in it. Lines go through a bounded queue
+//! The line is written from the request's trace span (`trace_span.rs`), which exists whenever OTLP export or
+//! the access log is on, when the span ends — after the response for a complete answer, after the stream's
+//! end for a stream (the meter holds the span until then), so usage is in it. Lines go through a bounded queue
 //! to a writer thread: a slow disk never holds a request; lines beyond the queue are dropped and counted
 //! (`tollgate_access_log_dropped_total`). A file is created 0600 and appended to.
 
@@ -15,13 +14,9 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
+use opentelemetry::trace::TraceId;
+use opentelemetry::KeyValue;
 use serde_json::{Map, Value};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::Subscriber;
-use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::Layer;
 
 /// Lines waiting for the writer thread at most.
 const QUEUE: usize = 16_384;
@@ -45,7 +40,7 @@ pub fn dropped() -> u64 {
 }
 
 /// Turns the access log on for this process, writing to `stderr` or appending to the file at `target`.
-/// Once per process (a second call is an error); the layer must be installed (`telemetry::init`).
+/// Once per process (a second call is an error).
 pub fn start(target: &str, node: u64) -> anyhow::Result<()> {
     let mut out: Box<dyn std::io::Write + Send> = if target == "stderr" {
         Box::new(std::io::stderr())
@@ -80,78 +75,39 @@ fn write_lines(queue: &std::sync::mpsc::Receiver<String>, out: &mut dyn std::io:
     }
 }
 
-/// The layer: install it once with the subscriber; it does nothing until [`start`]. It follows the spans
-/// of one target and name (the gateway's request span).
-pub struct AccessLogLayer {
-    pub target: &'static str,
-    pub span_name: &'static str,
-}
-
-struct Entry {
-    fields: Map<String, Value>,
-    started: Instant,
-    at: SystemTime,
-}
-
-struct Collect<'a>(&'a mut Map<String, Value>);
-
-impl Visit for Collect<'_> {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), Value::String(format!("{value:?}")));
+/// Writes the line of a request span that ended: its attributes, `otel.status_code` when it failed, the
+/// trace id (the caller's when it sent one — an attribute —, else the span's own with OTLP on), when it
+/// started and how long it took. Never blocks: a full queue drops the line and counts it.
+pub fn write(attributes: &[KeyValue], failed: bool, own_trace_id: Option<TraceId>, started: Instant, at: SystemTime) {
+    let Some(sink) = SINK.get() else { return };
+    let mut line = Map::new();
+    line.insert("ts".into(), Value::String(crate::clock::rfc3339_ms(at)));
+    line.insert("node".into(), Value::from(sink.node));
+    line.insert("duration_ms".into(), Value::from(started.elapsed().as_secs_f64() * 1e3));
+    for attribute in attributes {
+        line.insert(attribute.key.as_str().to_owned(), json(&attribute.value));
     }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::String(value.to_owned()));
+    if failed {
+        line.insert("otel.status_code".into(), Value::String("ERROR".into()));
     }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+    if let (false, Some(trace_id)) = (line.contains_key("trace_id"), own_trace_id.filter(|id| *id != TraceId::INVALID))
+    {
+        line.insert("trace_id".into(), Value::String(trace_id.to_string()));
     }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), Value::Bool(value));
+    let mut text = Value::Object(line).to_string();
+    text.push('\n');
+    if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sink.lines.try_send(text) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for AccessLogLayer {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let metadata = attrs.metadata();
-        if !enabled() || metadata.target() != self.target || metadata.name() != self.span_name {
-            return;
-        }
-        let Some(span) = ctx.span(id) else { return };
-        let mut fields = Map::new();
-        attrs.record(&mut Collect(&mut fields));
-        span.extensions_mut().insert(Entry { fields, started: Instant::now(), at: SystemTime::now() });
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let mut extensions = span.extensions_mut();
-        if let Some(entry) = extensions.get_mut::<Entry>() {
-            values.record(&mut Collect(&mut entry.fields));
-        }
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let Some(entry) = span.extensions_mut().remove::<Entry>() else { return };
-        drop(span);
-        let Some(sink) = SINK.get() else { return };
-        let mut line = Map::new();
-        line.insert("ts".into(), Value::String(crate::clock::rfc3339_ms(entry.at)));
-        line.insert("node".into(), Value::from(sink.node));
-        line.insert("duration_ms".into(), Value::from(entry.started.elapsed().as_secs_f64() * 1e3));
-        // The span's own bookkeeping fields are not request facts.
-        line.extend(entry.fields.into_iter().filter(|(name, _)| !matches!(name.as_str(), "otel.kind" | "otel.name")));
-        let mut text = Value::Object(line).to_string();
-        text.push('\n');
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sink.lines.try_send(text) {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-        }
+fn json(value: &opentelemetry::Value) -> Value {
+    match value {
+        opentelemetry::Value::Bool(b) => Value::Bool(*b),
+        opentelemetry::Value::I64(i) => Value::from(*i),
+        opentelemetry::Value::F64(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        opentelemetry::Value::String(s) => Value::String(s.as_str().to_owned()),
+        other => Value::String(other.to_string()),
     }
 }
 

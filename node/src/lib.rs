@@ -30,6 +30,7 @@ pub mod health;
 pub mod idle_spin;
 pub mod metrics;
 pub mod names;
+pub mod otlp_queue;
 pub mod protocol;
 pub mod providers;
 pub mod proxy;
@@ -41,6 +42,7 @@ pub mod status_history;
 pub mod telemetry;
 pub mod tls_listen;
 pub mod tokens;
+pub mod trace_span;
 pub mod translate;
 
 pub use config::Config;

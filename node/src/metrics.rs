@@ -359,6 +359,7 @@ impl Metrics {
         let _ = writeln!(out, "tollgate_accept_errors_total {}", self.accept_errors.load(Ordering::Relaxed));
         out.push_str("# HELP tollgate_access_log_dropped_total Access log lines dropped because the writer fell behind.\n# TYPE tollgate_access_log_dropped_total counter\n");
         let _ = writeln!(out, "tollgate_access_log_dropped_total {}", crate::access_log::dropped());
+        crate::otlp_queue::render(out);
         out.push_str("# HELP tollgate_gateway_overhead_seconds Time the gateway itself spent before the response headers, upstream wait excluded.\n");
         out.push_str("# TYPE tollgate_gateway_overhead_seconds histogram\n");
         self.overhead.render(out, "tollgate_gateway_overhead_seconds", "");

@@ -1,37 +1,41 @@
 //! Logs and OTLP traces. Logs go to stderr (`RUST_LOG` filters them). Traces are on when the standard
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set: one span per gateway
-//! request following the OpenTelemetry GenAI conventions, a child span per upstream attempt, exported over
-//! gRPC (tonic) by the SDK's batch processor — a bounded queue on its own thread, so a slow or absent
-//! collector never holds a request (spans beyond the queue are dropped). The SDK reads the other standard
-//! variables itself: `OTEL_SERVICE_NAME` (default here: `tollgate`), `OTEL_TRACES_SAMPLER[_ARG]`,
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, or `[node.otlp]`: one span
+//! per gateway request following the OpenTelemetry GenAI conventions and a child span per upstream attempt
+//! (built on the SDK's tracer directly: `trace_span.rs`), and admin writes (a `tracing` span through
+//! `tracing-opentelemetry`: rare, so its cost does not matter). They are exported over gRPC (tonic) by the
+//! SDK's batch processor — a bounded queue drained by its own thread, with the gRPC channel on a runtime of
+//! its own, so a slow or absent collector never holds a request and exporting takes nothing from the
+//! request workers; spans beyond the queue are dropped and counted (`otlp_queue.rs`). The SDK reads the
+//! other standard variables itself: `OTEL_SERVICE_NAME` (default here: `tollgate`), `OTEL_TRACES_SAMPLER[_ARG]`,
 //! `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`.
 //!
-//! With tracing off, the request path creates no span at all ([`request_span`] returns `Span::none()`).
-//! Prompt and completion text are never recorded.
+//! With tracing off, the request path creates no span at all. Prompt and completion text are never recorded.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
 
-/// The `tracing` target of the spans exported over OTLP (and only those: openraft's, hyper's and our own
-/// log spans stay local).
+/// The `tracing` target of the spans exported over OTLP through `tracing-opentelemetry` (admin writes; and
+/// only those: openraft's, hyper's and our own log spans stay local).
 pub const TARGET: &str = "tollgate::otel";
 
-/// The name of the gateway request span (the access log writes one line per such span).
-pub const REQUEST_SPAN: &str = "gen_ai.request";
-
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The tracer of the request spans, once export is set up.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// Whether spans are exported.
 pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
+    TRACER.get().is_some()
+}
+
+/// The SDK tracer request spans are built with; `None` while export is off.
+pub fn tracer() -> Option<&'static SdkTracer> {
+    TRACER.get()
 }
 
 /// The exporter's handle: [`Telemetry::shutdown`] flushes what is queued before the process exits.
@@ -50,9 +54,8 @@ impl Telemetry {
 }
 
 /// Installs the global subscriber: the log layer (filtered by `RUST_LOG`, else `default_filter`) and,
-/// when an OTLP endpoint is configured, the trace exporter. Call inside the tokio runtime: the gRPC
-/// channel is bound to it. A broken exporter setup is logged and leaves tracing off; it never stops the
-/// node.
+/// when an OTLP endpoint is configured, the trace exporter. A broken exporter setup is logged and leaves
+/// tracing off; it never stops the node.
 pub fn init(default_filter: &str, config: Option<&OtlpConfig>) -> Telemetry {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
@@ -65,22 +68,17 @@ pub fn init(default_filter: &str, config: Option<&OtlpConfig>) -> Telemetry {
         None => (None, None),
     };
     let traces = provider.as_ref().map(|provider| {
-        let tracer = provider.tracer("tollgate");
         tracing_opentelemetry::layer()
-            .with_tracer(tracer)
+            .with_tracer(provider.tracer("tollgate"))
             .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO))
     });
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .with(crate::access_log::AccessLogLayer { target: TARGET, span_name: REQUEST_SPAN })
-        .init();
+    tracing_subscriber::registry().with(logs).with(traces).init();
     if let Some(err) = setup_error {
         tracing::warn!(%err, "OTLP trace export could not be set up; tracing is off");
     }
-    if provider.is_some() {
+    if let Some(provider) = &provider {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        ENABLED.store(true, Ordering::Relaxed);
+        let _ = TRACER.set(provider.tracer("tollgate"));
         tracing::info!(endpoint = otlp_endpoint(config).unwrap_or_default(), "exporting traces over OTLP/gRPC");
     }
     Telemetry { provider }
@@ -132,12 +130,18 @@ fn exporter(endpoint: &str, config: Option<&OtlpConfig>) -> anyhow::Result<SdkTr
             builder = builder.with_metadata(metadata);
         }
     }
-    let exporter = builder.build()?;
+    // The gRPC channel's tasks (encoding, HTTP/2, reconnecting) run where it is built: on a runtime of its
+    // own, not on the request workers.
+    let exporter = {
+        let _runtime = export_runtime()?.enter();
+        builder.build()?
+    };
     let mut resource = opentelemetry_sdk::Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name("tollgate");
     }
-    let mut provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build());
+    let mut provider =
+        SdkTracerProvider::builder().with_span_processor(counted_batches(exporter)).with_resource(resource.build());
     if let (Some(ratio), false) = (config.and_then(|c| c.sample_ratio), set("OTEL_TRACES_SAMPLER")) {
         use opentelemetry_sdk::trace::Sampler;
         let ratio = ratio.clamp(0.0, 1.0);
@@ -146,103 +150,29 @@ fn exporter(endpoint: &str, config: Option<&OtlpConfig>) -> anyhow::Result<SdkTr
     Ok(provider.build())
 }
 
-/// The span of one gateway request, continuing the caller's W3C trace context (`traceparent`,
-/// `tracestate`). Its fields are filled in as the phases learn them; `Span::none()` when neither OTLP nor
-/// the access log is on.
-pub fn request_span(method: &http::Method, path: &str, headers: &http::HeaderMap) -> Span {
-    if !enabled() && !crate::access_log::enabled() {
-        return Span::none();
-    }
-    let span = tracing::info_span!(
-        target: TARGET,
-        "gen_ai.request",
-        http.request.method = method.as_str(),
-        url.path = path,
-        http.response.status_code = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        otel.name = tracing::field::Empty,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        gen_ai.operation.name = tracing::field::Empty,
-        gen_ai.request.model = tracing::field::Empty,
-        gen_ai.request.max_tokens = tracing::field::Empty,
-        gen_ai.provider.name = tracing::field::Empty,
-        gen_ai.response.model = tracing::field::Empty,
-        gen_ai.response.finish_reasons = tracing::field::Empty,
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        server.address = tracing::field::Empty,
-        tollgate.org = tracing::field::Empty,
-        tollgate.team = tracing::field::Empty,
-        tollgate.key_id = tracing::field::Empty,
-        tollgate.route = tracing::field::Empty,
-        tollgate.target = tracing::field::Empty,
-        tollgate.cost_usd = tracing::field::Empty,
-        tollgate.ttft_ms = tracing::field::Empty,
-        tollgate.usage_estimated = tracing::field::Empty,
-        tollgate.budget = tracing::field::Empty,
-        tollgate.budget.output_cap = tracing::field::Empty,
-        tollgate.guardrails.flagged = tracing::field::Empty,
-        tollgate.guardrails.blocked = tracing::field::Empty,
-    );
-    if enabled() {
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| propagator.extract(&Headers(headers)));
-        let _ = span.set_parent(parent);
-    }
-    // The caller's trace id (with OTLP on, our spans continue that trace). Not read back from the OTLP span:
-    // asking tracing-opentelemetry for its context starts the span, and the name set later is then lost.
-    if let Some(trace_id) = caller_trace_id(headers) {
-        span.record("trace_id", trace_id);
-    }
-    span
+/// The SDK's batch processor (configured by the `OTEL_BSP_*` variables) with its queue counted.
+fn counted_batches(exporter: opentelemetry_otlp::SpanExporter) -> crate::otlp_queue::CountingProcessor {
+    use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor};
+    const DEFAULT_QUEUE: usize = 2048;
+    let capacity = std::env::var("OTEL_BSP_MAX_QUEUE_SIZE")
+        .ok()
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .filter(|size| *size > 0)
+        .unwrap_or(DEFAULT_QUEUE);
+    let config = BatchConfigBuilder::default().with_max_queue_size(capacity).build();
+    let batches =
+        BatchSpanProcessor::builder(crate::otlp_queue::CountingExporter(exporter)).with_batch_config(config).build();
+    crate::otlp_queue::CountingProcessor::new(batches, capacity)
 }
 
-/// The trace id of a valid W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
-fn caller_trace_id(headers: &http::HeaderMap) -> Option<&str> {
-    let value = headers.get("traceparent")?.to_str().ok()?;
-    let mut parts = value.split('-');
-    let (_version, trace_id) = (parts.next()?, parts.next()?);
-    (trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()) && trace_id != "0".repeat(32))
-        .then_some(trace_id)
-}
-
-/// `span`'s W3C trace context as headers for an upstream request; `None` with tracing off.
-pub fn trace_headers(span: &Span) -> Option<http::HeaderMap> {
-    if span.is_none() {
-        return None;
-    }
-    let context = span.context();
-    let mut headers = http::HeaderMap::new();
-    opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut HeadersMut(&mut headers))
-    });
-    Some(headers)
-}
-
-struct HeadersMut<'a>(&'a mut http::HeaderMap);
-
-impl opentelemetry::propagation::Injector for HeadersMut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) =
-            (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
-        {
-            self.0.insert(name, value);
-        }
-    }
-}
-
-/// The caller's headers, read by the W3C trace-context propagator.
-struct Headers<'a>(&'a http::HeaderMap);
-
-impl opentelemetry::propagation::Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
+/// A one-thread runtime for the exporter's gRPC channel, on its own thread for the life of the process.
+fn export_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("otlp-export".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(handle)
 }
 
 /// The span of one admin write, from the API to its commit: the change, whether this node led (else
@@ -262,25 +192,5 @@ pub fn admin_write_span(change: &str) -> Span {
         tollgate.raft.forwarded = tracing::field::Empty,
         tollgate.raft.index = tracing::field::Empty,
         error.type = tracing::field::Empty,
-    )
-}
-
-/// The child span of one upstream attempt (fallbacks and retries show as siblings).
-pub fn attempt_span(parent: &Span, provider: &str, upstream_model: &str, server_address: &str) -> Span {
-    if parent.is_none() {
-        return Span::none();
-    }
-    tracing::info_span!(
-        target: TARGET,
-        parent: parent,
-        "gen_ai.attempt",
-        otel.name = format!("attempt {provider}/{upstream_model}"),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        gen_ai.provider.name = provider,
-        gen_ai.request.model = upstream_model,
-        server.address = server_address,
-        error.type = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
     )
 }

@@ -22,6 +22,8 @@ pub struct ReceivedSpan {
     /// Attributes as strings (ints and doubles formatted, bools `true`/`false`).
     pub attributes: HashMap<String, String>,
     pub service_name: Option<String>,
+    /// The names of the span's events, in order.
+    pub events: Vec<String>,
 }
 
 impl ReceivedSpan {
@@ -62,6 +64,7 @@ fn flatten(span: &Span, service_name: Option<String>) -> ReceivedSpan {
         parent_span_id: hex(&span.parent_span_id),
         attributes,
         service_name,
+        events: span.events.iter().map(|event| event.name.clone()).collect(),
     }
 }
 

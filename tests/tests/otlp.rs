@@ -13,6 +13,17 @@ use tollgate_tests::*;
 
 /// A node exporting to `endpoint`, flushing its batch every 100 ms.
 async fn node(mock: &MockUpstream, endpoint: &str, name: &str) -> (ChildGuard, u16, tempfile::TempDir) {
+    let (child, api, _admin, dir) = node_with(mock, endpoint, name, &[]).await;
+    (child, api, dir)
+}
+
+/// The same with more environment variables; also returns the admin port (for `/metrics`).
+async fn node_with(
+    mock: &MockUpstream,
+    endpoint: &str,
+    name: &str,
+    env: &[(&str, &str)],
+) -> (ChildGuard, u16, u16, tempfile::TempDir) {
     let (api, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.toml");
@@ -24,10 +35,18 @@ async fn node(mock: &MockUpstream, endpoint: &str, name: &str) -> (ChildGuard, u
             .args(["--listen", &format!("127.0.0.1:{api}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env("OTEL_SERVICE_NAME", name),
+            .env("OTEL_SERVICE_NAME", name)
+            .envs(env.iter().copied()),
     );
     wait_healthy(&reqwest::Client::new(), &format!("http://127.0.0.1:{admin}/healthz")).await;
-    (child, api, dir)
+    (child, api, admin, dir)
+}
+
+/// The exporter's span counter `name` (with `labels`) on the node's `/metrics`, parsed.
+async fn otlp_counter(admin: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let url = format!("http://127.0.0.1:{admin}/metrics");
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    sample(&parse_metrics(&text), name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
 }
 
 async fn chat(api: u16, model: &str, stream: bool, traceparent: &str) -> reqwest::Response {
@@ -94,6 +113,7 @@ async fn requests_are_traced_with_the_genai_attributes_and_the_callers_trace() {
     assert_eq!(streamed.attr("gen_ai.provider.name"), Some("up-anthropic"), "translated to Anthropic");
     assert!(streamed.attr("gen_ai.usage.output_tokens").is_some_and(|n| n != "0"), "{streamed:#?}");
     assert!(streamed.attr("tollgate.ttft_ms").is_some(), "{streamed:#?}");
+    assert_eq!(streamed.events, ["tollgate.first_token", "tollgate.stream.end"], "{streamed:#?}");
 
     // A refusal and a fallback are visible too.
     let refused = chat(api, "no-such-model", false, &format!("00-{trace_id}-00f067aa0ba902b9-01")).await;
@@ -112,12 +132,46 @@ async fn requests_are_traced_with_the_genai_attributes_and_the_callers_trace() {
 async fn a_collector_that_is_down_changes_nothing_for_clients() {
     let mock = MockUpstream::start().await;
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let (_child, api, _dir) = node(&mock, &closed, "tollgate-no-collector").await;
+    let (_child, api, admin, _dir) = node_with(&mock, &closed, "tollgate-no-collector", &[]).await;
     for stream in [false, true, false] {
         let response = chat(api, "gpt-direct", stream, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await;
         assert_eq!(response.status(), 200);
         assert!(!response.text().await.unwrap().is_empty());
     }
+    // The spans are lost, and counted: their export failed.
+    let failed = ("reason", "export_failed");
+    wait_for("failed exports counted", Duration::from_secs(15), || async {
+        (otlp_counter(admin, "tollgate_otlp_spans_dropped_total", &[failed]).await > 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(otlp_counter(admin, "tollgate_otlp_spans_exported_total", &[]).await, 0.0);
+}
+
+/// A collector that accepts connections and never answers: exports hang until their timeout, the queue
+/// (4 spans here) fills, and every span past it is dropped and counted — while clients see nothing.
+#[tokio::test]
+async fn a_stalled_collector_fills_the_queue_and_drops_are_counted() {
+    let mock = MockUpstream::start().await;
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", stalled.local_addr().unwrap());
+    let _held = std::thread::spawn(move || {
+        let held: Vec<_> = stalled.incoming().collect();
+        drop(held);
+    });
+    let env = [("OTEL_BSP_MAX_QUEUE_SIZE", "4"), ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000")];
+    let (_child, api, admin, _dir) = node_with(&mock, &endpoint, "tollgate-stalled-collector", &env).await;
+    assert_eq!(otlp_counter(admin, "tollgate_otlp_queue_capacity", &[]).await, 4.0);
+    for i in 0..12 {
+        let response =
+            chat(api, "gpt-direct", i % 3 == 1, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").await;
+        assert_eq!(response.status(), 200);
+        assert!(!response.text().await.unwrap().is_empty());
+    }
+    // 24 spans (a request and its attempt each), at most 4 queued and 4 in the hanging export.
+    let full = ("reason", "queue_full");
+    let dropped = otlp_counter(admin, "tollgate_otlp_spans_dropped_total", &[full]).await;
+    assert!(dropped >= 16.0, "{dropped} spans dropped");
+    assert!(otlp_counter(admin, "tollgate_otlp_queue_spans", &[]).await <= 4.0);
 }
 
 #[tokio::test]

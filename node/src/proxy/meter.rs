@@ -13,6 +13,7 @@ use crate::config::Price;
 use crate::health::InFlightGuard;
 use crate::metrics::{Outcome, TargetMetrics};
 use crate::tokens::UsageEstimator;
+use crate::trace_span::TraceSpan;
 
 pub struct RequestMeter {
     target: Arc<TargetMetrics>,
@@ -31,7 +32,7 @@ pub struct RequestMeter {
     endpoint: Option<InFlightGuard>,
     /// The request's trace span: usage, cost and TTFT are recorded on it, and holding it keeps it open
     /// until the stream ends.
-    span: tracing::Span,
+    span: TraceSpan,
     /// Why the model stopped, as the provider said it (recorded on the span).
     finish_reason: Option<String>,
 }
@@ -55,7 +56,7 @@ impl RequestMeter {
             admission: None,
             usage_sink: None,
             endpoint: None,
-            span: tracing::Span::none(),
+            span: TraceSpan::none(),
             finish_reason: None,
         }
     }
@@ -64,7 +65,7 @@ impl RequestMeter {
         self.finish_reason = reason;
     }
 
-    pub fn set_span(&mut self, span: tracing::Span) {
+    pub fn set_span(&mut self, span: TraceSpan) {
         self.span = span;
     }
 
@@ -87,6 +88,7 @@ impl RequestMeter {
     pub fn mark_first_token(&mut self) {
         if self.ttft.is_none() {
             self.ttft = Some(self.started.elapsed());
+            self.span.add_event("tollgate.first_token");
         }
     }
 
@@ -158,6 +160,7 @@ impl RequestMeter {
                 self.span.record("tollgate.usage_estimated", usage.estimated);
                 if let Some(ttft) = self.ttft {
                     self.span.record("tollgate.ttft_ms", ttft.as_secs_f64() * 1e3);
+                    self.span.add_event("tollgate.stream.end");
                 }
                 if let Some(reason) = &self.finish_reason {
                     self.span.record("gen_ai.response.finish_reasons", reason.as_str());

@@ -41,6 +41,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::names;
 use crate::routing::{ControlSnapshot, Route};
+use crate::trace_span::TraceSpan;
 
 pub use ingress::Endpoint;
 
@@ -54,8 +55,8 @@ pub struct RequestContext {
     body: Bytes,
     /// Time spent waiting for the upstream, excluded from the gateway's overhead.
     upstream_wait: Duration,
-    /// The request's trace span (`Span::none()` with tracing off); phases record what they learn on it.
-    span: tracing::Span,
+    /// The request's trace span (`TraceSpan::none()` with tracing off); phases record what they learn on it.
+    span: TraceSpan,
 }
 
 /// Phase 5's result: who asks, what they asked, the route it may take, and the prompt's exact token count
@@ -102,7 +103,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     let started = Instant::now();
     let (parts, incoming) = request.into_parts();
     let (endpoint, caller) = ingress::classify(&parts.method, parts.uri.path(), &parts.headers);
-    let span = crate::telemetry::request_span(&parts.method, parts.uri.path(), &parts.headers);
+    let span = TraceSpan::request(&parts.method, parts.uri.path(), &parts.headers);
     let mut context = RequestContext {
         endpoint,
         caller,
@@ -115,8 +116,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     let mut response = match run_phases(&gateway, &mut context, incoming).await {
         Ok(response) => response,
         Err(err) => {
-            context.span.record("error.type", err.kind.label().as_ref());
-            context.span.record("otel.status_code", "ERROR");
+            context.span.fail(err.kind.label().as_ref());
             error_response(&err, context.caller)
         }
     };
@@ -181,7 +181,7 @@ async fn run_phases(
 }
 
 /// The GenAI request attributes, once the request is parsed and routed.
-fn record_request(span: &tracing::Span, endpoint: Endpoint, routed: &Routed<'_>) {
+fn record_request(span: &TraceSpan, endpoint: Endpoint, routed: &Routed<'_>) {
     if span.is_none() {
         return;
     }
@@ -191,7 +191,7 @@ fn record_request(span: &tracing::Span, endpoint: Endpoint, routed: &Routed<'_>)
         _ => "chat",
     };
     let model = routed.request.probe.model.as_ref();
-    span.record("otel.name", format!("{operation} {model}"));
+    span.set_name(|| format!("{operation} {model}"));
     span.record("gen_ai.operation.name", operation);
     span.record("gen_ai.request.model", model);
     span.record("tollgate.route", &*routed.route.name);

@@ -25,6 +25,7 @@ use crate::metrics::Outcome;
 use crate::providers::{read_body, upstream_error, Operation, UpstreamBody, UpstreamRequest};
 use crate::routing::{models_list_anthropic, models_list_openai, RequestHints, Target};
 use crate::tokens::UsageEstimator;
+use crate::trace_span::TraceSpan;
 use crate::translate::{response as translate_response, stream::StreamTranslator};
 
 /// `GET /v1/models`: the routes this key may use, in the caller's list shape.
@@ -222,18 +223,13 @@ async fn attempt(
     let sent_at = Instant::now();
     let mut meter = meter_for(gateway, context, routed, target, admission, sent_at);
     let provider = &target.provider;
-    let attempt_span = crate::telemetry::attempt_span(
-        &context.span,
-        &provider.name,
-        &target.upstream_model,
-        provider.server_address(),
-    );
+    let attempt_span = context.span.attempt(&provider.name, &target.upstream_model, provider.server_address());
     let upstream_request = UpstreamRequest {
         operation,
         body,
         stream: request.probe.stream,
         client_headers: &context.headers,
-        trace_context: crate::telemetry::trace_headers(&attempt_span),
+        trace_context: attempt_span.trace_headers(),
     };
     note_target(&context.span, target, &mut meter);
     let result = target.provider.send(upstream_request).await;
@@ -328,7 +324,7 @@ fn meter_for(
 }
 
 /// The request's span names the attempt's target; the meter keeps the span open until the answer ends.
-fn note_target(span: &tracing::Span, target: &Target, meter: &mut RequestMeter) {
+fn note_target(span: &TraceSpan, target: &Target, meter: &mut RequestMeter) {
     if span.is_none() {
         return;
     }
@@ -341,18 +337,16 @@ fn note_target(span: &tracing::Span, target: &Target, meter: &mut RequestMeter) 
 }
 
 /// The attempt's span gets the upstream's status, or the error; then it ends.
-fn note_result(attempt_span: tracing::Span, result: &GatewayResult<Response<crate::providers::UpstreamBody>>) {
+fn note_result(attempt_span: TraceSpan, result: &GatewayResult<Response<crate::providers::UpstreamBody>>) {
     match result {
         Ok(response) => {
             attempt_span.record("http.response.status_code", response.status().as_u16());
             if !response.status().is_success() {
-                attempt_span.record("error.type", response.status().as_str());
-                attempt_span.record("otel.status_code", "ERROR");
+                attempt_span.fail(response.status().as_str());
             }
         }
         Err(err) => {
-            attempt_span.record("error.type", err.kind.label().as_ref());
-            attempt_span.record("otel.status_code", "ERROR");
+            attempt_span.fail(err.kind.label().as_ref());
         }
     }
 }
