@@ -133,12 +133,13 @@ impl TraceSpan {
         TraceSpan(Some(Arc::new(Shared(Mutex::new(state)))))
     }
 
-    /// The state, when there is something to record into: a recording SDK span or an access log line.
+    /// The state (`None` for `TraceSpan::none()`).
     fn lock(&self) -> Option<MutexGuard<'_, State>> {
         let shared = self.0.as_ref()?;
         Some(shared.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
+    /// The state, when there is something to record into: a recording SDK span or an access log line.
     fn recording(&self) -> Option<MutexGuard<'_, State>> {
         self.lock().filter(|state| state.access.is_some() || state.otel.as_ref().is_some_and(|s| s.is_recording()))
     }
