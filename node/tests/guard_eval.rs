@@ -125,12 +125,21 @@ fn score_injection(file: &str, verbose: bool) -> InjectionReport {
             println!("NEAR {:.2} {:?} [{}] {head}", verdict.score, verdict.rules(), sample.source);
         }
         if verbose && positive != verdict.flagged {
-            let head: String = sample.text.chars().take(160).collect::<String>().replace('\n', " ");
+            let head = head_and_tail(&sample.text);
             let kind = if positive { "MISS" } else { "FALSE" };
             println!("{kind} {:.2} {:?} [{}] {head}", verdict.score, verdict.rules(), sample.source);
         }
     }
     report
+}
+
+/// The first and, for a long text, the last 160 characters (an injection in a document is often at its end).
+fn head_and_tail(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let head: String = chars.iter().take(160).collect();
+    let tail: String = chars.iter().skip(chars.len().saturating_sub(160).max(160)).collect();
+    let joined = if tail.is_empty() { head } else { format!("{head} … {tail}") };
+    joined.replace('\n', " ")
 }
 
 fn print_injection(split: &str, report: &InjectionReport) {
@@ -185,7 +194,7 @@ fn injection_tune() {
         .filter(|sample| sample.scope == "in")
         .map(|sample| (sample.label == "injection", detector.scan(&sample.text).score))
         .collect();
-    for step in 6..=14 {
+    for step in 4..=14 {
         let threshold = step as f32 * 0.05;
         let mut counts = Counts::default();
         for &(positive, score) in &scored {

@@ -23,6 +23,7 @@ pub mod pii;
 pub mod pii_rules;
 pub mod scan;
 pub mod stream;
+pub mod vocabulary;
 
 pub use config::{EntityKind, GuardConfigError, GuardrailAction, GuardrailConfig, GuardrailKind, Replacement};
 pub use guardrail::{Check, Guardrail};
