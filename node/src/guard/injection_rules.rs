@@ -109,7 +109,8 @@ pub const RULES: &[RuleSpec] = &[
         pattern: r"\b(?:new|real|actual|true|secret|hidden)\s+(?:task|objective|mission|goal)\s*(?::|-|!|is\b)",
     },
     RuleSpec {
-        name: "override.from_now_on",
+        // Role-play prompts say it as often as overrides do: counted with the correlated role-play cues.
+        name: "role.from_now_on",
         weight: 0.15,
         pattern: r"\b(?:from now on|for the rest of (?:this|the|our) (?:conversation|chat|session)|henceforth|from this point (?:on|forward)|starting now)\b",
     },
@@ -182,7 +183,7 @@ pub const RULES: &[RuleSpec] = &[
     },
     RuleSpec {
         name: "role.stay_in_character",
-        weight: 0.25,
+        weight: 0.2,
         pattern: r"\bstay(?:ing)? in character\b|\b(?:never|don't|do not|must not)\s+break(?:ing)? character\b|\bbreak(?:ing)? character\b",
     },
     RuleSpec {
