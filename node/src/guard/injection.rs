@@ -1,6 +1,6 @@
 //! The prompt-injection detector: fold the text (`normalize.rs`), run the rule table (`injection_rules.rs`)
-//! over it and over any encoded payload found in it (`decode.rs`), and combine the rules that matched into a
-//! score in [0, 1].
+//! over it and over any encoded payload found in it (`decode.rs`), count the kinds of jailbreak talk in it
+//! (`vocabulary.rs`), and combine the rules that matched into a score in [0, 1].
 //!
 //! Everything is local and allocation-light; the rules are compiled once per process and shared by every
 //! detector. A verdict names each rule that matched with the code-point span of its first match in the
