@@ -125,12 +125,21 @@ fn score_injection(file: &str, verbose: bool) -> InjectionReport {
             println!("NEAR {:.2} {:?} [{}] {head}", verdict.score, verdict.rules(), sample.source);
         }
         if verbose && positive != verdict.flagged {
-            let head: String = sample.text.chars().take(160).collect::<String>().replace('\n', " ");
+            let head = head_and_tail(&sample.text);
             let kind = if positive { "MISS" } else { "FALSE" };
             println!("{kind} {:.2} {:?} [{}] {head}", verdict.score, verdict.rules(), sample.source);
         }
     }
     report
+}
+
+/// The first and, for a long text, the last 160 characters (an injection in a document is often at its end).
+fn head_and_tail(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let head: String = chars.iter().take(160).collect();
+    let tail: String = chars.iter().skip(chars.len().saturating_sub(160).max(160)).collect();
+    let joined = if tail.is_empty() { head } else { format!("{head} … {tail}") };
+    joined.replace('\n', " ")
 }
 
 fn print_injection(split: &str, report: &InjectionReport) {
@@ -157,12 +166,13 @@ fn print_injection(split: &str, report: &InjectionReport) {
 fn injection_eval() {
     let report = score_injection("injection_eval.jsonl", false);
     print_injection("evaluation", &report);
-    // Floors a little under the measurement recorded in tests/data/guard/README.md (precision 0.957,
-    // recall 0.671, F1 0.789, false-positive rate 0.012): a regression fails, noise does not.
+    // Floors a little under the measurement recorded in tests/data/guard/README.md (precision 0.946,
+    // recall 0.744, F1 0.833, false-positive rate 0.016 at threshold 0.30): a regression fails, noise does
+    // not. The false-positive ceiling is the aim.
     let counts = &report.counts;
-    assert!(counts.f1() >= 0.77, "F1 {:.3} below 0.77", counts.f1());
-    assert!(counts.recall() >= 0.65, "recall {:.3} below 0.65", counts.recall());
-    assert!(counts.precision() >= 0.94, "precision {:.3} below 0.94", counts.precision());
+    assert!(counts.f1() >= 0.81, "F1 {:.3} below 0.81", counts.f1());
+    assert!(counts.recall() >= 0.72, "recall {:.3} below 0.72", counts.recall());
+    assert!(counts.precision() >= 0.93, "precision {:.3} below 0.93", counts.precision());
     assert!(counts.fpr() <= 0.02, "false-positive rate {:.3} above 0.02", counts.fpr());
 }
 
@@ -170,22 +180,23 @@ fn injection_eval() {
 fn injection_tune() {
     let report = score_injection("injection_tune.jsonl", verbose());
     print_injection("tuning", &report);
-    // Measured: precision 1.000, recall 0.773, F1 0.872, false-positive rate 0.000 (threshold 0.40).
+    // Measured: precision 1.000, recall 0.830, F1 0.907, false-positive rate 0.000 (threshold 0.30).
     let counts = &report.counts;
     assert!(
-        counts.f1() >= 0.85 && counts.fpr() <= 0.005,
+        counts.f1() >= 0.89 && counts.fpr() <= 0.005,
         "tuning split: F1 {:.3}, FPR {:.3}",
         counts.f1(),
         counts.fpr()
     );
-    // Threshold sweep on the tuning split (the default threshold is chosen from this table).
+    // Threshold sweep on the tuning split: the default is the threshold with the best F1 among those with a
+    // false-positive rate of at most 1 %.
     let detector = InjectionDetector::default();
     let scored: Vec<(bool, f32)> = read_lines::<InjectionSample>("injection_tune.jsonl")
         .into_iter()
         .filter(|sample| sample.scope == "in")
         .map(|sample| (sample.label == "injection", detector.scan(&sample.text).score))
         .collect();
-    for step in 6..=14 {
+    for step in 4..=14 {
         let threshold = step as f32 * 0.05;
         let mut counts = Counts::default();
         for &(positive, score) in &scored {
@@ -204,6 +215,34 @@ fn injection_tune() {
             counts.fpr()
         );
     }
+    print_scan_latency(&detector, "injection_tune.jsonl");
+}
+
+/// Per-prompt scan time over a split, best of three per prompt. Printed, never asserted (machines differ);
+/// an unoptimised test build overstates it, `cargo bench -p tollgate-bench --bench guard` measures release.
+fn print_scan_latency(detector: &InjectionDetector, file: &str) {
+    let mut timings: Vec<std::time::Duration> = read_lines::<InjectionSample>(file)
+        .iter()
+        .map(|sample| {
+            (0..3)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    std::hint::black_box(detector.scan(std::hint::black_box(&sample.text)));
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
+        })
+        .collect();
+    timings.sort();
+    let at = |fraction: f64| timings[((timings.len() - 1) as f64 * fraction).round() as usize].as_secs_f64() * 1e6;
+    println!(
+        "  scan time per prompt ({} prompts, this build): p50 {:.0} us  p95 {:.0} us  max {:.0} us",
+        timings.len(),
+        at(0.5),
+        at(0.95),
+        at(1.0)
+    );
 }
 
 /// Overlap of two code-point spans.

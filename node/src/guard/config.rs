@@ -195,8 +195,9 @@ impl GuardrailConfig {
     }
 }
 
-/// The default injection threshold, chosen on the tuning split (tests/data/guard/README.md).
-pub const DEFAULT_INJECTION_THRESHOLD: f32 = 0.4;
+/// The default injection threshold: the one with the best F1 on the tuning split among those flagging at most
+/// 1 % of its benign prompts (the sweep printed by `injection_tune`; tests/data/guard/README.md).
+pub const DEFAULT_INJECTION_THRESHOLD: f32 = 0.3;
 
 impl GuardrailConfig {
     /// The action in effect: the configured one or the kind's default.

@@ -1,6 +1,6 @@
 //! The prompt-injection detector: fold the text (`normalize.rs`), run the rule table (`injection_rules.rs`)
-//! over it and over any encoded payload found in it (`decode.rs`), and combine the rules that matched into a
-//! score in [0, 1].
+//! over it and over any encoded payload found in it (`decode.rs`), count the kinds of jailbreak talk in it
+//! (`vocabulary.rs`), and combine the rules that matched into a score in [0, 1].
 //!
 //! Everything is local and allocation-light; the rules are compiled once per process and shared by every
 //! detector. A verdict names each rule that matched with the code-point span of its first match in the
@@ -8,13 +8,14 @@
 
 use std::sync::{Arc, LazyLock};
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde::Serialize;
 
 use super::config::{GuardConfigError, GuardrailConfig, DEFAULT_INJECTION_THRESHOLD};
 use super::decode::{self, Encoding};
 use super::injection_rules::{signal, RuleSpec, RULES};
 use super::normalize::Normalized;
+use super::vocabulary::{vocabulary_weight, CUE_KINDS};
 
 /// Scores text for prompt injection against a threshold.
 #[derive(Clone)]
@@ -46,6 +47,8 @@ pub struct RuleMatch {
 
 struct CompiledRules {
     rules: Vec<(&'static RuleSpec, Regex)>,
+    /// One pattern per kind of jailbreak talk (`vocabulary.rs`), matched in one pass.
+    vocabulary: RegexSet,
 }
 
 static COMPILED: LazyLock<Result<Arc<CompiledRules>, String>> = LazyLock::new(|| {
@@ -57,7 +60,9 @@ static COMPILED: LazyLock<Result<Arc<CompiledRules>, String>> = LazyLock::new(||
                 .map_err(|err| format!("injection rule {}: {err}", spec.name))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(Arc::new(CompiledRules { rules }))
+    let vocabulary = RegexSet::new(CUE_KINDS.iter().map(|kind| ascii_word_boundaries(kind.pattern)))
+        .map_err(|err| format!("jailbreak vocabulary: {err}"))?;
+    Ok(Arc::new(CompiledRules { rules, vocabulary }))
 });
 
 /// `\b` as ASCII word boundaries: Unicode ones make the regex engine give up its fast DFA on non-ASCII text,
@@ -92,6 +97,7 @@ impl InjectionDetector {
         let mut matches = Vec::new();
         self.run_rules(&folded, None, &mut matches);
         obfuscation_signals(&folded, &mut matches);
+        self.vocabulary_signal(&folded, &mut matches);
         for payload in decode::payloads(text) {
             let before = matches.len();
             self.run_rules(&Normalized::new(&payload.text), Some(payload.span), &mut matches);
@@ -103,6 +109,15 @@ impl InjectionDetector {
         }
         let score = combine(&matches);
         InjectionVerdict { score, flagged: score >= self.threshold && !matches.is_empty(), matches }
+    }
+
+    /// `role.jailbreak_vocabulary`, over the whole text, when it holds several kinds of jailbreak talk.
+    fn vocabulary_signal(&self, folded: &Normalized, matches: &mut Vec<RuleMatch>) {
+        let kinds = self.rules.vocabulary.matches(&folded.text).iter().count();
+        if let Some(weight) = vocabulary_weight(kinds) {
+            let (start, end) = folded.original_span(0..folded.text.len());
+            push_distinct(matches, RuleMatch { rule: signal::JAILBREAK_VOCABULARY, start, end, weight });
+        }
     }
 
     /// Runs every rule over `folded`; with `span`, matches are reported at that span (a decoded payload's).
@@ -123,7 +138,7 @@ impl Default for InjectionDetector {
     /// compile, which the unit tests rule out.
     fn default() -> Self {
         Self::new(DEFAULT_INJECTION_THRESHOLD).unwrap_or_else(|_| InjectionDetector {
-            rules: Arc::new(CompiledRules { rules: Vec::new() }),
+            rules: Arc::new(CompiledRules { rules: Vec::new(), vocabulary: RegexSet::empty() }),
             threshold: DEFAULT_INJECTION_THRESHOLD,
         })
     }

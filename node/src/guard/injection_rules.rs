@@ -86,7 +86,16 @@ pub const RULES: &[RuleSpec] = &[
         pattern: concat!(
             r"\b",
             ignore_verb!(),
-            r"\s+(?:the\s+|this\s+|all\s+|any\s+|that\s+)?(?:rest of (?:the |this )?)?(?:above\s+|previous\s+|following\s+)?(?:webpage|web page|website|page|document|email|article|paper|post|review|resume|cv|table|caption|image|data|file|summary|user(?:'s)? (?:request|question|instructions?|input|message)|user|translation|code|function|question|task|conversation)s?\s*(?:,\s*|\s+)(?:and\s+)?(?:instead\s+|just\s+|simply\s+|only\s+)?(?:state|say|print|output|respond|reply|write|tell|claim|answer|report|declare|insist|return)\b"
+            r"\s+(?:the\s+|this\s+|all\s+|any\s+|that\s+)?(?:rest of (?:the |this )?)?(?:[a-z]+\s+)?(?:webpage|web page|website|page|document|email|article|paper|post|review|resume|cv|table|caption|image|data|file|summary|content|text|input|user(?:'s)? (?:request|question|instructions?|input|message)|user|translation|code|function|question|task|conversation)s?\s*(?:,\s*|\s+)(?:and\s+)?(?:instead\s+|just\s+|simply\s+|only\s+)?(?:state|say|print|output|respond|reply|write|tell|claim|answer|report|declare|insist|return)\b"
+        ),
+    },
+    RuleSpec {
+        name: "override.ignore_the_rules",
+        weight: 0.6,
+        pattern: concat!(
+            r"\b",
+            ignore_verb!(),
+            r"(?:\s+about)?\s+(?:all|any|every|each|those|these|such|the|your|my)\s+(?:\S+\s+){0,4}?(?:rules|instructions|guidelines|restrictions|constraints|directives|limitations|programming|policies|safeguards|filters|ethics|morals)\b|\b(?:instructions|rules|guidelines|restrictions|directives|programming)\s+(?:\S+\s+){0,4}?(?:(?:should|must|can|are to|will)\s+(?:now\s+)?be\s+(?:ignored|disregarded|forgotten|overridden|discarded|dropped)|(?:no longer|do not|don't)\s+apply|(?:are|is)\s+(?:now\s+)?(?:void|cancel+ed|revoked|lifted|null and void|suspended))\b"
         ),
     },
     RuleSpec {
@@ -100,7 +109,8 @@ pub const RULES: &[RuleSpec] = &[
         pattern: r"\b(?:new|real|actual|true|secret|hidden)\s+(?:task|objective|mission|goal)\s*(?::|-|!|is\b)",
     },
     RuleSpec {
-        name: "override.from_now_on",
+        // Role-play prompts say it as often as overrides do: counted with the correlated role-play cues.
+        name: "role.from_now_on",
         weight: 0.15,
         pattern: r"\b(?:from now on|for the rest of (?:this|the|our) (?:conversation|chat|session)|henceforth|from this point (?:on|forward)|starting now)\b",
     },
@@ -161,12 +171,19 @@ pub const RULES: &[RuleSpec] = &[
     },
     RuleSpec {
         name: "role.persona_switch",
-        weight: 0.3,
+        weight: 0.25,
         pattern: r"\byou are (?:now|no longer|going to (?:act|pretend|play|be|simulate|roleplay))\b|\bfrom now on,? you (?:are|will|must|shall)\b|\byou will now (?:act|be|respond|simulate|pretend)\b|\bpretend (?:to be|that you are|you are) (?:an?\s+)?(?:\S+\s+)?(?:ai|model|assistant|chatbot|gpt)\b",
     },
     RuleSpec {
-        name: "role.stay_in_character",
+        // A persona named after the model ("DarkGPT", "4chanGPT"), too weak alone (AutoGPT is a real project);
+        // the prefix is spelled out to exclude "chat", since the regex engine has no look-ahead.
+        name: "role.custom_gpt_persona",
         weight: 0.25,
+        pattern: r"\b(?:[a-z0-9]{1,3}|[a-z0-9]{5,}|[abd-z0-9][a-z0-9]{3}|c[a-gi-z0-9][a-z0-9]{2}|ch[b-z0-9][a-z0-9]|cha[a-su-z0-9])-?gpt\b",
+    },
+    RuleSpec {
+        name: "role.stay_in_character",
+        weight: 0.2,
         pattern: r"\bstay(?:ing)? in character\b|\b(?:never|don't|do not|must not)\s+break(?:ing)? character\b|\bbreak(?:ing)? character\b",
     },
     RuleSpec {
@@ -187,7 +204,7 @@ pub const RULES: &[RuleSpec] = &[
     RuleSpec {
         name: "role.special_mode",
         weight: 0.5,
-        pattern: r"\b(?:you are|you're|you will|i am|i'm|entering|enter|activating|activate|initiating|switch(?:ing)? to|now in)\b(?:\s+\S+){0,4}?\s+['‘“]?(?:maintenance|god|sudo|admin|developer|debug|unrestricted|system|test|root|superuser|override)\s+mode\b",
+        pattern: r"\b(?:you are|you're|you will|i am|i'm|entering|enter|activating|activate|initiating|switch(?:ing)? to|now in)\b(?:\s+\S+){0,4}?\s+['‘“]?(?:maintenance|god|sudo|admin|developer|debug|unrestricted|system|test|root|superuser|override)\s+mode\b|\b(?:now entering|i'm entering|i am entering|entering|activating|initiating|engaging)\s+(?:an?\s+|the\s+)?['‘“]?(?:[a-z-]+\s+){1,3}?mode\b|\b(?:in|into|enter|entering)\s+(?:an?\s+)?(?:override|sudo|god|admin|jailbreak|unrestricted)\s+mode\b",
     },
     RuleSpec {
         name: "role.claims_authority",
@@ -219,6 +236,11 @@ pub const RULES: &[RuleSpec] = &[
         name: "leak.what_were_you_told",
         weight: 0.55,
         pattern: r"\bwhat (?:were|have) you (?:been )?(?:told|instructed|programmed|asked) (?:to|before|not)\b|\bwhat (?:are|were) you (?:not )?(?:supposed|allowed|instructed|told) (?:not )?to (?:say|tell|reveal|share|do)\b|\bwhat (?:is|was) (?:written|said) (?:above|before)\b|\bwhat (?:are|were) (?:those|these|your|the) (?:previous |initial |original )?instructions\b",
+    },
+    RuleSpec {
+        name: "leak.own_prompt",
+        weight: 0.45,
+        pattern: r"\byour\s+(?:own\s+)?(?:system|initial|original|starting|hidden|internal|secret|underlying|confidential|full|complete|entire|exact|pre-?)\s+(?:prompt|instructions|message|configuration|directives|guidelines|setup)\b|\byour (?:initiali[sz]ation|pre-?prompt|preamble|developer message|system message)\b|\b(?:instructions|rules|guidelines|prompt) you (?:were|have been|are) (?:given|told|programmed)\b",
     },
     RuleSpec {
         name: "leak.secret_request",
@@ -304,7 +326,7 @@ pub const RULES: &[RuleSpec] = &[
     RuleSpec {
         name: "role.must_obey",
         weight: 0.45,
-        pattern: r"\byou (?:have to|must|will|shall|are (?:required|obligated|forced) to)\s+(?:always\s+)?(?:answer|obey|comply with|do)\s+(?:all|every|any|everything|whatever)\b(?:\s+\S+){0,3}?\s*(?:i say|questions?|requests?|commands?|orders?|i ask|i tell you|i want)\b",
+        pattern: r"\byou (?:must|have to|will|shall|need to) (?:now )?(?:listen to|follow|obey|comply with|do as) (?:my|only my|these new|my new) (?:instructions|orders|commands|rules|directions)\b|\byou (?:have to|must|will|shall|are (?:required|obligated|forced) to)\s+(?:always\s+)?(?:answer|obey|comply with|do)\s+(?:all|every|any|everything|whatever)\b(?:\s+\S+){0,3}?\s*(?:i say|questions?|requests?|commands?|orders?|i ask|i tell you|i want)\b",
     },
     RuleSpec {
         name: "role.fake_update",
@@ -339,7 +361,7 @@ pub const RULES: &[RuleSpec] = &[
     RuleSpec {
         name: "template.system_tag",
         weight: 0.45,
-        pattern: r"<\s*(?:system|system mode|system override|admin|sudo|root|developer mode|system prompt)\s*>",
+        pattern: r"<\s*(?:system|system mode|system override|admin|sudo|root|developer mode|system prompt)\s*>|<\s*(?:[a-z]+[ _-]){0,3}?(?:system|admin|sudo|root|developer)[ _-](?:mode|override|prompt|access|command)(?:[ _-][a-z]+){0,2}\s*>|\b(?:developer|admin|system|security|training data|root|sudo)\s+(?:\S+\s+)?override\s*(?:mode\b|:)",
     },
     RuleSpec {
         name: "role.tagged_answers",
@@ -350,7 +372,7 @@ pub const RULES: &[RuleSpec] = &[
     RuleSpec {
         name: "obfuscation.decode_and_follow",
         weight: 0.55,
-        pattern: r"\b(?:decode|decipher|decrypt|translate|convert|unscramble|reverse)\b(?:\s+\S+){0,5}?\s+(?:and|then)\s+(?:follow|execute|obey|perform|carry out|run|act on|comply with|do what it says|do as it says)\b",
+        pattern: r"\b(?:decode|decipher|decrypt)\s+(?:this|the following|the)\s+(?:\S+\s+){0,2}?(?:string|cipher|code|message|text|sequence)\b.{0,40}?\b(?:and|then)\s+(?:tell me what it says|answer|respond to|reply to|do what it says|follow)\b|\b(?:decode|decipher|decrypt|translate|convert|unscramble|reverse)\b(?:\s+\S+){0,5}?\s+(?:and|then)\s+(?:follow|execute|obey|perform|carry out|run|act on|comply with|do what it says|do as it says)\b",
     },
     RuleSpec {
         name: "obfuscation.payload_splitting",
@@ -384,6 +406,8 @@ pub mod signal {
     pub const QUOTED_MENTION: f32 = 0.3;
     /// Weight factor for the second and later rules of one family (see `combine` in injection.rs).
     pub const SAME_FAMILY: f32 = 0.5;
+    /// Several kinds of jailbreak talk in one text (`vocabulary.rs`); the weight depends on how many.
+    pub const JAILBREAK_VOCABULARY: &str = "role.jailbreak_vocabulary";
     /// A decoded payload that itself matched a rule.
     pub const ENCODED_INSTRUCTION: f32 = 0.45;
 }

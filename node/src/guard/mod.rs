@@ -2,7 +2,7 @@
 //! by `tollgate guard scan`, so a configuration can be tried offline against exactly what the gateway runs.
 //!
 //! - [`InjectionDetector`] scores a text in [0, 1] from pattern families after undoing obfuscation
-//!   (`normalize`, `decode`, `injection_rules`).
+//!   (`normalize`, `decode`, `injection_rules`, `vocabulary`).
 //! - [`PiiDetector`] finds and rewrites PII and secrets (`pii_rules`, `checksum`); [`StreamRedactor`] does the
 //!   same on text arriving in chunks, holding back a bounded tail.
 //! - [`Guardrail`] is one `[[guardrails]]` entry ([`GuardrailConfig`]) with its detector built.
@@ -23,6 +23,7 @@ pub mod pii;
 pub mod pii_rules;
 pub mod scan;
 pub mod stream;
+pub mod vocabulary;
 
 pub use config::{EntityKind, GuardConfigError, GuardrailAction, GuardrailConfig, GuardrailKind, Replacement};
 pub use guardrail::{Check, Guardrail};
