@@ -147,13 +147,27 @@ fn ours_record(target: &TargetMetrics, usage: &Usage) {
     target.record(Outcome::Ok, Some(usage), &PRICE, DURATION, Some(TTFT));
 }
 
+/// One target's series, both ways, and a request's usage.
+struct Setup {
+    target: std::sync::Arc<TargetMetrics>,
+    official: Official,
+    labels: Labels,
+    handles: Handles,
+    usage: Usage,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let target = Metrics::default().target("gpt-direct", "up-openai", "mock-gpt");
+        let official = Official::new();
+        let labels = target_labels();
+        let handles = Handles::new(&official, &labels);
+        Setup { target, official, labels, handles, usage: usage() }
+    }
+}
+
 fn bench(c: &mut Criterion) {
-    let metrics = Metrics::default();
-    let target = metrics.target("gpt-direct", "up-openai", "mock-gpt");
-    let official = Official::new();
-    let labels = target_labels();
-    let handles = Handles::new(&official, &labels);
-    let usage = usage();
+    let Setup { target, official, labels, handles, usage } = Setup::new();
     let mut group = c.benchmark_group("metrics_per_request");
     group.bench_function("tollgate", |b| b.iter(|| ours_record(black_box(&target), black_box(&usage))));
     group.bench_function("prometheus_client_handles", |b| {
@@ -182,12 +196,7 @@ fn contended(threads: usize, record: impl Fn() + Sync) -> f64 {
 }
 
 fn ratios() {
-    let metrics = Metrics::default();
-    let target = metrics.target("gpt-direct", "up-openai", "mock-gpt");
-    let official = Official::new();
-    let labels = target_labels();
-    let handles = Handles::new(&official, &labels);
-    let usage = usage();
+    let Setup { target, official, labels, handles, usage } = Setup::new();
     println!("\nratios (plain loops, ns per recorded request; the machine's noise applies):");
     for threads in [1, 2] {
         let ours = contended(threads, || ours_record(&target, &usage));
