@@ -78,8 +78,11 @@ impl ConsensusConfig {
     }
 }
 
-/// Why a cluster call failed, mapped to HTTP statuses by the admin API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+/// Why a cluster call failed, mapped to HTTP statuses by the admin API. Travels between nodes (a forwarded
+/// write's answer) as `{"Variant": "message"}`; a variant this version does not know, from a newer peer
+/// during a rolling upgrade, reads as [`ClusterError::Internal`] with its name and message kept, instead of
+/// failing the whole answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 pub enum ClusterError {
     /// No leader reachable / no quorum within the timeout (503).
     #[error("no quorum: {0}")]
@@ -95,6 +98,24 @@ pub enum ClusterError {
     TooLarge(String),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl<'de> Deserialize<'de> for ClusterError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = std::collections::BTreeMap::<String, String>::deserialize(deserializer)?;
+        let mut entries = wire.into_iter();
+        let (Some((variant, message)), None) = (entries.next(), entries.next()) else {
+            return Err(serde::de::Error::custom("a cluster error is one variant and its message"));
+        };
+        Ok(match variant.as_str() {
+            "NoQuorum" => ClusterError::NoQuorum(message),
+            "Invalid" => ClusterError::Invalid(message),
+            "NotFound" => ClusterError::NotFound(message),
+            "TooLarge" => ClusterError::TooLarge(message),
+            "Internal" => ClusterError::Internal(message),
+            _ => ClusterError::Internal(format!("{variant} (from a newer peer): {message}")),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -183,5 +204,27 @@ impl std::io::Write for ByteCounter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterError;
+
+    /// Every variant survives the trip between nodes; one from a newer peer reads as internal, named.
+    #[test]
+    fn cluster_errors_round_trip_and_a_newer_variant_is_read_as_internal() {
+        for error in [
+            ClusterError::NoQuorum("a".into()),
+            ClusterError::Invalid("b".into()),
+            ClusterError::NotFound("c".into()),
+            ClusterError::TooLarge("d".into()),
+            ClusterError::Internal("e".into()),
+        ] {
+            let json = serde_json::to_string(&error).unwrap_or_default();
+            assert_eq!(serde_json::from_str::<ClusterError>(&json).ok(), Some(error), "{json}");
+        }
+        let newer: Result<Result<(), ClusterError>, _> = serde_json::from_str(r#"{"Err":{"Throttled":"slow down"}}"#);
+        assert_eq!(newer.ok(), Some(Err(ClusterError::Internal("Throttled (from a newer peer): slow down".into()))));
     }
 }
