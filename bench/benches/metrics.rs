@@ -1,6 +1,7 @@
-//! Issue 19: recording one request's metrics with Tollgate's own counters (`node/src/metrics.rs`: relaxed
-//! atomics on a per-target struct made when the route table is built) against the official
-//! `prometheus-client` crate doing the same work (the same counters and three histograms, with labels).
+//! Issue 19: recording one request's metrics with Tollgate's `TargetMetrics` (`node/src/metrics/`: first
+//! relaxed atomics on a per-target struct; since the migration, `prometheus-client` counter handles resolved
+//! when the route table is built, and Tollgate's lock-free histograms encoded by the crate) against the
+//! `prometheus-client` crate used alone (the same counters and three of its own histograms, with labels).
 //!
 //! Two ways to use `prometheus-client`: the idiomatic one (`Family::get_or_create` with the labels on every
 //! request: a read lock and a hash of the labels) and the cheapest one (the label set resolved once, its

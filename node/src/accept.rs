@@ -2,7 +2,6 @@
 //! settings, the per-listener connection cap, the handshake and idle deadlines (see `connection.rs`), and
 //! dispatch to the proxy or the admin router. `server.rs` owns the loop and the shutdown around it.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,7 +69,7 @@ impl Acceptor {
 
     /// A failed `accept` (EMFILE and friends): counted, then a short back-off instead of a spin.
     pub async fn accept_failed(&self, err: std::io::Error, listener: Listener) {
-        self.gateway.metrics.accept_errors.fetch_add(1, Ordering::Relaxed);
+        self.gateway.metrics.accept_errors.inc();
         tracing::warn!(%err, ?listener, "accept failed; backing off 50 ms");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -82,7 +81,7 @@ impl Acceptor {
         let _ = stream.set_nodelay(true);
         let slots = if listener == Listener::Admin { &self.admin_slots } else { &self.api_slots };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            self.gateway.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            self.gateway.metrics.connections_refused.inc();
             tracing::warn!(?listener, "connection refused: listener at limits.max_connections");
             tokio::spawn(async move {
                 use tokio::io::AsyncWriteExt as _;
@@ -123,7 +122,7 @@ impl Acceptor {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => return tracing::debug!(%err, ?listener, "TLS handshake failed"),
                 Err(_) => {
-                    metrics.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                    metrics.connections_timed_out.inc();
                     return tracing::debug!(?listener, "TLS handshake not finished at the handshake deadline");
                 }
             };
@@ -188,7 +187,7 @@ impl Deadlines {
                 () = expired => {
                     let now = std::time::Instant::now();
                     if self.activity.deadline(self.handshake, self.idle).is_some_and(|at| at <= now) {
-                        metrics.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+                        metrics.connections_timed_out.inc();
                         tracing::debug!("closing a client connection at its handshake or idle deadline");
                         return; // dropping the connection closes it
                     }

@@ -41,8 +41,8 @@ impl Sample {
         Sample {
             at,
             counts: WindowStats {
-                ok: metrics.requests_ok.load(Ordering::Relaxed),
-                errors: metrics.requests_error.load(Ordering::Relaxed),
+                ok: metrics.requests_ok.get(),
+                errors: metrics.requests_error.get(),
                 ttft: metrics.ttft.bucket_counts(),
                 per_token: metrics.time_per_output_token.bucket_counts(),
             },
@@ -262,7 +262,7 @@ async fn tick(gateway: &Weak<Gateway>, history: &mut HashMap<usize, VecDeque<Sam
         if verdict == Verdict::Healthy && breaker_open(route, *canary_index) {
             verdict = Verdict::BreakerOpen;
         }
-        gateway.metrics.canary_judgements.fetch_add(1, Ordering::Relaxed);
+        gateway.metrics.canary_judgements.inc();
         if verdict != Verdict::Healthy {
             roll_back(&gateway, route, *canary_index, verdict, &canary_stats, &stable_stats).await;
         }

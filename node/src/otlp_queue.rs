@@ -7,7 +7,6 @@
 //! many are waiting (in the channel or in the batch being assembled), so the SDK's channel never overflows
 //! and no drop goes uncounted.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -98,26 +97,21 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
 }
 
 /// The queue's series, for `/metrics`.
-pub fn render(out: &mut String) {
-    let _ = writeln!(
-        out,
-        "# HELP tollgate_otlp_spans_exported_total Trace spans the OTLP collector accepted.\n\
-         # TYPE tollgate_otlp_spans_exported_total counter\n\
-         tollgate_otlp_spans_exported_total {}\n\
-         # HELP tollgate_otlp_spans_dropped_total Trace spans lost: the export queue was full (collector slow or stalled), or their export failed (collector down).\n\
-         # TYPE tollgate_otlp_spans_dropped_total counter\n\
-         tollgate_otlp_spans_dropped_total{{reason=\"queue_full\"}} {}\n\
-         tollgate_otlp_spans_dropped_total{{reason=\"export_failed\"}} {}\n\
-         # HELP tollgate_otlp_queue_spans Trace spans waiting for export.\n\
-         # TYPE tollgate_otlp_queue_spans gauge\n\
-         tollgate_otlp_queue_spans {}\n\
-         # HELP tollgate_otlp_queue_capacity The export queue's bound (0: OTLP export is off).\n\
-         # TYPE tollgate_otlp_queue_capacity gauge\n\
-         tollgate_otlp_queue_capacity {}",
-        EXPORTED.load(Ordering::Relaxed),
-        DROPPED_FULL.load(Ordering::Relaxed),
-        DROPPED_FAILED.load(Ordering::Relaxed),
-        WAITING.load(Ordering::Relaxed),
-        CAPACITY.load(Ordering::Relaxed),
-    );
+pub fn collect(snapshot: &mut crate::metrics::Snapshot) {
+    snapshot
+        .counter("tollgate_otlp_spans_exported", "Trace spans the OTLP collector accepted.")
+        .sample(&[], EXPORTED.load(Ordering::Relaxed));
+    snapshot
+        .counter(
+            "tollgate_otlp_spans_dropped",
+            "Trace spans lost: the export queue was full (collector slow or stalled), or their export failed (collector down).",
+        )
+        .sample(&[("reason", "queue_full")], DROPPED_FULL.load(Ordering::Relaxed))
+        .sample(&[("reason", "export_failed")], DROPPED_FAILED.load(Ordering::Relaxed));
+    snapshot
+        .gauge("tollgate_otlp_queue_spans", "Trace spans waiting for export.")
+        .sample(&[], WAITING.load(Ordering::Relaxed));
+    snapshot
+        .gauge("tollgate_otlp_queue_capacity", "The export queue's bound (0: OTLP export is off).")
+        .sample(&[], CAPACITY.load(Ordering::Relaxed));
 }

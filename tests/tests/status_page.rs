@@ -1,14 +1,16 @@
 //! The live status page (issue 19) in a real headless Chromium (Debian's `chromium`; `.ci/run` installs it):
 //! served by a node of a three-node cluster, it shows three members and the leader, readable without
-//! JavaScript, and its request-rate chart changes after traffic. `TOLLGATE_SCREENSHOT=docs/status-page.png`
+//! JavaScript, its request-rate chart changes after traffic, and with the admin token (handed over in the
+//! URL's fragment) it draws the org's budget use as a bar that matches the ledger. `TOLLGATE_SCREENSHOT=docs/status-page.png`
 //! also saves a screenshot (the one in docs/ was made so).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-use tollgate_tests::cluster::TestCluster;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tollgate_tests::cluster::{TestCluster, ADMIN_TOKEN};
 use tollgate_tests::*;
 
 fn chromium() -> String {
@@ -64,6 +66,9 @@ async fn the_status_page_shows_the_cluster_and_its_charts_move_with_traffic() {
     let cluster = TestCluster::start(3).await;
     cluster.wait_ready().await;
     let leader = cluster.wait_leader().await;
+    let budget = json!({"scope": {"org": "acme"}, "limit_tokens": 100_000, "period": "day"});
+    let (status, out) = cluster.admin(cluster.node(2), Method::PUT, "/admin/v1/budgets", Some(budget)).await;
+    assert_eq!(status, 200, "{out}");
     let url = format!("{}/", cluster.node(1).admin_url());
 
     // Without JavaScript: the server-rendered tables.
@@ -103,6 +108,23 @@ async fn the_status_page_shows_the_cluster_and_its_charts_move_with_traffic() {
     let after = rendered(&url).await;
     assert!(chart_sum(&after, "chart-rps") > 0.0, "the request-rate chart moved after traffic");
     assert!(chart_sum(&after, "chart-ttft") > 0.0, "and the TTFT chart");
+    assert!(!after.contains("data-share="), "no budgets without the admin token");
+
+    // With the token: the org's bar, at the share of its limit the ledger reports as used.
+    let used = wait_for("the traffic's usage in the ledger", Duration::from_secs(15), || async {
+        let budget = cluster.admin_get(cluster.node(1), "/admin/v1/budgets?org=acme").await.ok()?;
+        budget["used"].as_u64().filter(|used| *used > 0)
+    })
+    .await;
+    let with_token = rendered(&format!("{url}#token={ADMIN_TOKEN}")).await;
+    let row = with_token.split("<tr>").find(|row| row.contains("acme")).unwrap_or_else(|| panic!("{with_token}"));
+    let share: f64 = row.split("data-share=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().parse().unwrap();
+    // At least what the ledger said a moment ago, at most twice what the upstream served (billing is
+    // exact for a provider that reports usage; the slack is only for reports still in flight).
+    let served = (cluster.mock.input_tokens_served() + cluster.mock.output_tokens_served()) as f64;
+    let (floor, ceiling) = (used as f64 / 100_000.0 - 1e-4, 2.0 * served / 100_000.0 + 1e-4);
+    assert!(share >= floor && share <= ceiling, "bar {share}: ledger {used}, served {served} of 100000");
+    assert!(!with_token.contains(ADMIN_TOKEN), "the token is not left in the page");
 
     if let Ok(path) = std::env::var("TOLLGATE_SCREENSHOT") {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);

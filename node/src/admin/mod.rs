@@ -117,10 +117,11 @@ fn json(status: StatusCode, body: &'static str) -> Response {
 }
 
 async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
-    let mut body = gateway.metrics.render();
-    crate::gossip::render_metrics(&gateway.endpoints, gateway.gossip.get(), &mut body);
-    cluster_metrics::render(&gateway, &mut body);
-    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    let mut snapshot = crate::metrics::Snapshot::default();
+    crate::gossip::collect_metrics(&gateway.endpoints, gateway.gossip.get(), &mut snapshot);
+    cluster_metrics::collect(&gateway, &mut snapshot);
+    let body = gateway.metrics.render(snapshot);
+    ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
 async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {

@@ -10,7 +10,7 @@ mod admin;
 pub mod keys;
 pub mod sealed;
 
-pub use admin::{admin_view, render_metrics};
+pub use admin::{admin_view, collect_metrics};
 pub use sealed::{SealStats, SecretSource};
 
 #[cfg(test)]

@@ -27,7 +27,6 @@ mod upstream;
 
 pub use body::ResponseBody;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -99,7 +98,7 @@ impl PromptTokens {
 
 /// Serves one request on the API listener.
 pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Response<ResponseBody> {
-    gateway.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    gateway.metrics.in_flight.inc();
     let started = Instant::now();
     let (parts, incoming) = request.into_parts();
     let (endpoint, caller) = ingress::classify(&parts.method, parts.uri.path(), &parts.headers);
@@ -127,7 +126,7 @@ pub async fn handle(gateway: Arc<Gateway>, request: Request<Incoming>) -> Respon
     headers.insert(names::X_TOLLGATE_OVERHEAD_US, HeaderValue::from(overhead.as_micros() as u64));
     gateway.metrics.overhead.observe(overhead);
     gateway.metrics.record_response(response.status().as_u16());
-    gateway.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    gateway.metrics.in_flight.dec();
     response
 }
 

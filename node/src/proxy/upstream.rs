@@ -171,7 +171,7 @@ async fn try_targets(
                 if !route.falls_back_on(&err) {
                     return Some(Err(err));
                 }
-                target.metrics.fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                target.metrics.fallbacks.inc();
                 if let Some(reason) = reason {
                     target.metrics.record_fallback_reason(reason);
                 }
