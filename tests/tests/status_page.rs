@@ -108,7 +108,9 @@ async fn the_status_page_shows_the_cluster_and_its_charts_move_with_traffic() {
     let after = rendered(&url).await;
     assert!(chart_sum(&after, "chart-rps") > 0.0, "the request-rate chart moved after traffic");
     assert!(chart_sum(&after, "chart-ttft") > 0.0, "and the TTFT chart");
-    assert!(!after.contains("data-share="), "no budgets without the admin token");
+    let bars =
+        |dom: &str| dom.split("data-share=\"").skip(1).filter(|r| r.starts_with(|c: char| c.is_ascii_digit())).count();
+    assert_eq!(bars(&after), 0, "no budgets without the admin token");
 
     // With the token: the org's bar, at the share of its limit the ledger reports as used.
     let used = wait_for("the traffic's usage in the ledger", Duration::from_secs(15), || async {
@@ -117,6 +119,7 @@ async fn the_status_page_shows_the_cluster_and_its_charts_move_with_traffic() {
     })
     .await;
     let with_token = rendered(&format!("{url}#token={ADMIN_TOKEN}")).await;
+    assert_eq!(bars(&with_token), 1, "one budget, one bar");
     let row = with_token.split("<tr>").find(|row| row.contains("acme")).unwrap_or_else(|| panic!("{with_token}"));
     let share: f64 = row.split("data-share=\"").nth(1).and_then(|r| r.split('"').next()).unwrap().parse().unwrap();
     // At least what the ledger said a moment ago, at most twice what the upstream served (billing is
@@ -132,7 +135,7 @@ async fn the_status_page_shows_the_cluster_and_its_charts_move_with_traffic() {
         let status = headless(profile.path())
             .args(["--virtual-time-budget=5000", "--window-size=1100,780"])
             .arg(format!("--screenshot={}", path.display()))
-            .arg(&url)
+            .arg(format!("{url}#token={ADMIN_TOKEN}"))
             .status()
             .unwrap();
         assert!(status.success());
