@@ -100,6 +100,17 @@ targets = [ {{ provider = "flaky", model = "f", priority = 0 }}, {{ provider = "
     assert_eq!(flaky.request_count(), 5, "nodes 2 and 3 never sent the dead endpoint a request");
     let view = gossip(&cluster, 2).await;
     assert_eq!(view["view"]["endpoints"]["flaky"]["reports"]["1"]["state"], "open", "{view}");
+
+    // The gossip series on node 2's `/metrics`, parsed, say what its admin view says.
+    let text = cluster.client.get(format!("{}/metrics", cluster.node(2).admin_url())).send().await.unwrap();
+    let metrics = parse_metrics(&text.text().await.unwrap());
+    let value = |name: &str, labels: &[(&str, &str)]| sample(&metrics, name, labels);
+    assert_eq!(value("tollgate_gossip_live_members", &[]), Some(3.0));
+    assert_eq!(value("tollgate_gossip_members", &[("alive", "true"), ("trusted", "true")]), Some(3.0));
+    let reports = view["view"]["endpoints"]["flaky"]["reports"].as_object().unwrap().len() as f64;
+    assert_eq!(value("tollgate_gossip_endpoint_reports", &[("endpoint", "flaky"), ("kind", "health")]), Some(reports));
+    assert_eq!(value("tollgate_endpoint_open_on_peer", &[("endpoint", "flaky")]), Some(1.0));
+    assert_eq!(value("tollgate_endpoint_breaker_state", &[("endpoint", "flaky"), ("state", "closed")]), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

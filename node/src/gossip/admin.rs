@@ -99,9 +99,27 @@ pub fn collect_metrics(registry: &EndpointRegistry, cluster: Option<&Gossip>, sn
         kv.sample(&[("endpoint", name)], gpu.kv_use);
     }
     if let Some(cluster) = cluster {
+        let view = cluster.view();
         snapshot
             .gauge("tollgate_gossip_live_members", "Nodes gossip considers alive (this one included).")
-            .sample(&[], cluster.view().live_members().count());
+            .sample(&[], view.live_members().count());
+        snapshot
+            .gauge(
+                "tollgate_gossip_members",
+                "Nodes gossip knows, by liveness and whether they pass the member filter (a Raft member at its address).",
+            )
+            .sample(&[("alive", "true"), ("trusted", "true")], view.members.iter().filter(|m| m.alive && m.trusted).count())
+            .sample(&[("alive", "true"), ("trusted", "false")], view.members.iter().filter(|m| m.alive && !m.trusted).count())
+            .sample(&[("alive", "false"), ("trusted", "true")], view.members.iter().filter(|m| !m.alive && m.trusted).count())
+            .sample(&[("alive", "false"), ("trusted", "false")], view.members.iter().filter(|m| !m.alive && !m.trusted).count());
+        let seen = snapshot.gauge(
+            "tollgate_gossip_endpoint_reports",
+            "Live nodes whose health report of the endpoint this node holds (this one included), and of those how many have a fresh GPU scrape.",
+        );
+        for (name, endpoint) in &view.endpoints {
+            seen.sample(&[("endpoint", name), ("kind", "health")], endpoint.reports.len());
+            seen.sample(&[("endpoint", name), ("kind", "gpu")], endpoint.gpu.len());
+        }
         if let Some(stats) = cluster.seal_stats() {
             let refused = snapshot.counter(
                 "tollgate_gossip_datagrams_refused",
