@@ -120,6 +120,7 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     let mut snapshot = crate::metrics::Snapshot::default();
     crate::gossip::collect_metrics(&gateway.endpoints, gateway.gossip.get(), &mut snapshot);
     cluster_metrics::collect(&gateway, &mut snapshot);
+    crate::otlp_queue::collect(&mut snapshot);
     let body = gateway.metrics.render(snapshot);
     ([(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }

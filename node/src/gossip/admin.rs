@@ -99,39 +99,45 @@ pub fn collect_metrics(registry: &EndpointRegistry, cluster: Option<&Gossip>, sn
         kv.sample(&[("endpoint", name)], gpu.kv_use);
     }
     if let Some(cluster) = cluster {
-        let view = cluster.view();
-        snapshot
-            .gauge("tollgate_gossip_live_members", "Nodes gossip considers alive (this one included).")
-            .sample(&[], view.live_members().count());
-        snapshot
-            .gauge(
-                "tollgate_gossip_members",
-                "Nodes gossip knows, by liveness and whether they pass the member filter (a Raft member at its address).",
-            )
-            .sample(&[("alive", "true"), ("trusted", "true")], view.members.iter().filter(|m| m.alive && m.trusted).count())
-            .sample(&[("alive", "true"), ("trusted", "false")], view.members.iter().filter(|m| m.alive && !m.trusted).count())
-            .sample(&[("alive", "false"), ("trusted", "true")], view.members.iter().filter(|m| !m.alive && m.trusted).count())
-            .sample(&[("alive", "false"), ("trusted", "false")], view.members.iter().filter(|m| !m.alive && !m.trusted).count());
-        let seen = snapshot.gauge(
-            "tollgate_gossip_endpoint_reports",
-            "Live nodes whose health report of the endpoint this node holds (this one included), and of those how many have a fresh GPU scrape.",
-        );
-        for (name, endpoint) in &view.endpoints {
-            seen.sample(&[("endpoint", name), ("kind", "health")], endpoint.reports.len());
-            seen.sample(&[("endpoint", name), ("kind", "gpu")], endpoint.gpu.len());
+        collect_gossip(cluster, snapshot);
+    }
+}
+
+/// Members by liveness and trust, reports held per endpoint, and the sealing transport's refusals.
+fn collect_gossip(cluster: &Gossip, snapshot: &mut Snapshot) {
+    let view = cluster.view();
+    snapshot
+        .gauge("tollgate_gossip_live_members", "Nodes gossip considers alive (this one included).")
+        .sample(&[], view.live_members().count());
+    let members = snapshot.gauge(
+        "tollgate_gossip_members",
+        "Nodes gossip knows, by liveness and whether they pass the member filter (a Raft member at its address).",
+    );
+    for alive in [true, false] {
+        for trusted in [true, false] {
+            let count = view.members.iter().filter(|m| m.alive == alive && m.trusted == trusted).count();
+            members.sample(&[("alive", &alive.to_string()), ("trusted", &trusted.to_string())], count);
         }
-        if let Some(stats) = cluster.seal_stats() {
-            let refused = snapshot.counter(
-                "tollgate_gossip_datagrams_refused",
-                "Gossip datagrams refused or not sent by the sealing transport.",
-            );
-            for (reason, counter) in [
-                ("unauthenticated", &stats.rejected_unauthenticated),
-                ("stale", &stats.rejected_stale),
-                ("oversize", &stats.dropped_oversize),
-            ] {
-                refused.sample(&[("reason", reason)], counter.load(Ordering::Relaxed));
-            }
+    }
+    let seen = snapshot.gauge(
+        "tollgate_gossip_endpoint_reports",
+        "Live nodes whose health report of the endpoint this node holds (this one included), and of those how many have a fresh GPU scrape.",
+    );
+    for (name, endpoint) in &view.endpoints {
+        seen.sample(&[("endpoint", name), ("kind", "health")], endpoint.reports.len());
+        seen.sample(&[("endpoint", name), ("kind", "gpu")], endpoint.gpu.len());
+    }
+    if let Some(stats) = cluster.seal_stats() {
+        let refused = snapshot.counter(
+            "tollgate_gossip_datagrams_refused",
+            "Gossip datagrams refused or not sent by the sealing transport.",
+        );
+        for (reason, counter) in [
+            ("unauthenticated", &stats.rejected_unauthenticated),
+            ("stale", &stats.rejected_stale),
+            ("oversize", &stats.dropped_oversize),
+        ] {
+            refused.sample(&[("reason", reason)], counter.load(Ordering::Relaxed));
         }
     }
 }

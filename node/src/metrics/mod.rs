@@ -426,12 +426,11 @@ where
     family.get_or_create(labels).clone()
 }
 
-/// Process-wide series kept outside the registry: the access log's and the OTLP queue's, idle spins.
+/// Process-wide series kept outside the registry: the access log's drops, idle spins.
 fn collect_process(snapshot: &mut Snapshot) {
     snapshot
         .counter("tollgate_access_log_dropped", "Access log lines dropped because the writer fell behind.")
         .sample(&[], crate::access_log::dropped());
-    crate::otlp_queue::collect(snapshot);
     if crate::idle_spin::active() {
         let (woken, expired) = crate::idle_spin::counts();
         snapshot
