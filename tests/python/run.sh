@@ -12,7 +12,7 @@ req="$here/requirements.txt"
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 stamp="$venv/.tollgate-requirements.sha256"
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] \
-    || ! "$venv/bin/python" -c "import openai, anthropic" 2>/dev/null; then
+    || ! "$venv/bin/python" -c "import openai, anthropic, prometheus_client" 2>/dev/null; then
   echo "installing the pinned Python SDKs into $venv"
   python3 -m venv --clear "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"

@@ -12,6 +12,7 @@ import urllib.request
 
 import anthropic
 import openai
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from checks import check
 
@@ -201,5 +202,22 @@ try:
     check("anthropic budget refusal raises", False)
 except anthropic.RateLimitError as err:
     check("anthropic budget refusal raises RateLimitError", err.status_code == 429, err)
+
+
+# --- This node's /metrics, read by Prometheus's own Python client with its strict OpenMetrics parser ---
+request = urllib.request.Request(f"{ADMIN_URL}/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+with urllib.request.urlopen(request, timeout=30) as response:
+    content_type, text = response.headers["Content-Type"], response.read().decode()
+check("metrics are OpenMetrics text", content_type.startswith("application/openmetrics-text"), content_type)
+families = {family.name: family for family in text_string_to_metric_families(text)}
+served_ok = sum(s.value for s in families["tollgate_upstream_requests"].samples if s.labels["outcome"] == "ok")
+check("metrics count the SDK calls this node served", served_ok >= 10, served_ok)
+tokens = {s.labels["gen_ai_token_type"]: 0 for s in families["gen_ai_client_token_usage"].samples}
+for s in families["gen_ai_client_token_usage"].samples:
+    tokens[s.labels["gen_ai_token_type"]] += s.value
+check("metrics count input and output tokens", tokens.get("input", 0) > 0 and tokens.get("output", 0) > 0, tokens)
+refused = [s.value for s in families["tollgate_budget_refusals"].samples if s.labels["org"] == "tight"]
+check("metrics count the budget refusals by org", sum(refused) >= 1, refused)
+check("metrics show a Raft leader", families["tollgate_raft_leader"].samples[0].value >= 1, text[:200])
 
 print(f"all {check.count} SDK checks passed")
