@@ -24,7 +24,9 @@ pub mod wire;
 
 pub use auth::ClusterAuth;
 pub use ledger::{BudgetSpec, Period, Scope};
-pub use node::{ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus, ProposalStats};
+pub use node::{
+    ClusterError, ClusterStatus, ConsensusConfig, ConsensusNode, MemberStatus, ProposalStats, PROPOSAL_BUCKETS_SECONDS,
+};
 pub use state::{Command, ControlState, Request, Response};
 pub use types::{NodeId, NodeInfo, TypeConfig};
 pub use usage::{UsageKey, UsageTotals};

@@ -302,10 +302,19 @@ async fn raft_and_budget_metrics_match_the_admin_api() {
     let on_leader = scrape(leader).await;
     let lags: Vec<_> = on_leader.iter().filter(|s| s.name == "tollgate_raft_replication_lag").collect();
     assert_eq!(lags.len(), 3, "the leader reports every member's lag: {lags:?}");
-    assert!(
-        sample(&scrape(2).await, "tollgate_raft_proposals_total", &[("result", "applied")]).unwrap() >= 1.0,
-        "the budget was written through node 2"
-    );
+    let on_2 = scrape(2).await;
+    let applied = sample(&on_2, "tollgate_raft_proposals_total", &[("result", "applied")]).unwrap();
+    assert!(applied >= 1.0, "the budget was written through node 2");
+    // Every proposal through node 2 is in the latency histogram, and its buckets are cumulative.
+    let proposals: f64 = ["applied", "rejected", "failed"]
+        .iter()
+        .map(|result| sample(&on_2, "tollgate_raft_proposals_total", &[("result", result)]).unwrap())
+        .sum();
+    assert_eq!(sample(&on_2, "tollgate_raft_proposal_seconds_count", &[]), Some(proposals));
+    assert_eq!(sample(&on_2, "tollgate_raft_proposal_seconds_bucket", &[("le", "+Inf")]), Some(proposals));
+    let buckets: Vec<f64> =
+        on_2.iter().filter(|s| s.name == "tollgate_raft_proposal_seconds_bucket").map(|s| s.value).collect();
+    assert!(buckets.windows(2).all(|pair| pair[0] <= pair[1]), "{buckets:?}");
     // Used and held as the ledger has them, once the usage reports are in.
     eventually_async("metrics and the admin API agree on the budget", || async {
         let budget = cluster.admin_get(cluster.node(1), "/admin/v1/budgets?org=acme").await.unwrap();

@@ -162,7 +162,15 @@ pub struct ProposalStats {
     /// No quorum, no leader, or an internal error: the write may or may not have been applied.
     pub failed: std::sync::atomic::AtomicU64,
     pub micros: std::sync::atomic::AtomicU64,
+    /// Proposals by latency: `latency_buckets[i]` counts those within [`PROPOSAL_BUCKETS_SECONDS`]`[i]` (and
+    /// above the bound before); slower ones are in no bucket (the count minus their sum).
+    pub latency_buckets: [std::sync::atomic::AtomicU64; PROPOSAL_BUCKETS_SECONDS.len()],
 }
+
+/// Upper bounds of the proposal latency buckets, in seconds: a commit is a round trip to a quorum, from
+/// well under a millisecond on one host to a few hundred across regions.
+pub const PROPOSAL_BUCKETS_SECONDS: [f64; 12] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 impl ProposalStats {
     pub(super) fn record(&self, result: &Result<crate::state::Response, ClusterError>, took: Duration) {
@@ -174,6 +182,10 @@ impl ProposalStats {
         };
         counter.fetch_add(1, Relaxed);
         self.micros.fetch_add(took.as_micros() as u64, Relaxed);
+        let seconds = took.as_secs_f64();
+        if let Some(index) = PROPOSAL_BUCKETS_SECONDS.iter().position(|bound| seconds <= *bound) {
+            self.latency_buckets[index].fetch_add(1, Relaxed);
+        }
     }
 }
 

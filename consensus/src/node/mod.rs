@@ -28,7 +28,7 @@ mod status;
 mod wiped;
 pub use api::{
     ClusterError, ClusterStatus, ConsensusConfig, MemberStatus, ProposalStats, DEFAULT_ELECTION_TIMEOUT_MAX_MS,
-    DEFAULT_ELECTION_TIMEOUT_MIN_MS, DEFAULT_HEARTBEAT_MS,
+    DEFAULT_ELECTION_TIMEOUT_MIN_MS, DEFAULT_HEARTBEAT_MS, PROPOSAL_BUCKETS_SECONDS,
 };
 
 pub(crate) struct Inner {

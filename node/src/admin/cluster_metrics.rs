@@ -40,6 +40,12 @@ pub fn collect(gateway: &Gateway, snapshot: &mut Snapshot) {
         }
     }
     let proposals = consensus.proposal_stats();
+    // Buckets before counts: a proposal is counted before it is bucketed, so no bucket exceeds the count.
+    let buckets: Vec<(f64, u64)> = tollgate_consensus::PROPOSAL_BUCKETS_SECONDS
+        .iter()
+        .zip(&proposals.latency_buckets)
+        .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
+        .collect();
     let (applied, rejected, failed) = (
         proposals.applied.load(Ordering::Relaxed),
         proposals.rejected.load(Ordering::Relaxed),
@@ -50,10 +56,14 @@ pub fn collect(gateway: &Gateway, snapshot: &mut Snapshot) {
         .sample(&[("result", "applied")], applied)
         .sample(&[("result", "rejected")], rejected)
         .sample(&[("result", "failed")], failed);
-    let seconds = proposals.micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let latency = Value::Histogram {
+        sum: proposals.micros.load(Ordering::Relaxed) as f64 / 1e6,
+        count: applied + rejected + failed,
+        buckets,
+    };
     snapshot
-        .sum_count("tollgate_raft_proposal_seconds", "Time the proposals took until answered.")
-        .sample(&[], Value::SumCount(seconds, applied + rejected + failed));
+        .histogram("tollgate_raft_proposal_seconds", "Time the proposals through this node took until answered.")
+        .sample(&[], latency);
     collect_budgets(gateway, consensus, snapshot);
 }
 

@@ -28,17 +28,21 @@ pub struct Family {
 enum Kind {
     Gauge,
     Counter,
-    /// Only a sum and a count (the `+Inf` bucket).
-    SumCount,
+    Histogram,
 }
 
 /// A sample's value: integers stay integers in the exposition.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Value {
     Int(i64),
     Float(f64),
-    /// A histogram without finite buckets: sum (seconds) and count.
-    SumCount(f64, u64),
+    /// A histogram: the sum (seconds), the count, and (upper bound, count within it) per finite bucket —
+    /// not cumulative; the `+Inf` bucket is the count minus their sum.
+    Histogram {
+        sum: f64,
+        count: u64,
+        buckets: Vec<(f64, u64)>,
+    },
 }
 
 impl From<u64> for Value {
@@ -88,9 +92,9 @@ impl Snapshot {
         self.family(name, help, Kind::Counter)
     }
 
-    /// A histogram with only its sum and count (`name_sum`, `name_count`, one `+Inf` bucket).
-    pub fn sum_count(&mut self, name: &'static str, help: &'static str) -> &mut Family {
-        self.family(name, help, Kind::SumCount)
+    /// A histogram family (samples are [`Value::Histogram`]).
+    pub fn histogram(&mut self, name: &'static str, help: &'static str) -> &mut Family {
+        self.family(name, help, Kind::Histogram)
     }
 
     fn family(&mut self, name: &'static str, help: &'static str, kind: Kind) -> &mut Family {
@@ -114,14 +118,14 @@ impl Collector for Snapshot {
             let kind = match family.kind {
                 Kind::Gauge => MetricType::Gauge,
                 Kind::Counter => MetricType::Counter,
-                Kind::SumCount => MetricType::Histogram,
+                Kind::Histogram => MetricType::Histogram,
             };
             let mut metric = encoder.encode_descriptor(family.name, family.help, None, kind)?;
             for (labels, value) in &family.samples {
                 if labels.is_empty() {
-                    encode_sample(&mut metric, family.kind, *value)?;
+                    encode_sample(&mut metric, family.kind, value)?;
                 } else {
-                    encode_sample(&mut metric.encode_family(labels)?, family.kind, *value)?;
+                    encode_sample(&mut metric.encode_family(labels)?, family.kind, value)?;
                 }
             }
         }
@@ -129,17 +133,21 @@ impl Collector for Snapshot {
     }
 }
 
-fn encode_sample(sample: &mut MetricEncoder, kind: Kind, value: Value) -> Result<(), std::fmt::Error> {
+fn encode_sample(sample: &mut MetricEncoder, kind: Kind, value: &Value) -> Result<(), std::fmt::Error> {
     match (kind, value) {
         (Kind::Counter, Value::Int(v)) => {
-            sample.encode_counter::<NoLabelSet, _, u64>(&u64::try_from(v).unwrap_or(0), None)
+            sample.encode_counter::<NoLabelSet, _, u64>(&u64::try_from(*v).unwrap_or(0), None)
         }
-        (Kind::Counter, Value::Float(v)) => sample.encode_counter::<NoLabelSet, _, f64>(&v, None),
-        (_, Value::SumCount(sum, count)) => {
-            sample.encode_histogram::<NoLabelSet>(sum, count, &[(f64::MAX, count)], None)
+        (Kind::Counter, Value::Float(v)) => sample.encode_counter::<NoLabelSet, _, f64>(v, None),
+        (_, Value::Histogram { sum, count, buckets }) => {
+            let finite: u64 = buckets.iter().map(|(_, n)| n).sum();
+            // `f64::MAX` is the crate's spelling of the `+Inf` bucket.
+            let mut all = buckets.clone();
+            all.push((f64::MAX, count.saturating_sub(finite)));
+            sample.encode_histogram::<NoLabelSet>(*sum, *count, &all, None)
         }
-        (_, Value::Int(v)) => sample.encode_gauge(&v),
-        (_, Value::Float(v)) => sample.encode_gauge(&v),
+        (_, Value::Int(v)) => sample.encode_gauge(v),
+        (_, Value::Float(v)) => sample.encode_gauge(v),
     }
 }
 
@@ -153,14 +161,17 @@ mod tests {
         let mut snapshot = Snapshot::default();
         snapshot.gauge("g", "A gauge.").sample(&[("scope", "org:\"a\"\n")], 3u64).sample(&[], 0.5);
         snapshot.counter("c", "A counter.").sample(&[("reason", "x")], 7u64);
-        snapshot.sum_count("s_seconds", "A sum.").sample(&[], Value::SumCount(1.5, 4));
+        let latencies = Value::Histogram { sum: 1.5, count: 4, buckets: vec![(0.1, 1), (1.0, 2)] };
+        snapshot.histogram("s_seconds", "A histogram.").sample(&[], latencies);
         let mut registry = Registry::default();
         registry.register_collector(Box::new(snapshot));
         let mut out = String::new();
         assert!(prometheus_client::encoding::text::encode(&mut out, &registry).is_ok());
         assert!(out.contains("# TYPE g gauge\ng{scope=\"org:\\\"a\\\"\\n\"} 3\ng 0.5\n"), "{out}");
         assert!(out.contains("# TYPE c counter\nc_total{reason=\"x\"} 7\n"), "{out}");
-        assert!(out.contains("s_seconds_sum 1.5\ns_seconds_count 4\ns_seconds_bucket{le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("s_seconds_sum 1.5\ns_seconds_count 4\n"), "{out}");
+        assert!(out.contains("s_seconds_bucket{le=\"0.1\"} 1\ns_seconds_bucket{le=\"1.0\"} 3\n"), "{out}");
+        assert!(out.contains("s_seconds_bucket{le=\"+Inf\"} 4\n"), "{out}");
         assert!(out.ends_with("# EOF\n"));
     }
 }
