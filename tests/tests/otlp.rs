@@ -221,6 +221,14 @@ async fn admin_writes_are_traced_to_their_raft_commit() {
     assert_eq!(span.attr("tollgate.raft.index"), Some(index.to_string().as_str()), "{span:#?}");
     assert_eq!(span.attr("tollgate.raft.forwarded"), Some("false"), "the only node leads");
     assert!(!serde_json::to_string(&span.attributes).unwrap().contains("otlp-admin-token"));
+    let proposal = collector
+        .wait_for("raft propose", Duration::from_secs(15), |s| {
+            s.name == "raft propose" && s.parent_span_id == span.span_id
+        })
+        .await;
+    assert_eq!(proposal.trace_id, span.trace_id);
+    assert_eq!(proposal.attr("tollgate.raft.index"), Some(index.to_string().as_str()), "{proposal:#?}");
+    assert!(proposal.attr("tollgate.raft.term").is_some_and(|term| term != "0"), "{proposal:#?}");
 
     // A budgeted request says so, with the output cap its reservation covers.
     let budget = json!({"scope": {"org": "acme"}, "limit_tokens": 100_000});
@@ -235,6 +243,89 @@ async fn admin_writes_are_traced_to_their_raft_commit() {
         .wait_for("budgeted chat", Duration::from_secs(15), |s| s.attr("tollgate.budget") == Some("admitted"))
         .await;
     assert_eq!(span.attr("tollgate.budget.output_cap"), Some("30"), "{span:#?}");
+}
+
+/// Issue 19: a config write sent to a follower is one trace across both nodes: the follower's admin write,
+/// the leader's forwarded write (its child: `traceparent` rides on the cluster RPC) and, under that, the
+/// leader's Raft proposal with the log index the write committed at.
+#[tokio::test]
+async fn a_write_forwarded_to_the_leader_continues_the_followers_trace() {
+    use tollgate_tests::cluster_process::{spawn_serve_with, NodeSection, ADMIN_TOKEN};
+    let collector = OtlpCollector::start().await;
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let raft = [free_port(), free_port()];
+    let peers = vec![(1, raft[0]), (2, raft[1])];
+    let mut nodes = Vec::new();
+    for id in 1..=2u64 {
+        let node = NodeSection {
+            id: Some(id),
+            raft: Some(raft[id as usize - 1]),
+            gossip: Some(false),
+            data_dir: Some(dir.path().join(format!("n{id}"))),
+            cluster_secret: Some("otlp-test-cluster-secret".into()),
+            peers: peers.clone(),
+            fast_raft: true,
+            ..NodeSection::on_free_ports()
+        };
+        let path = dir.path().join(format!("n{id}.toml"));
+        std::fs::write(&path, node.with_body(&tollgate_tests::cluster_process::harness_body(&mock, ""))).unwrap();
+        let service = format!("tollgate-node-{id}");
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+            ("OTEL_SERVICE_NAME", service),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        nodes.push((spawn_serve_with(&path, &env), node.admin));
+    }
+    let client = reqwest::Client::new();
+    // The write goes to the node that does not lead, once there is a leader.
+    let status_url = format!("http://127.0.0.1:{}/admin/v1/cluster", nodes[0].1);
+    let leader = wait_for("a leader", Duration::from_secs(30), || async {
+        let response = client.get(&status_url).bearer_auth(ADMIN_TOKEN).send().await.ok()?;
+        response.json::<Value>().await.ok()?["leader"].as_u64()
+    })
+    .await;
+    let follower = nodes[if leader == 1 { 1 } else { 0 }].1;
+    let index = wait_for("the follower to take the write", Duration::from_secs(30), || async {
+        let response = client
+            .put(format!("http://127.0.0.1:{follower}/admin/v1/orgs/forwarded"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({}))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())?;
+        response.json::<Value>().await.ok()?["index"].as_u64()
+    })
+    .await;
+    let within = Duration::from_secs(15);
+    let change = Some("put org forwarded");
+    let write = collector
+        .wait_for("the follower's admin write", within, |s| {
+            s.name == "admin write"
+                && s.attr("tollgate.admin.change") == change
+                && s.attr("tollgate.raft.index").is_some()
+        })
+        .await;
+    assert_eq!(write.attr("tollgate.raft.forwarded"), Some("true"), "written through a follower ({follower})");
+    let forwarded =
+        collector.wait_for("the leader's forwarded write", within, |s| s.name == "raft forwarded write").await;
+    assert_eq!(
+        (forwarded.trace_id.as_str(), forwarded.parent_span_id.as_str()),
+        (write.trace_id.as_str(), write.span_id.as_str())
+    );
+    assert_ne!(forwarded.service_name, write.service_name, "spans from both nodes: {forwarded:#?} {write:#?}");
+    let proposal = collector
+        .wait_for("the leader's proposal", within, |s| {
+            s.name == "raft propose" && s.parent_span_id == forwarded.span_id
+        })
+        .await;
+    assert_eq!(proposal.trace_id, write.trace_id);
+    assert_eq!(proposal.service_name, forwarded.service_name, "proposed on the leader");
+    assert_eq!(proposal.attr("tollgate.raft.index"), Some(index.to_string().as_str()), "{proposal:#?}");
+    assert_eq!(proposal.attr("tollgate.raft.command"), change);
 }
 
 /// Issue 19: `[node] access_log` writes one JSON line per request with the span's fields, written when the

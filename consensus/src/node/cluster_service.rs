@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tollgate_proto::v1::cluster_server::{Cluster, ClusterServer};
 use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, ReadIndexReply, RemoveNodeRequest};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tracing::Instrument as _;
 
 use super::{decode, ClusterError, Inner};
 use crate::member::NodeInfo;
@@ -33,9 +34,14 @@ impl Cluster for ClusterService {
         // The audit trail names the node that forwarded the write, as the authenticated peer says.
         let forwarder =
             crate::auth::ClusterAuth::caller(&request).map_or("an unnamed peer".to_owned(), |id| format!("node-{id}"));
+        // The follower's trace continues here (when it sent one), its proposal span a child of this one.
+        let span = crate::trace::forwarded_write_span(request.metadata(), &command, &forwarder);
         command.actor = format!("{} (forwarded by {forwarder})", command.actor);
         // One hop only: a forwarded write that lands on a non-leader fails rather than bouncing around.
-        let result: Result<_, ClusterError> = self.inner.write(command, 0).await;
+        let result: Result<_, ClusterError> = self.inner.write(command, 0).instrument(span.clone()).await;
+        if let Err(err) = &result {
+            crate::trace::failed(&span, crate::trace::error_type(err));
+        }
         reply(&result)
     }
 
