@@ -15,7 +15,6 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::node::ClusterError;
 use crate::state::Request;
 use crate::types::NodeId;
 
@@ -90,17 +89,6 @@ pub(crate) fn committed(span: &Span, index: u64, term: u64) {
 pub(crate) fn failed(span: &Span, error_type: &str) {
     span.record("error.type", error_type);
     span.record("otel.status_code", "ERROR");
-}
-
-/// A cluster error as `error.type`.
-pub(crate) fn error_type(err: &ClusterError) -> &'static str {
-    match err {
-        ClusterError::NoQuorum(_) => "no_quorum",
-        ClusterError::Invalid(_) => "invalid",
-        ClusterError::NotFound(_) => "not_found",
-        ClusterError::TooLarge(_) => "too_large",
-        ClusterError::Internal(_) => "internal",
-    }
 }
 
 /// gRPC metadata, written by the W3C trace-context propagator.

@@ -26,6 +26,17 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<GrpcResponse<RaftPayload>, St
         .map_err(|err| Status::internal(err.to_string()))
 }
 
+/// A cluster error as a span's `error.type`.
+fn error_type(err: &ClusterError) -> &'static str {
+    match err {
+        ClusterError::NoQuorum(_) => "no_quorum",
+        ClusterError::Invalid(_) => "invalid",
+        ClusterError::NotFound(_) => "not_found",
+        ClusterError::TooLarge(_) => "too_large",
+        ClusterError::Internal(_) => "internal",
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn write(&self, request: GrpcRequest<RaftPayload>) -> Result<GrpcResponse<RaftPayload>, Status> {
@@ -40,7 +51,7 @@ impl Cluster for ClusterService {
         // One hop only: a forwarded write that lands on a non-leader fails rather than bouncing around.
         let result: Result<_, ClusterError> = self.inner.write(command, 0).instrument(span.clone()).await;
         if let Err(err) = &result {
-            crate::trace::failed(&span, crate::trace::error_type(err));
+            crate::trace::failed(&span, error_type(err));
         }
         reply(&result)
     }
