@@ -75,6 +75,8 @@ pub struct Route {
     pub gpu_ttl_ms: u64,
     /// Guardrails run on every request to this route (the org's run too).
     pub guardrails: Vec<Arc<Guardrail>>,
+    /// Prompt and completion text go on the trace span (`proxy/trace_content.rs`).
+    pub trace_content: bool,
 }
 
 /// Default `max_tokens` sent to providers that require one when neither the caller nor the model config
@@ -290,6 +292,7 @@ impl Route {
                 .and_then(|canary| canary.target_index(&model.targets).map(|index| (index, canary.clone()))),
             gpu_ttl_ms: endpoints.gpu_ttl_ms,
             guardrails,
+            trace_content: model.trace_content,
         }
     }
 }

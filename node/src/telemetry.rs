@@ -10,7 +10,8 @@
 //! other standard variables itself: `OTEL_SERVICE_NAME` (default here: `tollgate`), `OTEL_TRACES_SAMPLER[_ARG]`,
 //! `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`.
 //!
-//! With tracing off, the request path creates no span at all. Prompt and completion text are never recorded.
+//! With tracing off, the request path creates no span at all. Prompt and completion text are never recorded
+//! unless a route opts in (`trace_content`, see `proxy/trace_content.rs`).
 
 use std::sync::OnceLock;
 

@@ -30,6 +30,8 @@ struct State {
     /// The SDK span (`None` with OTLP off); it may be non-recording (not sampled), and still has ids.
     otel: Option<opentelemetry_sdk::trace::Span>,
     attributes: Vec<KeyValue>,
+    /// Prompt and completion text (routes with `trace_content`): exported, never in the access log.
+    content: Vec<KeyValue>,
     name: Option<String>,
     failed: bool,
     /// Set for a request span while the access log is on: when it started.
@@ -105,7 +107,7 @@ impl TraceSpan {
             attributes.push(KeyValue::new("trace_id", trace_id.to_owned()));
         }
         let access = logging.then(|| (Instant::now(), SystemTime::now()));
-        TraceSpan::new(State { otel, attributes, name: None, failed: false, access })
+        TraceSpan::new(State { otel, attributes, content: Vec::new(), name: None, failed: false, access })
     }
 
     /// The child span of one upstream attempt (fallbacks and retries show as siblings). Exported only: the
@@ -126,7 +128,7 @@ impl TraceSpan {
             attributes.push(KeyValue::new("server.address", server_address.to_owned()));
         }
         let name = recording.then(|| format!("attempt {provider}/{upstream_model}"));
-        TraceSpan::new(State { otel: Some(otel), attributes, name, failed: false, access: None })
+        TraceSpan::new(State { otel: Some(otel), attributes, content: Vec::new(), name, failed: false, access: None })
     }
 
     fn new(state: State) -> TraceSpan {
@@ -151,6 +153,21 @@ impl TraceSpan {
         match state.attributes.iter_mut().find(|kv| kv.key.as_str() == key) {
             Some(existing) => existing.value = value,
             None => state.attributes.push(KeyValue::new(Key::from_static_str(key), value)),
+        }
+    }
+
+    /// Whether this span is exported (a sampled span with OTLP on), as opposed to absent, not sampled, or
+    /// only feeding the access log.
+    pub fn exports(&self) -> bool {
+        self.lock().is_some_and(|state| state.otel.as_ref().is_some_and(|s| s.is_recording()))
+    }
+
+    /// Sets `key` on the exported span only: the access log never gets it (prompt and completion text).
+    pub fn record_exported(&self, key: &'static str, value: String) {
+        let Some(mut state) = self.lock() else { return };
+        if state.otel.as_ref().is_some_and(|s| s.is_recording()) {
+            state.content.retain(|kv| kv.key.as_str() != key);
+            state.content.push(KeyValue::new(Key::from_static_str(key), value));
         }
     }
 
@@ -204,7 +221,9 @@ impl Drop for Shared {
         if state.failed {
             span.set_status(Status::error(""));
         }
-        span.set_attributes(std::mem::take(&mut state.attributes));
+        let mut attributes = std::mem::take(&mut state.attributes);
+        attributes.append(&mut state.content);
+        span.set_attributes(attributes);
         span.end();
     }
 }

@@ -24,10 +24,21 @@ async fn node_with(
     name: &str,
     env: &[(&str, &str)],
 ) -> (ChildGuard, u16, u16, tempfile::TempDir) {
+    node_with_config(mock, endpoint, name, env, "").await
+}
+
+/// The same with `extra` appended to the harness's config (more models, guardrails…).
+async fn node_with_config(
+    mock: &MockUpstream,
+    endpoint: &str,
+    name: &str,
+    env: &[(&str, &str)],
+    extra: &str,
+) -> (ChildGuard, u16, u16, tempfile::TempDir) {
     let (api, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.toml");
-    std::fs::write(&path, config_toml(mock, "")).unwrap();
+    std::fs::write(&path, config_toml(mock, extra)).unwrap();
     let child = ChildGuard::spawn(
         Command::new(tollgate_binary())
             .args(["serve", "--config"])
@@ -126,6 +137,69 @@ async fn requests_are_traced_with_the_genai_attributes_and_the_callers_trace() {
     let attempts: Vec<_> = collector.spans().into_iter().filter(|s| s.parent_span_id == fallback.span_id).collect();
     assert_eq!(attempts.len(), 2, "the dead target, then the live one: {attempts:#?}");
     assert!(attempts.iter().any(|a| a.attr("error.type") == Some("upstream_connect")), "{attempts:#?}");
+}
+
+/// Issue 19: prompt and completion text are recorded only on a route that opts in (`trace_content`), with
+/// secrets and the route's PII redacted; a default route's span has neither.
+#[tokio::test]
+async fn only_a_route_that_opts_in_records_prompt_and_completion() {
+    let collector = OtlpCollector::start().await;
+    let mock = MockUpstream::start().await;
+    let extra = r#"
+[[guardrails]]
+name = "emails"
+kind = "pii"
+action = "flag"
+entities = ["EMAIL"]
+
+[[models]]
+name = "gpt-content"
+trace_content = true
+guardrails = ["emails"]
+targets = [ { provider = "up-openai", model = "mock-gpt" } ]
+
+[[models]]
+name = "claude-content"
+trace_content = true
+targets = [ { provider = "up-anthropic", model = "mock-claude" } ]
+"#;
+    let (_child, api, _admin, _dir) =
+        node_with_config(&mock, &collector.endpoint(), "tollgate-content", &[], extra).await;
+    let secret = format!("sk-proj-{}", "a1B2c3D4e5F6g7H8".repeat(3));
+    let prompt = format!("hello there, my key is {secret} and my mail is bob@example.com");
+    for (model, stream) in [("gpt-content", false), ("claude-content", true), ("gpt-direct", false)] {
+        let response = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.text().await.unwrap();
+    }
+    let within = Duration::from_secs(15);
+    let reply = mock_upstream::DEFAULT_REPLY;
+    for (name, stream) in [("chat gpt-content", false), ("chat claude-content", true)] {
+        let span = collector.wait_for(name, within, |s| s.name == name).await;
+        let input: Value = serde_json::from_str(span.attr("gen_ai.input.messages").unwrap()).unwrap();
+        assert_eq!(input[0]["role"], "user", "{input}");
+        let text = input[0]["parts"][0]["content"].as_str().unwrap();
+        assert!(text.starts_with("hello there, my key is [REDACTED:API_KEY]"), "{text}");
+        assert!(!text.contains(&secret), "secrets never recorded: {text}");
+        let output: Value = serde_json::from_str(span.attr("gen_ai.output.messages").unwrap()).unwrap();
+        assert_eq!(output[0]["role"], "assistant", "{output}");
+        assert_eq!(output[0]["parts"][0]["content"], reply, "stream {stream}: {output}");
+        assert!(output[0]["finish_reason"].is_string(), "{output}");
+        assert_eq!(span.attr("tollgate.trace_content.truncated"), None);
+        if !stream {
+            assert!(text.ends_with("my mail is [REDACTED:EMAIL]"), "the route's PII guardrail applies: {text}");
+        }
+    }
+    let default = collector.wait_for("chat gpt-direct", within, |s| s.name == "chat gpt-direct").await;
+    let text = serde_json::to_string(&default.attributes).unwrap();
+    assert!(!text.contains("hello there") && !text.contains("gen_ai.input.messages"), "{text}");
+    assert!(!text.contains("gen_ai.output.messages"), "{text}");
 }
 
 #[tokio::test]

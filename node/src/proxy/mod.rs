@@ -10,6 +10,7 @@
 //! | 4 | parse + validate | `prepare::parse` | body | `ParsedRequest` (model, stream, limits, bounds) |
 //! | 5 | route + limits | `prepare::route` | principal, parsed request, `snapshot.routes` | [`Routed`] |
 //! | 5b | guardrails in | `guardrails::check_input` | `Routed`, `snapshot.org_guardrails` | block, flag, or a redacted body (parsed and routed again) |
+//! | 5c | prompt on the span | `trace_content::ContentCapture::input` | `Routed` (`trace_content` routes only), body | span attribute |
 //! | 6 | upstream attempts | `upstream::forward` | `Routed` | the response (fallback, retries, admission) |
 //! | 7 | respond + meter | `upstream` (`stream_response`, `complete_response`), `body`, `meter` | upstream response | client response, metrics |
 //!
@@ -23,6 +24,7 @@ mod ingress;
 mod meter;
 mod prepare;
 mod redact_out;
+mod trace_content;
 mod upstream;
 
 pub use body::ResponseBody;
@@ -177,6 +179,9 @@ async fn run_phases(
         }
     };
     record_request(&context.span, context.endpoint, &routed);
+    if let Some(content) = trace_content::ContentCapture::for_request(context, &routed) {
+        content.input(&context.body, context.endpoint);
+    }
     upstream::forward(gateway, context, &routed).await
 }
 

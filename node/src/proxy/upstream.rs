@@ -260,6 +260,7 @@ async fn attempt(
     // An Anthropic caller gets thinking blocks only when it asked for them, as from Anthropic itself.
     let show_reasoning = context.caller == Protocol::OpenAi || caller_enabled_thinking(request);
     let redaction = super::redact_out::OutputRedaction::for_request(context, routed);
+    let content = super::trace_content::ContentCapture::for_request(context, routed);
     let mut response = if request.probe.stream {
         let mut translator = StreamTranslator::new(upstream_protocol, context.caller, request.probe.include_usage)
             .with_reasoning(show_reasoning);
@@ -268,10 +269,11 @@ async fn attempt(
         }
         let redaction = redaction.map(|redaction| redaction.stream(context.caller));
         let body = StreamingBody::new(upstream_body, translator, context.caller, timeouts.idle, meter)
-            .with_redaction(redaction);
+            .with_redaction(redaction)
+            .with_content(content);
         stream_response(body, timeouts, sent_at).await
     } else {
-        let translation = Translation { upstream: upstream_protocol, show_reasoning, redaction };
+        let translation = Translation { upstream: upstream_protocol, show_reasoning, redaction, content };
         complete_response(gateway, context, upstream_body, translation, operation, timeouts.idle, meter).await
     };
     context.upstream_wait += sent_at.elapsed();
@@ -482,6 +484,8 @@ struct Translation {
     show_reasoning: bool,
     /// PII guardrails with action `redact` rewrite the caller's texts.
     redaction: Option<super::redact_out::OutputRedaction>,
+    /// The completion goes on the span (`trace_content` routes).
+    content: Option<super::trace_content::ContentCapture>,
 }
 
 async fn complete_response(
@@ -526,6 +530,9 @@ async fn complete_response(
                 (Some(redaction), Operation::Chat) => redaction.complete(context.caller, out),
                 _ => out,
             };
+            if let (Some(content), Operation::Chat) = (&translation.content, operation) {
+                content.output_body(context.caller, &out);
+            }
             Ok(json_response(StatusCode::OK, out))
         }
         Err(err) => {
