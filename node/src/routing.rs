@@ -33,6 +33,8 @@ pub struct Target {
     pub metrics: Arc<TargetMetrics>,
     /// `provider/model`, the `x-tollgate-target` header value.
     pub header: HeaderValue,
+    /// The names the trace spans record, shared (not copied per request).
+    pub names: crate::trace_span::TargetNames,
     /// The upstream endpoint's health and load (shared by every target on the same provider).
     pub endpoint: Arc<EndpointStats>,
     /// The target's price (its own override, else the model's).
@@ -250,6 +252,7 @@ fn build_targets(
             (own, model) => own.or(model),
         };
         targets.push(Target {
+            names: crate::trace_span::TargetNames::new(&provider.name, &upstream_model, provider.server_address()),
             metrics: metrics.target(&model.name, &provider.name, &upstream_model),
             upstream_model_json: json!(upstream_model).to_string(),
             upstream_model,

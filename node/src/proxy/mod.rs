@@ -196,10 +196,16 @@ fn record_request(span: &TraceSpan, endpoint: Endpoint, routed: &Routed<'_>) {
         _ => "chat",
     };
     let model = routed.request.probe.model.as_ref();
-    span.set_name(|| format!("{operation} {model}"));
+    span.set_name(|| {
+        let mut name = String::with_capacity(operation.len() + 1 + model.len());
+        name.push_str(operation);
+        name.push(' ');
+        name.push_str(model);
+        name
+    });
     span.record("gen_ai.operation.name", operation);
     span.record("gen_ai.request.model", model);
-    span.record("tollgate.route", &*routed.route.name);
+    span.record("tollgate.route", &routed.route.name);
     if let Some(max_tokens) = routed.request.probe.max_output_tokens {
         span.record("gen_ai.request.max_tokens", max_tokens);
     }

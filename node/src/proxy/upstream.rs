@@ -222,8 +222,7 @@ async fn attempt(
         target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
     let sent_at = Instant::now();
     let mut meter = meter_for(gateway, context, routed, target, admission, sent_at);
-    let provider = &target.provider;
-    let attempt_span = context.span.attempt(&provider.name, &target.upstream_model, provider.server_address());
+    let attempt_span = context.span.attempt(&target.names);
     let upstream_request = UpstreamRequest {
         operation,
         body,
@@ -330,11 +329,11 @@ fn note_target(span: &TraceSpan, target: &Target, meter: &mut RequestMeter) {
     if span.is_none() {
         return;
     }
-    let provider = &target.provider;
-    span.record("gen_ai.provider.name", provider.name.as_str());
-    span.record("server.address", provider.server_address());
-    span.record("tollgate.target", format!("{}/{}", provider.name, target.upstream_model));
-    span.record("gen_ai.response.model", target.upstream_model.as_str());
+    let names = &target.names;
+    span.record("gen_ai.provider.name", &names.provider);
+    span.record("server.address", &names.server_address);
+    span.record("tollgate.target", &names.label);
+    span.record("gen_ai.response.model", &names.model);
     meter.set_span(span.clone());
 }
 
