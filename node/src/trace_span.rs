@@ -359,9 +359,15 @@ fn traceparent(context: &SpanContext) -> http::HeaderMap {
     if !context.is_valid() {
         return headers;
     }
-    let flags = context.trace_flags() & TraceFlags::SAMPLED;
-    let value = format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), flags.to_u8());
-    if let Ok(value) = http::HeaderValue::from_str(&value) {
+    // `00-<trace id>-<span id>-<flags>`, in hex written here (through `format!` it cost more than the rest
+    // of the attempt span).
+    let flags = (context.trace_flags() & TraceFlags::SAMPLED).to_u8();
+    let mut value = [b'-'; 55];
+    value[..2].copy_from_slice(b"00");
+    write_hex(&mut value[3..35], &context.trace_id().to_bytes());
+    write_hex(&mut value[36..52], &context.span_id().to_bytes());
+    write_hex(&mut value[53..], &[flags]);
+    if let Ok(value) = http::HeaderValue::from_bytes(&value) {
         headers.insert("traceparent", value);
     }
     let state = context.trace_state().header();
@@ -369,6 +375,15 @@ fn traceparent(context: &SpanContext) -> http::HeaderMap {
         headers.insert("tracestate", value);
     }
     headers
+}
+
+/// `bytes` in lowercase hex into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
 }
 
 /// The caller's headers, read by the W3C trace-context propagator.
