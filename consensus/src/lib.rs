@@ -18,6 +18,7 @@ pub mod resources;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod trace;
 pub mod types;
 pub mod usage;
 pub mod wire;

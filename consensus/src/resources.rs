@@ -238,6 +238,11 @@ pub struct ModelConfig {
     /// Guardrails (`[[guardrails]]` names) run on every request to this route, besides the org's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guardrails: Vec<String>,
+    /// Record prompt and completion text on this route's trace spans (`gen_ai.input.messages`,
+    /// `gen_ai.output.messages`; secrets and PII redacted, capped). Off by default: no other route's spans
+    /// ever carry a word of either. Left out when off, so older peers read the model unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace_content: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -287,6 +292,7 @@ impl ModelConfig {
             retry: None,
             canary: None,
             guardrails: Vec::new(),
+            trace_content: false,
         }
     }
 }

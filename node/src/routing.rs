@@ -33,6 +33,8 @@ pub struct Target {
     pub metrics: Arc<TargetMetrics>,
     /// `provider/model`, the `x-tollgate-target` header value.
     pub header: HeaderValue,
+    /// The names the trace spans record, shared (not copied per request).
+    pub names: crate::trace_span::TargetNames,
     /// The upstream endpoint's health and load (shared by every target on the same provider).
     pub endpoint: Arc<EndpointStats>,
     /// The target's price (its own override, else the model's).
@@ -75,6 +77,8 @@ pub struct Route {
     pub gpu_ttl_ms: u64,
     /// Guardrails run on every request to this route (the org's run too).
     pub guardrails: Vec<Arc<Guardrail>>,
+    /// Prompt and completion text go on the trace span (`proxy/trace_content.rs`).
+    pub trace_content: bool,
 }
 
 /// Default `max_tokens` sent to providers that require one when neither the caller nor the model config
@@ -248,6 +252,7 @@ fn build_targets(
             (own, model) => own.or(model),
         };
         targets.push(Target {
+            names: crate::trace_span::TargetNames::new(&provider.name, &upstream_model, provider.server_address()),
             metrics: metrics.target(&model.name, &provider.name, &upstream_model),
             upstream_model_json: json!(upstream_model).to_string(),
             upstream_model,
@@ -290,6 +295,7 @@ impl Route {
                 .and_then(|canary| canary.target_index(&model.targets).map(|index| (index, canary.clone()))),
             gpu_ttl_ms: endpoints.gpu_ttl_ms,
             guardrails,
+            trace_content: model.trace_content,
         }
     }
 }

@@ -2,14 +2,16 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, or `[node.otlp]`: one span
 //! per gateway request following the OpenTelemetry GenAI conventions and a child span per upstream attempt
 //! (built on the SDK's tracer directly: `trace_span.rs`), and admin writes (a `tracing` span through
-//! `tracing-opentelemetry`: rare, so its cost does not matter). They are exported over gRPC (tonic) by the
+//! `tracing-opentelemetry`: rare, so its cost does not matter) with, on the leader, the forwarded write and
+//! the Raft proposal (index, term) in the same trace (`tollgate_consensus::trace`). They are exported over gRPC (tonic) by the
 //! SDK's batch processor — a bounded queue drained by its own thread, with the gRPC channel on a runtime of
 //! its own, so a slow or absent collector never holds a request and exporting takes nothing from the
 //! request workers; spans beyond the queue are dropped and counted (`otlp_queue.rs`). The SDK reads the
 //! other standard variables itself: `OTEL_SERVICE_NAME` (default here: `tollgate`), `OTEL_TRACES_SAMPLER[_ARG]`,
 //! `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_EXPORTER_OTLP_HEADERS`, `…_TIMEOUT`.
 //!
-//! With tracing off, the request path creates no span at all. Prompt and completion text are never recorded.
+//! With tracing off, the request path creates no span at all. Prompt and completion text are never recorded
+//! unless a route opts in (`trace_content`, see `proxy/trace_content.rs`).
 
 use std::sync::OnceLock;
 
@@ -21,9 +23,10 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
 
-/// The `tracing` target of the spans exported over OTLP through `tracing-opentelemetry` (admin writes; and
-/// only those: openraft's, hyper's and our own log spans stay local).
-pub const TARGET: &str = "tollgate::otel";
+/// The `tracing` target of the spans exported over OTLP through `tracing-opentelemetry` (admin writes and
+/// the consensus crate's forwarded-write and Raft proposal spans; only those: openraft's, hyper's and our
+/// own log spans stay local).
+pub const TARGET: &str = tollgate_consensus::trace::TARGET;
 
 /// The tracer of the request spans, once export is set up.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();

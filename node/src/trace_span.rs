@@ -30,13 +30,82 @@ struct State {
     /// The SDK span (`None` with OTLP off); it may be non-recording (not sampled), and still has ids.
     otel: Option<opentelemetry_sdk::trace::Span>,
     attributes: Vec<KeyValue>,
+    /// A bit per key of `attributes` ([`key_bit`]): a key whose bit is clear is new, and is pushed without
+    /// looking through the list.
+    keys: u64,
+    /// Prompt and completion text (routes with `trace_content`): exported, never in the access log.
+    content: Vec<KeyValue>,
     name: Option<String>,
     failed: bool,
     /// Set for a request span while the access log is on: when it started.
     access: Option<(Instant, SystemTime)>,
 }
 
-/// A value recorded on a span: strings are copied, integers and floats kept as OTLP numbers.
+/// A target's names as span values, made once with the route table: recording one is a reference count,
+/// not a copy.
+#[derive(Debug, Clone)]
+pub struct TargetNames {
+    pub provider: Arc<str>,
+    pub model: Arc<str>,
+    pub server_address: Arc<str>,
+    /// `provider/model`.
+    pub label: Arc<str>,
+}
+
+impl TargetNames {
+    pub fn new(provider: &str, model: &str, server_address: &str) -> TargetNames {
+        TargetNames {
+            provider: provider.into(),
+            model: model.into(),
+            server_address: server_address.into(),
+            label: format!("{provider}/{model}").into(),
+        }
+    }
+}
+
+/// The attributes a request span has room for from its start (it records about 20).
+const ATTRIBUTES: usize = 24;
+
+impl State {
+    /// The state of a span nothing is recorded into (not sampled, and no access log).
+    fn unrecorded(otel: Option<opentelemetry_sdk::trace::Span>) -> State {
+        State { otel, attributes: Vec::new(), keys: 0, content: Vec::new(), name: None, failed: false, access: None }
+    }
+}
+
+/// A key's bit in [`State::keys`]: from its length and two of its bytes, so equal keys always share it.
+fn key_bit(key: &str) -> u64 {
+    let bytes = key.as_bytes();
+    let (middle, last) = (bytes.get(bytes.len() / 2).copied(), bytes.last().copied());
+    let hash = bytes.len().wrapping_mul(31)
+        ^ usize::from(middle.unwrap_or(0)).wrapping_mul(7)
+        ^ usize::from(last.unwrap_or(0));
+    1 << (hash % 64)
+}
+
+fn key_bits(attributes: &[KeyValue]) -> u64 {
+    attributes.iter().fold(0, |bits, kv| bits | key_bit(kv.key.as_str()))
+}
+
+/// `http.request.method`: the standard methods as static strings (no copy).
+fn method_value(method: &http::Method) -> Value {
+    let known = [
+        (http::Method::GET, "GET"),
+        (http::Method::POST, "POST"),
+        (http::Method::PUT, "PUT"),
+        (http::Method::DELETE, "DELETE"),
+        (http::Method::HEAD, "HEAD"),
+        (http::Method::OPTIONS, "OPTIONS"),
+        (http::Method::PATCH, "PATCH"),
+    ];
+    match known.into_iter().find(|(known, _)| known == method) {
+        Some((_, name)) => Value::String(name.into()),
+        None => Value::String(method.as_str().to_owned().into()),
+    }
+}
+
+/// A value recorded on a span: strings are copied (a shared `Arc<str>` is not), integers and floats kept as
+/// OTLP numbers.
 pub trait AttributeValue {
     fn into_value(self) -> Value;
 }
@@ -44,6 +113,12 @@ pub trait AttributeValue {
 impl AttributeValue for &str {
     fn into_value(self) -> Value {
         Value::String(self.to_owned().into())
+    }
+}
+
+impl AttributeValue for &Arc<str> {
+    fn into_value(self) -> Value {
+        Value::String(Arc::clone(self).into())
     }
 }
 
@@ -95,38 +170,67 @@ impl TraceSpan {
         }
         let otel = crate::telemetry::tracer().map(|tracer| {
             let parent = caller_context(headers);
-            tracer.build_with_context(tracer.span_builder(REQUEST_SPAN).with_kind(SpanKind::Server), &parent)
+            // Room for every attribute the phases record, so ending the span never grows the SDK's list.
+            let builder = tracer
+                .span_builder(REQUEST_SPAN)
+                .with_kind(SpanKind::Server)
+                .with_attributes(Vec::with_capacity(ATTRIBUTES));
+            tracer.build_with_context(builder, &parent)
         });
-        let mut attributes = Vec::with_capacity(32);
-        attributes.push(KeyValue::new("http.request.method", method.as_str().to_owned()));
+        // Sampled out and no access log: nothing will be recorded, so nothing is prepared.
+        if !logging && !otel.as_ref().is_some_and(|span| span.is_recording()) {
+            return TraceSpan::new(State::unrecorded(otel));
+        }
+        let mut attributes = Vec::with_capacity(ATTRIBUTES);
+        attributes.push(KeyValue::new("http.request.method", method_value(method)));
         attributes.push(KeyValue::new("url.path", path.to_owned()));
         // The caller's trace id (with OTLP on, this span continues that trace).
         if let Some(trace_id) = caller_trace_id(headers) {
             attributes.push(KeyValue::new("trace_id", trace_id.to_owned()));
         }
         let access = logging.then(|| (Instant::now(), SystemTime::now()));
-        TraceSpan::new(State { otel, attributes, name: None, failed: false, access })
+        TraceSpan::new(State {
+            otel,
+            keys: key_bits(&attributes),
+            attributes,
+            content: Vec::new(),
+            name: None,
+            failed: false,
+            access,
+        })
     }
 
     /// The child span of one upstream attempt (fallbacks and retries show as siblings). Exported only: the
     /// access log has one line per request.
-    pub fn attempt(&self, provider: &str, upstream_model: &str, server_address: &str) -> TraceSpan {
+    pub fn attempt(&self, target: &TargetNames) -> TraceSpan {
         let Some(parent) = self.lock().and_then(|state| state.otel.as_ref().map(|s| s.span_context().clone())) else {
             return TraceSpan::none();
         };
         let Some(tracer) = crate::telemetry::tracer() else { return TraceSpan::none() };
         let parent = Context::new().with_remote_span_context(parent);
-        let otel =
-            tracer.build_with_context(tracer.span_builder("gen_ai.attempt").with_kind(SpanKind::Client), &parent);
-        let recording = otel.is_recording();
-        let mut attributes = Vec::with_capacity(if recording { 6 } else { 0 });
-        if recording {
-            attributes.push(KeyValue::new("gen_ai.provider.name", provider.to_owned()));
-            attributes.push(KeyValue::new("gen_ai.request.model", upstream_model.to_owned()));
-            attributes.push(KeyValue::new("server.address", server_address.to_owned()));
+        let builder =
+            tracer.span_builder("gen_ai.attempt").with_kind(SpanKind::Client).with_attributes(Vec::with_capacity(6));
+        let otel = tracer.build_with_context(builder, &parent);
+        if !otel.is_recording() {
+            return TraceSpan::new(State::unrecorded(Some(otel)));
         }
-        let name = recording.then(|| format!("attempt {provider}/{upstream_model}"));
-        TraceSpan::new(State { otel: Some(otel), attributes, name, failed: false, access: None })
+        let mut attributes = Vec::with_capacity(6);
+        attributes.push(KeyValue::new("gen_ai.provider.name", (&target.provider).into_value()));
+        attributes.push(KeyValue::new("gen_ai.request.model", (&target.model).into_value()));
+        attributes.push(KeyValue::new("server.address", (&target.server_address).into_value()));
+        let mut name = String::with_capacity("attempt ".len() + target.label.len());
+        name.push_str("attempt ");
+        name.push_str(&target.label);
+        let keys = key_bits(&attributes);
+        TraceSpan::new(State {
+            otel: Some(otel),
+            attributes,
+            keys,
+            content: Vec::new(),
+            name: Some(name),
+            failed: false,
+            access: None,
+        })
     }
 
     fn new(state: State) -> TraceSpan {
@@ -148,9 +252,30 @@ impl TraceSpan {
     pub fn record(&self, key: &'static str, value: impl AttributeValue) {
         let Some(mut state) = self.recording() else { return };
         let value = value.into_value();
-        match state.attributes.iter_mut().find(|kv| kv.key.as_str() == key) {
+        let bit = key_bit(key);
+        let existing =
+            if state.keys & bit == 0 { None } else { state.attributes.iter_mut().find(|kv| kv.key.as_str() == key) };
+        match existing {
             Some(existing) => existing.value = value,
-            None => state.attributes.push(KeyValue::new(Key::from_static_str(key), value)),
+            None => {
+                state.keys |= bit;
+                state.attributes.push(KeyValue::new(Key::from_static_str(key), value));
+            }
+        }
+    }
+
+    /// Whether this span is exported (a sampled span with OTLP on), as opposed to absent, not sampled, or
+    /// only feeding the access log.
+    pub fn exports(&self) -> bool {
+        self.lock().is_some_and(|state| state.otel.as_ref().is_some_and(|s| s.is_recording()))
+    }
+
+    /// Sets `key` on the exported span only: the access log never gets it (prompt and completion text).
+    pub fn record_exported(&self, key: &'static str, value: String) {
+        let Some(mut state) = self.lock() else { return };
+        if state.otel.as_ref().is_some_and(|s| s.is_recording()) {
+            state.content.retain(|kv| kv.key.as_str() != key);
+            state.content.push(KeyValue::new(Key::from_static_str(key), value));
         }
     }
 
@@ -204,7 +329,9 @@ impl Drop for Shared {
         if state.failed {
             span.set_status(Status::error(""));
         }
-        span.set_attributes(std::mem::take(&mut state.attributes));
+        let mut attributes = std::mem::take(&mut state.attributes);
+        attributes.append(&mut state.content);
+        span.set_attributes(attributes);
         span.end();
     }
 }
@@ -232,9 +359,15 @@ fn traceparent(context: &SpanContext) -> http::HeaderMap {
     if !context.is_valid() {
         return headers;
     }
-    let flags = context.trace_flags() & TraceFlags::SAMPLED;
-    let value = format!("00-{}-{}-{:02x}", context.trace_id(), context.span_id(), flags.to_u8());
-    if let Ok(value) = http::HeaderValue::from_str(&value) {
+    // `00-<trace id>-<span id>-<flags>`, in hex written here (through `format!` it cost more than the rest
+    // of the attempt span).
+    let flags = (context.trace_flags() & TraceFlags::SAMPLED).to_u8();
+    let mut value = [b'-'; 55];
+    value[..2].copy_from_slice(b"00");
+    write_hex(&mut value[3..35], &context.trace_id().to_bytes());
+    write_hex(&mut value[36..52], &context.span_id().to_bytes());
+    write_hex(&mut value[53..], &[flags]);
+    if let Ok(value) = http::HeaderValue::from_bytes(&value) {
         headers.insert("traceparent", value);
     }
     let state = context.trace_state().header();
@@ -242,6 +375,15 @@ fn traceparent(context: &SpanContext) -> http::HeaderMap {
         headers.insert("tracestate", value);
     }
     headers
+}
+
+/// `bytes` in lowercase hex into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
 }
 
 /// The caller's headers, read by the W3C trace-context propagator.
@@ -294,12 +436,27 @@ mod tests {
     }
 
     #[test]
+    fn a_key_recorded_again_replaces_its_value() {
+        let span = TraceSpan::new(State::unrecorded(None));
+        span.lock().unwrap().access = Some((Instant::now(), SystemTime::now()));
+        let keys = ["tollgate.org", "error.type", "gen_ai.usage.input_tokens", "http.response.status_code"];
+        for (round, key) in keys.iter().cycle().take(3 * keys.len()).enumerate() {
+            span.record(key, round as u64);
+        }
+        let state = span.lock().unwrap();
+        let recorded: Vec<(&str, &Value)> = state.attributes.iter().map(|kv| (kv.key.as_str(), &kv.value)).collect();
+        assert_eq!(recorded.len(), keys.len(), "{recorded:?}");
+        assert_eq!(recorded[1], ("error.type", &Value::I64(9)));
+        assert_eq!(key_bit("error.type"), key_bit(&String::from("error.type")));
+    }
+
+    #[test]
     fn with_nothing_on_no_span_is_made_and_recording_is_a_no_op() {
         let span = TraceSpan::request(&http::Method::POST, "/v1/chat/completions", &http::HeaderMap::new());
         assert!(span.is_none());
         span.record("tollgate.org", "acme");
         span.fail("boom");
-        assert!(span.attempt("p", "m", "host:1").is_none());
+        assert!(span.attempt(&TargetNames::new("p", "m", "host:1")).is_none());
         assert!(span.trace_headers().is_none());
     }
 }

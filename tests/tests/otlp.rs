@@ -24,10 +24,21 @@ async fn node_with(
     name: &str,
     env: &[(&str, &str)],
 ) -> (ChildGuard, u16, u16, tempfile::TempDir) {
+    node_with_config(mock, endpoint, name, env, "").await
+}
+
+/// The same with `extra` appended to the harness's config (more models, guardrails…).
+async fn node_with_config(
+    mock: &MockUpstream,
+    endpoint: &str,
+    name: &str,
+    env: &[(&str, &str)],
+    extra: &str,
+) -> (ChildGuard, u16, u16, tempfile::TempDir) {
     let (api, admin) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.toml");
-    std::fs::write(&path, config_toml(mock, "")).unwrap();
+    std::fs::write(&path, config_toml(mock, extra)).unwrap();
     let child = ChildGuard::spawn(
         Command::new(tollgate_binary())
             .args(["serve", "--config"])
@@ -128,6 +139,69 @@ async fn requests_are_traced_with_the_genai_attributes_and_the_callers_trace() {
     assert!(attempts.iter().any(|a| a.attr("error.type") == Some("upstream_connect")), "{attempts:#?}");
 }
 
+/// Issue 19: prompt and completion text are recorded only on a route that opts in (`trace_content`), with
+/// secrets and the route's PII redacted; a default route's span has neither.
+#[tokio::test]
+async fn only_a_route_that_opts_in_records_prompt_and_completion() {
+    let collector = OtlpCollector::start().await;
+    let mock = MockUpstream::start().await;
+    let extra = r#"
+[[guardrails]]
+name = "emails"
+kind = "pii"
+action = "flag"
+entities = ["EMAIL"]
+
+[[models]]
+name = "gpt-content"
+trace_content = true
+guardrails = ["emails"]
+targets = [ { provider = "up-openai", model = "mock-gpt" } ]
+
+[[models]]
+name = "claude-content"
+trace_content = true
+targets = [ { provider = "up-anthropic", model = "mock-claude" } ]
+"#;
+    let (_child, api, _admin, _dir) =
+        node_with_config(&mock, &collector.endpoint(), "tollgate-content", &[], extra).await;
+    let secret = format!("sk-proj-{}", "a1B2c3D4e5F6g7H8".repeat(3));
+    let prompt = format!("hello there, my key is {secret} and my mail is bob@example.com");
+    for (model, stream) in [("gpt-content", false), ("claude-content", true), ("gpt-direct", false)] {
+        let response = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{api}/v1/chat/completions"))
+            .bearer_auth(KEY)
+            .json(&json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": prompt}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.text().await.unwrap();
+    }
+    let within = Duration::from_secs(15);
+    let reply = mock_upstream::DEFAULT_REPLY;
+    for (name, stream) in [("chat gpt-content", false), ("chat claude-content", true)] {
+        let span = collector.wait_for(name, within, |s| s.name == name).await;
+        let input: Value = serde_json::from_str(span.attr("gen_ai.input.messages").unwrap()).unwrap();
+        assert_eq!(input[0]["role"], "user", "{input}");
+        let text = input[0]["parts"][0]["content"].as_str().unwrap();
+        assert!(text.starts_with("hello there, my key is [REDACTED:API_KEY]"), "{text}");
+        assert!(!text.contains(&secret), "secrets never recorded: {text}");
+        let output: Value = serde_json::from_str(span.attr("gen_ai.output.messages").unwrap()).unwrap();
+        assert_eq!(output[0]["role"], "assistant", "{output}");
+        assert_eq!(output[0]["parts"][0]["content"], reply, "stream {stream}: {output}");
+        assert!(output[0]["finish_reason"].is_string(), "{output}");
+        assert_eq!(span.attr("tollgate.trace_content.truncated"), None);
+        if !stream {
+            assert!(text.ends_with("my mail is [REDACTED:EMAIL]"), "the route's PII guardrail applies: {text}");
+        }
+    }
+    let default = collector.wait_for("chat gpt-direct", within, |s| s.name == "chat gpt-direct").await;
+    let text = serde_json::to_string(&default.attributes).unwrap();
+    assert!(!text.contains("hello there") && !text.contains("gen_ai.input.messages"), "{text}");
+    assert!(!text.contains("gen_ai.output.messages"), "{text}");
+}
+
 #[tokio::test]
 async fn a_collector_that_is_down_changes_nothing_for_clients() {
     let mock = MockUpstream::start().await;
@@ -221,6 +295,14 @@ async fn admin_writes_are_traced_to_their_raft_commit() {
     assert_eq!(span.attr("tollgate.raft.index"), Some(index.to_string().as_str()), "{span:#?}");
     assert_eq!(span.attr("tollgate.raft.forwarded"), Some("false"), "the only node leads");
     assert!(!serde_json::to_string(&span.attributes).unwrap().contains("otlp-admin-token"));
+    let proposal = collector
+        .wait_for("raft propose", Duration::from_secs(15), |s| {
+            s.name == "raft propose" && s.parent_span_id == span.span_id
+        })
+        .await;
+    assert_eq!(proposal.trace_id, span.trace_id);
+    assert_eq!(proposal.attr("tollgate.raft.index"), Some(index.to_string().as_str()), "{proposal:#?}");
+    assert!(proposal.attr("tollgate.raft.term").is_some_and(|term| term != "0"), "{proposal:#?}");
 
     // A budgeted request says so, with the output cap its reservation covers.
     let budget = json!({"scope": {"org": "acme"}, "limit_tokens": 100_000});
@@ -235,6 +317,89 @@ async fn admin_writes_are_traced_to_their_raft_commit() {
         .wait_for("budgeted chat", Duration::from_secs(15), |s| s.attr("tollgate.budget") == Some("admitted"))
         .await;
     assert_eq!(span.attr("tollgate.budget.output_cap"), Some("30"), "{span:#?}");
+}
+
+/// Issue 19: a config write sent to a follower is one trace across both nodes: the follower's admin write,
+/// the leader's forwarded write (its child: `traceparent` rides on the cluster RPC) and, under that, the
+/// leader's Raft proposal with the log index the write committed at.
+#[tokio::test]
+async fn a_write_forwarded_to_the_leader_continues_the_followers_trace() {
+    use tollgate_tests::cluster_process::{spawn_serve_with, NodeSection, ADMIN_TOKEN};
+    let collector = OtlpCollector::start().await;
+    let mock = MockUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let raft = [free_port(), free_port()];
+    let peers = vec![(1, raft[0]), (2, raft[1])];
+    let mut nodes = Vec::new();
+    for id in 1..=2u64 {
+        let node = NodeSection {
+            id: Some(id),
+            raft: Some(raft[id as usize - 1]),
+            gossip: Some(false),
+            data_dir: Some(dir.path().join(format!("n{id}"))),
+            cluster_secret: Some("otlp-test-cluster-secret".into()),
+            peers: peers.clone(),
+            fast_raft: true,
+            ..NodeSection::on_free_ports()
+        };
+        let path = dir.path().join(format!("n{id}.toml"));
+        std::fs::write(&path, node.with_body(&tollgate_tests::cluster_process::harness_body(&mock, ""))).unwrap();
+        let service = format!("tollgate-node-{id}");
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+            ("OTEL_SERVICE_NAME", service),
+        ];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        nodes.push((spawn_serve_with(&path, &env), node.admin));
+    }
+    let client = reqwest::Client::new();
+    // The write goes to the node that does not lead, once there is a leader.
+    let status_url = format!("http://127.0.0.1:{}/admin/v1/cluster", nodes[0].1);
+    let leader = wait_for("a leader", Duration::from_secs(30), || async {
+        let response = client.get(&status_url).bearer_auth(ADMIN_TOKEN).send().await.ok()?;
+        response.json::<Value>().await.ok()?["leader"].as_u64()
+    })
+    .await;
+    let follower = nodes[if leader == 1 { 1 } else { 0 }].1;
+    let index = wait_for("the follower to take the write", Duration::from_secs(30), || async {
+        let response = client
+            .put(format!("http://127.0.0.1:{follower}/admin/v1/orgs/forwarded"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({}))
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())?;
+        response.json::<Value>().await.ok()?["index"].as_u64()
+    })
+    .await;
+    let within = Duration::from_secs(15);
+    let change = Some("put org forwarded");
+    let write = collector
+        .wait_for("the follower's admin write", within, |s| {
+            s.name == "admin write"
+                && s.attr("tollgate.admin.change") == change
+                && s.attr("tollgate.raft.index").is_some()
+        })
+        .await;
+    assert_eq!(write.attr("tollgate.raft.forwarded"), Some("true"), "written through a follower ({follower})");
+    let forwarded =
+        collector.wait_for("the leader's forwarded write", within, |s| s.name == "raft forwarded write").await;
+    assert_eq!(
+        (forwarded.trace_id.as_str(), forwarded.parent_span_id.as_str()),
+        (write.trace_id.as_str(), write.span_id.as_str())
+    );
+    assert_ne!(forwarded.service_name, write.service_name, "spans from both nodes: {forwarded:#?} {write:#?}");
+    let proposal = collector
+        .wait_for("the leader's proposal", within, |s| {
+            s.name == "raft propose" && s.parent_span_id == forwarded.span_id
+        })
+        .await;
+    assert_eq!(proposal.trace_id, write.trace_id);
+    assert_eq!(proposal.service_name, forwarded.service_name, "proposed on the leader");
+    assert_eq!(proposal.attr("tollgate.raft.index"), Some(index.to_string().as_str()), "{proposal:#?}");
+    assert_eq!(proposal.attr("tollgate.raft.command"), change);
 }
 
 /// Issue 19: `[node] access_log` writes one JSON line per request with the span's fields, written when the

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tollgate_proto::v1::cluster_server::{Cluster, ClusterServer};
 use tollgate_proto::v1::{AddNodeRequest, Empty, RaftPayload, ReadIndexReply, RemoveNodeRequest};
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+use tracing::Instrument as _;
 
 use super::{decode, ClusterError, Inner};
 use crate::member::NodeInfo;
@@ -25,6 +26,17 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<GrpcResponse<RaftPayload>, St
         .map_err(|err| Status::internal(err.to_string()))
 }
 
+/// A cluster error as a span's `error.type`.
+fn error_type(err: &ClusterError) -> &'static str {
+    match err {
+        ClusterError::NoQuorum(_) => "no_quorum",
+        ClusterError::Invalid(_) => "invalid",
+        ClusterError::NotFound(_) => "not_found",
+        ClusterError::TooLarge(_) => "too_large",
+        ClusterError::Internal(_) => "internal",
+    }
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn write(&self, request: GrpcRequest<RaftPayload>) -> Result<GrpcResponse<RaftPayload>, Status> {
@@ -33,9 +45,14 @@ impl Cluster for ClusterService {
         // The audit trail names the node that forwarded the write, as the authenticated peer says.
         let forwarder =
             crate::auth::ClusterAuth::caller(&request).map_or("an unnamed peer".to_owned(), |id| format!("node-{id}"));
+        // The follower's trace continues here (when it sent one), its proposal span a child of this one.
+        let span = crate::trace::forwarded_write_span(request.metadata(), &command, &forwarder);
         command.actor = format!("{} (forwarded by {forwarder})", command.actor);
         // One hop only: a forwarded write that lands on a non-leader fails rather than bouncing around.
-        let result: Result<_, ClusterError> = self.inner.write(command, 0).await;
+        let result: Result<_, ClusterError> = self.inner.write(command, 0).instrument(span.clone()).await;
+        if let Err(err) = &result {
+            crate::trace::failed(&span, error_type(err));
+        }
         reply(&result)
     }
 

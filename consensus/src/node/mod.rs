@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use tollgate_proto::v1::cluster_client::ClusterClient;
 use tollgate_proto::v1::{Empty, RaftPayload};
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
 use crate::state::{ControlState, Request, Response};
 use crate::store::StateMachineStore;
@@ -452,11 +453,9 @@ impl Inner {
                     if hops == 0 {
                         return Err(ClusterError::NoQuorum("leadership changed while forwarding".into()));
                     }
-                    let reply = self
-                        .client(&addr)?
-                        .write(self.auth.sign(tonic::Request::new(encode(&request)?)))
-                        .await
-                        .map_err(unreachable)?;
+                    let mut forwarded = self.auth.sign(tonic::Request::new(encode(&request)?));
+                    crate::trace::inject(&mut forwarded);
+                    let reply = self.client(&addr)?.write(forwarded).await.map_err(unreachable)?;
                     return decode::<Result<Response, ClusterError>>(reply.get_ref())?;
                 }
             }
@@ -464,15 +463,23 @@ impl Inner {
             // not by the clock of the node that asked (docs/ARCHITECTURE.md, "Budget invariants").
             let mut stamped = request.clone();
             stamped.at_ms = self.now_ms();
-            match self.raft.client_write(stamped).await {
-                Ok(reply) => return Ok(reply.data),
+            let proposal = crate::trace::proposal_span(self.config.node_id, &request);
+            match self.raft.client_write(stamped).instrument(proposal.clone()).await {
+                Ok(reply) => {
+                    crate::trace::committed(&proposal, reply.log_id.index, reply.log_id.leader_id.term);
+                    return Ok(reply.data);
+                }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    crate::trace::failed(&proposal, "forward_to_leader");
                     // Lost leadership between the check and the write: wait for the next leader and retry
                     // (the request id makes the retry safe).
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-                Err(err) => return Err(ClusterError::Internal(err.to_string())),
+                Err(err) => {
+                    crate::trace::failed(&proposal, "raft");
+                    return Err(ClusterError::Internal(err.to_string()));
+                }
             }
         }
     }

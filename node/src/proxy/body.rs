@@ -109,6 +109,8 @@ pub struct StreamingBody {
     idle_turns: u32,
     /// PII redaction of the caller-shaped output (guardrails with action `redact`).
     redaction: Option<super::redact_out::SseRedaction>,
+    /// The completion goes on the span when the stream ends (`trace_content` routes).
+    content: Option<super::trace_content::ContentCapture>,
 }
 
 impl StreamingBody {
@@ -137,12 +139,19 @@ impl StreamingBody {
             progress: false,
             idle_turns: 0,
             redaction: None,
+            content: None,
         }
     }
 
     /// Filters the output through `redaction` (see `redact_out`).
     pub(super) fn with_redaction(mut self, redaction: Option<super::redact_out::SseRedaction>) -> Self {
         self.redaction = redaction;
+        self
+    }
+
+    /// Records the assembled completion on the span when the stream ends (see `trace_content`).
+    pub(super) fn with_content(mut self, content: Option<super::trace_content::ContentCapture>) -> Self {
+        self.content = content;
         self
     }
 
@@ -328,7 +337,11 @@ impl StreamingBody {
     /// Meters the stream as it stands: settled at the provider's final usage if it arrived, else as
     /// unknown (the whole reservation, or what was seen generated if more).
     fn finish(&mut self, outcome: Outcome) {
+        let content = self.content.take();
         let facts = self.translator.facts();
+        if let Some(content) = content {
+            content.output_text(&facts.text, facts.finish_reason.as_deref());
+        }
         let (final_usage, partial) = (facts.final_usage(), facts.usage);
         // The text is read only to count it when usage is unknown.
         let text = if final_usage.is_some() { String::new() } else { facts.text.clone() };

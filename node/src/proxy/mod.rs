@@ -10,6 +10,7 @@
 //! | 4 | parse + validate | `prepare::parse` | body | `ParsedRequest` (model, stream, limits, bounds) |
 //! | 5 | route + limits | `prepare::route` | principal, parsed request, `snapshot.routes` | [`Routed`] |
 //! | 5b | guardrails in | `guardrails::check_input` | `Routed`, `snapshot.org_guardrails` | block, flag, or a redacted body (parsed and routed again) |
+//! | 5c | prompt on the span | `trace_content::ContentCapture::input` | `Routed` (`trace_content` routes only), body | span attribute |
 //! | 6 | upstream attempts | `upstream::forward` | `Routed` | the response (fallback, retries, admission) |
 //! | 7 | respond + meter | `upstream` (`stream_response`, `complete_response`), `body`, `meter` | upstream response | client response, metrics |
 //!
@@ -23,6 +24,7 @@ mod ingress;
 mod meter;
 mod prepare;
 mod redact_out;
+mod trace_content;
 mod upstream;
 
 pub use body::ResponseBody;
@@ -176,6 +178,9 @@ async fn run_phases(
         }
     };
     record_request(&context.span, context.endpoint, &routed);
+    if let Some(content) = trace_content::ContentCapture::for_request(context, &routed) {
+        content.input(&context.body, context.endpoint);
+    }
     upstream::forward(gateway, context, &routed).await
 }
 
@@ -190,10 +195,16 @@ fn record_request(span: &TraceSpan, endpoint: Endpoint, routed: &Routed<'_>) {
         _ => "chat",
     };
     let model = routed.request.probe.model.as_ref();
-    span.set_name(|| format!("{operation} {model}"));
+    span.set_name(|| {
+        let mut name = String::with_capacity(operation.len() + 1 + model.len());
+        name.push_str(operation);
+        name.push(' ');
+        name.push_str(model);
+        name
+    });
     span.record("gen_ai.operation.name", operation);
     span.record("gen_ai.request.model", model);
-    span.record("tollgate.route", &*routed.route.name);
+    span.record("tollgate.route", &routed.route.name);
     if let Some(max_tokens) = routed.request.probe.max_output_tokens {
         span.record("gen_ai.request.max_tokens", max_tokens);
     }

@@ -222,8 +222,7 @@ async fn attempt(
         target_body(context.endpoint, context.caller, request, &context.body, route, target, output_cap)?;
     let sent_at = Instant::now();
     let mut meter = meter_for(gateway, context, routed, target, admission, sent_at);
-    let provider = &target.provider;
-    let attempt_span = context.span.attempt(&provider.name, &target.upstream_model, provider.server_address());
+    let attempt_span = context.span.attempt(&target.names);
     let upstream_request = UpstreamRequest {
         operation,
         body,
@@ -260,6 +259,7 @@ async fn attempt(
     // An Anthropic caller gets thinking blocks only when it asked for them, as from Anthropic itself.
     let show_reasoning = context.caller == Protocol::OpenAi || caller_enabled_thinking(request);
     let redaction = super::redact_out::OutputRedaction::for_request(context, routed);
+    let content = super::trace_content::ContentCapture::for_request(context, routed);
     let mut response = if request.probe.stream {
         let mut translator = StreamTranslator::new(upstream_protocol, context.caller, request.probe.include_usage)
             .with_reasoning(show_reasoning);
@@ -268,10 +268,11 @@ async fn attempt(
         }
         let redaction = redaction.map(|redaction| redaction.stream(context.caller));
         let body = StreamingBody::new(upstream_body, translator, context.caller, timeouts.idle, meter)
-            .with_redaction(redaction);
+            .with_redaction(redaction)
+            .with_content(content);
         stream_response(body, timeouts, sent_at).await
     } else {
-        let translation = Translation { upstream: upstream_protocol, show_reasoning, redaction };
+        let translation = Translation { upstream: upstream_protocol, show_reasoning, redaction, content };
         complete_response(gateway, context, upstream_body, translation, operation, timeouts.idle, meter).await
     };
     context.upstream_wait += sent_at.elapsed();
@@ -328,11 +329,11 @@ fn note_target(span: &TraceSpan, target: &Target, meter: &mut RequestMeter) {
     if span.is_none() {
         return;
     }
-    let provider = &target.provider;
-    span.record("gen_ai.provider.name", provider.name.as_str());
-    span.record("server.address", provider.server_address());
-    span.record("tollgate.target", format!("{}/{}", provider.name, target.upstream_model));
-    span.record("gen_ai.response.model", target.upstream_model.as_str());
+    let names = &target.names;
+    span.record("gen_ai.provider.name", &names.provider);
+    span.record("server.address", &names.server_address);
+    span.record("tollgate.target", &names.label);
+    span.record("gen_ai.response.model", &names.model);
     meter.set_span(span.clone());
 }
 
@@ -482,6 +483,8 @@ struct Translation {
     show_reasoning: bool,
     /// PII guardrails with action `redact` rewrite the caller's texts.
     redaction: Option<super::redact_out::OutputRedaction>,
+    /// The completion goes on the span (`trace_content` routes).
+    content: Option<super::trace_content::ContentCapture>,
 }
 
 async fn complete_response(
@@ -526,6 +529,9 @@ async fn complete_response(
                 (Some(redaction), Operation::Chat) => redaction.complete(context.caller, out),
                 _ => out,
             };
+            if let (Some(content), Operation::Chat) = (&translation.content, operation) {
+                content.output_body(context.caller, &out);
+            }
             Ok(json_response(StatusCode::OK, out))
         }
         Err(err) => {
