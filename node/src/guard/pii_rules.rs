@@ -295,10 +295,17 @@ fn digit_count(value: &str) -> usize {
 /// (no numbering plan groups a phone number 3-2-4; the tuning split's SSNs are written so), or a house
 /// number followed by its street.
 fn phone_lookalike(text: &str, range: &Range<usize>) -> bool {
-    let value = &text[range.clone()];
-    let groups: Vec<usize> = value.split(['-', ' ']).map(str::len).collect();
-    let ssn_layout = groups == [3, 2, 4] && value.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b' ');
-    let street_after = STREET_AFTER_REGEX.as_ref().is_some_and(|street| street.is_match(&text[range.end..]));
+    let value = text[range.clone()].as_bytes();
+    let ssn_layout = value.len() == 11
+        && value.iter().enumerate().all(|(index, &b)| match index {
+            3 | 6 => b == b'-' || b == b' ',
+            _ => b.is_ascii_digit(),
+        });
+    // The street pattern only runs where a word follows on the same line (rarely, after a phone number).
+    let after = &text[range.end..];
+    let word_follows = after.trim_start_matches([' ', '\t']).starts_with(|c: char| c.is_ascii_alphanumeric())
+        && after.starts_with([' ', '\t']);
+    let street_after = word_follows && STREET_AFTER_REGEX.as_ref().is_some_and(|street| street.is_match(after));
     ssn_layout || street_after
 }
 
