@@ -133,15 +133,21 @@ impl Network {
 
 /// The tonic endpoint for a peer's Raft gRPC address (`host:port`, plain HTTP/2).
 pub fn endpoint(raft_addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    endpoint_with(raft_addr, None)
+    Ok(with_peer_settings(Endpoint::from_shared(format!("http://{raft_addr}"))?))
 }
 
 /// [`endpoint`], with mutual TLS when `tls` is set.
 pub fn endpoint_with(
     raft_addr: &str,
     tls: Option<&crate::tls::ClusterTls>,
-) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(crate::tls::peer_endpoint(raft_addr, tls)?
+) -> Result<crate::tls::PeerEndpoint, tonic::transport::Error> {
+    let peer = crate::tls::peer_endpoint(raft_addr, tls)?;
+    Ok(crate::tls::PeerEndpoint { endpoint: with_peer_settings(peer.endpoint), tls: peer.tls })
+}
+
+/// Timeouts, keepalive and HTTP/2 windows for the peer links.
+fn with_peer_settings(endpoint: Endpoint) -> Endpoint {
+    endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -149,7 +155,7 @@ pub fn endpoint_with(
         .keep_alive_while_idle(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .http2_adaptive_window(false))
+        .http2_adaptive_window(false)
 }
 
 /// The server side of the peer port with the same HTTP/2 windows as [`endpoint_with`]: what a peer may send

@@ -194,6 +194,9 @@ async fn build_control_plane(config: &Config, listeners: &mut Listeners) -> anyh
     if consensus_config.tls.is_none() {
         tracing::warn!("the Raft port speaks plain HTTP/2 (peers authenticate with the cluster secret only); set [cluster_tls] across networks");
     }
+    if let (Some(files), Some(tls)) = (&config.cluster_tls, &consensus_config.tls) {
+        files.spawn_reload(tls);
+    }
     let consensus = tollgate_consensus::ConsensusNode::start(consensus_config, raft_listener).await?;
     crate::control::spawn_secret_reload(config, &consensus);
     let gateway = Arc::new(Gateway::clustered(config, consensus.clone())?);

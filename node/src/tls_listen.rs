@@ -2,7 +2,7 @@
 //! rustls. The certificate is served through a resolver whose key pair is swapped when the files change
 //! (checked every [`RELOAD_EVERY`]): new handshakes get the new certificate, connections already open keep
 //! theirs, nothing is dropped. A file pair that fails to load keeps the current one, with a warning. ALPN
-//! offers `h2` then `http/1.1`.
+//! offers `h2` then `http/1.1`. `[cluster_tls]` is reloaded the same way (`ClusterTlsFiles::spawn_reload`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,27 +41,59 @@ pub struct ClusterTlsFiles {
 }
 
 impl ClusterTlsFiles {
-    /// Reads and checks the three files (each error names its setting, never the key's contents).
-    pub fn load(&self) -> anyhow::Result<tollgate_consensus::tls::ClusterTls> {
+    /// Reads the three files (each error names its setting, never the key's contents).
+    fn read(&self) -> anyhow::Result<tollgate_consensus::tls::ClusterTlsPem> {
         let read = |path: &Path, field: &str| {
             std::fs::read(path).with_context(|| format!("cluster_tls.{field}: cannot read {}", path.display()))
         };
-        let ca_pem = read(&self.ca_file, "ca_file")?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-            let cert = cert.map_err(|_| anyhow::anyhow!("cluster_tls.ca_file: not a PEM certificate file"))?;
-            roots.add(cert).map_err(|err| anyhow::anyhow!("cluster_tls.ca_file: not a usable CA: {err}"))?;
-        }
-        if roots.is_empty() {
-            anyhow::bail!("cluster_tls.ca_file: {} holds no certificate", self.ca_file.display());
-        }
         // The pair is checked the way the listeners check theirs.
         load(&TlsFiles { cert_file: self.cert_file.clone(), key_file: self.key_file.clone() }, "cluster_tls")?;
-        Ok(tollgate_consensus::tls::ClusterTls {
-            ca_pem,
+        Ok(tollgate_consensus::tls::ClusterTlsPem {
+            ca_pem: read(&self.ca_file, "ca_file")?,
             cert_pem: read(&self.cert_file, "cert_file")?,
             key_pem: read(&self.key_file, "key_file")?,
         })
+    }
+
+    /// Reads and checks the three files: the certificate must come from the CA.
+    pub fn load(&self) -> anyhow::Result<tollgate_consensus::tls::ClusterTls> {
+        Ok(tollgate_consensus::tls::ClusterTls::new(&self.read()?)?)
+    }
+
+    /// Swaps new files into `tls` when they change (checked every [`RELOAD_EVERY`], like the listeners'):
+    /// new connections to and from peers use them, established ones keep theirs. Files that fail to load
+    /// (unreadable, a key that does not fit, a certificate not from the CA) keep the current material, with
+    /// a warning. The task ends when the node has dropped `tls`.
+    pub fn spawn_reload(&self, tls: &tollgate_consensus::tls::ClusterTls) {
+        let files = self.clone();
+        let tls = tls.downgrade();
+        tokio::spawn(async move {
+            let stamp = |files: &ClusterTlsFiles| {
+                (modified(&files.ca_file), modified(&files.cert_file), modified(&files.key_file))
+            };
+            let (mut seen, mut warned) = (stamp(&files), None);
+            loop {
+                tokio::time::sleep(RELOAD_EVERY).await;
+                let Some(tls) = tls.upgrade() else { return };
+                let now = stamp(&files);
+                if now == seen {
+                    continue;
+                }
+                match files.read().and_then(|pem| Ok(tls.replace(&pem)?)) {
+                    Ok(()) => {
+                        seen = now;
+                        tracing::info!("cluster TLS certificate reloaded");
+                    }
+                    // Half-written files (cert replaced, key not yet): tried again at the next check, with
+                    // one warning per version of the files.
+                    Err(err) if warned != Some(now) => {
+                        tracing::warn!(error = %format!("{err:#}"), "keeping the current cluster TLS certificate");
+                        warned = Some(now);
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
     }
 }
 

@@ -322,7 +322,15 @@ fn pii_eval() {
     // Two evaluation sets: our templates with generated values, and presidio-research's own synthetic set
     // (Faker values, its templates), which none of the recognizers were written against.
     print_pii("evaluation (tollgate templates)", &score_pii(&["pii_eval.jsonl"], false));
-    print_pii("evaluation (presidio-research synth_dataset_v2)", &score_pii(&["pii_presidio_eval.jsonl"], false));
+    let presidio = score_pii(&["pii_presidio_eval.jsonl"], false);
+    print_pii("evaluation (presidio-research synth_dataset_v2)", &presidio);
+    // The independent set on its own: precision at least 0.95 for every type, and phone recall well above
+    // that of Presidio's own pattern recognizers on this dataset (0.46).
+    for (kind, counts) in &presidio {
+        assert!(counts.precision() >= 0.95, "presidio-research set: {kind} precision {:.3}", counts.precision());
+    }
+    let phone = presidio.get("PHONE").copied().unwrap_or_default();
+    assert!(phone.recall() >= 0.70, "presidio-research set: PHONE recall {:.3} below 0.70", phone.recall());
     let table = score_pii(&["pii_eval.jsonl", "pii_presidio_eval.jsonl"], false);
     let total = print_pii("evaluation (both)", &table);
     assert!(total.precision() >= 0.95, "overall precision {:.3} below 0.95", total.precision());
@@ -339,10 +347,10 @@ fn pii_eval() {
 }
 
 /// (precision, recall) floors per type, a little under the measurement on the evaluation splits recorded in
-/// tests/data/guard/README.md (phone: precision 0.974, recall 0.874; every other type at least 0.99).
+/// tests/data/guard/README.md (phone: precision 1.000, recall 0.874; every other type at least 0.99).
 fn pii_floor(kind: EntityKind) -> (f64, f64) {
     match kind {
-        EntityKind::Phone => (0.95, 0.85),
+        EntityKind::Phone => (0.98, 0.85),
         _ => (0.95, 0.97),
     }
 }

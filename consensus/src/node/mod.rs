@@ -91,13 +91,9 @@ fn serve_grpc(
     admitted: watch::Receiver<bool>,
 ) -> anyhow::Result<ServerHandle> {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let check = inner.auth.clone();
-    let mut builder = crate::network::server_builder();
-    if let Some(tls) = &inner.config.tls {
-        builder = builder.tls_config(tls.server())?;
-    }
-    let router = builder
+    let tls = inner.config.tls.clone();
+    let router = crate::network::server_builder()
         .layer(tonic::service::InterceptorLayer::new(move |request| check.check(request)))
         .add_service(crate::raft_service::raft_server_gated(inner.raft.clone(), admitted, inner.identity.clone()))
         .add_service(cluster_service::cluster_server(inner.clone()));
@@ -105,7 +101,15 @@ fn serve_grpc(
         let shutdown = async move {
             let _ = stop_rx.await;
         };
-        if let Err(err) = router.serve_with_incoming_shutdown(incoming, shutdown).await {
+        // With TLS the handshakes are this crate's (`tls.rs`), with the material current at each one.
+        let served = match tls {
+            Some(tls) => router.serve_with_incoming_shutdown(tls.incoming(listener), shutdown).await,
+            None => {
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+        };
+        if let Err(err) = served {
             tracing::error!(%err, "raft grpc server failed");
         }
     });

@@ -60,8 +60,11 @@ pub(super) async fn refuse_if_rejoining_without_data(
 }
 
 async fn peer_status(addr: &str, auth: &ClusterAuth, tls: Option<&crate::tls::ClusterTls>) -> Option<ClusterStatus> {
-    let channel =
-        crate::tls::peer_endpoint(addr, tls).ok()?.connect_timeout(Duration::from_millis(500)).connect().await.ok()?;
+    let channel = {
+        let mut peer = crate::tls::peer_endpoint(addr, tls).ok()?;
+        peer.endpoint = peer.endpoint.connect_timeout(Duration::from_millis(500));
+        peer.connect().await.ok()?
+    };
     let mut request = auth.sign(tonic::Request::new(Empty {}));
     request.set_timeout(Duration::from_secs(1));
     let reply = ClusterClient::new(channel).status(request).await.ok()?;

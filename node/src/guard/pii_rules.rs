@@ -88,6 +88,15 @@ const PHONE_CONTEXT: &str = concat!(
 /// A digit group run followed by the kind of line a phone number has in an address block (`... office`).
 const PHONE_LABELLED: &str = r"(?im)(?:^|[^0-9A-Za-z+\-.])(?P<v>\+?\(?\d[\d \-.()]{5,18}\d)[ \t]*(?:-[ \t]*)?(?:office|fax|mobile|cell|home|work|tel|phone|direct|desk)\b";
 
+/// A street name right after a number (`2437 Main St`, `3911 Fourth Avenue Suite 697`): the number is a
+/// house number, maybe after a postcode, as in the addresses of the presidio-research tuning split.
+const STREET_AFTER: &str = concat!(
+    r"\A[ \t]+(?:[A-Z0-9][A-Za-z0-9'.-]*[ \t]+){1,3}(?:St|Street|Ave|Avenue|Rd|Road|Dr|Drive|Ln|Lane|Blvd|",
+    r"Boulevard|Way|Ct|Court|Pl|Place|Ter|Terrace|Cres|Crescent|Hwy|Highway|Pkwy|Parkway|Sq|Square|Cir|Circle|",
+    r"Close|Row|Trail|Gateway|Gardens)(?-u:\b)",
+);
+static STREET_AFTER_REGEX: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(STREET_AFTER).ok());
+
 pub static RECOGNIZERS: LazyLock<Result<Vec<Recognizer>, String>> = LazyLock::new(|| {
     let specs: [(EntityKind, &str, Confirm); 16] = [
         (EntityKind::PrivateKey, PEM, accept),
@@ -114,7 +123,11 @@ pub static RECOGNIZERS: LazyLock<Result<Vec<Recognizer>, String>> = LazyLock::ne
                 .map(|regex| Recognizer { kind, regex, confirm })
                 .map_err(|err| format!("{kind} pattern: {err}"))
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()
+        .and_then(|recognizers| match *STREET_AFTER_REGEX {
+            Some(_) => Ok(recognizers),
+            None => Err("street pattern does not compile".to_string()),
+        })
 });
 
 impl Recognizer {
@@ -278,6 +291,24 @@ fn digit_count(value: &str) -> usize {
     value.bytes().filter(u8::is_ascii_digit).count()
 }
 
+/// Phone-shaped digits that are something else: the `123-45-6789` layout of a US social security number
+/// (no numbering plan groups a phone number 3-2-4; the tuning split's SSNs are written so), or a house
+/// number followed by its street.
+fn phone_lookalike(text: &str, range: &Range<usize>) -> bool {
+    let value = text[range.clone()].as_bytes();
+    let ssn_layout = value.len() == 11
+        && value.iter().enumerate().all(|(index, &b)| match index {
+            3 | 6 => b == b'-' || b == b' ',
+            _ => b.is_ascii_digit(),
+        });
+    // The street pattern only runs where a word follows on the same line (rarely, after a phone number).
+    let after = &text[range.end..];
+    let word_follows = after.trim_start_matches([' ', '\t']).starts_with(|c: char| c.is_ascii_alphanumeric())
+        && after.starts_with([' ', '\t']);
+    let street_after = word_follows && STREET_AFTER_REGEX.as_ref().is_some_and(|street| street.is_match(after));
+    ssn_layout || street_after
+}
+
 fn confirm_international_phone(text: &str, _: &Captures, range: Range<usize>) -> Option<Range<usize>> {
     let value = text[range.clone()].trim_end_matches(['-', '.', ' ', '/']);
     // `00 44 ...` after a four-character group is the middle of an account number, not a dialling prefix.
@@ -289,21 +320,23 @@ fn confirm_international_phone(text: &str, _: &Captures, range: Range<usize>) ->
         return None;
     }
     let digits = digit_count(value) - if value.starts_with("00") { 2 } else { 0 };
-    ((8..=15).contains(&digits) && !text[range.start + value.len()..].starts_with(|c: char| c.is_ascii_digit()))
-        .then_some(range.start..range.start + value.len())
+    let range = range.start..range.start + value.len();
+    let followed_by_digit = text[range.end..].starts_with(|c: char| c.is_ascii_digit());
+    ((8..=15).contains(&digits) && !followed_by_digit && !phone_lookalike(text, &range)).then_some(range)
 }
 
 fn confirm_nanp_phone(text: &str, _: &Captures, range: Range<usize>) -> Option<Range<usize>> {
     let digits: Vec<u8> = text[range.clone()].bytes().filter(u8::is_ascii_digit).collect();
     // NANP area codes start with 2-9 (exchanges do too, but made-up numbers often ignore that).
-    (digits.len() == 10 && digits[0] >= b'2').then_some(range)
+    (digits.len() == 10 && digits[0] >= b'2' && !phone_lookalike(text, &range)).then_some(range)
 }
 
 fn confirm_national_phone(text: &str, _: &Captures, range: Range<usize>) -> Option<Range<usize>> {
     let value = &text[range.clone()];
     let separators: Vec<char> = value.chars().filter(|c| !c.is_ascii_digit()).collect();
     let consistent = separators.windows(2).all(|pair| pair[0] == pair[1]);
-    ((9..=12).contains(&digit_count(value)) && consistent && !separators.is_empty()).then_some(range)
+    let digits_ok = (9..=12).contains(&digit_count(value));
+    (digits_ok && consistent && !separators.is_empty() && !phone_lookalike(text, &range)).then_some(range)
 }
 
 fn confirm_context_phone(text: &str, _: &Captures, range: Range<usize>) -> Option<Range<usize>> {
@@ -312,5 +345,6 @@ fn confirm_context_phone(text: &str, _: &Captures, range: Range<usize>) -> Optio
     // A card number after "number" is a card; a date is not a phone.
     let card_like = (13..=19).contains(&digits.len()) && luhn_valid(&digits);
     let date_like = value.len() == 10 && value.as_bytes().get(4) == Some(&b'-');
-    ((7..=15).contains(&digits.len()) && !card_like && !date_like).then_some(range)
+    let lookalike = phone_lookalike(text, &range);
+    ((7..=15).contains(&digits.len()) && !card_like && !date_like && !lookalike).then_some(range)
 }

@@ -105,3 +105,34 @@ fn reports_code_point_offsets() {
     let text = "é✓ bob@example.com";
     assert_eq!(detector().entities(text), vec![EntitySpan { kind: EntityKind::Email, start: 3, end: 18 }]);
 }
+
+#[test]
+fn social_security_layout_is_not_a_phone() {
+    // Grouped 3-2-4 with a trunk-0 start: the national pattern's shape, the SSN's layout.
+    for text in ["Here's my SSN: 054-28-6917", "ssn 023 01 0866 on file", "Phone: 012-34-5678"] {
+        assert_eq!(found(text), vec![], "{text}");
+    }
+    // The same digits grouped as phone numbers are.
+    assert_eq!(found("Tel. 054 286 917"), one(EntityKind::Phone, "054 286 917"));
+    assert_eq!(found("call 0542-86917 now"), one(EntityKind::Phone, "0542-86917"));
+}
+
+#[test]
+fn house_number_before_a_street_is_not_a_phone() {
+    for text in [
+        "Billing address: Ada Lovelace\n    03262 2437 Main St Suite 442\n   Mill Village",
+        "ship to 0170 5551 Fourth Avenue, Springfield",
+        "at 020 7946 0958 Old Kent Road",
+        "Phone: 0301 2345678 Crown St",
+    ] {
+        assert_eq!(found(text), vec![], "{text}");
+    }
+    // A street further on, or a capitalised word that is no street, leaves the phone number alone.
+    for (text, phone) in [
+        ("call 020 7946 0958 before you visit 12 Main Street", "020 7946 0958"),
+        ("Tel. 030 12345678 Monday to Friday", "030 12345678"),
+        ("(415) 555-0132 Office", "(415) 555-0132"),
+    ] {
+        assert_eq!(found(text), one(EntityKind::Phone, phone), "{text}");
+    }
+}
