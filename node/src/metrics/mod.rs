@@ -12,10 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Metric, Registry};
 
 pub use histogram::Histogram;
 pub use snapshot::{Snapshot, Value};
@@ -315,8 +317,9 @@ impl Metrics {
     pub fn render(&self, mut snapshot: Snapshot) -> String {
         collect_process(&mut snapshot);
         let mut registry = Registry::default();
-        self.register_node(&mut registry);
-        self.register_targets(&mut registry);
+        for (name, help, metric) in self.families() {
+            registry.register(name, help, Registered(metric));
+        }
         registry.register_collector(Box::new(snapshot));
         let mut out = String::with_capacity(16 * 1024);
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -325,92 +328,100 @@ impl Metrics {
         out
     }
 
-    /// Node-wide series: responses by status, in-flight, connections, overhead, budget refusals. (Help
-    /// texts without the final period: the registry adds it.)
-    fn register_node(&self, registry: &mut Registry) {
-        registry.register(
-            "tollgate_http_responses",
-            "Responses sent to clients on the API listener, by status",
-            self.responses_family.clone(),
-        );
-        registry.register("tollgate_requests_in_flight", "API requests being served now", self.in_flight.clone());
-        registry.register(
-            "tollgate_connections_closed",
-            "Client connections refused at the cap or closed by a deadline",
-            self.connections_closed.clone(),
-        );
-        registry.register(
-            "tollgate_accept_errors",
-            "Failed accepts on the API and admin listeners (e.g. out of file descriptors)",
-            self.accept_errors.clone(),
-        );
-        registry.register(
-            "tollgate_gateway_overhead_seconds",
-            "Time the gateway itself spent before the response headers, upstream wait excluded",
-            self.overhead.clone(),
-        );
-        registry.register(
-            "tollgate_budget_refusals",
-            "Requests refused by a budget, by org and reason",
-            self.budget_refusals.clone(),
-        );
-        registry.register(
-            "tollgate_guardrail_events",
-            "Requests a guardrail matched, by the action it took",
-            self.guardrail_events.clone(),
-        );
-        registry.register(
-            "tollgate_canary_judgements",
-            "Canary verdicts this node reached (healthy included)",
-            self.canary_judgements.clone(),
-        );
-        registry.register(
-            "tollgate_canary_rollbacks",
-            "Canary targets set to weight 0 by this node, by the SLO they broke",
-            self.canary_rollbacks.clone(),
-        );
+    /// The long-lived families as (name, help, handle): node-wide series, then per-target ones (labelled
+    /// by route, provider and model). Help texts without the final period: the registry adds it.
+    fn families(&self) -> Vec<(&'static str, &'static str, Box<dyn Metric>)> {
+        let t = &self.target_families;
+        vec![
+            (
+                "tollgate_http_responses",
+                "Responses sent to clients on the API listener, by status",
+                Box::new(self.responses_family.clone()),
+            ),
+            ("tollgate_requests_in_flight", "API requests being served now", Box::new(self.in_flight.clone())),
+            (
+                "tollgate_connections_closed",
+                "Client connections refused at the cap or closed by a deadline",
+                Box::new(self.connections_closed.clone()),
+            ),
+            (
+                "tollgate_accept_errors",
+                "Failed accepts on the API and admin listeners (e.g. out of file descriptors)",
+                Box::new(self.accept_errors.clone()),
+            ),
+            (
+                "tollgate_gateway_overhead_seconds",
+                "Time the gateway itself spent before the response headers, upstream wait excluded",
+                Box::new(self.overhead.clone()),
+            ),
+            (
+                "tollgate_budget_refusals",
+                "Requests refused by a budget, by org and reason",
+                Box::new(self.budget_refusals.clone()),
+            ),
+            (
+                "tollgate_guardrail_events",
+                "Requests a guardrail matched, by the action it took",
+                Box::new(self.guardrail_events.clone()),
+            ),
+            (
+                "tollgate_canary_judgements",
+                "Canary verdicts this node reached (healthy included)",
+                Box::new(self.canary_judgements.clone()),
+            ),
+            (
+                "tollgate_canary_rollbacks",
+                "Canary targets set to weight 0 by this node, by the SLO they broke",
+                Box::new(self.canary_rollbacks.clone()),
+            ),
+            ("tollgate_upstream_requests", "Upstream attempts by outcome", Box::new(t.requests.clone())),
+            (
+                "gen_ai_client_token_usage",
+                "Tokens billed, by type (gen_ai.client.token.usage)",
+                Box::new(t.tokens.clone()),
+            ),
+            (
+                "tollgate_usage_estimated",
+                "Requests whose usage was counted locally because the provider reported none",
+                Box::new(t.estimated.clone()),
+            ),
+            (
+                "tollgate_fallbacks",
+                "Attempts on this target that failed over to the next one",
+                Box::new(t.fallbacks.clone()),
+            ),
+            (
+                "tollgate_fallbacks_by_reason",
+                "Fallbacks away from this target, by why its attempt failed",
+                Box::new(t.fallback_reasons.clone()),
+            ),
+            ("tollgate_cost_usd", "Cost at the model's configured prices", Box::new(t.cost.clone())),
+            (
+                "gen_ai_server_request_duration_seconds",
+                "Upstream request duration, first byte sent to last byte received",
+                Box::new(t.duration.clone()),
+            ),
+            ("gen_ai_server_time_to_first_token_seconds", "Time to the first streamed token", Box::new(t.ttft.clone())),
+            (
+                "gen_ai_server_time_per_output_token_seconds",
+                "Decode time per output token of successful responses (after the first token when streamed)",
+                Box::new(t.per_token.clone()),
+            ),
+        ]
+    }
+}
+
+/// A family registered by handle (the registry wants one concrete type per call).
+#[derive(Debug)]
+struct Registered(Box<dyn Metric>);
+
+impl EncodeMetric for Registered {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
     }
 
-    /// Per-target series (route, provider, model): outcomes, tokens, cost, fallbacks, latency histograms.
-    fn register_targets(&self, registry: &mut Registry) {
-        let families = &self.target_families;
-        registry.register("tollgate_upstream_requests", "Upstream attempts by outcome", families.requests.clone());
-        registry.register(
-            "gen_ai_client_token_usage",
-            "Tokens billed, by type (gen_ai.client.token.usage)",
-            families.tokens.clone(),
-        );
-        registry.register(
-            "tollgate_usage_estimated",
-            "Requests whose usage was counted locally because the provider reported none",
-            families.estimated.clone(),
-        );
-        registry.register(
-            "tollgate_fallbacks",
-            "Attempts on this target that failed over to the next one",
-            families.fallbacks.clone(),
-        );
-        registry.register(
-            "tollgate_fallbacks_by_reason",
-            "Fallbacks away from this target, by why its attempt failed",
-            families.fallback_reasons.clone(),
-        );
-        registry.register("tollgate_cost_usd", "Cost at the model's configured prices", families.cost.clone());
-        registry.register(
-            "gen_ai_server_request_duration_seconds",
-            "Upstream request duration, first byte sent to last byte received",
-            families.duration.clone(),
-        );
-        registry.register(
-            "gen_ai_server_time_to_first_token_seconds",
-            "Time to the first streamed token",
-            families.ttft.clone(),
-        );
-        registry.register(
-            "gen_ai_server_time_per_output_token_seconds",
-            "Decode time per output token of successful responses (after the first token when streamed)",
-            families.per_token.clone(),
-        );
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
     }
 }
 
