@@ -302,6 +302,15 @@ async fn raft_and_budget_metrics_match_the_admin_api() {
     let on_leader = scrape(leader).await;
     let lags: Vec<_> = on_leader.iter().filter(|s| s.name == "tollgate_raft_replication_lag").collect();
     assert_eq!(lags.len(), 3, "the leader reports every member's lag: {lags:?}");
+    // Replication progress is reported a moment after it is made: once quiet, the leader's committed index
+    // lies between what it applied and what it logged.
+    eventually_async("applied <= committed <= last on the leader", || async {
+        let metrics = scrape(leader).await;
+        let value = |name: &str| sample(&metrics, name, &[]).unwrap_or(f64::NAN);
+        let committed = value("tollgate_raft_committed_index");
+        value("tollgate_raft_applied_index") <= committed && committed <= value("tollgate_raft_last_log_index")
+    })
+    .await;
     let on_2 = scrape(2).await;
     let applied = sample(&on_2, "tollgate_raft_proposals_total", &[("result", "applied")]).unwrap();
     assert!(applied >= 1.0, "the budget was written through node 2");

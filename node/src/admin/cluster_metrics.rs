@@ -38,6 +38,14 @@ pub fn collect(gateway: &Gateway, snapshot: &mut Snapshot) {
             let behind = last.saturating_sub(matched.map_or(0, |log_id| log_id.index));
             lag.sample(&[("peer", &peer.to_string())], behind);
         }
+        let matched = |id: &u64| replication.get(id).copied().flatten().map_or(0, |log_id| log_id.index);
+        let configs = raft.membership_config.membership().get_joint_config();
+        snapshot
+            .gauge(
+                "tollgate_raft_committed_index",
+                "On the leader: the highest log index a majority of the voters (of both configurations while joint) holds.",
+            )
+            .sample(&[], quorum_index(configs.iter().map(|voters| voters.iter().map(matched).collect())));
     }
     let proposals = consensus.proposal_stats();
     // Buckets before counts: a proposal is counted before it is bucketed, so no bucket exceeds the count.
@@ -65,6 +73,19 @@ pub fn collect(gateway: &Gateway, snapshot: &mut Snapshot) {
         .histogram("tollgate_raft_proposal_seconds", "Time the proposals through this node took until answered.")
         .sample(&[], latency);
     collect_budgets(gateway, consensus, snapshot);
+}
+
+/// The highest index held by a majority of every configuration's voters: for each, the median-from-the-top
+/// of what they hold; the smallest of those.
+fn quorum_index(configs: impl Iterator<Item = Vec<u64>>) -> u64 {
+    configs
+        .filter(|held| !held.is_empty())
+        .map(|mut held| {
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            held[held.len() / 2]
+        })
+        .min()
+        .unwrap_or(0)
 }
 
 fn collect_budgets(gateway: &Gateway, consensus: &tollgate_consensus::ConsensusNode, snapshot: &mut Snapshot) {
@@ -103,5 +124,19 @@ fn collect_budgets(gateway: &Gateway, consensus: &tollgate_consensus::ConsensusN
         for (scope, available) in local {
             allowance.sample(&[("scope", &scope)], available);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quorum_index;
+
+    #[test]
+    fn the_committed_index_is_what_a_majority_of_every_configuration_holds() {
+        assert_eq!(quorum_index([vec![10, 7, 3]].into_iter()), 7);
+        assert_eq!(quorum_index([vec![10, 7, 3, 2]].into_iter()), 3, "two of four is not a majority");
+        assert_eq!(quorum_index([vec![9]].into_iter()), 9);
+        assert_eq!(quorum_index([vec![10, 7, 3], vec![10, 2, 1]].into_iter()), 2, "joint: both must agree");
+        assert_eq!(quorum_index(std::iter::empty()), 0);
     }
 }
