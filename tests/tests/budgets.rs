@@ -168,7 +168,7 @@ async fn a_partitioned_node_spends_only_what_it_holds_then_fails_closed() {
 #[tokio::test]
 async fn missing_max_tokens_is_injected_from_the_allowance_instead_of_refusing() {
     let cluster = TestCluster::start(3).await;
-    set_budget(&cluster, 3_000).await;
+    set_budget(&cluster, 300).await;
     let response = cluster
         .client
         .post(format!("{}/v1/chat/completions", cluster.node(3).api_url()))
@@ -342,4 +342,25 @@ async fn raft_and_budget_metrics_match_the_admin_api() {
     let refused =
         sample(&scrape(3).await, "tollgate_budget_refusals_total", &[("org", "acme"), ("reason", "budget_exceeded")]);
     assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
+}
+
+/// A budget smaller than the route's default output cap: a request without `max_tokens` is served with its
+/// output capped to what the budget allows (the ledger cannot grant the whole default ask, but can grant
+/// the least the request runs with), not refused on a fresh budget.
+#[tokio::test]
+async fn a_request_without_max_tokens_fits_a_budget_below_the_default_cap() {
+    let cluster = TestCluster::start(3).await;
+    set_budget(&cluster, 300).await;
+    let response = cluster
+        .client
+        .post(format!("{}/v1/chat/completions", cluster.node(1).api_url()))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-direct", "messages": [{"role": "user", "content": "no cap given"}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(served(&cluster) <= 300, "S1: served {}", served(&cluster));
 }

@@ -377,7 +377,13 @@ impl BudgetManager {
             let full = ask.units(spec, output_cap);
             let minimum = ask.units(spec, ask.min_output);
             if account.available() < full as i64 {
-                if let Err(err) = self.refill(&account, full).await {
+                let refilled = match self.refill(&account, full).await {
+                    // The whole ask (a default max_tokens above a small budget) may be more than the ledger
+                    // can grant at all, while the least the request can run with is not: ask for that.
+                    Ok(()) if account.available() < minimum as i64 => self.refill(&account, minimum).await,
+                    other => other,
+                };
+                if let Err(err) = refilled {
                     if account.available() < minimum as i64 {
                         return Err(err);
                     }
